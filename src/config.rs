@@ -1,0 +1,133 @@
+//! The core's limits and timings: every one has a default and is checked at start.
+
+use std::fmt;
+
+/// Largest allowed `max_devices_per_user` (the device count lives in 5 bits of a record).
+pub const MAX_DEVICES_LIMIT: u8 = 31;
+
+/// Largest horizon, in ticks, of any timer (deadline, idle, retention): deadlines are stored
+/// as 32-bit tick numbers compared with wrapping arithmetic.
+pub const MAX_HORIZON_TICKS: u64 = 1 << 30;
+
+/// Timings and limits of one shard's presence core.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CoreConfig {
+    /// Timing-wheel resolution in microseconds (`tick`, default 10 ms).
+    pub tick_us: u64,
+    /// Expected time between a device's heartbeats, microseconds (`heartbeat_interval`, 30 s).
+    pub heartbeat_interval_us: u64,
+    /// Allowance for delay and jitter, microseconds (`grace`, 5 s); a device is offline after
+    /// `heartbeat_interval + 2 × grace` of silence.
+    pub grace_us: u64,
+    /// A device with no activity flag for this long is idle, microseconds (`idle_after`, 5 min).
+    pub idle_after_us: u64,
+    /// How long an offline user's last seen is kept, microseconds (`last_seen_retention`, 30 d).
+    pub last_seen_retention_us: u64,
+    /// Users one shard holds, online or remembered offline (`users_per_shard`, 1,000,000).
+    pub user_capacity: u32,
+    /// Devices one user may have at once; more are refused (`max_devices_per_user`, 8).
+    pub max_devices_per_user: u8,
+    /// Users with two devices or more that one shard holds at once (`multi_device_users`,
+    /// 250,000); each takes one overflow block.
+    pub multi_device_users: u32,
+    /// Seed of the table's hash (random in the daemon, fixed in tests).
+    pub hash_seed: u64,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        CoreConfig {
+            tick_us: 10_000,
+            heartbeat_interval_us: 30_000_000,
+            grace_us: 5_000_000,
+            idle_after_us: 300_000_000,
+            last_seen_retention_us: 30 * 24 * 3600 * 1_000_000,
+            user_capacity: 1_000_000,
+            max_devices_per_user: 8,
+            multi_device_users: 250_000,
+            hash_seed: 0x5eed_0f_9e5e_ce5d,
+        }
+    }
+}
+
+/// A configuration value the core cannot run with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The configuration key at fault.
+    pub key: &'static str,
+    /// What is wrong and how to fix it.
+    pub problem: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "config key `{}`: {}", self.key, self.problem)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl CoreConfig {
+    /// Silence after which a device is offline: `heartbeat_interval + 2 × grace`, microseconds.
+    pub fn timeout_us(&self) -> u64 {
+        self.heartbeat_interval_us + 2 * self.grace_us
+    }
+
+    /// Checks every value; the error names the key and the fix.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let err = |key, problem: String| Err(ConfigError { key, problem });
+        if self.tick_us < 100 || self.tick_us > 1_000_000 {
+            return err("tick", format!("is {} µs; use 100 µs to 1 s", self.tick_us));
+        }
+        if self.heartbeat_interval_us == 0 || self.heartbeat_interval_us > 3_600_000_000 {
+            return err(
+                "heartbeat_interval",
+                format!("is {} µs; use more than 0 and at most 1 h", self.heartbeat_interval_us),
+            );
+        }
+        if self.grace_us > 3_600_000_000 {
+            return err("grace", format!("is {} µs; use at most 1 h", self.grace_us));
+        }
+        if self.idle_after_us == 0 {
+            return err("idle_after", "is 0; use a positive duration".to_string());
+        }
+        for (key, us) in [
+            ("idle_after", self.idle_after_us),
+            ("last_seen_retention", self.last_seen_retention_us),
+            ("heartbeat_interval", self.timeout_us()),
+        ] {
+            if us / self.tick_us >= MAX_HORIZON_TICKS {
+                return err(
+                    key,
+                    format!(
+                        "spans {} ticks of {} µs; at most 2^30 ticks are allowed: shorten it or raise `tick`",
+                        us / self.tick_us,
+                        self.tick_us
+                    ),
+                );
+            }
+        }
+        if self.user_capacity == 0 || self.user_capacity > (1 << 30) {
+            return err(
+                "users_per_shard",
+                format!("is {}; use 1 to 2^30", self.user_capacity),
+            );
+        }
+        if self.max_devices_per_user == 0 || self.max_devices_per_user > MAX_DEVICES_LIMIT {
+            return err(
+                "max_devices_per_user",
+                format!("is {}; use 1 to {MAX_DEVICES_LIMIT}", self.max_devices_per_user),
+            );
+        }
+        if self.multi_device_users > self.user_capacity {
+            return err(
+                "multi_device_users",
+                format!(
+                    "is {}, more than users_per_shard ({}); lower it",
+                    self.multi_device_users, self.user_capacity
+                ),
+            );
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,7 @@
+//! presenced: the presence core (sans-IO) and, later, the daemon around it.
+//!
+//! See ARCHITECTURE.md for the code map and the normative presence rules.
+
+pub mod clock;
+pub mod config;
+pub mod event;

@@ -1,0 +1,1 @@
+//! presenced wire format v1 (placeholder until the codec lands).
