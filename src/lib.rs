@@ -5,3 +5,7 @@
 pub mod clock;
 pub mod config;
 pub mod event;
+pub mod record;
+pub mod shard;
+pub mod table;
+pub mod wheel;

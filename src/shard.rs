@@ -1,0 +1,428 @@
+//! One shard's presence logic as a deterministic state machine (sans-IO).
+//!
+//! Heartbeat entries and the current time go in; user-level transitions come out. Nothing in
+//! here reads a clock, touches a socket, spawns a thread or allocates after construction (the
+//! caller owns the output buffer). The rules implemented are the normative ones in
+//! ARCHITECTURE.md ("Presence rules").
+//!
+//! Hot path: a heartbeat of a known device only rewrites its deadline in the table; the user's
+//! one wheel timer stays where it is and, when it fires early, is re-checked and moved to the
+//! user's next real deadline (the delayed-trigger check). The wheel is touched only when a
+//! user's next deadline moves earlier (a new device, a state change, activity after a lapse).
+
+use crate::clock::{Now, Tick};
+use crate::config::{ConfigError, CoreConfig};
+use crate::event::{Cause, Heartbeat, Presence, PublicState, Report, Transition};
+use crate::record::{
+    widen, Aggregate, Blocks, Device, DeviceState, Devices, Record, MAX_WALL_MS, NO_TIMER,
+};
+use crate::table::Table;
+use crate::wheel::{TimerId, Wheel};
+
+/// Counters of one shard; every refusal has its own.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ShardStats {
+    /// Records held now (online, or offline and remembered).
+    pub users: u64,
+    /// Live devices now.
+    pub devices: u64,
+    /// Heartbeat entries applied or refused.
+    pub heartbeats: u64,
+    /// Transitions emitted.
+    pub transitions: u64,
+    /// New users refused because the table was full (`users_per_shard`).
+    pub refused_user_capacity: u64,
+    /// New devices refused because the user had `max_devices_per_user`.
+    pub refused_device_limit: u64,
+    /// Second devices refused because no overflow block was free (`multi_device_users`).
+    pub refused_overflow_full: u64,
+    /// Entries for the reserved user id 0.
+    pub refused_user_zero: u64,
+    /// Logouts of a user or device the shard does not know.
+    pub logout_unknown: u64,
+    /// Calls whose monotonic time was behind an earlier call's.
+    pub clock_backwards: u64,
+    /// Offline records dropped after `last_seen_retention`.
+    pub records_dropped: u64,
+    /// Wheel timers that fired (including early ones re-checked and moved).
+    pub timers_fired: u64,
+}
+
+/// One shard: a presence table, a timing wheel and overflow device blocks, all sized at start.
+pub struct Shard {
+    tick_us: u64,
+    timeout_us: u64,
+    idle_after_us: u64,
+    retention_ticks: u64,
+    max_devices: usize,
+    table: Table<Record>,
+    wheel: Wheel,
+    blocks: Blocks,
+    /// Largest monotonic time seen.
+    now_us: u64,
+    stats: ShardStats,
+}
+
+impl Shard {
+    /// A shard with everything allocated for `config`'s capacities, its clock at `now`.
+    pub fn new(config: CoreConfig, now: Now) -> Result<Shard, ConfigError> {
+        config.validate()?;
+        let blocks = if config.max_devices_per_user > 1 {
+            config.multi_device_users
+        } else {
+            0
+        };
+        Ok(Shard {
+            tick_us: config.tick_us,
+            timeout_us: config.timeout_us(),
+            idle_after_us: config.idle_after_us,
+            retention_ticks: config.last_seen_retention_us / config.tick_us + 1,
+            max_devices: config.max_devices_per_user as usize,
+            table: Table::new(config.user_capacity, config.hash_seed),
+            wheel: Wheel::new(config.user_capacity, now.mono_us / config.tick_us),
+            blocks: Blocks::new(blocks, config.max_devices_per_user),
+            now_us: now.mono_us,
+            stats: ShardStats::default(),
+        })
+    }
+
+    /// Advances time to `now`, then applies one heartbeat entry; transitions are appended to
+    /// `out`.
+    pub fn heartbeat(&mut self, now: Now, hb: &Heartbeat, out: &mut Vec<Transition>) {
+        self.advance(now, out);
+        self.stats.heartbeats += 1;
+        if hb.user == 0 {
+            self.stats.refused_user_zero += 1;
+            return;
+        }
+        let state = match hb.report {
+            Report::Offline => return self.logout(now.wall_ms, hb, out),
+            Report::Online => DeviceState::Online,
+            Report::Idle => DeviceState::Idle,
+            Report::Invisible => DeviceState::Invisible,
+        };
+        let n = self.tick();
+        let deadline = self.due(self.timeout_us) as u32;
+        let active_until = self.due(self.idle_after_us) as u32;
+        let Shard {
+            table,
+            blocks,
+            wheel,
+            stats,
+            max_devices,
+            ..
+        } = self;
+        let Ok((rec, created)) = table.get_or_insert_with(hb.user, Record::new) else {
+            stats.refused_user_capacity += 1;
+            return;
+        };
+        let can_overflow = blocks.available() > 0;
+        let mut devices = Devices::new(rec, blocks);
+        let had_devices = !devices.is_empty();
+        // Whether the user's next deadline may have moved earlier than its timer.
+        let earlier = match devices.find(hb.device) {
+            Some(i) => {
+                let mut dev = devices.get(i);
+                let was_active = dev.state == DeviceState::Online && !dev.lapsed;
+                let refresh = hb.active || dev.state != state;
+                dev.deadline = deadline;
+                if refresh {
+                    dev.active_until = active_until;
+                    dev.lapsed = false;
+                }
+                dev.state = state;
+                devices.set(i, dev);
+                refresh && !was_active
+            }
+            None => {
+                if devices.len() >= *max_devices {
+                    stats.refused_device_limit += 1;
+                    return;
+                }
+                if devices.len() == 1 && !can_overflow {
+                    stats.refused_overflow_full += 1;
+                    return;
+                }
+                devices.push(Device {
+                    id: hb.device,
+                    deadline,
+                    active_until,
+                    state,
+                    lapsed: false,
+                });
+                stats.devices += 1;
+                true
+            }
+        };
+        if created {
+            stats.users += 1;
+        }
+        let prev = devices.rec.aggregate();
+        let agg = evaluate(&mut devices, n);
+        let cause = if had_devices {
+            Cause::StateChange
+        } else {
+            Cause::FirstHeartbeat
+        };
+        emit(
+            devices.rec,
+            hb.user,
+            prev,
+            agg,
+            now.wall_ms,
+            cause,
+            out,
+            stats,
+        );
+        if hb.active && matches!(agg, Aggregate::Online | Aggregate::Idle) {
+            devices.rec.set_last_seen(now.wall_ms);
+        }
+        if earlier || devices.rec.timer == NO_TIMER {
+            let at = next_wake(&devices, n, self.retention_ticks);
+            schedule(wheel, devices.rec, hb.user, at);
+        }
+    }
+
+    /// Fires every timer due up to `now`; transitions are appended to `out`.
+    pub fn advance(&mut self, now: Now, out: &mut Vec<Transition>) {
+        if now.mono_us < self.now_us {
+            self.stats.clock_backwards += 1;
+        } else {
+            self.now_us = now.mono_us;
+        }
+        let target = self.tick();
+        while let Some((user, at)) = self.wheel.poll(target) {
+            self.fire(user, at, now.wall_ms, out);
+        }
+    }
+
+    /// The presence of `user` as of the last processed tick.
+    pub fn query(&self, user: u64) -> Presence {
+        match self.table.get(user) {
+            None => Presence::UNKNOWN,
+            Some(rec) => Presence {
+                state: rec.aggregate().public(),
+                last_seen_ms: rec.last_seen(),
+                version: rec.version,
+            },
+        }
+    }
+
+    /// Live devices of `user` (0 for an unknown user).
+    pub fn device_count(&self, user: u64) -> usize {
+        self.table.get(user).map_or(0, Record::device_count)
+    }
+
+    /// Whether the shard holds a record for `user`.
+    pub fn is_known(&self, user: u64) -> bool {
+        self.table.get(user).is_some()
+    }
+
+    /// The shard's counters.
+    pub fn stats(&self) -> &ShardStats {
+        &self.stats
+    }
+
+    /// Bytes allocated for the table, the wheel and the overflow blocks.
+    pub fn memory_bytes(&self) -> usize {
+        self.table.memory_bytes() + self.wheel.memory_bytes() + self.blocks.memory_bytes()
+    }
+
+    /// The presence table (for probe statistics).
+    pub fn table(&self) -> &Table<Record> {
+        &self.table
+    }
+
+    fn tick(&self) -> Tick {
+        self.now_us / self.tick_us
+    }
+
+    /// The first tick at which more than `span_us` has passed since now.
+    fn due(&self, span_us: u64) -> Tick {
+        (self.now_us + span_us) / self.tick_us + 1
+    }
+
+    fn logout(&mut self, wall_ms: u64, hb: &Heartbeat, out: &mut Vec<Transition>) {
+        let n = self.tick();
+        let Shard {
+            table,
+            blocks,
+            wheel,
+            stats,
+            ..
+        } = self;
+        let Some(rec) = table.get_mut(hb.user) else {
+            stats.logout_unknown += 1;
+            return;
+        };
+        let mut devices = Devices::new(rec, blocks);
+        let Some(i) = devices.find(hb.device) else {
+            stats.logout_unknown += 1;
+            return;
+        };
+        devices.swap_remove(i);
+        stats.devices -= 1;
+        if devices.is_empty() {
+            devices.rec.set_offline_since(n);
+        }
+        let prev = devices.rec.aggregate();
+        let agg = evaluate(&mut devices, n);
+        emit(
+            devices.rec,
+            hb.user,
+            prev,
+            agg,
+            wall_ms,
+            Cause::Logout,
+            out,
+            stats,
+        );
+        // Fewer devices only move deadlines later, except retention, which may be shorter.
+        let at = next_wake(&devices, n, self.retention_ticks);
+        schedule(wheel, devices.rec, hb.user, at);
+    }
+
+    /// The user's timer fired at tick `t`: expire, re-evaluate, reschedule or drop.
+    fn fire(&mut self, user: u64, t: Tick, wall_ms: u64, out: &mut Vec<Transition>) {
+        self.stats.timers_fired += 1;
+        let Shard {
+            table,
+            blocks,
+            wheel,
+            stats,
+            retention_ticks,
+            ..
+        } = self;
+        let rec = table
+            .get_mut(user)
+            .expect("every timer belongs to a record");
+        rec.timer = NO_TIMER;
+        let mut devices = Devices::new(rec, blocks);
+        if devices.is_empty() {
+            let drop_at = devices.rec.offline_since(t) + *retention_ticks;
+            if drop_at <= t {
+                table.remove(user);
+                stats.users -= 1;
+                stats.records_dropped += 1;
+            } else {
+                schedule(wheel, devices.rec, user, drop_at);
+            }
+            return;
+        }
+        let mut removed = 0;
+        let mut i = 0;
+        while i < devices.len() {
+            if widen(devices.get(i).deadline, t) <= t {
+                devices.swap_remove(i);
+                removed += 1;
+            } else {
+                i += 1;
+            }
+        }
+        stats.devices -= removed;
+        if devices.is_empty() {
+            devices.rec.set_offline_since(t);
+        }
+        let prev = devices.rec.aggregate();
+        let agg = evaluate(&mut devices, t);
+        let cause = if removed > 0 {
+            Cause::Timeout
+        } else {
+            Cause::Inactivity
+        };
+        emit(devices.rec, user, prev, agg, wall_ms, cause, out, stats);
+        let at = next_wake(&devices, t, *retention_ticks);
+        schedule(wheel, devices.rec, user, at);
+    }
+}
+
+/// The aggregate at tick `t`; marks devices whose activity window has passed as lapsed.
+fn evaluate(devices: &mut Devices<'_>, t: Tick) -> Aggregate {
+    if devices.is_empty() {
+        return Aggregate::Offline;
+    }
+    let (mut invisible, mut active) = (false, false);
+    for i in 0..devices.len() {
+        let mut dev = devices.get(i);
+        invisible |= dev.state == DeviceState::Invisible;
+        if dev.state == DeviceState::Online && !dev.lapsed {
+            if dev.active_at(t) {
+                active = true;
+            } else {
+                dev.lapsed = true;
+                devices.set(i, dev);
+            }
+        }
+    }
+    if invisible {
+        Aggregate::Invisible
+    } else if active {
+        Aggregate::Online
+    } else {
+        Aggregate::Idle
+    }
+}
+
+/// The next tick after `t` at which the user's state may change (call after `evaluate`).
+fn next_wake(devices: &Devices<'_>, t: Tick, retention_ticks: u64) -> Tick {
+    if devices.is_empty() {
+        return devices.rec.offline_since(t) + retention_ticks;
+    }
+    let mut at = Tick::MAX;
+    for i in 0..devices.len() {
+        let dev = devices.get(i);
+        at = at.min(widen(dev.deadline, t));
+        if dev.state == DeviceState::Online && !dev.lapsed {
+            at = at.min(widen(dev.active_until, t));
+        }
+    }
+    debug_assert!(at > t);
+    at
+}
+
+/// Makes sure the user's one timer fires no later than `at`.
+fn schedule(wheel: &mut Wheel, rec: &mut Record, user: u64, at: Tick) {
+    if rec.timer == NO_TIMER {
+        let id = wheel
+            .insert(user, at)
+            .expect("the wheel holds one timer per record");
+        rec.timer = id.index();
+    } else {
+        let id = TimerId::from_index(rec.timer);
+        if at < wheel.due(id) {
+            wheel.reschedule(id, at);
+        }
+    }
+}
+
+/// Stores the new aggregate and emits a transition if the public state changed.
+#[allow(clippy::too_many_arguments)]
+fn emit(
+    rec: &mut Record,
+    user: u64,
+    prev: Aggregate,
+    agg: Aggregate,
+    wall_ms: u64,
+    cause: Cause,
+    out: &mut Vec<Transition>,
+    stats: &mut ShardStats,
+) {
+    rec.set_aggregate(agg);
+    let (was, is) = (prev.public(), agg.public());
+    if was == is {
+        return;
+    }
+    rec.version = (rec.version + 1).max(wall_ms.min(MAX_WALL_MS) << 16);
+    if is != PublicState::Idle {
+        rec.set_last_seen(wall_ms);
+    }
+    out.push(Transition {
+        user,
+        state: is,
+        prev: was,
+        at_ms: wall_ms,
+        cause,
+        version: rec.version,
+    });
+    stats.transitions += 1;
+}

@@ -1,0 +1,696 @@
+//! The open-addressed presence table: `u64` key → `V: Copy`, fixed capacity.
+//!
+//! All slots are allocated up front (`ceil(capacity × 8 / 7)` of them, so the load factor
+//! never exceeds 7/8) and the table never grows. A key is mapped to its home slot with
+//! *fastrange* (`(h × slots) >> 64`), so the slot count need not be a power of two.
+//! Collisions are resolved with Robin Hood linear probing (an insert takes the slot of the
+//! first entry that sits closer to its own home than the new key would) and removals use
+//! backward-shift deletion, so there are no tombstones. Probing wraps at the end of the array.
+//!
+//! A slot stores a *tag* instead of the key: `tag = mix(key ^ seed) ^ mix(seed)`, where `mix`
+//! is the splitmix64 finaliser, a bijection on `u64`. The key is recovered by inverting `mix`
+//! (only [`Table::iter`] needs it), so a slot is `8 + size_of::<V>()` bytes and probing never
+//! re-hashes a stored key: the home of any slot is one multiplication away. Key 0 maps to
+//! tag 0, which marks an empty slot; key 0 is therefore reserved and every public method
+//! asserts it is not passed.
+//!
+//! The seed spreads sequential user ids; it is not a keyed PRF, so it does not make the table
+//! proof against an adversary who can choose keys *and* learn the seed.
+
+use std::fmt;
+
+/// The key could not be added: it is absent and the table already holds `capacity` entries.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Full;
+
+impl fmt::Display for Full {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("presence table is full")
+    }
+}
+
+impl std::error::Error for Full {}
+
+/// Displacement statistics of the present entries, computed by a full scan (for reporting).
+///
+/// An entry's displacement is its distance, in slots, from its home slot (0 = at home); a
+/// lookup of a present key inspects `displacement + 1` slots.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ProbeStats {
+    /// Entries present.
+    pub len: usize,
+    /// Slots in the table.
+    pub slots: usize,
+    /// Largest displacement of any present entry (0 when empty).
+    pub max: usize,
+    /// Mean displacement of the present entries (0.0 when empty).
+    pub mean: f64,
+    /// 99th percentile of the displacements (0 when empty).
+    pub p99: usize,
+}
+
+#[derive(Clone, Copy)]
+struct Slot<V> {
+    /// `0` = empty; otherwise the tag of the key stored here (see the module docs).
+    tag: u64,
+    /// Meaningless (a stale or default value) when the slot is empty.
+    value: V,
+}
+
+/// Where a probe for a tag ended.
+enum Probe {
+    /// The tag is stored at this index.
+    Found(usize),
+    /// The tag is absent; it belongs at `index`, `dist` slots from its home. The slot there
+    /// is empty or holds an entry closer to its own home (which an insert shifts right).
+    Vacant { index: usize, dist: usize },
+}
+
+const MIX_M1: u64 = 0xbf58_476d_1ce4_e5b9;
+const MIX_M2: u64 = 0x94d0_49bb_1331_11eb;
+const MIX_M1_INV: u64 = mod_inverse(MIX_M1);
+const MIX_M2_INV: u64 = mod_inverse(MIX_M2);
+
+/// Multiplicative inverse of an odd `a` modulo 2^64 (Newton's iteration: 3 → 96 good bits).
+const fn mod_inverse(a: u64) -> u64 {
+    let mut x = a; // a·a ≡ 1 (mod 8) for odd a: 3 good bits.
+    let mut i = 0;
+    while i < 5 {
+        x = x.wrapping_mul(2u64.wrapping_sub(a.wrapping_mul(x)));
+        i += 1;
+    }
+    x
+}
+
+/// The splitmix64 finaliser: a bijection on `u64` with `mix(0) == 0`.
+#[inline]
+const fn mix(mut x: u64) -> u64 {
+    x ^= x >> 30;
+    x = x.wrapping_mul(MIX_M1);
+    x ^= x >> 27;
+    x = x.wrapping_mul(MIX_M2);
+    x ^ (x >> 31)
+}
+
+/// The inverse of [`mix`].
+const fn unmix(mut x: u64) -> u64 {
+    x ^= (x >> 31) ^ (x >> 62);
+    x = x.wrapping_mul(MIX_M2_INV);
+    x ^= (x >> 27) ^ (x >> 54);
+    x = x.wrapping_mul(MIX_M1_INV);
+    x ^ (x >> 30) ^ (x >> 60)
+}
+
+/// A fixed-capacity open-addressed hash map from nonzero `u64` keys to `V` (see module docs).
+#[derive(Clone)]
+pub struct Table<V> {
+    slots: Box<[Slot<V>]>,
+    len: usize,
+    capacity: usize,
+    seed: u64,
+    /// `mix(seed)`: xored into every tag so that key 0 ↔ tag 0.
+    salt: u64,
+    max_probe_seen: usize,
+}
+
+impl<V: Copy + Default> Table<V> {
+    /// An empty table that will hold up to `capacity` entries, with hash seed `seed`.
+    ///
+    /// Allocates and initialises all `ceil(capacity × 8 / 7)` slots (at least one) now.
+    pub fn new(capacity: u32, seed: u64) -> Table<V> {
+        let slots = (u64::from(capacity) * 8).div_ceil(7).max(1);
+        let slots = usize::try_from(slots).expect("slot count fits in usize");
+        let empty = Slot {
+            tag: 0,
+            value: V::default(),
+        };
+        Table {
+            slots: vec![empty; slots].into_boxed_slice(),
+            len: 0,
+            capacity: capacity as usize,
+            seed,
+            salt: mix(seed),
+            max_probe_seen: 0,
+        }
+    }
+}
+
+impl<V: Copy> Table<V> {
+    /// The value stored under `key`, if any. Panics if `key == 0`.
+    #[inline]
+    pub fn get(&self, key: u64) -> Option<&V> {
+        match self.probe(self.tag(key)) {
+            Probe::Found(i) => Some(&self.slots[i].value),
+            Probe::Vacant { .. } => None,
+        }
+    }
+
+    /// The value stored under `key`, mutably, if any. Panics if `key == 0`.
+    #[inline]
+    pub fn get_mut(&mut self, key: u64) -> Option<&mut V> {
+        match self.probe(self.tag(key)) {
+            Probe::Found(i) => Some(&mut self.slots[i].value),
+            Probe::Vacant { .. } => None,
+        }
+    }
+
+    /// Stores `value` under `key`, returning the value it replaces, if any.
+    ///
+    /// `Err(Full)` (table unchanged) only when `key` is absent and `len() == capacity()`.
+    /// Panics if `key == 0`.
+    #[inline]
+    pub fn insert(&mut self, key: u64, value: V) -> Result<Option<V>, Full> {
+        let tag = self.tag(key);
+        match self.probe(tag) {
+            Probe::Found(i) => Ok(Some(std::mem::replace(&mut self.slots[i].value, value))),
+            Probe::Vacant { index, dist } => {
+                if self.len == self.capacity {
+                    return Err(Full);
+                }
+                self.place(index, dist, tag, value);
+                Ok(None)
+            }
+        }
+    }
+
+    /// The value under `key`, inserting `make()` first if it is absent; the flag is `true`
+    /// when it was inserted.
+    ///
+    /// `Err(Full)` (table unchanged, `make` not called) only when `key` is absent and
+    /// `len() == capacity()`. Panics if `key == 0`.
+    #[inline]
+    pub fn get_or_insert_with(
+        &mut self,
+        key: u64,
+        make: impl FnOnce() -> V,
+    ) -> Result<(&mut V, bool), Full> {
+        let tag = self.tag(key);
+        match self.probe(tag) {
+            Probe::Found(i) => Ok((&mut self.slots[i].value, false)),
+            Probe::Vacant { index, dist } => {
+                if self.len == self.capacity {
+                    return Err(Full);
+                }
+                let value = make();
+                self.place(index, dist, tag, value);
+                // `place` shifts the entries after `index`, never the new one.
+                Ok((&mut self.slots[index].value, true))
+            }
+        }
+    }
+
+    /// Removes `key`, returning its value if it was present. Panics if `key == 0`.
+    #[inline]
+    pub fn remove(&mut self, key: u64) -> Option<V> {
+        let Probe::Found(mut hole) = self.probe(self.tag(key)) else {
+            return None;
+        };
+        let value = self.slots[hole].value;
+        // Backward shift: pull each following displaced entry one slot nearer its home,
+        // until an empty slot or an entry already at home ends the cluster.
+        loop {
+            let next = self.next(hole);
+            let tag = self.slots[next].tag;
+            if tag == 0 || self.displacement(next, tag) == 0 {
+                break;
+            }
+            self.slots[hole] = self.slots[next];
+            hole = next;
+        }
+        self.slots[hole].tag = 0;
+        self.len -= 1;
+        Some(value)
+    }
+
+    /// Entries present.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether no entry is present.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The most entries the table holds (the `capacity` given to [`Table::new`]).
+    #[inline]
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Slots allocated: `ceil(capacity × 8 / 7)`, at least 1.
+    #[inline]
+    pub fn slots(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Bytes of the slot array (`slots() × (8 + size_of::<V>())`, padding included).
+    pub fn memory_bytes(&self) -> usize {
+        std::mem::size_of_val::<[Slot<V>]>(&self.slots)
+    }
+
+    /// The hash seed given to [`Table::new`].
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// The present entries, in slot order (unspecified, changes with every insert/remove).
+    pub fn iter(&self) -> impl Iterator<Item = (u64, &V)> + '_ {
+        self.slots
+            .iter()
+            .filter(|s| s.tag != 0)
+            .map(move |s| (self.key_of(s.tag), &s.value))
+    }
+
+    /// The largest displacement any insert has produced since creation (never decreases;
+    /// removals may leave every present entry nearer home). Kept on the insert path.
+    #[inline]
+    pub fn max_probe_seen(&self) -> usize {
+        self.max_probe_seen
+    }
+
+    /// Displacement statistics of the present entries, by a scan of every slot.
+    pub fn probe_stats(&self) -> ProbeStats {
+        let mut histogram: Vec<usize> = Vec::new();
+        let mut total: u64 = 0;
+        for (i, s) in self.slots.iter().enumerate() {
+            if s.tag != 0 {
+                let d = self.displacement(i, s.tag);
+                if d >= histogram.len() {
+                    histogram.resize(d + 1, 0);
+                }
+                histogram[d] += 1;
+                total += d as u64;
+            }
+        }
+        let (mut mean, mut p99) = (0.0, 0);
+        if self.len > 0 {
+            mean = total as f64 / self.len as f64;
+            // The smallest d with at least 99% of the entries at displacement <= d.
+            let target = (self.len * 99).div_ceil(100);
+            let mut seen = 0;
+            for (d, &count) in histogram.iter().enumerate() {
+                seen += count;
+                if seen >= target {
+                    p99 = d;
+                    break;
+                }
+            }
+        }
+        ProbeStats {
+            len: self.len,
+            slots: self.slots.len(),
+            max: histogram.len().saturating_sub(1),
+            mean,
+            p99,
+        }
+    }
+
+    /// Checks every structural invariant, panicking on the first violation (for tests):
+    /// the entry count, each entry reachable by lookup, the Robin Hood order (an entry is
+    /// at most one slot farther from home than its predecessor, with no gap before it),
+    /// and `max_probe_seen` bounding every displacement.
+    #[doc(hidden)]
+    pub fn check_invariants(&self) {
+        let n = self.slots.len();
+        assert!(self.len <= self.capacity, "len {} > capacity", self.len);
+        assert!(self.capacity < n || self.capacity == 0, "no free slot");
+        let mut count = 0;
+        for (i, s) in self.slots.iter().enumerate() {
+            if s.tag == 0 {
+                continue;
+            }
+            count += 1;
+            let d = self.displacement(i, s.tag);
+            assert!(
+                d <= self.max_probe_seen,
+                "slot {i}: displacement {d} > max seen"
+            );
+            if d > 0 {
+                let prev = &self.slots[(i + n - 1) % n];
+                assert!(
+                    prev.tag != 0,
+                    "slot {i}: displaced by {d} after an empty slot"
+                );
+                let pd = self.displacement((i + n - 1) % n, prev.tag);
+                assert!(
+                    d <= pd + 1,
+                    "slot {i}: displacement {d} after {pd} (Robin Hood)"
+                );
+            }
+            let key = self.key_of(s.tag);
+            assert_ne!(key, 0);
+            assert_eq!(self.tag(key), s.tag, "slot {i}: tag does not round-trip");
+            assert!(
+                matches!(self.probe(s.tag), Probe::Found(j) if j == i),
+                "slot {i}: key {key} not reachable"
+            );
+        }
+        assert_eq!(count, self.len, "occupied slots vs len");
+    }
+
+    /// The tag of a (nonzero) key.
+    #[inline]
+    fn tag(&self, key: u64) -> u64 {
+        assert!(key != 0, "key 0 is reserved (empty slot marker)");
+        mix(key ^ self.seed) ^ self.salt
+    }
+
+    /// The key whose tag this is (inverse of [`Table::tag`]).
+    #[inline]
+    fn key_of(&self, tag: u64) -> u64 {
+        unmix(tag ^ self.salt) ^ self.seed
+    }
+
+    /// Home slot of a tag (fastrange).
+    #[inline]
+    fn home(&self, tag: u64) -> usize {
+        ((u128::from(tag) * self.slots.len() as u128) >> 64) as usize
+    }
+
+    /// Distance from its home of the entry with tag `tag` stored at `index`.
+    #[inline]
+    fn displacement(&self, index: usize, tag: u64) -> usize {
+        let home = self.home(tag);
+        if index >= home {
+            index - home
+        } else {
+            index + self.slots.len() - home
+        }
+    }
+
+    #[inline]
+    fn next(&self, i: usize) -> usize {
+        if i + 1 == self.slots.len() {
+            0
+        } else {
+            i + 1
+        }
+    }
+
+    /// Probes for `tag`. Terminates: there is always an empty slot (`len <= capacity < slots`).
+    #[inline]
+    fn probe(&self, tag: u64) -> Probe {
+        let mut index = self.home(tag);
+        let mut dist = 0;
+        loop {
+            let t = self.slots[index].tag;
+            if t == tag {
+                return Probe::Found(index);
+            }
+            // Robin Hood order: past an entry nearer its home than we are, `tag` cannot be.
+            if t == 0 || self.displacement(index, t) < dist {
+                return Probe::Vacant { index, dist };
+            }
+            dist += 1;
+            index = self.next(index);
+        }
+    }
+
+    /// Stores an absent `tag` at `index` (from [`Probe::Vacant`]), shifting the rest of the
+    /// cluster one slot right. Requires `len < capacity`.
+    fn place(&mut self, index: usize, dist: usize, tag: u64, value: V) {
+        debug_assert!(self.len < self.capacity);
+        let mut max = dist;
+        if self.slots[index].tag != 0 {
+            let n = self.slots.len();
+            let mut empty = self.next(index);
+            while self.slots[empty].tag != 0 {
+                empty = self.next(empty);
+            }
+            // Shift [index, empty) right by one, last first; each moved entry is one
+            // slot farther from home.
+            let mut j = empty;
+            while j != index {
+                let prev = if j == 0 { n - 1 } else { j - 1 };
+                let moved = self.slots[prev];
+                self.slots[j] = moved;
+                max = max.max(self.displacement(j, moved.tag));
+                j = prev;
+            }
+        }
+        self.slots[index] = Slot { tag, value };
+        self.len += 1;
+        if max > self.max_probe_seen {
+            self.max_probe_seen = max;
+        }
+    }
+}
+
+impl<V> fmt::Debug for Table<V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Table")
+            .field("len", &self.len)
+            .field("capacity", &self.capacity)
+            .field("slots", &self.slots.len())
+            .field("max_probe_seen", &self.max_probe_seen)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEED: u64 = 0x0123_4567_89ab_cdef;
+
+    /// Nonzero keys whose home slot in `t` is `home`, the first `count` found from 1 up.
+    fn keys_with_home(t: &Table<u64>, home: usize, count: usize) -> Vec<u64> {
+        (1u64..)
+            .filter(|&k| t.home(t.tag(k)) == home)
+            .take(count)
+            .collect()
+    }
+
+    fn index_of(t: &Table<u64>, key: u64) -> usize {
+        match t.probe(t.tag(key)) {
+            Probe::Found(i) => i,
+            Probe::Vacant { .. } => panic!("key {key} absent"),
+        }
+    }
+
+    #[test]
+    fn mix_is_a_bijection_with_zero_fixed() {
+        assert_eq!(mix(0), 0);
+        assert_eq!(MIX_M1.wrapping_mul(MIX_M1_INV), 1);
+        assert_eq!(MIX_M2.wrapping_mul(MIX_M2_INV), 1);
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for i in 0..10_000u64 {
+            for v in [i, u64::MAX - i, x] {
+                assert_eq!(unmix(mix(v)), v);
+            }
+            x = mix(x.wrapping_add(i));
+        }
+        let t: Table<u64> = Table::new(10, SEED);
+        for k in [1, 2, SEED, u64::MAX, SEED ^ 1] {
+            assert_ne!(t.tag(k), 0);
+            assert_eq!(t.key_of(t.tag(k)), k);
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(std::mem::size_of::<Slot<[u64; 4]>>(), 40);
+        let t: Table<[u64; 4]> = Table::new(7, 1);
+        assert_eq!(t.slots(), 8);
+        assert_eq!(t.memory_bytes(), 8 * 40);
+        let t: Table<u64> = Table::new(1_000_000, 1);
+        assert_eq!(t.slots(), 1_142_858); // ceil(8_000_000 / 7)
+        assert_eq!(Table::<u64>::new(0, 1).slots(), 1);
+        assert_eq!(Table::<u64>::new(1, 1).slots(), 2);
+    }
+
+    #[test]
+    fn wrap_around_cluster() {
+        let mut t: Table<u64> = Table::new(14, SEED); // 16 slots
+        let last = t.slots() - 1;
+        let ks = keys_with_home(&t, last, 3);
+        let k0 = keys_with_home(&t, 0, 1)[0];
+        for (v, &k) in ks.iter().enumerate() {
+            assert_eq!(t.insert(k, v as u64), Ok(None));
+        }
+        assert_eq!(
+            [
+                index_of(&t, ks[0]),
+                index_of(&t, ks[1]),
+                index_of(&t, ks[2])
+            ],
+            [last, 0, 1]
+        );
+        // A key at home 0 goes after the wrapped entries, which are farther from home.
+        t.insert(k0, 99).unwrap();
+        assert_eq!(index_of(&t, k0), 2);
+        assert_eq!(t.max_probe_seen(), 2);
+        t.check_invariants();
+        // Removing the entry in the last slot pulls the wrapped ones back across the end.
+        assert_eq!(t.remove(ks[0]), Some(0));
+        assert_eq!(
+            [index_of(&t, ks[1]), index_of(&t, ks[2]), index_of(&t, k0)],
+            [last, 0, 1]
+        );
+        assert_eq!(t.get(ks[2]), Some(&2));
+        assert_eq!(t.get(k0), Some(&99));
+        t.check_invariants();
+        assert_eq!(t.probe_stats().max, 1);
+    }
+
+    #[test]
+    fn remove_from_middle_of_cluster() {
+        let mut t: Table<u64> = Table::new(28, SEED); // 32 slots
+        let a = keys_with_home(&t, 5, 3);
+        let b = keys_with_home(&t, 6, 2);
+        let c = keys_with_home(&t, 10, 1)[0];
+        for &k in a.iter().chain(&b).chain([&c]) {
+            t.insert(k, k).unwrap();
+        }
+        // Cluster: 5:a0 6:a1 7:a2 8:b0 9:b1 10:c
+        let order = [a[0], a[1], a[2], b[0], b[1], c];
+        for (i, &k) in order.iter().enumerate() {
+            assert_eq!(index_of(&t, k), 5 + i);
+        }
+        t.check_invariants();
+        assert_eq!(t.remove(a[1]), Some(a[1]));
+        // a2, b0, b1 shift back; c is at home and stays.
+        assert_eq!(index_of(&t, a[2]), 6);
+        assert_eq!(index_of(&t, b[0]), 7);
+        assert_eq!(index_of(&t, b[1]), 8);
+        assert_eq!(index_of(&t, c), 10);
+        assert_eq!(t.get(a[1]), None);
+        assert_eq!(t.remove(a[1]), None);
+        t.check_invariants();
+        // Removing b0 leaves b1 at home.
+        t.remove(b[0]).unwrap();
+        assert_eq!(index_of(&t, b[1]), 6);
+        assert_eq!(t.len(), 4);
+        t.check_invariants();
+    }
+
+    #[test]
+    fn insert_steals_from_nearer_entry() {
+        let mut t: Table<u64> = Table::new(28, SEED);
+        let a = keys_with_home(&t, 3, 3);
+        let b = keys_with_home(&t, 4, 1)[0];
+        t.insert(a[0], 0).unwrap();
+        t.insert(b, 1).unwrap(); // at home 4
+        t.insert(a[1], 2).unwrap(); // displacement 1 > b's 0: takes slot 4, b → 5
+        assert_eq!((index_of(&t, a[1]), index_of(&t, b)), (4, 5));
+        let (v, inserted) = t.get_or_insert_with(a[2], || 3).unwrap();
+        assert_eq!((*v, inserted), (3, true));
+        *v = 33;
+        assert_eq!((index_of(&t, a[2]), index_of(&t, b)), (5, 6));
+        assert_eq!(t.get(a[2]), Some(&33));
+        assert_eq!(t.max_probe_seen(), 2);
+        t.check_invariants();
+    }
+
+    #[test]
+    fn capacity_one() {
+        let mut t: Table<u64> = Table::new(1, SEED);
+        assert_eq!(t.slots(), 2);
+        assert!(t.is_empty());
+        assert_eq!(t.insert(7, 70), Ok(None));
+        assert_eq!(t.insert(8, 80), Err(Full));
+        assert_eq!(t.insert(7, 71), Ok(Some(70)));
+        assert!(t.get_or_insert_with(8, || unreachable!()).is_err());
+        assert_eq!(
+            t.get_or_insert_with(7, || unreachable!()),
+            Ok((&mut 71, false))
+        );
+        assert_eq!(t.remove(7), Some(71));
+        assert_eq!(t.insert(8, 80), Ok(None));
+        assert_eq!(t.get(8), Some(&80));
+        assert_eq!(t.get(7), None);
+        t.check_invariants();
+    }
+
+    #[test]
+    fn capacity_zero_refuses_everything() {
+        let mut t: Table<u64> = Table::new(0, SEED);
+        assert_eq!(t.insert(1, 1), Err(Full));
+        assert_eq!(t.get(1), None);
+        assert_eq!(t.remove(1), None);
+        assert_eq!(
+            t.probe_stats(),
+            ProbeStats {
+                slots: 1,
+                ..ProbeStats::default()
+            }
+        );
+        t.check_invariants();
+    }
+
+    #[test]
+    fn full_table_refuses_only_new_keys() {
+        let cap = 100;
+        let mut t: Table<u64> = Table::new(cap, SEED);
+        for k in 1..=u64::from(cap) {
+            assert_eq!(t.insert(k, k), Ok(None));
+        }
+        assert_eq!(t.len(), t.capacity());
+        assert_eq!(t.insert(1000, 0), Err(Full));
+        assert_eq!(
+            t.get_or_insert_with(1000, || panic!("make called")),
+            Err(Full)
+        );
+        assert_eq!(t.get(1000), None);
+        assert_eq!(t.insert(50, 5000), Ok(Some(50)));
+        *t.get_mut(51).unwrap() += 1;
+        assert_eq!(t.get(51), Some(&52));
+        assert_eq!(t.len(), 100);
+        t.check_invariants();
+        // A removal makes room for exactly one new key.
+        assert_eq!(t.remove(1), Some(1));
+        assert_eq!(t.insert(1000, 7), Ok(None));
+        assert_eq!(t.insert(1001, 7), Err(Full));
+        t.check_invariants();
+    }
+
+    #[test]
+    fn reinsert_after_remove() {
+        let mut t: Table<u64> = Table::new(50, SEED);
+        for round in 0..5u64 {
+            for k in 1..=50 {
+                assert_eq!(t.insert(k, k + round), Ok(None));
+            }
+            t.check_invariants();
+            for k in (1..=50).rev() {
+                assert_eq!(t.remove(k), Some(k + round));
+            }
+            assert!(t.is_empty());
+            t.check_invariants();
+        }
+        assert_eq!(t.iter().count(), 0);
+    }
+
+    #[test]
+    fn sequential_keys_spread() {
+        let cap = 200_000;
+        let mut t: Table<u64> = Table::new(cap, SEED);
+        for k in 1..=u64::from(cap) {
+            t.insert(k, k).unwrap();
+        }
+        let s = t.probe_stats();
+        // Linear probing at load 7/8: mean displacement ≈ (1/(1-α) - 1)/2 = 3.5.
+        assert!(s.mean < 4.5, "{s:?}");
+        assert!(s.max < 80 && s.max <= t.max_probe_seen(), "{s:?}");
+        assert!(s.p99 <= s.max);
+        let mut keys: Vec<u64> = t
+            .iter()
+            .map(|(k, &v)| {
+                assert_eq!(k, v);
+                k
+            })
+            .collect();
+        keys.sort_unstable();
+        assert!(keys.iter().copied().eq(1..=u64::from(cap)));
+    }
+
+    #[test]
+    #[should_panic(expected = "key 0 is reserved")]
+    fn zero_key_panics() {
+        let t: Table<u64> = Table::new(4, SEED);
+        let _ = t.get(0);
+    }
+}

@@ -1,0 +1,426 @@
+//! A hierarchical timing wheel with cancellable timers in a fixed slab.
+//!
+//! Six levels of 64 slots; a timer due at tick `at` sits in the level of the highest 6-bit digit
+//! in which `at` differs from the wheel's current tick, so lower levels always hold earlier
+//! timers. When time reaches a higher-level slot its timers cascade down; level-0 timers fire in
+//! tick order. Timers live in a slab allocated once (`capacity` timers); each slot is a circular
+//! doubly-linked list through a sentinel node, so cancel and reschedule are O(1) and nothing
+//! allocates after construction. One occupancy bitmap per level finds the next busy slot in O(1).
+
+use crate::clock::Tick;
+
+const LEVELS: usize = 6;
+const SLOT_BITS: u32 = 6;
+const SLOTS: usize = 1 << SLOT_BITS;
+const SLOT_MASK: u64 = SLOTS as u64 - 1;
+const SENTINELS: u32 = (LEVELS * SLOTS) as u32;
+/// No link: marks a free node.
+const NIL: u32 = u32::MAX;
+
+/// The farthest a timer may be set from the current tick (the wheel spans 2^36 ticks; deadlines
+/// are also stored in 32 bits elsewhere, so 2^31 is the usable bound).
+pub const MAX_SPAN: u64 = 1 << 31;
+
+/// A handle to a scheduled timer: valid from `insert` until it fires or is cancelled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimerId(u32);
+
+impl TimerId {
+    /// The handle as a plain index, for storing in a packed record.
+    pub fn index(self) -> u32 {
+        self.0
+    }
+
+    /// Rebuilds a handle stored with [`TimerId::index`]; using a stale one panics.
+    pub fn from_index(index: u32) -> TimerId {
+        TimerId(index)
+    }
+}
+
+/// The slab is full: every timer is in use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WheelFull;
+
+impl std::fmt::Display for WheelFull {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("timing wheel full")
+    }
+}
+
+impl std::error::Error for WheelFull {}
+
+// 20 bytes a timer: packed to 4-byte alignment so a slab of millions stays small.
+#[derive(Clone, Copy)]
+#[repr(C, packed(4))]
+struct Node {
+    key: u64,
+    /// Due tick, low 32 bits (widened against the wheel's current tick).
+    at: u32,
+    next: u32,
+    prev: u32,
+}
+
+/// The timing wheel. `K` is carried as a `u64` key (the shard stores user ids).
+pub struct Wheel {
+    /// Sentinels `0..SENTINELS` (slot `level * 64 + slot`), then timer nodes.
+    nodes: Vec<Node>,
+    /// Head of the free list of timer nodes (linked through `next`).
+    free: u32,
+    occupied: [u64; LEVELS],
+    now: Tick,
+    len: usize,
+    capacity: usize,
+}
+
+impl Wheel {
+    /// A wheel holding at most `capacity` timers, with its clock at tick `now`.
+    pub fn new(capacity: u32, now: Tick) -> Wheel {
+        assert!((capacity as u64) < (NIL - SENTINELS) as u64);
+        let total = SENTINELS + capacity;
+        let mut nodes = Vec::with_capacity(total as usize);
+        for i in 0..SENTINELS {
+            nodes.push(Node {
+                key: 0,
+                at: 0,
+                next: i,
+                prev: i,
+            });
+        }
+        for i in SENTINELS..total {
+            let next = if i + 1 < total { i + 1 } else { NIL };
+            nodes.push(Node {
+                key: 0,
+                at: 0,
+                next,
+                prev: NIL,
+            });
+        }
+        Wheel {
+            nodes,
+            free: if capacity > 0 { SENTINELS } else { NIL },
+            occupied: [0; LEVELS],
+            now,
+            len: 0,
+            capacity: capacity as usize,
+        }
+    }
+
+    /// The wheel's current tick: every timer due at or before it has been returned by `poll`.
+    pub fn now(&self) -> Tick {
+        self.now
+    }
+
+    /// Timers scheduled now.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether no timer is scheduled.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The most timers the wheel holds.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Bytes of the timer slab.
+    pub fn memory_bytes(&self) -> usize {
+        self.nodes.capacity() * std::mem::size_of::<Node>()
+    }
+
+    /// Schedules `key` at tick `at` (a past tick means the current one).
+    pub fn insert(&mut self, key: u64, at: Tick) -> Result<TimerId, WheelFull> {
+        let id = self.free;
+        if id == NIL {
+            return Err(WheelFull);
+        }
+        self.free = self.nodes[id as usize].next;
+        self.nodes[id as usize].key = key;
+        self.len += 1;
+        self.link(id, at);
+        Ok(TimerId(id))
+    }
+
+    /// The tick a scheduled timer is due at.
+    pub fn due(&self, id: TimerId) -> Tick {
+        let node = self.node(id);
+        self.widen(node.at)
+    }
+
+    /// The key a scheduled timer carries.
+    pub fn key(&self, id: TimerId) -> u64 {
+        self.node(id).key
+    }
+
+    /// Moves a scheduled timer to tick `at`; the handle stays valid.
+    pub fn reschedule(&mut self, id: TimerId, at: Tick) {
+        self.node(id);
+        self.unlink(id.0);
+        self.link(id.0, at);
+    }
+
+    /// Cancels a scheduled timer; the handle becomes invalid.
+    pub fn cancel(&mut self, id: TimerId) {
+        self.node(id);
+        self.unlink(id.0);
+        self.release(id.0);
+    }
+
+    /// Returns the next timer due at or before `target`, in due order, advancing the wheel's
+    /// clock to its tick; returns `None` (with the clock at `target`) when none is left.
+    /// The fired timer is freed: its handle becomes invalid.
+    pub fn poll(&mut self, target: Tick) -> Option<(u64, Tick)> {
+        loop {
+            let here = self.sentinel(0, (self.now & SLOT_MASK) as usize);
+            let first = self.nodes[here as usize].next;
+            if first != here {
+                let key = self.nodes[first as usize].key;
+                self.unlink(first);
+                self.release(first);
+                return Some((key, self.now));
+            }
+            match self.next_busy_slot() {
+                Some((level, slot, start)) if start <= target => {
+                    self.now = start;
+                    if level > 0 {
+                        self.cascade(level, slot);
+                    }
+                }
+                _ => {
+                    if target > self.now {
+                        self.now = target;
+                    }
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// The tick of the earliest scheduled timer (a lower bound for higher levels: the start of
+    /// its slot), if any.
+    pub fn next_due(&self) -> Option<Tick> {
+        let here = self.sentinel(0, (self.now & SLOT_MASK) as usize);
+        if self.nodes[here as usize].next != here {
+            return Some(self.now);
+        }
+        self.next_busy_slot().map(|(_, _, start)| start)
+    }
+
+    fn node(&self, id: TimerId) -> Node {
+        let node = self.nodes[id.0 as usize];
+        assert!(id.0 >= SENTINELS && node.prev != NIL, "stale timer handle");
+        node
+    }
+
+    fn sentinel(&self, level: usize, slot: usize) -> u32 {
+        (level * SLOTS + slot) as u32
+    }
+
+    /// Rebuilds a full tick from its low 32 bits: timers are never more than `MAX_SPAN` from now.
+    fn widen(&self, at: u32) -> Tick {
+        let delta = at.wrapping_sub(self.now as u32) as i32 as i64;
+        (self.now as i64 + delta) as Tick
+    }
+
+    fn level_for(&self, at: Tick) -> usize {
+        let differing = (at ^ self.now) | SLOT_MASK;
+        let significant = 63 - differing.leading_zeros() as usize;
+        significant / SLOT_BITS as usize
+    }
+
+    fn link(&mut self, id: u32, at: Tick) {
+        let at = at.max(self.now);
+        assert!(at - self.now < MAX_SPAN, "timer beyond the wheel's span");
+        let level = self.level_for(at);
+        let slot = ((at >> (level as u32 * SLOT_BITS)) & SLOT_MASK) as usize;
+        let head = self.sentinel(level, slot);
+        let tail = self.nodes[head as usize].prev;
+        self.nodes[id as usize].at = at as u32;
+        self.nodes[id as usize].prev = tail;
+        self.nodes[id as usize].next = head;
+        self.nodes[tail as usize].next = id;
+        self.nodes[head as usize].prev = id;
+        self.occupied[level] |= 1 << slot;
+    }
+
+    fn unlink(&mut self, id: u32) {
+        let Node { next, prev, .. } = self.nodes[id as usize];
+        self.nodes[prev as usize].next = next;
+        self.nodes[next as usize].prev = prev;
+        // If the list is now empty, `next == prev` is its sentinel: clear its occupancy bit.
+        if next == prev && next < SENTINELS {
+            let level = next as usize / SLOTS;
+            let slot = next as usize % SLOTS;
+            self.occupied[level] &= !(1 << slot);
+        }
+    }
+
+    fn release(&mut self, id: u32) {
+        self.nodes[id as usize].prev = NIL;
+        self.nodes[id as usize].next = self.free;
+        self.free = id;
+        self.len -= 1;
+    }
+
+    /// The earliest busy slot: `(level, slot, first tick it covers)`.
+    fn next_busy_slot(&self) -> Option<(usize, usize, Tick)> {
+        for level in 0..LEVELS {
+            let occupied = self.occupied[level];
+            if occupied == 0 {
+                continue;
+            }
+            let shift = level as u32 * SLOT_BITS;
+            let current = ((self.now >> shift) & SLOT_MASK) as u32;
+            // Slots at or after the current digit, in order (timers never sit behind it).
+            let distance = occupied.rotate_right(current).trailing_zeros();
+            let slot = ((current + distance) as u64 & SLOT_MASK) as usize;
+            let level_span = 1u64 << (shift + SLOT_BITS);
+            let base = self.now & !(level_span - 1);
+            let mut start = base + ((slot as u64) << shift);
+            if (slot as u32) < current {
+                start += level_span;
+            }
+            return Some((level, slot, start.max(self.now)));
+        }
+        None
+    }
+
+    /// Re-files every timer of a higher-level slot relative to the (advanced) clock.
+    fn cascade(&mut self, level: usize, slot: usize) {
+        let head = self.sentinel(level, slot);
+        loop {
+            let id = self.nodes[head as usize].next;
+            if id == head {
+                break;
+            }
+            let at = self.widen(self.nodes[id as usize].at);
+            self.unlink(id);
+            self.link(id, at);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drain(wheel: &mut Wheel, target: Tick) -> Vec<(u64, Tick)> {
+        std::iter::from_fn(|| wheel.poll(target)).collect()
+    }
+
+    #[test]
+    fn fires_in_due_order_across_levels() {
+        let mut wheel = Wheel::new(100, 0);
+        let ticks = [5u64, 0, 63, 64, 4095, 4096, 300_000, 1 << 30, 77, 64];
+        for (key, &at) in ticks.iter().enumerate() {
+            wheel.insert(key as u64, at).unwrap();
+        }
+        let fired = drain(&mut wheel, u64::from(u32::MAX));
+        let mut expected: Vec<(u64, Tick)> = ticks
+            .iter()
+            .enumerate()
+            .map(|(k, &t)| (k as u64, t))
+            .collect();
+        expected.sort_by_key(|&(k, t)| (t, k));
+        let mut got = fired.clone();
+        got.sort_by_key(|&(k, t)| (t, k));
+        assert_eq!(got, expected);
+        let due: Vec<Tick> = fired.iter().map(|&(_, t)| t).collect();
+        assert!(due.windows(2).all(|w| w[0] <= w[1]), "{due:?}");
+        assert!(wheel.is_empty());
+    }
+
+    #[test]
+    fn poll_stops_at_target_and_resumes() {
+        let mut wheel = Wheel::new(10, 1000);
+        wheel.insert(1, 1010).unwrap();
+        wheel.insert(2, 1100).unwrap();
+        assert_eq!(drain(&mut wheel, 1009), vec![]);
+        assert_eq!(wheel.now(), 1009);
+        assert_eq!(drain(&mut wheel, 1099), vec![(1, 1010)]);
+        assert_eq!(wheel.now(), 1099);
+        assert_eq!(drain(&mut wheel, 5000), vec![(2, 1100)]);
+    }
+
+    #[test]
+    fn cancel_reschedule_and_full() {
+        let mut wheel = Wheel::new(2, 0);
+        let a = wheel.insert(1, 10).unwrap();
+        let b = wheel.insert(2, 20).unwrap();
+        assert_eq!(wheel.insert(3, 30), Err(WheelFull));
+        wheel.cancel(a);
+        wheel.reschedule(b, 5);
+        assert_eq!(wheel.due(b), 5);
+        let c = wheel.insert(3, 7).unwrap();
+        assert_eq!(wheel.key(c), 3);
+        assert_eq!(drain(&mut wheel, 100), vec![(2, 5), (3, 7)]);
+        assert_eq!(wheel.len(), 0);
+    }
+
+    #[test]
+    fn past_ticks_fire_now() {
+        let mut wheel = Wheel::new(4, 50);
+        wheel.insert(9, 3).unwrap();
+        assert_eq!(drain(&mut wheel, 50), vec![(9, 50)]);
+    }
+
+    #[test]
+    fn randomized_against_sorted_list() {
+        let mut state = 0x1234_5678_9abc_def0u64;
+        let mut rand = move || {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        };
+        let mut wheel = Wheel::new(64, 7);
+        let mut model: Vec<(u64, Tick, TimerId)> = Vec::new();
+        let mut next_key = 0u64;
+        for _ in 0..200_000 {
+            let now = wheel.now();
+            match rand() % 4 {
+                0 | 1 => {
+                    let span = [3u64, 70, 5000, 300_000, 1 << 29][(rand() % 5) as usize];
+                    let at = now + rand() % span;
+                    match wheel.insert(next_key, at) {
+                        Ok(id) => model.push((next_key, at, id)),
+                        Err(WheelFull) => assert_eq!(model.len(), 64),
+                    }
+                    next_key += 1;
+                }
+                2 if !model.is_empty() => {
+                    let i = (rand() % model.len() as u64) as usize;
+                    let (key, _, id) = model[i];
+                    if rand() % 2 == 0 {
+                        wheel.cancel(id);
+                        model.swap_remove(i);
+                    } else {
+                        let at = now + rand() % 10_000;
+                        wheel.reschedule(id, at);
+                        model[i] = (key, at, id);
+                    }
+                }
+                _ => {
+                    let target = now + [1u64, 64, 4000, 1 << 20][(rand() % 4) as usize];
+                    let fired = drain(&mut wheel, target);
+                    let mut due: Vec<(u64, Tick)> = model
+                        .iter()
+                        .filter(|&&(_, at, _)| at <= target)
+                        .map(|&(k, at, _)| (k, at.max(now)))
+                        .collect();
+                    model.retain(|&(_, at, _)| at > target);
+                    due.sort_by_key(|&(k, t)| (t, k));
+                    let mut got = fired.clone();
+                    assert!(fired.windows(2).all(|w| w[0].1 <= w[1].1));
+                    got.sort_by_key(|&(k, t)| (t, k));
+                    assert_eq!(got, due);
+                    assert_eq!(wheel.now(), target);
+                }
+            }
+            assert_eq!(wheel.len(), model.len());
+        }
+    }
+}

@@ -1,0 +1,473 @@
+//! A plain reference model of one shard's presence logic, written from the normative rules in
+//! ARCHITECTURE.md ("Presence rules") and nothing else. It is slow and obvious on purpose:
+//! ordered maps, one `BTreeSet` of `(tick, user)` timers, every aggregate recomputed from the
+//! device list each time.
+//!
+//! Readings of the rules this model takes where the text leaves room (see also `sim.rs`):
+//! - The `Now` given to `new` counts as the first monotonic value seen.
+//! - A backwards `mono_us` is replaced by the largest seen so far and counted once per call;
+//!   `wall_ms` is always used as given.
+//! - An entry for user 0 is counted as `refused_user_zero` whatever its report (rule 7 before
+//!   rule 3).
+//! - Rule 4's activity flag applies to Online / Idle / Invisible heartbeats only; a logout
+//!   (report Offline) never updates last seen except through the transition it emits.
+//! - The overflow block of a multi-device user is taken when its live device count goes from
+//!   1 to 2 and given back as soon as the count is 1 or 0 again (timeout or logout).
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use presenced::clock::Now;
+use presenced::config::CoreConfig;
+use presenced::event::{Cause, Heartbeat, Presence, PublicState, Report, Transition};
+
+/// A tick number.
+pub type Tick = u64;
+
+/// A live device's reported state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DevState {
+    Online,
+    Idle,
+    Invisible,
+}
+
+/// One live device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeviceModel {
+    pub state: DevState,
+    /// Removed at the first tick `T` with `deadline <= T`.
+    pub deadline: Tick,
+    /// Active at tick `T` iff Online and `active_until > T`.
+    pub active_until: Tick,
+}
+
+/// The internal aggregate of a user at one tick.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Aggregate {
+    Offline,
+    Invisible,
+    Online,
+    Idle,
+}
+
+impl Aggregate {
+    pub fn public(self) -> PublicState {
+        match self {
+            Aggregate::Offline | Aggregate::Invisible => PublicState::Offline,
+            Aggregate::Online => PublicState::Online,
+            Aggregate::Idle => PublicState::Idle,
+        }
+    }
+}
+
+/// One user record (online, or remembered offline).
+#[derive(Clone, Debug)]
+pub struct UserModel {
+    pub devices: BTreeMap<u32, DeviceModel>,
+    /// The public state last emitted (Offline for a new record).
+    pub public: PublicState,
+    pub last_seen: Option<u64>,
+    pub version: u64,
+    /// The tick at which the record became deviceless (`T_off`), while it has no device.
+    pub off_since: Option<Tick>,
+    /// The tick of this user's entry in `Model::timers`, if any.
+    pub timer: Option<Tick>,
+}
+
+impl UserModel {
+    fn new() -> UserModel {
+        UserModel {
+            devices: BTreeMap::new(),
+            public: PublicState::Offline,
+            last_seen: None,
+            version: 0,
+            off_since: None,
+            timer: None,
+        }
+    }
+
+    /// The aggregate at tick `t`, straight from the definition.
+    pub fn aggregate(&self, t: Tick) -> Aggregate {
+        if self.devices.is_empty() {
+            Aggregate::Offline
+        } else if self
+            .devices
+            .values()
+            .any(|d| d.state == DevState::Invisible)
+        {
+            Aggregate::Invisible
+        } else if self
+            .devices
+            .values()
+            .any(|d| d.state == DevState::Online && d.active_until > t)
+        {
+            Aggregate::Online
+        } else {
+            Aggregate::Idle
+        }
+    }
+}
+
+/// Counters the model keeps, named like `ShardStats`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ModelStats {
+    pub users: u64,
+    pub devices: u64,
+    pub heartbeats: u64,
+    pub transitions: u64,
+    pub refused_user_capacity: u64,
+    pub refused_device_limit: u64,
+    pub refused_overflow_full: u64,
+    pub refused_user_zero: u64,
+    pub logout_unknown: u64,
+    pub clock_backwards: u64,
+    pub records_dropped: u64,
+}
+
+/// The reference model of one shard.
+pub struct Model {
+    pub cfg: CoreConfig,
+    pub users: BTreeMap<u64, UserModel>,
+    /// `(tick, user)`: the next tick at which something is due for `user`.
+    pub timers: BTreeSet<(Tick, u64)>,
+    /// Largest `mono_us` seen.
+    pub max_mono: u64,
+    /// The last processed tick.
+    pub tick: Tick,
+    /// Users with two live devices or more (each holds one overflow block).
+    pub multi_in_use: u32,
+    pub stats: ModelStats,
+}
+
+impl Model {
+    pub fn new(cfg: CoreConfig, now: Now) -> Model {
+        cfg.validate().expect("model given an invalid config");
+        let tick = now.mono_us / cfg.tick_us;
+        Model {
+            cfg,
+            users: BTreeMap::new(),
+            timers: BTreeSet::new(),
+            max_mono: now.mono_us,
+            tick,
+            multi_in_use: 0,
+            stats: ModelStats::default(),
+        }
+    }
+
+    /// `tick(t) = t / tick_us`.
+    pub fn tick_of(&self, t_us: u64) -> Tick {
+        t_us / self.cfg.tick_us
+    }
+
+    /// `due(t, d) = (t + d) / tick_us + 1`.
+    pub fn due(&self, t_us: u64, d_us: u64) -> Tick {
+        (t_us + d_us) / self.cfg.tick_us + 1
+    }
+
+    /// The tick at which a record deviceless since `t_off` is dropped.
+    pub fn drop_tick(&self, t_off: Tick) -> Tick {
+        self.due(t_off * self.cfg.tick_us, self.cfg.last_seen_retention_us)
+    }
+
+    /// Clamps the monotonic clock; returns the effective `mono_us`.
+    fn clock(&mut self, now: Now) -> u64 {
+        if now.mono_us < self.max_mono {
+            self.stats.clock_backwards += 1;
+        } else {
+            self.max_mono = now.mono_us;
+        }
+        self.max_mono
+    }
+
+    /// Rule 1 then rules 2, 3, 7 for one entry. Returns the transitions, per user in time order.
+    pub fn heartbeat(&mut self, now: Now, hb: &Heartbeat) -> Vec<Transition> {
+        let mut out = Vec::new();
+        let mono = self.clock(now);
+        let n = self.tick_of(mono);
+        self.run_timers(n, now.wall_ms, &mut out);
+        self.stats.heartbeats += 1;
+        if hb.user == 0 {
+            self.stats.refused_user_zero += 1;
+            return out;
+        }
+        let timeout = self.cfg.timeout_us();
+        let deadline = self.due(mono, timeout);
+        let fresh_active = self.due(mono, self.cfg.idle_after_us);
+        let new_state = match hb.report {
+            Report::Offline => {
+                self.logout(n, now.wall_ms, hb, &mut out);
+                return out;
+            }
+            Report::Online => DevState::Online,
+            Report::Idle => DevState::Idle,
+            Report::Invisible => DevState::Invisible,
+        };
+
+        // Refusals first: a refused entry changes nothing.
+        let known_user = self.users.contains_key(&hb.user);
+        if !known_user {
+            if self.users.len() as u64 == self.cfg.user_capacity as u64 {
+                self.stats.refused_user_capacity += 1;
+                return out;
+            }
+        } else {
+            let u = &self.users[&hb.user];
+            if !u.devices.contains_key(&hb.device) {
+                let len = u.devices.len();
+                if len >= self.cfg.max_devices_per_user as usize {
+                    self.stats.refused_device_limit += 1;
+                    return out;
+                }
+                if len == 1 && self.multi_in_use >= self.cfg.multi_device_users {
+                    self.stats.refused_overflow_full += 1;
+                    return out;
+                }
+            }
+        }
+
+        // Apply.
+        if !known_user {
+            self.users.insert(hb.user, UserModel::new());
+            self.stats.users += 1;
+        }
+        let u = self.users.get_mut(&hb.user).unwrap();
+        let had_devices = !u.devices.is_empty();
+        match u.devices.get_mut(&hb.device) {
+            Some(d) => {
+                d.deadline = deadline;
+                if hb.active || d.state != new_state {
+                    d.active_until = fresh_active;
+                }
+                d.state = new_state;
+            }
+            None => {
+                u.devices.insert(
+                    hb.device,
+                    DeviceModel {
+                        state: new_state,
+                        deadline,
+                        active_until: fresh_active,
+                    },
+                );
+                self.stats.devices += 1;
+                if u.devices.len() == 2 {
+                    self.multi_in_use += 1;
+                }
+            }
+        }
+        u.off_since = None;
+        let agg = u.aggregate(n);
+        let cause = if had_devices {
+            Cause::StateChange
+        } else {
+            Cause::FirstHeartbeat
+        };
+        Self::emit(
+            &mut self.stats,
+            hb.user,
+            u,
+            agg.public(),
+            cause,
+            now.wall_ms,
+            &mut out,
+        );
+        if hb.active && matches!(agg, Aggregate::Online | Aggregate::Idle) {
+            u.last_seen = Some(now.wall_ms);
+        }
+        self.reschedule(hb.user, n);
+        out
+    }
+
+    /// Rule 3.
+    fn logout(&mut self, n: Tick, wall_ms: u64, hb: &Heartbeat, out: &mut Vec<Transition>) {
+        let Some(u) = self.users.get_mut(&hb.user) else {
+            self.stats.logout_unknown += 1;
+            return;
+        };
+        if u.devices.remove(&hb.device).is_none() {
+            self.stats.logout_unknown += 1;
+            return;
+        }
+        self.stats.devices -= 1;
+        if u.devices.len() == 1 {
+            self.multi_in_use -= 1;
+        }
+        if u.devices.is_empty() {
+            u.off_since = Some(n);
+        }
+        let agg = u.aggregate(n);
+        Self::emit(
+            &mut self.stats,
+            hb.user,
+            u,
+            agg.public(),
+            Cause::Logout,
+            wall_ms,
+            out,
+        );
+        self.reschedule(hb.user, n);
+    }
+
+    /// Rule 1 alone.
+    pub fn advance(&mut self, now: Now) -> Vec<Transition> {
+        let mut out = Vec::new();
+        let mono = self.clock(now);
+        let n = self.tick_of(mono);
+        self.run_timers(n, now.wall_ms, &mut out);
+        out
+    }
+
+    /// Processes every due `(tick, user)` with `tick <= n`, in increasing tick order.
+    fn run_timers(&mut self, n: Tick, wall_ms: u64, out: &mut Vec<Transition>) {
+        while let Some(&(t, user)) = self.timers.first() {
+            if t > n {
+                break;
+            }
+            self.timers.pop_first();
+            self.users.get_mut(&user).unwrap().timer = None;
+            self.evaluate(user, t, wall_ms, out);
+        }
+        assert!(n >= self.tick);
+        self.tick = n;
+    }
+
+    /// Rule 1 for one user at tick `t`.
+    fn evaluate(&mut self, user: u64, t: Tick, wall_ms: u64, out: &mut Vec<Transition>) {
+        let drop_at = {
+            let u = &self.users[&user];
+            u.off_since.map(|off| self.drop_tick(off))
+        };
+        let u = self.users.get_mut(&user).unwrap();
+        if u.devices.is_empty() {
+            let drop_at = drop_at.expect("deviceless record without T_off");
+            assert_eq!(drop_at, t, "deviceless record evaluated off its drop tick");
+            self.users.remove(&user);
+            self.stats.users -= 1;
+            self.stats.records_dropped += 1;
+            return;
+        }
+        let before = u.devices.len();
+        u.devices.retain(|_, d| d.deadline > t);
+        let after = u.devices.len();
+        let removed = before - after;
+        self.stats.devices -= removed as u64;
+        if before >= 2 && after <= 1 {
+            self.multi_in_use -= 1;
+        }
+        if after == 0 {
+            u.off_since = Some(t);
+        }
+        let agg = u.aggregate(t);
+        let cause = if removed > 0 {
+            Cause::Timeout
+        } else {
+            Cause::Inactivity
+        };
+        Self::emit(&mut self.stats, user, u, agg.public(), cause, wall_ms, out);
+        self.reschedule(user, t);
+    }
+
+    /// Emits a transition if the public state changes (rules 4 and 5).
+    fn emit(
+        stats: &mut ModelStats,
+        user: u64,
+        u: &mut UserModel,
+        state: PublicState,
+        cause: Cause,
+        wall_ms: u64,
+        out: &mut Vec<Transition>,
+    ) {
+        if state == u.public {
+            return;
+        }
+        u.version = std::cmp::max(u.version + 1, wall_ms << 16);
+        if matches!(state, PublicState::Online | PublicState::Offline) {
+            u.last_seen = Some(wall_ms);
+        }
+        out.push(Transition {
+            user,
+            state,
+            prev: u.public,
+            at_ms: wall_ms,
+            cause,
+            version: u.version,
+        });
+        u.public = state;
+        stats.transitions += 1;
+    }
+
+    /// Recomputes the user's next due tick after tick `t` and files it in `timers`.
+    fn reschedule(&mut self, user: u64, t: Tick) {
+        let drop_tick = self
+            .users
+            .get(&user)
+            .and_then(|u| u.off_since)
+            .map(|off| self.drop_tick(off));
+        let u = self.users.get_mut(&user).unwrap();
+        if let Some(old) = u.timer.take() {
+            assert!(self.timers.remove(&(old, user)));
+        }
+        let mut next: Option<Tick> = None;
+        let mut consider = |x: Tick| {
+            assert!(x > t, "timer at {x} not after {t}");
+            next = Some(next.map_or(x, |n: Tick| n.min(x)));
+        };
+        for d in u.devices.values() {
+            consider(d.deadline);
+            if d.state == DevState::Online && d.active_until > t {
+                consider(d.active_until);
+            }
+        }
+        if u.devices.is_empty() {
+            consider(drop_tick.expect("deviceless record without T_off"));
+        }
+        if let Some(x) = next {
+            u.timer = Some(x);
+            self.timers.insert((x, user));
+        }
+    }
+
+    /// Rule 6.
+    pub fn query(&self, user: u64) -> Presence {
+        match self.users.get(&user) {
+            None => Presence::UNKNOWN,
+            Some(u) => Presence {
+                state: u.public,
+                last_seen_ms: u.last_seen,
+                version: u.version,
+            },
+        }
+    }
+
+    pub fn device_count(&self, user: u64) -> usize {
+        self.users.get(&user).map_or(0, |u| u.devices.len())
+    }
+
+    pub fn is_known(&self, user: u64) -> bool {
+        self.users.contains_key(&user)
+    }
+
+    /// Cross-checks the model's own bookkeeping (counters against the maps).
+    pub fn self_check(&self) {
+        assert_eq!(self.stats.users, self.users.len() as u64);
+        let devices: usize = self.users.values().map(|u| u.devices.len()).sum();
+        assert_eq!(self.stats.devices, devices as u64);
+        let multi = self.users.values().filter(|u| u.devices.len() >= 2).count();
+        assert_eq!(self.multi_in_use as usize, multi);
+        assert!(multi <= self.cfg.multi_device_users as usize);
+        assert!(self.users.len() <= self.cfg.user_capacity as usize);
+        for (&id, u) in &self.users {
+            assert_ne!(id, 0);
+            assert!(u.devices.len() <= self.cfg.max_devices_per_user as usize);
+            assert_eq!(u.public, u.aggregate(self.tick).public(), "user {id}");
+            assert_eq!(u.devices.is_empty(), u.off_since.is_some(), "user {id}");
+            assert!(u.timer.is_some(), "user {id} has no timer");
+            for d in u.devices.values() {
+                assert!(d.deadline > self.tick);
+            }
+        }
+        assert_eq!(self.timers.len(), self.users.len());
+    }
+}
