@@ -1,1 +1,191 @@
-fn main() {}
+//! Criterion benches of the presence table with a 32-byte value (the size of a user record),
+//! at 1M and 10M entries in tables sized to hold exactly that many (`capacity = n`).
+//!
+//! - `insert_empty`: insert n keys into an empty table (mean cost over fills 0 → 100%).
+//! - `get_hit` / `get_miss`: lookups in the full table (present keys / absent keys).
+//! - `insert_churn` / `remove_churn`: the table slides a window of n − n/10 .. n live keys:
+//!   inserts of fresh keys and removals of the oldest ones, so the fill stays at 90–100%.
+//!
+//! Keys are `fmix64(i + 1)` (distinct, nonzero, random-looking), computed inside the timed
+//! loops (a few ns, overlapped with the memory access). Times are per operation.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::measurement::WallTime;
+use criterion::{
+    criterion_group, criterion_main, BatchSize, BenchmarkGroup, Criterion, SamplingMode, Throughput,
+};
+use presenced::table::Table;
+
+/// Stand-in for the 32-byte `#[repr(C)]` user record.
+type Record = [u64; 4];
+
+const TABLE_SEED: u64 = 0x5eed_0f9e_5ece_5d00;
+
+/// The i-th bench key: murmur3's fmix64 of `i + 1` (a bijection fixing 0, so never 0).
+#[inline]
+fn key(i: u64) -> u64 {
+    let mut x = i + 1;
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    x ^ (x >> 33)
+}
+
+#[inline]
+fn record(i: u64) -> Record {
+    [i, !i, i.rotate_left(17), 1]
+}
+
+fn fill(t: &mut Table<Record>, range: std::ops::Range<u64>) {
+    for i in range {
+        t.insert(key(i), record(i)).expect("below capacity");
+    }
+}
+
+fn report(label: &str, what: &str, t: &Table<Record>) {
+    let s = t.probe_stats();
+    eprintln!(
+        "table {label} {what}: len {} / capacity {} in {} slots (load {:.3}); \
+         slot {} B, {} MiB, {:.1} B per entry at capacity; displacement mean {:.3}, \
+         p99 {}, max {}, max_probe_seen {}",
+        s.len,
+        t.capacity(),
+        s.slots,
+        s.len as f64 / s.slots as f64,
+        t.memory_bytes() / t.slots(),
+        t.memory_bytes() >> 20,
+        t.memory_bytes() as f64 / t.capacity() as f64,
+        s.mean,
+        s.p99,
+        s.max,
+        t.max_probe_seen(),
+    );
+}
+
+/// Live keys are `key(lo..hi)`; keeps `len` between `n - chunk` and `n`.
+struct Window {
+    lo: u64,
+    hi: u64,
+}
+
+fn bench_size(c: &mut Criterion, n: u64, label: &str) {
+    let capacity = u32::try_from(n).unwrap();
+    let mut group = c.benchmark_group(format!("table/{label}"));
+
+    // Insert n keys into an empty table: one table per iteration, built outside the timing.
+    group.throughput(Throughput::Elements(n));
+    group.sampling_mode(SamplingMode::Flat);
+    group.measurement_time(Duration::from_secs(if n > 1_000_000 { 12 } else { 3 }));
+    group.bench_function("insert_empty", |b| {
+        b.iter_batched(
+            || Table::<Record>::new(capacity, TABLE_SEED),
+            |mut t| {
+                fill(&mut t, 0..n);
+                t // dropped outside the timing
+            },
+            BatchSize::PerIteration,
+        )
+    });
+
+    let start = Instant::now();
+    let mut t = Table::<Record>::new(capacity, TABLE_SEED);
+    fill(&mut t, 0..n);
+    eprintln!("table {label}: built in {:.2?}", start.elapsed());
+    report(label, "full", &t);
+
+    group.throughput(Throughput::Elements(1));
+    group.sampling_mode(SamplingMode::Auto);
+    group.measurement_time(Duration::from_secs(2));
+    lookups(&mut group, &t, n);
+
+    // Churn: start at n - chunk live keys, slide the window by `chunk` keys at a time.
+    let chunk = n / 10;
+    for i in 0..chunk {
+        t.remove(key(i)).expect("present");
+    }
+    let mut w = Window { lo: chunk, hi: n };
+    churn(&mut group, &mut t, &mut w, chunk);
+    report(label, "after churn", &t);
+    group.finish();
+}
+
+fn lookups(group: &mut BenchmarkGroup<'_, WallTime>, t: &Table<Record>, n: u64) {
+    let mut i = 0;
+    group.bench_function("get_hit", |b| {
+        b.iter(|| {
+            i = if i + 1 == n { 0 } else { i + 1 };
+            black_box(t.get(key(i)).map(|r| r[0]))
+        })
+    });
+    let mut j = n;
+    group.bench_function("get_miss", |b| {
+        b.iter(|| {
+            j += 1;
+            black_box(t.get(key(j)).is_some())
+        })
+    });
+}
+
+fn churn(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    t: &mut Table<Record>,
+    w: &mut Window,
+    chunk: u64,
+) {
+    // Each step: insert `k` fresh keys, remove the `k` oldest; only one half is timed.
+    fn run(
+        t: &mut Table<Record>,
+        w: &mut Window,
+        chunk: u64,
+        iters: u64,
+        time_insert: bool,
+    ) -> Duration {
+        let mut timed = Duration::ZERO;
+        let mut left = iters;
+        while left > 0 {
+            let k = left.min(chunk);
+            left -= k;
+            let start = Instant::now();
+            if time_insert {
+                fill(t, w.hi..w.hi + k);
+                timed += start.elapsed();
+            } else {
+                fill(t, w.hi..w.hi + k);
+            }
+            let start = Instant::now();
+            for i in w.lo..w.lo + k {
+                black_box(t.remove(key(i)));
+            }
+            if !time_insert {
+                timed += start.elapsed();
+            }
+            w.lo += k;
+            w.hi += k;
+        }
+        timed
+    }
+    group.bench_function("insert_churn", |b| {
+        b.iter_custom(|iters| run(t, w, chunk, iters, true))
+    });
+    group.bench_function("remove_churn", |b| {
+        b.iter_custom(|iters| run(t, w, chunk, iters, false))
+    });
+}
+
+fn table_benches(c: &mut Criterion) {
+    bench_size(c, 1_000_000, "1M");
+    bench_size(c, 10_000_000, "10M");
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(2));
+    targets = table_benches
+}
+criterion_main!(benches);

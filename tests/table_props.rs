@@ -132,7 +132,7 @@ fn assert_same_contents(t: &Table<u64>, model: &HashMap<u64, u64>) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 4000, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 10_000, ..ProptestConfig::default() })]
 
     /// Random op sequences agree with the HashMap model, op by op and in full at the end.
     #[test]
@@ -148,7 +148,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 1500, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
 
     /// Filling to capacity then draining in random order keeps every remaining key
     /// reachable and the Robin Hood order intact (long clusters, backward shifts, wrap).

@@ -585,6 +585,10 @@ impl FusedIterator for Entries<'_> {}
 ///
 /// `buf` may be a `bytes::Bytes` or `BytesMut` (`decode(&b)`): both dereference to `[u8]`, so
 /// nothing is copied.
+///
+/// Receive into a buffer longer than [`MAX_DATAGRAM_LEN`] (or detect truncation), so that an
+/// oversized datagram is refused as [`TooLong`](DecodeError::TooLong) instead of being cut to a
+/// length that might look valid.
 pub fn decode(buf: &[u8]) -> Result<Datagram<'_>, DecodeError> {
     let len = buf.len();
     if len < HEADER_LEN {
@@ -645,20 +649,36 @@ pub fn decode(buf: &[u8]) -> Result<Datagram<'_>, DecodeError> {
 /// Checks every entry; the first bad one decides the error.
 #[inline(always)]
 fn validate_entries(entries: &[u8]) -> Result<(), DecodeError> {
+    // Branch-free scan of all entries (the common case: all valid); the slow path then finds
+    // the first bad one.
+    let mut bad = false;
+    for c in entries.chunks_exact(ENTRY_LEN) {
+        bad |= entry_is_bad(c);
+    }
+    if !bad {
+        return Ok(());
+    }
+    first_entry_error(entries)
+}
+
+/// Bytes 12..16 are state, flags, reserved, reserved: an entry is valid iff its user is
+/// nonzero, state <= 3, and every bit above the flags' bit 0 is clear.
+#[inline(always)]
+fn entry_is_bad(c: &[u8]) -> bool {
+    (u64_at(c, 0) == 0) | (u32_at(c, 12) & 0xFFFF_FEFC != 0)
+}
+
+#[cold]
+#[inline(never)]
+fn first_entry_error(entries: &[u8]) -> Result<(), DecodeError> {
     for (i, c) in entries.chunks_exact(ENTRY_LEN).enumerate() {
-        let user = u64_at(c, 0);
-        // Bytes 12..16: state, flags, reserved, reserved. Valid iff state <= 3 and every bit
-        // above the flags' bit 0 is clear.
-        let tail = u32_at(c, 12);
-        if user == 0 || tail & 0xFFFF_FEFC != 0 {
-            return Err(entry_error(i, user, tail));
+        if entry_is_bad(c) {
+            return Err(entry_error(i, u64_at(c, 0), u32_at(c, 12)));
         }
     }
     Ok(())
 }
 
-#[cold]
-#[inline(never)]
 fn entry_error(i: usize, user: u64, tail: u32) -> DecodeError {
     // i < MAX_ENTRIES, so it fits a u16.
     let index = u16::try_from(i).unwrap_or(u16::MAX);
@@ -923,7 +943,7 @@ mod tests {
         assert_eq!(d.entry(2), None);
         assert_eq!(d.entry(usize::MAX), None);
         assert_eq!(d.entries().len(), 2);
-        assert_eq!(d.entries().rev().next(), Some(entries[1]));
+        assert_eq!(d.entries().next_back(), Some(entries[1]));
         enc.clear();
         assert!(enc.is_empty());
         assert_eq!(enc.header(), &header);

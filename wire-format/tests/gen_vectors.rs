@@ -334,6 +334,12 @@ fn invalid_vectors() -> Vec<Invalid> {
         "bad_version value=2",
     );
     add(
+        "version_2_and_reserved_flags",
+        "version is checked before flags",
+        with(with(one.clone(), 4, 2), 5, 0xFE),
+        "bad_version value=2",
+    );
+    add(
         "reserved_flag_bit_1",
         "header flags 0x02",
         with(one.clone(), 5, 0x02),
@@ -362,6 +368,12 @@ fn invalid_vectors() -> Vec<Invalid> {
         "entry count 0: header and tag only",
         datagram(&hdr(0), &[]),
         "bad_count value=0",
+    );
+    add(
+        "auth_and_count_0",
+        "flags are checked before the count",
+        with(datagram(&hdr(0), &[]), 5, 0x01),
+        "auth_not_supported",
     );
     add(
         "count_90",
@@ -423,6 +435,16 @@ fn invalid_vectors() -> Vec<Invalid> {
         "a valid 89-entry datagram missing its last byte",
         full[..1471].to_vec(),
         "length_mismatch expected=1472 actual=1471",
+    );
+    add(
+        "trailing_byte_and_zero_gateway",
+        "the exact length is checked before the gateway",
+        {
+            let mut b = hdr_with(&|h| h.gateway = 0, &[e1]);
+            b.push(0);
+            b
+        },
+        "length_mismatch expected=64 actual=65",
     );
     add(
         "zero_gateway",
@@ -497,19 +519,41 @@ fn invalid_vectors() -> Vec<Invalid> {
     add(
         "entry_reserved_byte_14",
         "entry 0 byte 14 is 0x01",
-        datagram(&hdr(1), &[Ent { reserved: 0x0001, ..e1 }]),
+        datagram(
+            &hdr(1),
+            &[Ent {
+                reserved: 0x0001,
+                ..e1
+            }],
+        ),
         "reserved_entry_bits index=0",
     );
     add(
         "entry_reserved_byte_15",
         "entry 1 byte 15 is 0x80",
-        datagram(&hdr(2), &[e1, Ent { reserved: 0x8000, ..e2 }]),
+        datagram(
+            &hdr(2),
+            &[
+                e1,
+                Ent {
+                    reserved: 0x8000,
+                    ..e2
+                },
+            ],
+        ),
         "reserved_entry_bits index=1",
     );
     add(
         "bad_state_and_reserved_bits",
         "within an entry, the state is checked before the reserved bits",
-        datagram(&hdr(1), &[Ent { state: 5, flags: 0x04, ..e1 }]),
+        datagram(
+            &hdr(1),
+            &[Ent {
+                state: 5,
+                flags: 0x04,
+                ..e1
+            }],
+        ),
         "bad_state index=0 value=5",
     );
     add(
