@@ -14,9 +14,9 @@ pub const MAX_HORIZON_TICKS: u64 = 1 << 30;
 pub struct CoreConfig {
     /// Timing-wheel resolution in microseconds (`tick`, default 10 ms).
     pub tick_us: u64,
-    /// Expected time between a device's heartbeats, microseconds (`heartbeat_interval`, 30 s).
+    /// Expected time between a device's heartbeats, microseconds (`heartbeat_interval`, 20 s).
     pub heartbeat_interval_us: u64,
-    /// Allowance for delay and jitter, microseconds (`grace`, 5 s); a device is offline after
+    /// Allowance for delay and jitter, microseconds (`grace`, 12 s); a device is offline after
     /// `heartbeat_interval + 2 × grace` of silence.
     pub grace_us: u64,
     /// A device with no activity flag for this long is idle, microseconds (`idle_after`, 5 min).
@@ -38,14 +38,14 @@ impl Default for CoreConfig {
     fn default() -> Self {
         CoreConfig {
             tick_us: 10_000,
-            heartbeat_interval_us: 30_000_000,
-            grace_us: 5_000_000,
+            heartbeat_interval_us: 20_000_000,
+            grace_us: 12_000_000,
             idle_after_us: 300_000_000,
             last_seen_retention_us: 30 * 24 * 3600 * 1_000_000,
             user_capacity: 1_000_000,
             max_devices_per_user: 8,
             multi_device_users: 250_000,
-            hash_seed: 0x5eed_0f_9e5e_ce5d,
+            hash_seed: 0x5eed_0f9e_5ece_5d00,
         }
     }
 }
@@ -82,7 +82,10 @@ impl CoreConfig {
         if self.heartbeat_interval_us == 0 || self.heartbeat_interval_us > 3_600_000_000 {
             return err(
                 "heartbeat_interval",
-                format!("is {} µs; use more than 0 and at most 1 h", self.heartbeat_interval_us),
+                format!(
+                    "is {} µs; use more than 0 and at most 1 h",
+                    self.heartbeat_interval_us
+                ),
             );
         }
         if self.grace_us > 3_600_000_000 {
@@ -116,7 +119,10 @@ impl CoreConfig {
         if self.max_devices_per_user == 0 || self.max_devices_per_user > MAX_DEVICES_LIMIT {
             return err(
                 "max_devices_per_user",
-                format!("is {}; use 1 to {MAX_DEVICES_LIMIT}", self.max_devices_per_user),
+                format!(
+                    "is {}; use 1 to {MAX_DEVICES_LIMIT}",
+                    self.max_devices_per_user
+                ),
             );
         }
         if self.multi_device_users > self.user_capacity {

@@ -122,7 +122,10 @@ fn second_device_is_silent_and_last_device_gone_is_one_transition() {
     assert_eq!(sim.shard.device_count(1), 2);
     sim.wait(600);
     sim.beat(1, 11, Report::Online, true); // device 11 lives on, device 10 goes silent
-    assert!(sim.wait(700).is_empty(), "device 10 timed out but 11 is live");
+    assert!(
+        sim.wait(700).is_empty(),
+        "device 10 timed out but 11 is live"
+    );
     assert_eq!(sim.shard.device_count(1), 1);
     let out = sim.wait(600);
     assert_eq!(states(&out), [(PublicState::Offline, Cause::Timeout)]);
@@ -202,15 +205,27 @@ fn versions_grow_and_survive_retention_drop() {
     let mut sim = Sim::new(config());
     let mut versions = Vec::new();
     for _ in 0..3 {
-        versions.extend(sim.beat(1, 10, Report::Online, true).iter().map(|t| t.version));
-        versions.extend(sim.beat(1, 10, Report::Offline, false).iter().map(|t| t.version));
+        versions.extend(
+            sim.beat(1, 10, Report::Online, true)
+                .iter()
+                .map(|t| t.version),
+        );
+        versions.extend(
+            sim.beat(1, 10, Report::Offline, false)
+                .iter()
+                .map(|t| t.version),
+        );
     }
     assert_eq!(versions.len(), 6);
     // Retention (60 s) passes: the record is dropped and the user is unknown.
     sim.wait(60_010);
     assert_eq!(sim.shard.query(1), Presence::UNKNOWN);
     assert_eq!(sim.shard.stats().records_dropped, 1);
-    versions.extend(sim.beat(1, 10, Report::Online, true).iter().map(|t| t.version));
+    versions.extend(
+        sim.beat(1, 10, Report::Online, true)
+            .iter()
+            .map(|t| t.version),
+    );
     assert!(versions.windows(2).all(|w| w[0] < w[1]), "{versions:?}");
 }
 

@@ -481,12 +481,7 @@ struct OutputInvariants {
 }
 
 impl OutputInvariants {
-    fn check(
-        &mut self,
-        scen: &Scenario,
-        now: Now,
-        out: &[Transition],
-    ) -> Result<(), String> {
+    fn check(&mut self, scen: &Scenario, now: Now, out: &[Transition]) -> Result<(), String> {
         for t in out {
             if t.user == 0 {
                 return Err(format!("transition for user 0: {t:?}"));
@@ -495,7 +490,10 @@ impl OutputInvariants {
                 return Err(format!("transition with state == prev: {t:?}"));
             }
             if t.at_ms != now.wall_ms {
-                return Err(format!("at_ms {} != now.wall_ms {}: {t:?}", t.at_ms, now.wall_ms));
+                return Err(format!(
+                    "at_ms {} != now.wall_ms {}: {t:?}",
+                    t.at_ms, now.wall_ms
+                ));
             }
             if scen.flapping && t.cause == Cause::Timeout {
                 return Err(format!("Timeout in the flapping scenario: {t:?}"));
@@ -708,7 +706,9 @@ impl<'a, R: Core> Sim<'a, R> {
         // Counters.
         let (rc, mc) = (self.real.counters(), Core::counters(&self.model));
         if rc != mc {
-            self.fail(&format!("counters differ\n  real:  {rc:?}\n  model: {mc:?}"));
+            self.fail(&format!(
+                "counters differ\n  real:  {rc:?}\n  model: {mc:?}"
+            ));
         }
 
         // The users this call touched.
@@ -797,7 +797,12 @@ fn pick_report(rng: &mut Rng, w: &[u64; 4]) -> Report {
     let mut r = rng.below(total);
     for (i, &wi) in w.iter().enumerate() {
         if r < wi {
-            return [Report::Online, Report::Idle, Report::Invisible, Report::Offline][i];
+            return [
+                Report::Online,
+                Report::Idle,
+                Report::Invisible,
+                Report::Offline,
+            ][i];
         }
         r -= wi;
     }
@@ -1122,7 +1127,13 @@ mod model_alone {
         }
     }
 
-    fn tr(user: u64, prev: PublicState, state: PublicState, ms: u64, cause: Cause) -> (u64, PublicState, PublicState, u64, Cause) {
+    fn tr(
+        user: u64,
+        prev: PublicState,
+        state: PublicState,
+        ms: u64,
+        cause: Cause,
+    ) -> (u64, PublicState, PublicState, u64, Cause) {
         (user, prev, state, W0 + ms, cause)
     }
 
@@ -1139,15 +1150,22 @@ mod model_alone {
         let mut m = Model::new(cfg(), at(0));
         // First heartbeat: Online at once.
         let out = m.heartbeat(at(5), &hb(7, 1, Report::Online, true));
-        assert_eq!(strip(&out), vec![tr(7, Offline, Online, 5, Cause::FirstHeartbeat)]);
+        assert_eq!(
+            strip(&out),
+            vec![tr(7, Offline, Online, 5, Cause::FirstHeartbeat)]
+        );
         assert_eq!(out[0].version, (W0 + 5) << 16);
         assert_eq!(m.query(7).last_seen_ms, Some(W0 + 5));
         // A second device of an online user: nothing.
-        assert!(m.heartbeat(at(20), &hb(7, 2, Report::Online, false)).is_empty());
+        assert!(m
+            .heartbeat(at(20), &hb(7, 2, Report::Online, false))
+            .is_empty());
         assert_eq!(m.device_count(7), 2);
         // Device 1 keeps heartbeating, device 2 goes silent. Device 2's deadline:
         // due(T0 + 20 ms, 200 ms) = (T0 + 220 ms) / 10 ms + 1 = tick(T0) + 23.
-        assert!(m.heartbeat(at(150), &hb(7, 1, Report::Online, false)).is_empty());
+        assert!(m
+            .heartbeat(at(150), &hb(7, 1, Report::Online, false))
+            .is_empty());
         assert!(m.advance(at(229)).is_empty());
         assert_eq!(m.device_count(7), 2);
         assert!(m.advance(at(230)).is_empty());
@@ -1155,19 +1173,32 @@ mod model_alone {
         // Device 1's deadline: due(T0 + 150 ms, 200 ms) = tick(T0) + 36; one Timeout.
         assert!(m.advance(at(359)).is_empty());
         let out = m.advance(at(400));
-        assert_eq!(strip(&out), vec![tr(7, Online, Offline, 400, Cause::Timeout)]);
+        assert_eq!(
+            strip(&out),
+            vec![tr(7, Online, Offline, 400, Cause::Timeout)]
+        );
         assert_eq!(m.query(7).state, Offline);
         assert_eq!(m.query(7).last_seen_ms, Some(W0 + 400));
         assert!(m.is_known(7));
         assert_eq!(m.device_count(7), 0);
         // Back; then logout is immediate.
         let out = m.heartbeat(at(410), &hb(7, 3, Report::Online, false));
-        assert_eq!(strip(&out), vec![tr(7, Offline, Online, 410, Cause::FirstHeartbeat)]);
+        assert_eq!(
+            strip(&out),
+            vec![tr(7, Offline, Online, 410, Cause::FirstHeartbeat)]
+        );
         let out = m.heartbeat(at(411), &hb(7, 3, Report::Offline, false));
-        assert_eq!(strip(&out), vec![tr(7, Online, Offline, 411, Cause::Logout)]);
+        assert_eq!(
+            strip(&out),
+            vec![tr(7, Online, Offline, 411, Cause::Logout)]
+        );
         // Logout of an unknown device / user: counted only.
-        assert!(m.heartbeat(at(412), &hb(7, 3, Report::Offline, false)).is_empty());
-        assert!(m.heartbeat(at(412), &hb(8, 3, Report::Offline, false)).is_empty());
+        assert!(m
+            .heartbeat(at(412), &hb(7, 3, Report::Offline, false))
+            .is_empty());
+        assert!(m
+            .heartbeat(at(412), &hb(8, 3, Report::Offline, false))
+            .is_empty());
         assert_eq!(m.stats.logout_unknown, 2);
         // Retention: deviceless since tick(T0) + 41; dropped at tick(T0) + 41 + 1000 + 1.
         assert!(m.advance(at(10_419)).is_empty());
@@ -1185,28 +1216,53 @@ mod model_alone {
         m.heartbeat(at(0), &hb(1, 1, Report::Online, true));
         // Keep it alive without activity: idle at due(T0, 500 ms) = tick(T0) + 51.
         for t in (100..=500).step_by(100) {
-            assert!(m.heartbeat(at(t), &hb(1, 1, Report::Online, false)).is_empty());
+            assert!(m
+                .heartbeat(at(t), &hb(1, 1, Report::Online, false))
+                .is_empty());
         }
         assert!(m.advance(at(509)).is_empty());
         let out = m.advance(at(510));
-        assert_eq!(strip(&out), vec![tr(1, Online, Idle, 510, Cause::Inactivity)]);
+        assert_eq!(
+            strip(&out),
+            vec![tr(1, Online, Idle, 510, Cause::Inactivity)]
+        );
         // Inferred idle does not move last seen.
         assert_eq!(m.query(1).last_seen_ms, Some(W0));
         // Activity: online again, last seen moves.
         let out = m.heartbeat(at(520), &hb(1, 1, Report::Online, true));
-        assert_eq!(strip(&out), vec![tr(1, Idle, Online, 520, Cause::StateChange)]);
+        assert_eq!(
+            strip(&out),
+            vec![tr(1, Idle, Online, 520, Cause::StateChange)]
+        );
         // A second device goes invisible: the user reads offline, last seen frozen.
         let out = m.heartbeat(at(530), &hb(1, 2, Report::Invisible, true));
-        assert_eq!(strip(&out), vec![tr(1, Online, Offline, 530, Cause::StateChange)]);
+        assert_eq!(
+            strip(&out),
+            vec![tr(1, Online, Offline, 530, Cause::StateChange)]
+        );
         assert_eq!(m.query(1).last_seen_ms, Some(W0 + 530));
-        assert!(m.heartbeat(at(540), &hb(1, 1, Report::Online, true)).is_empty());
+        assert!(m
+            .heartbeat(at(540), &hb(1, 1, Report::Online, true))
+            .is_empty());
         assert_eq!(m.query(1).last_seen_ms, Some(W0 + 530));
         // Leaving invisible is one heartbeat.
         let out = m.heartbeat(at(550), &hb(1, 2, Report::Online, false));
-        assert_eq!(strip(&out), vec![tr(1, Offline, Online, 550, Cause::StateChange)]);
+        assert_eq!(
+            strip(&out),
+            vec![tr(1, Offline, Online, 550, Cause::StateChange)]
+        );
         // A record created invisible: nothing emitted, last seen None.
-        assert!(m.heartbeat(at(560), &hb(2, 1, Report::Invisible, true)).is_empty());
-        assert_eq!(m.query(2), Presence { state: Offline, last_seen_ms: None, version: 0 });
+        assert!(m
+            .heartbeat(at(560), &hb(2, 1, Report::Invisible, true))
+            .is_empty());
+        assert_eq!(
+            m.query(2),
+            Presence {
+                state: Offline,
+                last_seen_ms: None,
+                version: 0
+            }
+        );
         assert!(m.is_known(2));
         m.self_check();
     }
@@ -1215,18 +1271,26 @@ mod model_alone {
     fn refusals() {
         let mut m = Model::new(cfg(), at(0));
         // User 0.
-        assert!(m.heartbeat(at(0), &hb(0, 1, Report::Online, true)).is_empty());
+        assert!(m
+            .heartbeat(at(0), &hb(0, 1, Report::Online, true))
+            .is_empty());
         assert_eq!(m.stats.refused_user_zero, 1);
         assert!(!m.is_known(0));
         // Table of 4.
         for u in 1..=4 {
             assert_eq!(m.heartbeat(at(1), &hb(u, 1, Report::Online, true)).len(), 1);
         }
-        assert!(m.heartbeat(at(1), &hb(5, 1, Report::Online, true)).is_empty());
+        assert!(m
+            .heartbeat(at(1), &hb(5, 1, Report::Online, true))
+            .is_empty());
         assert_eq!(m.stats.refused_user_capacity, 1);
         // One overflow block.
-        assert!(m.heartbeat(at(2), &hb(1, 2, Report::Online, true)).is_empty());
-        assert!(m.heartbeat(at(2), &hb(2, 2, Report::Online, true)).is_empty());
+        assert!(m
+            .heartbeat(at(2), &hb(1, 2, Report::Online, true))
+            .is_empty());
+        assert!(m
+            .heartbeat(at(2), &hb(2, 2, Report::Online, true))
+            .is_empty());
         assert_eq!(m.stats.refused_overflow_full, 1);
         assert_eq!(m.device_count(2), 1);
         // Three devices at most.
@@ -1264,19 +1328,40 @@ fn zz_scratch() {
     let mut rng = Rng::new(1);
     let mut bad = Vec::new();
     for k in 0..3000u64 {
-        let t0_ticks = match k % 3 { 0 => rng.below(1 << 32), 1 => rng.below(1 << 40), _ => k * 1000 };
+        let t0_ticks = match k % 3 {
+            0 => rng.below(1 << 32),
+            1 => rng.below(1 << 40),
+            _ => k * 1000,
+        };
         let secs = 41;
         let r = std::panic::catch_unwind(|| {
             let cfg = base_cfg();
-            let t0 = Now { mono_us: t0_ticks * 10_000, wall_ms: 1_700_000_000_000 };
+            let t0 = Now {
+                mono_us: t0_ticks * 10_000,
+                wall_ms: 1_700_000_000_000,
+            };
             let mut s = Shard::new(cfg, t0).unwrap();
             let mut out = Vec::new();
-            s.heartbeat(t0, &Heartbeat { user: 5, device: 1, report: Report::Online, active: true }, &mut out);
-            let t1 = Now { mono_us: t0.mono_us + secs * SEC, wall_ms: t0.wall_ms + secs * 1000 };
+            s.heartbeat(
+                t0,
+                &Heartbeat {
+                    user: 5,
+                    device: 1,
+                    report: Report::Online,
+                    active: true,
+                },
+                &mut out,
+            );
+            let t1 = Now {
+                mono_us: t0.mono_us + secs * SEC,
+                wall_ms: t0.wall_ms + secs * 1000,
+            };
             out.clear();
             s.advance(t1, &mut out);
         });
-        if r.is_err() { bad.push(t0_ticks); }
+        if r.is_err() {
+            bad.push(t0_ticks);
+        }
     }
     bad.sort();
     eprintln!("bad {}: {:x?}", bad.len(), &bad[..bad.len().min(40)]);
