@@ -6,6 +6,7 @@ pub mod clock;
 pub mod config;
 pub mod event;
 pub mod record;
+pub mod settings;
 pub mod shard;
 pub mod table;
 pub mod wheel;

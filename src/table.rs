@@ -316,7 +316,7 @@ impl<V: Copy> Table<V> {
     pub fn check_invariants(&self) {
         let n = self.slots.len();
         assert!(self.len <= self.capacity, "len {} > capacity", self.len);
-        assert!(self.capacity < n || self.capacity == 0, "no free slot");
+        assert!(self.capacity < n, "no free slot");
         let mut count = 0;
         for (i, s) in self.slots.iter().enumerate() {
             if s.tag == 0 {
