@@ -2,11 +2,17 @@
 //!
 //! See ARCHITECTURE.md for the code map and the normative presence rules.
 
+pub mod bus;
 pub mod clock;
 pub mod config;
+pub mod daemon;
 pub mod event;
+pub mod ingest;
+pub mod link;
 pub mod record;
+pub mod route;
 pub mod settings;
 pub mod shard;
 pub mod table;
 pub mod wheel;
+pub mod worker;

@@ -1,14 +1,107 @@
-//! `presenced`: the daemon binary.
-//!
-//! The presence core (`presenced::shard`) is complete; the daemon around it (UDP ingest on
-//! pinned shard threads, the QUIC push link) is the next piece of work. Until it lands, this
-//! binary says so and exits with status 2 rather than pretending to serve.
+//! `presenced`: the presence daemon. Heartbeats in over UDP, presence out over QUIC.
 
-fn main() {
-    eprintln!(
-        "presenced {}: not yet — the daemon (UDP ingest, QUIC push link) is not built yet.\n\
-         The presence core is complete: run the tests with `bash .ci/run`.",
-        env!("CARGO_PKG_VERSION")
-    );
-    std::process::exit(2);
+use clap::Parser;
+use presenced::daemon;
+use presenced::settings::{keys_help, Raw, SettingsError};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Command line; every setting can also come from the TOML file or `--set`.
+#[derive(Parser, Debug)]
+#[command(
+    name = "presenced",
+    version,
+    about = "Presence daemon: UDP heartbeats in, presence transitions out over QUIC.",
+    after_long_help = keys_help()
+)]
+struct Cli {
+    /// TOML settings file (`[section] key = value`; see the keys below).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Sets any key, overriding the file: `--set presence.grace=12s` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Shortcut for `--set ingest.listen=ADDR`.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// Shortcut for `--set link.listen=ADDR`.
+    #[arg(long, value_name = "ADDR")]
+    link_listen: Option<String>,
+    /// Shortcut for `--set shards.count=N`.
+    #[arg(long, value_name = "N")]
+    shards: Option<String>,
+}
+
+fn settings(cli: &Cli) -> Result<presenced::settings::Settings, SettingsError> {
+    let mut raw = Raw::default();
+    if let Some(path) = &cli.config {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| SettingsError {
+            key: origin.clone(),
+            problem: format!("cannot read the settings file: {e}"),
+        })?;
+        raw.merge_toml(&text, &origin)?;
+    }
+    for (key, value) in [
+        ("ingest.listen", &cli.listen),
+        ("link.listen", &cli.link_listen),
+        ("shards.count", &cli.shards),
+    ] {
+        if let Some(value) = value {
+            raw.set(key, value)?;
+        }
+    }
+    for pair in &cli.set {
+        raw.set_pair(pair)?;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    raw.parse(cores)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match settings(&cli) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("presenced: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let signals = match signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ]) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("presenced: cannot install signal handlers: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let running = match daemon::start(settings) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("presenced: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    println!("{}", running.ready_line());
+    daemon::notify_ready();
+    let mut signals = signals;
+    loop {
+        if signals.pending().next().is_some() {
+            break;
+        }
+        if running.any_stopped() {
+            eprintln!("presenced: a thread stopped; shutting down");
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    match running.shutdown() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("presenced: {e}");
+            ExitCode::from(1)
+        }
+    }
 }

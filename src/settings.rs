@@ -37,7 +37,7 @@ pub const KEYS: &[Key] = &[
     Key { name: "presence.users_per_shard", default: "1000000", help: "users (online or remembered) one shard holds; new users beyond it are refused and counted" },
     Key { name: "presence.max_devices_per_user", default: "8", help: "devices one user may have at once (1..=31); more are refused and counted" },
     Key { name: "presence.multi_device_users", default: "auto", help: "users with two devices or more one shard holds (auto: a quarter of users_per_shard); further second devices are refused and counted" },
-    Key { name: "link.listen", default: "127.0.0.1:7071", help: "UDP address of the QUIC push link" },
+    Key { name: "link.listen", default: "127.0.0.1:7060", help: "UDP address of the QUIC push link" },
     Key { name: "link.cert", default: "", help: "PEM certificate chain for the push link (empty: a self-signed certificate for localhost)" },
     Key { name: "link.key", default: "", help: "PEM private key for link.cert" },
     Key { name: "link.max_links", default: "1024", help: "gateway links at once; more are refused" },

@@ -1,0 +1,613 @@
+//! The hub: one thread owning every subscription. It reads each shard's FIFO channel
+//! (transitions, snapshot answers, counters) and the connection tasks' commands, fans
+//! transitions out to the links that asked for them, and answers requests.
+//!
+//! Subscribe is atomic with the snapshot: the hub asks the owning shard for the users' presence;
+//! the shard answers down the same FIFO channel as its transitions, and the hub registers the
+//! subscription when it reads the answer. Transitions before it are in the snapshot; those after
+//! it reach the new subscriber. A link whose queue is full loses events and is told which users
+//! to re-query (LAGGED); the hub never blocks on a gateway.
+
+use super::{Command, Latency, LinkOut, Outgoing};
+use crate::bus::{Inbox, Request, ShardCounters, ToHub};
+use crate::event::{Presence, Transition};
+use crate::route::owner;
+use crate::settings::Settings;
+use crate::worker::Peer;
+use bytes::BytesMut;
+use crossbeam_channel::{Receiver, Select};
+use presenced_wire::link as wire;
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Users remembered per lagging link before the hub asks it to re-query everything.
+const LAG_USERS_LIMIT: usize = 65_536;
+/// Messages read from one channel before looking at the others.
+const DRAIN: usize = 256;
+
+struct Link {
+    out: LinkOut,
+    users: HashSet<u64>,
+    /// Subscriptions requested and not yet registered (counted against the limit).
+    reserved: usize,
+    firehose: bool,
+    /// Open EVENTS frame and the users in it.
+    events: Option<wire::EventsWriter>,
+    event_users: Vec<u64>,
+    events_since_us: u64,
+    lagged: HashSet<u64>,
+    lagged_all: bool,
+}
+
+struct Pending {
+    shards_left: usize,
+    counters: Vec<Arc<ShardCounters>>,
+}
+
+/// Counters of the hub.
+#[derive(Default, Debug, Clone)]
+pub struct HubStats {
+    /// Transitions read from the shards.
+    pub transitions: u64,
+    /// Events queued to links.
+    pub events_sent: u64,
+    /// Events dropped because a link's queue was full.
+    pub events_dropped: u64,
+    /// LAGGED frames sent.
+    pub lag_signals: u64,
+    /// Transitions the shards shed before they reached the hub.
+    pub shard_shed: u64,
+}
+
+/// The hub's state.
+pub struct Hub {
+    settings: Arc<Settings>,
+    from_shards: Vec<Receiver<ToHub>>,
+    commands: Receiver<Command>,
+    peers: Vec<Peer>,
+    links: HashMap<u32, Link>,
+    subscribers: HashMap<u64, Vec<u32>>,
+    firehose: Vec<u32>,
+    pending: HashMap<(u32, u32), Pending>,
+    latency: Latency,
+    stats: HubStats,
+    touched: Vec<u32>,
+}
+
+impl Hub {
+    /// A hub reading these channels.
+    pub fn new(
+        settings: Arc<Settings>,
+        from_shards: Vec<Receiver<ToHub>>,
+        commands: Receiver<Command>,
+        peers: Vec<Peer>,
+        latency: Latency,
+    ) -> Hub {
+        Hub {
+            settings,
+            from_shards,
+            commands,
+            peers,
+            links: HashMap::new(),
+            subscribers: HashMap::new(),
+            firehose: Vec::new(),
+            pending: HashMap::new(),
+            latency,
+            stats: HubStats::default(),
+            touched: Vec::new(),
+        }
+    }
+
+    /// Runs until `stop` is set.
+    pub fn run(mut self, stop: &AtomicBool) -> io::Result<()> {
+        let inputs = self.from_shards.clone();
+        let commands = self.commands.clone();
+        let mut select = Select::new();
+        for r in &inputs {
+            select.recv(r);
+        }
+        let command_index = select.recv(&commands);
+        while !stop.load(Ordering::Relaxed) {
+            match select.ready_timeout(Duration::from_millis(10)) {
+                Ok(i) if i == command_index => {
+                    for command in commands.try_iter().take(DRAIN) {
+                        self.command(command);
+                    }
+                }
+                Ok(i) => {
+                    for message in inputs[i].try_iter().take(DRAIN) {
+                        self.from_shard(message);
+                    }
+                }
+                Err(_) => {}
+            }
+            self.flush_events();
+            self.signal_lag();
+        }
+        Ok(())
+    }
+
+    fn from_shard(&mut self, message: ToHub) {
+        match message {
+            ToHub::Transitions {
+                since_us,
+                transitions,
+            } => {
+                self.stats.transitions += transitions.len() as u64;
+                for t in &transitions {
+                    self.fan_out(t, since_us);
+                }
+            }
+            ToHub::Snapshot {
+                link,
+                request,
+                subscribe,
+                presence,
+            } => self.snapshot(link, request, subscribe, &presence),
+            ToHub::Stats {
+                link,
+                request,
+                counters,
+            } => self.shard_stats(link, request, counters),
+            ToHub::Shed(n) => {
+                self.stats.shard_shed += n;
+                for link in self.links.values_mut() {
+                    if link.firehose || !link.users.is_empty() {
+                        link.lagged_all = true;
+                    }
+                }
+            }
+        }
+    }
+
+    fn fan_out(&mut self, t: &Transition, since_us: u64) {
+        let max_frame = self.settings.max_frame_len;
+        let targets = self.subscribers.get(&t.user).into_iter().flatten();
+        for &id in targets.chain(self.firehose.iter()) {
+            let Some(link) = self.links.get_mut(&id) else {
+                continue;
+            };
+            if link.events.is_none() {
+                link.events = Some(wire::EventsWriter::new(max_frame));
+                link.events_since_us = since_us;
+                self.touched.push(id);
+            }
+            let writer = link.events.as_mut().expect("just set");
+            if !writer.push(&wire_event(t)) {
+                // The frame is full: queue it and start another.
+                let frame = link.events.take().expect("just used");
+                let users = std::mem::take(&mut link.event_users);
+                let since = link.events_since_us;
+                queue_events(link, frame, users, since, &mut self.stats, &self.settings);
+                let mut writer = wire::EventsWriter::new(max_frame);
+                let pushed = writer.push(&wire_event(t));
+                debug_assert!(pushed, "one event always fits an empty frame");
+                link.events = Some(writer);
+                link.events_since_us = since_us;
+            }
+            link.event_users.push(t.user);
+        }
+    }
+
+    fn flush_events(&mut self) {
+        for id in std::mem::take(&mut self.touched) {
+            self.flush_link(id);
+        }
+    }
+
+    /// Queues the link's open EVENTS frame (so what follows is ordered after it).
+    fn flush_link(&mut self, id: u32) {
+        let Some(link) = self.links.get_mut(&id) else {
+            return;
+        };
+        if let Some(frame) = link.events.take() {
+            let users = std::mem::take(&mut link.event_users);
+            let since = link.events_since_us;
+            queue_events(link, frame, users, since, &mut self.stats, &self.settings);
+        }
+    }
+
+    fn signal_lag(&mut self) {
+        let depth = self.settings.queue_depth;
+        for link in self.links.values_mut() {
+            if !(link.lagged_all || !link.lagged.is_empty()) || link.queued() >= depth {
+                continue;
+            }
+            let users: Vec<u64> = if link.lagged_all {
+                Vec::new()
+            } else {
+                link.lagged.drain().collect()
+            };
+            let mut buf = BytesMut::new();
+            wire::encode_lagged(&mut buf, link.lagged_all, &users);
+            link.lagged_all = false;
+            link.lagged.clear();
+            link.send(buf, false, None);
+            self.stats.lag_signals += 1;
+        }
+    }
+
+    fn snapshot(&mut self, id: u32, request: u32, subscribe: bool, presence: &[(u64, Presence)]) {
+        self.flush_link(id);
+        let key = (id, request);
+        let last = match self.pending.get_mut(&key) {
+            Some(p) => {
+                p.shards_left -= 1;
+                p.shards_left == 0
+            }
+            None => return,
+        };
+        if last {
+            self.pending.remove(&key);
+        }
+        let Some(link) = self.links.get_mut(&id) else {
+            return;
+        };
+        if subscribe {
+            link.reserved -= presence.len().min(link.reserved);
+            for &(user, _) in presence {
+                if link.users.insert(user) {
+                    self.subscribers.entry(user).or_default().push(id);
+                }
+            }
+        }
+        let records: Vec<wire::PresenceRecord> =
+            presence.iter().map(|&(u, p)| wire_presence(u, p)).collect();
+        send_presence(link, request, &records, last, self.settings.max_frame_len);
+    }
+
+    fn shard_stats(&mut self, id: u32, request: u32, counters: Arc<ShardCounters>) {
+        let key = (id, request);
+        let Some(p) = self.pending.get_mut(&key) else {
+            return;
+        };
+        p.counters.push(counters);
+        p.shards_left -= 1;
+        if p.shards_left > 0 {
+            return;
+        }
+        let p = self.pending.remove(&key).expect("present");
+        let json = self.stats_json(p.counters);
+        if let Some(link) = self.links.get_mut(&id) {
+            let mut buf = BytesMut::new();
+            wire::encode_stats_reply(&mut buf, request, &json);
+            link.send(buf, true, None);
+        }
+    }
+
+    fn command(&mut self, command: Command) {
+        match command {
+            Command::Open { link, out } => {
+                self.links.insert(
+                    link,
+                    Link {
+                        out,
+                        users: HashSet::new(),
+                        reserved: 0,
+                        firehose: false,
+                        events: None,
+                        event_users: Vec::new(),
+                        events_since_us: 0,
+                        lagged: HashSet::new(),
+                        lagged_all: false,
+                    },
+                );
+            }
+            Command::Close { link } => self.close(link),
+            Command::Subscribe {
+                link,
+                request,
+                users,
+            } => self.ask_shards(link, request, users, true),
+            Command::Query {
+                link,
+                request,
+                users,
+            } => self.ask_shards(link, request, users, false),
+            Command::Unsubscribe {
+                link: id,
+                request,
+                users,
+            } => {
+                let Some(link) = self.links.get_mut(&id) else {
+                    return;
+                };
+                for user in users {
+                    if link.users.remove(&user) {
+                        unsubscribe(&mut self.subscribers, user, id);
+                    }
+                }
+                link.ack(request);
+            }
+            Command::Firehose {
+                link: id,
+                request,
+                on,
+            } => {
+                let Some(link) = self.links.get_mut(&id) else {
+                    return;
+                };
+                link.firehose = on;
+                self.firehose.retain(|&l| l != id);
+                if on {
+                    self.firehose.push(id);
+                }
+                link.ack(request);
+            }
+            Command::Stats { link, request } => {
+                if !self.links.contains_key(&link) {
+                    return;
+                }
+                self.pending.insert(
+                    (link, request),
+                    Pending {
+                        shards_left: self.peers.len(),
+                        counters: Vec::new(),
+                    },
+                );
+                for peer in &self.peers {
+                    send_request(peer, Request::Stats { link, request });
+                }
+            }
+        }
+    }
+
+    fn ask_shards(&mut self, id: u32, request: u32, users: Vec<u64>, subscribe: bool) {
+        let Some(link) = self.links.get_mut(&id) else {
+            return;
+        };
+        if subscribe {
+            let total = link.users.len() + link.reserved + users.len();
+            if total > self.settings.max_subscriptions {
+                link.error(
+                    request,
+                    wire::ErrorCode::SubscriptionLimit,
+                    &format!(
+                        "subscribing to {} more users would pass link.max_subscriptions ({})",
+                        users.len(),
+                        self.settings.max_subscriptions
+                    ),
+                );
+                return;
+            }
+            link.reserved += users.len();
+        }
+        let shards = self.peers.len();
+        let mut groups: Vec<Vec<u64>> = vec![Vec::new(); shards];
+        for user in users {
+            groups[owner(user, shards)].push(user);
+        }
+        let asked = groups.iter().filter(|g| !g.is_empty()).count();
+        if asked == 0 {
+            send_presence(link, request, &[], true, self.settings.max_frame_len);
+            return;
+        }
+        self.pending.insert(
+            (id, request),
+            Pending {
+                shards_left: asked,
+                counters: Vec::new(),
+            },
+        );
+        for (shard, users) in groups.into_iter().enumerate() {
+            if !users.is_empty() {
+                let request = Request::Snapshot {
+                    link: id,
+                    request,
+                    subscribe,
+                    users,
+                };
+                send_request(&self.peers[shard], request);
+            }
+        }
+    }
+
+    fn close(&mut self, id: u32) {
+        let Some(link) = self.links.remove(&id) else {
+            return;
+        };
+        for user in link.users {
+            unsubscribe(&mut self.subscribers, user, id);
+        }
+        self.firehose.retain(|&l| l != id);
+        self.pending.retain(|&(l, _), _| l != id);
+    }
+
+    fn stats_json(&self, mut counters: Vec<Arc<ShardCounters>>) -> String {
+        counters.sort_by_key(|c| c.shard);
+        let shards: Vec<String> = counters.iter().map(|c| shard_json(c)).collect();
+        let (p50, p99, max, count) = {
+            let h = self.latency.lock().unwrap_or_else(|e| e.into_inner());
+            (
+                h.value_at_quantile(0.5),
+                h.value_at_quantile(0.99),
+                h.max(),
+                h.len(),
+            )
+        };
+        let s = &self.stats;
+        format!(
+            "{{\"shards\":[{}],\"link\":{{\"links\":{},\"subscribed_users\":{},\"firehose_links\":{},\
+             \"transitions\":{},\"events_sent\":{},\"events_dropped\":{},\"lag_signals\":{},\
+             \"shard_shed\":{},\"latency_us\":{{\"p50\":{p50},\"p99\":{p99},\"max\":{max},\"count\":{count}}}}}}}",
+            shards.join(","),
+            self.links.len(),
+            self.subscribers.len(),
+            self.firehose.len(),
+            s.transitions,
+            s.events_sent,
+            s.events_dropped,
+            s.lag_signals,
+            s.shard_shed,
+        )
+    }
+}
+
+fn shard_json(c: &ShardCounters) -> String {
+    let core = &c.core;
+    let dropped: Vec<String> = c
+        .dropped
+        .iter()
+        .map(|(reason, n)| format!("\"{reason}\":{n}"))
+        .collect();
+    format!(
+        "{{\"shard\":{},\"datagrams\":{},\"recv_calls\":{},\"heartbeats\":{},\"users\":{},\"devices\":{},\
+         \"transitions\":{},\"dropped\":{{{}}},\"refused_user_capacity\":{},\"refused_device_limit\":{},\
+         \"refused_overflow_full\":{},\"refused_user_zero\":{},\"logout_unknown\":{},\"clock_backwards\":{},\
+         \"records_dropped\":{},\"timers_fired\":{},\"routed_out\":{},\"routed_in\":{},\
+         \"cross_shard_shed\":{},\"transitions_shed\":{}}}",
+        c.shard,
+        c.datagrams,
+        c.recv_calls,
+        core.heartbeats,
+        core.users,
+        core.devices,
+        core.transitions,
+        dropped.join(","),
+        core.refused_user_capacity,
+        core.refused_device_limit,
+        core.refused_overflow_full,
+        core.refused_user_zero,
+        core.logout_unknown,
+        core.clock_backwards,
+        core.records_dropped,
+        core.timers_fired,
+        c.routed_out,
+        c.routed_in,
+        c.cross_shard_shed,
+        c.transitions_shed,
+    )
+}
+
+impl Link {
+    fn queued(&self) -> usize {
+        self.out.queued.load(Ordering::Relaxed)
+    }
+
+    fn send(&self, frame: BytesMut, completes: bool, since_us: Option<u64>) {
+        self.out.queued.fetch_add(1, Ordering::Relaxed);
+        let sent = self.out.tx.send(Outgoing {
+            frame: frame.freeze(),
+            completes,
+            since_us,
+        });
+        if sent.is_err() {
+            // The connection task is gone; its Close command is on its way.
+            self.out.queued.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    fn ack(&self, request: u32) {
+        let mut buf = BytesMut::new();
+        wire::encode_ack(&mut buf, request);
+        self.send(buf, true, None);
+    }
+
+    fn error(&self, request: u32, code: wire::ErrorCode, message: &str) {
+        let mut buf = BytesMut::new();
+        wire::encode_error(&mut buf, request, code, message);
+        self.send(buf, true, None);
+    }
+}
+
+fn queue_events(
+    link: &mut Link,
+    frame: wire::EventsWriter,
+    users: Vec<u64>,
+    since_us: u64,
+    stats: &mut HubStats,
+    settings: &Settings,
+) {
+    let n = users.len() as u64;
+    if link.queued() >= settings.queue_depth {
+        stats.events_dropped += n;
+        if !link.lagged_all {
+            link.lagged.extend(users);
+            if link.lagged.len() > LAG_USERS_LIMIT {
+                link.lagged_all = true;
+                link.lagged.clear();
+            }
+        }
+        return;
+    }
+    stats.events_sent += n;
+    let mut buf = BytesMut::new();
+    frame.finish(&mut buf);
+    link.send(buf, false, Some(since_us));
+}
+
+fn send_presence(
+    link: &Link,
+    request: u32,
+    records: &[wire::PresenceRecord],
+    last: bool,
+    max_frame_len: usize,
+) {
+    let per_frame = wire::max_presence_records(max_frame_len).max(1);
+    let chunks: Vec<&[wire::PresenceRecord]> = if records.is_empty() {
+        vec![&[]]
+    } else {
+        records.chunks(per_frame).collect()
+    };
+    let n = chunks.len();
+    for (i, chunk) in chunks.into_iter().enumerate() {
+        let fin = last && i + 1 == n;
+        let mut buf = BytesMut::new();
+        wire::encode_presence(&mut buf, request, fin, chunk);
+        link.send(buf, fin, None);
+    }
+}
+
+fn send_request(peer: &Peer, request: Request) {
+    // The hub may wait for a shard's inbox: shards drain it every round and never block on
+    // the hub, so this cannot deadlock.
+    if peer.inbox.send(Inbox::Request(request)).is_ok() {
+        let _ = peer.waker.wake();
+    }
+}
+
+fn unsubscribe(subscribers: &mut HashMap<u64, Vec<u32>>, user: u64, link: u32) {
+    if let Some(links) = subscribers.get_mut(&user) {
+        links.retain(|&l| l != link);
+        if links.is_empty() {
+            subscribers.remove(&user);
+        }
+    }
+}
+
+fn wire_event(t: &Transition) -> wire::Event {
+    wire::Event {
+        user: t.user,
+        state: wire_state(t.state),
+        prev: wire_state(t.prev),
+        cause: match t.cause {
+            crate::event::Cause::FirstHeartbeat => wire::WireCause::FirstHeartbeat,
+            crate::event::Cause::StateChange => wire::WireCause::StateChange,
+            crate::event::Cause::Logout => wire::WireCause::Logout,
+            crate::event::Cause::Timeout => wire::WireCause::Timeout,
+            crate::event::Cause::Inactivity => wire::WireCause::Inactivity,
+        },
+        at_ms: t.at_ms,
+        version: t.version,
+    }
+}
+
+fn wire_state(s: crate::event::PublicState) -> wire::WireState {
+    match s {
+        crate::event::PublicState::Offline => wire::WireState::Offline,
+        crate::event::PublicState::Online => wire::WireState::Online,
+        crate::event::PublicState::Idle => wire::WireState::Idle,
+    }
+}
+
+fn wire_presence(user: u64, p: Presence) -> wire::PresenceRecord {
+    wire::PresenceRecord {
+        user,
+        state: wire_state(p.state),
+        last_seen_ms: p.last_seen_ms,
+        version: p.version,
+    }
+}
