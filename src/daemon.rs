@@ -40,7 +40,10 @@ pub fn start(settings: Settings) -> io::Result<Running> {
     // The shared port: the first bind picks the port if it is 0, the others join its group.
     let mut shared: Vec<Vec<std::net::UdpSocket>> = (0..n).map(|_| Vec::new()).collect();
     let mut heartbeat = Vec::new();
-    for addr in [Some(settings.listen), settings.listen_v6].into_iter().flatten() {
+    for addr in [Some(settings.listen), settings.listen_v6]
+        .into_iter()
+        .flatten()
+    {
         let mut addr = addr;
         for sockets in shared.iter_mut() {
             let socket = bind_udp(addr, true, settings.socket_recv_buffer)
@@ -78,7 +81,8 @@ pub fn start(settings: Settings) -> io::Result<Running> {
     let mut hub_inputs = Vec::with_capacity(n);
     let mut shards = Vec::with_capacity(n);
     let seed = RandomState::new().hash_one(0u64);
-    for (index, ((poll, sockets), inbox)) in polls.into_iter().zip(shared).zip(inboxes).enumerate() {
+    for (index, ((poll, sockets), inbox)) in polls.into_iter().zip(shared).zip(inboxes).enumerate()
+    {
         let (to_hub, from_shard) = crossbeam_channel::bounded::<ToHub>(settings.link_outbox);
         hub_inputs.push(from_shard);
         let mut core = settings.core.clone();

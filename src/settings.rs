@@ -319,7 +319,7 @@ impl Raw {
             link_listen,
             link_tls,
             max_links: self.num("link.max_links", 1usize, 1 << 16)?,
-            max_frame_len: self.num("link.max_frame_len", 4096usize, 64 << 20)?,
+            max_frame_len: self.num("link.max_frame_len", 65_536usize, 64 << 20)?,
             max_users_per_request: self.num("link.max_users_per_request", 1usize, 1 << 24)?,
             max_subscriptions: self.num("link.max_subscriptions", 1usize, 1 << 28)?,
             max_requests_in_flight: self.num("link.max_requests_in_flight", 1usize, 1 << 16)?,

@@ -69,6 +69,11 @@ enum Probe {
 const MIX_M1: u64 = 0xbf58_476d_1ce4_e5b9;
 const MIX_M2: u64 = 0x94d0_49bb_1331_11eb;
 const MIX_M1_INV: u64 = mod_inverse(MIX_M1);
+/// Multiplied in before `mix` so the table's hash is unrelated to the shard-owner function
+/// (plain splitmix64 of the user id) for every seed: otherwise one shard's users, which share a
+/// range of `mix(user)`, would crowd into a fraction of its slots.
+const PRE: u64 = 0x9e37_79b9_7f4a_7c15;
+const PRE_INV: u64 = mod_inverse(PRE);
 const MIX_M2_INV: u64 = mod_inverse(MIX_M2);
 
 /// Multiplicative inverse of an odd `a` modulo 2^64 (Newton's iteration: 3 → 96 good bits).
@@ -355,13 +360,13 @@ impl<V: Copy> Table<V> {
     #[inline]
     fn tag(&self, key: u64) -> u64 {
         assert!(key != 0, "key 0 is reserved (empty slot marker)");
-        mix(key ^ self.seed) ^ self.salt
+        mix((key ^ self.seed).wrapping_mul(PRE)) ^ self.salt
     }
 
     /// The key whose tag this is (inverse of [`Table::tag`]).
     #[inline]
     fn key_of(&self, tag: u64) -> u64 {
-        unmix(tag ^ self.salt) ^ self.seed
+        unmix(tag ^ self.salt).wrapping_mul(PRE_INV) ^ self.seed
     }
 
     /// Home slot of a tag (fastrange).
@@ -453,6 +458,18 @@ impl<V> fmt::Debug for Table<V> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_shards_users_spread_over_the_whole_table() {
+        // Every key owned by shard 0 of 8, with seed 0: the table must not crowd them.
+        let mut table: Table<u64> = Table::new(20_000, 0);
+        let keys = (1u64..).filter(|&k| presenced_wire::link::shard_of(k, 8) == 0);
+        for k in keys.take(20_000) {
+            table.insert(k, k).unwrap();
+        }
+        let stats = table.probe_stats();
+        assert!(stats.mean < 6.0 && stats.max < 100, "{stats:?}");
+    }
 
     const SEED: u64 = 0x0123_4567_89ab_cdef;
 

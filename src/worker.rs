@@ -86,7 +86,10 @@ pub fn pin_to(cpu: usize) -> io::Result<()> {
     // SAFETY: cpu_set_t is plain data; CPU_SET writes within it for cpu < CPU_SETSIZE, checked.
     unsafe {
         if cpu >= libc::CPU_SETSIZE as usize {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "cpu index too large"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "cpu index too large",
+            ));
         }
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(cpu, &mut set);
@@ -150,7 +153,8 @@ pub fn run(setup: ShardSetup) -> io::Result<()> {
         stop,
         ..
     } = setup;
-    let tick = Duration::from_micros(core.tick_us);
+    let tick_us = core.tick_us;
+    let tick = Duration::from_micros(tick_us);
     let shard = Shard::new(core, now(origin))
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
     let mut sockets: Vec<UdpSocket> = sockets.into_iter().map(UdpSocket::from_std).collect();
@@ -189,7 +193,9 @@ pub fn run(setup: ShardSetup) -> io::Result<()> {
             Duration::ZERO
         } else {
             let mono = origin.elapsed();
-            tick.saturating_sub(Duration::from_micros(mono.as_micros() as u64 % core.tick_us))
+            tick.saturating_sub(Duration::from_micros(
+                mono.as_micros() as u64 % tick_us,
+            ))
         };
         if let Err(e) = poll.poll(&mut events, Some(timeout)) {
             if e.kind() != io::ErrorKind::Interrupted {

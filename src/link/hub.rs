@@ -23,8 +23,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Users remembered per lagging link before the hub asks it to re-query everything.
-const LAG_USERS_LIMIT: usize = 65_536;
+/// Users remembered per lagging link before the hub asks it to re-query everything (a LAGGED
+/// frame of this many fits the smallest allowed frame limit, 64 KiB).
+const LAG_USERS_LIMIT: usize = 8_000;
 /// Messages read from one channel before looking at the others.
 const DRAIN: usize = 256;
 
@@ -34,8 +35,8 @@ struct Link {
     /// Subscriptions requested and not yet registered (counted against the limit).
     reserved: usize,
     firehose: bool,
-    /// Open EVENTS frame and the users in it.
-    events: Option<wire::EventsWriter>,
+    /// The open EVENTS frame and the users in it.
+    events: wire::EventsWriter,
     event_users: Vec<u64>,
     events_since_us: u64,
     lagged: HashSet<u64>,
@@ -164,29 +165,22 @@ impl Hub {
     }
 
     fn fan_out(&mut self, t: &Transition, since_us: u64) {
-        let max_frame = self.settings.max_frame_len;
+        let event = wire_event(t);
         let targets = self.subscribers.get(&t.user).into_iter().flatten();
         for &id in targets.chain(self.firehose.iter()) {
             let Some(link) = self.links.get_mut(&id) else {
                 continue;
             };
-            if link.events.is_none() {
-                link.events = Some(wire::EventsWriter::new(max_frame));
+            if link.events.is_empty() {
                 link.events_since_us = since_us;
                 self.touched.push(id);
             }
-            let writer = link.events.as_mut().expect("just set");
-            if !writer.push(&wire_event(t)) {
-                // The frame is full: queue it and start another.
-                let frame = link.events.take().expect("just used");
-                let users = std::mem::take(&mut link.event_users);
-                let since = link.events_since_us;
-                queue_events(link, frame, users, since, &mut self.stats, &self.settings);
-                let mut writer = wire::EventsWriter::new(max_frame);
-                let pushed = writer.push(&wire_event(t));
-                debug_assert!(pushed, "one event always fits an empty frame");
-                link.events = Some(writer);
+            if link.events.push(event).is_err() {
+                // The frame is full: queue it and start the next one.
+                queue_events(link, &mut self.stats, self.settings.queue_depth);
                 link.events_since_us = since_us;
+                let pushed = link.events.push(event);
+                debug_assert!(pushed.is_ok(), "one event fits an empty frame");
             }
             link.event_users.push(t.user);
         }
@@ -200,13 +194,8 @@ impl Hub {
 
     /// Queues the link's open EVENTS frame (so what follows is ordered after it).
     fn flush_link(&mut self, id: u32) {
-        let Some(link) = self.links.get_mut(&id) else {
-            return;
-        };
-        if let Some(frame) = link.events.take() {
-            let users = std::mem::take(&mut link.event_users);
-            let since = link.events_since_us;
-            queue_events(link, frame, users, since, &mut self.stats, &self.settings);
+        if let Some(link) = self.links.get_mut(&id) {
+            queue_events(link, &mut self.stats, self.settings.queue_depth);
         }
     }
 
@@ -216,13 +205,16 @@ impl Hub {
             if !(link.lagged_all || !link.lagged.is_empty()) || link.queued() >= depth {
                 continue;
             }
-            let users: Vec<u64> = if link.lagged_all {
-                Vec::new()
-            } else {
-                link.lagged.drain().collect()
-            };
             let mut buf = BytesMut::new();
-            wire::encode_lagged(&mut buf, link.lagged_all, &users);
+            if link.lagged_all {
+                wire::encode_lagged_all(&mut buf);
+            } else {
+                let users: Vec<u64> = link.lagged.iter().copied().collect();
+                if wire::encode_lagged(&mut buf, &users).is_err() {
+                    buf.clear();
+                    wire::encode_lagged_all(&mut buf);
+                }
+            }
             link.lagged_all = false;
             link.lagged.clear();
             link.send(buf, false, None);
@@ -273,8 +265,10 @@ impl Hub {
         let json = self.stats_json(p.counters);
         if let Some(link) = self.links.get_mut(&id) {
             let mut buf = BytesMut::new();
-            wire::encode_stats_reply(&mut buf, request, &json);
-            link.send(buf, true, None);
+            match wire::encode_stats_reply(&mut buf, request, &json) {
+                Ok(()) => link.send(buf, true, None),
+                Err(e) => link.error(request, wire::ErrorCode::Internal, &e.to_string()),
+            }
         }
     }
 
@@ -288,7 +282,8 @@ impl Hub {
                         users: HashSet::new(),
                         reserved: 0,
                         firehose: false,
-                        events: None,
+                        events: wire::EventsWriter::new(self.settings.max_frame_len as u32)
+                            .expect("link.max_frame_len is validated at start"),
                         event_users: Vec::new(),
                         events_since_us: 0,
                         lagged: HashSet::new(),
@@ -502,8 +497,9 @@ impl Link {
 
     fn ack(&self, request: u32) {
         let mut buf = BytesMut::new();
-        wire::encode_ack(&mut buf, request);
-        self.send(buf, true, None);
+        if wire::encode_ack(&mut buf, request).is_ok() {
+            self.send(buf, true, None);
+        }
     }
 
     fn error(&self, request: u32, code: wire::ErrorCode, message: &str) {
@@ -513,16 +509,15 @@ impl Link {
     }
 }
 
-fn queue_events(
-    link: &mut Link,
-    frame: wire::EventsWriter,
-    users: Vec<u64>,
-    since_us: u64,
-    stats: &mut HubStats,
-    settings: &Settings,
-) {
+/// Queues the link's open EVENTS frame, or drops it and remembers its users if the link's
+/// queue is full.
+fn queue_events(link: &mut Link, stats: &mut HubStats, queue_depth: usize) {
+    let Some(frame) = link.events.flush() else {
+        return;
+    };
+    let users = std::mem::take(&mut link.event_users);
     let n = users.len() as u64;
-    if link.queued() >= settings.queue_depth {
+    if link.queued() >= queue_depth {
         stats.events_dropped += n;
         if !link.lagged_all {
             link.lagged.extend(users);
@@ -534,9 +529,7 @@ fn queue_events(
         return;
     }
     stats.events_sent += n;
-    let mut buf = BytesMut::new();
-    frame.finish(&mut buf);
-    link.send(buf, false, Some(since_us));
+    link.send(frame, false, Some(link.events_since_us));
 }
 
 fn send_presence(
@@ -546,18 +539,11 @@ fn send_presence(
     last: bool,
     max_frame_len: usize,
 ) {
-    let per_frame = wire::max_presence_records(max_frame_len).max(1);
-    let chunks: Vec<&[wire::PresenceRecord]> = if records.is_empty() {
-        vec![&[]]
-    } else {
-        records.chunks(per_frame).collect()
-    };
-    let n = chunks.len();
-    for (i, chunk) in chunks.into_iter().enumerate() {
-        let fin = last && i + 1 == n;
-        let mut buf = BytesMut::new();
-        wire::encode_presence(&mut buf, request, fin, chunk);
-        link.send(buf, fin, None);
+    let mut buf = BytesMut::new();
+    match wire::encode_presence(&mut buf, request, records, last, max_frame_len as u32) {
+        Ok(0) => {}
+        Ok(_) => link.send(buf, last, None),
+        Err(e) => link.error(request, wire::ErrorCode::Internal, &e.to_string()),
     }
 }
 

@@ -55,7 +55,10 @@ pub fn start(
     let endpoint = {
         let _guard = runtime.enter();
         quinn::Endpoint::server(server_config, listen).map_err(|e| {
-            io::Error::new(e.kind(), format!("setting `link.listen`: cannot bind {listen}: {e}"))
+            io::Error::new(
+                e.kind(),
+                format!("setting `link.listen`: cannot bind {listen}: {e}"),
+            )
         })?
     };
     let addr = endpoint.local_addr()?;
@@ -213,7 +216,7 @@ struct LinkTask<'a> {
 impl LinkTask<'_> {
     /// Reads until one whole frame (type + body) is buffered; `None` at end of stream.
     async fn next_frame(&mut self, recv: &mut quinn::RecvStream) -> Result<Option<Bytes>, Fatal> {
-        let reader = wire::FrameReader::new(self.context.settings.max_frame_len);
+        let reader = wire::FrameReader::new(self.context.settings.max_frame_len as u32);
         loop {
             match reader.next_frame(&self.buf) {
                 Ok(Some((_, consumed))) => {
@@ -234,54 +237,50 @@ impl LinkTask<'_> {
     }
 
     async fn hello(&mut self, frame: &[u8], send: &mut quinn::SendStream) -> Result<(), Fatal> {
-        match wire::decode_client(frame).map_err(fatal_frame)? {
-            wire::ClientFrame::Hello(hello) => {
-                if hello.protocol_version != wire::PROTOCOL_VERSION {
-                    return Err(Fatal(
-                        wire::ErrorCode::ProtocolVersion,
-                        format!(
-                            "protocol version {} is not supported; this daemon speaks {}",
-                            hello.protocol_version,
-                            wire::PROTOCOL_VERSION
-                        ),
-                    ));
-                }
-            }
-            _ => {
-                return Err(Fatal(
-                    wire::ErrorCode::HelloRequired,
-                    "the first frame must be HELLO".into(),
-                ))
-            }
+        // A HELLO of another protocol version fails to decode with `protocol_version`.
+        if !matches!(
+            wire::decode_client(frame).map_err(fatal_frame)?,
+            wire::ClientFrame::Hello(_)
+        ) {
+            return Err(Fatal(
+                wire::ErrorCode::HelloRequired,
+                "the first frame must be HELLO".into(),
+            ));
         }
         let s = &self.context.settings;
         let w = &self.context.welcome;
-        let welcome = wire::Welcome {
-            protocol_version: wire::PROTOCOL_VERSION,
-            shard_count: w.shards as u16,
-            heartbeat_port: w.heartbeat_port,
-            shard_ports: w.shard_ports.clone(),
+        let limits = wire::Limits {
             max_frame_len: s.max_frame_len as u32,
             max_users_per_request: s.max_users_per_request as u32,
             max_subscriptions: s.max_subscriptions as u32,
             max_requests_in_flight: s.max_requests_in_flight as u32,
+        };
+        let timings = wire::Timings {
             heartbeat_interval_ms: (s.core.heartbeat_interval_us / 1000) as u32,
             grace_ms: (s.core.grace_us / 1000) as u32,
             idle_after_ms: (s.core.idle_after_us / 1000) as u32,
             tick_us: s.core.tick_us as u32,
         };
+        let ports: Vec<u16> = if w.shard_ports.is_empty() {
+            vec![0; w.shards]
+        } else {
+            w.shard_ports.clone()
+        };
         let mut buf = BytesMut::new();
-        wire::encode_welcome(&mut buf, &welcome);
+        wire::encode_welcome(&mut buf, w.heartbeat_port, &ports, &limits, &timings)
+            .map_err(|e| Fatal(wire::ErrorCode::Internal, e.to_string()))?;
         send.write_all(&buf)
             .await
             .map_err(|e| Fatal(wire::ErrorCode::Internal, e.to_string()))
     }
 
     fn command(&self, command: Command) -> Result<(), Fatal> {
-        self.context
-            .commands
-            .send(command)
-            .map_err(|_| Fatal(wire::ErrorCode::ShuttingDown, "the daemon is stopping".into()))
+        self.context.commands.send(command).map_err(|_| {
+            Fatal(
+                wire::ErrorCode::ShuttingDown,
+                "the daemon is stopping".into(),
+            )
+        })
     }
 
     /// Checks one request frame against the link's limits and forwards it to the hub.
@@ -387,10 +386,5 @@ impl LinkTask<'_> {
 }
 
 fn fatal_frame(e: wire::FrameError) -> Fatal {
-    let code = if matches!(e, wire::FrameError::FrameTooLarge { .. }) {
-        wire::ErrorCode::FrameTooLarge
-    } else {
-        wire::ErrorCode::BadFrame
-    };
-    Fatal(code, format!("malformed frame: {e}"))
+    Fatal(e.error_code(), format!("malformed frame: {e}"))
 }

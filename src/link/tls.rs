@@ -10,7 +10,9 @@ use std::sync::Arc;
 pub const ALPN: &[u8] = b"presenced/1";
 
 /// The QUIC server's crypto configuration.
-pub fn server_config(settings: &Settings) -> io::Result<Arc<quinn::crypto::rustls::QuicServerConfig>> {
+pub fn server_config(
+    settings: &Settings,
+) -> io::Result<Arc<quinn::crypto::rustls::QuicServerConfig>> {
     let (certs, key) = match &settings.link_tls {
         Some((cert, key)) => load(cert, key)?,
         None => self_signed()?,
@@ -21,16 +23,26 @@ pub fn server_config(settings: &Settings) -> io::Result<Arc<quinn::crypto::rustl
         .map_err(io::Error::other)?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("setting `link.cert`: {e}")))?;
+        .map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("setting `link.cert`: {e}"),
+            )
+        })?;
     config.alpn_protocols = vec![ALPN.to_vec()];
-    let quic = quinn::crypto::rustls::QuicServerConfig::try_from(config).map_err(io::Error::other)?;
+    let quic =
+        quinn::crypto::rustls::QuicServerConfig::try_from(config).map_err(io::Error::other)?;
     Ok(Arc::new(quic))
 }
 
 type Identity = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
 
 fn self_signed() -> io::Result<Identity> {
-    let names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+    let names = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
     let certified = rcgen::generate_simple_self_signed(names).map_err(io::Error::other)?;
     let key = PrivatePkcs8KeyDer::from(certified.key_pair.serialize_der());
     Ok((vec![certified.cert.der().clone()], key.into()))
@@ -39,26 +51,45 @@ fn self_signed() -> io::Result<Identity> {
 fn load(cert: &std::path::Path, key: &std::path::Path) -> io::Result<Identity> {
     let read = |path: &std::path::Path, k: &str| {
         std::fs::read(path).map_err(|e| {
-            io::Error::new(e.kind(), format!("setting `{k}`: cannot read {}: {e}", path.display()))
+            io::Error::new(
+                e.kind(),
+                format!("setting `{k}`: cannot read {}: {e}", path.display()),
+            )
         })
     };
     let cert_pem = read(cert, "link.cert")?;
     let key_pem = read(key, "link.key")?;
     let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut cert_pem.as_slice())
         .collect::<Result<_, _>>()
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("setting `link.cert`: {e}")))?;
+        .map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("setting `link.cert`: {e}"),
+            )
+        })?;
     if certs.is_empty() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("setting `link.cert`: no PEM certificate in {}", cert.display()),
+            format!(
+                "setting `link.cert`: no PEM certificate in {}",
+                cert.display()
+            ),
         ));
     }
     let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("setting `link.key`: {e}")))?
+        .map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("setting `link.key`: {e}"),
+            )
+        })?
         .ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("setting `link.key`: no PEM private key in {}", key.display()),
+                format!(
+                    "setting `link.key`: no PEM private key in {}",
+                    key.display()
+                ),
             )
         })?;
     Ok((certs, key))

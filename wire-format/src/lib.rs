@@ -45,6 +45,8 @@ use std::slice::ChunksExact;
 
 use bytes::BytesMut;
 
+pub mod link;
+
 /// The first four bytes of every datagram: ASCII `PRSD` (`0x50 0x52 0x53 0x44`).
 pub const MAGIC: [u8; 4] = *b"PRSD";
 /// The layout version this crate reads and writes (byte 4 of the header).

@@ -1,0 +1,1340 @@
+//! The push link codec (`presenced_wire::link`): the committed vectors (`vectors/link.txt`) in
+//! both directions, the worked example of SPEC.md, round trips of every frame type, the
+//! writers, the owner function, and property tests (no panics, exact round trips, strictness).
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use bytes::BytesMut;
+use common::{load, parse_hex, to_hex, Block};
+use presenced_wire::link::*;
+use proptest::prelude::*;
+
+// ---------------------------------------------------------------------------------------------
+// An owned model of every frame, to compare decoded frames with and to encode from.
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum C {
+    Hello {
+        version: u16,
+        flags: u16,
+        name: String,
+        token: Vec<u8>,
+    },
+    Subscribe(u32, Vec<u64>),
+    Unsubscribe(u32, Vec<u64>),
+    SubscribeAll(u32),
+    UnsubscribeAll(u32),
+    Query(u32, Vec<u64>),
+    Stats(u32),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum S {
+    Welcome {
+        heartbeat_port: u16,
+        ports: Vec<u16>,
+        limits: Limits,
+        timings: Timings,
+    },
+    Presence {
+        request_id: u32,
+        is_final: bool,
+        records: Vec<PresenceRecord>,
+    },
+    Events(Vec<Event>),
+    Lagged(Vec<u64>),
+    LaggedAll,
+    Ack(u32),
+    Error {
+        request_id: u32,
+        code: u16,
+        message: String,
+    },
+    StatsReply(u32, String),
+}
+
+fn c_of(f: &ClientFrame<'_>) -> C {
+    match *f {
+        ClientFrame::Hello(h) => C::Hello {
+            version: h.protocol_version,
+            flags: h.flags,
+            name: h.client_name.to_string(),
+            token: h.token.to_vec(),
+        },
+        ClientFrame::Subscribe { request_id, users } => {
+            C::Subscribe(request_id, users.iter().collect())
+        }
+        ClientFrame::Unsubscribe { request_id, users } => {
+            C::Unsubscribe(request_id, users.iter().collect())
+        }
+        ClientFrame::SubscribeAll { request_id } => C::SubscribeAll(request_id),
+        ClientFrame::UnsubscribeAll { request_id } => C::UnsubscribeAll(request_id),
+        ClientFrame::Query { request_id, users } => C::Query(request_id, users.iter().collect()),
+        ClientFrame::Stats { request_id } => C::Stats(request_id),
+    }
+}
+
+fn s_of(f: &ServerFrame<'_>) -> S {
+    match *f {
+        ServerFrame::Welcome(w) => S::Welcome {
+            heartbeat_port: w.heartbeat_port,
+            ports: w.shard_ports.iter().collect(),
+            limits: w.limits,
+            timings: w.timings,
+        },
+        ServerFrame::Presence(p) => S::Presence {
+            request_id: p.request_id,
+            is_final: p.is_final,
+            records: p.records.iter().collect(),
+        },
+        ServerFrame::Events(e) => S::Events(e.iter().collect()),
+        ServerFrame::Lagged(u) => S::Lagged(u.iter().collect()),
+        ServerFrame::LaggedAll => S::LaggedAll,
+        ServerFrame::Ack { request_id } => S::Ack(request_id),
+        ServerFrame::Error(e) => S::Error {
+            request_id: e.request_id,
+            code: e.code,
+            message: e.message.to_string(),
+        },
+        ServerFrame::StatsReply { request_id, json } => S::StatsReply(request_id, json.to_string()),
+    }
+}
+
+fn encode_c(c: &C, out: &mut BytesMut) -> Result<(), EncodeError> {
+    match c {
+        C::Hello {
+            version,
+            flags,
+            name,
+            token,
+        } => encode_hello(
+            out,
+            &Hello {
+                protocol_version: *version,
+                flags: *flags,
+                client_name: name,
+                token,
+            },
+        ),
+        C::Subscribe(r, u) => encode_subscribe(out, *r, u),
+        C::Unsubscribe(r, u) => encode_unsubscribe(out, *r, u),
+        C::SubscribeAll(r) => encode_subscribe_all(out, *r),
+        C::UnsubscribeAll(r) => encode_unsubscribe_all(out, *r),
+        C::Query(r, u) => encode_query(out, *r, u),
+        C::Stats(r) => encode_stats(out, *r),
+    }
+}
+
+/// Encodes one frame of the model (PRESENCE and EVENTS must fit one default-size frame; EVENTS
+/// must not be empty).
+fn encode_s(s: &S, out: &mut BytesMut) -> Result<(), EncodeError> {
+    match s {
+        S::Welcome {
+            heartbeat_port,
+            ports,
+            limits,
+            timings,
+        } => encode_welcome(out, *heartbeat_port, ports, limits, timings),
+        S::Presence {
+            request_id,
+            is_final,
+            records,
+        } => {
+            let n = encode_presence(out, *request_id, records, *is_final, DEFAULT_MAX_FRAME_LEN)?;
+            assert_eq!(n, 1, "one PRESENCE frame expected");
+            Ok(())
+        }
+        S::Events(events) => {
+            let n = encode_events(out, events, DEFAULT_MAX_FRAME_LEN)?;
+            assert_eq!(n, 1, "one EVENTS frame expected");
+            Ok(())
+        }
+        S::Lagged(users) => encode_lagged(out, users),
+        S::LaggedAll => {
+            encode_lagged_all(out);
+            Ok(())
+        }
+        S::Ack(r) => encode_ack(out, *r),
+        S::Error {
+            request_id,
+            code,
+            message,
+        } => match ErrorCode::from_u16(*code) {
+            Some(code) => {
+                encode_error(out, *request_id, code, message);
+                Ok(())
+            }
+            None => ServerFrame::Error(ErrorFrame {
+                request_id: *request_id,
+                code: *code,
+                message,
+            })
+            .encode(out),
+        },
+        S::StatsReply(r, json) => encode_stats_reply(out, *r, json),
+    }
+}
+
+fn one_frame(bytes: &[u8], max: u32) -> Result<&[u8], FrameError> {
+    let (frame, used) = FrameReader::new(max)
+        .next_frame(bytes)?
+        .expect("a whole frame");
+    assert_eq!(used, bytes.len(), "one frame, nothing after it");
+    Ok(frame)
+}
+
+fn decode_dir(dir: &str, frame: &[u8]) -> Result<(), FrameError> {
+    match dir {
+        "client" => decode_client(frame).map(|_| ()),
+        "server" => decode_server(frame).map(|_| ()),
+        other => panic!("bad dir {other:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Test vectors
+
+fn unquote(s: &str) -> String {
+    assert!(
+        s.len() >= 2 && s.starts_with('"') && s.ends_with('"'),
+        "not quoted: {s:?}"
+    );
+    s[1..s.len() - 1].to_string()
+}
+
+fn num<T: std::str::FromStr>(v: &Block, key: &str) -> T {
+    let s = v
+        .get(key)
+        .unwrap_or_else(|| panic!("{}: missing `{key}`", v.name));
+    s.parse()
+        .unwrap_or_else(|_| panic!("{}: bad `{key}`: {s:?}", v.name))
+}
+
+fn list<T: std::str::FromStr>(s: &str) -> Vec<T> {
+    s.split_whitespace()
+        .map(|x| x.parse().unwrap_or_else(|_| panic!("bad number {x:?}")))
+        .collect()
+}
+
+fn state(s: &str) -> WireState {
+    WireState::ALL
+        .into_iter()
+        .find(|x| x.name() == s)
+        .unwrap_or_else(|| panic!("bad state {s:?}"))
+}
+
+fn cause(s: &str) -> WireCause {
+    WireCause::ALL
+        .into_iter()
+        .find(|x| x.name() == s)
+        .unwrap_or_else(|| panic!("bad cause {s:?}"))
+}
+
+fn expected_client(v: &Block) -> C {
+    let rid = || num::<u32>(v, "request_id");
+    let users = || list::<u64>(v.get("users").expect("users"));
+    match v.get("type").expect("type") {
+        "hello" => C::Hello {
+            version: num(v, "protocol_version"),
+            flags: num(v, "flags"),
+            name: unquote(v.get("client_name").expect("client_name")),
+            token: parse_hex(v.get("token").expect("token")).unwrap(),
+        },
+        "subscribe" => C::Subscribe(rid(), users()),
+        "unsubscribe" => C::Unsubscribe(rid(), users()),
+        "subscribe_all" => C::SubscribeAll(rid()),
+        "unsubscribe_all" => C::UnsubscribeAll(rid()),
+        "query" => C::Query(rid(), users()),
+        "stats" => C::Stats(rid()),
+        other => panic!("{}: bad client type {other:?}", v.name),
+    }
+}
+
+fn expected_server(v: &Block) -> S {
+    let rid = || num::<u32>(v, "request_id");
+    match v.get("type").expect("type") {
+        "welcome" => {
+            assert_eq!(num::<u16>(v, "protocol_version"), PROTOCOL_VERSION);
+            S::Welcome {
+                heartbeat_port: num(v, "heartbeat_port"),
+                ports: list(v.get("shard_ports").expect("shard_ports")),
+                limits: Limits {
+                    max_frame_len: num(v, "max_frame_len"),
+                    max_users_per_request: num(v, "max_users_per_request"),
+                    max_subscriptions: num(v, "max_subscriptions"),
+                    max_requests_in_flight: num(v, "max_requests_in_flight"),
+                },
+                timings: Timings {
+                    heartbeat_interval_ms: num(v, "heartbeat_interval_ms"),
+                    grace_ms: num(v, "grace_ms"),
+                    idle_after_ms: num(v, "idle_after_ms"),
+                    tick_us: num(v, "tick_us"),
+                },
+            }
+        }
+        "presence" => S::Presence {
+            request_id: rid(),
+            is_final: match v.get("final") {
+                Some("1") => true,
+                Some("0") => false,
+                other => panic!("{}: bad final {other:?}", v.name),
+            },
+            records: v
+                .all("record")
+                .map(|l| {
+                    let p: Vec<&str> = l.split_whitespace().collect();
+                    assert_eq!(p.len(), 4, "{}: bad record {l:?}", v.name);
+                    PresenceRecord {
+                        user: p[0].parse().unwrap(),
+                        state: state(p[1]),
+                        last_seen_ms: (p[2] != "-").then(|| p[2].parse().unwrap()),
+                        version: p[3].parse().unwrap(),
+                    }
+                })
+                .collect(),
+        },
+        "events" => S::Events(
+            v.all("event")
+                .map(|l| {
+                    let p: Vec<&str> = l.split_whitespace().collect();
+                    assert_eq!(p.len(), 6, "{}: bad event {l:?}", v.name);
+                    Event {
+                        user: p[0].parse().unwrap(),
+                        state: state(p[1]),
+                        prev: state(p[2]),
+                        cause: cause(p[3]),
+                        at_ms: p[4].parse().unwrap(),
+                        version: p[5].parse().unwrap(),
+                    }
+                })
+                .collect(),
+        ),
+        "lagged" => match v.get("scope") {
+            Some("users") => S::Lagged(list(v.get("users").expect("users"))),
+            Some("all") => {
+                assert_eq!(v.get("users"), Some(""));
+                S::LaggedAll
+            }
+            other => panic!("{}: bad scope {other:?}", v.name),
+        },
+        "ack" => S::Ack(rid()),
+        "error" => S::Error {
+            request_id: rid(),
+            code: num(v, "code"),
+            message: unquote(v.get("message").expect("message")),
+        },
+        "stats_reply" => S::StatsReply(rid(), unquote(v.get("json").expect("json"))),
+        other => panic!("{}: bad server type {other:?}", v.name),
+    }
+}
+
+fn details(e: &FrameError) -> Vec<(String, String)> {
+    let kv = |k: &str, v: &dyn ToString| (k.to_string(), v.to_string());
+    match *e {
+        FrameError::FrameTooLarge { len, max } => vec![kv("len", &len), kv("max", &max)],
+        FrameError::UnknownType(t) => vec![kv("value", &t)],
+        FrameError::TrailingBytes { extra } => vec![kv("extra", &extra)],
+        FrameError::CountMismatch { count, bytes } => {
+            vec![kv("count", &count), kv("bytes", &bytes)]
+        }
+        FrameError::StringTooLong { len, max } => vec![kv("len", &len), kv("max", &max)],
+        FrameError::ZeroUser { index } | FrameError::BadLastSeen { index } => {
+            vec![kv("index", &index)]
+        }
+        FrameError::BadState { index, value } | FrameError::BadCause { index, value } => {
+            vec![kv("index", &index), kv("value", &value)]
+        }
+        FrameError::BadScope(s) => vec![kv("value", &s)],
+        FrameError::ReservedFlags(f) => vec![kv("value", &f)],
+        FrameError::UnsupportedVersion(v) => vec![kv("value", &v)],
+        FrameError::TooShort
+        | FrameError::BadLength
+        | FrameError::BadUtf8
+        | FrameError::ZeroRequestId
+        | FrameError::ZeroShardCount => vec![],
+    }
+}
+
+fn check_valid(v: &Block) {
+    let dir = v.get("dir").expect("dir");
+    let frame = one_frame(&v.bytes, DEFAULT_MAX_FRAME_LEN)
+        .unwrap_or_else(|e| panic!("{}: framing: {e}", v.name));
+    let mut out = BytesMut::new();
+    let mut again = BytesMut::new();
+    match dir {
+        "client" => {
+            let want = expected_client(v);
+            let f = decode_client(frame).unwrap_or_else(|e| panic!("{}: decode: {e}", v.name));
+            assert_eq!(f.frame_type().name(), v.get("type").unwrap(), "{}", v.name);
+            assert_eq!(c_of(&f), want, "{}: decoded", v.name);
+            encode_c(&want, &mut out).unwrap_or_else(|e| panic!("{}: encode: {e}", v.name));
+            f.encode(&mut again).unwrap();
+        }
+        "server" => {
+            let want = expected_server(v);
+            let f = decode_server(frame).unwrap_or_else(|e| panic!("{}: decode: {e}", v.name));
+            assert_eq!(f.frame_type().name(), v.get("type").unwrap(), "{}", v.name);
+            assert_eq!(s_of(&f), want, "{}: decoded", v.name);
+            encode_s(&want, &mut out).unwrap_or_else(|e| panic!("{}: encode: {e}", v.name));
+            f.encode(&mut again).unwrap();
+        }
+        other => panic!("{}: bad dir {other:?}", v.name),
+    }
+    assert_eq!(to_hex(&out), to_hex(&v.bytes), "{}: encode", v.name);
+    assert_eq!(to_hex(&again), to_hex(&v.bytes), "{}: re-encode", v.name);
+}
+
+fn check_invalid(v: &Block) -> String {
+    let dir = v.get("dir").expect("dir");
+    let max = v
+        .get("max_frame_len")
+        .map_or(DEFAULT_MAX_FRAME_LEN, |m| m.parse().unwrap());
+    let (reason, want_details) = v.error();
+    let got = one_frame(&v.bytes, max).and_then(|frame| decode_dir(dir, frame));
+    let e = got
+        .err()
+        .unwrap_or_else(|| panic!("{}: decoded, expected {reason}", v.name));
+    assert_eq!(e.reason(), reason, "{}: {e}", v.name);
+    assert_eq!(details(&e), want_details, "{}: details", v.name);
+    // The reader and decoder never panic on any prefix or with any limit either.
+    for n in 0..v.bytes.len() {
+        let _ = FrameReader::new(max).next_frame(&v.bytes[..n]);
+    }
+    reason
+}
+
+#[test]
+fn vectors() {
+    let blocks = load("link.txt");
+    let mut names = BTreeSet::new();
+    let mut types = BTreeSet::new();
+    let mut reasons = BTreeSet::new();
+    for v in &blocks {
+        assert!(names.insert(v.name.clone()), "duplicate vector {}", v.name);
+        if v.get("error").is_some() {
+            reasons.insert(check_invalid(v));
+        } else {
+            check_valid(v);
+            types.insert(v.get("type").unwrap().to_string());
+        }
+    }
+    // Every frame type has a valid vector; every reason an invalid one.
+    let all_types: BTreeSet<String> = FrameType::ALL.iter().map(|t| t.name().into()).collect();
+    assert_eq!(types, all_types);
+    let all_reasons: BTreeSet<String> = FrameError::REASONS.iter().map(|r| r.to_string()).collect();
+    assert_eq!(reasons, all_reasons);
+}
+
+/// Every hex dump of SPEC.md's push link example is the vector it names.
+#[test]
+fn spec_example_matches_vectors() {
+    let spec = std::fs::read_to_string(common::crate_path("SPEC.md")).unwrap();
+    let blocks = load("link.txt");
+    let marker = "<!-- link-example:";
+    let mut seen = BTreeSet::new();
+    let mut rest = spec.as_str();
+    while let Some(at) = rest.find(marker) {
+        rest = &rest[at + marker.len()..];
+        let end = rest.find("-->").expect("marker end");
+        let name = rest[..end].trim().to_string();
+        rest = &rest[end..];
+        let open = rest.find("```").expect("code block") + 3;
+        let body = &rest[open..];
+        let body = &body[body.find('\n').unwrap() + 1..];
+        let close = body.find("```").expect("code block end");
+        let hex: String = body[..close]
+            .lines()
+            .map(|l| l.split_once(':').map_or(l, |(_, bytes)| bytes))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let bytes = parse_hex(&hex).unwrap();
+        let v = blocks
+            .iter()
+            .find(|v| v.name == name)
+            .unwrap_or_else(|| panic!("no vector {name}"));
+        assert_eq!(to_hex(&bytes), to_hex(&v.bytes), "SPEC example {name}");
+        seen.insert(name);
+    }
+    let want: BTreeSet<String> = [
+        "spec_hello",
+        "spec_welcome",
+        "spec_subscribe",
+        "spec_presence",
+        "spec_events",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    assert_eq!(seen, want);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Round trips and framing
+
+fn sample_event(user: u64, version: u64) -> Event {
+    Event {
+        user,
+        state: WireState::Online,
+        prev: WireState::Offline,
+        cause: WireCause::FirstHeartbeat,
+        at_ms: 1_700_000_123_456,
+        version,
+    }
+}
+
+fn sample_record(user: u64) -> PresenceRecord {
+    PresenceRecord {
+        user,
+        state: WireState::Idle,
+        last_seen_ms: Some(1_700_000_000_000 + user),
+        version: user << 16,
+    }
+}
+
+fn sample_client() -> Vec<C> {
+    vec![
+        C::Hello {
+            version: 1,
+            flags: HELLO_FLAG_FIREHOSE,
+            name: "gw-1".into(),
+            token: vec![1, 2, 3],
+        },
+        C::Subscribe(1, vec![1001, 1002, 1001]),
+        C::Unsubscribe(2, vec![1002]),
+        C::SubscribeAll(3),
+        C::UnsubscribeAll(4),
+        C::Query(5, vec![]),
+        C::Stats(6),
+    ]
+}
+
+fn sample_server() -> Vec<S> {
+    vec![
+        S::Welcome {
+            heartbeat_port: 7400,
+            ports: vec![7401, 0, 7403],
+            limits: Limits {
+                max_frame_len: DEFAULT_MAX_FRAME_LEN,
+                max_users_per_request: 100_000,
+                max_subscriptions: 1_000_000,
+                max_requests_in_flight: 64,
+            },
+            timings: Timings {
+                heartbeat_interval_ms: 20_000,
+                grace_ms: 12_000,
+                idle_after_ms: 300_000,
+                tick_us: 10_000,
+            },
+        },
+        S::Presence {
+            request_id: 1,
+            is_final: true,
+            records: vec![
+                sample_record(1001),
+                PresenceRecord {
+                    user: 1002,
+                    state: WireState::Offline,
+                    last_seen_ms: None,
+                    version: 0,
+                },
+            ],
+        },
+        S::Events(vec![sample_event(1002, 5), sample_event(1003, 6)]),
+        S::Lagged(vec![1001]),
+        S::LaggedAll,
+        S::Ack(2),
+        S::Error {
+            request_id: 0,
+            code: ErrorCode::ShuttingDown.to_u16(),
+            message: "bye".into(),
+        },
+        S::StatsReply(6, r#"{"shards":[],"link":{}}"#.into()),
+    ]
+}
+
+/// Every frame type, encoded into one stream each way, read back with a `FrameReader` — whole,
+/// and fed one byte at a time.
+#[test]
+fn round_trip_every_frame_type() {
+    let clients = sample_client();
+    let servers = sample_server();
+    let mut cs = BytesMut::new();
+    for c in &clients {
+        encode_c(c, &mut cs).unwrap();
+    }
+    let mut ss = BytesMut::new();
+    for s in &servers {
+        encode_s(s, &mut ss).unwrap();
+    }
+    let reader = FrameReader::default();
+
+    let mut got = Vec::new();
+    let mut at = 0;
+    while let Some((f, used)) = reader.next_client(&cs[at..]).unwrap() {
+        got.push(c_of(&f));
+        at += used;
+    }
+    assert_eq!(at, cs.len());
+    assert_eq!(got, clients);
+
+    let mut got = Vec::new();
+    let mut at = 0;
+    while let Some((f, used)) = reader.next_server(&ss[at..]).unwrap() {
+        got.push(s_of(&f));
+        at += used;
+    }
+    assert_eq!(at, ss.len());
+    assert_eq!(got, servers);
+
+    // Byte by byte: None until the frame is whole.
+    let mut buf = BytesMut::new();
+    let mut got = Vec::new();
+    for &byte in ss.iter() {
+        buf.extend_from_slice(&[byte]);
+        if let Some((frame, used)) = reader.next_frame(&buf).unwrap() {
+            got.push(s_of(&decode_server(frame).unwrap()));
+            let _ = buf.split_to(used);
+        }
+    }
+    assert!(buf.is_empty());
+    assert_eq!(got, servers);
+}
+
+#[test]
+fn accessors() {
+    let mut out = BytesMut::new();
+    encode_subscribe(&mut out, 9, &[3, 1, 2]).unwrap();
+    let (frame, _) = FrameReader::default().next_frame(&out).unwrap().unwrap();
+    let f = decode_client(frame).unwrap();
+    assert_eq!(f.request_id(), Some(9));
+    assert_eq!(f.frame_type(), FrameType::Subscribe);
+    assert!(f.frame_type().is_client());
+    let users = f.users().unwrap();
+    assert_eq!(users.len(), 3);
+    assert_eq!(users.get(2), Some(2));
+    assert_eq!(users.get(3), None);
+    assert_eq!(users.get(usize::MAX), None);
+    assert_eq!(users.iter().rev().collect::<Vec<_>>(), [2, 1, 3]);
+    assert_eq!(users.iter().len(), 3);
+    assert_eq!((&users).into_iter().nth(1), Some(1));
+    assert_eq!(format!("{users:?}"), "[3, 1, 2]");
+    // Zero copy: the list views the frame's own bytes.
+    assert_eq!(users.as_bytes().as_ptr(), frame[9..].as_ptr());
+
+    let mut out = BytesMut::new();
+    let h = Hello::new("gw");
+    assert!(!h.wants_firehose());
+    encode_hello(&mut out, &h).unwrap();
+    let f = decode_client(&out[4..]).unwrap();
+    assert_eq!(f, ClientFrame::Hello(h));
+    assert_eq!(f.request_id(), None);
+    assert_eq!(f.users(), None);
+
+    let mut out = BytesMut::new();
+    encode_presence(
+        &mut out,
+        4,
+        &[sample_record(7)],
+        false,
+        DEFAULT_MAX_FRAME_LEN,
+    )
+    .unwrap();
+    let f = decode_server(&out[4..]).unwrap();
+    assert_eq!(f.request_id(), Some(4));
+    assert!(!f.completes_request());
+    let ServerFrame::Presence(p) = f else {
+        panic!()
+    };
+    assert_eq!(p.records.get(0), Some(sample_record(7)));
+    assert_eq!(p.records.get(1), None);
+    assert_eq!(p.records.iter().next_back(), Some(sample_record(7)));
+
+    let mut out = BytesMut::new();
+    encode_error(&mut out, 0, ErrorCode::Internal, "x");
+    let f = decode_server(&out[4..]).unwrap();
+    assert_eq!(f.request_id(), None);
+    assert!(!f.completes_request());
+    let ServerFrame::Error(e) = f else { panic!() };
+    assert!(e.closes_link());
+    assert_eq!(e.error_code(), Some(ErrorCode::Internal));
+
+    let mut out = BytesMut::new();
+    encode_ack(&mut out, 5).unwrap();
+    let f = decode_server(&out[4..]).unwrap();
+    assert!(f.completes_request());
+    assert_eq!(f.request_id(), Some(5));
+    assert!(!f.frame_type().is_client());
+
+    let mut out = BytesMut::new();
+    encode_welcome(
+        &mut out,
+        7400,
+        &[7401, 0],
+        &Limits::default(),
+        &Timings::default(),
+    )
+    .unwrap();
+    let ServerFrame::Welcome(w) = decode_server(&out[4..]).unwrap() else {
+        panic!()
+    };
+    assert_eq!(w.shard_count(), 2);
+    for user in 1..200u64 {
+        let port = w.heartbeat_port_for(user);
+        match shard_of(user, 2) {
+            0 => assert_eq!(port, 7401),
+            _ => assert_eq!(port, 7400, "shard 1 has no port: the shared one"),
+        }
+    }
+}
+
+#[test]
+fn error_codes_and_frame_error_mapping() {
+    let closing: Vec<&str> = ErrorCode::ALL
+        .iter()
+        .filter(|c| c.closes_link())
+        .map(|c| c.name())
+        .collect();
+    assert_eq!(
+        closing,
+        [
+            "bad_frame",
+            "frame_too_large",
+            "protocol_version",
+            "hello_required",
+            "unauthorized"
+        ]
+    );
+    assert_eq!(
+        FrameError::FrameTooLarge { len: 2, max: 1 }.error_code(),
+        ErrorCode::FrameTooLarge
+    );
+    assert_eq!(
+        FrameError::UnsupportedVersion(2).error_code(),
+        ErrorCode::ProtocolVersion
+    );
+    assert_eq!(FrameError::TooShort.error_code(), ErrorCode::BadFrame);
+}
+
+#[test]
+fn encode_refusals_leave_out_unchanged() {
+    let mut out = BytesMut::from(&b"xy"[..]);
+    let long = "n".repeat(65);
+    let cases: Vec<(Result<(), EncodeError>, &str)> = vec![
+        (encode_subscribe(&mut out, 0, &[1]), "zero_request_id"),
+        (encode_query(&mut out, 1, &[1, 0]), "zero_user"),
+        (encode_lagged(&mut out, &[0]), "zero_user"),
+        (encode_ack(&mut out, 0), "zero_request_id"),
+        (encode_stats(&mut out, 0), "zero_request_id"),
+        (encode_subscribe_all(&mut out, 0), "zero_request_id"),
+        (encode_unsubscribe_all(&mut out, 0), "zero_request_id"),
+        (encode_unsubscribe(&mut out, 0, &[]), "zero_request_id"),
+        (
+            encode_hello(&mut out, &Hello::new(&long)),
+            "string_too_long",
+        ),
+        (
+            encode_hello(
+                &mut out,
+                &Hello {
+                    token: &[0; 257],
+                    ..Hello::new("")
+                },
+            ),
+            "string_too_long",
+        ),
+        (
+            encode_hello(
+                &mut out,
+                &Hello {
+                    protocol_version: 2,
+                    ..Hello::new("")
+                },
+            ),
+            "unsupported_version",
+        ),
+        (
+            encode_hello(
+                &mut out,
+                &Hello {
+                    flags: 2,
+                    ..Hello::new("")
+                },
+            ),
+            "reserved_flags",
+        ),
+        (
+            encode_welcome(&mut out, 1, &[], &Limits::default(), &Timings::default()),
+            "bad_shard_count",
+        ),
+        (
+            encode_stats_reply(&mut out, 1, &"j".repeat(60_001)),
+            "string_too_long",
+        ),
+        (encode_stats_reply(&mut out, 0, "{}"), "zero_request_id"),
+        (
+            encode_presence(&mut out, 0, &[], true, DEFAULT_MAX_FRAME_LEN).map(|_| ()),
+            "zero_request_id",
+        ),
+        (
+            encode_presence(
+                &mut out,
+                1,
+                &[sample_record(0)],
+                true,
+                DEFAULT_MAX_FRAME_LEN,
+            )
+            .map(|_| ()),
+            "zero_user",
+        ),
+        (
+            encode_presence(&mut out, 1, &[], true, 35).map(|_| ()),
+            "frame_too_large",
+        ),
+        (
+            encode_events(&mut out, &[sample_event(0, 1)], DEFAULT_MAX_FRAME_LEN).map(|_| ()),
+            "zero_user",
+        ),
+        (
+            encode_events(&mut out, &[sample_event(1, 1)], 31).map(|_| ()),
+            "frame_too_large",
+        ),
+    ];
+    for (i, (r, reason)) in cases.into_iter().enumerate() {
+        let e = r.expect_err(reason);
+        assert_eq!(e.reason(), reason, "case {i}: {e}");
+        assert!(!e.to_string().is_empty());
+    }
+    assert_eq!(&out[..], b"xy");
+    let welcome = ServerFrame::Welcome(Welcome {
+        protocol_version: 2,
+        heartbeat_port: 0,
+        shard_ports: Default::default(),
+        limits: Limits::default(),
+        timings: Timings::default(),
+    });
+    assert_eq!(
+        welcome.encode(&mut out),
+        Err(EncodeError::UnsupportedVersion(2))
+    );
+    let welcome = ServerFrame::Welcome(Welcome {
+        protocol_version: 1,
+        heartbeat_port: 0,
+        shard_ports: Default::default(),
+        limits: Limits::default(),
+        timings: Timings::default(),
+    });
+    assert_eq!(welcome.encode(&mut out), Err(EncodeError::BadShardCount(0)));
+    assert_eq!(&out[..], b"xy");
+    assert_eq!(EncodeError::Full.reason(), "full");
+}
+
+#[test]
+fn error_message_is_cut_at_a_char_boundary() {
+    let mut out = BytesMut::new();
+    let msg = "é".repeat(600); // 1200 bytes
+    encode_error(&mut out, 3, ErrorCode::Internal, &msg);
+    let ServerFrame::Error(e) = decode_server(&out[4..]).unwrap() else {
+        panic!()
+    };
+    assert_eq!(e.message.len(), 1024);
+    assert_eq!(e.message, &msg[..1024]);
+    assert_eq!(e.code, 10);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writers
+
+#[test]
+fn events_writer_caps_frames_and_never_sends_empty_ones() {
+    assert_eq!(
+        EventsWriter::new(31).err(),
+        Some(EncodeError::FrameTooLarge { len: 32, max: 31 })
+    );
+    // Room for exactly 3 transitions: 5 + 3 × 27 = 86.
+    let mut w = EventsWriter::new(86).unwrap();
+    assert_eq!(max_events(86), 3);
+    assert!(w.is_empty());
+    assert_eq!(w.flush(), None);
+    assert_eq!(w.remaining(), 3);
+    for u in 1..=3 {
+        w.push(sample_event(u, u)).unwrap();
+    }
+    assert!(w.is_full());
+    assert_eq!(w.push(sample_event(4, 4)), Err(EncodeError::Full));
+    assert_eq!(
+        w.push(sample_event(0, 4)),
+        Err(EncodeError::ZeroUser { index: 3 })
+    );
+    assert_eq!(w.len(), 3);
+    let first = w.flush().unwrap();
+    assert_eq!(first.len(), 4 + 86);
+    // The writer goes on with a new frame.
+    assert!(w.is_empty());
+    w.push(sample_event(4, 4)).unwrap();
+    let second = w.finish().unwrap();
+    assert_eq!(EventsWriter::new(86).unwrap().finish(), None);
+
+    let ServerFrame::Events(a) = decode_server(&first[4..]).unwrap() else {
+        panic!()
+    };
+    assert_eq!(a.iter().map(|e| e.user).collect::<Vec<_>>(), [1, 2, 3]);
+    let mut want = BytesMut::new();
+    encode_events(&mut want, &[sample_event(4, 4)], 86).unwrap();
+    assert_eq!(second, want);
+}
+
+#[test]
+fn presence_writer_final_and_caps() {
+    assert_eq!(
+        PresenceWriter::new(0, 100).err(),
+        Some(EncodeError::ZeroRequestId)
+    );
+    assert_eq!(
+        PresenceWriter::new(1, 35).err(),
+        Some(EncodeError::FrameTooLarge { len: 36, max: 35 })
+    );
+    assert_eq!(max_presence_records(36), 1);
+    assert_eq!(max_presence_records(35), 0);
+    // Non-final and empty: nothing. Final and empty: a frame.
+    assert_eq!(PresenceWriter::new(1, 36).unwrap().finish(false), None);
+    let empty = PresenceWriter::new(1, 36).unwrap().finish(true).unwrap();
+    assert_eq!(empty.len(), 14);
+    assert!(decode_server(&empty[4..]).unwrap().completes_request());
+
+    let mut w = PresenceWriter::new(2, 36).unwrap();
+    assert_eq!(w.request_id(), 2);
+    assert_eq!(w.flush(), None);
+    assert_eq!(w.remaining(), 1);
+    w.push(sample_record(5)).unwrap();
+    assert_eq!(w.push(sample_record(6)), Err(EncodeError::Full));
+    assert_eq!(
+        w.push(sample_record(0)),
+        Err(EncodeError::ZeroUser { index: 1 })
+    );
+    assert!(w.is_full());
+    assert_eq!(w.len(), 1);
+    let a = w.flush().unwrap();
+    w.push(sample_record(6)).unwrap();
+    let b = w.finish(true).unwrap();
+    let ServerFrame::Presence(pa) = decode_server(&a[4..]).unwrap() else {
+        panic!()
+    };
+    let ServerFrame::Presence(pb) = decode_server(&b[4..]).unwrap() else {
+        panic!()
+    };
+    assert!(!pa.is_final && pb.is_final);
+    assert_eq!(pa.records.get(0), Some(sample_record(5)));
+    assert_eq!(pb.records.get(0), Some(sample_record(6)));
+    // The one-shot form gives the same bytes.
+    let mut want = BytesMut::new();
+    encode_presence(
+        &mut want,
+        2,
+        &[sample_record(5), sample_record(6)],
+        true,
+        36,
+    )
+    .unwrap();
+    let mut got = a;
+    got.extend_from_slice(&b);
+    assert_eq!(got, want);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// The writers and the one-shot functions cut frames identically.
+    #[test]
+    fn writers_match_one_shot(n in 0usize..120, max in 36u32..1500, is_final in any::<bool>()) {
+        let records: Vec<PresenceRecord> = (1..=n as u64).map(sample_record).collect();
+        let mut want = BytesMut::new();
+        encode_presence(&mut want, 3, &records, is_final, max).unwrap();
+        let mut got = BytesMut::new();
+        let mut w = PresenceWriter::new(3, max).unwrap();
+        for r in &records {
+            if w.push(*r) == Err(EncodeError::Full) {
+                got.extend_from_slice(&w.flush().unwrap());
+                w.push(*r).unwrap();
+            }
+        }
+        if let Some(f) = w.finish(is_final) {
+            got.extend_from_slice(&f);
+        }
+        prop_assert_eq!(&got[..], &want[..]);
+
+        let events: Vec<Event> = (1..=n as u64).map(|u| sample_event(u, u)).collect();
+        let mut want = BytesMut::new();
+        encode_events(&mut want, &events, max).unwrap();
+        let mut got = BytesMut::new();
+        let mut w = EventsWriter::new(max).unwrap();
+        for e in &events {
+            if w.push(*e) == Err(EncodeError::Full) {
+                got.extend_from_slice(&w.flush().unwrap());
+                w.push(*e).unwrap();
+            }
+        }
+        if let Some(f) = w.finish() {
+            got.extend_from_slice(&f);
+        }
+        prop_assert_eq!(&got[..], &want[..]);
+    }
+}
+
+/// Splits `out` into frames with `reader`, checking each fits `max`.
+fn frames(out: &[u8], max: u32) -> Vec<ServerFrame<'_>> {
+    let reader = FrameReader::new(max);
+    let mut at = 0;
+    let mut v = Vec::new();
+    while let Some((f, used)) = reader.next_server(&out[at..]).unwrap() {
+        assert!(used - 4 <= max as usize);
+        v.push(f);
+        at += used;
+    }
+    assert_eq!(at, out.len());
+    v
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn presence_split_preserves_records(
+        n in 0usize..200,
+        max in 36u32..2000,
+        is_final in any::<bool>(),
+    ) {
+        let records: Vec<PresenceRecord> = (1..=n as u64).map(sample_record).collect();
+        let mut out = BytesMut::new();
+        let count = encode_presence(&mut out, 77, &records, is_final, max).unwrap();
+        let fs = frames(&out, max);
+        prop_assert_eq!(fs.len(), count);
+        let mut got = Vec::new();
+        for (i, f) in fs.iter().enumerate() {
+            let ServerFrame::Presence(p) = f else { panic!() };
+            prop_assert_eq!(p.request_id, 77);
+            prop_assert_eq!(p.is_final, is_final && i + 1 == fs.len());
+            prop_assert!(!p.records.is_empty() || (n == 0 && is_final));
+            got.extend(p.records.iter());
+        }
+        prop_assert_eq!(got, records);
+        prop_assert_eq!(count == 0, n == 0 && !is_final);
+    }
+
+    #[test]
+    fn events_split_preserves_order(n in 0usize..300, max in 32u32..3000) {
+        let events: Vec<Event> = (1..=n as u64).map(|u| sample_event(u, u)).collect();
+        let mut out = BytesMut::new();
+        let count = encode_events(&mut out, &events, max).unwrap();
+        let fs = frames(&out, max);
+        prop_assert_eq!(fs.len(), count);
+        let per = (max as usize - EVENTS_HEADER_LEN) / EVENT_LEN;
+        prop_assert_eq!(count, n.div_ceil(per));
+        let mut got = Vec::new();
+        for f in &fs {
+            let ServerFrame::Events(e) = f else { panic!() };
+            got.extend(e.iter());
+        }
+        prop_assert_eq!(got, events);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The owner function
+
+/// splitmix64's first outputs from seed 0 (the reference generator: state += golden gamma,
+/// then the finaliser), i.e. mix(k × 0x9e3779b97f4a7c15) for k = 1, 2, 3.
+const SPLITMIX_SEED0: [u64; 3] = [0xe220a8397b1dcdaf, 0x6e789e6aa1b965f4, 0x06c45d188009454f];
+const GAMMA: u64 = 0x9e3779b97f4a7c15;
+
+#[test]
+fn shard_of_is_fastrange_of_splitmix64() {
+    for (k, &mixed) in SPLITMIX_SEED0.iter().enumerate() {
+        let user = GAMMA.wrapping_mul(k as u64 + 1);
+        for n in [1u16, 2, 3, 7, 8, 1000, u16::MAX] {
+            let want = ((u128::from(mixed) * u128::from(n)) >> 64) as u16;
+            assert_eq!(shard_of(user, n), want, "user {user:#x}, {n} shards");
+        }
+    }
+    for user in [0, 1, u64::MAX] {
+        assert_eq!(shard_of(user, 0), 0);
+        assert_eq!(shard_of(user, 1), 0);
+    }
+}
+
+/// The values tabulated in SPEC.md.
+#[test]
+fn shard_of_spec_table() {
+    let table: [(u64, [u16; 4]); 4] = [
+        (1, [0, 1, 2, 338]),
+        (1001, [0, 1, 3, 442]),
+        (1002, [1, 2, 5, 703]),
+        (u64::MAX, [1, 2, 5, 706]),
+    ];
+    for (user, want) in table {
+        let got = [2, 3, 8, 1000].map(|n| shard_of(user, n));
+        assert_eq!(got, want, "user {user}");
+    }
+}
+
+#[test]
+fn shard_of_spreads_sequential_users() {
+    for n in [2u16, 3, 8, 12] {
+        let mut counts = vec![0u32; n as usize];
+        let users = 120_000u64;
+        for user in 1..=users {
+            counts[shard_of(user, n) as usize] += 1;
+        }
+        let expect = users as f64 / f64::from(n);
+        for &c in &counts {
+            assert!(
+                (f64::from(c) - expect).abs() < expect * 0.03,
+                "{n} shards: {counts:?}"
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Property tests
+
+fn arb_state() -> impl Strategy<Value = WireState> {
+    prop::sample::select(WireState::ALL.to_vec())
+}
+
+fn arb_cause() -> impl Strategy<Value = WireCause> {
+    prop::sample::select(WireCause::ALL.to_vec())
+}
+
+fn arb_user() -> impl Strategy<Value = u64> {
+    prop_oneof![1..=1000u64, 1..=u64::MAX]
+}
+
+fn arb_users() -> impl Strategy<Value = Vec<u64>> {
+    prop::collection::vec(arb_user(), 0..40)
+}
+
+fn arb_rid() -> impl Strategy<Value = u32> {
+    1..=u32::MAX
+}
+
+fn arb_string(max: usize) -> impl Strategy<Value = String> {
+    prop::collection::vec(any::<char>(), 0..=max / 4).prop_map(String::from_iter)
+}
+
+fn arb_record() -> impl Strategy<Value = PresenceRecord> {
+    (arb_user(), arb_state(), any::<Option<u64>>(), any::<u64>()).prop_map(
+        |(user, state, last_seen_ms, version)| PresenceRecord {
+            user,
+            state,
+            last_seen_ms,
+            version,
+        },
+    )
+}
+
+fn arb_event() -> impl Strategy<Value = Event> {
+    (
+        arb_user(),
+        arb_state(),
+        arb_state(),
+        arb_cause(),
+        any::<u64>(),
+        any::<u64>(),
+    )
+        .prop_map(|(user, state, prev, cause, at_ms, version)| Event {
+            user,
+            state,
+            prev,
+            cause,
+            at_ms,
+            version,
+        })
+}
+
+fn arb_client() -> impl Strategy<Value = C> {
+    prop_oneof![
+        (
+            0u16..2,
+            arb_string(MAX_CLIENT_NAME_LEN),
+            prop::collection::vec(any::<u8>(), 0..=MAX_TOKEN_LEN)
+        )
+            .prop_map(|(flags, name, token)| C::Hello {
+                version: 1,
+                flags,
+                name,
+                token
+            }),
+        (arb_rid(), arb_users()).prop_map(|(r, u)| C::Subscribe(r, u)),
+        (arb_rid(), arb_users()).prop_map(|(r, u)| C::Unsubscribe(r, u)),
+        arb_rid().prop_map(C::SubscribeAll),
+        arb_rid().prop_map(C::UnsubscribeAll),
+        (arb_rid(), arb_users()).prop_map(|(r, u)| C::Query(r, u)),
+        arb_rid().prop_map(C::Stats),
+    ]
+}
+
+fn arb_server() -> impl Strategy<Value = S> {
+    prop_oneof![
+        (
+            any::<u16>(),
+            prop::collection::vec(any::<u16>(), 1..20),
+            any::<[u32; 8]>()
+        )
+            .prop_map(|(heartbeat_port, ports, v)| S::Welcome {
+                heartbeat_port,
+                ports,
+                limits: Limits {
+                    max_frame_len: v[0],
+                    max_users_per_request: v[1],
+                    max_subscriptions: v[2],
+                    max_requests_in_flight: v[3],
+                },
+                timings: Timings {
+                    heartbeat_interval_ms: v[4],
+                    grace_ms: v[5],
+                    idle_after_ms: v[6],
+                    tick_us: v[7],
+                },
+            }),
+        (
+            arb_rid(),
+            any::<bool>(),
+            prop::collection::vec(arb_record(), 1..30)
+        )
+            .prop_map(|(request_id, is_final, records)| S::Presence {
+                request_id,
+                is_final,
+                records
+            }),
+        arb_rid().prop_map(|request_id| S::Presence {
+            request_id,
+            is_final: true,
+            records: vec![]
+        }),
+        prop::collection::vec(arb_event(), 1..30).prop_map(S::Events),
+        arb_users().prop_map(S::Lagged),
+        Just(S::LaggedAll),
+        arb_rid().prop_map(S::Ack),
+        (
+            any::<u32>(),
+            any::<u16>(),
+            arb_string(MAX_ERROR_MESSAGE_LEN)
+        )
+            .prop_map(|(request_id, code, message)| S::Error {
+                request_id,
+                code,
+                message
+            }),
+        (arb_rid(), arb_string(2000)).prop_map(|(r, j)| S::StatsReply(r, j)),
+    ]
+}
+
+/// Checks a frame's strict prefixes and one-byte extensions all fail to decode, with the
+/// length prefix adjusted so that framing is not what refuses them.
+fn check_strict(frame: &[u8], decode: impl Fn(&[u8]) -> Result<(), FrameError>) {
+    for n in 0..frame.len() {
+        let e = decode(&frame[..n]).expect_err("a strict prefix decoded");
+        if n == 0 {
+            assert_eq!(e, FrameError::BadLength);
+        }
+    }
+    let mut longer = frame.to_vec();
+    longer.push(0);
+    decode(&longer).expect_err("a frame with a trailing byte decoded");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1000))]
+
+    /// Random valid frames round-trip exactly, and re-encoding a decoded frame gives its bytes.
+    #[test]
+    fn client_frames_round_trip(c in arb_client()) {
+        let mut out = BytesMut::new();
+        encode_c(&c, &mut out).unwrap();
+        let (f, used) = FrameReader::default().next_client(&out).unwrap().unwrap();
+        prop_assert_eq!(used, out.len());
+        prop_assert_eq!(c_of(&f), c);
+        let mut again = BytesMut::new();
+        f.encode(&mut again).unwrap();
+        prop_assert_eq!(&again[..], &out[..]);
+        check_strict(&out[4..], |b| decode_client(b).map(|_| ()));
+    }
+
+    #[test]
+    fn server_frames_round_trip(s in arb_server()) {
+        let mut out = BytesMut::new();
+        encode_s(&s, &mut out).unwrap();
+        let (f, used) = FrameReader::default().next_server(&out).unwrap().unwrap();
+        prop_assert_eq!(used, out.len());
+        prop_assert_eq!(s_of(&f), s);
+        let mut again = BytesMut::new();
+        f.encode(&mut again).unwrap();
+        prop_assert_eq!(&again[..], &out[..]);
+        check_strict(&out[4..], |b| decode_server(b).map(|_| ()));
+        // A stream cut anywhere inside the frame is "need more bytes", not an error.
+        for n in 0..out.len() {
+            prop_assert_eq!(FrameReader::default().next_frame(&out[..n]), Ok(None));
+        }
+    }
+
+    /// Arbitrary bytes never panic anything; whatever decodes re-encodes to the same bytes.
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..300), max in any::<u32>()) {
+        if let Ok(f) = decode_client(&bytes) {
+            let mut out = BytesMut::new();
+            f.encode(&mut out).unwrap();
+            prop_assert_eq!(&out[4..], &bytes[..]);
+        }
+        if let Ok(f) = decode_server(&bytes) {
+            let mut out = BytesMut::new();
+            f.encode(&mut out).unwrap();
+            prop_assert_eq!(&out[4..], &bytes[..]);
+        }
+        match FrameReader::new(max).next_frame(&bytes) {
+            Ok(Some((frame, used))) => {
+                prop_assert!(used <= bytes.len());
+                prop_assert_eq!(frame.len() + 4, used);
+                prop_assert!(!frame.is_empty() && frame.len() as u64 <= u64::from(max));
+            }
+            Ok(None) => {}
+            Err(e) => {
+                let framing = matches!(e, FrameError::BadLength | FrameError::FrameTooLarge { .. });
+                prop_assert!(framing, "unexpected {:?}", e);
+            }
+        }
+    }
+
+    /// Valid frames with random bytes changed: never a panic; what decodes is canonical.
+    #[test]
+    fn mutated_frames_never_panic(
+        s in arb_server(),
+        c in arb_client(),
+        edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+    ) {
+        let mut out = BytesMut::new();
+        encode_s(&s, &mut out).unwrap();
+        encode_c(&c, &mut out).unwrap();
+        let mut bytes = out.to_vec();
+        for (i, b) in &edits {
+            let at = i.index(bytes.len());
+            bytes[at] = *b;
+        }
+        let reader = FrameReader::default();
+        let mut at = 0;
+        while let Ok(Some((frame, used))) = reader.next_frame(&bytes[at..]) {
+            if let Ok(f) = decode_server(frame) {
+                let mut o = BytesMut::new();
+                f.encode(&mut o).unwrap();
+                prop_assert_eq!(&o[4..], frame);
+            }
+            if let Ok(f) = decode_client(frame) {
+                let mut o = BytesMut::new();
+                f.encode(&mut o).unwrap();
+                prop_assert_eq!(&o[4..], frame);
+            }
+            at += used;
+        }
+    }
+}
