@@ -198,7 +198,7 @@ impl Shard {
 
     /// The presence of `user` as of the last processed tick.
     pub fn query(&self, user: u64) -> Presence {
-        match self.table.get(user) {
+        match self.record(user) {
             None => Presence::UNKNOWN,
             Some(rec) => Presence {
                 state: rec.aggregate().public(),
@@ -210,12 +210,20 @@ impl Shard {
 
     /// Live devices of `user` (0 for an unknown user).
     pub fn device_count(&self, user: u64) -> usize {
-        self.table.get(user).map_or(0, Record::device_count)
+        self.record(user).map_or(0, Record::device_count)
     }
 
     /// Whether the shard holds a record for `user`.
     pub fn is_known(&self, user: u64) -> bool {
-        self.table.get(user).is_some()
+        self.record(user).is_some()
+    }
+
+    /// The record of `user`; user 0 is reserved and never stored.
+    fn record(&self, user: u64) -> Option<&Record> {
+        if user == 0 {
+            return None;
+        }
+        self.table.get(user)
     }
 
     /// The shard's counters.

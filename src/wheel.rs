@@ -227,7 +227,9 @@ impl Wheel {
     fn level_for(&self, at: Tick) -> usize {
         let differing = (at ^ self.now) | SLOT_MASK;
         let significant = 63 - differing.leading_zeros() as usize;
-        significant / SLOT_BITS as usize
+        // Crossing a 2^36-tick boundary sets a bit above the wheel even for a near timer: such
+        // a timer goes in the top level, whose slots wrap around (see `next_busy_slot`).
+        (significant / SLOT_BITS as usize).min(LEVELS - 1)
     }
 
     fn link(&mut self, id: u32, at: Tick) {
@@ -357,6 +359,24 @@ mod tests {
         assert_eq!(wheel.key(c), 3);
         assert_eq!(drain(&mut wheel, 100), vec![(2, 5), (3, 7)]);
         assert_eq!(wheel.len(), 0);
+    }
+
+    #[test]
+    fn timers_across_the_wheels_span_boundary() {
+        for start in [(1u64 << 36) - 3, (1 << 36) - 70_000, (5 << 36) - 1, 1 << 40] {
+            let mut wheel = Wheel::new(8, start);
+            let ticks = [start + 1, start + 5, start + 100_000, start + (1 << 30)];
+            for (key, &at) in ticks.iter().enumerate() {
+                wheel.insert(key as u64, at).unwrap();
+            }
+            let fired = drain(&mut wheel, start + (1 << 31));
+            let expected: Vec<(u64, Tick)> = ticks
+                .iter()
+                .enumerate()
+                .map(|(k, &t)| (k as u64, t))
+                .collect();
+            assert_eq!(fired, expected, "start {start}");
+        }
     }
 
     #[test]

@@ -193,9 +193,7 @@ pub fn run(setup: ShardSetup) -> io::Result<()> {
             Duration::ZERO
         } else {
             let mono = origin.elapsed();
-            tick.saturating_sub(Duration::from_micros(
-                mono.as_micros() as u64 % tick_us,
-            ))
+            tick.saturating_sub(Duration::from_micros(mono.as_micros() as u64 % tick_us))
         };
         if let Err(e) = poll.poll(&mut events, Some(timeout)) {
             if e.kind() != io::ErrorKind::Interrupted {

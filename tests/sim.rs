@@ -265,7 +265,7 @@ fn scenario(name: &str) -> Scenario {
     let mut s = Scenario {
         name: "",
         cfg: base_cfg(),
-        steps: 200_000,
+        steps: 300_000,
         pool: 20,
         skew: true,
         devices: 4,
@@ -293,9 +293,9 @@ fn scenario(name: &str) -> Scenario {
             s.cfg.grace_us = 5 * MS;
             s.cfg.idle_after_us = 12 * MS;
             s.cfg.last_seen_retention_us = 150 * MS;
-            s.cfg.user_capacity = 12;
+            s.cfg.user_capacity = 16;
             s.cfg.max_devices_per_user = 3;
-            s.cfg.multi_device_users = 2;
+            s.cfg.multi_device_users = 3;
             s.pool = 20;
             s.devices = 4;
             s.mean_dt_us = 300;
@@ -316,8 +316,8 @@ fn scenario(name: &str) -> Scenario {
             s.pool = 80;
             s.devices = 5;
             s.reports = [800, 100, 30, 70];
-            s.p_active = 250;
-            s.mean_dt_us = MS;
+            s.p_active = 40;
+            s.mean_dt_us = 300;
             s.jump_us = (100 * MS, 10 * SEC);
             s.back_max_us = 30 * MS;
         }
@@ -349,7 +349,7 @@ fn scenario(name: &str) -> Scenario {
             s.cfg.grace_us = 7_777;
             s.cfg.idle_after_us = 12_345;
             s.cfg.last_seen_retention_us = 99_999;
-            s.cfg.user_capacity = 8;
+            s.cfg.user_capacity = 12;
             s.cfg.max_devices_per_user = 1;
             s.cfg.multi_device_users = 0;
             s.pool = 16;
@@ -386,7 +386,7 @@ fn scenario(name: &str) -> Scenario {
             s.cfg.last_seen_retention_us = 500 * MS;
             s.cfg.user_capacity = 10;
             s.cfg.max_devices_per_user = 4;
-            s.cfg.multi_device_users = 1;
+            s.cfg.multi_device_users = 2;
             s.pool = 12;
             s.devices = 6;
             s.reports = [500, 200, 200, 100];
@@ -428,6 +428,61 @@ fn scenario(name: &str) -> Scenario {
             s.jump_us = (30 * SEC, 60 * 24 * 3600 * SEC);
             s.back_max_us = 5 * SEC;
         }
+        // The smallest tick and jumps of up to 2^33 ticks (about 10 days at 100 µs): time far
+        // beyond any timer horizon must still fire everything that is due.
+        "tick_100us_huge_jumps" => {
+            s.name = "tick_100us_huge_jumps";
+            s.cfg.tick_us = 100;
+            s.cfg.heartbeat_interval_us = 3 * MS;
+            s.cfg.grace_us = MS;
+            s.cfg.idle_after_us = 4 * MS;
+            s.cfg.last_seen_retention_us = 50 * MS;
+            s.cfg.user_capacity = 24;
+            s.cfg.max_devices_per_user = 3;
+            s.cfg.multi_device_users = 4;
+            s.pool = 30;
+            s.devices = 4;
+            s.mean_dt_us = 60;
+            s.p_jump = 4;
+            s.jump_us = (5 * MS, (1 << 33) * 100);
+            s.back_max_us = MS;
+        }
+        // Degenerate timings: grace 0, idle_after 1 µs (active only in the tick of the
+        // heartbeat), retention 0 (dropped the tick after going deviceless).
+        "degenerate_timings" => {
+            s.name = "degenerate_timings";
+            s.cfg.tick_us = MS;
+            s.cfg.heartbeat_interval_us = 5 * MS;
+            s.cfg.grace_us = 0;
+            s.cfg.idle_after_us = 1;
+            s.cfg.last_seen_retention_us = 0;
+            s.cfg.user_capacity = 10;
+            s.cfg.max_devices_per_user = 2;
+            s.cfg.multi_device_users = 2;
+            s.pool = 14;
+            s.devices = 3;
+            s.mean_dt_us = 200;
+            s.jump_us = (MS, 20 * MS);
+            s.back_max_us = 2 * MS;
+        }
+        // One record, up to the largest device limit, device ids up to u32::MAX.
+        "one_user_many_devices" => {
+            s.name = "one_user_many_devices";
+            s.cfg.tick_us = MS;
+            s.cfg.heartbeat_interval_us = 60 * MS;
+            s.cfg.grace_us = 10 * MS;
+            s.cfg.idle_after_us = 20 * MS;
+            s.cfg.last_seen_retention_us = 30 * MS;
+            s.cfg.user_capacity = 1;
+            s.cfg.max_devices_per_user = presenced::config::MAX_DEVICES_LIMIT;
+            s.cfg.multi_device_users = 1;
+            s.pool = 3;
+            s.devices = 40;
+            s.reports = [750, 100, 50, 100];
+            s.mean_dt_us = 100;
+            s.jump_us = (20 * MS, 200 * MS);
+            s.back_max_us = 2 * MS;
+        }
         // Every live device heartbeats strictly within its deadline: no Timeout ever.
         "flapping" => {
             s.name = "flapping";
@@ -436,9 +491,9 @@ fn scenario(name: &str) -> Scenario {
             s.cfg.grace_us = 5 * MS;
             s.cfg.idle_after_us = 15 * MS;
             s.cfg.last_seen_retention_us = 200 * MS;
-            s.cfg.user_capacity = 40;
+            s.cfg.user_capacity = 45;
             s.cfg.max_devices_per_user = 3;
-            s.cfg.multi_device_users = 10;
+            s.cfg.multi_device_users = 25;
             s.pool = 50;
             s.devices = 4;
             s.reports = [700, 150, 80, 70];
@@ -809,6 +864,15 @@ fn pick_report(rng: &mut Rng, w: &[u64; 4]) -> Report {
     unreachable!()
 }
 
+/// Device index `i` of `n`: small ids, and the last one of four or more is `u32::MAX`.
+fn device_id(i: u32, n: u32) -> u32 {
+    if n >= 4 && i == n - 1 {
+        u32::MAX
+    } else {
+        i
+    }
+}
+
 fn make_pool(rng: &mut Rng, n: usize) -> Vec<u64> {
     let mut ids = BTreeSet::new();
     // Small ids, huge ids, and the extremes.
@@ -899,7 +963,7 @@ fn run_scenario<R: Core>(name: &str, make: impl FnOnce(CoreConfig, Now) -> R) {
                 };
                 let hb = Heartbeat {
                     user,
-                    device: rng.below(scen.devices as u64) as u32,
+                    device: device_id(rng.below(scen.devices as u64) as u32, scen.devices),
                     report: pick_report(&mut rng, &scen.reports),
                     active: rng.chance(scen.p_active),
                 };
@@ -960,7 +1024,7 @@ fn run_flapping<R: Core>(
     for &u in pool {
         for d in 0..scen.devices {
             let i = fleet.len();
-            fleet.push((u, d));
+            fleet.push((u, device_id(d, scen.devices)));
             queue.insert((start_us + rng.range(0, 3 * timeout), i));
         }
     }
@@ -1057,6 +1121,21 @@ fn wild_wall_clock() {
 #[test]
 fn default_timings() {
     real("default_timings");
+}
+
+#[test]
+fn tick_100us_huge_jumps() {
+    real("tick_100us_huge_jumps");
+}
+
+#[test]
+fn degenerate_timings() {
+    real("degenerate_timings");
+}
+
+#[test]
+fn one_user_many_devices() {
+    real("one_user_many_devices");
 }
 
 #[test]
@@ -1333,7 +1412,7 @@ fn zz_scratch() {
             1 => rng.below(1 << 40),
             _ => k * 1000,
         };
-        let secs = 41;
+        let secs = 50;
         let r = std::panic::catch_unwind(|| {
             let cfg = base_cfg();
             let t0 = Now {
