@@ -8,7 +8,7 @@
 //! it reach the new subscriber. A link whose queue is full loses events and is told which users
 //! to re-query (LAGGED); the hub never blocks on a gateway.
 
-use super::{Command, Latency, LinkOut, Outgoing};
+use super::{Command, LinkOut, Outgoing, Shared};
 use crate::bus::{Inbox, Request, ShardCounters, ToHub};
 use crate::event::{Presence, Transition};
 use crate::route::owner;
@@ -73,7 +73,7 @@ pub struct Hub {
     subscribers: HashMap<u64, Vec<u32>>,
     firehose: Vec<u32>,
     pending: HashMap<(u32, u32), Pending>,
-    latency: Latency,
+    shared: Shared,
     stats: HubStats,
     touched: Vec<u32>,
 }
@@ -85,7 +85,7 @@ impl Hub {
         from_shards: Vec<Receiver<ToHub>>,
         commands: Receiver<Command>,
         peers: Vec<Peer>,
-        latency: Latency,
+        shared: Shared,
     ) -> Hub {
         Hub {
             settings,
@@ -96,7 +96,7 @@ impl Hub {
             subscribers: HashMap::new(),
             firehose: Vec::new(),
             pending: HashMap::new(),
-            latency,
+            shared,
             stats: HubStats::default(),
             touched: Vec::new(),
         }
@@ -415,7 +415,11 @@ impl Hub {
         counters.sort_by_key(|c| c.shard);
         let shards: Vec<String> = counters.iter().map(|c| shard_json(c)).collect();
         let (p50, p99, max, count) = {
-            let h = self.latency.lock().unwrap_or_else(|e| e.into_inner());
+            let h = self
+                .shared
+                .latency
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             (
                 h.value_at_quantile(0.5),
                 h.value_at_quantile(0.99),
@@ -427,7 +431,7 @@ impl Hub {
         format!(
             "{{\"shards\":[{}],\"link\":{{\"links\":{},\"subscribed_users\":{},\"firehose_links\":{},\
              \"transitions\":{},\"events_sent\":{},\"events_dropped\":{},\"lag_signals\":{},\
-             \"shard_shed\":{},\"latency_us\":{{\"p50\":{p50},\"p99\":{p99},\"max\":{max},\"count\":{count}}}}}}}",
+             \"shard_shed\":{},\"links_refused\":{},\"latency_us\":{{\"p50\":{p50},\"p99\":{p99},\"max\":{max},\"count\":{count}}}}}}}",
             shards.join(","),
             self.links.len(),
             self.subscribers.len(),
@@ -437,6 +441,7 @@ impl Hub {
             s.events_dropped,
             s.lag_signals,
             s.shard_shed,
+            self.shared.links_refused.load(Ordering::Relaxed),
         )
     }
 }

@@ -16,7 +16,7 @@ use crate::worker::Peer;
 use bytes::Bytes;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -111,6 +111,15 @@ pub enum Command {
 /// Transition latency, from datagram receipt to the EVENTS frame written to the QUIC stream.
 pub type Latency = Arc<Mutex<hdrhistogram::Histogram<u64>>>;
 
+/// Measurements shared by the server tasks and the hub (which reports them).
+#[derive(Clone)]
+pub struct Shared {
+    /// Transition latency histogram.
+    pub latency: Latency,
+    /// Connections refused because `link.max_links` were open.
+    pub links_refused: Arc<AtomicU64>,
+}
+
 /// The running push link.
 pub struct Handle {
     /// The address the QUIC endpoint is bound to.
@@ -155,16 +164,24 @@ pub fn start(
     let (commands_tx, commands_rx) =
         crossbeam_channel::bounded(settings.max_links * settings.max_requests_in_flight);
     let tls = tls::server_config(&settings)?;
+    let refused = Arc::new(AtomicU64::new(0));
     let (server, addr) = server::start(
         settings.clone(),
         welcome,
         tls,
         commands_tx,
-        latency.clone(),
+        Shared {
+            latency: latency.clone(),
+            links_refused: refused.clone(),
+        },
         origin,
         stop.clone(),
     )?;
-    let hub = hub::Hub::new(settings, from_shards, commands_rx, peers, latency);
+    let shared = Shared {
+        latency,
+        links_refused: refused,
+    };
+    let hub = hub::Hub::new(settings, from_shards, commands_rx, peers, shared);
     let hub = std::thread::Builder::new()
         .name("hub".into())
         .spawn(move || hub.run(&stop))?;

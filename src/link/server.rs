@@ -2,7 +2,7 @@
 //! A task reads frames, checks them and the per-link limits, forwards requests to the hub, and
 //! writes what the hub queues for it, coalescing queued frames into one write.
 
-use super::{Command, Latency, LinkOut, Outgoing, Welcome};
+use super::{Command, LinkOut, Outgoing, Shared, Welcome};
 use crate::settings::Settings;
 use bytes::{Bytes, BytesMut};
 use crossbeam_channel::Sender;
@@ -24,7 +24,7 @@ struct Context {
     settings: Arc<Settings>,
     welcome: Welcome,
     commands: Sender<Command>,
-    latency: Latency,
+    shared: Shared,
     origin: Instant,
     next_link: AtomicU32,
     links: AtomicUsize,
@@ -36,7 +36,7 @@ pub fn start(
     welcome: Welcome,
     tls: Arc<quinn::crypto::rustls::QuicServerConfig>,
     commands: Sender<Command>,
-    latency: Latency,
+    shared: Shared,
     origin: Instant,
     stop: Arc<AtomicBool>,
 ) -> io::Result<(JoinHandle<io::Result<()>>, SocketAddr)> {
@@ -66,7 +66,7 @@ pub fn start(
         settings,
         welcome,
         commands,
-        latency,
+        shared,
         origin,
         next_link: AtomicU32::new(1),
         links: AtomicUsize::new(0),
@@ -96,6 +96,7 @@ async fn accept_loop(endpoint: quinn::Endpoint, context: Arc<Context>) {
         let max = context.settings.max_links;
         if context.links.fetch_add(1, Ordering::Relaxed) >= max {
             context.links.fetch_sub(1, Ordering::Relaxed);
+            context.shared.links_refused.fetch_add(1, Ordering::Relaxed);
             incoming.refuse();
             continue;
         }
@@ -180,7 +181,7 @@ async fn serve(connection: quinn::Connection, id: u32, context: &Context) {
                         }
                     }
                     if let Some(samples) = latency {
-                        let mut h = context.latency.lock().unwrap_or_else(|e| e.into_inner());
+                        let mut h = context.shared.latency.lock().unwrap_or_else(|e| e.into_inner());
                         for us in samples {
                             h.saturating_record(us);
                         }

@@ -1,0 +1,115 @@
+//! A real `presenced` process for integration tests: started on ephemeral loopback ports,
+//! stopped (SIGTERM, then kill) when dropped.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// A running daemon and the addresses it bound.
+pub struct Daemon {
+    child: Child,
+    /// The shared heartbeat address.
+    pub heartbeat: SocketAddr,
+    /// Each shard's own heartbeat address.
+    pub shard_ports: Vec<SocketAddr>,
+    /// The QUIC push link address.
+    pub link: SocketAddr,
+}
+
+/// Settings with short timings: tick 5 ms, interval 300 ms, grace 100 ms (timeout 500 ms),
+/// idle after 1 s, two shards, not pinned.
+pub const FAST: &[&str] = &[
+    "--shards",
+    "2",
+    "--set",
+    "presence.tick=5ms",
+    "--set",
+    "presence.heartbeat_interval=300ms",
+    "--set",
+    "presence.grace=100ms",
+    "--set",
+    "presence.idle_after=1s",
+];
+
+/// `FAST`'s timeout and tick, in milliseconds.
+pub const TIMEOUT_MS: u64 = 500;
+/// `FAST`'s tick in milliseconds.
+pub const TICK_MS: u64 = 5;
+
+impl Daemon {
+    /// Starts the daemon with `args` after the loopback defaults.
+    pub fn start(args: &[&str]) -> Daemon {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_presenced"))
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--link-listen",
+                "127.0.0.1:0",
+                "--set",
+                "shards.pin=false",
+            ])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start presenced");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
+            // Keep draining so the daemon never blocks on a full pipe.
+            for _ in lines {}
+        });
+        let line = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("presenced did not print its ready line within 30 s");
+            }
+        };
+        let field = |name: &str| -> Vec<SocketAddr> {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(name))
+                .unwrap_or_else(|| panic!("no {name} in {line:?}"))
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(|s| s.parse().expect("address"))
+                .collect()
+        };
+        Daemon {
+            heartbeat: field("heartbeat=")[0],
+            shard_ports: field("shard_ports="),
+            link: field("link=")[0],
+            child,
+        }
+    }
+
+    /// Stops the daemon with SIGTERM and returns its exit status code.
+    pub fn stop(mut self) -> Option<i32> {
+        // SAFETY: kill(2) on our own child's pid has no memory effects.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        for _ in 0..100 {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
