@@ -404,6 +404,15 @@ mod tests {
     }
 
     #[test]
+    fn shipped_config_parses() {
+        let mut raw = Raw::default();
+        raw.merge_toml(include_str!("../systemd/presenced.toml"), "systemd/presenced.toml")
+            .unwrap();
+        let s = raw.parse(2).unwrap();
+        assert_eq!(s.listen.port(), 7070);
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration_us("10ms"), Some(10_000));
         assert_eq!(parse_duration_us("5m"), Some(300_000_000));
