@@ -83,6 +83,28 @@ fn bench(c: &mut Criterion) {
             out.clear();
         })
     });
+    // The same, a datagram's worth (89 entries) at a time through `heartbeats`, which touches
+    // the batch's table slots first so their cache misses overlap.
+    let mut batch = Vec::with_capacity(89);
+    g.bench_function("heartbeat_batch_89_1m_users", |b| {
+        b.iter(|| {
+            for _ in 0..BATCH / 89 {
+                batch.clear();
+                for _ in 0..89 {
+                    batch.push(Heartbeat {
+                        user: user(mix(i) % u64::from(USERS)),
+                        device: 1,
+                        report: Report::Online,
+                        active: i % 4 == 0,
+                    });
+                    i += 1;
+                }
+                shard.heartbeats(now(clock), &batch, &mut out);
+                clock += 89;
+            }
+            out.clear();
+        })
+    });
     assert_eq!(shard.stats().transitions, u64::from(USERS));
     // Every user goes silent; advance past the timeout: 1M Timeout transitions.
     g.throughput(Throughput::Elements(u64::from(USERS)));

@@ -406,8 +406,11 @@ mod tests {
     #[test]
     fn shipped_config_parses() {
         let mut raw = Raw::default();
-        raw.merge_toml(include_str!("../systemd/presenced.toml"), "systemd/presenced.toml")
-            .unwrap();
+        raw.merge_toml(
+            include_str!("../systemd/presenced.toml"),
+            "systemd/presenced.toml",
+        )
+        .unwrap();
         let s = raw.parse(2).unwrap();
         assert_eq!(s.listen.port(), 7070);
     }

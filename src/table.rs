@@ -106,6 +106,23 @@ const fn unmix(mut x: u64) -> u64 {
     x ^ (x >> 30) ^ (x >> 60)
 }
 
+/// Asks the kernel to back a large, not yet touched allocation with transparent huge pages:
+/// every lookup is a random access, and 2 MiB pages spare it a TLB miss. Only a hint.
+fn advise_huge_pages<T>(storage: &Vec<T>) {
+    const HUGE: usize = 2 << 20;
+    let start = storage.as_ptr() as usize;
+    let end = start + storage.capacity() * std::mem::size_of::<T>();
+    let aligned = start.next_multiple_of(HUGE);
+    if end > aligned + HUGE {
+        let len = (end - aligned) / HUGE * HUGE;
+        // SAFETY: the range lies inside the allocation `storage` owns; MADV_HUGEPAGE changes
+        // no contents, and a failure (e.g. THP disabled) only leaves small pages.
+        unsafe {
+            libc::madvise(aligned as *mut libc::c_void, len, libc::MADV_HUGEPAGE);
+        }
+    }
+}
+
 /// A fixed-capacity open-addressed hash map from nonzero `u64` keys to `V` (see module docs).
 #[derive(Clone)]
 pub struct Table<V> {
@@ -129,8 +146,11 @@ impl<V: Copy + Default> Table<V> {
             tag: 0,
             value: V::default(),
         };
+        let mut storage: Vec<Slot<V>> = Vec::with_capacity(slots);
+        advise_huge_pages(&storage);
+        storage.resize(slots, empty);
         Table {
-            slots: vec![empty; slots].into_boxed_slice(),
+            slots: storage.into_boxed_slice(),
             len: 0,
             capacity: capacity as usize,
             seed,
@@ -148,6 +168,17 @@ impl<V: Copy> Table<V> {
             Probe::Found(i) => Some(&self.slots[i].value),
             Probe::Vacant { .. } => None,
         }
+    }
+
+    /// Starts loading the slot where a probe for `key` begins, so that a later `get` of it
+    /// finds it in cache. Callers touch a whole batch of keys first, letting the memory
+    /// accesses overlap. Panics if `key == 0`.
+    #[inline]
+    pub fn prefetch(&self, key: u64) {
+        let home = self.home(self.tag(key));
+        // A probe reads ~3.5 slots on average at full load: the home line and the next one.
+        let next = (home + 2) % self.slots.len();
+        std::hint::black_box((self.slots[home].tag, self.slots[next].tag));
     }
 
     /// The value stored under `key`, mutably, if any. Panics if `key == 0`.

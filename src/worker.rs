@@ -251,6 +251,13 @@ impl Worker {
             }
         };
         let shards = self.peers.len();
+        let mut owned = [Heartbeat {
+            user: 0,
+            device: 0,
+            report: Report::Offline,
+            active: false,
+        }; presenced_wire::MAX_ENTRIES];
+        let mut n = 0;
         for entry in datagram.entries() {
             let hb = Heartbeat {
                 user: entry.user,
@@ -265,11 +272,15 @@ impl Worker {
             };
             let to = owner(hb.user, shards);
             if to == self.index {
-                self.pending_since = self.pending_since.min(now.mono_us);
-                self.shard.heartbeat(now, &hb, &mut self.out);
+                owned[n] = hb;
+                n += 1;
             } else {
                 self.route(to, hb, now.mono_us);
             }
+        }
+        if n > 0 {
+            self.pending_since = self.pending_since.min(now.mono_us);
+            self.shard.heartbeats(now, &owned[..n], &mut self.out);
         }
     }
 
@@ -314,10 +325,8 @@ impl Worker {
             Inbox::Entries(batch) => {
                 self.counters.routed_in += batch.len() as u64;
                 self.pending_since = self.pending_since.min(batch.received_us);
-                let now = now(self.origin);
-                for hb in batch.entries() {
-                    self.shard.heartbeat(now, hb, &mut self.out);
-                }
+                self.shard
+                    .heartbeats(now(self.origin), batch.entries(), &mut self.out);
             }
             Inbox::Request(request) => {
                 // Transitions emitted so far must reach the hub before this answer.
