@@ -198,6 +198,33 @@ impl Wheel {
         }
     }
 
+    /// Like `poll`, but returns up to `out.len()` timers, all due at the same tick (the next
+    /// due one); returns how many. Timers due later are left for later calls, so a caller that
+    /// reschedules while handling the batch never schedules behind the wheel's clock.
+    pub fn poll_batch(&mut self, target: Tick, out: &mut [(u64, Tick)]) -> usize {
+        if out.is_empty() {
+            return 0;
+        }
+        let Some(first) = self.poll(target) else {
+            return 0;
+        };
+        out[0] = first;
+        let mut n = 1;
+        let here = self.sentinel(0, (self.now & SLOT_MASK) as usize);
+        while n < out.len() {
+            let id = self.nodes[here as usize].next;
+            if id == here {
+                break;
+            }
+            let key = self.nodes[id as usize].key;
+            self.unlink(id);
+            self.release(id);
+            out[n] = (key, self.now);
+            n += 1;
+        }
+        n
+    }
+
     /// The tick of the earliest scheduled timer (a lower bound for higher levels: the start of
     /// its slot), if any.
     pub fn next_due(&self) -> Option<Tick> {
@@ -377,6 +404,25 @@ mod tests {
                 .collect();
             assert_eq!(fired, expected, "start {start}");
         }
+    }
+
+    #[test]
+    fn poll_batch_returns_one_tick_at_a_time() {
+        let mut wheel = Wheel::new(16, 0);
+        for (key, at) in [(1, 5), (2, 5), (3, 5), (4, 6), (5, 70)] {
+            wheel.insert(key, at).unwrap();
+        }
+        let mut out = [(0, 0); 2];
+        assert_eq!(wheel.poll_batch(100, &mut out), 2);
+        assert_eq!(out, [(1, 5), (2, 5)]);
+        assert_eq!(wheel.poll_batch(100, &mut out), 1);
+        assert_eq!(out[0], (3, 5));
+        assert_eq!(wheel.poll_batch(100, &mut out), 1);
+        assert_eq!(out[0], (4, 6));
+        assert_eq!(wheel.poll_batch(100, &mut out), 1);
+        assert_eq!(out[0], (5, 70));
+        assert_eq!(wheel.poll_batch(100, &mut out), 0);
+        assert_eq!(wheel.now(), 100);
     }
 
     #[test]
