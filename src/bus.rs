@@ -94,6 +94,9 @@ pub enum Request {
 }
 
 /// What reaches a shard's inbox.
+// Batches travel by value in the bounded channel's preallocated slots: boxing them would cost
+// an allocation per batch on the hot path.
+#[allow(clippy::large_enum_variant)]
 pub enum Inbox {
     /// Entries from another shard.
     Entries(EntryBatch),

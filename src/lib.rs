@@ -1,8 +1,9 @@
-//! presenced: the presence core (sans-IO) and, later, the daemon around it.
+//! presenced: the presence core (sans-IO), the daemon around it, and the gateway-side client.
 //!
 //! See ARCHITECTURE.md for the code map and the normative presence rules.
 
 pub mod bus;
+pub mod client;
 pub mod clock;
 pub mod config;
 pub mod daemon;

@@ -138,9 +138,9 @@ impl Raw {
             .expect("every key has a default")
     }
 
-    fn num<T: std::str::FromStr>(&self, key: &str, min: T, max: T) -> Result<T, SettingsError>
+    fn num<T>(&self, key: &str, min: T, max: T) -> Result<T, SettingsError>
     where
-        T: PartialOrd + fmt::Display + Copy,
+        T: std::str::FromStr + PartialOrd + fmt::Display + Copy,
     {
         let text = self.get(key);
         let v: T = text

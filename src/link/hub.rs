@@ -120,7 +120,7 @@ impl Hub {
                 }
                 Ok(i) => {
                     for message in inputs[i].try_iter().take(DRAIN) {
-                        self.from_shard(message);
+                        self.on_shard_message(message);
                     }
                 }
                 Err(_) => {}
@@ -131,7 +131,7 @@ impl Hub {
         Ok(())
     }
 
-    fn from_shard(&mut self, message: ToHub) {
+    fn on_shard_message(&mut self, message: ToHub) {
         match message {
             ToHub::Transitions {
                 since_us,
@@ -202,7 +202,8 @@ impl Hub {
     fn signal_lag(&mut self) {
         let depth = self.settings.queue_depth;
         for link in self.links.values_mut() {
-            if !(link.lagged_all || !link.lagged.is_empty()) || link.queued() >= depth {
+            let owes_lag = link.lagged_all || !link.lagged.is_empty();
+            if !owes_lag || link.queued() >= depth {
                 continue;
             }
             let mut buf = BytesMut::new();

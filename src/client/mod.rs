@@ -1,0 +1,179 @@
+//! The gateway-side client: what a gateway (and every tool and test here) uses to talk to the
+//! daemon. [`HeartbeatClient`] batches heartbeat entries into full UDP datagrams and routes
+//! them to the owning shard's port; [`LinkClient`] speaks the QUIC push link (subscribe,
+//! query, stats, pushed transitions). One implementation, shared by `presencectl`, the load
+//! generator and the integration tests.
+
+mod heartbeat;
+mod link;
+mod tls;
+
+pub use heartbeat::{entry, HeartbeatClient};
+pub use link::{LinkClient, RawLink};
+
+use presenced_wire::link::{ErrorCode, Event, Limits, Timings};
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+/// Whom the client trusts to be the daemon.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Trust {
+    /// Any certificate, for a daemon on this host using its generated self-signed certificate.
+    /// Refused for addresses other than loopback.
+    InsecureLocal,
+    /// Certificates issued by the CA in this PEM file.
+    CaFile(PathBuf),
+}
+
+/// How to connect a push link.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectOptions {
+    /// The gateway's name in the daemon's logs (at most 64 bytes).
+    pub client_name: String,
+    /// Whom to trust.
+    pub trust: Trust,
+    /// The name the daemon's certificate must carry (`localhost` for the self-signed one).
+    pub server_name: String,
+}
+
+impl ConnectOptions {
+    /// Options for a daemon on this host with its self-signed certificate.
+    pub fn local(client_name: &str) -> ConnectOptions {
+        ConnectOptions {
+            client_name: client_name.into(),
+            trust: Trust::InsecureLocal,
+            server_name: "localhost".into(),
+        }
+    }
+}
+
+/// Something the daemon pushed without being asked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Push {
+    /// Transitions, in the order they arrived (per user, in version order).
+    Events(Vec<Event>),
+    /// Transitions of these users were dropped: query them again.
+    Lagged {
+        /// The users.
+        users: Vec<u64>,
+    },
+    /// Transitions of any watched user may have been dropped (by the daemon, or by this client
+    /// when the application fell more than `LinkClient::MAX_BUFFERED_EVENTS` behind): query
+    /// every watched user again.
+    LaggedAll,
+    /// The link ended; no push follows.
+    Closed {
+        /// The daemon's error code, if it gave one.
+        code: Option<ErrorCode>,
+        /// Why, in words.
+        message: String,
+    },
+}
+
+/// What WELCOME told the client about the daemon.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WelcomeInfo {
+    /// The shared heartbeat UDP port.
+    pub heartbeat_port: u16,
+    /// Each shard's heartbeat port (0: use the shared port).
+    pub shard_ports: Vec<u16>,
+    /// Number of shards.
+    pub shard_count: u16,
+    /// The daemon's per-link limits.
+    pub limits: Limits,
+    /// The daemon's presence timings.
+    pub timings: Timings,
+}
+
+impl WelcomeInfo {
+    /// The shared heartbeat address and each shard's, on host `ip` (the daemon's address), for
+    /// [`HeartbeatClient::new`] and [`HeartbeatClient::with_shard_ports`].
+    pub fn heartbeat_addrs(&self, ip: IpAddr) -> (SocketAddr, Vec<SocketAddr>) {
+        let shared = SocketAddr::new(ip, self.heartbeat_port);
+        let shards = self
+            .shard_ports
+            .iter()
+            .map(|&p| {
+                if p == 0 {
+                    shared
+                } else {
+                    SocketAddr::new(ip, p)
+                }
+            })
+            .collect();
+        (shared, shards)
+    }
+}
+
+/// Why a client call failed.
+#[derive(Debug)]
+pub enum ClientError {
+    /// A socket operation failed.
+    Io(std::io::Error),
+    /// Bad options (the message says which and how to fix it).
+    Config(String),
+    /// The TLS configuration could not be built.
+    Tls(String),
+    /// The QUIC connection could not be set up.
+    Connect(String),
+    /// The daemon sent something this client does not understand, or nothing in time.
+    Protocol(String),
+    /// The daemon refused the request (an ERROR frame with its request id).
+    Refused {
+        /// The error code (`None`: one this version does not know).
+        code: Option<ErrorCode>,
+        /// The daemon's explanation.
+        message: String,
+    },
+    /// The link is closed.
+    Closed {
+        /// The daemon's error code, if it gave one.
+        code: Option<ErrorCode>,
+        /// Why, in words.
+        message: String,
+    },
+    /// An entry or request could not be encoded (user id 0, for one).
+    Encode(String),
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientError::Io(e) => write!(f, "i/o error: {e}"),
+            ClientError::Config(m) => write!(f, "bad option: {m}"),
+            ClientError::Tls(m) => write!(f, "TLS: {m}"),
+            ClientError::Connect(m) => write!(f, "cannot connect: {m}"),
+            ClientError::Protocol(m) => write!(f, "protocol error: {m}"),
+            ClientError::Refused { code, message } => match code {
+                Some(code) => write!(f, "refused ({code}): {message}"),
+                None => write!(f, "refused: {message}"),
+            },
+            ClientError::Closed { code, message } => match code {
+                Some(code) => write!(f, "link closed ({code}): {message}"),
+                None => write!(f, "link closed: {message}"),
+            },
+            ClientError::Encode(m) => write!(f, "cannot encode: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+impl From<std::io::Error> for ClientError {
+    fn from(e: std::io::Error) -> Self {
+        ClientError::Io(e)
+    }
+}
+
+impl From<presenced_wire::EncodeError> for ClientError {
+    fn from(e: presenced_wire::EncodeError) -> Self {
+        ClientError::Encode(e.to_string())
+    }
+}
+
+impl From<presenced_wire::link::EncodeError> for ClientError {
+    fn from(e: presenced_wire::link::EncodeError) -> Self {
+        ClientError::Encode(e.to_string())
+    }
+}
