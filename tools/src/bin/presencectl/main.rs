@@ -1,0 +1,349 @@
+//! `presencectl`: look at and drive a running presenced. `query` and `watch` presence over the
+//! push link, read the daemon's `stats`, and `send` heartbeats by hand to try it out. Built on
+//! the daemon's client library, like every gateway.
+
+mod format;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use presenced::client::{entry, ConnectOptions, HeartbeatClient, LinkClient, Push, Trust};
+use presenced_wire::link::PresenceRecord;
+use presenced_wire::State;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Look at and drive a running presenced.
+#[derive(Parser, Debug)]
+#[command(name = "presencectl", version)]
+struct Cli {
+    #[command(flatten)]
+    link: LinkArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// How to reach the daemon's push link.
+#[derive(Args, Debug)]
+struct LinkArgs {
+    /// The daemon's push-link (QUIC) address.
+    #[arg(
+        long,
+        global = true,
+        default_value = "127.0.0.1:7060",
+        value_name = "ADDR"
+    )]
+    link: SocketAddr,
+    /// PEM file of the CA that issued the daemon's certificate. Without it, any certificate is
+    /// accepted, which is allowed only for a loopback address (the daemon's self-signed one).
+    #[arg(long, global = true, value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// The name the daemon's certificate must carry.
+    #[arg(long, global = true, default_value = "localhost", value_name = "NAME")]
+    server_name: String,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Current presence of users: state, last seen, version.
+    Query {
+        /// User ids (nonzero).
+        #[arg(required = true, value_parser = user_id)]
+        users: Vec<u64>,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Prints transitions as they arrive: of the given users (after their current presence),
+    /// or of everyone with --all.
+    Watch {
+        /// User ids to watch (nonzero).
+        #[arg(value_parser = user_id, required_unless_present = "all")]
+        users: Vec<u64>,
+        /// Every transition of every user (the firehose).
+        #[arg(long)]
+        all: bool,
+        /// Exit after this many transitions.
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+        /// Exit after this long, e.g. 30s (default: run until interrupted).
+        #[arg(long, value_name = "DURATION", value_parser = duration)]
+        timeout: Option<Duration>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The daemon's counters: per shard (datagrams, heartbeats, drops by reason, users,
+    /// devices, transitions, routing, shedding) and the push link's (links, subscriptions,
+    /// events, lag, latency).
+    Stats {
+        /// The raw JSON the daemon sent.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sends heartbeats by hand: each user's device reports a state.
+    Send {
+        /// User ids (nonzero).
+        #[arg(required = true, value_parser = user_id)]
+        users: Vec<u64>,
+        /// The device id.
+        #[arg(long, default_value_t = 1)]
+        device: u32,
+        /// What the device reports; `offline` is a logout.
+        #[arg(long, value_enum, default_value_t = Report::Online)]
+        state: Report,
+        /// Leave the ACTIVITY flag off (the user did nothing since the last heartbeat).
+        #[arg(long)]
+        inactive: bool,
+        /// The gateway id to send as.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+        gateway: u32,
+        /// Send to this UDP address instead of asking the push link for the daemon's ports.
+        #[arg(long, value_name = "ADDR")]
+        heartbeat: Option<SocketAddr>,
+        /// Keep sending at this interval (e.g. 20s) until interrupted or --count is reached.
+        #[arg(long, value_name = "DURATION", value_parser = duration)]
+        every: Option<Duration>,
+        /// With --every: stop after this many rounds.
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+    },
+}
+
+/// A device's report, as `send` takes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Report {
+    Online,
+    Idle,
+    Offline,
+    Invisible,
+}
+
+impl From<Report> for State {
+    fn from(r: Report) -> State {
+        match r {
+            Report::Online => State::Online,
+            Report::Idle => State::Idle,
+            Report::Offline => State::Offline,
+            Report::Invisible => State::Invisible,
+        }
+    }
+}
+
+fn user_id(text: &str) -> Result<u64, String> {
+    match text.parse::<u64>() {
+        Ok(0) => Err("user id 0 is reserved; give an id from 1 to 18446744073709551615".into()),
+        Ok(u) => Ok(u),
+        Err(_) => Err(format!(
+            "`{text}` is not a user id (a whole number, 1 or more)"
+        )),
+    }
+}
+
+fn duration(text: &str) -> Result<Duration, String> {
+    presenced::settings::parse_duration_us(text)
+        .map(Duration::from_micros)
+        .ok_or_else(|| format!("`{text}` is not a duration; write e.g. 500ms, 30s, 5m"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("presencectl: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("presencectl: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type Fallible = Result<(), Box<dyn std::error::Error>>;
+
+async fn run(cli: Cli) -> Fallible {
+    match cli.command {
+        Command::Query { users, json } => {
+            let link = connect(&cli.link).await?;
+            let records = link.query(&users).await?;
+            print_records(&records, json, false);
+        }
+        Command::Watch {
+            users,
+            all,
+            count,
+            timeout,
+            json,
+        } => {
+            let link = connect(&cli.link).await?;
+            let watch = watch(&link, &users, all, count, json);
+            match timeout {
+                Some(t) => {
+                    if let Ok(result) = tokio::time::timeout(t, watch).await {
+                        result?;
+                    }
+                }
+                None => tokio::select! {
+                    result = watch => result?,
+                    _ = tokio::signal::ctrl_c() => {}
+                },
+            }
+        }
+        Command::Stats { json } => {
+            let link = connect(&cli.link).await?;
+            let stats = link.stats().await?;
+            if json {
+                println!("{stats}");
+            } else {
+                print!("{}", format::stats_table(&stats)?);
+            }
+        }
+        Command::Send {
+            users,
+            device,
+            state,
+            inactive,
+            gateway,
+            heartbeat,
+            every,
+            count,
+        } => {
+            let mut sender = heartbeat_client(&cli.link, gateway, heartbeat).await?;
+            let send = async {
+                let mut rounds = 0u64;
+                loop {
+                    for &user in &users {
+                        sender.push(entry(user, device, state.into(), !inactive))?;
+                    }
+                    sender.flush()?;
+                    rounds += 1;
+                    eprintln!(
+                        "sent {} heartbeat(s): device {device} {} ({} so far)",
+                        users.len(),
+                        format::report_name(state.into()),
+                        sender.entries_sent()
+                    );
+                    let Some(every) = every else { return Ok(()) };
+                    if count.is_some_and(|c| rounds >= c) {
+                        return Ok(());
+                    }
+                    tokio::time::sleep(every).await;
+                }
+            };
+            tokio::select! {
+                result = send => return result,
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn connect(args: &LinkArgs) -> Result<LinkClient, Box<dyn std::error::Error>> {
+    let options = ConnectOptions {
+        client_name: "presencectl".into(),
+        trust: match &args.ca {
+            Some(path) => Trust::CaFile(path.clone()),
+            None => Trust::InsecureLocal,
+        },
+        server_name: args.server_name.clone(),
+    };
+    LinkClient::connect(args.link, options)
+        .await
+        .map_err(|e| format!("push link {}: {e}", args.link).into())
+}
+
+/// A heartbeat sender: to `explicit`, or to the ports the daemon announces on its push link
+/// (each entry to its shard's own port).
+async fn heartbeat_client(
+    args: &LinkArgs,
+    gateway: u32,
+    explicit: Option<SocketAddr>,
+) -> Result<HeartbeatClient, Box<dyn std::error::Error>> {
+    let epoch = format::boot_epoch();
+    if let Some(addr) = explicit {
+        return Ok(HeartbeatClient::new(gateway, epoch, addr)?);
+    }
+    let link = connect(args).await?;
+    let (shared, shards) = link.welcome().heartbeat_addrs(args.link.ip());
+    link.close();
+    Ok(HeartbeatClient::new(gateway, epoch, shared)?.with_shard_ports(shards))
+}
+
+async fn watch(
+    link: &LinkClient,
+    users: &[u64],
+    all: bool,
+    count: Option<u64>,
+    json: bool,
+) -> Fallible {
+    if all {
+        link.subscribe_all().await?;
+    }
+    if !users.is_empty() {
+        let records = link.subscribe(users).await?;
+        print_records(&records, json, true);
+    }
+    eprintln!(
+        "watching {}; interrupt to stop",
+        if all {
+            "every user".to_string()
+        } else {
+            format!("{} user(s)", users.len())
+        }
+    );
+    let mut seen = 0u64;
+    while count.map_or(true, |c| seen < c) {
+        match link.next_push().await {
+            Some(Push::Events(events)) => {
+                for e in events {
+                    println!("{}", format::event_line(&e, json));
+                    seen += 1;
+                    if count.is_some_and(|c| seen >= c) {
+                        break;
+                    }
+                }
+            }
+            Some(Push::Lagged { users: lagged }) => {
+                eprintln!(
+                    "lagged: transitions of {} user(s) were dropped; querying them",
+                    lagged.len()
+                );
+                print_records(&link.query(&lagged).await?, json, true);
+            }
+            Some(Push::LaggedAll) => {
+                eprintln!("lagged: transitions were dropped; querying the watched users");
+                if !users.is_empty() {
+                    print_records(&link.query(users).await?, json, true);
+                }
+            }
+            Some(Push::Closed { message, .. }) => {
+                return Err(format!("the daemon closed the link: {message}").into())
+            }
+            None => return Err("the link ended".into()),
+        }
+    }
+    Ok(())
+}
+
+fn print_records(records: &[PresenceRecord], json: bool, as_state: bool) {
+    if json {
+        for r in records {
+            println!("{}", format::record_json(r));
+        }
+    } else if as_state {
+        for r in records {
+            println!("{}", format::record_line(r));
+        }
+    } else {
+        print!("{}", format::records_table(records));
+    }
+}

@@ -1,0 +1,51 @@
+//! A real daemon for the tools' tests, started in this process on ephemeral loopback ports
+//! with short timings, and stopped when dropped.
+
+#![allow(dead_code)]
+
+use presenced::daemon::{self, Running};
+use presenced::settings::Raw;
+
+/// A daemon running in this process.
+pub struct InProcess(Option<Running>);
+
+impl InProcess {
+    /// Starts a daemon: two shards, not pinned, tick 5 ms, interval 300 ms, grace 100 ms
+    /// (offline after 500 ms of silence), idle after 1 s; then `extra` settings.
+    pub fn start(extra: &[(&str, &str)]) -> InProcess {
+        let mut raw = Raw::default();
+        let base = [
+            ("ingest.listen", "127.0.0.1:0"),
+            ("link.listen", "127.0.0.1:0"),
+            ("shards.count", "2"),
+            ("shards.pin", "false"),
+            ("presence.tick", "5ms"),
+            ("presence.heartbeat_interval", "300ms"),
+            ("presence.grace", "100ms"),
+            ("presence.idle_after", "1s"),
+        ];
+        for (key, value) in base.iter().chain(extra) {
+            raw.set(key, value).expect("setting");
+        }
+        let settings = raw.parse(2).expect("settings");
+        InProcess(Some(daemon::start(settings).expect("daemon starts")))
+    }
+
+    /// The running daemon's addresses.
+    pub fn running(&self) -> &Running {
+        self.0.as_ref().expect("running")
+    }
+
+    /// `--link ADDR` for the tools.
+    pub fn link_arg(&self) -> String {
+        self.running().link.to_string()
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        if let Some(running) = self.0.take() {
+            let _ = running.shutdown();
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! `presencectl` against a real daemon on loopback: send, query, watch, stats, and the errors
+//! a user sees for bad arguments.
+
+mod common;
+
+use common::InProcess;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+fn ctl(d: &InProcess, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_presencectl"))
+        .arg("--link")
+        .arg(d.link_arg())
+        .args(args)
+        .output()
+        .expect("run presencectl")
+}
+
+fn ok(d: &InProcess, args: &[&str]) -> String {
+    let out = ctl(d, args);
+    assert!(
+        out.status.success(),
+        "presencectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+fn json_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect()
+}
+
+#[test]
+fn send_then_query_shows_online_then_logged_out() {
+    let d = InProcess::start(&[]);
+    ok(&d, &["send", "42", "43"]);
+    std::thread::sleep(Duration::from_millis(50));
+    let records = json_lines(&ok(&d, &["query", "42", "43", "44", "--json"]));
+    let states: Vec<&str> = records
+        .iter()
+        .map(|r| r["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["online", "online", "offline"]);
+    assert!(records[2]["last_seen_ms"].is_null());
+    ok(&d, &["send", "42", "--state", "offline"]);
+    std::thread::sleep(Duration::from_millis(50));
+    let table = ok(&d, &["query", "42"]);
+    let row = table.lines().nth(1).expect("a row");
+    assert!(row.contains("42") && row.contains("offline"), "{table}");
+    assert!(
+        !row.contains(" - "),
+        "last seen is set after logout: {table}"
+    );
+}
+
+#[test]
+fn watch_all_prints_transitions_as_they_happen() {
+    let d = InProcess::start(&[]);
+    let mut watch = Command::new(env!("CARGO_BIN_EXE_presencectl"))
+        .args(["--link", &d.link_arg(), "watch", "--all", "--count", "2"])
+        .args(["--timeout", "20s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start watch");
+    // It says so on stderr once the firehose is on.
+    let mut stderr = BufReader::new(watch.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    assert!(line.starts_with("watching every user"), "{line}");
+    ok(&d, &["send", "7"]);
+    ok(&d, &["send", "7", "--state", "offline"]);
+    let out = watch.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(
+        lines[0].contains("user 7  offline -> online  (first_heartbeat)"),
+        "{text}"
+    );
+    assert!(
+        lines[1].contains("user 7  online -> offline  (logout)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn watch_users_starts_with_their_state_and_times_out() {
+    let d = InProcess::start(&[]);
+    ok(&d, &["send", "5", "--state", "idle"]);
+    std::thread::sleep(Duration::from_millis(50));
+    let started = std::time::Instant::now();
+    let text = ok(&d, &["watch", "5", "6", "--timeout", "300ms", "--json"]);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let records = json_lines(&text);
+    assert_eq!(records.len(), 2, "{text}");
+    assert_eq!(records[0]["state"], "idle");
+    assert_eq!(records[1]["state"], "offline");
+}
+
+#[test]
+fn stats_counts_heartbeats_per_shard() {
+    let d = InProcess::start(&[]);
+    let users: Vec<String> = (1..=100).map(|u| u.to_string()).collect();
+    let mut args = vec!["send"];
+    args.extend(users.iter().map(String::as_str));
+    ok(&d, &args);
+    std::thread::sleep(Duration::from_millis(100));
+    let stats: serde_json::Value = serde_json::from_str(&ok(&d, &["stats", "--json"])).unwrap();
+    let shards = stats["shards"].as_array().unwrap();
+    assert_eq!(shards.len(), 2);
+    let heartbeats: u64 = shards
+        .iter()
+        .map(|s| s["heartbeats"].as_u64().unwrap())
+        .sum();
+    assert_eq!(heartbeats, 100);
+    // Sent shard-aware: nothing crossed between shards.
+    let routed: u64 = shards
+        .iter()
+        .map(|s| s["routed_out"].as_u64().unwrap())
+        .sum();
+    assert_eq!(routed, 0, "{stats}");
+    let table = ok(&d, &["stats"]);
+    assert!(table.starts_with("       SHARD"), "{table}");
+    assert!(table.contains("push link:"), "{table}");
+}
+
+#[test]
+fn bad_arguments_are_clear_errors() {
+    let d = InProcess::start(&[]);
+    let out = ctl(&d, &["send", "0"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("user id 0 is reserved"));
+    let out = ctl(&d, &["watch", "1", "--timeout", "5x"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a duration"));
+    // Trusting any certificate is refused off loopback, before anything is sent.
+    let out = Command::new(env!("CARGO_BIN_EXE_presencectl"))
+        .args(["--link", "192.0.2.1:7060", "query", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a loopback address"));
+    // Nothing listening: a clear error, not a hang.
+    let out = Command::new(env!("CARGO_BIN_EXE_presencectl"))
+        .args(["--link", "127.0.0.1:9", "query", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("push link 127.0.0.1:9"));
+}
