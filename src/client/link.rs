@@ -80,7 +80,7 @@ pub struct LinkClient {
     welcome: WelcomeInfo,
     connection: quinn::Connection,
     reader: tokio::task::JoinHandle<()>,
-    _endpoint: quinn::Endpoint,
+    endpoint: quinn::Endpoint,
 }
 
 impl LinkClient {
@@ -116,7 +116,7 @@ impl LinkClient {
             welcome: open.welcome,
             connection: open.connection,
             reader,
-            _endpoint: open.endpoint,
+            endpoint: open.endpoint,
         })
     }
 
@@ -125,14 +125,15 @@ impl LinkClient {
         &self.welcome
     }
 
-    /// Subscribes to `users` and returns their presence, one record per listed user, taken
-    /// atomically with the subscription (SPEC.md, P6.2). Lists longer than the daemon's
-    /// per-request limit are split.
+    /// Subscribes to `users` and returns their presence, one record per listed user in the
+    /// order listed, taken atomically with the subscription (SPEC.md, P6.2). Lists longer than
+    /// the daemon's per-request limit are split.
     pub async fn subscribe(&self, users: &[u64]) -> Result<Vec<PresenceRecord>, ClientError> {
         self.user_request(users, wire::encode_subscribe).await
     }
 
-    /// Presence of `users`, one record per listed user; subscribes to nothing.
+    /// Presence of `users`, one record per listed user in the order listed; subscribes to
+    /// nothing.
     pub async fn query(&self, users: &[u64]) -> Result<Vec<PresenceRecord>, ClientError> {
         self.user_request(users, wire::encode_query).await
     }
@@ -189,9 +190,11 @@ impl LinkClient {
         lock(&self.shared.pushes).dropped_events
     }
 
-    /// Closes the link.
-    pub fn close(&self) {
+    /// Closes the link and waits (up to a second) until the daemon has been told, so that a
+    /// process exiting right after does not leave the daemon waiting for an idle timeout.
+    pub async fn close(self) {
         self.connection.close(0u32.into(), b"closed by the gateway");
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
     }
 
     async fn user_request(
@@ -213,6 +216,12 @@ impl LinkClient {
                 records.extend(r);
             }
         }
+        // Shards answer in any order: give the records back in the order asked.
+        let mut first: HashMap<u64, usize> = HashMap::with_capacity(users.len());
+        for (i, &u) in users.iter().enumerate() {
+            first.entry(u).or_insert(i);
+        }
+        records.sort_by_key(|r| first.get(&r.user).copied().unwrap_or(usize::MAX));
         Ok(records)
     }
 

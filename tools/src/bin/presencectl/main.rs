@@ -175,6 +175,7 @@ async fn run(cli: Cli) -> Fallible {
             let link = connect(&cli.link).await?;
             let records = link.query(&users).await?;
             print_records(&records, json, false);
+            link.close().await;
         }
         Command::Watch {
             users,
@@ -196,10 +197,12 @@ async fn run(cli: Cli) -> Fallible {
                     _ = tokio::signal::ctrl_c() => {}
                 },
             }
+            link.close().await;
         }
         Command::Stats { json } => {
             let link = connect(&cli.link).await?;
             let stats = link.stats().await?;
+            link.close().await;
             if json {
                 println!("{stats}");
             } else {
@@ -274,7 +277,7 @@ async fn heartbeat_client(
     }
     let link = connect(args).await?;
     let (shared, shards) = link.welcome().heartbeat_addrs(args.link.ip());
-    link.close();
+    link.close().await;
     Ok(HeartbeatClient::new(gateway, epoch, shared)?.with_shard_ports(shards))
 }
 
