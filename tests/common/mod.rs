@@ -14,6 +14,8 @@ pub struct Daemon {
     child: Child,
     /// The shared heartbeat address.
     pub heartbeat: SocketAddr,
+    /// Every shared heartbeat address (IPv4, then IPv6 with `ingest.listen_v6`).
+    pub heartbeat_all: Vec<SocketAddr>,
     /// Each shard's own heartbeat address.
     pub shard_ports: Vec<SocketAddr>,
     /// The QUIC push link address.
@@ -85,6 +87,7 @@ impl Daemon {
         };
         Daemon {
             heartbeat: field("heartbeat=")[0],
+            heartbeat_all: field("heartbeat="),
             shard_ports: field("shard_ports="),
             link: field("link=")[0],
             child,

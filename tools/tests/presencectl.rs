@@ -124,6 +124,8 @@ fn stats_counts_heartbeats_per_shard() {
         .map(|s| s["routed_out"].as_u64().unwrap())
         .sum();
     assert_eq!(routed, 0, "{stats}");
+    // `send` closed its link on the way out: only the stats link is open.
+    assert_eq!(stats["link"]["links"], 1, "{stats}");
     let table = ok(&d, &["stats"]);
     assert!(table.starts_with("       SHARD"), "{table}");
     assert!(table.contains("push link:"), "{table}");
