@@ -483,6 +483,76 @@ async fn heartbeats_arrive_over_ipv6_too() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_transition_once_per_link_and_none_after_unsubscribe() {
+    let d = Daemon::start(&["--shards", "2"]);
+    let link = link(&d).await;
+    // Many of the gateway's clients watch user 31: it subscribes again and again, and turns
+    // the firehose on too.
+    assert_eq!(link.subscribe(&[31, 31]).await.unwrap().len(), 2);
+    link.subscribe(&[31, 32]).await.unwrap();
+    link.subscribe_all().await.unwrap();
+    let mut gw = gateway(&d, 1);
+    beat(&mut gw, 31, 1, State::Online, true);
+    assert_eq!(events(&link, 1, WAIT).await.len(), 1);
+    quiet(&link, Duration::from_millis(200)).await;
+    // Firehose off, then unsubscribe: nothing more of 31, while 32 still arrives.
+    link.unsubscribe_all().await.unwrap();
+    link.unsubscribe(&[31]).await.unwrap();
+    beat(&mut gw, 31, 1, State::Idle, true);
+    beat(&mut gw, 32, 1, State::Online, true);
+    let got = events(&link, 1, WAIT).await;
+    assert_eq!(
+        states(&got),
+        [(32, WireState::Online, WireCause::FirstHeartbeat)]
+    );
+    quiet(&link, Duration::from_millis(200)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_certificate_files_are_served_and_checked() {
+    let dir = std::env::temp_dir().join(format!("presenced-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = |name: &str| {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let cert = params.self_signed(&key).unwrap();
+        (cert, key)
+    };
+    let (ca_cert, ca_key) = ca("presenced test CA");
+    let (other_ca, _) = ca("someone else");
+    let server_key = rcgen::KeyPair::generate().unwrap();
+    let server = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&server_key, &ca_cert, &ca_key)
+        .unwrap();
+    let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
+    std::fs::write(path("server.pem"), server.pem()).unwrap();
+    std::fs::write(path("server.key"), server_key.serialize_pem()).unwrap();
+    std::fs::write(path("ca.pem"), ca_cert.pem()).unwrap();
+    std::fs::write(path("other.pem"), other_ca.pem()).unwrap();
+    let cert_arg = format!("link.cert={}", path("server.pem"));
+    let key_arg = format!("link.key={}", path("server.key"));
+    let d = Daemon::start(&["--shards", "1", "--set", &cert_arg, "--set", &key_arg]);
+    let with_ca = |file: &str| ConnectOptions {
+        client_name: "test".into(),
+        trust: Trust::CaFile(dir.join(file)),
+        server_name: "localhost".into(),
+    };
+    let good = LinkClient::connect(d.link, with_ca("ca.pem"))
+        .await
+        .unwrap();
+    assert_eq!(good.query(&[1]).await.unwrap().len(), 1);
+    let bad = LinkClient::connect(d.link, with_ca("other.pem")).await;
+    let err = bad.err().expect("a certificate from another CA is refused");
+    assert!(err.to_string().contains("cannot connect"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_cleanly() {
     let d = Daemon::start(FAST);
     let _link = link(&d).await;

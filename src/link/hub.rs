@@ -167,10 +167,16 @@ impl Hub {
     fn fan_out(&mut self, t: &Transition, since_us: u64) {
         let event = wire_event(t);
         let targets = self.subscribers.get(&t.user).into_iter().flatten();
-        for &id in targets.chain(self.firehose.iter()) {
+        // A subscribed link with the firehose on is reached through the firehose: once.
+        let subscribed = targets.map(|&id| (id, true));
+        let firehose = self.firehose.iter().map(|&id| (id, false));
+        for (id, by_subscription) in subscribed.chain(firehose) {
             let Some(link) = self.links.get_mut(&id) else {
                 continue;
             };
+            if by_subscription && link.firehose {
+                continue;
+            }
             if link.events.is_empty() {
                 link.events_since_us = since_us;
                 self.touched.push(id);
