@@ -4,7 +4,7 @@ mod common;
 
 use common::{Daemon, FAST, TICK_MS, TIMEOUT_MS};
 use presenced::client::{entry, ConnectOptions, HeartbeatClient, LinkClient, Push, Trust};
-use presenced_wire::link::{Event, WireCause, WireState};
+use presenced_wire::link::{ErrorCode, Event, WireCause, WireState};
 use presenced_wire::State;
 use std::time::{Duration, Instant};
 
@@ -550,6 +550,47 @@ async fn configured_certificate_files_are_served_and_checked() {
     let err = bad.err().expect("a certificate from another CA is refused");
     assert!(err.to_string().contains("cannot connect"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn link_limits_and_malformed_frames_get_error_frames() {
+    let d = Daemon::start(&["--shards", "2", "--set", "link.max_users_per_request=10"]);
+    let options = options();
+    let mut raw = presenced::client::RawLink::connect(d.link, options.clone(), 1 << 20)
+        .await
+        .unwrap();
+    // Eleven users in one QUERY: refused with the request's id; the link stays open.
+    let mut frame = bytes::BytesMut::new();
+    presenced_wire::link::encode_query(&mut frame, 7, &(1..=11).collect::<Vec<u64>>()).unwrap();
+    raw.send_raw(&frame).await.unwrap();
+    let (request, code, message) = raw.next_error(WAIT).await.unwrap().expect("ERROR");
+    assert_eq!(
+        (request, code),
+        (7, Some(ErrorCode::TooManyUsers)),
+        "{message}"
+    );
+    // The client library splits long lists to the limit instead.
+    let client = link(&d).await;
+    let users: Vec<u64> = (1..=25).collect();
+    assert_eq!(client.query(&users).await.unwrap().len(), 25);
+    // A frame of an unknown type ends the link with bad_frame.
+    raw.send_raw(&[1, 0, 0, 0, 0x7f]).await.unwrap();
+    let (request, code, _) = raw.next_error(WAIT).await.unwrap().expect("ERROR");
+    assert_eq!((request, code), (0, Some(ErrorCode::BadFrame)));
+    assert_eq!(
+        raw.next_error(WAIT).await.unwrap(),
+        None,
+        "the link is closed"
+    );
+    // A length prefix over max_frame_len: frame_too_large, before its bytes arrive.
+    let mut raw = presenced::client::RawLink::connect(d.link, options, 1 << 20)
+        .await
+        .unwrap();
+    raw.send_raw(&u32::MAX.to_le_bytes()).await.unwrap();
+    let (_, code, _) = raw.next_error(WAIT).await.unwrap().expect("ERROR");
+    assert_eq!(code, Some(ErrorCode::FrameTooLarge));
+    // The daemon carries on.
+    assert_eq!(client.query(&[1]).await.unwrap().len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -642,6 +642,46 @@ impl RawLink {
         }
     }
 
+    /// Writes `bytes` to the stream as they are (for tests of the daemon's validation).
+    pub async fn send_raw(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
+        self.opened
+            .send
+            .write_all(bytes)
+            .await
+            .map_err(|e| ClientError::Closed {
+                code: None,
+                message: e.to_string(),
+            })
+    }
+
+    /// Reads frames until an ERROR frame and returns it as `(request id, code, message)`;
+    /// `None` if the link ends or `within` passes first.
+    pub async fn next_error(
+        &mut self,
+        within: Duration,
+    ) -> Result<Option<(u32, Option<ErrorCode>, String)>, ClientError> {
+        let search = async {
+            loop {
+                let seen = self
+                    .next_frame(|f| match f {
+                        ServerFrame::Error(e) => {
+                            Some((e.request_id, e.error_code(), e.message.to_string()))
+                        }
+                        _ => None,
+                    })
+                    .await?;
+                match seen {
+                    Some(Some(error)) => return Ok(Some(error)),
+                    Some(None) => {}
+                    None => return Ok(None),
+                }
+            }
+        };
+        tokio::time::timeout(within, search)
+            .await
+            .unwrap_or(Ok(None))
+    }
+
     /// Reads frames until a LAGGED frame (`true`) or until `within` passes or the link ends
     /// (`false`).
     pub async fn read_until_lagged(&mut self, within: Duration) -> Result<bool, ClientError> {
