@@ -599,3 +599,32 @@ async fn sigterm_stops_cleanly() {
     let _link = link(&d).await;
     assert_eq!(d.stop(), Some(0));
 }
+
+#[test]
+fn bad_settings_are_clear_errors_and_help_lists_every_key() {
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_presenced"))
+            .args(args)
+            .output()
+            .expect("run presenced")
+    };
+    let out = run(&["--set", "presence.grace=soon"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("presence.grace"), "{err}");
+    let out = run(&["--set", "presence.no_such_key=1"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unknown key") && err.contains("--help"),
+        "{err}"
+    );
+    let out = run(&["--config", "/nonexistent/presenced.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = run(&["--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for key in presenced::settings::KEYS {
+        assert!(help.contains(key.name), "--help lacks {}", key.name);
+    }
+}
