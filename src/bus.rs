@@ -102,6 +102,8 @@ pub enum Inbox {
     Entries(EntryBatch),
     /// A request from the hub.
     Request(Request),
+    /// The gateway key file was reloaded: verify with these keys from now on.
+    Keys(Arc<crate::auth::Keys>),
 }
 
 /// Counters of one shard thread: the core's, plus ingest's.
@@ -113,7 +115,8 @@ pub struct ShardCounters {
     pub core: crate::shard::ShardStats,
     /// Datagrams received on this shard's sockets.
     pub datagrams: u64,
-    /// Datagrams dropped, by decode reason (indexed like `presenced_wire::DecodeError::REASONS`).
+    /// Datagrams dropped, by reason: decode reasons (`presenced_wire::DecodeError::REASONS`),
+    /// then authentication reasons (`crate::auth::AuthError::REASONS`).
     pub dropped: Vec<(&'static str, u64)>,
     /// Receive calls made.
     pub recv_calls: u64,

@@ -1,5 +1,6 @@
 //! Starting and stopping the daemon: sockets, channels, pinned shard threads and the push link.
 
+use crate::auth::{KeyRing, Keys, Verifier};
 use crate::bus::{Inbox, ToHub};
 use crate::ingest::bind_udp;
 use crate::link;
@@ -11,7 +12,7 @@ use std::hash::BuildHasher;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -27,6 +28,9 @@ pub struct Running {
     wakers: Vec<Arc<Waker>>,
     shards: Vec<JoinHandle<io::Result<()>>>,
     link_handle: link::Handle,
+    peers: Vec<Peer>,
+    key_ring: KeyRing,
+    settings: Arc<Settings>,
 }
 
 /// Binds every socket and starts every thread.
@@ -81,6 +85,19 @@ pub fn start(settings: Settings) -> io::Result<Running> {
     let mut hub_inputs = Vec::with_capacity(n);
     let mut shards = Vec::with_capacity(n);
     let seed = RandomState::new().hash_one(0u64);
+    let keys = match &settings.keys_file {
+        Some(path) => Some(Arc::new(
+            Keys::load(path, settings.replay_window, settings.max_gateways, None).map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("setting `auth.keys_file`: {e}"),
+                )
+            })?,
+        )),
+        None => None,
+    };
+    let key_ring: KeyRing = Arc::new(Mutex::new(keys.clone()));
+    let verifier = Verifier::new(keys, settings.max_clock_skew_ms);
     for (index, ((poll, sockets), inbox)) in polls.into_iter().zip(shared).zip(inboxes).enumerate()
     {
         let (to_hub, from_shard) = crossbeam_channel::bounded::<ToHub>(settings.link_outbox);
@@ -104,6 +121,7 @@ pub fn start(settings: Settings) -> io::Result<Running> {
                 .pin
                 .then(|| cpus.get(index % cpus.len().max(1)).copied())
                 .flatten(),
+            verifier: verifier.clone(),
         };
         shards.push(
             std::thread::Builder::new()
@@ -112,6 +130,7 @@ pub fn start(settings: Settings) -> io::Result<Running> {
         );
     }
     let wakers = peers.iter().map(|p| p.waker.clone()).collect();
+    let shard_peers = peers.clone();
     let link_handle = link::start(
         settings.clone(),
         link::Welcome {
@@ -121,6 +140,7 @@ pub fn start(settings: Settings) -> io::Result<Running> {
         },
         hub_inputs,
         peers,
+        key_ring.clone(),
         origin,
         stop.clone(),
     )?;
@@ -132,6 +152,9 @@ pub fn start(settings: Settings) -> io::Result<Running> {
         wakers,
         shards,
         link_handle,
+        peers: shard_peers,
+        key_ring,
+        settings,
     })
 }
 
@@ -176,6 +199,34 @@ impl Running {
         }
         let r = self.link_handle.join();
         result.and(r)
+    }
+
+    /// Reads the gateway key file again and hands the new keys to every shard; gateways that
+    /// remain keep their replay windows. Returns the number of gateways now configured.
+    pub fn reload_keys(&self) -> Result<usize, String> {
+        let Some(path) = &self.settings.keys_file else {
+            return Err("auth.keys_file is not set: authentication is off".into());
+        };
+        let previous = self
+            .key_ring
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let keys = Arc::new(Keys::load(
+            path,
+            self.settings.replay_window,
+            self.settings.max_gateways,
+            previous.as_deref(),
+        )?);
+        for (i, peer) in self.peers.iter().enumerate() {
+            peer.inbox
+                .send_timeout(Inbox::Keys(keys.clone()), std::time::Duration::from_secs(5))
+                .map_err(|_| format!("shard {i} did not take the new keys"))?;
+            let _ = peer.waker.wake();
+        }
+        let n = keys.len();
+        *self.key_ring.lock().unwrap_or_else(|e| e.into_inner()) = Some(keys);
+        Ok(n)
     }
 
     /// Whether any thread has stopped (which only happens on an error or shutdown).

@@ -2,6 +2,7 @@
 //!
 //! See ARCHITECTURE.md for the code map and the normative presence rules.
 
+pub mod auth;
 pub mod bus;
 pub mod client;
 pub mod clock;

@@ -70,6 +70,7 @@ fn main() -> ExitCode {
     let signals = match signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGHUP,
     ]) {
         Ok(s) => s,
         Err(e) => {
@@ -87,13 +88,20 @@ fn main() -> ExitCode {
     println!("{}", running.ready_line());
     daemon::notify_ready();
     let mut signals = signals;
-    loop {
-        if signals.pending().next().is_some() {
-            break;
+    'run: loop {
+        for signal in signals.pending() {
+            if signal != signal_hook::consts::SIGHUP {
+                break 'run;
+            }
+            // SIGHUP: reload the gateway keys; on error the old ones stay in force.
+            match running.reload_keys() {
+                Ok(n) => eprintln!("presenced: reloaded auth.keys_file: {n} gateway(s)"),
+                Err(e) => eprintln!("presenced: keys not reloaded, the old ones stay: {e}"),
+            }
         }
         if running.any_stopped() {
             eprintln!("presenced: a thread stopped; shutting down");
-            break;
+            break 'run;
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }

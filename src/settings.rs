@@ -46,6 +46,10 @@ pub const KEYS: &[Key] = &[
     Key { name: "link.max_subscriptions", default: "1000000", help: "users one link may be subscribed to" },
     Key { name: "link.max_requests_in_flight", default: "64", help: "requests of one link being answered at once" },
     Key { name: "link.queue_depth", default: "1024", help: "frames queued for one gateway; a gateway that falls further behind is told it lagged" },
+    Key { name: "auth.keys_file", default: "", help: "gateway key file (TOML [gateways] id = \"<64 hex digits>\", mode 0600; reloaded on SIGHUP); set, every datagram must be signed (empty: unauthenticated datagrams only)" },
+    Key { name: "auth.max_clock_skew", default: "30s", help: "a signed datagram's send time may differ from the daemon's clock by this much" },
+    Key { name: "auth.replay_window", default: "8192", help: "sequence numbers remembered per gateway for anti-replay (a power of two, 64..=1048576; 8 bytes each)" },
+    Key { name: "auth.max_gateways", default: "4096", help: "gateways the key file may list" },
 ];
 
 /// A setting the daemon cannot run with.
@@ -249,6 +253,14 @@ pub struct Settings {
     pub max_requests_in_flight: usize,
     /// Frames queued per gateway.
     pub queue_depth: usize,
+    /// The gateway key file, or `None`: authentication off.
+    pub keys_file: Option<PathBuf>,
+    /// Allowed difference between a signed datagram's send time and the daemon's clock, ms.
+    pub max_clock_skew_ms: u64,
+    /// Anti-replay slots per gateway.
+    pub replay_window: usize,
+    /// Gateways the key file may list.
+    pub max_gateways: usize,
 }
 
 impl Raw {
@@ -324,6 +336,19 @@ impl Raw {
             max_subscriptions: self.num("link.max_subscriptions", 1usize, 1 << 28)?,
             max_requests_in_flight: self.num("link.max_requests_in_flight", 1usize, 1 << 16)?,
             queue_depth: self.num("link.queue_depth", 1usize, 1 << 20)?,
+            keys_file: self.path("auth.keys_file"),
+            max_clock_skew_ms: self.duration_us("auth.max_clock_skew")? / 1000,
+            replay_window: {
+                let n = self.num("auth.replay_window", 64usize, 1 << 20)?;
+                if !n.is_power_of_two() {
+                    return Err(error(
+                        "auth.replay_window",
+                        format!("{n} is not a power of two; use e.g. 4096 or 8192"),
+                    ));
+                }
+                n
+            },
+            max_gateways: self.num("auth.max_gateways", 1usize, 1 << 20)?,
         })
     }
 }

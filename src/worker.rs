@@ -7,6 +7,7 @@
 //! timing wheel to now; hand transitions to the hub through a bounded outbox. The poll timeout
 //! is the time to the next tick, so offline detection stays within a tick of the deadline.
 
+use crate::auth::{AuthError, Verifier};
 use crate::bus::{EntryBatch, Inbox, Request, ShardCounters, ToHub};
 use crate::clock::Now;
 use crate::config::CoreConfig;
@@ -30,6 +31,8 @@ pub const WAKER: Token = Token(usize::MAX);
 const RECV_ROUNDS: usize = 16;
 /// Inbox messages per round before the loop serves its sockets and timers.
 const INBOX_ROUND: usize = 1024;
+/// Refused datagrams are logged at most once per reason per shard in this many ms.
+const LOG_EVERY_MS: u64 = 10_000;
 
 /// How to reach a shard: its inbox and its waker.
 #[derive(Clone)]
@@ -68,6 +71,8 @@ pub struct ShardSetup {
     pub stop: Arc<AtomicBool>,
     /// The CPU to pin this thread to, if any.
     pub cpu: Option<usize>,
+    /// Datagram authentication (keys, skew, replay windows).
+    pub verifier: Verifier,
 }
 
 /// Reads both clocks.
@@ -130,6 +135,10 @@ struct Worker {
     to_hub: Sender<ToHub>,
     counters: ShardCounters,
     dropped: [u64; DecodeError::REASONS.len()],
+    verifier: Verifier,
+    refused: [u64; AuthError::REASONS.len()],
+    /// Per refusal reason: wall ms of the last log line, and refusals since.
+    log: [(u64, u64); AuthError::REASONS.len()],
     origin: Instant,
 }
 
@@ -151,6 +160,7 @@ pub fn run(setup: ShardSetup) -> io::Result<()> {
         link_outbox,
         origin,
         stop,
+        verifier,
         ..
     } = setup;
     let tick_us = core.tick_us;
@@ -181,6 +191,9 @@ pub fn run(setup: ShardSetup) -> io::Result<()> {
             ..ShardCounters::default()
         },
         dropped: [0; DecodeError::REASONS.len()],
+        verifier,
+        refused: [0; AuthError::REASONS.len()],
+        log: [(0, 0); AuthError::REASONS.len()],
         origin,
     };
     let mut recv = RecvBatch::new(recv_batch);
@@ -250,6 +263,10 @@ impl Worker {
                 return;
             }
         };
+        if let Err(e) = self.verifier.check(&datagram, now.wall_ms) {
+            self.refuse(e, datagram.header().gateway, now.wall_ms);
+            return;
+        }
         let shards = self.peers.len();
         let mut owned = [Heartbeat {
             user: 0,
@@ -281,6 +298,23 @@ impl Worker {
         if n > 0 {
             self.pending_since = self.pending_since.min(now.mono_us);
             self.shard.heartbeats(now, &owned[..n], &mut self.out);
+        }
+    }
+
+    /// Counts a refused datagram and logs it, at most once per reason every 10 s.
+    fn refuse(&mut self, e: AuthError, gateway: u32, wall_ms: u64) {
+        self.refused[e.code()] += 1;
+        let (last, since) = &mut self.log[e.code()];
+        *since += 1;
+        if wall_ms >= *last + LOG_EVERY_MS {
+            eprintln!(
+                "presenced: shard {}: refused {} datagram(s) as {} (latest from gateway {gateway})",
+                self.index,
+                since,
+                e.reason()
+            );
+            *last = wall_ms;
+            *since = 0;
         }
     }
 
@@ -328,6 +362,7 @@ impl Worker {
                 self.shard
                     .heartbeats(now(self.origin), batch.entries(), &mut self.out);
             }
+            Inbox::Keys(keys) => self.verifier.set_keys(keys),
             Inbox::Request(request) => {
                 // Transitions emitted so far must reach the hub before this answer.
                 let now = now(self.origin);
@@ -363,6 +398,7 @@ impl Worker {
         c.dropped = DecodeError::REASONS
             .iter()
             .zip(self.dropped.iter())
+            .chain(AuthError::REASONS.iter().zip(self.refused.iter()))
             .map(|(&r, &n)| (r, n))
             .collect();
         c

@@ -2,6 +2,7 @@
 //! the shard that owns its user when the shard ports are known (SPEC.md, P6.9).
 
 use super::ClientError;
+use presenced_wire::auth::Key;
 use presenced_wire::{
     link::shard_of, Encoder, Entry, Header, State, MAX_ENTRIES, MAX_ENTRIES_IPV6,
 };
@@ -56,6 +57,8 @@ pub struct HeartbeatClient {
     destinations: Vec<Destination>,
     datagrams_sent: u64,
     entries_sent: u64,
+    /// The gateway's key: datagrams are signed with it (SPEC.md § 9).
+    key: Option<Key>,
 }
 
 impl HeartbeatClient {
@@ -79,6 +82,7 @@ impl HeartbeatClient {
             destinations: vec![Destination::new(addr, header)],
             datagrams_sent: 0,
             entries_sent: 0,
+            key: None,
         })
     }
 
@@ -98,12 +102,15 @@ impl HeartbeatClient {
         self
     }
 
+    /// Signs every datagram with the gateway's key (for a daemon with `auth.keys_file`).
+    pub fn with_key(mut self, key: Key) -> HeartbeatClient {
+        self.key = Some(key);
+        self
+    }
+
     /// Queues an entry, sending its destination's datagram once full. Refuses user 0.
     pub fn push(&mut self, entry: Entry) -> Result<(), ClientError> {
-        let index = match self.destinations.len() {
-            1 => 0,
-            n => usize::from(shard_of(entry.user, u16::try_from(n).unwrap_or(u16::MAX))),
-        };
+        let index = self.destination_of(entry.user);
         let Some(dest) = self.destinations.get_mut(index) else {
             return Err(ClientError::Protocol(format!("no destination {index}")));
         };
@@ -112,6 +119,34 @@ impl HeartbeatClient {
             self.send(index)?;
         }
         Ok(())
+    }
+
+    /// Number of destinations: the shard count when routing by shard, else 1.
+    pub fn destinations(&self) -> usize {
+        self.destinations.len()
+    }
+
+    /// The destination `user`'s entries go to (an index below
+    /// [`destinations`](HeartbeatClient::destinations)): its owning shard when routing by
+    /// shard, else 0. A [`push`](HeartbeatClient::push) of such an entry sends that
+    /// destination's datagram when it makes it [`capacity`](HeartbeatClient::capacity) long,
+    /// so a caller can note the moment a given entry leaves.
+    pub fn destination_of(&self, user: u64) -> usize {
+        match self.destinations.len() {
+            1 => 0,
+            n => usize::from(shard_of(user, u16::try_from(n).unwrap_or(u16::MAX))),
+        }
+    }
+
+    /// Entries queued for destination `index` (0 for an index out of range).
+    pub fn pending_for(&self, index: usize) -> usize {
+        self.destinations.get(index).map_or(0, |d| d.encoder.len())
+    }
+
+    /// Entries one datagram to destination `index` holds: 89, or 87 over IPv6 (0 for an index
+    /// out of range).
+    pub fn capacity(&self, index: usize) -> usize {
+        self.destinations.get(index).map_or(0, |d| d.capacity)
     }
 
     /// Sends every pending entry.
@@ -168,7 +203,10 @@ impl HeartbeatClient {
         };
         dest.encoder.set_header(header);
         let entries = dest.encoder.len() as u64;
-        let datagram = dest.encoder.finish()?;
+        let datagram = match &self.key {
+            Some(key) => dest.encoder.finish_signed(key)?,
+            None => dest.encoder.finish()?,
+        };
         let sent = self.socket.send_to(datagram, dest.addr);
         // The datagram is spent either way: a failed send loses it like the network would.
         dest.encoder.clear();

@@ -435,8 +435,17 @@ impl Hub {
             )
         };
         let s = &self.stats;
+        let auth = match &*self.shared.keys.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(keys) => format!(
+                "{{\"enabled\":true,\"gateways\":{},\"replay_memory_bytes\":{},\"per_gateway\":{}}}",
+                keys.len(),
+                keys.memory_bytes(),
+                keys.counters_json()
+            ),
+            None => "{\"enabled\":false}".to_string(),
+        };
         format!(
-            "{{\"shards\":[{}],\"link\":{{\"links\":{},\"subscribed_users\":{},\"firehose_links\":{},\
+            "{{\"auth\":{auth},\"shards\":[{}],\"link\":{{\"links\":{},\"subscribed_users\":{},\"firehose_links\":{},\
              \"transitions\":{},\"events_sent\":{},\"events_dropped\":{},\"lag_signals\":{},\
              \"shard_shed\":{},\"links_refused\":{},\"latency_us\":{{\"p50\":{p50},\"p99\":{p99},\"max\":{max},\"count\":{count}}}}}}}",
             shards.join(","),

@@ -118,6 +118,8 @@ pub struct Shared {
     pub latency: Latency,
     /// Connections refused because `link.max_links` were open.
     pub links_refused: Arc<AtomicU64>,
+    /// The gateway keys, for per-gateway counters in the stats.
+    pub keys: crate::auth::KeyRing,
 }
 
 /// The running push link.
@@ -154,6 +156,7 @@ pub fn start(
     welcome: Welcome,
     from_shards: Vec<crossbeam_channel::Receiver<ToHub>>,
     peers: Vec<Peer>,
+    keys: crate::auth::KeyRing,
     origin: std::time::Instant,
     stop: Arc<AtomicBool>,
 ) -> io::Result<Handle> {
@@ -173,6 +176,7 @@ pub fn start(
         Shared {
             latency: latency.clone(),
             links_refused: refused.clone(),
+            keys: keys.clone(),
         },
         origin,
         stop.clone(),
@@ -180,6 +184,7 @@ pub fn start(
     let shared = Shared {
         latency,
         links_refused: refused,
+        keys,
     };
     let hub = hub::Hub::new(settings, from_shards, commands_rx, peers, shared);
     let hub = std::thread::Builder::new()

@@ -94,6 +94,14 @@ impl Daemon {
         }
     }
 
+    /// Sends the daemon a signal (e.g. `libc::SIGHUP`).
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid has no memory effects.
+        unsafe {
+            libc::kill(self.child.id() as i32, signal);
+        }
+    }
+
     /// Stops the daemon with SIGTERM and returns its exit status code.
     pub fn stop(mut self) -> Option<i32> {
         // SAFETY: kill(2) on our own child's pid has no memory effects.

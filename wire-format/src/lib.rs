@@ -45,6 +45,7 @@ use std::slice::ChunksExact;
 
 use bytes::BytesMut;
 
+pub mod auth;
 pub mod link;
 
 /// The first four bytes of every datagram: ASCII `PRSD` (`0x50 0x52 0x53 0x44`).
@@ -181,15 +182,15 @@ impl Entry {
 pub struct Header {
     /// The sending gateway's id; nonzero.
     pub gateway: u32,
-    /// The gateway's boot epoch: incremented on every restart (persisted), or its boot time in
-    /// Unix seconds. With `sequence` it identifies a datagram (reserved for anti-replay).
+    /// The gateway's boot epoch: greater on every restart (a persisted counter, or the boot
+    /// time in Unix seconds). With `sequence` it identifies a datagram (anti-replay, § 8).
     pub boot_epoch: u32,
     /// Per `(gateway, boot_epoch)`, increasing by 1 per datagram sent.
     pub sequence: u64,
     /// Send time, Unix milliseconds.
     pub send_time_ms: u64,
-    /// The raw header flags byte; 0 in every datagram v1 accepts or produces
-    /// (see [`FLAG_AUTH`]).
+    /// The raw header flags byte: [`FLAG_AUTH`] or 0. Encoders take 0 and set `AUTH` themselves
+    /// when signing ([`Encoder::finish_signed`]).
     pub flags: u8,
 }
 
@@ -250,14 +251,12 @@ pub enum DecodeError {
     },
     /// The tag is not all zero although the AUTH flag is clear.
     NonZeroTag,
-    /// The AUTH flag is set: this daemon version has no keys to check a MAC with.
-    AuthNotSupported,
 }
 
 impl DecodeError {
     /// Every [`reason`](DecodeError::reason), indexed by [`code`](DecodeError::code): handy to
     /// register one counter per reason up front.
-    pub const REASONS: [&'static str; 13] = [
+    pub const REASONS: [&'static str; 12] = [
         "too_short",
         "too_long",
         "bad_magic",
@@ -270,10 +269,9 @@ impl DecodeError {
         "bad_state",
         "reserved_entry_bits",
         "non_zero_tag",
-        "auth_not_supported",
     ];
 
-    /// A dense, stable index of the variant (0..13), for counter arrays; indexes
+    /// A dense, stable index of the variant (0..12), for counter arrays; indexes
     /// [`REASONS`](DecodeError::REASONS).
     pub const fn code(&self) -> usize {
         match self {
@@ -289,7 +287,6 @@ impl DecodeError {
             DecodeError::BadState { .. } => 9,
             DecodeError::ReservedEntryBits { .. } => 10,
             DecodeError::NonZeroTag => 11,
-            DecodeError::AuthNotSupported => 12,
         }
     }
 
@@ -308,7 +305,6 @@ impl DecodeError {
             DecodeError::BadState { .. } => "bad_state",
             DecodeError::ReservedEntryBits { .. } => "reserved_entry_bits",
             DecodeError::NonZeroTag => "non_zero_tag",
-            DecodeError::AuthNotSupported => "auth_not_supported",
         }
     }
 }
@@ -339,9 +335,6 @@ impl fmt::Display for DecodeError {
                 write!(f, "entry {index}: reserved flag bits or bytes set")
             }
             DecodeError::NonZeroTag => f.write_str("tag is not zero while AUTH is clear"),
-            DecodeError::AuthNotSupported => {
-                f.write_str("AUTH flag set, but this version has no keys")
-            }
         }
     }
 }
@@ -531,6 +524,25 @@ impl<'a> Datagram<'a> {
     pub fn as_bytes(&self) -> &'a [u8] {
         self.bytes
     }
+
+    /// Whether the `AUTH` flag is set: the tag is a MAC (SPEC.md § 9).
+    #[inline]
+    pub fn is_authenticated(&self) -> bool {
+        self.header.flags & FLAG_AUTH != 0
+    }
+
+    /// The bytes the MAC covers: header and entries, everything before the tag.
+    #[inline]
+    pub fn signed_bytes(&self) -> &'a [u8] {
+        let end = HEADER_LEN + self.entries.len();
+        self.bytes.get(..end).unwrap_or_default()
+    }
+
+    /// The 16-byte tag (zero when `AUTH` is clear).
+    #[inline]
+    pub fn tag(&self) -> [u8; TAG_LEN] {
+        array(self.bytes, HEADER_LEN + self.entries.len())
+    }
 }
 
 impl<'a> IntoIterator for &Datagram<'a> {
@@ -610,9 +622,6 @@ pub fn decode(buf: &[u8]) -> Result<Datagram<'_>, DecodeError> {
     if flags & !FLAG_AUTH != 0 {
         return Err(DecodeError::ReservedFlags);
     }
-    if flags & FLAG_AUTH != 0 {
-        return Err(DecodeError::AuthNotSupported);
-    }
     let count = u16_at(buf, 6);
     if count == 0 || usize::from(count) > MAX_ENTRIES {
         return Err(DecodeError::BadCount(count));
@@ -630,7 +639,8 @@ pub fn decode(buf: &[u8]) -> Result<Datagram<'_>, DecodeError> {
         return Err(DecodeError::ZeroGateway);
     }
     let tag_at = HEADER_LEN + n * ENTRY_LEN;
-    if u64_at(buf, tag_at) | u64_at(buf, tag_at + 8) != 0 {
+    // With AUTH the tag is a MAC, checked by the receiver's key (`auth::verify`).
+    if flags & FLAG_AUTH == 0 && u64_at(buf, tag_at) | u64_at(buf, tag_at + 8) != 0 {
         return Err(DecodeError::NonZeroTag);
     }
     let entries = buf.get(HEADER_LEN..tag_at).unwrap_or_default();
@@ -850,6 +860,26 @@ impl Encoder {
         Ok(self.buf.get(..tag_at + TAG_LEN).unwrap_or_default())
     }
 
+    /// Like [`finish`](Encoder::finish), but sets the `AUTH` flag and writes the MAC of the
+    /// header and entries under `key` as the tag (SPEC.md § 9). The header's own flags must
+    /// be 0.
+    pub fn finish_signed(&mut self, key: &auth::Key) -> Result<&[u8], EncodeError> {
+        check_header(&self.header)?;
+        if self.count == 0 {
+            return Err(EncodeError::Empty);
+        }
+        let n = self.count;
+        let signed_header = Header {
+            flags: FLAG_AUTH,
+            ..self.header
+        };
+        write_header(&mut self.buf, &signed_header, u16::try_from(n).unwrap_or(0));
+        let tag_at = HEADER_LEN + n * ENTRY_LEN;
+        let tag = auth::tag(key, self.buf.get(..tag_at).unwrap_or_default());
+        put(&mut self.buf, tag_at, &tag);
+        Ok(self.buf.get(..tag_at + TAG_LEN).unwrap_or_default())
+    }
+
     /// Like [`finish`](Encoder::finish), but appends the datagram to `out` and returns its
     /// length. `out` is unchanged on error.
     pub fn finish_into(&mut self, out: &mut BytesMut) -> Result<usize, EncodeError> {
@@ -900,7 +930,6 @@ mod tests {
             DecodeError::BadState { index: 0, value: 4 },
             DecodeError::ReservedEntryBits { index: 0 },
             DecodeError::NonZeroTag,
-            DecodeError::AuthNotSupported,
         ];
         for (i, e) in all.iter().enumerate() {
             assert_eq!(e.code(), i);

@@ -352,18 +352,6 @@ fn invalid_vectors() -> Vec<Invalid> {
         "reserved_flags",
     );
     add(
-        "auth_flag",
-        "AUTH set, zero tag",
-        with(one.clone(), 5, 0x01),
-        "auth_not_supported",
-    );
-    add(
-        "auth_flag_with_tag",
-        "AUTH set with a nonzero tag (what a later revision's sender would send)",
-        with(with(one.clone(), 5, 0x01), 63, 0xAB),
-        "auth_not_supported",
-    );
-    add(
         "count_0",
         "entry count 0: header and tag only",
         datagram(&hdr(0), &[]),
@@ -371,9 +359,9 @@ fn invalid_vectors() -> Vec<Invalid> {
     );
     add(
         "auth_and_count_0",
-        "flags are checked before the count",
+        "AUTH is a valid flag; the count is checked after the flags",
         with(datagram(&hdr(0), &[]), 5, 0x01),
-        "auth_not_supported",
+        "bad_count value=0",
     );
     add(
         "count_90",
@@ -641,6 +629,103 @@ fn render_invalid() -> String {
     out
 }
 
+/// Signs `unsigned` (a datagram with a zero tag) by SPEC.md § 9, straight from the BLAKE3
+/// crate: AUTH set, then the first 16 bytes of the keyed hash of everything before the tag.
+fn sign(unsigned: &[u8], key: &[u8; 32]) -> Vec<u8> {
+    let mut b = unsigned.to_vec();
+    b[5] |= 0x01;
+    let tag_at = b.len() - 16;
+    let hash = blake3::keyed_hash(key, &b[..tag_at]);
+    b[tag_at..].copy_from_slice(&hash.as_bytes()[..16]);
+    b
+}
+
+fn render_auth() -> String {
+    let key_a: [u8; 32] = std::array::from_fn(|i| i as u8);
+    let key_b: [u8; 32] = [0xA5; 32];
+    let one = datagram(
+        &Hdr::v1(1, 7, 1_700_000_000, 42, 1_700_000_123_456),
+        &[Ent::new(1001, 1, 0, true)],
+    );
+    let full_entries: Vec<Ent> = (1..=89u64)
+        .map(|u| Ent::new(u, u as u32, (u % 4) as u8, u % 2 == 0))
+        .collect();
+    let full = datagram(
+        &Hdr::v1(89, 3, 9, 1_000_000, 1_795_000_000_000),
+        &full_entries,
+    );
+    let signed_one = sign(&one, &key_a);
+    let mut flipped = signed_one.clone();
+    flipped[40] ^= 0x01; // entry 0's device id: still well formed
+    let mut unsigned_flag_tag = one.clone();
+    let tag_at = unsigned_flag_tag.len() - 16;
+    let hash = blake3::keyed_hash(&key_a, &one[..tag_at]);
+    unsigned_flag_tag[tag_at..].copy_from_slice(&hash.as_bytes()[..16]);
+    unsigned_flag_tag[5] = 0x01; // the MAC was made over flags 0: the flag is covered
+    // (name, note, key, datagram, verifies)
+    type Case = (&'static str, &'static str, [u8; 32], Vec<u8>, &'static str);
+    let cases: Vec<Case> = vec![
+        (
+            "signed_one_entry",
+            "gateway 7, one entry (user 1001 online, active), signed with key 00 01 .. 1f",
+            key_a,
+            signed_one.clone(),
+            "yes",
+        ),
+        (
+            "signed_full",
+            "89 entries signed with key a5 × 32",
+            key_b,
+            sign(&full, &key_b),
+            "yes",
+        ),
+        (
+            "wrong_key",
+            "signed_one_entry checked with key a5 × 32",
+            key_b,
+            signed_one.clone(),
+            "no",
+        ),
+        (
+            "flipped_entry_bit",
+            "signed_one_entry with entry 0's device id changed",
+            key_a,
+            flipped,
+            "no",
+        ),
+        (
+            "unsigned",
+            "signed_one_entry unsigned: AUTH clear, zero tag",
+            key_a,
+            one.clone(),
+            "no",
+        ),
+        (
+            "flag_not_covered",
+            "a tag made over the header with flags 0, then AUTH set",
+            key_a,
+            unsigned_flag_tag,
+            "no",
+        ),
+    ];
+    let mut out = String::new();
+    out.push_str("# presenced heartbeat datagram v1: authentication vectors (SPEC.md § 9).\n");
+    out.push_str(FORMAT_NOTE);
+    out.push_str(
+        "# `key:` is the gateway's 32-byte key in hex. Every `hex:` decodes. `verifies: yes`:\n\
+         # its tag is the MAC of its header and entries under the key; `no`: it is not.\n",
+    );
+    for (name, note, key, bytes, verifies) in cases {
+        writeln!(out, "\nname: {name}").unwrap();
+        writeln!(out, "note: {note} ({} bytes)", bytes.len()).unwrap();
+        writeln!(out, "key: {}", common::to_hex(&key)).unwrap();
+        writeln!(out, "hex:").unwrap();
+        out.push_str(&layout_hex(&bytes));
+        writeln!(out, "verifies: {verifies}").unwrap();
+    }
+    out
+}
+
 #[test]
 #[ignore = "writes vectors/*.txt; run explicitly after a deliberate change"]
 fn generate_vectors() {
@@ -648,6 +733,7 @@ fn generate_vectors() {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("valid.txt"), render_valid()).unwrap();
     std::fs::write(dir.join("invalid.txt"), render_invalid()).unwrap();
+    std::fs::write(dir.join("auth.txt"), render_auth()).unwrap();
 }
 
 #[test]
@@ -655,6 +741,8 @@ fn generator_output_parses() {
     // Keeps the generator honest without touching the committed files.
     let valid = common::parse_vectors(&render_valid()).unwrap();
     let invalid = common::parse_vectors(&render_invalid()).unwrap();
+    let auth = common::parse_vectors(&render_auth()).unwrap();
+    assert!(auth.len() >= 6);
     assert!(valid.len() >= 6);
     assert!(invalid.len() >= 13);
 }

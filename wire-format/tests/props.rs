@@ -48,9 +48,21 @@ fn arb_raw_entry() -> impl Strategy<Value = [u8; ENTRY_LEN]> {
     })
 }
 
+/// Encodes a decoded datagram's header and entries again. An authenticated one (the MAC
+/// needs the key) gets its `AUTH` flag and tag back from the original.
 fn reencode(d: &Datagram<'_>) -> Vec<u8> {
     let entries: Vec<Entry> = d.entries().collect();
-    encode(d.header(), &entries).expect("a decoded datagram re-encodes")
+    let header = Header {
+        flags: 0,
+        ..*d.header()
+    };
+    let mut bytes = encode(&header, &entries).expect("a decoded datagram re-encodes");
+    if d.is_authenticated() {
+        bytes[5] = presenced_wire::FLAG_AUTH;
+        let at = bytes.len() - presenced_wire::TAG_LEN;
+        bytes[at..].copy_from_slice(&d.tag());
+    }
+    bytes
 }
 
 proptest! {

@@ -7,8 +7,10 @@ use std::collections::BTreeSet;
 
 use bytes::{Bytes, BytesMut};
 use common::{load, parse_hex, to_hex, Block};
+use presenced_wire::auth::{self, Key};
 use presenced_wire::{
-    decode, encode, DecodeError, Encoder, State, MAX_DATAGRAM_LEN, MAX_ENTRIES, MAX_ENTRIES_IPV6,
+    decode, encode, DecodeError, Encoder, Header, State, MAX_DATAGRAM_LEN, MAX_ENTRIES,
+    MAX_ENTRIES_IPV6,
 };
 
 fn details(e: &DecodeError) -> Vec<(String, String)> {
@@ -136,9 +138,36 @@ fn invalid_vectors() {
 }
 
 #[test]
+fn auth_vectors() {
+    let vectors = load("auth.txt");
+    assert!(vectors.len() >= 6);
+    let mut outcomes = BTreeSet::new();
+    for v in &vectors {
+        let key = Key::from_hex(v.get("key").expect("key")).expect("a 32-byte key");
+        let d = decode(&v.bytes).unwrap_or_else(|e| panic!("{}: {e}", v.name));
+        let verifies = v.get("verifies") == Some("yes");
+        assert_eq!(auth::verify(&d, &key), verifies, "{}", v.name);
+        outcomes.insert(verifies);
+        if verifies {
+            // Signing the decoded header and entries gives the same bytes.
+            let mut enc = Encoder::new(Header {
+                flags: 0,
+                ..*d.header()
+            });
+            for e in d.entries() {
+                enc.push(e).unwrap();
+            }
+            assert_eq!(enc.finish_signed(&key).unwrap(), &v.bytes[..], "{}", v.name);
+        }
+    }
+    assert_eq!(outcomes.len(), 2, "both outcomes have vectors");
+}
+
+#[test]
 fn vector_names_are_unique() {
     let mut names = BTreeSet::new();
-    for v in load("valid.txt").into_iter().chain(load("invalid.txt")) {
+    let all = [load("valid.txt"), load("invalid.txt"), load("auth.txt")];
+    for v in all.into_iter().flatten() {
         assert!(names.insert(v.name.clone()), "duplicate vector {}", v.name);
     }
 }

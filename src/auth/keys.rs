@@ -1,0 +1,266 @@
+//! The gateway key file: which gateways may send, with which keys.
+//!
+//! ```toml
+//! # gateway id = its 32-byte key in hex; during a key rotation, a list (all are accepted)
+//! [gateways]
+//! 1 = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+//! 7 = ["<new key>", "<old key>"]
+//! ```
+//!
+//! The file must be readable by the daemon's user only (mode 0600 or 0400). Reloading it (on
+//! SIGHUP) keeps each remaining gateway's replay window and counters.
+
+use super::replay::ReplayWindow;
+use super::AuthError;
+use presenced_wire::auth::Key;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Keys a gateway may hold at once (a rotation needs two).
+pub const MAX_KEYS_PER_GATEWAY: usize = 4;
+
+/// What survives a reload for one gateway: its replay window and counters.
+pub struct GatewayState {
+    /// The gateway's anti-replay window, shared by every shard.
+    pub window: ReplayWindow,
+    /// Datagrams accepted.
+    pub accepted: AtomicU64,
+    /// Datagrams refused, by [`AuthError::code`].
+    pub refused: [AtomicU64; AuthError::REASONS.len()],
+}
+
+/// One gateway: its keys and its state.
+pub struct Gateway {
+    keys: Vec<Key>,
+    /// Replay window and counters.
+    pub state: Arc<GatewayState>,
+}
+
+impl Gateway {
+    /// The gateway's keys, the current one first.
+    pub fn keys(&self) -> &[Key] {
+        &self.keys
+    }
+}
+
+/// Every configured gateway. Immutable once built; a reload builds a new one.
+pub struct Keys {
+    gateways: HashMap<u32, Gateway>,
+}
+
+impl Keys {
+    /// The gateway with this id.
+    pub fn get(&self, gateway: u32) -> Option<&Gateway> {
+        self.gateways.get(&gateway)
+    }
+
+    /// Number of gateways.
+    pub fn len(&self) -> usize {
+        self.gateways.len()
+    }
+
+    /// Whether no gateway is configured.
+    pub fn is_empty(&self) -> bool {
+        self.gateways.is_empty()
+    }
+
+    /// Gateways by id, ascending.
+    pub fn iter(&self) -> impl Iterator<Item = (u32, &Gateway)> {
+        let mut ids: Vec<u32> = self.gateways.keys().copied().collect();
+        ids.sort_unstable();
+        ids.into_iter()
+            .filter_map(move |id| self.gateways.get(&id).map(|g| (id, g)))
+    }
+
+    /// Builds the key set from the file's text. `window` slots per new gateway; gateways also
+    /// in `previous` keep their state.
+    pub fn parse(
+        text: &str,
+        window: usize,
+        max_gateways: usize,
+        previous: Option<&Keys>,
+    ) -> Result<Keys, String> {
+        let doc: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| format!("not valid TOML: {e}"))?;
+        for name in doc.keys() {
+            if name != "gateways" {
+                return Err(format!(
+                    "unknown table [{name}]; the file has one, [gateways]"
+                ));
+            }
+        }
+        let table = match doc.get("gateways") {
+            Some(toml::Value::Table(t)) => t.clone(),
+            Some(_) => return Err("`gateways` must be a table: [gateways]".into()),
+            None => toml::Table::new(),
+        };
+        if table.len() > max_gateways {
+            return Err(format!(
+                "{} gateways; auth.max_gateways is {max_gateways}",
+                table.len()
+            ));
+        }
+        let mut gateways = HashMap::with_capacity(table.len());
+        for (id_text, value) in &table {
+            let id: u32 = id_text.parse().ok().filter(|&id| id != 0).ok_or_else(|| {
+                format!("gateway id `{id_text}` is not a number from 1 to 4294967295")
+            })?;
+            let texts: Vec<&str> = match value {
+                toml::Value::String(s) => vec![s.as_str()],
+                toml::Value::Array(a) => a
+                    .iter()
+                    .map(|v| {
+                        v.as_str()
+                            .ok_or_else(|| format!("gateway {id}: keys are strings of hex"))
+                    })
+                    .collect::<Result<_, _>>()?,
+                _ => {
+                    return Err(format!(
+                        "gateway {id}: give a key (\"<64 hex digits>\") or a list of keys"
+                    ))
+                }
+            };
+            if texts.is_empty() || texts.len() > MAX_KEYS_PER_GATEWAY {
+                return Err(format!(
+                    "gateway {id}: {} keys; give 1 to {MAX_KEYS_PER_GATEWAY}",
+                    texts.len()
+                ));
+            }
+            let keys = texts
+                .iter()
+                .map(|t| Key::from_hex(t).map_err(|e| format!("gateway {id}: {e}")))
+                .collect::<Result<Vec<_>, _>>()?;
+            let state = previous
+                .and_then(|p| p.get(id))
+                .map(|g| g.state.clone())
+                .unwrap_or_else(|| {
+                    Arc::new(GatewayState {
+                        window: ReplayWindow::new(window),
+                        accepted: AtomicU64::new(0),
+                        refused: std::array::from_fn(|_| AtomicU64::new(0)),
+                    })
+                });
+            gateways.insert(id, Gateway { keys, state });
+        }
+        Ok(Keys { gateways })
+    }
+
+    /// Reads and parses the key file, refusing one that other users can read.
+    pub fn load(
+        path: &Path,
+        window: usize,
+        max_gateways: usize,
+        previous: Option<&Keys>,
+    ) -> Result<Keys, String> {
+        use std::os::unix::fs::PermissionsExt;
+        let meta =
+            std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(format!(
+                "{} can be read by other users (mode {mode:o}); run `chmod 600 {}`",
+                path.display(),
+                path.display()
+            ));
+        }
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        Keys::parse(&text, window, max_gateways, previous)
+            .map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Memory held by the replay windows.
+    pub fn memory_bytes(&self) -> usize {
+        self.gateways
+            .values()
+            .map(|g| g.state.window.memory_bytes())
+            .sum()
+    }
+
+    /// Per-gateway counters as a JSON object: `{"7":{"accepted":N,"bad_mac":N,...},...}`.
+    pub fn counters_json(&self) -> String {
+        let rows: Vec<String> = self
+            .iter()
+            .map(|(id, g)| {
+                let mut fields = vec![format!(
+                    "\"accepted\":{}",
+                    g.state.accepted.load(Ordering::Relaxed)
+                )];
+                for (reason, n) in AuthError::REASONS.iter().zip(&g.state.refused) {
+                    fields.push(format!("\"{reason}\":{}", n.load(Ordering::Relaxed)));
+                }
+                format!("\"{id}\":{{{}}}", fields.join(","))
+            })
+            .collect();
+        format!("{{{}}}", rows.join(","))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+    const B: &str = "a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5";
+
+    #[test]
+    fn parses_single_keys_and_rotations() {
+        let keys = Keys::parse(
+            &format!("[gateways]\n1 = \"{A}\"\n7 = [\"{B}\", \"{A}\"]\n"),
+            64,
+            10,
+            None,
+        )
+        .unwrap();
+        assert_eq!(keys.len(), 2);
+        assert_eq!(keys.get(1).unwrap().keys().len(), 1);
+        assert_eq!(keys.get(7).unwrap().keys()[0].to_hex(), B);
+        assert!(keys.get(2).is_none());
+    }
+
+    #[test]
+    fn errors_say_what_is_wrong() {
+        let err = |text: &str| Keys::parse(text, 64, 2, None).err().unwrap();
+        assert!(err("[gateways]\n0 = \"x\"").contains("gateway id `0`"));
+        assert!(err("[gateways]\n1 = \"abc\"").contains("64 hexadecimal digits"));
+        assert!(err("[gateways]\n1 = 5").contains("give a key"));
+        assert!(err("[gateways]\n1 = []").contains("0 keys"));
+        assert!(err("[other]\n").contains("unknown table"));
+        let three = format!("[gateways]\n1 = \"{A}\"\n2 = \"{A}\"\n3 = \"{A}\"\n");
+        assert!(err(&three).contains("auth.max_gateways"));
+    }
+
+    #[test]
+    fn a_reload_keeps_replay_state_of_remaining_gateways() {
+        let first = Keys::parse(&format!("[gateways]\n1 = \"{A}\"\n"), 64, 10, None).unwrap();
+        assert!(first.get(1).unwrap().state.window.check(1, 5).is_ok());
+        let second = Keys::parse(
+            &format!("[gateways]\n1 = \"{B}\"\n2 = \"{A}\"\n"),
+            64,
+            10,
+            Some(&first),
+        )
+        .unwrap();
+        assert!(
+            second.get(1).unwrap().state.window.check(1, 5).is_err(),
+            "a replay after reload"
+        );
+        assert!(second.get(2).unwrap().state.window.check(1, 5).is_ok());
+    }
+
+    #[test]
+    fn a_file_others_can_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let path = std::env::temp_dir().join(format!("presenced-keys-{}.toml", std::process::id()));
+        std::fs::write(&path, format!("[gateways]\n1 = \"{A}\"\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = Keys::load(&path, 64, 10, None).err().unwrap();
+        assert!(err.contains("chmod 600"), "{err}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(Keys::load(&path, 64, 10, None).unwrap().len(), 1);
+        std::fs::remove_file(&path).unwrap();
+    }
+}
