@@ -102,6 +102,13 @@ impl HeartbeatClient {
         self
     }
 
+    /// Starts the sequence numbers at `first` instead of 0 (below 2^48 − 1; SPEC.md § 8): for
+    /// short-lived senders that share a boot epoch, each starting above the one before.
+    pub fn with_first_sequence(mut self, first: u64) -> HeartbeatClient {
+        self.sequence = first;
+        self
+    }
+
     /// Signs every datagram with the gateway's key (for a daemon with `auth.keys_file`).
     pub fn with_key(mut self, key: Key) -> HeartbeatClient {
         self.key = Some(key);

@@ -155,3 +155,42 @@ fn bad_arguments_are_clear_errors() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("push link 127.0.0.1:9"));
 }
+
+#[test]
+fn send_signs_with_a_key_file_for_an_authenticating_daemon() {
+    use std::os::unix::fs::PermissionsExt;
+    let key = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+    let dir = std::env::temp_dir().join(format!("presencectl-auth-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let keys = dir.join("keys.toml");
+    std::fs::write(&keys, format!("[gateways]\n5 = \"{key}\"\n")).unwrap();
+    std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let key_file = dir.join("gateway5.key");
+    std::fs::write(&key_file, format!("{key}\n")).unwrap();
+    let d = InProcess::start(&[("auth.keys_file", keys.to_str().unwrap())]);
+    let key_arg = key_file.to_str().unwrap();
+    // Twice within a second: each run's sequence numbers start above the last one's.
+    ok(&d, &["send", "42", "--gateway", "5", "--key-file", key_arg]);
+    ok(&d, &["send", "43", "--gateway", "5", "--key-file", key_arg]);
+    ok(&d, &["send", "44", "--gateway", "5"]);
+    std::thread::sleep(Duration::from_millis(100));
+    let records = json_lines(&ok(&d, &["query", "42", "43", "44", "--json"]));
+    let states: Vec<&str> = records
+        .iter()
+        .map(|r| r["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["online", "online", "offline"]);
+    let stats: serde_json::Value = serde_json::from_str(&ok(&d, &["stats", "--json"])).unwrap();
+    assert_eq!(stats["auth"]["per_gateway"]["5"]["accepted"], 2, "{stats}");
+    let unsigned: u64 = stats["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["dropped"]["unauthenticated"].as_u64().unwrap())
+        .sum();
+    assert_eq!(unsigned, 1, "{stats}");
+    let out = ctl(&d, &["send", "1", "--key-file", "/nonexistent/key"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--key-file /nonexistent/key"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -30,12 +30,15 @@ pub fn utc(ms: u64) -> String {
     )
 }
 
-/// A boot epoch for a hand-run gateway: the Unix time in seconds (SPEC.md § 8).
-pub fn boot_epoch() -> u32 {
-    let secs = SystemTime::now()
+/// Boot epoch and first sequence number for a hand-run gateway: the Unix time in seconds, and
+/// the microseconds within it × 1000, so that runs within one second still count up
+/// (SPEC.md § 8: a signed datagram is accepted once).
+pub fn epoch_and_sequence() -> (u32, u64) {
+    let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    u32::try_from(secs).unwrap_or(u32::MAX)
+        .unwrap_or_default();
+    let epoch = u32::try_from(now.as_secs()).unwrap_or(u32::MAX);
+    (epoch, u64::from(now.subsec_micros()) * 1000)
 }
 
 /// The word for a device report.

@@ -101,6 +101,10 @@ enum Command {
         /// Send to this UDP address instead of asking the push link for the daemon's ports.
         #[arg(long, value_name = "ADDR")]
         heartbeat: Option<SocketAddr>,
+        /// Sign the datagrams with the gateway's key, read from this file (64 hex digits), for
+        /// a daemon with `auth.keys_file`.
+        #[arg(long, value_name = "FILE")]
+        key_file: Option<PathBuf>,
         /// Keep sending at this interval (e.g. 20s) until interrupted or --count is reached.
         #[arg(long, value_name = "DURATION", value_parser = duration)]
         every: Option<Duration>,
@@ -216,10 +220,18 @@ async fn run(cli: Cli) -> Fallible {
             inactive,
             gateway,
             heartbeat,
+            key_file,
             every,
             count,
         } => {
             let mut sender = heartbeat_client(&cli.link, gateway, heartbeat).await?;
+            if let Some(path) = key_file {
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| format!("--key-file {}: {e}", path.display()))?;
+                let key = presenced_wire::auth::Key::from_hex(&text)
+                    .map_err(|e| format!("--key-file {}: {e}", path.display()))?;
+                sender = sender.with_key(key);
+            }
             let send = async {
                 let mut rounds = 0u64;
                 loop {
@@ -271,14 +283,16 @@ async fn heartbeat_client(
     gateway: u32,
     explicit: Option<SocketAddr>,
 ) -> Result<HeartbeatClient, Box<dyn std::error::Error>> {
-    let epoch = format::boot_epoch();
+    let (epoch, first) = format::epoch_and_sequence();
     if let Some(addr) = explicit {
-        return Ok(HeartbeatClient::new(gateway, epoch, addr)?);
+        return Ok(HeartbeatClient::new(gateway, epoch, addr)?.with_first_sequence(first));
     }
     let link = connect(args).await?;
     let (shared, shards) = link.welcome().heartbeat_addrs(args.link.ip());
     link.close().await;
-    Ok(HeartbeatClient::new(gateway, epoch, shared)?.with_shard_ports(shards))
+    Ok(HeartbeatClient::new(gateway, epoch, shared)?
+        .with_shard_ports(shards)
+        .with_first_sequence(first))
 }
 
 async fn watch(
