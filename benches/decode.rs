@@ -1,5 +1,5 @@
 //! Heartbeat datagram codec: strict decode of a full (89-entry) datagram plus iterating its
-//! entries, and encoding a full datagram.
+//! entries, the same with MAC verification, and encoding a full datagram (signed or not).
 //!
 //! `cargo bench --bench decode`
 
@@ -42,6 +42,29 @@ fn bench(c: &mut Criterion) {
             }
             black_box(sum)
         })
+    });
+
+    // Authentication (SPEC.md § 9): the same datagram signed, decoded, verified, iterated.
+    let key = presenced_wire::auth::Key::new([0xA5; 32]);
+    let mut signer = Encoder::new(header);
+    for e in &entries {
+        signer.push(*e).unwrap();
+    }
+    let signed = signer.finish_signed(&key).unwrap().to_vec();
+    g.bench_function("decode_verify_iterate_89", |b| {
+        b.iter(|| {
+            let d = decode(black_box(&signed)).unwrap();
+            assert!(presenced_wire::auth::verify(&d, &key));
+            let mut sum = 0u64;
+            for e in d.entries() {
+                sum = sum.wrapping_add(e.user);
+            }
+            black_box(sum)
+        })
+    });
+
+    g.bench_function("encode_signed_89", |b| {
+        b.iter(|| black_box(signer.finish_signed(black_box(&key)).unwrap().len()))
     });
 
     g.bench_function("decode_only_89", |b| {

@@ -1,6 +1,6 @@
-//! Datagram authentication (SPEC.md § 9): the tag is the first 16 bytes of the keyed BLAKE3
-//! hash of the datagram's header and entries under the gateway's 32-byte key, compared in
-//! constant time.
+//! Datagram authentication (SPEC.md § 9): the tag is the first 16 bytes of the HMAC-SHA-256
+//! of the datagram's header and entries under the gateway's 32-byte key (ring's HMAC, which
+//! uses the CPU's SHA extensions), compared in constant time.
 
 use crate::{Datagram, TAG_LEN};
 use std::fmt;
@@ -9,14 +9,29 @@ use subtle::ConstantTimeEq;
 /// Length of a gateway key in bytes.
 pub const KEY_LEN: usize = 32;
 
-/// A gateway's secret key. Its `Debug` output does not show the key.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Key([u8; KEY_LEN]);
+/// A gateway's secret key, with its HMAC state computed once. Its `Debug` output does not
+/// show the key.
+#[derive(Clone)]
+pub struct Key {
+    bytes: [u8; KEY_LEN],
+    hmac: ring::hmac::Key,
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Key) -> bool {
+        bool::from(self.bytes.ct_eq(&other.bytes))
+    }
+}
+
+impl Eq for Key {}
 
 impl Key {
     /// A key from its 32 bytes.
-    pub const fn new(bytes: [u8; KEY_LEN]) -> Key {
-        Key(bytes)
+    pub fn new(bytes: [u8; KEY_LEN]) -> Key {
+        Key {
+            bytes,
+            hmac: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &bytes),
+        }
     }
 
     /// A key from 64 hexadecimal digits (either case; surrounding whitespace ignored).
@@ -38,12 +53,12 @@ impl Key {
                 *b = u8::try_from(hi * 16 + lo).unwrap_or(0);
             }
         }
-        Ok(Key(bytes))
+        Ok(Key::new(bytes))
     }
 
     /// The key as 64 lowercase hexadecimal digits.
     pub fn to_hex(&self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect()
+        self.bytes.iter().map(|b| format!("{b:02x}")).collect()
     }
 }
 
@@ -79,9 +94,11 @@ impl std::error::Error for KeyError {}
 
 /// The tag of `signed` (a datagram's header and entries, `AUTH` flag set) under `key`.
 pub fn tag(key: &Key, signed: &[u8]) -> [u8; TAG_LEN] {
-    let hash = blake3::keyed_hash(&key.0, signed);
+    let mac = ring::hmac::sign(&key.hmac, signed);
     let mut tag = [0u8; TAG_LEN];
-    tag.copy_from_slice(&hash.as_bytes()[..TAG_LEN]);
+    if let Some(head) = mac.as_ref().get(..TAG_LEN) {
+        tag.copy_from_slice(head);
+    }
     tag
 }
 

@@ -629,14 +629,33 @@ fn render_invalid() -> String {
     out
 }
 
-/// Signs `unsigned` (a datagram with a zero tag) by SPEC.md § 9, straight from the BLAKE3
-/// crate: AUTH set, then the first 16 bytes of the keyed hash of everything before the tag.
+/// HMAC-SHA-256 built by hand from SHA-256 (RFC 2104), independently of the crate's code.
+fn hmac_sha256(key: &[u8; 32], message: &[u8]) -> [u8; 32] {
+    let sha = |parts: &[&[u8]]| {
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        for p in parts {
+            ctx.update(p);
+        }
+        let mut out = [0u8; 32];
+        out.copy_from_slice(ctx.finish().as_ref());
+        out
+    };
+    let mut block = [0u8; 64];
+    block[..32].copy_from_slice(key);
+    let ipad: Vec<u8> = block.iter().map(|b| b ^ 0x36).collect();
+    let opad: Vec<u8> = block.iter().map(|b| b ^ 0x5c).collect();
+    let inner = sha(&[&ipad, message]);
+    sha(&[&opad, &inner])
+}
+
+/// Signs `unsigned` (a datagram with a zero tag) by SPEC.md § 9: AUTH set, then the first 16
+/// bytes of the HMAC-SHA-256 of everything before the tag.
 fn sign(unsigned: &[u8], key: &[u8; 32]) -> Vec<u8> {
     let mut b = unsigned.to_vec();
     b[5] |= 0x01;
     let tag_at = b.len() - 16;
-    let hash = blake3::keyed_hash(key, &b[..tag_at]);
-    b[tag_at..].copy_from_slice(&hash.as_bytes()[..16]);
+    let mac = hmac_sha256(key, &b[..tag_at]);
+    b[tag_at..].copy_from_slice(&mac[..16]);
     b
 }
 
@@ -659,10 +678,10 @@ fn render_auth() -> String {
     flipped[40] ^= 0x01; // entry 0's device id: still well formed
     let mut unsigned_flag_tag = one.clone();
     let tag_at = unsigned_flag_tag.len() - 16;
-    let hash = blake3::keyed_hash(&key_a, &one[..tag_at]);
-    unsigned_flag_tag[tag_at..].copy_from_slice(&hash.as_bytes()[..16]);
+    let mac = hmac_sha256(&key_a, &one[..tag_at]);
+    unsigned_flag_tag[tag_at..].copy_from_slice(&mac[..16]);
     unsigned_flag_tag[5] = 0x01; // the MAC was made over flags 0: the flag is covered
-    // (name, note, key, datagram, verifies)
+                                 // (name, note, key, datagram, verifies)
     type Case = (&'static str, &'static str, [u8; 32], Vec<u8>, &'static str);
     let cases: Vec<Case> = vec![
         (
