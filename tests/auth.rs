@@ -215,3 +215,52 @@ fn a_key_file_others_can_read_stops_the_daemon_with_a_clear_error() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_links_need_a_token_and_the_firehose_a_grant() {
+    use presenced::client::ClientError;
+    use presenced_wire::link::ErrorCode;
+    let dir = KeyDir(std::env::temp_dir().join(format!("presenced-links-{}", std::process::id())));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let keys = dir.0.join("keys.toml");
+    std::fs::write(
+        &keys,
+        "[links]\nops = { token = \"ops-token-0123456789\", firehose = true }\n\
+         gw = { token = \"gw-token-0123456789\" }\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let keys_arg = format!("auth.keys_file={}", keys.display());
+    let d = Daemon::start(&["--shards", "2", "--set", &keys_arg]);
+    let connect = |name: &str, token: Option<&str>| {
+        let options = ConnectOptions {
+            token: token.map(str::to_string),
+            ..ConnectOptions::local(name)
+        };
+        LinkClient::connect(d.link, options)
+    };
+    for (name, token) in [("test", None), ("gw", Some("ops-token-0123456789"))] {
+        match connect(name, token).await {
+            Err(ClientError::Closed { code, .. }) => {
+                assert_eq!(code, Some(ErrorCode::Unauthorized), "{name}")
+            }
+            Err(other) => panic!("{name}: {other}"),
+            Ok(_) => panic!("{name}: connected without a valid token"),
+        }
+    }
+    let gw = connect("gw", Some("gw-token-0123456789")).await.unwrap();
+    assert_eq!(gw.query(&[1]).await.unwrap().len(), 1);
+    match gw.subscribe_all().await {
+        Err(ClientError::Refused { code, .. }) => assert_eq!(code, Some(ErrorCode::Unauthorized)),
+        other => panic!("firehose without a grant: {other:?}"),
+    }
+    assert_eq!(
+        gw.subscribe(&[1]).await.unwrap().len(),
+        1,
+        "the link stays usable"
+    );
+    let ops = connect("ops", Some("ops-token-0123456789")).await.unwrap();
+    ops.subscribe_all().await.unwrap();
+    let stats = ops.stats().await.unwrap();
+    assert!(stats.contains("\"links_unauthorized\":2"), "{stats}");
+}

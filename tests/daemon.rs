@@ -13,6 +13,7 @@ fn options() -> ConnectOptions {
         client_name: "test".into(),
         trust: Trust::InsecureLocal,
         server_name: "localhost".into(),
+        token: None,
     }
 }
 
@@ -541,6 +542,7 @@ async fn configured_certificate_files_are_served_and_checked() {
         client_name: "test".into(),
         trust: Trust::CaFile(dir.join(file)),
         server_name: "localhost".into(),
+        token: None,
     };
     let good = LinkClient::connect(d.link, with_ca("ca.pem"))
         .await

@@ -7,6 +7,17 @@
 //! 7 = ["<new key>", "<old key>"]
 //! ```
 //!
+//!
+//! An optional `[links]` table makes push links authenticate (SPEC.md, P5): a link's HELLO
+//! must carry a listed name and its token, and only links granted `firehose` may subscribe
+//! to everything.
+//!
+//! ```toml
+//! [links]
+//! analytics = { token = "<16 to 256 bytes>", firehose = true }
+//! gateway-eu-1 = { token = "<16 to 256 bytes>" }
+//! ```
+//!
 //! The file must be readable by the daemon's user only (mode 0600 or 0400). Reloading it (on
 //! SIGHUP) keeps each remaining gateway's replay window and counters.
 
@@ -45,15 +56,38 @@ impl Gateway {
     }
 }
 
-/// Every configured gateway. Immutable once built; a reload builds a new one.
+/// A push link allowed by `[links]`.
+pub struct LinkGrant {
+    token: Vec<u8>,
+    /// May subscribe to every user's transitions.
+    pub firehose: bool,
+}
+
+/// Shortest link token, bytes.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+/// Every configured gateway and push link. Immutable once built; a reload builds a new one.
 pub struct Keys {
     gateways: HashMap<u32, Gateway>,
+    links: HashMap<String, LinkGrant>,
 }
 
 impl Keys {
     /// The gateway with this id.
     pub fn get(&self, gateway: u32) -> Option<&Gateway> {
         self.gateways.get(&gateway)
+    }
+
+    /// Whether push links must authenticate (the file has a `[links]` table).
+    pub fn links_required(&self) -> bool {
+        !self.links.is_empty()
+    }
+
+    /// The grant of link `name` if `token` is its token (compared in constant time).
+    pub fn link(&self, name: &str, token: &[u8]) -> Option<&LinkGrant> {
+        use subtle::ConstantTimeEq;
+        let grant = self.links.get(name)?;
+        bool::from(grant.token.as_slice().ct_eq(token)).then_some(grant)
     }
 
     /// Number of gateways.
@@ -86,12 +120,13 @@ impl Keys {
             .parse()
             .map_err(|e: toml::de::Error| format!("not valid TOML: {e}"))?;
         for name in doc.keys() {
-            if name != "gateways" {
+            if name != "gateways" && name != "links" {
                 return Err(format!(
-                    "unknown table [{name}]; the file has one, [gateways]"
+                    "unknown table [{name}]; the file has [gateways] and [links]"
                 ));
             }
         }
+        let links = parse_links(doc.get("links"))?;
         let table = match doc.get("gateways") {
             Some(toml::Value::Table(t)) => t.clone(),
             Some(_) => return Err("`gateways` must be a table: [gateways]".into()),
@@ -145,7 +180,7 @@ impl Keys {
                 });
             gateways.insert(id, Gateway { keys, state });
         }
-        Ok(Keys { gateways })
+        Ok(Keys { gateways, links })
     }
 
     /// Reads and parses the key file, refusing one that other users can read.
@@ -199,6 +234,55 @@ impl Keys {
     }
 }
 
+fn parse_links(value: Option<&toml::Value>) -> Result<HashMap<String, LinkGrant>, String> {
+    let table = match value {
+        None => return Ok(HashMap::new()),
+        Some(toml::Value::Table(t)) => t,
+        Some(_) => return Err("`links` must be a table: [links]".into()),
+    };
+    let max = presenced_wire::link::MAX_TOKEN_LEN;
+    let mut links = HashMap::with_capacity(table.len());
+    for (name, grant) in table {
+        if name.len() > presenced_wire::link::MAX_CLIENT_NAME_LEN {
+            return Err(format!("link `{name}`: a name is at most 64 bytes"));
+        }
+        let Some(grant) = grant.as_table() else {
+            return Err(format!("link `{name}`: give {{ token = \"...\" }}"));
+        };
+        for key in grant.keys() {
+            if key != "token" && key != "firehose" {
+                return Err(format!(
+                    "link `{name}`: unknown key `{key}` (token, firehose)"
+                ));
+            }
+        }
+        let token = grant
+            .get("token")
+            .and_then(toml::Value::as_str)
+            .ok_or_else(|| format!("link `{name}`: `token` (a string) is missing"))?;
+        if token.len() < MIN_TOKEN_LEN || token.len() > max {
+            return Err(format!(
+                "link `{name}`: a token is {MIN_TOKEN_LEN} to {max} bytes, not {}",
+                token.len()
+            ));
+        }
+        let firehose = match grant.get("firehose") {
+            None => false,
+            Some(v) => v
+                .as_bool()
+                .ok_or_else(|| format!("link `{name}`: `firehose` is true or false"))?,
+        };
+        links.insert(
+            name.clone(),
+            LinkGrant {
+                token: token.as_bytes().to_vec(),
+                firehose,
+            },
+        );
+    }
+    Ok(links)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,6 +315,22 @@ mod tests {
         assert!(err("[other]\n").contains("unknown table"));
         let three = format!("[gateways]\n1 = \"{A}\"\n2 = \"{A}\"\n3 = \"{A}\"\n");
         assert!(err(&three).contains("auth.max_gateways"));
+    }
+
+    #[test]
+    fn links_need_their_token_and_the_firehose_its_grant() {
+        let text = "[links]\nops = { token = \"0123456789abcdef\", firehose = true }\n\
+                    gw = { token = \"fedcba9876543210\" }\n";
+        let keys = Keys::parse(text, 64, 10, None).unwrap();
+        assert!(keys.links_required());
+        assert!(keys.link("ops", b"0123456789abcdef").unwrap().firehose);
+        assert!(!keys.link("gw", b"fedcba9876543210").unwrap().firehose);
+        assert!(keys.link("gw", b"0123456789abcdef").is_none());
+        assert!(keys.link("nobody", b"fedcba9876543210").is_none());
+        let err = |t: &str| Keys::parse(t, 64, 10, None).err().unwrap();
+        assert!(err("[links]\na = { token = \"short\" }").contains("16 to 256 bytes"));
+        assert!(err("[links]\na = { tokn = \"0123456789abcdef\" }").contains("unknown key"));
+        assert!(!Keys::parse("", 64, 10, None).unwrap().links_required());
     }
 
     #[test]

@@ -532,7 +532,14 @@ impl Opened {
             .await
             .map_err(|e| ClientError::Connect(e.to_string()))?;
         let mut hello = BytesMut::new();
-        wire::encode_hello(&mut hello, &wire::Hello::new(&options.client_name))?;
+        let token = options.token.as_deref().unwrap_or_default().as_bytes();
+        wire::encode_hello(
+            &mut hello,
+            &wire::Hello {
+                token,
+                ..wire::Hello::new(&options.client_name)
+            },
+        )?;
         send.write_all(&hello)
             .await
             .map_err(|e| ClientError::Connect(e.to_string()))?;

@@ -35,6 +35,9 @@ pub struct ConnectOptions {
     pub trust: Trust,
     /// The name the daemon's certificate must carry (`localhost` for the self-signed one).
     pub server_name: String,
+    /// The link's token, for a daemon whose key file lists `[links]` (`client_name` must then
+    /// be the link's name there).
+    pub token: Option<String>,
 }
 
 impl ConnectOptions {
@@ -44,6 +47,7 @@ impl ConnectOptions {
             client_name: client_name.into(),
             trust: Trust::InsecureLocal,
             server_name: "localhost".into(),
+            token: None,
         }
     }
 }

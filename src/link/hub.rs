@@ -447,7 +447,7 @@ impl Hub {
         format!(
             "{{\"auth\":{auth},\"shards\":[{}],\"link\":{{\"links\":{},\"subscribed_users\":{},\"firehose_links\":{},\
              \"transitions\":{},\"events_sent\":{},\"events_dropped\":{},\"lag_signals\":{},\
-             \"shard_shed\":{},\"links_refused\":{},\"latency_us\":{{\"p50\":{p50},\"p99\":{p99},\"max\":{max},\"count\":{count}}}}}}}",
+             \"shard_shed\":{},\"links_refused\":{},\"links_unauthorized\":{},\"latency_us\":{{\"p50\":{p50},\"p99\":{p99},\"max\":{max},\"count\":{count}}}}}}}",
             shards.join(","),
             self.links.len(),
             self.subscribers.len(),
@@ -458,6 +458,7 @@ impl Hub {
             s.lag_signals,
             s.shard_shed,
             self.shared.links_refused.load(Ordering::Relaxed),
+            self.shared.links_unauthorized.load(Ordering::Relaxed),
         )
     }
 }

@@ -118,8 +118,10 @@ pub struct Shared {
     pub latency: Latency,
     /// Connections refused because `link.max_links` were open.
     pub links_refused: Arc<AtomicU64>,
-    /// The gateway keys, for per-gateway counters in the stats.
+    /// The gateway keys and link grants (per-gateway counters in the stats; HELLO checks).
     pub keys: crate::auth::KeyRing,
+    /// Links closed at HELLO for a bad name or token.
+    pub links_unauthorized: Arc<AtomicU64>,
 }
 
 /// The running push link.
@@ -168,6 +170,7 @@ pub fn start(
         crossbeam_channel::bounded(settings.max_links * settings.max_requests_in_flight);
     let tls = tls::server_config(&settings)?;
     let refused = Arc::new(AtomicU64::new(0));
+    let unauthorized = Arc::new(AtomicU64::new(0));
     let (server, addr) = server::start(
         settings.clone(),
         welcome,
@@ -177,6 +180,7 @@ pub fn start(
             latency: latency.clone(),
             links_refused: refused.clone(),
             keys: keys.clone(),
+            links_unauthorized: unauthorized.clone(),
         },
         origin,
         stop.clone(),
@@ -185,6 +189,7 @@ pub fn start(
         latency,
         links_refused: refused,
         keys,
+        links_unauthorized: unauthorized,
     };
     let hub = hub::Hub::new(settings, from_shards, commands_rx, peers, shared);
     let hub = std::thread::Builder::new()

@@ -126,6 +126,7 @@ async fn serve(connection: quinn::Connection, id: u32, context: &Context) {
         buf: BytesMut::with_capacity(64 * 1024),
         in_flight: 0,
         queued: Arc::new(AtomicUsize::new(0)),
+        firehose_allowed: true,
     };
     let (tx, mut rx) = mpsc::unbounded_channel::<Outgoing>();
     let queued = link.queued.clone();
@@ -212,6 +213,8 @@ struct LinkTask<'a> {
     in_flight: usize,
     /// Frames queued for this link and not yet written (shared with the hub).
     queued: Arc<AtomicUsize>,
+    /// Whether SUBSCRIBE_ALL is allowed (always, unless `[links]` grants say otherwise).
+    firehose_allowed: bool,
 }
 
 impl LinkTask<'_> {
@@ -239,15 +242,14 @@ impl LinkTask<'_> {
 
     async fn hello(&mut self, frame: &[u8], send: &mut quinn::SendStream) -> Result<(), Fatal> {
         // A HELLO of another protocol version fails to decode with `protocol_version`.
-        if !matches!(
-            wire::decode_client(frame).map_err(fatal_frame)?,
-            wire::ClientFrame::Hello(_)
-        ) {
+        let wire::ClientFrame::Hello(hello) = wire::decode_client(frame).map_err(fatal_frame)?
+        else {
             return Err(Fatal(
                 wire::ErrorCode::HelloRequired,
                 "the first frame must be HELLO".into(),
             ));
-        }
+        };
+        self.authorize(&hello)?;
         let s = &self.context.settings;
         let w = &self.context.welcome;
         let limits = wire::Limits {
@@ -273,6 +275,37 @@ impl LinkTask<'_> {
         send.write_all(&buf)
             .await
             .map_err(|e| Fatal(wire::ErrorCode::Internal, e.to_string()))
+    }
+
+    /// With `[links]` grants in the key file, HELLO must name a granted link and carry its
+    /// token; the grant says whether the link may use the firehose.
+    fn authorize(&mut self, hello: &wire::Hello<'_>) -> Result<(), Fatal> {
+        let keys = self
+            .context
+            .shared
+            .keys
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let Some(keys) = keys.filter(|k| k.links_required()) else {
+            return Ok(());
+        };
+        match keys.link(hello.client_name, hello.token) {
+            Some(grant) => {
+                self.firehose_allowed = grant.firehose;
+                Ok(())
+            }
+            None => {
+                self.context
+                    .shared
+                    .links_unauthorized
+                    .fetch_add(1, Ordering::Relaxed);
+                Err(Fatal(
+                    wire::ErrorCode::Unauthorized,
+                    "unknown link name or wrong token (see [links] in auth.keys_file)".into(),
+                ))
+            }
+        }
     }
 
     fn command(&self, command: Command) -> Result<(), Fatal> {
@@ -346,6 +379,16 @@ impl LinkTask<'_> {
                     users: users.iter().collect(),
                 },
             ),
+            wire::ClientFrame::SubscribeAll { request_id } if !self.firehose_allowed => {
+                refuse(
+                    request_id,
+                    wire::ErrorCode::Unauthorized,
+                    "this link may not use the firehose; grant it with firehose = true in \
+                     [links] of auth.keys_file"
+                        .into(),
+                );
+                return Ok(());
+            }
             wire::ClientFrame::SubscribeAll { request_id } => (
                 request_id,
                 Command::Firehose {

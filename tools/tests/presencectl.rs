@@ -8,6 +8,14 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+/// The default timings: nobody times out or turns idle between one presencectl run and the
+/// next, however busy the machine.
+const CALM: &[(&str, &str)] = &[
+    ("presence.heartbeat_interval", "20s"),
+    ("presence.grace", "12s"),
+    ("presence.idle_after", "5m"),
+];
+
 fn ctl(d: &InProcess, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_presencectl"))
         .arg("--link")
@@ -35,7 +43,7 @@ fn json_lines(text: &str) -> Vec<serde_json::Value> {
 
 #[test]
 fn send_then_query_shows_online_then_logged_out() {
-    let d = InProcess::start(&[]);
+    let d = InProcess::start(CALM);
     ok(&d, &["send", "42", "43"]);
     std::thread::sleep(Duration::from_millis(50));
     let records = json_lines(&ok(&d, &["query", "42", "43", "44", "--json"]));
@@ -58,7 +66,7 @@ fn send_then_query_shows_online_then_logged_out() {
 
 #[test]
 fn watch_all_prints_transitions_as_they_happen() {
-    let d = InProcess::start(&[]);
+    let d = InProcess::start(CALM);
     let mut watch = Command::new(env!("CARGO_BIN_EXE_presencectl"))
         .args(["--link", &d.link_arg(), "watch", "--all", "--count", "2"])
         .args(["--timeout", "20s"])
@@ -90,7 +98,7 @@ fn watch_all_prints_transitions_as_they_happen() {
 
 #[test]
 fn watch_users_starts_with_their_state_and_times_out() {
-    let d = InProcess::start(&[]);
+    let d = InProcess::start(CALM);
     ok(&d, &["send", "5", "--state", "idle"]);
     std::thread::sleep(Duration::from_millis(50));
     let started = std::time::Instant::now();
@@ -104,7 +112,7 @@ fn watch_users_starts_with_their_state_and_times_out() {
 
 #[test]
 fn stats_counts_heartbeats_per_shard() {
-    let d = InProcess::start(&[]);
+    let d = InProcess::start(CALM);
     let users: Vec<String> = (1..=100).map(|u| u.to_string()).collect();
     let mut args = vec!["send"];
     args.extend(users.iter().map(String::as_str));
@@ -133,7 +141,7 @@ fn stats_counts_heartbeats_per_shard() {
 
 #[test]
 fn bad_arguments_are_clear_errors() {
-    let d = InProcess::start(&[]);
+    let d = InProcess::start(CALM);
     let out = ctl(&d, &["send", "0"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("user id 0 is reserved"));
@@ -167,7 +175,9 @@ fn send_signs_with_a_key_file_for_an_authenticating_daemon() {
     std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o600)).unwrap();
     let key_file = dir.join("gateway5.key");
     std::fs::write(&key_file, format!("{key}\n")).unwrap();
-    let d = InProcess::start(&[("auth.keys_file", keys.to_str().unwrap())]);
+    let mut settings = CALM.to_vec();
+    settings.push(("auth.keys_file", keys.to_str().unwrap()));
+    let d = InProcess::start(&settings);
     let key_arg = key_file.to_str().unwrap();
     // Twice within a second: each run's sequence numbers start above the last one's.
     ok(&d, &["send", "42", "--gateway", "5", "--key-file", key_arg]);
@@ -179,8 +189,8 @@ fn send_signs_with_a_key_file_for_an_authenticating_daemon() {
         .iter()
         .map(|r| r["state"].as_str().unwrap())
         .collect();
-    assert_eq!(states, ["online", "online", "offline"]);
     let stats: serde_json::Value = serde_json::from_str(&ok(&d, &["stats", "--json"])).unwrap();
+    assert_eq!(states, ["online", "online", "offline"], "{}", stats["auth"]);
     assert_eq!(stats["auth"]["per_gateway"]["5"]["accepted"], 2, "{stats}");
     let unsigned: u64 = stats["shards"]
         .as_array()

@@ -41,6 +41,17 @@ struct LinkArgs {
     /// The name the daemon's certificate must carry.
     #[arg(long, global = true, default_value = "localhost", value_name = "NAME")]
     server_name: String,
+    /// This link's name in the daemon's logs, and in `[links]` of its key file.
+    #[arg(
+        long,
+        global = true,
+        default_value = "presencectl",
+        value_name = "NAME"
+    )]
+    name: String,
+    /// File holding this link's token, for a daemon whose key file lists `[links]`.
+    #[arg(long, global = true, value_name = "FILE")]
+    token_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -263,8 +274,18 @@ async fn run(cli: Cli) -> Fallible {
 }
 
 async fn connect(args: &LinkArgs) -> Result<LinkClient, Box<dyn std::error::Error>> {
+    let token = match &args.token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| format!("--token-file {}: {e}", path.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => None,
+    };
     let options = ConnectOptions {
-        client_name: "presencectl".into(),
+        client_name: args.name.clone(),
+        token,
         trust: match &args.ca {
             Some(path) => Trust::CaFile(path.clone()),
             None => Trust::InsecureLocal,
