@@ -190,11 +190,35 @@ pub fn stats_table(stats: &str) -> Result<String, String> {
             let _ = writeln!(out, "  {reason:<28}{n:>12}");
         }
     }
+    if let Some(gateways) = v
+        .get("auth")
+        .and_then(|a| a.get("per_gateway"))
+        .and_then(Value::as_object)
+    {
+        out.push_str("\nauthenticated gateways (accepted, then refusals by reason):\n");
+        for (id, counters) in gateways {
+            let _ = write!(
+                out,
+                "  gateway {id:<12} accepted {}",
+                number(counters, "accepted")
+            );
+            if let Some(map) = counters.as_object() {
+                for (reason, n) in map {
+                    let n = n.as_u64().unwrap_or(0);
+                    if reason != "accepted" && n > 0 {
+                        let _ = write!(out, ", {reason} {n}");
+                    }
+                }
+            }
+            out.push('\n');
+        }
+    }
     if let Some(link) = v.get("link") {
         out.push_str("\npush link:\n");
         for key in [
             "links",
             "links_refused",
+            "links_unauthorized",
             "subscribed_users",
             "firehose_links",
             "transitions",
@@ -248,6 +272,12 @@ mod tests {
             "{table}"
         );
         assert!(table.contains("10/20/30"), "{table}");
+        let with_auth = r#"{"auth":{"enabled":true,"per_gateway":{"7":{"accepted":5,"bad_mac":2,"replayed":0}}},"shards":[]}"#;
+        let table = stats_table(with_auth).unwrap();
+        assert!(
+            table.contains("gateway 7            accepted 5, bad_mac 2\n"),
+            "{table}"
+        );
         assert!(stats_table("not json").is_err());
     }
 }
