@@ -221,7 +221,7 @@ impl LinkClient {
         for (i, &u) in users.iter().enumerate() {
             first.entry(u).or_insert(i);
         }
-        records.sort_by_key(|r| first.get(&r.user).copied().unwrap_or(usize::MAX));
+        records.sort_by_cached_key(|r| first.get(&r.user).copied().unwrap_or(usize::MAX));
         Ok(records)
     }
 

@@ -1,0 +1,369 @@
+//! `presence-loadgen`: simulated gateways × users × devices heartbeating a presenced daemon,
+//! with push-link observers that check every transition and measure its latency.
+//!
+//! A run, in order ([`run`]):
+//!
+//! 1. connect a control link; its WELCOME gives the timings and heartbeat ports ([`plan`]);
+//! 2. draw the population ([`population`]) and subscribe the observers ([`observer`]);
+//! 3. log out watched users an earlier run left online, and wait until every observer sees
+//!    them offline (so this run's first heartbeats are logins);
+//! 4. read the daemon's counters, start the sender threads ([`sender`]) and print progress;
+//! 5. at the end, wait for the daemon to drain its sockets and read its counters again;
+//! 6. log every simulated user out, wait for the outstanding transitions, close the links;
+//! 7. compare what each observer saw with what the simulation caused ([`report`]).
+
+pub mod cli;
+pub mod clock;
+pub mod control;
+pub mod counters;
+pub mod daemon_stats;
+pub mod gateway;
+pub mod observer;
+pub mod plan;
+pub mod population;
+pub mod progress;
+pub mod report;
+pub mod rng;
+pub mod schedule;
+pub mod sender;
+pub mod users;
+pub mod verdict;
+pub mod warmup;
+
+use cli::Args;
+use clock::Clock;
+use control::{Control, Phase};
+use counters::SendCounters;
+use daemon_stats::{poll_stats, quiesce, read_stats, Reading};
+use observer::{Findings, Hists, Observer};
+use plan::Plan;
+use population::Population;
+use presenced::client::{entry, ConnectOptions, HeartbeatClient, LinkClient, Trust};
+use presenced_wire::State;
+use progress::ProgressMeter;
+use report::{Percentiles, Summary};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use verdict::{check, merge, sent_of, setup_of, warnings};
+use warmup::Warmup;
+
+/// Exit status: violations found.
+pub const EXIT_VIOLATIONS: u8 = 1;
+/// Exit status: bad arguments (also clap's).
+pub const EXIT_USAGE: u8 = 2;
+/// Exit status: the run could not be done.
+pub const EXIT_FAILED: u8 = 3;
+
+/// Why a run could not be done.
+#[derive(Debug)]
+pub struct RunError {
+    /// Exit status.
+    pub code: u8,
+    /// What went wrong and what to do.
+    pub message: String,
+}
+
+impl RunError {
+    fn failed(message: impl Into<String>) -> RunError {
+        RunError {
+            code: EXIT_FAILED,
+            message: message.into(),
+        }
+    }
+
+    fn usage(message: impl Into<String>) -> RunError {
+        RunError {
+            code: EXIT_USAGE,
+            message: message.into(),
+        }
+    }
+}
+
+/// Runs, prints the summary and returns the exit status.
+pub fn main(args: &Args) -> u8 {
+    match run(args) {
+        Ok(summary) => {
+            if args.json {
+                println!("{}", summary.to_json());
+            } else {
+                print!("{}", summary.table());
+            }
+            if summary.violations() > 0 {
+                EXIT_VIOLATIONS
+            } else {
+                0
+            }
+        }
+        Err(e) => {
+            eprintln!("presence-loadgen: {}", e.message);
+            e.code
+        }
+    }
+}
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn connect_options(args: &Args) -> ConnectOptions {
+    ConnectOptions {
+        client_name: "presence-loadgen".into(),
+        trust: match &args.ca {
+            Some(path) => Trust::CaFile(path.clone()),
+            None => Trust::InsecureLocal,
+        },
+        server_name: args.server_name.clone(),
+        token: None,
+    }
+}
+
+async fn connect(args: &Args) -> Result<LinkClient, RunError> {
+    LinkClient::connect(args.link, connect_options(args))
+        .await
+        .map_err(|e| {
+            RunError::failed(format!(
+                "cannot open a push link to {}: {e} (is presenced running there? see --link)",
+                args.link
+            ))
+        })
+}
+
+/// Runs the load described by `args` and returns its summary.
+pub fn run(args: &Args) -> Result<Summary, RunError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("loadgen-link")
+        .enable_all()
+        .build()
+        .map_err(|e| RunError::failed(format!("cannot start the async runtime: {e}")))?;
+    let clock = Clock::start();
+    let control_link = Arc::new(rt.block_on(connect(args))?);
+    let welcome = control_link.welcome().clone();
+
+    let mut rng = rng::Rng::new(args.seed);
+    let devices = population::draw_devices(args.users, args.devices, &mut rng);
+    let total_devices = devices.iter().map(|&d| u64::from(d)).sum();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    let plan =
+        Arc::new(Plan::resolve(args, &welcome, total_devices, cores).map_err(RunError::usage)?);
+    if !plan.ids_fit() {
+        return Err(RunError::usage(
+            "--user-base + --users runs past the largest user id",
+        ));
+    }
+    let pop = Arc::new(Population::new(
+        plan.user_base,
+        devices,
+        plan.watch,
+        plan.observers,
+    ));
+    let boot_epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(1, |d| d.as_secs() as u32);
+
+    // Observers.
+    let shared = Arc::new(observer::Shared::default());
+    let mut links = Vec::new();
+    let mut observers = Vec::new();
+    for _ in 0..plan.observers {
+        let link = Arc::new(rt.block_on(connect(args))?);
+        let o = rt
+            .block_on(Observer::subscribe(
+                link.clone(),
+                pop.clone(),
+                clock,
+                shared.clone(),
+                plan.firehose,
+            ))
+            .map_err(|e| RunError::failed(format!("cannot subscribe an observer: {e}")))?;
+        links.push(link);
+        observers.push(o);
+    }
+    let mut stale: Vec<u64> = observers.iter().flat_map(Observer::stale_users).collect();
+    stale.sort_unstable();
+    stale.dedup();
+    let hists: Vec<Arc<Mutex<Hists>>> = observers.iter().map(Observer::hists).collect();
+    let (stop_observers, stop) = tokio::sync::watch::channel(false);
+    let tasks: Vec<_> = observers
+        .into_iter()
+        .map(|o| rt.spawn(o.run(stop.clone())))
+        .collect();
+    if !stale.is_empty() {
+        log_out_stale(&plan, &shared, &stale, boot_epoch, args.quiet)?;
+    }
+    shared.running.store(true, Ordering::Release);
+
+    // Daemon counters: a baseline now, a reading every second.
+    let readings: Reading = Arc::new(Mutex::new(Vec::new()));
+    let poller = rt.spawn(poll_stats(control_link.clone(), readings.clone(), clock));
+    let baseline = rt.block_on(read_stats(&control_link))?;
+
+    // Senders.
+    let control = Arc::new(Control::default());
+    let counters = Arc::new(SendCounters::default());
+    let start_us = clock.now_us() + 20_000;
+    let mut senders = Vec::new();
+    for t in 0..plan.threads {
+        let g0 = t * plan.gateways / plan.threads;
+        let g1 = (t + 1) * plan.gateways / plan.threads;
+        let setup = sender::SenderSetup {
+            thread: t,
+            gateways: g0..g1,
+            plan: plan.clone(),
+            pop: pop.clone(),
+            counters: counters.clone(),
+            control: control.clone(),
+            clock,
+            start_us,
+            boot_epoch,
+        };
+        match sender::spawn(setup) {
+            Ok(handle) => senders.push(handle),
+            Err(e) => {
+                control.set(Phase::Done);
+                return Err(RunError::failed(format!(
+                    "cannot open the gateways' UDP sockets: {e}"
+                )));
+            }
+        }
+    }
+    let interrupts = {
+        let control = control.clone();
+        rt.spawn(async move {
+            while tokio::signal::ctrl_c().await.is_ok() {
+                control.interrupt();
+            }
+        })
+    };
+
+    let mut progress = ProgressMeter::new(clock, start_us, args.quiet || args.json);
+    let threads = plan.threads;
+    let mut warmup = Warmup::new(&plan, &pop, start_us);
+    while control.stopped() < threads {
+        progress.tick(&counters, &readings, &hists, &shared, &pop);
+        warmup.check(&pop, clock.now_us());
+    }
+    let stop_us = clock.now_us();
+    // Senders publish before they report stopping: these are the send window's figures.
+    let mut sent = sent_of(&counters, (stop_us.saturating_sub(start_us)) as f64 / 1e6);
+
+    if !plan.logout_at_end {
+        // Users are left to time out: transitions after this are not the run's.
+        shared.ended.store(true, Ordering::Release);
+    }
+    // Let the daemon drain its sockets, then read what it applied; the logout sweep must
+    // start before the first device could time out.
+    let window = Duration::from_micros(plan.quiet_window_us());
+    let after_send = rt.block_on(quiesce(&control_link, window))?;
+    control.set(Phase::Drain);
+    let settle_until = clock.now_us() + plan.settle_us;
+    loop {
+        let done = control.drained() == threads && pop.in_flight() == 0;
+        if done || clock.now_us() >= settle_until || control.phase() == Phase::Done {
+            break;
+        }
+        progress.tick_for(
+            Duration::from_millis(100),
+            &counters,
+            &readings,
+            &hists,
+            &shared,
+            &pop,
+        );
+    }
+    control.set(Phase::Done);
+    let mut last_error = None;
+    for s in senders {
+        if let Ok(Some(e)) = s.join() {
+            last_error = Some(e);
+        }
+    }
+    let after_all = rt.block_on(read_stats(&control_link))?;
+    shared.finishing.store(true, Ordering::Release);
+    let _ = stop_observers.send(true);
+    let findings: Vec<Findings> = tasks
+        .into_iter()
+        .filter_map(|t| {
+            rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), t).await })
+                .ok()
+                .and_then(Result::ok)
+        })
+        .collect();
+    poller.abort();
+    let _ = rt.block_on(poller);
+    links.push(control_link);
+    rt.block_on(async {
+        for link in links {
+            if let Ok(link) = Arc::try_unwrap(link) {
+                link.close().await;
+            }
+        }
+    });
+    interrupts.abort();
+    let was_interrupted = control.interrupted();
+
+    let lossy = SendCounters::get(&counters.datagrams) > after_all.since(&baseline).datagrams
+        || after_all.since(&baseline).cross_shard_shed > 0;
+    let mut summary = Summary {
+        setup: setup_of(&plan, args),
+        sent: {
+            sent.last_error = last_error;
+            sent
+        },
+        daemon: after_send.since(&baseline),
+        daemon_after: after_all.since(&baseline),
+        checks: check(&pop, &findings, &shared, lossy),
+        ..Summary::default()
+    };
+    let (latency, lateness) = merge(&hists);
+    summary.latency = Percentiles::of(&latency);
+    summary.lateness = Percentiles::of(&lateness);
+    summary.timed_from_s = warmup.started_us.map(|us| us as f64 / 1e6);
+    summary.warnings = warnings(&summary, was_interrupted, findings.len(), &plan);
+    drop(rt);
+    Ok(summary)
+}
+
+/// Logs out (devices 1..=8 of) watched users left online by an earlier run and waits until
+/// every observer has seen them offline.
+fn log_out_stale(
+    plan: &Plan,
+    shared: &observer::Shared,
+    stale: &[u64],
+    boot_epoch: u32,
+    quiet: bool,
+) -> Result<(), RunError> {
+    if !quiet {
+        eprintln!(
+            "presence-loadgen: {} watched users are online from an earlier run; logging them out",
+            stale.len()
+        );
+    }
+    let mut gw = HeartbeatClient::new(u32::MAX, boot_epoch, plan.heartbeat)
+        .map_err(|e| RunError::failed(format!("cannot open a UDP socket: {e}")))?;
+    for _ in 0..3 {
+        let mut sent = 0u64;
+        for &u in stale {
+            for device in 1..=u32::from(population::MAX_DEVICES) {
+                let _ = gw.push(entry(u, device, State::Offline, false));
+                sent += 1;
+                if sent % 4096 == 0 {
+                    // Paced, so the daemon's socket buffer does not overflow.
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
+        let _ = gw.flush();
+        for _ in 0..200 {
+            if shared.not_offline.load(Ordering::Acquire) <= 0 {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    Err(RunError::failed(format!(
+        "{} watched users are still online after logging out their devices 1 to 8 three times: \
+         another gateway keeps them online; choose other users with --user-base",
+        shared.not_offline.load(Ordering::Acquire)
+    )))
+}

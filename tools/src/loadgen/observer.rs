@@ -1,0 +1,286 @@
+//! Observers: push links subscribed to the watched users. Each checks every transition as it
+//! arrives (versions only grow, each continues from the previous state, none without a
+//! cause) and measures its latency against the stamp of the send that caused it.
+
+use super::clock::Clock;
+use super::population::{Population, TIMEOUT, TIME_MASK, UNTIMED};
+use hdrhistogram::Histogram;
+use presenced::client::{ClientError, LinkClient, Push};
+use presenced_wire::link::{PresenceRecord, WireCause, WireState};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::watch;
+
+/// Latency histograms: 1 µs to 1 hour, 3 significant digits.
+pub fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
+}
+
+/// Histograms an observer fills and the progress line reads.
+pub struct Hists {
+    /// Transition latency: causing send → push arrival (logins, logouts).
+    pub latency: Histogram<u64>,
+    /// Offline detection lateness: timeout push arrival − deadline.
+    pub lateness: Histogram<u64>,
+    /// Latency since the progress line last looked.
+    pub recent: Histogram<u64>,
+}
+
+impl Default for Hists {
+    fn default() -> Self {
+        Hists {
+            latency: histogram(),
+            lateness: histogram(),
+            recent: histogram(),
+        }
+    }
+}
+
+/// Checks shared by every observer, for the progress line and the end.
+#[derive(Default)]
+pub struct Shared {
+    /// Phase: false while the initial logout of stale users runs (transitions only tracked),
+    /// true once the run proper has begun (transitions checked and counted).
+    pub running: AtomicBool,
+    /// Watched users not offline, summed over observers.
+    pub not_offline: AtomicI64,
+    /// Transitions of users that had none pending, as they arrived (the final count decides).
+    pub spurious_now: AtomicU64,
+    /// Versions not above the user's previous one.
+    pub version_regressions: AtomicU64,
+    /// Transitions, all observers.
+    pub events: AtomicU64,
+    /// LAGGED signals received.
+    pub lag_signals: AtomicU64,
+    /// Set when the run is over (a link closing after it is no finding).
+    pub finishing: AtomicBool,
+    /// Set when the senders stop without logging users out: transitions beyond those caused
+    /// are then the users timing out, not findings.
+    pub ended: AtomicBool,
+    /// Transitions ignored because they came after the end (see `ended`).
+    pub after_end: AtomicU64,
+}
+
+/// What one observer found, returned when its link closes.
+pub struct Findings {
+    /// Transitions seen per watched user.
+    pub counts: Vec<u32>,
+    /// Last state seen per watched user (wire value).
+    pub states: Vec<u8>,
+    /// Transitions of users outside the watched ones (firehose).
+    pub foreign: u64,
+    /// Transitions whose `prev` was not the state last seen (one was missed before it).
+    pub gaps: u64,
+    /// Transitions to idle (the generator always reports activity).
+    pub idle: u64,
+    /// Timeout transitions that arrived before the deadline computed from the last send
+    /// (possible only if that last beat was lost).
+    pub early_offline: u64,
+    /// Logouts whose user went offline by timeout instead (the logout was lost): not timed.
+    pub logout_timed_out: u64,
+    /// Why the link ended, if it ended on its own.
+    pub closed: Option<String>,
+    /// Events the client library dropped (this observer fell behind).
+    pub dropped_by_client: u64,
+}
+
+/// One observer's state, owned by its task.
+pub struct Observer {
+    link: Arc<LinkClient>,
+    pop: Arc<Population>,
+    clock: Clock,
+    shared: Arc<Shared>,
+    hists: Arc<Mutex<Hists>>,
+    versions: Vec<u64>,
+    findings: Findings,
+}
+
+fn lock(m: &Mutex<Hists>) -> MutexGuard<'_, Hists> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Observer {
+    /// Subscribes `link` to the watched users (or turns its firehose on and queries them)
+    /// and records their current state and version.
+    pub async fn subscribe(
+        link: Arc<LinkClient>,
+        pop: Arc<Population>,
+        clock: Clock,
+        shared: Arc<Shared>,
+        firehose: bool,
+    ) -> Result<Observer, ClientError> {
+        let users: Vec<u64> = (0..pop.watch).map(|i| pop.id(i)).collect();
+        let records = if firehose {
+            link.subscribe_all().await?;
+            link.query(&users).await?
+        } else {
+            link.subscribe(&users).await?
+        };
+        let n = pop.watch as usize;
+        let mut observer = Observer {
+            link,
+            pop,
+            clock,
+            shared,
+            hists: Arc::new(Mutex::new(Hists::default())),
+            versions: vec![0; n],
+            findings: Findings {
+                counts: vec![0; n],
+                states: vec![0; n],
+                foreign: 0,
+                gaps: 0,
+                idle: 0,
+                early_offline: 0,
+                logout_timed_out: 0,
+                closed: None,
+                dropped_by_client: 0,
+            },
+        };
+        observer.baseline(&records);
+        Ok(observer)
+    }
+
+    fn baseline(&mut self, records: &[PresenceRecord]) {
+        let mut not_offline = 0;
+        for r in records {
+            let Some(i) = self.pop.watched_index(r.user) else {
+                continue;
+            };
+            let i = i as usize;
+            self.versions[i] = self.versions[i].max(r.version);
+            self.findings.states[i] = r.state.to_u8();
+            if r.state != WireState::Offline {
+                not_offline += 1;
+            }
+        }
+        self.shared
+            .not_offline
+            .fetch_add(not_offline, Ordering::AcqRel);
+    }
+
+    /// Watched users this observer last saw online or idle.
+    pub fn stale_users(&self) -> Vec<u64> {
+        self.findings
+            .states
+            .iter()
+            .enumerate()
+            .filter(|(_, &s)| s != WireState::Offline.to_u8())
+            .map(|(i, _)| self.pop.id(i as u32))
+            .collect()
+    }
+
+    /// The histograms, for the progress line.
+    pub fn hists(&self) -> Arc<Mutex<Hists>> {
+        self.hists.clone()
+    }
+
+    /// Reads pushes until `stop` turns true (then takes what is already queued) or the link
+    /// closes; returns the findings.
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) -> Findings {
+        loop {
+            let push = tokio::select! {
+                push = self.link.next_push() => push,
+                _ = stop.wait_for(|&s| s) => {
+                    while let Some(push) = self.link.try_next_push() {
+                        self.take(push);
+                    }
+                    break;
+                }
+            };
+            match push {
+                Some(push) => self.take(push),
+                None => break,
+            }
+        }
+        self.findings.dropped_by_client = self.link.dropped_events();
+        self.findings
+    }
+
+    fn take(&mut self, push: Push) {
+        match push {
+            Push::Events(events) => {
+                let now = self.clock.now_us();
+                let running = self.shared.running.load(Ordering::Acquire);
+                let hists = self.hists.clone();
+                let mut h = lock(&hists);
+                for e in events {
+                    self.event(&e, now, running, &mut h);
+                }
+            }
+            Push::Lagged { .. } | Push::LaggedAll => {
+                self.shared.lag_signals.fetch_add(1, Ordering::Relaxed);
+            }
+            Push::Closed { message, .. } => {
+                if !self.shared.finishing.load(Ordering::Acquire) {
+                    self.findings.closed = Some(message);
+                }
+            }
+        }
+    }
+
+    fn event(&mut self, e: &presenced_wire::link::Event, now: u64, running: bool, h: &mut Hists) {
+        let Some(index) = self.pop.watched_index(e.user) else {
+            self.findings.foreign += 1;
+            return;
+        };
+        let i = index as usize;
+        let f = &mut self.findings;
+        if e.version <= self.versions[i] {
+            self.shared
+                .version_regressions
+                .fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.versions[i] = e.version;
+        }
+        let offline = WireState::Offline.to_u8();
+        let (before, after) = (f.states[i], e.state.to_u8());
+        if before == offline && after != offline {
+            self.shared.not_offline.fetch_add(1, Ordering::AcqRel);
+        } else if before != offline && after == offline {
+            self.shared.not_offline.fetch_sub(1, Ordering::AcqRel);
+        }
+        if running && e.prev.to_u8() != before {
+            f.gaps += 1;
+        }
+        f.states[i] = after;
+        if !running {
+            return;
+        }
+        self.shared.events.fetch_add(1, Ordering::Relaxed);
+        if e.state == WireState::Idle {
+            f.idle += 1;
+        }
+        if f.counts[i] >= self.pop.expected(index) && self.shared.ended.load(Ordering::Acquire) {
+            self.shared.after_end.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        f.counts[i] += 1;
+        self.pop.saw(index);
+        if f.counts[i] > self.pop.expected(index) {
+            self.shared.spurious_now.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let online = e.state != WireState::Offline;
+        let stamp = self.pop.stamp(index, online);
+        if !online && stamp & TIMEOUT == 0 && e.cause == WireCause::Timeout {
+            // The logout was lost and the devices timed out instead: not timed.
+            f.logout_timed_out += 1;
+            return;
+        }
+        if stamp & UNTIMED != 0 {
+            return;
+        }
+        let at = stamp & TIME_MASK;
+        if !online && stamp & TIMEOUT != 0 {
+            if now < at {
+                f.early_offline += 1;
+            } else {
+                let _ = h.lateness.record((now - at).max(1));
+            }
+        } else {
+            let latency = now.saturating_sub(at).max(1);
+            let _ = h.latency.record(latency);
+            let _ = h.recent.record(latency);
+        }
+    }
+}
