@@ -118,3 +118,69 @@ fn bad_arguments_say_what_is_wrong() {
     assert!(stderr.contains("timeout"), "{stderr}");
     assert!(started.elapsed() < Duration::from_secs(10));
 }
+
+#[test]
+fn signs_datagrams_and_presents_a_token_for_an_authenticating_daemon() {
+    use std::os::unix::fs::PermissionsExt;
+    let key = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+    let dir = std::env::temp_dir().join(format!("loadgen-auth-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let keys = dir.join("keys.toml");
+    let mut text = String::from("[gateways]\n");
+    for g in ["1", "2", "4294967295"] {
+        text.push_str(&format!("{g} = \"{key}\"\n"));
+    }
+    text.push_str("[links]\nloadgen = { token = \"loadgen-token-0123\", firehose = true }\n");
+    std::fs::write(&keys, text).unwrap();
+    std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::write(dir.join("gw.key"), key).unwrap();
+    std::fs::write(dir.join("token"), "loadgen-token-0123\n").unwrap();
+    let d = InProcess::start(&[("auth.keys_file", keys.to_str().unwrap())]);
+    let path = |f: &str| dir.join(f).to_string_lossy().into_owned();
+    let (key_file, token_file) = (path("gw.key"), path("token"));
+    let auth = [
+        "--key-file",
+        key_file.as_str(),
+        "--token-file",
+        token_file.as_str(),
+        "--link-name",
+        "loadgen",
+        "--gateways",
+        "2",
+    ];
+    let steady = run_json(
+        &d,
+        &[
+            &[
+                "--scenario",
+                "steady",
+                "--users",
+                "1000",
+                "--duration",
+                "2s",
+            ],
+            &auth[..],
+        ]
+        .concat(),
+    );
+    assert_eq!(steady["ok"], true, "{steady}");
+    assert_eq!(num(&steady, &["transitions", "expected"]), 2000);
+    // With the token but without the key every datagram is refused: nobody comes online,
+    // which the generator reports as missing transitions (exit status 1).
+    let out = loadgen(
+        &d,
+        &[
+            &["--scenario", "steady", "--users", "10", "--duration", "1s"],
+            &auth[2..6],
+            &["--json", "--quiet", "--settle", "1s"],
+        ]
+        .concat(),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -215,6 +215,21 @@ pub struct Args {
     /// The name the daemon's certificate must carry.
     #[arg(long, value_name = "NAME", default_value = "localhost")]
     pub server_name: String,
+
+    /// Sign every datagram with this key (a file of 64 hex digits), for a daemon with
+    /// `auth.keys_file`: list gateway ids 1..=--gateways and 4294967295 (the clean-up gateway)
+    /// there, each with this key.
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+
+    /// The observers' link token (a file), for a daemon whose key file lists `[links]`; the
+    /// links are named by --link-name.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+
+    /// The observers' link name (in the daemon's logs and its `[links]`).
+    #[arg(long, value_name = "NAME", default_value = "presence-loadgen")]
+    pub link_name: String,
 }
 
 /// Parses a count such as `2000`, `100k`, `1.5M` or `1_000_000`.

@@ -39,8 +39,12 @@ impl Gateway {
         boot_epoch: u32,
         shared: SocketAddr,
         shards: &[SocketAddr],
+        key: Option<&presenced_wire::auth::Key>,
     ) -> std::io::Result<Gateway> {
         let mut client = HeartbeatClient::new(id, boot_epoch, shared)?;
+        if let Some(key) = key {
+            client = client.with_key(key.clone());
+        }
         if !shards.is_empty() {
             client = client.with_shard_ports(shards.to_vec());
         }

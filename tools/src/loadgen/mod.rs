@@ -107,13 +107,17 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 fn connect_options(args: &Args) -> ConnectOptions {
     ConnectOptions {
-        client_name: "presence-loadgen".into(),
+        client_name: args.link_name.clone(),
         trust: match &args.ca {
             Some(path) => Trust::CaFile(path.clone()),
             None => Trust::InsecureLocal,
         },
         server_name: args.server_name.clone(),
-        token: None,
+        token: args.token_file.as_ref().and_then(|p| {
+            std::fs::read_to_string(p)
+                .ok()
+                .map(|t| t.trim().to_string())
+        }),
     }
 }
 
@@ -341,6 +345,9 @@ fn log_out_stale(
     }
     let mut gw = HeartbeatClient::new(u32::MAX, boot_epoch, plan.heartbeat)
         .map_err(|e| RunError::failed(format!("cannot open a UDP socket: {e}")))?;
+    if let Some(key) = &plan.key {
+        gw = gw.with_key(key.clone());
+    }
     for _ in 0..3 {
         let mut sent = 0u64;
         for &u in stale {

@@ -84,6 +84,8 @@ pub struct Flap {
 pub struct Plan {
     /// The scenario.
     pub scenario: Scenario,
+    /// The gateways' key: datagrams are signed with it.
+    pub key: Option<presenced_wire::auth::Key>,
     /// Simulated users.
     pub users: u32,
     /// User id of user index 0.
@@ -290,8 +292,24 @@ impl Plan {
             Pacing::Scheduled { gap_max_us, .. } => gap_max_us,
             Pacing::Max => 0,
         };
+        if let Some(path) = &args.token_file {
+            std::fs::read_to_string(path)
+                .map_err(|e| format!("--token-file {}: {e}", path.display()))?;
+        }
+        let key = match &args.key_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| e.to_string())
+                    .and_then(|t| {
+                        presenced_wire::auth::Key::from_hex(&t).map_err(|e| e.to_string())
+                    })
+                    .map_err(|e| format!("--key-file {}: {e}", path.display()))?,
+            ),
+            None => None,
+        };
         Ok(Plan {
             scenario,
+            key,
             users: args.users,
             user_base: args.user_base,
             gateways: args.gateways,

@@ -114,6 +114,7 @@ impl Sender {
                 s.boot_epoch,
                 plan.heartbeat,
                 &plan.shard_addrs,
+                plan.key.as_ref(),
             )?);
         }
         let n = (end - first) as usize;
