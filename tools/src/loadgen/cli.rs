@@ -86,6 +86,22 @@ pub struct Args {
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7060")]
     pub link: SocketAddr,
 
+    /// What to load: presenced (the default; --link, --heartbeat) or a Redis server given as
+    /// `redis://HOST:PORT[/DB]`, which gets the seed design's presence in Redis instead: each
+    /// heartbeat is `SET presence:<user>:<device> online PX <interval + 2 × grace>` (pipelined,
+    /// one pipeline per gateway batch of up to 89 entries, the entries of one datagram), a
+    /// logout is `DEL`, and a separate connection subscribes to the keyspace `expired` events
+    /// (it sets `notify-keyspace-events Ex`) for offline detection. Redis has no WELCOME: the
+    /// timings come from --interval (default 20s) and --grace (default 12s). Only the steady
+    /// (--max, --rate or --interval) and storm scenarios run against Redis.
+    #[arg(long, value_name = "URL", value_parser = parse_target)]
+    pub target: Option<String>,
+
+    /// Redis target only: the grace of the simulated deadline (a key's TTL is --interval +
+    /// 2 × GRACE). Default: 12s, presenced's default.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub grace: Option<Duration>,
+
     /// Where heartbeats go. Default: WELCOME's shared heartbeat port on the link's IP.
     #[arg(long, value_name = "ADDR")]
     pub heartbeat: Option<SocketAddr>,
@@ -323,6 +339,17 @@ fn parse_churn(text: &str) -> Result<f64, String> {
         ));
     }
     Ok(n)
+}
+
+fn parse_target(text: &str) -> Result<String, String> {
+    let t = text.trim();
+    if t.starts_with("redis://") {
+        Ok(t.to_string())
+    } else {
+        Err(format!(
+            "`{text}` is not a target: give redis://HOST:PORT (or leave --target out for presenced)"
+        ))
+    }
 }
 
 /// Parses a duration: an integer with a unit (us, ms, s, m, h), as in the daemon's settings.

@@ -22,6 +22,7 @@ pub mod observer;
 pub mod plan;
 pub mod population;
 pub mod progress;
+pub mod redis_target;
 pub mod report;
 pub mod rng;
 pub mod schedule;
@@ -82,6 +83,26 @@ impl RunError {
 
 /// Runs, prints the summary and returns the exit status.
 pub fn main(args: &Args) -> u8 {
+    if let Some(url) = &args.target {
+        return match redis_target::run(args, url) {
+            Ok(summary) => {
+                if args.json {
+                    println!("{}", summary.to_json());
+                } else {
+                    print!("{}", summary.table());
+                }
+                if summary.missing() > 0 {
+                    EXIT_VIOLATIONS
+                } else {
+                    0
+                }
+            }
+            Err(e) => {
+                eprintln!("presence-loadgen: {}", e.message);
+                e.code
+            }
+        };
+    }
     match run(args) {
         Ok(summary) => {
             if args.json {

@@ -42,14 +42,16 @@ impl Percentiles {
         }
     }
 
-    fn to_json(self) -> Value {
+    /// The percentiles as JSON (µs).
+    pub fn to_json(self) -> Value {
         json!({
             "count": self.count, "p50": self.p50, "p90": self.p90, "p99": self.p99,
             "p999": self.p999, "max": self.max, "mean": (self.mean * 10.0).round() / 10.0,
         })
     }
 
-    fn line(&self) -> String {
+    /// The percentiles on one line, in ms.
+    pub fn line(&self) -> String {
         if self.count == 0 {
             return "none".into();
         }

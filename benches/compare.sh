@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# presenced vs the seed design's presence in Redis (SET … PX ttl per heartbeat, keyspace
+# `expired` notifications for offline), loaded by the same presence-loadgen on the same
+# schedule. Prints a side-by-side table with ratios. See benches/README.md.
+#
+# Usage: benches/compare.sh [--users N] [--duration D] [--interval D] [--grace D]
+# Environment (same meaning; flags win): USERS (100k), DURATION (10s: the steady --max run),
+# INTERVAL (2s) and GRACE (500ms) (both servers' timings: timeout = INTERVAL + 2 × GRACE),
+# REDIS_PORT (6399), GATEWAYS (4), NO_BUILD=1 (use the binaries already in target/release).
+# Scale up with `--users 1M` (memory and expiry lateness with 1M users expiring together).
+#
+# Needs: cargo, python3 (to read the JSON summaries), redis-server (installed with apt-get if
+# missing). Loopback only: presenced on 127.0.0.1:7070 (heartbeats) and :7060 (push link),
+# redis-server on 127.0.0.1:$REDIS_PORT. Both are stopped on exit.
+set -euo pipefail
+
+USERS=${USERS:-100k}
+DURATION=${DURATION:-10s}
+INTERVAL=${INTERVAL:-2s}
+GRACE=${GRACE:-500ms}
+REDIS_PORT=${REDIS_PORT:-6399}
+GATEWAYS=${GATEWAYS:-4}
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --users) USERS=$2; shift 2 ;;
+        --duration) DURATION=$2; shift 2 ;;
+        --interval) INTERVAL=$2; shift 2 ;;
+        --grace) GRACE=$2; shift 2 ;;
+        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+        *) echo "compare.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+
+cd "$(dirname "$0")/.."
+command -v python3 >/dev/null || { echo "compare.sh: python3 is needed to read the summaries" >&2; exit 1; }
+command -v redis-server >/dev/null || (apt-get update && apt-get install -y redis-server)
+
+if [ "${NO_BUILD:-0}" != 1 ]; then
+    cargo build --release -p presenced -p presenced-tools --bin presenced --bin presence-loadgen
+fi
+BIN=target/release
+WORK=$(mktemp -d)
+PD_PID=
+RD_PID=
+cleanup() {
+    [ -n "$PD_PID" ] && kill "$PD_PID" 2>/dev/null || true
+    [ -n "$RD_PID" ] && kill "$RD_PID" 2>/dev/null || true
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT INT TERM
+
+# CPU seconds (user + system) of a process.
+cpu_s() {
+    local ticks
+    ticks=$(sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}')
+    awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.3f", t / hz }'
+}
+# A /proc/<pid>/status field, in bytes.
+mem_b() { awk -v f="$2:" '$1 == f { print $2 * 1024 }' "/proc/$1/status"; }
+wait_port() { # tcp|udp port
+    for _ in $(seq 100); do
+        if ss -ln"${1:0:1}" | grep -q "127.0.0.1:$2 "; then return 0; fi
+        sleep 0.1
+    done
+    echo "compare.sh: nothing listens on $1 port $2" >&2
+    exit 1
+}
+
+LG=("$BIN/presence-loadgen" --users "$USERS" --devices 1 --gateways "$GATEWAYS" --quiet --json)
+# The users as a number (USERS may be 100k, 1M).
+N=$(python3 -c 'import sys; t = sys.argv[1].replace("_", ""); m = {"k": 1e3, "K": 1e3, "M": 1e6}
+print(int(float(t[:-1]) * m[t[-1]]) if t[-1] in m else int(t))' "$USERS")
+# presenced's steady run watches (subscribes to) only this many users, so that its memory
+# figure is the presence state, not the observer's million subscriptions; storm watches all.
+STEADY_WATCH=$((N < 1000 ? N : 1000))
+
+# Runs a steady --max and a storm against one server; writes $WORK/<name>.*.
+measure() { # name pid "steady-only-args" target-args...
+    local name=$1 pid=$2 steady_args=$3
+    shift 3
+    local rss0 cpu0 cpu1
+    rss0=$(mem_b "$pid" VmRSS)
+    cpu0=$(cpu_s "$pid")
+    echo "compare.sh: $name: steady --max for $DURATION, $USERS users" >&2
+    # shellcheck disable=SC2086
+    "${LG[@]}" "$@" $steady_args --scenario steady --max --duration "$DURATION" >"$WORK/$name.steady.json"
+    cpu1=$(cpu_s "$pid")
+    echo "$rss0 $(mem_b "$pid" VmHWM) $cpu0 $cpu1" >"$WORK/$name.proc"
+    echo "compare.sh: $name: storm (heartbeats every $INTERVAL, then silence), $USERS users" >&2
+    "${LG[@]}" "$@" --scenario storm --interval "$INTERVAL" >"$WORK/$name.storm.json"
+}
+
+"$BIN/presenced" --shards 1 --listen 127.0.0.1:7070 --link-listen 127.0.0.1:7060 \
+    --set "presence.heartbeat_interval=$INTERVAL" --set "presence.grace=$GRACE" \
+    --set "presence.users_per_shard=$((N > 1000000 ? N : 1000000))" \
+    >"$WORK/presenced.log" 2>&1 &
+PD_PID=$!
+wait_port udp 7060
+measure presenced "$PD_PID" "--watch $STEADY_WATCH" --link 127.0.0.1:7060
+kill "$PD_PID"
+wait "$PD_PID" 2>/dev/null || true
+PD_PID=
+
+redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no \
+    >"$WORK/redis.log" 2>&1 &
+RD_PID=$!
+wait_port tcp "$REDIS_PORT"
+measure redis "$RD_PID" "" --target "redis://127.0.0.1:$REDIS_PORT" --grace "$GRACE"
+
+python3 - "$WORK" "$USERS" "$DURATION" "$INTERVAL" "$GRACE" <<'EOF'
+import json, sys
+work, users, duration, interval, grace = sys.argv[1:6]
+def load(name):
+    steady = json.load(open(f"{work}/{name}.steady.json"))
+    storm = json.load(open(f"{work}/{name}.storm.json"))
+    rss0, hwm, cpu0, cpu1 = (float(x) for x in open(f"{work}/{name}.proc").read().split())
+    n = steady["setup"]["users"]
+    hb = steady["daemon"]["heartbeats"]
+    cpu = max(cpu1 - cpu0, 1e-3)
+    r = {
+        "accepted heartbeats/s": steady["daemon"]["accepted_per_s"],
+        "server CPU seconds (steady run)": cpu,
+        "accepted heartbeats per CPU-second": hb / cpu,
+        "RSS growth per online user (B)": (hwm - rss0) / n,
+        "peak RSS per online user (B)": hwm / n,
+        "offline lateness p50 (ms)": storm["offline_lateness_us"]["p50"] / 1000,
+        "offline lateness p99 (ms)": storm["offline_lateness_us"]["p99"] / 1000,
+        "offline lateness max (ms)": storm["offline_lateness_us"]["max"] / 1000,
+        "offline events timed (storm)": storm["offline_lateness_us"]["count"],
+    }
+    if name == "redis":
+        r["used_memory per online user (B)"] = steady["daemon"]["bytes_per_user"]
+        r["expiries missing (storm)"] = storm["expiries"]["missing"]
+    else:
+        r["violations (steady + storm)"] = steady["violations"] + storm["violations"]
+    return r
+p, r = load("presenced"), load("redis")
+keys = list(p) + [k for k in r if k not in p]
+print(f"\n{users} users × 1 device, steady --max for {duration}; storm: heartbeats every "
+      f"{interval}, timeout {interval} + 2 × {grace}\n")
+print(f"| {'metric':<38} | {'presenced':>14} | {'redis':>14} | {'presenced ÷ redis':>17} |")
+print(f"|{'-'*40}|{'-'*16}:|{'-'*16}:|{'-'*18}:|")
+def fmt(v):
+    if v is None: return "–"
+    if isinstance(v, int): return f"{v:,}"
+    return f"{v:,.0f}" if abs(v) >= 100 else f"{v:,.2f}"
+for k in keys:
+    a, b = p.get(k), r.get(k)
+    ratio = f"{a / b:.2f}×" if isinstance(a, float) and isinstance(b, float) and b else "–"
+    print(f"| {k:<38} | {fmt(a):>14} | {fmt(b):>14} | {ratio:>17} |")
+EOF
