@@ -195,7 +195,8 @@ async fn serve(connection: quinn::Connection, id: u32, context: &Context) {
     if let Err(Fatal(code, message)) = result {
         let mut buf = BytesMut::new();
         wire::encode_error(&mut buf, 0, code, &message);
-        let _ = send.write_all(&buf).await;
+        // A gateway whose window is full never takes the frame: the close below says it too.
+        let _ = tokio::time::timeout(Duration::from_secs(1), send.write_all(&buf)).await;
         let _ = send.finish();
         // Give the ERROR frame a moment to leave before the close frame.
         tokio::time::sleep(Duration::from_millis(50)).await;
