@@ -176,6 +176,19 @@ async fn hostile_datagrams_are_refused_counted_and_change_nothing() {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(link.query(&[1201]).await.unwrap()[0].version, 0);
+    // Gateway 1 restarts: a greater boot epoch, its sequence numbers from 0 again.
+    gw.send_raw(&datagram(1, 8, 0, now_ms(), 1400, Some(KEY_C)))
+        .unwrap();
+    gw.send_raw(&datagram(1, 7, 501, now_ms(), 1401, Some(KEY_C)))
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let restarted = link.query(&[1400, 1401]).await.unwrap();
+    assert_eq!(
+        restarted[0].state,
+        WireState::Online,
+        "the new epoch is accepted"
+    );
+    assert_eq!(restarted[1].version, 0, "the old epoch is stale");
     // Replays of datagrams accepted before the reload are still refused.
     let before = field(&link.stats().await.unwrap(), "replayed");
     gw.send_raw(&kept).unwrap();

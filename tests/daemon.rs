@@ -630,3 +630,40 @@ fn bad_settings_are_clear_errors_and_help_lists_every_key() {
         assert!(help.contains(key.name), "--help lacks {}", key.name);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscription_and_in_flight_limits_refuse_the_request_not_the_link() {
+    let d = Daemon::start(&[
+        "--shards",
+        "2",
+        "--set",
+        "link.max_subscriptions=5",
+        "--set",
+        "link.max_requests_in_flight=1",
+    ]);
+    let mut raw = presenced::client::RawLink::connect(d.link, options(), 1 << 20)
+        .await
+        .unwrap();
+    let mut frame = bytes::BytesMut::new();
+    presenced_wire::link::encode_subscribe(&mut frame, 1, &[1, 2, 3, 4, 5, 6]).unwrap();
+    raw.send_raw(&frame).await.unwrap();
+    let (request, code, _) = raw.next_error(WAIT).await.unwrap().expect("ERROR");
+    assert_eq!((request, code), (1, Some(ErrorCode::SubscriptionLimit)));
+    // Fifty queries at once with one allowed in flight: some are refused, by id.
+    let mut frames = bytes::BytesMut::new();
+    for id in 100..150 {
+        presenced_wire::link::encode_query(&mut frames, id, &[1]).unwrap();
+    }
+    raw.send_raw(&frames).await.unwrap();
+    let (request, code, _) = raw.next_error(WAIT).await.unwrap().expect("ERROR");
+    assert!((100..150).contains(&request), "{request}");
+    assert_eq!(code, Some(ErrorCode::TooManyRequests));
+    // The client library keeps within the limit and splits nothing it need not.
+    let client = link(&d).await;
+    assert_eq!(client.subscribe(&[1, 2, 3, 4, 5]).await.unwrap().len(), 5);
+    let refused = client.subscribe(&[6]).await.unwrap_err();
+    assert!(
+        refused.to_string().contains("subscription_limit"),
+        "{refused}"
+    );
+}
