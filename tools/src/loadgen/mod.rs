@@ -83,34 +83,19 @@ impl RunError {
 
 /// Runs, prints the summary and returns the exit status.
 pub fn main(args: &Args) -> u8 {
-    if let Some(url) = &args.target {
-        return match redis_target::run(args, url) {
-            Ok(summary) => {
-                if args.json {
-                    println!("{}", summary.to_json());
-                } else {
-                    print!("{}", summary.table());
-                }
-                if summary.missing() > 0 {
-                    EXIT_VIOLATIONS
-                } else {
-                    0
-                }
-            }
-            Err(e) => {
-                eprintln!("presence-loadgen: {}", e.message);
-                e.code
-            }
-        };
-    }
-    match run(args) {
-        Ok(summary) => {
+    let outcome = match &args.target {
+        Some(url) => redis_target::run(args, url)
+            .map(|summary| (summary.to_json(), summary.table(), summary.missing())),
+        None => run(args).map(|summary| (summary.to_json(), summary.table(), summary.violations())),
+    };
+    match outcome {
+        Ok((json, table, bad)) => {
             if args.json {
-                println!("{}", summary.to_json());
+                println!("{json}");
             } else {
-                print!("{}", summary.table());
+                print!("{table}");
             }
-            if summary.violations() > 0 {
+            if bad > 0 {
                 EXIT_VIOLATIONS
             } else {
                 0
@@ -122,6 +107,7 @@ pub fn main(args: &Args) -> u8 {
         }
     }
 }
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
