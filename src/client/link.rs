@@ -32,6 +32,8 @@ type Reply = Result<Answer, ClientError>;
 /// A request waiting for its answer.
 struct Pending {
     records: Vec<PresenceRecord>,
+    /// Records the answer may carry: one per user asked (SPEC.md, P6.1).
+    expected: usize,
     done: oneshot::Sender<Reply>,
     /// Held until the answer arrives: the daemon's in-flight limit.
     _permit: OwnedSemaphorePermit,
@@ -48,6 +50,7 @@ struct Requests {
 #[derive(Default)]
 struct Pushes {
     queue: VecDeque<Push>,
+    /// The queue's total [`weight`].
     events: usize,
     /// A `LaggedAll` this client queued after dropping events is still in the queue.
     marker_queued: bool,
@@ -208,7 +211,10 @@ impl LinkClient {
         // Send every part first, then collect: parts are answered concurrently.
         let mut waiting = Vec::with_capacity(users.len().div_ceil(chunk));
         for part in users.chunks(chunk) {
-            waiting.push(self.start(|out, id| encode(out, id, part)).await?);
+            waiting.push(
+                self.start(part.len(), |out, id| encode(out, id, part))
+                    .await?,
+            );
         }
         let mut records = Vec::with_capacity(users.len());
         for rx in waiting {
@@ -229,13 +235,15 @@ impl LinkClient {
         &self,
         encode: fn(&mut BytesMut, u32) -> Result<(), wire::EncodeError>,
     ) -> Result<Answer, ClientError> {
-        let rx = self.start(encode).await?;
+        let rx = self.start(0, encode).await?;
         finish(rx).await
     }
 
-    /// Registers a request and sends it; the receiver yields its answer.
+    /// Registers a request (answered with at most `expected` records) and sends it; the
+    /// receiver yields its answer.
     async fn start(
         &self,
+        expected: usize,
         encode: impl FnOnce(&mut BytesMut, u32) -> Result<(), wire::EncodeError>,
     ) -> Result<oneshot::Receiver<Reply>, ClientError> {
         let permit = self
@@ -260,6 +268,7 @@ impl LinkClient {
                 id,
                 Pending {
                     records: Vec::new(),
+                    expected,
                     done,
                     _permit: permit,
                 },
@@ -310,13 +319,23 @@ fn closed_error(shared: &Shared) -> ClientError {
     ClientError::Closed { code, message }
 }
 
+/// What a push counts against the bound: its events or users, at least 1, so that no kind of
+/// push can pile up without limit.
+fn weight(push: &Push) -> usize {
+    match push {
+        Push::Events(events) => events.len().max(1),
+        Push::Lagged { users } => users.len().max(1),
+        Push::LaggedAll => 1,
+        Push::Closed { .. } => 0,
+    }
+}
+
 fn pop(shared: &Shared) -> Option<Push> {
     let mut p = lock(&shared.pushes);
     let push = p.queue.pop_front()?;
-    match &push {
-        Push::Events(events) => p.events -= events.len(),
-        Push::LaggedAll => p.marker_queued = false,
-        _ => {}
+    p.events -= weight(&push);
+    if push == Push::LaggedAll {
+        p.marker_queued = false;
     }
     Some(push)
 }
@@ -325,14 +344,14 @@ fn pop(shared: &Shared) -> Option<Push> {
 fn queue_push(shared: &Shared, push: Push) {
     {
         let mut p = lock(&shared.pushes);
-        let events = match &push {
-            Push::Events(events) => events.len(),
-            _ => 0,
-        };
-        let over = p.events.saturating_add(events) > LinkClient::MAX_BUFFERED_EVENTS;
+        let held = weight(&push);
+        let over = p.events.saturating_add(held) > LinkClient::MAX_BUFFERED_EVENTS;
         if over && !matches!(push, Push::Closed { .. }) {
-            p.dropped_events += events as u64;
+            if let Push::Events(events) = &push {
+                p.dropped_events += events.len() as u64;
+            }
             if !p.marker_queued {
+                p.events += weight(&Push::LaggedAll);
                 p.queue.push_back(Push::LaggedAll);
                 p.marker_queued = true;
             }
@@ -340,7 +359,7 @@ fn queue_push(shared: &Shared, push: Push) {
             if matches!(push, Push::Closed { .. }) {
                 p.finished = true;
             }
-            p.events += events;
+            p.events += held;
             p.queue.push_back(push);
         }
     }
@@ -380,6 +399,8 @@ async fn read_loop(
             Err(e) => break 'link close_reason(&connection, &e.to_string()),
         }
     };
+    // Whoever ended it, the link is over: make sure the connection is too.
+    connection.close(0u32.into(), b"link ended");
     let pending = {
         let mut requests = lock(&shared.requests);
         requests.ended = Some((code, message.clone()));
@@ -428,6 +449,15 @@ fn dispatch(shared: &Shared, frame: ServerFrame<'_>) -> Option<(Option<ErrorCode
         ServerFrame::Presence(p) => {
             let mut requests = lock(&shared.requests);
             if let Some(pending) = requests.pending.get_mut(&p.request_id) {
+                if pending.records.len() + p.records.len() > pending.expected {
+                    return Some((
+                        None,
+                        format!(
+                            "the daemon sent more records than the {} users asked in request {}",
+                            pending.expected, p.request_id
+                        ),
+                    ));
+                }
                 pending.records.extend(p.records.iter());
                 if p.is_final {
                     if let Some(done) = requests.pending.remove(&p.request_id) {

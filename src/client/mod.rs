@@ -14,7 +14,21 @@ pub use link::{LinkClient, RawLink};
 use presenced_wire::link::{ErrorCode, Event, Limits, Timings};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+/// Reads a gateway key file (64 hex digits, surrounding whitespace ignored). The error says
+/// what is wrong; callers add the file and the option it came from.
+pub fn read_key_file(path: &Path) -> Result<presenced_wire::auth::Key, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    presenced_wire::auth::Key::from_hex(&text).map_err(|e| e.to_string())
+}
+
+/// Reads a link token file (its text, surrounding whitespace ignored).
+pub fn read_token_file(path: &Path) -> Result<String, String> {
+    std::fs::read_to_string(path)
+        .map(|t| t.trim().to_string())
+        .map_err(|e| e.to_string())
+}
 
 /// Whom the client trusts to be the daemon.
 #[derive(Clone, Debug, PartialEq, Eq)]

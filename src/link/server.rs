@@ -231,11 +231,9 @@ impl LinkTask<'_> {
                 Ok(None) => {}
                 Err(e) => return Err(fatal_frame(e)),
             }
-            self.buf.reserve(16 * 1024);
-            let spare = self.buf.spare_capacity_mut().len();
-            let mut chunk = vec![0u8; spare.min(64 * 1024)];
-            match recv.read(&mut chunk).await {
-                Ok(Some(n)) => self.buf.extend_from_slice(&chunk[..n]),
+            // quinn hands over its own buffer (no zeroed scratch buffer per read); cancel-safe.
+            match recv.read_chunk(64 * 1024, true).await {
+                Ok(Some(chunk)) => self.buf.extend_from_slice(&chunk.bytes),
                 Ok(None) | Err(_) => return Ok(None),
             }
         }

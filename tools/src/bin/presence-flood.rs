@@ -114,11 +114,8 @@ fn main() -> ExitCode {
         cli.kinds.clone()
     };
     let key = match &cli.key_file {
-        Some(path) => match std::fs::read_to_string(path)
-            .map_err(|e| e.to_string())
-            .and_then(|t| Key::from_hex(&t).map_err(|e| e.to_string()))
-        {
-            Ok(k) => Some(k),
+        Some(path) => match presenced::client::read_key_file(path) {
+            Ok(key) => Some(key),
             Err(e) => {
                 eprintln!("presence-flood: --key-file {}: {e}", path.display());
                 return ExitCode::from(2);

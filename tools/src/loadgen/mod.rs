@@ -112,24 +112,27 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn connect_options(args: &Args) -> ConnectOptions {
-    ConnectOptions {
+fn connect_options(args: &Args) -> Result<ConnectOptions, RunError> {
+    let token = match &args.token_file {
+        Some(path) => Some(
+            presenced::client::read_token_file(path)
+                .map_err(|e| RunError::usage(format!("--token-file {}: {e}", path.display())))?,
+        ),
+        None => None,
+    };
+    Ok(ConnectOptions {
         client_name: args.link_name.clone(),
         trust: match &args.ca {
             Some(path) => Trust::CaFile(path.clone()),
             None => Trust::InsecureLocal,
         },
         server_name: args.server_name.clone(),
-        token: args.token_file.as_ref().and_then(|p| {
-            std::fs::read_to_string(p)
-                .ok()
-                .map(|t| t.trim().to_string())
-        }),
-    }
+        token,
+    })
 }
 
 async fn connect(args: &Args) -> Result<LinkClient, RunError> {
-    LinkClient::connect(args.link, connect_options(args))
+    LinkClient::connect(args.link, connect_options(args)?)
         .await
         .map_err(|e| {
             RunError::failed(format!(

@@ -292,17 +292,9 @@ impl Plan {
             Pacing::Scheduled { gap_max_us, .. } => gap_max_us,
             Pacing::Max => 0,
         };
-        if let Some(path) = &args.token_file {
-            std::fs::read_to_string(path)
-                .map_err(|e| format!("--token-file {}: {e}", path.display()))?;
-        }
         let key = match &args.key_file {
             Some(path) => Some(
-                std::fs::read_to_string(path)
-                    .map_err(|e| e.to_string())
-                    .and_then(|t| {
-                        presenced_wire::auth::Key::from_hex(&t).map_err(|e| e.to_string())
-                    })
+                presenced::client::read_key_file(path)
                     .map_err(|e| format!("--key-file {}: {e}", path.display()))?,
             ),
             None => None,

@@ -5,7 +5,9 @@
 mod format;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use presenced::client::{entry, ConnectOptions, HeartbeatClient, LinkClient, Push, Trust};
+use presenced::client::{
+    entry, read_key_file, read_token_file, ConnectOptions, HeartbeatClient, LinkClient, Push, Trust,
+};
 use presenced_wire::link::PresenceRecord;
 use presenced_wire::State;
 use std::net::SocketAddr;
@@ -237,9 +239,7 @@ async fn run(cli: Cli) -> Fallible {
         } => {
             let mut sender = heartbeat_client(&cli.link, gateway, heartbeat).await?;
             if let Some(path) = key_file {
-                let text = std::fs::read_to_string(&path)
-                    .map_err(|e| format!("--key-file {}: {e}", path.display()))?;
-                let key = presenced_wire::auth::Key::from_hex(&text)
+                let key = read_key_file(&path)
                     .map_err(|e| format!("--key-file {}: {e}", path.display()))?;
                 sender = sender.with_key(key);
             }
@@ -276,10 +276,7 @@ async fn run(cli: Cli) -> Fallible {
 async fn connect(args: &LinkArgs) -> Result<LinkClient, Box<dyn std::error::Error>> {
     let token = match &args.token_file {
         Some(path) => Some(
-            std::fs::read_to_string(path)
-                .map_err(|e| format!("--token-file {}: {e}", path.display()))?
-                .trim()
-                .to_string(),
+            read_token_file(path).map_err(|e| format!("--token-file {}: {e}", path.display()))?,
         ),
         None => None,
     };
