@@ -15,6 +15,7 @@ pub mod record;
 pub mod route;
 pub mod settings;
 pub mod shard;
+pub mod slab;
 pub mod table;
 pub mod wheel;
 pub mod worker;

@@ -8,6 +8,7 @@
 
 use crate::clock::Tick;
 use crate::event::PublicState;
+use bytemuck::Zeroable;
 
 /// Marks "no timer" in a record.
 pub const NO_TIMER: u32 = u32::MAX;
@@ -49,6 +50,7 @@ impl Aggregate {
 
 /// A device's reported state, with the flag that its activity window has lapsed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
 pub enum DeviceState {
     /// Reported online.
     Online = 0,
@@ -121,6 +123,12 @@ pub struct Record {
 }
 
 const _: () = assert!(std::mem::size_of::<Record>() == 32);
+
+// SAFETY: integers only; all-zero bytes are `Record::default()`.
+unsafe impl Zeroable for Record {}
+// SAFETY: integers, a bool and a `repr(u8)` enum whose 0 is `Online`: all-zero bytes are
+// `Device::EMPTY`.
+unsafe impl Zeroable for Device {}
 
 impl Record {
     /// A fresh record: offline, no devices, never seen, no timer.
@@ -202,32 +210,57 @@ impl Record {
 }
 
 /// Overflow blocks: one per user with two devices or more, each `per_block` devices wide.
+///
+/// All blocks are reserved at construction, zeroed by the allocator; blocks are handed out
+/// from the lowest never-used index (or the most recently freed one first), so the memory in
+/// use follows the multi-device users present, not the reserve.
 pub struct Blocks {
-    devices: Vec<Device>,
+    devices: Box<[Device]>,
+    /// Freed blocks, reused before fresh ones (capacity `count`: pushing never reallocates).
     free: Vec<u32>,
+    /// Blocks below this index have been handed out at least once.
+    fresh: u32,
+    count: u32,
     per_block: usize,
 }
 
 impl Blocks {
-    /// `count` blocks of `per_block` devices, all allocated now.
+    /// `count` blocks of `per_block` devices, all reserved now.
     pub fn new(count: u32, per_block: u8) -> Blocks {
         let per_block = per_block as usize;
         Blocks {
-            devices: vec![Device::EMPTY; count as usize * per_block],
-            free: (0..count).rev().collect(),
+            devices: crate::slab::zeroed(count as usize * per_block),
+            free: Vec::with_capacity(count as usize),
+            fresh: 0,
+            count,
             per_block,
         }
     }
 
     /// Blocks not in use.
     pub fn available(&self) -> usize {
-        self.free.len()
+        self.free.len() + (self.count - self.fresh) as usize
     }
 
-    /// Bytes of the block storage.
+    /// Bytes reserved for the block storage.
     pub fn memory_bytes(&self) -> usize {
-        self.devices.capacity() * std::mem::size_of::<Device>()
-            + self.free.capacity() * std::mem::size_of::<u32>()
+        std::mem::size_of_val(&*self.devices) + self.free.capacity() * std::mem::size_of::<u32>()
+    }
+
+    /// Takes a block: a freed one if any, else the next fresh one. Panics if none is left.
+    fn take(&mut self) -> u32 {
+        if let Some(block) = self.free.pop() {
+            return block;
+        }
+        assert!(self.fresh < self.count, "caller checked a block is free");
+        self.fresh += 1;
+        self.fresh - 1
+    }
+
+    /// Returns a block taken with [`Blocks::take`].
+    fn give_back(&mut self, block: u32) {
+        debug_assert!(block < self.fresh && self.free.len() < self.count as usize);
+        self.free.push(block);
     }
 }
 
@@ -296,11 +329,7 @@ impl<'a> Devices<'a> {
             }
             1 => {
                 let first = self.rec.inline();
-                let block = self
-                    .blocks
-                    .free
-                    .pop()
-                    .expect("caller checked a block is free");
+                let block = self.blocks.take();
                 self.rec.dev_id = block;
                 self.rec.set_device_count(2);
                 let base = self.block_base();
@@ -327,7 +356,7 @@ impl<'a> Devices<'a> {
             2 => {
                 let block = self.rec.dev_id;
                 let keep = self.blocks.devices[self.block_base() + (1 - i)];
-                self.blocks.free.push(block);
+                self.blocks.give_back(block);
                 self.rec.set_device_count(1);
                 self.rec.set_inline(keep);
             }
@@ -385,6 +414,20 @@ mod tests {
         assert_eq!(d.get(0), dev(2));
         assert_eq!(blocks.available(), 2);
         assert_eq!(r.device_count(), 1);
+    }
+
+    #[test]
+    fn blocks_reuse_freed_before_fresh_and_run_out() {
+        let mut blocks = Blocks::new(3, 2);
+        let taken: Vec<u32> = (0..3).map(|_| blocks.take()).collect();
+        assert_eq!(taken, [0, 1, 2]);
+        assert_eq!(blocks.available(), 0);
+        blocks.give_back(1);
+        assert_eq!(blocks.available(), 1);
+        assert_eq!(blocks.take(), 1);
+        assert_eq!(blocks.available(), 0);
+        // Fresh blocks read as empty devices.
+        assert!(blocks.devices.iter().all(|d| *d == Device::EMPTY));
     }
 
     #[test]

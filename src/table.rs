@@ -1,7 +1,7 @@
 //! The open-addressed presence table: `u64` key → `V: Copy`, fixed capacity.
 //!
-//! All slots are allocated up front (`ceil(capacity × 8 / 7)` of them, so the load factor
-//! never exceeds 7/8) and the table never grows. A key is mapped to its home slot with
+//! All slots are reserved up front (`ceil(capacity × 8 / 7)` of them, so the load factor
+//! never exceeds 7/8) and the table never grows; pages cost memory once used. A key is mapped to its home slot with
 //! *fastrange* (`(h × slots) >> 64`), so the slot count need not be a power of two.
 //! Collisions are resolved with Robin Hood linear probing (an insert takes the slot of the
 //! first entry that sits closer to its own home than the new key would) and removals use
@@ -17,6 +17,7 @@
 //! The seed spreads sequential user ids; it is not a keyed PRF, so it does not make the table
 //! proof against an adversary who can choose keys *and* learn the seed.
 
+use bytemuck::Zeroable;
 use std::fmt;
 
 /// The key could not be added: it is absent and the table already holds `capacity` entries.
@@ -53,9 +54,12 @@ pub struct ProbeStats {
 struct Slot<V> {
     /// `0` = empty; otherwise the tag of the key stored here (see the module docs).
     tag: u64,
-    /// Meaningless (a stale or default value) when the slot is empty.
+    /// Meaningless (a stale or zero value) when the slot is empty.
     value: V,
 }
+
+// SAFETY: a slot is a `u64` and a `V`, and all-zero bytes are a valid `V` (`V: Zeroable`).
+unsafe impl<V: Zeroable> Zeroable for Slot<V> {}
 
 /// Where a probe for a tag ended.
 enum Probe {
@@ -106,23 +110,6 @@ const fn unmix(mut x: u64) -> u64 {
     x ^ (x >> 30) ^ (x >> 60)
 }
 
-/// Asks the kernel to back a large, not yet touched allocation with transparent huge pages:
-/// every lookup is a random access, and 2 MiB pages spare it a TLB miss. Only a hint.
-fn advise_huge_pages<T>(storage: &Vec<T>) {
-    const HUGE: usize = 2 << 20;
-    let start = storage.as_ptr() as usize;
-    let end = start + storage.capacity() * std::mem::size_of::<T>();
-    let aligned = start.next_multiple_of(HUGE);
-    if end > aligned + HUGE {
-        let len = (end - aligned) / HUGE * HUGE;
-        // SAFETY: the range lies inside the allocation `storage` owns; MADV_HUGEPAGE changes
-        // no contents, and a failure (e.g. THP disabled) only leaves small pages.
-        unsafe {
-            libc::madvise(aligned as *mut libc::c_void, len, libc::MADV_HUGEPAGE);
-        }
-    }
-}
-
 /// A fixed-capacity open-addressed hash map from nonzero `u64` keys to `V` (see module docs).
 #[derive(Clone)]
 pub struct Table<V> {
@@ -135,22 +122,16 @@ pub struct Table<V> {
     max_probe_seen: usize,
 }
 
-impl<V: Copy + Default> Table<V> {
+impl<V: Copy + Zeroable> Table<V> {
     /// An empty table that will hold up to `capacity` entries, with hash seed `seed`.
     ///
-    /// Allocates and initialises all `ceil(capacity × 8 / 7)` slots (at least one) now.
+    /// Reserves all `ceil(capacity × 8 / 7)` slots (at least one) now, zeroed by the allocator
+    /// ([`crate::slab::zeroed`]): a page costs memory once an entry lands in it.
     pub fn new(capacity: u32, seed: u64) -> Table<V> {
         let slots = (u64::from(capacity) * 8).div_ceil(7).max(1);
         let slots = usize::try_from(slots).expect("slot count fits in usize");
-        let empty = Slot {
-            tag: 0,
-            value: V::default(),
-        };
-        let mut storage: Vec<Slot<V>> = Vec::with_capacity(slots);
-        advise_huge_pages(&storage);
-        storage.resize(slots, empty);
         Table {
-            slots: storage.into_boxed_slice(),
+            slots: crate::slab::zeroed(slots),
             len: 0,
             capacity: capacity as usize,
             seed,

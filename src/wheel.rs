@@ -8,6 +8,7 @@
 //! allocates after construction. One occupancy bitmap per level finds the next busy slot in O(1).
 
 use crate::clock::Tick;
+use bytemuck::Zeroable;
 
 const LEVELS: usize = 6;
 const SLOT_BITS: u32 = 6;
@@ -60,12 +61,17 @@ struct Node {
     prev: u32,
 }
 
+// SAFETY: integers only; a zero node is a never-used one (`Wheel::fresh` tells them apart).
+unsafe impl Zeroable for Node {}
+
 /// The timing wheel. `K` is carried as a `u64` key (the shard stores user ids).
 pub struct Wheel {
     /// Sentinels `0..SENTINELS` (slot `level * 64 + slot`), then timer nodes.
-    nodes: Vec<Node>,
-    /// Head of the free list of timer nodes (linked through `next`).
+    nodes: Box<[Node]>,
+    /// Head of the list of released timer nodes (linked through `next`), reused first.
     free: u32,
+    /// Nodes below this index have been used at least once; those from it on never were.
+    fresh: u32,
     occupied: [u64; LEVELS],
     now: Tick,
     len: usize,
@@ -73,31 +79,20 @@ pub struct Wheel {
 }
 
 impl Wheel {
-    /// A wheel holding at most `capacity` timers, with its clock at tick `now`.
+    /// A wheel holding at most `capacity` timers, with its clock at tick `now`. The slab is
+    /// reserved now, zeroed by the allocator ([`crate::slab::zeroed`]); nodes are handed out
+    /// from the lowest never-used one, so its pages cost memory as timers are first used.
     pub fn new(capacity: u32, now: Tick) -> Wheel {
         assert!((capacity as u64) < (NIL - SENTINELS) as u64);
-        let total = SENTINELS + capacity;
-        let mut nodes = Vec::with_capacity(total as usize);
-        for i in 0..SENTINELS {
-            nodes.push(Node {
-                key: 0,
-                at: 0,
-                next: i,
-                prev: i,
-            });
-        }
-        for i in SENTINELS..total {
-            let next = if i + 1 < total { i + 1 } else { NIL };
-            nodes.push(Node {
-                key: 0,
-                at: 0,
-                next,
-                prev: NIL,
-            });
+        let mut nodes: Box<[Node]> = crate::slab::zeroed((SENTINELS + capacity) as usize);
+        for (i, sentinel) in nodes.iter_mut().take(SENTINELS as usize).enumerate() {
+            sentinel.next = i as u32;
+            sentinel.prev = i as u32;
         }
         Wheel {
             nodes,
-            free: if capacity > 0 { SENTINELS } else { NIL },
+            free: NIL,
+            fresh: SENTINELS,
             occupied: [0; LEVELS],
             now,
             len: 0,
@@ -127,16 +122,21 @@ impl Wheel {
 
     /// Bytes of the timer slab.
     pub fn memory_bytes(&self) -> usize {
-        self.nodes.capacity() * std::mem::size_of::<Node>()
+        std::mem::size_of_val(&*self.nodes)
     }
 
     /// Schedules `key` at tick `at` (a past tick means the current one).
     pub fn insert(&mut self, key: u64, at: Tick) -> Result<TimerId, WheelFull> {
-        let id = self.free;
-        if id == NIL {
+        let id = if self.free != NIL {
+            let id = self.free;
+            self.free = self.nodes[id as usize].next;
+            id
+        } else if (self.fresh as usize) < self.nodes.len() {
+            self.fresh += 1;
+            self.fresh - 1
+        } else {
             return Err(WheelFull);
-        }
-        self.free = self.nodes[id as usize].next;
+        };
         self.nodes[id as usize].key = key;
         self.len += 1;
         self.link(id, at);
@@ -237,7 +237,10 @@ impl Wheel {
 
     fn node(&self, id: TimerId) -> Node {
         let node = self.nodes[id.0 as usize];
-        assert!(id.0 >= SENTINELS && node.prev != NIL, "stale timer handle");
+        assert!(
+            id.0 >= SENTINELS && id.0 < self.fresh && node.prev != NIL,
+            "stale timer handle"
+        );
         node
     }
 
@@ -386,6 +389,28 @@ mod tests {
         assert_eq!(wheel.key(c), 3);
         assert_eq!(drain(&mut wheel, 100), vec![(2, 5), (3, 7)]);
         assert_eq!(wheel.len(), 0);
+    }
+
+    #[test]
+    fn released_nodes_are_reused_before_fresh_ones() {
+        let mut wheel = Wheel::new(3, 0);
+        let a = wheel.insert(1, 10).unwrap();
+        wheel.cancel(a);
+        // The released node comes back first; the two never used follow.
+        assert_eq!(wheel.insert(2, 10).unwrap(), a);
+        let b = wheel.insert(3, 11).unwrap();
+        let c = wheel.insert(4, 12).unwrap();
+        assert!(a != b && b != c && a != c);
+        assert_eq!(wheel.insert(5, 13), Err(WheelFull));
+        assert_eq!(drain(&mut wheel, 20), vec![(2, 10), (3, 11), (4, 12)]);
+    }
+
+    #[test]
+    #[should_panic(expected = "stale timer handle")]
+    fn a_handle_to_a_never_used_node_panics() {
+        let mut wheel = Wheel::new(4, 0);
+        let a = wheel.insert(1, 10).unwrap();
+        wheel.key(TimerId::from_index(a.index() + 1));
     }
 
     #[test]
