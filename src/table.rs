@@ -110,6 +110,21 @@ const fn unmix(mut x: u64) -> u64 {
     x ^ (x >> 30) ^ (x >> 60)
 }
 
+/// Starts loading the cache line holding `slot`. On x86-64 this is a prefetch instruction,
+/// which retires at once, so a batch of them keeps dozens of misses in flight; elsewhere it is
+/// a plain read.
+#[inline(always)]
+fn prefetch<V>(slot: &Slot<V>) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        // SAFETY: a prefetch is a hint with no architectural effect; the address is valid.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(std::ptr::from_ref(slot).cast::<i8>()) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    std::hint::black_box(slot.tag);
+}
+
 /// A fixed-capacity open-addressed hash map from nonzero `u64` keys to `V` (see module docs).
 #[derive(Clone)]
 pub struct Table<V> {
@@ -157,9 +172,11 @@ impl<V: Copy> Table<V> {
     #[inline]
     pub fn prefetch(&self, key: u64) {
         let home = self.home(self.tag(key));
-        // A probe reads ~3.5 slots on average at full load: the home line and the next one.
-        let next = (home + 2) % self.slots.len();
-        std::hint::black_box((self.slots[home].tag, self.slots[next].tag));
+        // A probe reads ~3.5 slots past home on average at full load (~180 bytes): the home
+        // slot's line and the two after it.
+        for step in [0, 2, 4] {
+            prefetch(&self.slots[(home + step) % self.slots.len()]);
+        }
     }
 
     /// The value stored under `key`, mutably, if any. Panics if `key == 0`.
