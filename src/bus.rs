@@ -120,6 +120,9 @@ pub struct ShardCounters {
     pub dropped: Vec<(&'static str, u64)>,
     /// Receive calls made.
     pub recv_calls: u64,
+    /// Datagrams the kernel dropped on this shard's sockets because their receive buffers
+    /// were full (SO_RXQ_OVFL; raise `ingest.socket_recv_buffer` or add shards).
+    pub kernel_dropped: u64,
     /// Entries sent to other shards.
     pub routed_out: u64,
     /// Entries received from other shards.

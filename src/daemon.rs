@@ -24,6 +24,8 @@ pub struct Running {
     pub shard_ports: Vec<SocketAddr>,
     /// The push link's address.
     pub link: SocketAddr,
+    /// The smallest receive buffer the kernel gave a heartbeat socket (bytes, as set).
+    pub recv_buffer: usize,
     stop: Arc<AtomicBool>,
     wakers: Vec<Arc<Waker>>,
     shards: Vec<JoinHandle<io::Result<()>>>,
@@ -70,6 +72,13 @@ pub fn start(settings: Settings) -> io::Result<Running> {
             sockets.push(socket);
         }
     }
+
+    let recv_buffer = shared
+        .iter()
+        .flatten()
+        .map(crate::ingest::recv_buffer_of)
+        .min()
+        .unwrap_or(0);
 
     let mut polls = Vec::with_capacity(n);
     let mut peers = Vec::with_capacity(n);
@@ -148,6 +157,7 @@ pub fn start(settings: Settings) -> io::Result<Running> {
         heartbeat,
         shard_ports,
         link: link_handle.addr,
+        recv_buffer,
         stop,
         wakers,
         shards,
@@ -166,6 +176,20 @@ fn annotate(e: io::Error, key: &str, addr: SocketAddr) -> io::Error {
 }
 
 impl Running {
+    /// A warning if the kernel capped the heartbeat sockets' receive buffers below
+    /// `ingest.socket_recv_buffer` (bursts then overflow sooner), naming the fix.
+    pub fn recv_buffer_warning(&self) -> Option<String> {
+        let asked = self.settings.socket_recv_buffer;
+        (self.recv_buffer < asked).then(|| {
+            format!(
+                "presenced: ingest.socket_recv_buffer: asked for {asked} bytes, the kernel gave \
+                 {}; raise net.core.rmem_max (sysctl -w net.core.rmem_max={asked}) or grant \
+                 CAP_NET_ADMIN, or lower the setting to silence this",
+                self.recv_buffer
+            )
+        })
+    }
+
     /// One line for people and for tests: every address actually bound.
     pub fn ready_line(&self) -> String {
         let join = |v: &[SocketAddr]| {

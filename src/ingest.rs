@@ -23,21 +23,78 @@ pub fn bind_udp(
     }
     socket.set_reuse_port(reuse_port)?;
     socket.set_recv_buffer_size(recv_buffer)?;
+    if recv_buffer_of(&socket) < recv_buffer {
+        // Capped at net.core.rmem_max: a process with CAP_NET_ADMIN may go past it. Without
+        // the capability this fails and the capped size stays (the daemon says so at start).
+        force_recv_buffer(&socket, recv_buffer);
+    }
+    enable_drop_counter(&socket)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     Ok(socket.into())
 }
+
+/// SO_RXQ_OVFL: every received datagram carries the socket's count of datagrams the kernel
+/// dropped for want of buffer room, which the shard turns into its `kernel_dropped` counter.
+fn enable_drop_counter(socket: &Socket) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a live local.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RXQ_OVFL,
+            std::ptr::from_ref(&on).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The receive buffer a socket got, in the units SO_RCVBUF is set in (Linux reports twice the
+/// size set, the other half being its bookkeeping allowance).
+pub fn recv_buffer_of(socket: impl std::os::fd::AsFd) -> usize {
+    socket2::SockRef::from(&socket)
+        .recv_buffer_size()
+        .map_or(0, |doubled| doubled / 2)
+}
+
+/// SO_RCVBUFFORCE: sets the receive buffer past net.core.rmem_max (needs CAP_NET_ADMIN).
+fn force_recv_buffer(socket: &Socket, bytes: usize) {
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a live local; a failure (no
+    // capability) only leaves the size already set.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            std::ptr::from_ref(&value).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+/// Control-message room per datagram, in u64 words: one SO_RXQ_OVFL message (a u32) needs
+/// `CMSG_SPACE(4)` = 16 bytes on 64-bit Linux, 32 leaves room for anything else the kernel adds.
+const CONTROL_WORDS: usize = 4;
 
 /// Buffers for one `recvmmsg` call of up to `batch` datagrams, allocated once.
 pub struct RecvBatch {
     buffers: Box<[u8]>,
     iovecs: Box<[libc::iovec]>,
     headers: Box<[libc::mmsghdr]>,
+    /// Control messages, `CONTROL_WORDS` per datagram (u64 words: cmsghdr alignment).
+    control: Box<[u64]>,
     received: usize,
 }
 
-// SAFETY: the raw pointers inside `iovecs`/`headers` point into `buffers`/`iovecs`, which are
-// owned by the same struct and never reallocated; moving the struct moves only the boxes.
+// SAFETY: the raw pointers inside `iovecs`/`headers` point into `buffers`/`iovecs`/`control`,
+// which are owned by the same struct and never reallocated; moving the struct moves only the
+// boxes.
 unsafe impl Send for RecvBatch {}
 
 impl RecvBatch {
@@ -66,6 +123,7 @@ impl RecvBatch {
             buffers,
             iovecs,
             headers,
+            control: vec![0u64; batch * CONTROL_WORDS].into_boxed_slice(),
             received: 0,
         }
     }
@@ -73,14 +131,23 @@ impl RecvBatch {
     /// Receives up to the batch size of datagrams without blocking; returns how many (0 when
     /// none is waiting).
     pub fn recv(&mut self, socket: &impl AsRawFd) -> io::Result<usize> {
-        for (h, iov) in self.headers.iter_mut().zip(self.iovecs.iter_mut()) {
+        let controls = self.control.chunks_mut(CONTROL_WORDS);
+        for ((h, iov), control) in self
+            .headers
+            .iter_mut()
+            .zip(self.iovecs.iter_mut())
+            .zip(controls)
+        {
             h.msg_hdr.msg_iov = iov;
             h.msg_hdr.msg_iovlen = 1;
+            h.msg_hdr.msg_control = control.as_mut_ptr().cast();
+            h.msg_hdr.msg_controllen = std::mem::size_of_val(control) as _;
             h.msg_hdr.msg_flags = 0;
             h.msg_len = 0;
         }
         // SAFETY: `headers` holds `len` valid mmsghdr whose iovecs point at SLOT_LEN-byte
-        // regions of `buffers`, all alive for the call; a null timeout is allowed.
+        // regions of `buffers` and whose control buffers at `control`, all alive for the call;
+        // a null timeout is allowed.
         let n = unsafe {
             libc::recvmmsg(
                 socket.as_raw_fd(),
@@ -109,6 +176,28 @@ impl RecvBatch {
         let len = (h.msg_len as usize).min(SLOT_LEN);
         let truncated = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
         (&self.buffers[i * SLOT_LEN..i * SLOT_LEN + len], truncated)
+    }
+
+    /// The socket's running count of datagrams the kernel dropped (SO_RXQ_OVFL), as carried
+    /// by the last datagram of the last `recv`; `None` if it carried none (no drop yet).
+    pub fn kernel_drops(&self) -> Option<u32> {
+        let h = &self.headers[self.received.checked_sub(1)?].msg_hdr;
+        // SAFETY: `h` was filled by recvmmsg: msg_control/msg_controllen describe control
+        // messages inside `self.control`, which CMSG_FIRSTHDR/CMSG_NXTHDR stay within; the
+        // data of an SO_RXQ_OVFL message is a u32, read unaligned.
+        unsafe {
+            let mut cmsg = libc::CMSG_FIRSTHDR(h);
+            while !cmsg.is_null() {
+                let c = &*cmsg;
+                if c.cmsg_level == libc::SOL_SOCKET && c.cmsg_type == libc::SO_RXQ_OVFL {
+                    return Some(std::ptr::read_unaligned(
+                        libc::CMSG_DATA(cmsg).cast::<u32>(),
+                    ));
+                }
+                cmsg = libc::CMSG_NXTHDR(h, cmsg);
+            }
+        }
+        None
     }
 }
 
@@ -141,5 +230,44 @@ mod tests {
         let mut expected: Vec<(usize, bool)> = (0..5).map(|i| (10 + i, false)).collect();
         expected.push((SLOT_LEN, true));
         assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn reports_the_receive_buffer_it_set() {
+        // 64 KiB is below every kernel's default rmem_max: it is granted exactly.
+        let socket = bind_udp("127.0.0.1:0".parse().unwrap(), false, 64 << 10).unwrap();
+        assert_eq!(recv_buffer_of(&socket), 64 << 10);
+    }
+
+    #[test]
+    fn counts_what_the_kernel_dropped() {
+        let rx = bind_udp("127.0.0.1:0".parse().unwrap(), false, 4096).unwrap();
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = rx.local_addr().unwrap();
+        let mut batch = RecvBatch::new(64);
+        // Far more than a 4 KiB buffer holds: most are dropped.
+        for _ in 0..200 {
+            tx.send_to(&[1u8; 1000], to).unwrap();
+        }
+        let mut queued = 0;
+        loop {
+            let n = batch.recv(&rx).unwrap();
+            if n == 0 {
+                break;
+            }
+            queued += n;
+        }
+        assert!(queued < 200);
+        // The count rides on datagrams queued after the drops.
+        tx.send_to(&[2u8; 10], to).unwrap();
+        let mut drops = None;
+        for _ in 0..200 {
+            if batch.recv(&rx).unwrap() > 0 {
+                drops = batch.kernel_drops();
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(drops, Some(200 - queued as u32));
     }
 }

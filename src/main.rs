@@ -85,6 +85,9 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if let Some(warning) = running.recv_buffer_warning() {
+        eprintln!("{warning}");
+    }
     println!("{}", running.ready_line());
     daemon::notify_ready();
     let mut signals = signals;

@@ -23,7 +23,7 @@ pub const KEYS: &[Key] = &[
     Key { name: "ingest.listen_v6", default: "", help: "optional second UDP address, e.g. [::1]:7070 (empty: none)" },
     Key { name: "ingest.shard_ports", default: "true", help: "each shard also listens on its own port (listen port + 1 + shard index) so shard-aware gateways skip the cross-shard hop" },
     Key { name: "ingest.recv_batch", default: "32", help: "datagrams read per recvmmsg call (1..=1024)" },
-    Key { name: "ingest.socket_recv_buffer", default: "8388608", help: "SO_RCVBUF bytes per socket (the kernel may cap it at net.core.rmem_max)" },
+    Key { name: "ingest.socket_recv_buffer", default: "33554432", help: "SO_RCVBUF bytes per socket: room for a burst (32 MiB holds about 1M heartbeat entries); capped at net.core.rmem_max unless the process has CAP_NET_ADMIN, with a warning at start" },
     Key { name: "shards.count", default: "0", help: "shard threads; 0 = one per available core" },
     Key { name: "shards.pin", default: "true", help: "pin shard i to the i-th core this process may run on" },
     Key { name: "shards.cross_shard_queue", default: "1024", help: "batches a shard's inbox holds; beyond it entries are shed and counted" },

@@ -203,6 +203,8 @@ pub fn run(setup: ShardSetup) -> io::Result<()> {
     let mut events = Events::with_capacity(64);
     // Edge-triggered readiness: a socket stays "readable" until a read finds it empty.
     let mut readable = vec![true; sockets.len()];
+    // Per socket: the kernel's drop count last seen (SO_RXQ_OVFL).
+    let mut kernel_drops = vec![0u32; sockets.len()];
     while !stop.load(Ordering::Relaxed) {
         let busy = readable.iter().any(|&r| r) || !w.outbox.is_empty() || !inbox.is_empty();
         let timeout = if busy {
@@ -231,6 +233,11 @@ pub fn run(setup: ShardSetup) -> io::Result<()> {
                 if n == 0 {
                     readable[i] = false;
                     break;
+                }
+                if let Some(drops) = recv.kernel_drops() {
+                    // The kernel's count is per socket and wraps at 2^32.
+                    let since = drops.wrapping_sub(std::mem::replace(&mut kernel_drops[i], drops));
+                    w.counters.kernel_dropped += u64::from(since);
                 }
                 let now = now(origin);
                 for d in 0..n {

@@ -471,7 +471,7 @@ fn shard_json(c: &ShardCounters) -> String {
         .map(|(reason, n)| format!("\"{reason}\":{n}"))
         .collect();
     format!(
-        "{{\"shard\":{},\"datagrams\":{},\"recv_calls\":{},\"heartbeats\":{},\"users\":{},\"devices\":{},\
+        "{{\"shard\":{},\"datagrams\":{},\"recv_calls\":{},\"kernel_dropped\":{},\"heartbeats\":{},\"users\":{},\"devices\":{},\
          \"transitions\":{},\"dropped\":{{{}}},\"refused_user_capacity\":{},\"refused_device_limit\":{},\
          \"refused_overflow_full\":{},\"refused_user_zero\":{},\"logout_unknown\":{},\"clock_backwards\":{},\
          \"records_dropped\":{},\"timers_fired\":{},\"routed_out\":{},\"routed_in\":{},\
@@ -479,6 +479,7 @@ fn shard_json(c: &ShardCounters) -> String {
         c.shard,
         c.datagrams,
         c.recv_calls,
+        c.kernel_dropped,
         core.heartbeats,
         core.users,
         core.devices,
