@@ -23,7 +23,7 @@ pub const KEYS: &[Key] = &[
     Key { name: "ingest.listen_v6", default: "", help: "optional second UDP address, e.g. [::1]:7070 (empty: none)" },
     Key { name: "ingest.shard_ports", default: "true", help: "each shard also listens on its own port (listen port + 1 + shard index) so shard-aware gateways skip the cross-shard hop" },
     Key { name: "ingest.recv_batch", default: "32", help: "datagrams read per recvmmsg call (1..=1024)" },
-    Key { name: "ingest.socket_recv_buffer", default: "33554432", help: "SO_RCVBUF bytes per socket: room for a burst (32 MiB holds about 1M heartbeat entries); capped at net.core.rmem_max unless the process has CAP_NET_ADMIN, with a warning at start" },
+    Key { name: "ingest.socket_recv_buffer", default: "32Mi", help: "SO_RCVBUF bytes per socket: room for a burst (32 MiB holds about 1M heartbeat entries); capped at net.core.rmem_max unless the process has CAP_NET_ADMIN, with a warning at start" },
     Key { name: "shards.count", default: "0", help: "shard threads; 0 = one per available core" },
     Key { name: "shards.pin", default: "true", help: "pin shard i to the i-th core this process may run on" },
     Key { name: "shards.cross_shard_queue", default: "1024", help: "batches a shard's inbox holds; beyond it entries are shed and counted" },
@@ -142,15 +142,37 @@ impl Raw {
             .expect("every key has a default")
     }
 
+    /// A whole number, with `_` separators and an optional suffix: `k`, `M`, `G` (×1000) or
+    /// `Ki`, `Mi`, `Gi` (×1024), as in `users_per_shard = "10M"`, `socket_recv_buffer = "32Mi"`.
     fn num<T>(&self, key: &str, min: T, max: T) -> Result<T, SettingsError>
     where
-        T: std::str::FromStr + PartialOrd + fmt::Display + Copy,
+        T: TryFrom<u64> + PartialOrd + fmt::Display + Copy,
     {
         let text = self.get(key);
-        let v: T = text
-            .replace('_', "")
-            .parse()
-            .map_err(|_| error(key, format!("`{text}` is not a whole number")))?;
+        let bad = || {
+            error(
+                key,
+                format!("`{text}` is not a whole number (suffixes k, M, G, Ki, Mi, Gi allowed)"),
+            )
+        };
+        let digits = text.replace('_', "");
+        let (number, scale) = [
+            ("Ki", 1u64 << 10),
+            ("Mi", 1 << 20),
+            ("Gi", 1 << 30),
+            ("k", 1_000),
+            ("M", 1_000_000),
+            ("G", 1_000_000_000),
+        ]
+        .iter()
+        .find_map(|&(suffix, scale)| digits.strip_suffix(suffix).map(|n| (n, scale)))
+        .unwrap_or((&digits, 1));
+        let v = number
+            .parse::<u64>()
+            .ok()
+            .and_then(|n| n.checked_mul(scale))
+            .ok_or_else(bad)?;
+        let v = T::try_from(v).map_err(|_| error(key, format!("is {v}; use {min} to {max}")))?;
         if v < min || v > max {
             return Err(error(key, format!("is {v}; use {min} to {max}")));
         }
@@ -356,7 +378,7 @@ impl Raw {
 /// The key table as help text: one line per key with its default.
 pub fn keys_help() -> String {
     let mut out =
-        String::from("Settings (TOML `[section] key = value`, or `--set section.key=value`):\n");
+        String::from("Settings (TOML `[section] key = value`, or `--set section.key=value`; numbers take k, M, G or Ki, Mi, Gi, durations us, ms, s, m, h, d):\n");
     for k in KEYS {
         let default = if k.default.is_empty() {
             "\"\""
@@ -426,6 +448,26 @@ mod tests {
         let mut raw = Raw::default();
         assert!(raw.merge_toml("grace = 1", "f").is_err());
         assert_eq!(raw.merge_toml("[x]\ny = 1", "f").unwrap_err().key, "x.y");
+    }
+
+    #[test]
+    fn numbers_take_suffixes() {
+        let mut raw = Raw::default();
+        raw.merge_toml("[presence]\nusers_per_shard = \"10M\"\n", "f")
+            .unwrap();
+        raw.set_pair("ingest.socket_recv_buffer=32Mi").unwrap();
+        raw.set_pair("presence.multi_device_users=250k").unwrap();
+        let s = raw.parse(1).unwrap();
+        assert_eq!(s.core.user_capacity, 10_000_000);
+        assert_eq!(s.socket_recv_buffer, 32 << 20);
+        assert_eq!(s.core.multi_device_users, 250_000);
+        for bad in ["10X", "k", "1.5M", "-1", "5000G"] {
+            let mut raw = Raw::default();
+            raw.set_pair(&format!("presence.users_per_shard={bad}"))
+                .unwrap();
+            let e = raw.parse(1).unwrap_err();
+            assert_eq!(e.key, "presence.users_per_shard", "{bad}");
+        }
     }
 
     #[test]
