@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # presenced vs the seed design's presence in Redis (SET … PX ttl per heartbeat, keyspace
-# `expired` notifications for offline), loaded by the same presence-loadgen on the same
-# schedule. Prints a side-by-side table with ratios. See benches/README.md.
+# `expired` notifications for offline, logins found by SET … GET and published), loaded by the
+# same presence-loadgen on the same schedule: steady --max, churn at half of each server's own
+# accepted rate (transition latency), storm. Prints a side-by-side table with ratios. See
+# benches/README.md.
 #
 # Usage: benches/compare.sh [--users N] [--duration D] [--interval D] [--grace D]
 # Environment (same meaning; flags win): USERS (100k), DURATION (10s: the steady --max run),
 # INTERVAL (2s) and GRACE (500ms) (both servers' timings: timeout = INTERVAL + 2 × GRACE),
+# CHURN (2000: logins + logouts per second in the churn run), CHURN_DURATION (10s),
 # REDIS_PORT (6399), GATEWAYS (4), NO_BUILD=1 (use the binaries already in target/release).
 # Scale up with `--users 1M` (memory and expiry lateness with 1M users expiring together).
 #
@@ -20,13 +23,15 @@ INTERVAL=${INTERVAL:-2s}
 GRACE=${GRACE:-500ms}
 REDIS_PORT=${REDIS_PORT:-6399}
 GATEWAYS=${GATEWAYS:-4}
+CHURN=${CHURN:-2000}
+CHURN_DURATION=${CHURN_DURATION:-10s}
 while [ $# -gt 0 ]; do
     case "$1" in
         --users) USERS=$2; shift 2 ;;
         --duration) DURATION=$2; shift 2 ;;
         --interval) INTERVAL=$2; shift 2 ;;
         --grace) GRACE=$2; shift 2 ;;
-        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
         *) echo "compare.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -71,24 +76,54 @@ LG=("$BIN/presence-loadgen" --users "$USERS" --devices 1 --gateways "$GATEWAYS" 
 # The users as a number (USERS may be 100k, 1M).
 N=$(python3 -c 'import sys; t = sys.argv[1].replace("_", ""); m = {"k": 1e3, "K": 1e3, "M": 1e6}
 print(int(float(t[:-1]) * m[t[-1]]) if t[-1] in m else int(t))' "$USERS")
-# presenced's steady run watches (subscribes to) only this many users, so that its memory
-# figure is the presence state, not the observer's million subscriptions; storm watches all.
+# The steady runs (and Redis's storm, timed by expiry events) watch (subscribe to) only this
+# many users, so that the memory figures are the presence state, not the observers'
+# subscriptions; presenced's storm watches all; the churn runs watch at most 100k.
 STEADY_WATCH=$((N < 1000 ? N : 1000))
+CHURN_WATCH=$((N < 100000 ? N : 100000))
 
-# Runs a steady --max and a storm against one server; writes $WORK/<name>.*.
-measure() { # name pid "steady-only-args" target-args...
-    local name=$1 pid=$2 steady_args=$3
+# Runs presence-loadgen; exit status 1 (violations found) still gives a summary, which the
+# table reports.
+lg() {
+    local rc=0
+    "${LG[@]}" "$@" || rc=$?
+    [ "$rc" -le 1 ] || { echo "compare.sh: presence-loadgen $* failed ($rc)" >&2; exit 1; }
+}
+
+# Half of the accepted rate of a steady --max summary, but each device beating at least once
+# per INTERVAL (the churn run's schedule must stay inside the timeout) and at most once per
+# 2 ms (the generator's finest schedule; this binds only with a few thousand users).
+half_rate() {
+    python3 - "$1" "$N" "$INTERVAL" <<'EOF2'
+import json, re, sys
+acc = json.load(open(sys.argv[1]))["daemon"]["accepted_per_s"]
+n, iv = int(sys.argv[2]), sys.argv[3]
+m = re.fullmatch(r"(\d+)(us|ms|s|m|h)", iv)
+secs = int(m[1]) * {"us": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}[m[2]]
+print(int(min(max(acc / 2, n / secs), n / 0.002)))
+EOF2
+}
+
+# Runs steady --max, churn at half the accepted rate and storm against one server; writes
+# $WORK/<name>.*.
+measure() { # name pid "storm-only-args" target-args...
+    local name=$1 pid=$2 storm_args=$3
     shift 3
-    local rss0 cpu0 cpu1
+    local rss0 cpu0 cpu1 rate
     rss0=$(mem_b "$pid" VmRSS)
     cpu0=$(cpu_s "$pid")
     echo "compare.sh: $name: steady --max for $DURATION, $USERS users" >&2
-    # shellcheck disable=SC2086
-    "${LG[@]}" "$@" $steady_args --scenario steady --max --duration "$DURATION" >"$WORK/$name.steady.json"
+    lg "$@" --watch "$STEADY_WATCH" --scenario steady --max --duration "$DURATION" \
+        >"$WORK/$name.steady.json"
     cpu1=$(cpu_s "$pid")
     echo "$rss0 $(mem_b "$pid" VmHWM) $cpu0 $cpu1" >"$WORK/$name.proc"
+    rate=$(half_rate "$WORK/$name.steady.json")
+    echo "compare.sh: $name: churn $CHURN/s at $rate heartbeats/s for $CHURN_DURATION" >&2
+    lg "$@" --watch "$CHURN_WATCH" --scenario churn --rate "$rate" --churn "$CHURN" \
+        --duration "$CHURN_DURATION" >"$WORK/$name.churn.json"
     echo "compare.sh: $name: storm (heartbeats every $INTERVAL, then silence), $USERS users" >&2
-    "${LG[@]}" "$@" --scenario storm --interval "$INTERVAL" >"$WORK/$name.storm.json"
+    # shellcheck disable=SC2086
+    lg "$@" $storm_args --scenario storm --interval "$INTERVAL" >"$WORK/$name.storm.json"
 }
 
 "$BIN/presenced" --shards 1 --listen 127.0.0.1:7070 --link-listen 127.0.0.1:7060 \
@@ -97,7 +132,7 @@ measure() { # name pid "steady-only-args" target-args...
     >"$WORK/presenced.log" 2>&1 &
 PD_PID=$!
 wait_port udp 7060
-measure presenced "$PD_PID" "--watch $STEADY_WATCH" --link 127.0.0.1:7060
+measure presenced "$PD_PID" "" --link 127.0.0.1:7060
 kill "$PD_PID"
 wait "$PD_PID" 2>/dev/null || true
 PD_PID=
@@ -106,13 +141,15 @@ redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no \
     >"$WORK/redis.log" 2>&1 &
 RD_PID=$!
 wait_port tcp "$REDIS_PORT"
-measure redis "$RD_PID" "" --target "redis://127.0.0.1:$REDIS_PORT" --grace "$GRACE"
+measure redis "$RD_PID" "--watch $STEADY_WATCH" --target "redis://127.0.0.1:$REDIS_PORT" \
+    --grace "$GRACE"
 
-python3 - "$WORK" "$USERS" "$DURATION" "$INTERVAL" "$GRACE" <<'EOF'
+python3 - "$WORK" "$USERS" "$DURATION" "$INTERVAL" "$GRACE" "$CHURN" "$CHURN_DURATION" <<'EOF'
 import json, sys
-work, users, duration, interval, grace = sys.argv[1:6]
+work, users, duration, interval, grace, churn_per_s, churn_for = sys.argv[1:8]
 def load(name):
     steady = json.load(open(f"{work}/{name}.steady.json"))
+    churn = json.load(open(f"{work}/{name}.churn.json"))
     storm = json.load(open(f"{work}/{name}.storm.json"))
     rss0, hwm, cpu0, cpu1 = (float(x) for x in open(f"{work}/{name}.proc").read().split())
     n = steady["setup"]["users"]
@@ -122,22 +159,27 @@ def load(name):
         "accepted heartbeats/s": steady["daemon"]["accepted_per_s"],
         "server CPU seconds (steady run)": cpu,
         "accepted heartbeats per CPU-second": hb / cpu,
+        "churn run: heartbeats/s offered": churn["sent"]["per_s"],
+        "transition latency p50 (ms, churn)": churn["latency_us"]["p50"] / 1000,
+        "transition latency p99 (ms, churn)": churn["latency_us"]["p99"] / 1000,
+        "transitions timed (churn)": churn["latency_us"]["count"],
         "RSS growth per online user (B)": (hwm - rss0) / n,
         "peak RSS per online user (B)": hwm / n,
         "offline lateness p50 (ms)": storm["offline_lateness_us"]["p50"] / 1000,
         "offline lateness p99 (ms)": storm["offline_lateness_us"]["p99"] / 1000,
         "offline lateness max (ms)": storm["offline_lateness_us"]["max"] / 1000,
         "offline events timed (storm)": storm["offline_lateness_us"]["count"],
+        "violations (steady + churn + storm)":
+            steady["violations"] + churn["violations"] + storm["violations"],
     }
     if name == "redis":
         r["used_memory per online user (B)"] = steady["daemon"]["bytes_per_user"]
         r["expiries missing (storm)"] = storm["expiries"]["missing"]
-    else:
-        r["violations (steady + storm)"] = steady["violations"] + storm["violations"]
     return r
 p, r = load("presenced"), load("redis")
 keys = list(p) + [k for k in r if k not in p]
-print(f"\n{users} users × 1 device, steady --max for {duration}; storm: heartbeats every "
+print(f"\n{users} users × 1 device, steady --max for {duration}; churn {churn_per_s}/s for "
+      f"{churn_for} at half each server's accepted rate; storm: heartbeats every "
       f"{interval}, timeout {interval} + 2 × {grace}\n")
 print(f"| {'metric':<38} | {'presenced':>14} | {'redis':>14} | {'presenced ÷ redis':>17} |")
 print(f"|{'-'*40}|{'-'*16}:|{'-'*16}:|{'-'*18}:|")

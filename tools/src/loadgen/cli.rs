@@ -87,13 +87,21 @@ pub struct Args {
     pub link: SocketAddr,
 
     /// What to load: presenced (the default; --link, --heartbeat) or a Redis server given as
-    /// `redis://HOST:PORT[/DB]`, which gets the seed design's presence in Redis instead: each
-    /// heartbeat is `SET presence:<user>:<device> online PX <interval + 2 × grace>` (pipelined,
-    /// one pipeline per gateway batch of up to 89 entries, the entries of one datagram), a
-    /// logout is `DEL`, and a separate connection subscribes to the keyspace `expired` events
-    /// (it sets `notify-keyspace-events Ex`) for offline detection. Redis has no WELCOME: the
-    /// timings come from --interval (default 20s) and --grace (default 12s). Only the steady
-    /// (--max, --rate or --interval) and storm scenarios run against Redis.
+    /// `redis://HOST:PORT[/DB]`, which gets the seed design's presence in Redis instead, with
+    /// the same scenarios, checks and report. Each heartbeat is `SET presence:<user>:<device>
+    /// online PX <interval + 2 × grace> GET` (Redis 6.2 or later), pipelined: one pipeline per
+    /// gateway batch of up to 89 entries, the entries of one datagram. A nil reply is a login:
+    /// the gateway publishes `online <device>` on channel `presence:<user>` in its next
+    /// pipeline, sent at once. A logout is `GETDEL`, and `offline <device>` is published if the
+    /// key was there. Presence is per device (a user's devices are not aggregated; with
+    /// --devices 1 devices and users are the same). Observers SUBSCRIBE to the watched users'
+    /// channels (--firehose: PSUBSCRIBE presence:*); transition latency is the send of the
+    /// pipeline with the SET or GETDEL → the publication's arrival at an observer. Offline by
+    /// silence is the keyspace `expired` event (a separate connection sets
+    /// `notify-keyspace-events Ex`); an expiry of a key still kept alive is a violation. Redis
+    /// has no WELCOME: the timings come from --interval (default 20s) and --grace (default
+    /// 12s). Storm runs one cycle (no reconnect); flap drops no devices. Keys of this run's
+    /// users are deleted first.
     #[arg(long, value_name = "URL", value_parser = parse_target)]
     pub target: Option<String>,
 

@@ -85,7 +85,7 @@ impl RunError {
 pub fn main(args: &Args) -> u8 {
     let outcome = match &args.target {
         Some(url) => redis_target::run(args, url)
-            .map(|summary| (summary.to_json(), summary.table(), summary.missing())),
+            .map(|summary| (summary.to_json(), summary.table(), summary.violations())),
         None => run(args).map(|summary| (summary.to_json(), summary.table(), summary.violations())),
     };
     match outcome {

@@ -84,6 +84,145 @@ pub struct Findings {
     pub dropped_by_client: u64,
 }
 
+/// One transition as an observer received it, whatever carried it (a presenced push link or
+/// a Redis pub/sub message).
+#[derive(Clone, Copy, Debug)]
+pub struct Seen {
+    /// The watched index of its user (see [`Population::watched_index`]).
+    pub index: u32,
+    /// The new state.
+    pub state: WireState,
+    /// The state it says it left, where the transport carries one (presenced's `prev`):
+    /// checked against the state last seen.
+    pub prev: Option<WireState>,
+    /// Its version, where the transport carries one: must grow per user.
+    pub version: Option<u64>,
+    /// Whether it says its cause was a timeout.
+    pub timeout: bool,
+}
+
+/// What one observer tracks per watched user and the checks it makes on every transition it
+/// receives, independent of the transport: counts against the simulation's expectations,
+/// latency and lateness against the causing send's stamp.
+pub struct Tally {
+    pop: Arc<Population>,
+    shared: Arc<Shared>,
+    versions: Vec<u64>,
+    findings: Findings,
+}
+
+impl Tally {
+    /// A tally of `pop`'s watched users, every one offline at version 0.
+    pub fn new(pop: Arc<Population>, shared: Arc<Shared>) -> Tally {
+        let n = pop.watch as usize;
+        Tally {
+            pop,
+            shared,
+            versions: vec![0; n],
+            findings: Findings {
+                counts: vec![0; n],
+                states: vec![0; n],
+                foreign: 0,
+                gaps: 0,
+                idle: 0,
+                early_offline: 0,
+                logout_timed_out: 0,
+                closed: None,
+                dropped_by_client: 0,
+            },
+        }
+    }
+
+    /// Counts a transition of a user that is not watched.
+    pub fn foreign(&mut self) {
+        self.findings.foreign += 1;
+    }
+
+    /// Records that the transport ended by itself (no finding once the run is finishing).
+    pub fn closed(&mut self, why: String) {
+        if !self.shared.finishing.load(Ordering::Acquire) {
+            self.findings.closed = Some(why);
+        }
+    }
+
+    /// The findings, with the events the transport itself dropped.
+    pub fn into_findings(mut self, dropped_by_client: u64) -> Findings {
+        self.findings.dropped_by_client = dropped_by_client;
+        self.findings
+    }
+
+    /// Checks transition `e`, received at `now`; `running` is false during the initial
+    /// clean-up (the state is tracked, nothing is counted).
+    pub fn note(&mut self, e: Seen, now: u64, running: bool, h: &mut Hists) {
+        let index = e.index;
+        let i = index as usize;
+        if i >= self.versions.len() {
+            self.findings.foreign += 1;
+            return;
+        }
+        let f = &mut self.findings;
+        if let Some(version) = e.version {
+            if version <= self.versions[i] {
+                self.shared
+                    .version_regressions
+                    .fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.versions[i] = version;
+            }
+        }
+        let offline = WireState::Offline.to_u8();
+        let (before, after) = (f.states[i], e.state.to_u8());
+        if before == offline && after != offline {
+            self.shared.not_offline.fetch_add(1, Ordering::AcqRel);
+        } else if before != offline && after == offline {
+            self.shared.not_offline.fetch_sub(1, Ordering::AcqRel);
+        }
+        if running && e.prev.is_some_and(|p| p.to_u8() != before) {
+            f.gaps += 1;
+        }
+        f.states[i] = after;
+        if !running {
+            return;
+        }
+        self.shared.events.fetch_add(1, Ordering::Relaxed);
+        if e.state == WireState::Idle {
+            f.idle += 1;
+        }
+        if f.counts[i] >= self.pop.expected(index) && self.shared.ended.load(Ordering::Acquire) {
+            self.shared.after_end.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        f.counts[i] += 1;
+        self.pop.saw(index);
+        if f.counts[i] > self.pop.expected(index) {
+            self.shared.spurious_now.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let online = e.state != WireState::Offline;
+        let stamp = self.pop.stamp(index, online);
+        if !online && stamp & TIMEOUT == 0 && e.timeout {
+            // The logout was lost and the devices timed out instead: not timed.
+            f.logout_timed_out += 1;
+            return;
+        }
+        if stamp & UNTIMED != 0 {
+            return;
+        }
+        let at = stamp & TIME_MASK;
+        if !online && stamp & TIMEOUT != 0 {
+            if now < at {
+                f.early_offline += 1;
+            } else {
+                let _ = h.lateness.record((now - at).max(1));
+            }
+        } else {
+            let latency = now.saturating_sub(at).max(1);
+            let _ = h.latency.record(latency);
+            let _ = h.recent.record(latency);
+        }
+    }
+}
+
 /// One observer's state, owned by its task.
 pub struct Observer {
     link: Arc<LinkClient>,
@@ -91,8 +230,7 @@ pub struct Observer {
     clock: Clock,
     shared: Arc<Shared>,
     hists: Arc<Mutex<Hists>>,
-    versions: Vec<u64>,
-    findings: Findings,
+    tally: Tally,
 }
 
 fn lock(m: &Mutex<Hists>) -> MutexGuard<'_, Hists> {
@@ -116,25 +254,13 @@ impl Observer {
         } else {
             link.subscribe(&users).await?
         };
-        let n = pop.watch as usize;
         let mut observer = Observer {
+            tally: Tally::new(pop.clone(), shared.clone()),
             link,
             pop,
             clock,
             shared,
             hists: Arc::new(Mutex::new(Hists::default())),
-            versions: vec![0; n],
-            findings: Findings {
-                counts: vec![0; n],
-                states: vec![0; n],
-                foreign: 0,
-                gaps: 0,
-                idle: 0,
-                early_offline: 0,
-                logout_timed_out: 0,
-                closed: None,
-                dropped_by_client: 0,
-            },
         };
         observer.baseline(&records);
         Ok(observer)
@@ -147,8 +273,9 @@ impl Observer {
                 continue;
             };
             let i = i as usize;
-            self.versions[i] = self.versions[i].max(r.version);
-            self.findings.states[i] = r.state.to_u8();
+            let t = &mut self.tally;
+            t.versions[i] = t.versions[i].max(r.version);
+            t.findings.states[i] = r.state.to_u8();
             if r.state != WireState::Offline {
                 not_offline += 1;
             }
@@ -160,7 +287,8 @@ impl Observer {
 
     /// Watched users this observer last saw online or idle.
     pub fn stale_users(&self) -> Vec<u64> {
-        self.findings
+        self.tally
+            .findings
             .states
             .iter()
             .enumerate()
@@ -192,8 +320,8 @@ impl Observer {
                 None => break,
             }
         }
-        self.findings.dropped_by_client = self.link.dropped_events();
-        self.findings
+        let dropped = self.link.dropped_events();
+        self.tally.into_findings(dropped)
     }
 
     fn take(&mut self, push: Push) {
@@ -204,83 +332,27 @@ impl Observer {
                 let hists = self.hists.clone();
                 let mut h = lock(&hists);
                 for e in events {
-                    self.event(&e, now, running, &mut h);
+                    match self.pop.watched_index(e.user) {
+                        Some(index) => self.tally.note(
+                            Seen {
+                                index,
+                                state: e.state,
+                                prev: Some(e.prev),
+                                version: Some(e.version),
+                                timeout: e.cause == WireCause::Timeout,
+                            },
+                            now,
+                            running,
+                            &mut h,
+                        ),
+                        None => self.tally.foreign(),
+                    }
                 }
             }
             Push::Lagged { .. } | Push::LaggedAll => {
                 self.shared.lag_signals.fetch_add(1, Ordering::Relaxed);
             }
-            Push::Closed { message, .. } => {
-                if !self.shared.finishing.load(Ordering::Acquire) {
-                    self.findings.closed = Some(message);
-                }
-            }
-        }
-    }
-
-    fn event(&mut self, e: &presenced_wire::link::Event, now: u64, running: bool, h: &mut Hists) {
-        let Some(index) = self.pop.watched_index(e.user) else {
-            self.findings.foreign += 1;
-            return;
-        };
-        let i = index as usize;
-        let f = &mut self.findings;
-        if e.version <= self.versions[i] {
-            self.shared
-                .version_regressions
-                .fetch_add(1, Ordering::Relaxed);
-        } else {
-            self.versions[i] = e.version;
-        }
-        let offline = WireState::Offline.to_u8();
-        let (before, after) = (f.states[i], e.state.to_u8());
-        if before == offline && after != offline {
-            self.shared.not_offline.fetch_add(1, Ordering::AcqRel);
-        } else if before != offline && after == offline {
-            self.shared.not_offline.fetch_sub(1, Ordering::AcqRel);
-        }
-        if running && e.prev.to_u8() != before {
-            f.gaps += 1;
-        }
-        f.states[i] = after;
-        if !running {
-            return;
-        }
-        self.shared.events.fetch_add(1, Ordering::Relaxed);
-        if e.state == WireState::Idle {
-            f.idle += 1;
-        }
-        if f.counts[i] >= self.pop.expected(index) && self.shared.ended.load(Ordering::Acquire) {
-            self.shared.after_end.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        f.counts[i] += 1;
-        self.pop.saw(index);
-        if f.counts[i] > self.pop.expected(index) {
-            self.shared.spurious_now.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        let online = e.state != WireState::Offline;
-        let stamp = self.pop.stamp(index, online);
-        if !online && stamp & TIMEOUT == 0 && e.cause == WireCause::Timeout {
-            // The logout was lost and the devices timed out instead: not timed.
-            f.logout_timed_out += 1;
-            return;
-        }
-        if stamp & UNTIMED != 0 {
-            return;
-        }
-        let at = stamp & TIME_MASK;
-        if !online && stamp & TIMEOUT != 0 {
-            if now < at {
-                f.early_offline += 1;
-            } else {
-                let _ = h.lateness.record((now - at).max(1));
-            }
-        } else {
-            let latency = now.saturating_sub(at).max(1);
-            let _ = h.latency.record(latency);
-            let _ = h.recent.record(latency);
+            Push::Closed { message, .. } => self.tally.closed(message),
         }
     }
 }

@@ -169,6 +169,34 @@ pub struct Checks {
 }
 
 impl Checks {
+    /// The expected and observed counts, on one line.
+    pub fn transitions_line(&self) -> String {
+        format!(
+            "expected {}, observed {}: missing {}, lost {}, spurious {}, excused {}",
+            grouped(self.expected),
+            grouped(self.observed),
+            grouped(self.missing),
+            grouped(self.lost),
+            grouped(self.spurious),
+            grouped(self.excused)
+        )
+    }
+
+    /// The checks as JSON (the summary's `transitions`).
+    pub fn to_json(&self) -> Value {
+        json!({
+            "expected": self.expected, "observed": self.observed, "missing": self.missing,
+            "lost": self.lost,
+            "spurious": self.spurious, "excused": self.excused,
+            "version_regressions": self.version_regressions, "gaps": self.gaps,
+            "idle": self.idle,
+            "early_offline": self.early_offline, "logout_timed_out": self.logout_timed_out,
+            "foreign": self.foreign,
+            "lag_signals": self.lag_signals, "client_dropped": self.client_dropped,
+            "links_closed": self.links_closed,
+        })
+    }
+
     /// Violations: missing, spurious, version regressions, gaps, idle transitions, links lost.
     pub fn violations(&self) -> u64 {
         self.missing
@@ -201,6 +229,15 @@ pub struct Summary {
     pub lateness: Percentiles,
     /// Things the reader should know (refusals, excused users, interrupted run).
     pub warnings: Vec<String>,
+}
+
+/// The latency row: the percentiles, and when timing started (`None`: it never did).
+pub fn latency_line(latency: &Percentiles, timed_from_s: Option<f64>) -> String {
+    match timed_from_s {
+        Some(t) if t > 0.0 => format!("{} (timed from {t:.1} s)", latency.line()),
+        Some(_) => latency.line(),
+        None => "none (the warm-up never ended)".into(),
+    }
 }
 
 /// `1234567` → `1,234,567`.
@@ -373,18 +410,7 @@ impl Summary {
             ));
         }
         let c = &self.checks;
-        rows.push((
-            "transitions",
-            format!(
-                "expected {}, observed {}: missing {}, lost {}, spurious {}, excused {}",
-                grouped(c.expected),
-                grouped(c.observed),
-                grouped(c.missing),
-                grouped(c.lost),
-                grouped(c.spurious),
-                grouped(c.excused)
-            ),
-        ));
+        rows.push(("transitions", c.transitions_line()));
         rows.push((
             "order",
             format!(
@@ -398,12 +424,7 @@ impl Summary {
                 c.logout_timed_out
             ),
         ));
-        let latency = match self.timed_from_s {
-            Some(t) if t > 0.0 => format!("{} (timed from {t:.1} s)", self.latency.line()),
-            Some(_) => self.latency.line(),
-            None => "none (the warm-up never ended)".into(),
-        };
-        rows.push(("latency", latency));
+        rows.push(("latency", latency_line(&self.latency, self.timed_from_s)));
         rows.push(("offline late", self.lateness.line()));
         let v = self.violations();
         rows.push((
@@ -461,16 +482,7 @@ impl Summary {
                 "events_dropped": a.events_dropped, "lag_signals": a.lag_signals,
             },
             "loss": { "datagrams": self.datagram_loss(), "entries": self.entry_loss() },
-            "transitions": {
-                "expected": c.expected, "observed": c.observed, "missing": c.missing,
-                "lost": c.lost,
-                "spurious": c.spurious, "excused": c.excused,
-                "version_regressions": c.version_regressions, "gaps": c.gaps, "idle": c.idle,
-                "early_offline": c.early_offline, "logout_timed_out": c.logout_timed_out,
-                "foreign": c.foreign,
-                "lag_signals": c.lag_signals, "client_dropped": c.client_dropped,
-                "links_closed": c.links_closed,
-            },
+            "transitions": c.to_json(),
             "timed_from_s": self.timed_from_s,
             "latency_us": self.latency.to_json(),
             "offline_lateness_us": self.lateness.to_json(),
