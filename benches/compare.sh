@@ -119,16 +119,21 @@ measure() { # name pid "storm-only-args" target-args...
     echo "$rss0 $(mem_b "$pid" VmHWM) $cpu0 $cpu1" >"$WORK/$name.proc"
     rate=$(half_rate "$WORK/$name.steady.json")
     echo "compare.sh: $name: churn $CHURN/s at $rate heartbeats/s for $CHURN_DURATION" >&2
+    # One sender thread: the rate is half of what the server took, which one thread offers,
+    # and a second would only compete with the server and the observer for the same cores.
     lg "$@" --watch "$CHURN_WATCH" --scenario churn --rate "$rate" --churn "$CHURN" \
-        --duration "$CHURN_DURATION" >"$WORK/$name.churn.json"
+        --threads 1 --duration "$CHURN_DURATION" >"$WORK/$name.churn.json"
     echo "compare.sh: $name: storm (heartbeats every $INTERVAL, then silence), $USERS users" >&2
     # shellcheck disable=SC2086
     lg "$@" $storm_args --scenario storm --interval "$INTERVAL" >"$WORK/$name.storm.json"
 }
 
+# The table is sized to the users of the run, as an operator sizes it to the users expected
+# (Redis grows with its keys): a table's slots fill at random, so once it holds a few users per
+# page all of it is resident, and a 1M-slot table under 100k users would be mostly empty room.
 "$BIN/presenced" --shards 1 --listen 127.0.0.1:7070 --link-listen 127.0.0.1:7060 \
     --set "presence.heartbeat_interval=$INTERVAL" --set "presence.grace=$GRACE" \
-    --set "presence.users_per_shard=$((N > 1000000 ? N : 1000000))" \
+    --set "presence.users_per_shard=$N" \
     >"$WORK/presenced.log" 2>&1 &
 PD_PID=$!
 wait_port udp 7060

@@ -440,7 +440,10 @@ impl Worker {
             self.outbox.push_back(ToHub::Shed(shed));
         }
         if !self.out.is_empty() {
-            let transitions = std::mem::replace(&mut self.out, Vec::with_capacity(1024));
+            // Sized to its contents: a message waiting in the channel holds no spare room
+            // (4096 messages of a few transitions each must not pin 4096 × 1024 slots).
+            let transitions = self.out.as_slice().to_vec();
+            self.out.clear();
             self.outbox.push_back(ToHub::Transitions {
                 since_us,
                 transitions,
