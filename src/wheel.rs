@@ -1,24 +1,40 @@
-//! A hierarchical timing wheel with cancellable timers in a fixed slab.
+//! The timing wheel: cancellable timers in a fixed slab, a ring for the near future and
+//! hierarchical levels for the far one.
 //!
-//! Six levels of 64 slots; a timer due at tick `at` sits in the level of the highest 6-bit digit
-//! in which `at` differs from the wheel's current tick, so lower levels always hold earlier
-//! timers. When time reaches a higher-level slot its timers cascade down; level-0 timers fire in
-//! tick order. Timers live in a slab allocated once (`capacity` timers); each slot is a circular
-//! doubly-linked list through a sentinel node, so cancel and reschedule are O(1) and nothing
-//! allocates after construction. One occupancy bitmap per level finds the next busy slot in O(1).
+//! A timer due less than `RING` (2^16) ticks ahead sits in ring slot `at mod RING`: as the
+//! clock advances it reaches that slot exactly at `at`, so near timers (every heartbeat deadline
+//! and activity window, 655 s at a 10 ms tick) are filed once and never moved. A timer further
+//! ahead sits in one of three far levels of 64 slots (6-bit digits above the ring's 16 bits),
+//! in the level of the highest digit in which `at` differs from the current tick; when the
+//! clock reaches a far slot's first tick its timers cascade into the ring or a lower level.
+//! Only far timers (last-seen retention) ever cascade, so a million users' deadlines never
+//! move in one bulk that would stall the shard for tens of milliseconds.
+//!
+//! Each slot is a circular doubly-linked list through a sentinel node, so insert, cancel and
+//! reschedule are O(1) and nothing allocates after construction; occupancy bitmaps (two-level
+//! for the ring) find the next busy slot in a few word operations.
 
 use crate::clock::Tick;
 use bytemuck::Zeroable;
 
-const LEVELS: usize = 6;
+/// Ticks covered by the ring, and its slot count.
+const RING_BITS: u32 = 16;
+const RING: usize = 1 << RING_BITS;
+const RING_MASK: u64 = RING as u64 - 1;
+/// Words of the ring's occupancy bitmap, and of its summary (one bit per nonzero word).
+const RING_WORDS: usize = RING / 64;
+const SUMMARY_WORDS: usize = RING_WORDS / 64;
+/// Far levels above the ring, 64 slots each: the wheel spans 2^(16 + 3 × 6) = 2^34 ticks.
+const FAR_LEVELS: usize = 3;
 const SLOT_BITS: u32 = 6;
 const SLOTS: usize = 1 << SLOT_BITS;
 const SLOT_MASK: u64 = SLOTS as u64 - 1;
-const SENTINELS: u32 = (LEVELS * SLOTS) as u32;
+/// Sentinels: the ring's `RING`, then `FAR_LEVELS × SLOTS` for the far levels.
+const SENTINELS: u32 = (RING + FAR_LEVELS * SLOTS) as u32;
 /// No link: marks a free node.
 const NIL: u32 = u32::MAX;
 
-/// The farthest a timer may be set from the current tick (the wheel spans 2^36 ticks; deadlines
+/// The farthest a timer may be set from the current tick (the wheel spans 2^34 ticks; deadlines
 /// are also stored in 32 bits elsewhere, so 2^31 is the usable bound).
 pub const MAX_SPAN: u64 = 1 << 31;
 
@@ -66,13 +82,20 @@ unsafe impl Zeroable for Node {}
 
 /// The timing wheel. `K` is carried as a `u64` key (the shard stores user ids).
 pub struct Wheel {
-    /// Sentinels `0..SENTINELS` (slot `level * 64 + slot`), then timer nodes.
+    /// Sentinels `0..SENTINELS` (ring slot `i` is node `i`, far slot `(level, slot)` is node
+    /// `RING + level * 64 + slot`), then timer nodes.
     nodes: Box<[Node]>,
     /// Head of the list of released timer nodes (linked through `next`), reused first.
     free: u32,
     /// Nodes below this index have been used at least once; those from it on never were.
     fresh: u32,
-    occupied: [u64; LEVELS],
+    /// Ring slots holding timers, one bit each, and one bit per nonzero word of those.
+    ring_bits: Box<[u64]>,
+    ring_summary: [u64; SUMMARY_WORDS],
+    /// Far slots holding timers, one word per level.
+    far_occupied: [u64; FAR_LEVELS],
+    /// Timers re-filed by cascades so far.
+    cascaded: u64,
     now: Tick,
     len: usize,
     capacity: usize,
@@ -93,7 +116,10 @@ impl Wheel {
             nodes,
             free: NIL,
             fresh: SENTINELS,
-            occupied: [0; LEVELS],
+            ring_bits: vec![0; RING_WORDS].into_boxed_slice(),
+            ring_summary: [0; SUMMARY_WORDS],
+            far_occupied: [0; FAR_LEVELS],
+            cascaded: 0,
             now,
             len: 0,
             capacity: capacity as usize,
@@ -120,9 +146,15 @@ impl Wheel {
         self.capacity
     }
 
-    /// Bytes of the timer slab.
+    /// Timers moved by cascades since construction (only timers set `RING` ticks or more
+    /// ahead ever move).
+    pub fn cascaded(&self) -> u64 {
+        self.cascaded
+    }
+
+    /// Bytes of the timer slab and the ring's bitmap.
     pub fn memory_bytes(&self) -> usize {
-        std::mem::size_of_val(&*self.nodes)
+        std::mem::size_of_val(&*self.nodes) + std::mem::size_of_val(&*self.ring_bits)
     }
 
     /// Schedules `key` at tick `at` (a past tick means the current one).
@@ -173,21 +205,25 @@ impl Wheel {
     /// The fired timer is freed: its handle becomes invalid.
     pub fn poll(&mut self, target: Tick) -> Option<(u64, Tick)> {
         loop {
-            let here = self.sentinel(0, (self.now & SLOT_MASK) as usize);
+            let here = (self.now & RING_MASK) as u32;
             let first = self.nodes[here as usize].next;
             if first != here {
+                debug_assert_eq!(self.widen(self.nodes[first as usize].at), self.now);
                 let key = self.nodes[first as usize].key;
                 self.unlink(first);
                 self.release(first);
                 return Some((key, self.now));
             }
-            match self.next_busy_slot() {
-                Some((level, slot, start)) if start <= target => {
+            let ring = self.next_busy_ring();
+            match (self.next_busy_far(), ring) {
+                // A far slot that starts no later than the next ring timer cascades first.
+                (Some((level, slot, start)), _)
+                    if start <= target && ring.is_none_or(|tick| start <= tick) =>
+                {
                     self.now = start;
-                    if level > 0 {
-                        self.cascade(level, slot);
-                    }
+                    self.cascade(level, slot);
                 }
+                (_, Some(tick)) if tick <= target => self.now = tick,
                 _ => {
                     if target > self.now {
                         self.now = target;
@@ -210,7 +246,7 @@ impl Wheel {
         };
         out[0] = first;
         let mut n = 1;
-        let here = self.sentinel(0, (self.now & SLOT_MASK) as usize);
+        let here = (self.now & RING_MASK) as u32;
         while n < out.len() {
             let id = self.nodes[here as usize].next;
             if id == here {
@@ -228,11 +264,11 @@ impl Wheel {
     /// The tick of the earliest scheduled timer (a lower bound for higher levels: the start of
     /// its slot), if any.
     pub fn next_due(&self) -> Option<Tick> {
-        let here = self.sentinel(0, (self.now & SLOT_MASK) as usize);
-        if self.nodes[here as usize].next != here {
-            return Some(self.now);
+        let far = self.next_busy_far().map(|(_, _, start)| start);
+        match (self.next_busy_ring(), far) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
-        self.next_busy_slot().map(|(_, _, start)| start)
     }
 
     fn node(&self, id: TimerId) -> Node {
@@ -244,8 +280,8 @@ impl Wheel {
         node
     }
 
-    fn sentinel(&self, level: usize, slot: usize) -> u32 {
-        (level * SLOTS + slot) as u32
+    fn far_sentinel(level: usize, slot: usize) -> u32 {
+        (RING + level * SLOTS + slot) as u32
     }
 
     /// Rebuilds a full tick from its low 32 bits: timers are never more than `MAX_SPAN` from now.
@@ -254,27 +290,36 @@ impl Wheel {
         (self.now as i64 + delta) as Tick
     }
 
-    fn level_for(&self, at: Tick) -> usize {
-        let differing = (at ^ self.now) | SLOT_MASK;
-        let significant = 63 - differing.leading_zeros() as usize;
-        // Crossing a 2^36-tick boundary sets a bit above the wheel even for a near timer: such
-        // a timer goes in the top level, whose slots wrap around (see `next_busy_slot`).
-        (significant / SLOT_BITS as usize).min(LEVELS - 1)
+    /// The far level of a timer due `RING` ticks or more from now.
+    fn far_level_for(&self, at: Tick) -> usize {
+        let significant = 63 - (at ^ self.now).leading_zeros();
+        debug_assert!(significant >= RING_BITS);
+        // Crossing a 2^34-tick boundary sets a bit above the wheel even for a nearer timer:
+        // such a timer goes in the top level, whose slots wrap around (see `next_busy_far`).
+        (((significant - RING_BITS) / SLOT_BITS) as usize).min(FAR_LEVELS - 1)
     }
 
     fn link(&mut self, id: u32, at: Tick) {
         let at = at.max(self.now);
         assert!(at - self.now < MAX_SPAN, "timer beyond the wheel's span");
-        let level = self.level_for(at);
-        let slot = ((at >> (level as u32 * SLOT_BITS)) & SLOT_MASK) as usize;
-        let head = self.sentinel(level, slot);
+        let head = if at - self.now < RING as u64 {
+            let slot = (at & RING_MASK) as usize;
+            self.ring_bits[slot / 64] |= 1 << (slot % 64);
+            self.ring_summary[slot / 4096] |= 1 << (slot / 64 % 64);
+            slot as u32
+        } else {
+            let level = self.far_level_for(at);
+            let shift = RING_BITS + level as u32 * SLOT_BITS;
+            let slot = ((at >> shift) & SLOT_MASK) as usize;
+            self.far_occupied[level] |= 1 << slot;
+            Wheel::far_sentinel(level, slot)
+        };
         let tail = self.nodes[head as usize].prev;
         self.nodes[id as usize].at = at as u32;
         self.nodes[id as usize].prev = tail;
         self.nodes[id as usize].next = head;
         self.nodes[tail as usize].next = id;
         self.nodes[head as usize].prev = id;
-        self.occupied[level] |= 1 << slot;
     }
 
     fn unlink(&mut self, id: u32) {
@@ -283,9 +328,17 @@ impl Wheel {
         self.nodes[next as usize].prev = prev;
         // If the list is now empty, `next == prev` is its sentinel: clear its occupancy bit.
         if next == prev && next < SENTINELS {
-            let level = next as usize / SLOTS;
-            let slot = next as usize % SLOTS;
-            self.occupied[level] &= !(1 << slot);
+            let slot = next as usize;
+            if slot < RING {
+                let word = &mut self.ring_bits[slot / 64];
+                *word &= !(1 << (slot % 64));
+                if *word == 0 {
+                    self.ring_summary[slot / 4096] &= !(1 << (slot / 64 % 64));
+                }
+            } else {
+                let far = slot - RING;
+                self.far_occupied[far / SLOTS] &= !(1 << (far % SLOTS));
+            }
         }
     }
 
@@ -296,14 +349,52 @@ impl Wheel {
         self.len -= 1;
     }
 
-    /// The earliest busy slot: `(level, slot, first tick it covers)`.
-    fn next_busy_slot(&self) -> Option<(usize, usize, Tick)> {
-        for level in 0..LEVELS {
-            let occupied = self.occupied[level];
+    /// The tick of the earliest busy ring slot: the first set bit at or after the current
+    /// tick's slot, cyclically (a slot before it holds timers a whole turn later).
+    fn next_busy_ring(&self) -> Option<Tick> {
+        let from = (self.now & RING_MASK) as usize;
+        let word = from / 64;
+        let bits = self.ring_bits[word] & (u64::MAX << (from % 64));
+        let slot = if bits != 0 {
+            word * 64 + bits.trailing_zeros() as usize
+        } else {
+            // The first nonzero word after this one, else (wrapping) from the start.
+            let w = self
+                .first_busy_word(word + 1)
+                .or_else(|| self.first_busy_word(0))?;
+            w * 64 + self.ring_bits[w].trailing_zeros() as usize
+        };
+        Some(self.now + ((slot as u64).wrapping_sub(from as u64) & RING_MASK))
+    }
+
+    /// The first ring word at or after `start` with a timer, from the summary.
+    fn first_busy_word(&self, start: usize) -> Option<usize> {
+        if start >= RING_WORDS {
+            return None;
+        }
+        let mut s = start / 64;
+        let mut bits = self.ring_summary[s] & (u64::MAX << (start % 64));
+        loop {
+            if bits != 0 {
+                return Some(s * 64 + bits.trailing_zeros() as usize);
+            }
+            s += 1;
+            if s == SUMMARY_WORDS {
+                return None;
+            }
+            bits = self.ring_summary[s];
+        }
+    }
+
+    /// The earliest busy far slot: `(level, slot, first tick it covers)`. Lower levels always
+    /// hold earlier timers than higher ones.
+    fn next_busy_far(&self) -> Option<(usize, usize, Tick)> {
+        for level in 0..FAR_LEVELS {
+            let occupied = self.far_occupied[level];
             if occupied == 0 {
                 continue;
             }
-            let shift = level as u32 * SLOT_BITS;
+            let shift = RING_BITS + level as u32 * SLOT_BITS;
             let current = ((self.now >> shift) & SLOT_MASK) as u32;
             // Slots at or after the current digit, in order (timers never sit behind it).
             let distance = occupied.rotate_right(current).trailing_zeros();
@@ -319,9 +410,9 @@ impl Wheel {
         None
     }
 
-    /// Re-files every timer of a higher-level slot relative to the (advanced) clock.
+    /// Re-files every timer of a far slot relative to the (advanced) clock.
     fn cascade(&mut self, level: usize, slot: usize) {
-        let head = self.sentinel(level, slot);
+        let head = Wheel::far_sentinel(level, slot);
         loop {
             let id = self.nodes[head as usize].next;
             if id == head {
@@ -330,6 +421,7 @@ impl Wheel {
             let at = self.widen(self.nodes[id as usize].at);
             self.unlink(id);
             self.link(id, at);
+            self.cascaded += 1;
         }
     }
 }
@@ -415,9 +507,23 @@ mod tests {
 
     #[test]
     fn timers_across_the_wheels_span_boundary() {
-        for start in [(1u64 << 36) - 3, (1 << 36) - 70_000, (5 << 36) - 1, 1 << 40] {
+        for start in [
+            (1u64 << 36) - 3,
+            (1 << 36) - 70_000,
+            (5 << 36) - 1,
+            1 << 40,
+            (1 << 34) - 1,
+            (3 << 34) - 65_536,
+        ] {
             let mut wheel = Wheel::new(8, start);
-            let ticks = [start + 1, start + 5, start + 100_000, start + (1 << 30)];
+            let ticks = [
+                start + 1,
+                start + 5,
+                start + 65_535,
+                start + 65_536,
+                start + 100_000,
+                start + (1 << 30),
+            ];
             for (key, &at) in ticks.iter().enumerate() {
                 wheel.insert(key as u64, at).unwrap();
             }
@@ -429,6 +535,26 @@ mod tests {
                 .collect();
             assert_eq!(fired, expected, "start {start}");
         }
+    }
+
+    #[test]
+    fn near_timers_are_never_moved_far_ones_cascade_once_per_level() {
+        let start = 1_000_000_007;
+        let mut wheel = Wheel::new(2_000, start);
+        // Deadlines spread over the ring's whole span, as a million users' heartbeats are.
+        for key in 0..1_000u64 {
+            wheel.insert(key, start + key * 65).unwrap();
+        }
+        assert_eq!(drain(&mut wheel, start + 65_535).len(), 1_000);
+        assert_eq!(wheel.cascaded(), 0);
+        // A far timer (last-seen retention) moves down a level at a time, at most 3 times.
+        let now = wheel.now();
+        wheel.insert(7, now + (1 << 29)).unwrap();
+        assert_eq!(
+            drain(&mut wheel, now + (1 << 30)),
+            vec![(7, now + (1 << 29))]
+        );
+        assert!((1..=3).contains(&wheel.cascaded()), "{}", wheel.cascaded());
     }
 
     #[test]
@@ -474,7 +600,7 @@ mod tests {
             let now = wheel.now();
             match rand() % 4 {
                 0 | 1 => {
-                    let span = [3u64, 70, 5000, 300_000, 1 << 29][(rand() % 5) as usize];
+                    let span = [3u64, 70, 5000, 65_600, 300_000, 1 << 29][(rand() % 6) as usize];
                     let at = now + rand() % span;
                     match wheel.insert(next_key, at) {
                         Ok(id) => model.push((next_key, at, id)),
@@ -495,7 +621,7 @@ mod tests {
                     }
                 }
                 _ => {
-                    let target = now + [1u64, 64, 4000, 1 << 20][(rand() % 4) as usize];
+                    let target = now + [1u64, 64, 4000, 65_536, 1 << 20][(rand() % 5) as usize];
                     let fired = drain(&mut wheel, target);
                     let mut due: Vec<(u64, Tick)> = model
                         .iter()
