@@ -218,7 +218,7 @@ impl Wheel {
             match (self.next_busy_far(), ring) {
                 // A far slot that starts no later than the next ring timer cascades first.
                 (Some((level, slot, start)), _)
-                    if start <= target && ring.is_none_or(|tick| start <= tick) =>
+                    if start <= target && ring.map_or(true, |tick| start <= tick) =>
                 {
                     self.now = start;
                     self.cascade(level, slot);
