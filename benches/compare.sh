@@ -8,7 +8,8 @@
 # Usage: benches/compare.sh [--users N] [--duration D] [--interval D] [--grace D]
 # Environment (same meaning; flags win): USERS (100k), DURATION (10s: the steady --max run),
 # INTERVAL (2s) and GRACE (500ms) (both servers' timings: timeout = INTERVAL + 2 × GRACE),
-# CHURN (2000: logins + logouts per second in the churn run), CHURN_DURATION (10s),
+# CHURN (logins + logouts per second in the churn run: 2000 per 100k users watched, so that
+# every run times ~20k transitions), CHURN_DURATION (10s),
 # REDIS_PORT (6399), GATEWAYS (4), NO_BUILD=1 (use the binaries already in target/release).
 # Scale up with `--users 1M` (memory and expiry lateness with 1M users expiring together).
 #
@@ -23,7 +24,6 @@ INTERVAL=${INTERVAL:-2s}
 GRACE=${GRACE:-500ms}
 REDIS_PORT=${REDIS_PORT:-6399}
 GATEWAYS=${GATEWAYS:-4}
-CHURN=${CHURN:-2000}
 CHURN_DURATION=${CHURN_DURATION:-10s}
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -81,6 +81,8 @@ print(int(float(t[:-1]) * m[t[-1]]) if t[-1] in m else int(t))' "$USERS")
 # subscriptions; presenced's storm watches all; the churn runs watch at most 100k.
 STEADY_WATCH=$((N < 1000 ? N : 1000))
 CHURN_WATCH=$((N < 100000 ? N : 100000))
+# Only watched users' transitions are timed: churn scales so that ~2000/s of them are watched.
+CHURN=${CHURN:-$((2000 * N / CHURN_WATCH))}
 
 # Runs presence-loadgen; exit status 1 (violations found) still gives a summary, which the
 # table reports.
