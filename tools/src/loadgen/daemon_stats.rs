@@ -19,6 +19,8 @@ pub struct DaemonCounters {
     pub dropped: u64,
     /// Entries shed because another shard's inbox was full.
     pub cross_shard_shed: u64,
+    /// Datagrams the kernel dropped at the daemon's full receive buffers.
+    pub kernel_dropped: u64,
     /// Entries sent to the owning shard by another.
     pub routed_out: u64,
     /// Transitions shed because the outbox to the push link was full.
@@ -63,6 +65,7 @@ impl DaemonCounters {
                 .and_then(Value::as_object)
                 .map_or(0, |m| m.values().filter_map(Value::as_u64).sum());
             c.cross_shard_shed += field(s, "cross_shard_shed");
+            c.kernel_dropped += field(s, "kernel_dropped");
             c.routed_out += field(s, "routed_out");
             c.transitions_shed += field(s, "transitions_shed");
             c.refused_user_capacity += field(s, "refused_user_capacity");
@@ -97,6 +100,7 @@ impl DaemonCounters {
             datagrams: d(self.datagrams, earlier.datagrams),
             dropped: d(self.dropped, earlier.dropped),
             cross_shard_shed: d(self.cross_shard_shed, earlier.cross_shard_shed),
+            kernel_dropped: d(self.kernel_dropped, earlier.kernel_dropped),
             routed_out: d(self.routed_out, earlier.routed_out),
             transitions_shed: d(self.transitions_shed, earlier.transitions_shed),
             refused_user_capacity: d(self.refused_user_capacity, earlier.refused_user_capacity),

@@ -390,9 +390,10 @@ impl Summary {
         rows.push((
             "loss",
             format!(
-                "datagrams {:.3} %, entries {:.3} %; invalid {}, cross-shard shed {}",
+                "datagrams {:.3} %, entries {:.3} %; kernel-dropped {}, invalid {}, cross-shard shed {}",
                 100.0 * self.datagram_loss(),
                 100.0 * self.entry_loss(),
+                grouped(d.kernel_dropped),
                 grouped(d.dropped),
                 grouped(d.cross_shard_shed)
             ),
@@ -475,6 +476,7 @@ impl Summary {
                 "heartbeats": d.heartbeats(), "heartbeats_by_shard": d.heartbeats_by_shard,
                 "accepted_per_s": self.accepted_per_s(), "datagrams": d.datagrams,
                 "dropped_invalid": d.dropped, "cross_shard_shed": d.cross_shard_shed,
+                "kernel_dropped": d.kernel_dropped,
                 "routed_out": d.routed_out, "transitions_shed": a.transitions_shed,
                 "refused_user_capacity": a.refused_user_capacity,
                 "refused_device_limit": a.refused_device_limit,
