@@ -131,6 +131,7 @@ pub fn stats_table(stats: &str) -> Result<String, String> {
     let columns = [
         ("shard", "SHARD"),
         ("datagrams", "DATAGRAMS"),
+        ("kernel_dropped", "KERNEL_DROP"),
         ("heartbeats", "HEARTBEATS"),
         ("users", "USERS"),
         ("devices", "DEVICES"),
@@ -259,7 +260,7 @@ mod tests {
 
     #[test]
     fn stats_table_sums_drops_by_reason() {
-        let json = r#"{"shards":[{"shard":0,"heartbeats":5,"dropped":{"bad_magic":2}},
+        let json = r#"{"shards":[{"shard":0,"heartbeats":5,"kernel_dropped":912,"dropped":{"bad_magic":2}},
             {"shard":1,"heartbeats":7,"dropped":{"bad_magic":1,"too_short":4}}],
             "link":{"links":1,"latency_us":{"p50":10,"p99":20,"max":30}}}"#;
         let table = stats_table(json).unwrap();
@@ -272,6 +273,8 @@ mod tests {
             "{table}"
         );
         assert!(table.contains("10/20/30"), "{table}");
+        assert!(table.contains("KERNEL_DROP"), "{table}");
+        assert!(table.contains("         912           5"), "{table}");
         let with_auth = r#"{"auth":{"enabled":true,"per_gateway":{"7":{"accepted":5,"bad_mac":2,"replayed":0}}},"shards":[]}"#;
         let table = stats_table(with_auth).unwrap();
         assert!(
