@@ -37,14 +37,18 @@ pub fn bind_udp(
 /// SO_RXQ_OVFL: every received datagram carries the socket's count of datagrams the kernel
 /// dropped for want of buffer room, which the shard turns into its `kernel_dropped` counter.
 fn enable_drop_counter(socket: &Socket) -> io::Result<()> {
-    let on: libc::c_int = 1;
+    set_int_option(socket, libc::SO_RXQ_OVFL, 1)
+}
+
+/// A SOL_SOCKET option whose value is a C int (socket2 has no setter for these two).
+fn set_int_option(socket: &Socket, option: libc::c_int, value: libc::c_int) -> io::Result<()> {
     // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a live local.
     let rc = unsafe {
         libc::setsockopt(
             socket.as_raw_fd(),
             libc::SOL_SOCKET,
-            libc::SO_RXQ_OVFL,
-            std::ptr::from_ref(&on).cast(),
+            option,
+            std::ptr::from_ref(&value).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
@@ -63,19 +67,10 @@ pub fn recv_buffer_of(socket: impl std::os::fd::AsFd) -> usize {
 }
 
 /// SO_RCVBUFFORCE: sets the receive buffer past net.core.rmem_max (needs CAP_NET_ADMIN).
+/// A failure (no capability) only leaves the size already set.
 fn force_recv_buffer(socket: &Socket, bytes: usize) {
     let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-    // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a live local; a failure (no
-    // capability) only leaves the size already set.
-    unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
-            std::ptr::from_ref(&value).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
+    let _ = set_int_option(socket, libc::SO_RCVBUFFORCE, value);
 }
 
 /// Control-message room per datagram, in u64 words: one SO_RXQ_OVFL message (a u32) needs
