@@ -2,6 +2,7 @@
 //! (timings, ports) and the drawn population, with the checks that need both.
 
 use super::cli::{Args, Scenario};
+use super::rng::Rng;
 use presenced::client::WelcomeInfo;
 use std::net::SocketAddr;
 
@@ -356,6 +357,28 @@ impl Plan {
             Pacing::Max => t.timeout_us / 2,
         };
         left.saturating_sub(2 * t.tick_us + 30_000).min(3_000_000)
+    }
+
+    /// A device's heartbeat period (with `--max`, the daemon's interval, used to place
+    /// reconnects and drops).
+    pub fn period_us(&self) -> u64 {
+        match self.pacing {
+            Pacing::Scheduled { period_us, .. } => period_us.max(1),
+            Pacing::Max => self.daemon.interval_us.max(1),
+        }
+    }
+
+    /// The next gap between a device's beats, drawn from the jitter range (0 with `--max`).
+    #[inline]
+    pub fn gap(&self, rng: &mut Rng) -> u64 {
+        match self.pacing {
+            Pacing::Scheduled {
+                gap_min_us,
+                gap_max_us,
+                ..
+            } => gap_min_us + rng.below(gap_max_us - gap_min_us + 1),
+            Pacing::Max => 0,
+        }
     }
 
     /// Users per gateway block (the last block may be shorter).

@@ -11,7 +11,7 @@ use super::gateway::{Deferred, Gateway};
 use super::plan::{Pacing, Plan, LATE_US};
 use super::population::{Population, TIMEOUT, UNTIMED};
 use super::rng::Rng;
-use super::schedule::Wheel;
+use super::schedule::{ChurnPace, Wheel};
 use super::users::Users;
 use presenced_wire::State;
 use std::io;
@@ -91,9 +91,8 @@ struct Sender {
     local: LocalCounts,
     published: (u64, u64, u64),
     last_flush_us: u64,
-    churn_done: u64,
-    /// Churn events per µs for this thread.
-    churn_rate: f64,
+    /// This thread's share of the churn.
+    churn: ChurnPace,
     /// Storm: next silence and next reconnect.
     next_silence_us: u64,
     next_reconnect_us: u64,
@@ -156,8 +155,7 @@ impl Sender {
             local: LocalCounts::default(),
             published: (0, 0, 0),
             last_flush_us: s.start_us,
-            churn_done: 0,
-            churn_rate,
+            churn: ChurnPace::new(s.start_us, churn_rate),
             next_silence_us,
             next_reconnect_us,
             drained: Vec::new(),
@@ -190,7 +188,7 @@ impl Sender {
 
     fn run_scheduled(&mut self, end_us: u64) {
         // Each device's first beat at a random phase within one period.
-        let period = self.period_us();
+        let period = self.plan.period_us();
         for u in self.first..self.end {
             let d = self.devices(u);
             for slot in 0..d {
@@ -262,7 +260,7 @@ impl Sender {
                 wake = wake.min(self.last_flush_us + self.plan.batch_delay_us);
             }
             wake = wake
-                .min(self.next_churn_us())
+                .min(self.churn.next_us())
                 .min(self.next_silence_us)
                 .min(self.next_reconnect_us)
                 .min(end_us);
@@ -308,14 +306,14 @@ impl Sender {
                 // user online: no user-level transition.
                 self.send(u, slot, State::Offline, None);
                 self.users.set_live(li, live & !bit);
-                let back = at + self.rng.below(self.period_us());
+                let back = at + self.rng.below(self.plan.period_us());
                 if let Some(w) = self.wheel.as_mut() {
                     w.schedule(back, entry);
                 }
                 return true;
             }
         }
-        let next = at + self.gap();
+        let next = at + self.plan.gap(&mut self.rng);
         if let Some(w) = self.wheel.as_mut() {
             w.schedule(next, entry);
         }
@@ -396,7 +394,7 @@ impl Sender {
         }
         self.users.set_last_beat(li, now);
         if self.wheel.is_some() {
-            let period = self.period_us();
+            let period = self.plan.period_us();
             for slot in 0..d {
                 let next = now + 1 + self.rng.below(period);
                 if let Some(w) = self.wheel.as_mut() {
@@ -432,38 +430,20 @@ impl Sender {
 
     /// Churn: logs random settled users in or out, on schedule.
     fn churn(&mut self, now: u64) {
-        if self.churn_rate <= 0.0 || self.first == self.end {
+        if self.first == self.end {
             return;
         }
-        let due = (now.saturating_sub(self.start_us) as f64 * self.churn_rate) as u64;
-        let n = u64::from(self.end - self.first);
-        while self.churn_done < due {
-            self.churn_done += 1;
-            let mut done = false;
-            for _ in 0..4 {
-                let u = self.first + self.rng.below(n) as u32;
-                if !self.pop.settled(u) {
-                    continue;
-                }
-                if self.users.live((u - self.first) as usize) != 0 {
+        let n = self.end - self.first;
+        for _ in 0..self.churn.take_due(now) {
+            let pop = &self.pop;
+            match ChurnPace::pick(&mut self.rng, self.first, n, |u| pop.settled(u)) {
+                Some(u) if self.users.live((u - self.first) as usize) != 0 => {
                     self.logout(u, self.pop.untimed());
-                } else {
-                    self.login(u, now);
                 }
-                done = true;
-                break;
-            }
-            if !done {
-                self.local.churn_skipped += 1;
+                Some(u) => self.login(u, now),
+                None => self.local.churn_skipped += 1,
             }
         }
-    }
-
-    fn next_churn_us(&self) -> u64 {
-        if self.churn_rate <= 0.0 {
-            return u64::MAX;
-        }
-        self.start_us + ((self.churn_done + 1) as f64 / self.churn_rate) as u64
     }
 
     /// Storm: every gateway goes silent; every connected user must time out.
@@ -543,25 +523,6 @@ impl Sender {
     #[inline]
     fn devices(&self, u: u32) -> u8 {
         self.pop.devices.get(u as usize).copied().unwrap_or(1)
-    }
-
-    fn period_us(&self) -> u64 {
-        match self.plan.pacing {
-            Pacing::Scheduled { period_us, .. } => period_us.max(1),
-            Pacing::Max => self.plan.daemon.interval_us.max(1),
-        }
-    }
-
-    #[inline]
-    fn gap(&mut self) -> u64 {
-        match self.plan.pacing {
-            Pacing::Scheduled {
-                gap_min_us,
-                gap_max_us,
-                ..
-            } => gap_min_us + self.rng.below(gap_max_us - gap_min_us + 1),
-            Pacing::Max => 0,
-        }
     }
 
     #[inline]

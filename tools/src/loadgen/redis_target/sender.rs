@@ -9,7 +9,7 @@ use crate::loadgen::counters::LocalCounts;
 use crate::loadgen::plan::{Pacing, Plan, LATE_US};
 use crate::loadgen::population::{Population, UNTIMED};
 use crate::loadgen::rng::Rng;
-use crate::loadgen::schedule::Wheel;
+use crate::loadgen::schedule::{ChurnPace, Wheel};
 use crate::loadgen::users::Users;
 use std::ops::Range;
 use std::sync::atomic::Ordering;
@@ -44,9 +44,8 @@ pub struct Sender {
     wheel: Option<Wheel>,
     rng: Rng,
     local: LocalCounts,
-    churn_done: u64,
-    /// Churn events per µs for this thread.
-    churn_rate: f64,
+    /// This thread's share of the churn.
+    churn: ChurnPace,
     start_us: u64,
     last_flush_us: u64,
     reported_online: bool,
@@ -81,7 +80,7 @@ impl Sender {
         };
         Sender {
             rng: Rng::new(plan.seed ^ (u64::from(thread) + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
-            churn_rate: plan.churn_per_s * f64::from(n) / total / 1e6,
+            churn: ChurnPace::new(start_us, plan.churn_per_s * f64::from(n) / total / 1e6),
             sh,
             plan,
             pop,
@@ -92,7 +91,6 @@ impl Sender {
             users: Users::new(n as usize),
             wheel,
             local: LocalCounts::default(),
-            churn_done: 0,
             start_us,
             last_flush_us: start_us,
             reported_online: false,
@@ -122,7 +120,7 @@ impl Sender {
     }
 
     fn run_scheduled(&mut self, end_us: u64) {
-        let period = self.period_us();
+        let period = self.plan.period_us();
         for slot in self.first..self.end {
             let at = self.start_us + self.rng.below(period);
             if let Some(w) = self.wheel.as_mut() {
@@ -174,7 +172,7 @@ impl Sender {
             if self.gws.iter().any(|g| g.pending() > 0) {
                 wake = wake.min(self.last_flush_us + self.plan.batch_delay_us);
             }
-            wake = wake.min(self.next_churn_us()).min(end_us);
+            wake = wake.min(self.churn.next_us()).min(end_us);
             self.sh.clock.sleep_until(wake.max(now + 20));
         }
     }
@@ -198,7 +196,7 @@ impl Sender {
                 self.gw(slot, |gw, sh, pop| gw.set(sh, pop, slot, None));
             }
         }
-        let next = at + self.gap();
+        let next = at + self.plan.gap(&mut self.rng);
         if let Some(w) = self.wheel.as_mut() {
             w.schedule(next, entry);
         }
@@ -265,7 +263,7 @@ impl Sender {
         let stamp = self.connect(slot);
         self.gw(slot, |gw, sh, pop| gw.set(sh, pop, slot, stamp));
         if self.wheel.is_some() {
-            let next = now + 1 + self.rng.below(self.period_us());
+            let next = now + 1 + self.rng.below(self.plan.period_us());
             if let Some(w) = self.wheel.as_mut() {
                 w.schedule(next, pack(slot, generation));
             }
@@ -288,17 +286,13 @@ impl Sender {
 
     /// Churn: logs random settled devices in or out, on schedule.
     fn churn(&mut self, now: u64) {
-        if self.churn_rate <= 0.0 || self.first == self.end {
+        if self.first == self.end {
             return;
         }
-        let due = (now.saturating_sub(self.start_us) as f64 * self.churn_rate) as u64;
-        let n = u64::from(self.end - self.first);
-        while self.churn_done < due {
-            self.churn_done += 1;
-            let picked = (0..4)
-                .map(|_| self.first + self.rng.below(n) as u32)
-                .find(|&s| self.pop.settled(s));
-            match picked {
+        let n = self.end - self.first;
+        for _ in 0..self.churn.take_due(now) {
+            let pop = &self.pop;
+            match ChurnPace::pick(&mut self.rng, self.first, n, |s| pop.settled(s)) {
                 Some(slot) if self.users.live((slot - self.first) as usize) != 0 => {
                     self.logout(slot, self.pop.untimed());
                 }
@@ -306,13 +300,6 @@ impl Sender {
                 None => self.local.churn_skipped += 1,
             }
         }
-    }
-
-    fn next_churn_us(&self) -> u64 {
-        if self.churn_rate <= 0.0 {
-            return u64::MAX;
-        }
-        self.start_us + ((self.churn_done + 1) as f64 / self.churn_rate) as u64
     }
 
     /// Storm: every gateway goes silent; every connected device's key must expire.
@@ -347,24 +334,6 @@ impl Sender {
         let g = (self.sh.owner[slot as usize] / self.sh.block - self.first_gateway) as usize;
         if let Some(gw) = self.gws.get_mut(g) {
             f(gw, &self.sh, &self.pop);
-        }
-    }
-
-    fn period_us(&self) -> u64 {
-        match self.plan.pacing {
-            Pacing::Scheduled { period_us, .. } => period_us.max(1),
-            Pacing::Max => self.plan.daemon.interval_us.max(1),
-        }
-    }
-
-    fn gap(&mut self) -> u64 {
-        match self.plan.pacing {
-            Pacing::Scheduled {
-                gap_min_us,
-                gap_max_us,
-                ..
-            } => gap_min_us + self.rng.below(gap_max_us - gap_min_us + 1),
-            Pacing::Max => 0,
         }
     }
 
