@@ -261,16 +261,6 @@ impl Wheel {
         n
     }
 
-    /// The tick of the earliest scheduled timer (a lower bound for higher levels: the start of
-    /// its slot), if any.
-    pub fn next_due(&self) -> Option<Tick> {
-        let far = self.next_busy_far().map(|(_, _, start)| start);
-        match (self.next_busy_ring(), far) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    }
-
     fn node(&self, id: TimerId) -> Node {
         let node = self.nodes[id.0 as usize];
         assert!(
