@@ -63,12 +63,17 @@ cpu_s() {
 }
 # A /proc/<pid>/status field, in bytes.
 mem_b() { awk -v f="$2:" '$1 == f { print $2 * 1024 }' "/proc/$1/status"; }
-wait_port() { # tcp|udp port
+wait_port() { # tcp|udp port pid log: the port is open and it is `pid` that opened it
     for _ in $(seq 100); do
-        if ss -ln"${1:0:1}" | grep -q "127.0.0.1:$2 "; then return 0; fi
+        if ! kill -0 "$3" 2>/dev/null; then
+            echo "compare.sh: the server exited (is another one already on port $2?):" >&2
+            cat "$4" >&2
+            exit 1
+        fi
+        if ss -lnp"${1:0:1}" | grep "127.0.0.1:$2 " | grep -q "pid=$3,"; then return 0; fi
         sleep 0.1
     done
-    echo "compare.sh: nothing listens on $1 port $2" >&2
+    echo "compare.sh: nothing of pid $3 listens on $1 port $2" >&2
     exit 1
 }
 
@@ -138,7 +143,7 @@ measure() { # name pid "storm-only-args" target-args...
     --set "presence.users_per_shard=$N" \
     >"$WORK/presenced.log" 2>&1 &
 PD_PID=$!
-wait_port udp 7060
+wait_port udp 7060 "$PD_PID" "$WORK/presenced.log"
 measure presenced "$PD_PID" "" --link 127.0.0.1:7060
 kill "$PD_PID"
 wait "$PD_PID" 2>/dev/null || true
@@ -147,7 +152,7 @@ PD_PID=
 redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no \
     >"$WORK/redis.log" 2>&1 &
 RD_PID=$!
-wait_port tcp "$REDIS_PORT"
+wait_port tcp "$REDIS_PORT" "$RD_PID" "$WORK/redis.log"
 measure redis "$RD_PID" "--watch $STEADY_WATCH" --target "redis://127.0.0.1:$REDIS_PORT" \
     --grace "$GRACE"
 
