@@ -51,7 +51,7 @@ trap cleanup EXIT INT TERM
 
 wait_link() {
     for _ in $(seq 100); do
-        if ss -lnu | grep -q "127.0.0.1:7260 "; then return 0; fi
+        if ss -lnpu | grep "127.0.0.1:7260 " | grep -q "pid=$PD_PID,"; then return 0; fi
         if ! kill -0 "$PD_PID" 2>/dev/null; then
             echo "scaling.sh: presenced exited:" >&2
             cat "$WORK/presenced.log" >&2
