@@ -55,11 +55,12 @@ use super::clock::Clock;
 use super::counters::SendCounters;
 use super::daemon_stats::Reading;
 use super::observer::{self, Hists};
-use super::plan::{Pacing, Plan};
+use super::plan::Plan;
 use super::population::{self, Population};
 use super::progress::ProgressMeter;
 use super::report::Percentiles;
 use super::rng::Rng;
+use super::verdict::setup_of;
 use super::verdict::{check, merge, sent_of};
 use super::warmup::Warmup;
 use super::{lock, RunError};
@@ -469,31 +470,10 @@ pub fn run(args: &Args, url: &str) -> Result<RedisSummary, RunError> {
     let lateness = Percentiles::of(&lock(&sh.lateness));
     sent.last_error = lock(&sh.last_error).clone();
     sent.send_errors = SendCounters::get(&sh.counters.send_errors);
-    let gaps_us = match plan.pacing {
-        Pacing::Scheduled {
-            gap_min_us,
-            gap_max_us,
-            ..
-        } => (gap_min_us, gap_max_us),
-        Pacing::Max => (0, 0),
-    };
     Ok(RedisSummary {
         target: url.to_string(),
-        scenario: args.scenario.name().to_string(),
-        users: plan.users,
-        devices: u64::from(total),
-        gateways: plan.gateways,
-        threads: plan.threads,
-        period_us: match plan.pacing {
-            Pacing::Scheduled { period_us, .. } => Some(period_us),
-            Pacing::Max => None,
-        },
-        gaps_us,
+        setup: setup_of(&plan, args),
         ttl_us: ttl_ms * 1000,
-        churn_per_s: plan.churn_per_s,
-        observers: plan.observers,
-        watch: plan.watch,
-        firehose: plan.firehose,
         sent,
         accepted,
         publishes: sh.publishes.load(Ordering::Relaxed),

@@ -2,7 +2,7 @@
 //! they mean the same (`daemon.accepted_per_s`, `transitions`, `latency_us`,
 //! `offline_lateness_us`, `violations`).
 
-use crate::loadgen::report::{grouped, latency_line, ms, si, Checks, Percentiles, Sent};
+use crate::loadgen::report::{grouped, latency_line, ms, si, Checks, Percentiles, Sent, Setup};
 use serde_json::{json, Value};
 use std::fmt::Write as _;
 
@@ -11,30 +11,11 @@ use std::fmt::Write as _;
 pub struct RedisSummary {
     /// The server, as given.
     pub target: String,
-    /// Scenario name.
-    pub scenario: String,
-    /// Users.
-    pub users: u32,
-    /// Devices (keys) in total.
-    pub devices: u64,
-    /// Gateways (connections).
-    pub gateways: u32,
-    /// Sender threads.
-    pub threads: u32,
-    /// Per-device period, µs (None with `--max`).
-    pub period_us: Option<u64>,
-    /// Jitter range of the gaps, µs.
-    pub gaps_us: (u64, u64),
+    /// The population, pacing and observers, as presenced's runs report them (the shard
+    /// fields do not apply and are not reported).
+    pub setup: Setup,
     /// Key TTL, µs.
     pub ttl_us: u64,
-    /// Device logins plus logouts per second (churn, fanout).
-    pub churn_per_s: f64,
-    /// Observer connections.
-    pub observers: u32,
-    /// Watched users.
-    pub watch: u32,
-    /// Observers use `PSUBSCRIBE presence:*` instead of one channel per watched user.
-    pub firehose: bool,
     /// What the senders did over the send window (commands as entries, pipelines as
     /// datagrams, device logins and logouts).
     pub sent: Sent,
@@ -77,7 +58,8 @@ impl RedisSummary {
 
     /// Bytes of `used_memory` per online user.
     pub fn bytes_per_user(&self) -> f64 {
-        self.memory_online.saturating_sub(self.memory_before) as f64 / f64::from(self.users.max(1))
+        self.memory_online.saturating_sub(self.memory_before) as f64
+            / f64::from(self.setup.users.max(1))
     }
 
     /// Missing expiries (storm): devices that never expired within the wait.
@@ -96,14 +78,14 @@ impl RedisSummary {
         let t = &self.sent;
         json!({
             "target": self.target,
-            "scenario": self.scenario,
+            "scenario": self.setup.scenario,
             "setup": {
-                "users": self.users, "devices": self.devices, "gateways": self.gateways,
-                "threads": self.threads, "max": self.period_us.is_none(),
-                "period_us": self.period_us, "gap_min_us": self.gaps_us.0,
-                "gap_max_us": self.gaps_us.1, "ttl_us": self.ttl_us,
-                "churn_per_s": self.churn_per_s, "observers": self.observers,
-                "watch": self.watch, "firehose": self.firehose,
+                "users": self.setup.users, "devices": self.setup.devices, "gateways": self.setup.gateways,
+                "threads": self.setup.threads, "max": self.setup.period_us.is_none(),
+                "period_us": self.setup.period_us, "gap_min_us": self.setup.gaps_us.0,
+                "gap_max_us": self.setup.gaps_us.1, "ttl_us": self.ttl_us,
+                "churn_per_s": self.setup.churn_per_s, "observers": self.setup.observers,
+                "watch": self.setup.watch, "firehose": self.setup.firehose,
             },
             "sent": {
                 "seconds": t.seconds, "entries": t.entries, "pipelines": t.datagrams,
@@ -137,44 +119,47 @@ impl RedisSummary {
     pub fn table(&self) -> String {
         let t = &self.sent;
         let mut rows = vec![
-            ("target", format!("{} ({})", self.target, self.scenario)),
+            (
+                "target",
+                format!("{} ({})", self.target, self.setup.scenario),
+            ),
             (
                 "setup",
                 format!(
                     "{} users, {} devices, {} gateways on {} threads; key TTL {}",
-                    grouped(u64::from(self.users)),
-                    grouped(self.devices),
-                    self.gateways,
-                    self.threads,
+                    grouped(u64::from(self.setup.users)),
+                    grouped(self.setup.devices),
+                    self.setup.gateways,
+                    self.setup.threads,
                     ms(self.ttl_us)
                 ),
             ),
             (
                 "pacing",
-                match self.period_us {
+                match self.setup.period_us {
                     Some(p) => format!(
                         "each device every {} (gaps {} to {})",
                         ms(p),
-                        ms(self.gaps_us.0),
-                        ms(self.gaps_us.1)
+                        ms(self.setup.gaps_us.0),
+                        ms(self.setup.gaps_us.1)
                     ),
                     None => "--max: as fast as possible".into(),
                 },
             ),
         ];
-        if self.churn_per_s > 0.0 {
+        if self.setup.churn_per_s > 0.0 {
             rows.push((
                 "churn",
-                format!("{}/s device logins + logouts", si(self.churn_per_s)),
+                format!("{}/s device logins + logouts", si(self.setup.churn_per_s)),
             ));
         }
         rows.push((
             "observers",
             format!(
                 "{} × {} watched users ({})",
-                self.observers,
-                grouped(u64::from(self.watch)),
-                if self.firehose {
+                self.setup.observers,
+                grouped(u64::from(self.setup.watch)),
+                if self.setup.firehose {
                     "PSUBSCRIBE presence:*"
                 } else {
                     "SUBSCRIBE per user"
