@@ -1,10 +1,11 @@
 //! The shard core: heartbeats of known devices, and expiry of 1M users.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use presenced::clock::Now;
-use presenced::config::CoreConfig;
-use presenced::event::{Heartbeat, Report, Transition};
-use presenced::shard::Shard;
+use presenced::memory::advise_huge_pages;
+use presenced_core::clock::Now;
+use presenced_core::config::CoreConfig;
+use presenced_core::event::{Heartbeat, Report, Transition};
+use presenced_core::shard::Shard;
 use std::hint::black_box;
 
 const USERS: u32 = 1_000_000;
@@ -36,6 +37,9 @@ fn online() -> Shard {
         ..CoreConfig::default()
     };
     let mut shard = Shard::new(config, now(0)).unwrap();
+    for region in shard.regions() {
+        advise_huge_pages(region);
+    }
     let mut out = Vec::with_capacity(USERS as usize);
     for i in 0..u64::from(USERS) {
         let hb = Heartbeat {

@@ -16,7 +16,8 @@ use criterion::measurement::WallTime;
 use criterion::{
     criterion_group, criterion_main, BatchSize, BenchmarkGroup, Criterion, SamplingMode, Throughput,
 };
-use presenced::table::Table;
+use presenced::memory::advise_huge_pages;
+use presenced_core::table::Table;
 
 /// Stand-in for the 32-byte `#[repr(C)]` user record.
 type Record = [u64; 4];
@@ -37,6 +38,13 @@ fn key(i: u64) -> u64 {
 #[inline]
 fn record(i: u64) -> Record {
     [i, !i, i.rotate_left(17), 1]
+}
+
+/// An empty table with the daemon's page policy.
+fn table(capacity: u32) -> Table<Record> {
+    let t = Table::<Record>::new(capacity, TABLE_SEED);
+    advise_huge_pages(t.region());
+    t
 }
 
 fn fill(t: &mut Table<Record>, range: std::ops::Range<u64>) {
@@ -81,7 +89,7 @@ fn bench_size(c: &mut Criterion, n: u64, label: &str) {
     group.measurement_time(Duration::from_secs(if n > 1_000_000 { 12 } else { 3 }));
     group.bench_function("insert_empty", |b| {
         b.iter_batched(
-            || Table::<Record>::new(capacity, TABLE_SEED),
+            || table(capacity),
             |mut t| {
                 fill(&mut t, 0..n);
                 t // dropped outside the timing
@@ -91,7 +99,7 @@ fn bench_size(c: &mut Criterion, n: u64, label: &str) {
     });
 
     let start = Instant::now();
-    let mut t = Table::<Record>::new(capacity, TABLE_SEED);
+    let mut t = table(capacity);
     fill(&mut t, 0..n);
     eprintln!("table {label}: built in {:.2?}", start.elapsed());
     report(label, "full", &t);

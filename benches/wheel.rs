@@ -1,7 +1,8 @@
 //! Timing wheel: scheduling and expiring 1M timers.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use presenced::wheel::Wheel;
+use presenced::memory::advise_huge_pages;
+use presenced_core::wheel::Wheel;
 use std::hint::black_box;
 
 const N: u32 = 1_000_000;
@@ -12,9 +13,16 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// An empty wheel at tick 0 with the daemon's page policy.
+fn empty() -> Wheel {
+    let wheel = Wheel::new(N, 0);
+    advise_huge_pages(wheel.region());
+    wheel
+}
+
 /// A wheel at tick 0 holding N timers spread over `spread` ticks from `start`.
 fn filled(start: u64, spread: u64) -> Wheel {
-    let mut wheel = Wheel::new(N, 0);
+    let mut wheel = empty();
     for key in 0..u64::from(N) {
         wheel.insert(key, start + mix(key) % spread).unwrap();
     }
@@ -27,7 +35,7 @@ fn bench(c: &mut Criterion) {
     g.throughput(Throughput::Elements(u64::from(N)));
     g.bench_function("insert_1m_spread_3000_ticks", |b| {
         b.iter_batched(
-            || Wheel::new(N, 0),
+            empty,
             |mut wheel| {
                 for key in 0..u64::from(N) {
                     wheel.insert(key, 3000 + mix(key) % 3000).unwrap();

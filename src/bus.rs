@@ -5,7 +5,7 @@
 //! subscribe requests down one FIFO channel, so the hub registers a subscription exactly between
 //! the transitions the snapshot already reflects and the ones that follow it.
 
-use crate::event::{Heartbeat, Presence, Transition};
+use presenced_core::event::{Heartbeat, Presence, Transition};
 use std::sync::Arc;
 
 /// The most entries one cross-shard batch carries (`shards.cross_shard_batch` is at most this).
@@ -26,7 +26,7 @@ impl EntryBatch {
         const BLANK: Heartbeat = Heartbeat {
             user: 0,
             device: 0,
-            report: crate::event::Report::Offline,
+            report: presenced_core::event::Report::Offline,
             active: false,
         };
         EntryBatch {
@@ -112,7 +112,7 @@ pub struct ShardCounters {
     /// The shard's index.
     pub shard: usize,
     /// The presence core's counters.
-    pub core: crate::shard::ShardStats,
+    pub core: presenced_core::shard::ShardStats,
     /// Datagrams received on this shard's sockets.
     pub datagrams: u64,
     /// Datagrams dropped, by reason: decode reasons (`presenced_wire::DecodeError::REASONS`),

@@ -4,18 +4,10 @@
 
 pub mod auth;
 pub mod bus;
-pub mod client;
-pub mod clock;
-pub mod config;
 pub mod daemon;
-pub mod event;
 pub mod ingest;
 pub mod link;
-pub mod record;
+pub mod memory;
 pub mod route;
 pub mod settings;
-pub mod shard;
-pub mod slab;
-pub mod table;
-pub mod wheel;
 pub mod worker;

@@ -3,5 +3,5 @@
 
 /// The shard that owns `user` among `shards` (`shards` ≥ 1).
 pub fn owner(user: u64, shards: usize) -> usize {
-    presenced_wire::link::shard_of(user, shards as u16) as usize
+    presenced_wire::shard_of(user, shards as u16) as usize
 }

@@ -1,7 +1,7 @@
 //! The daemon's settings: one table of keys with defaults and help, filled from a TOML file and
 //! the command line, parsed into typed values with errors that name the key and the fix.
 
-use crate::config::CoreConfig;
+use presenced_core::config::CoreConfig;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;

@@ -9,15 +9,15 @@
 
 use crate::auth::{AuthError, Verifier};
 use crate::bus::{EntryBatch, Inbox, Request, ShardCounters, ToHub};
-use crate::clock::Now;
-use crate::config::CoreConfig;
-use crate::event::{Heartbeat, Report, Transition};
 use crate::ingest::RecvBatch;
 use crate::route::owner;
-use crate::shard::Shard;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
+use presenced_core::clock::Now;
+use presenced_core::config::CoreConfig;
+use presenced_core::event::{Heartbeat, Report, Transition};
+use presenced_core::shard::Shard;
 use presenced_wire::DecodeError;
 use std::collections::VecDeque;
 use std::io;
@@ -167,6 +167,9 @@ pub fn run(setup: ShardSetup) -> io::Result<()> {
     let tick = Duration::from_micros(tick_us);
     let shard = Shard::new(core, now(origin))
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    for region in shard.regions() {
+        crate::memory::advise_huge_pages(region);
+    }
     let mut sockets: Vec<UdpSocket> = sockets.into_iter().map(UdpSocket::from_std).collect();
     for (i, socket) in sockets.iter_mut().enumerate() {
         poll.registry()

@@ -5,7 +5,7 @@
 mod common;
 
 use common::{Daemon, FAST};
-use presenced::client::{entry, ConnectOptions, HeartbeatClient, LinkClient, Push};
+use presenced_client::{entry, ConnectOptions, HeartbeatClient, LinkClient, Push};
 use presenced_wire::auth::Key;
 use presenced_wire::link::{WireCause, WireState};
 use presenced_wire::{Encoder, Header, State};
@@ -231,7 +231,7 @@ fn a_key_file_others_can_read_stops_the_daemon_with_a_clear_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_links_need_a_token_and_the_firehose_a_grant() {
-    use presenced::client::ClientError;
+    use presenced_client::ClientError;
     use presenced_wire::link::ErrorCode;
     let dir = KeyDir(std::env::temp_dir().join(format!("presenced-links-{}", std::process::id())));
     std::fs::create_dir_all(&dir.0).unwrap();

@@ -3,7 +3,7 @@
 mod common;
 
 use common::{Daemon, FAST, TICK_MS, TIMEOUT_MS};
-use presenced::client::{entry, ConnectOptions, HeartbeatClient, LinkClient, Push, Trust};
+use presenced_client::{entry, ConnectOptions, HeartbeatClient, LinkClient, Push, Trust};
 use presenced_wire::link::{ErrorCode, Event, WireCause, WireState};
 use presenced_wire::State;
 use std::time::{Duration, Instant};
@@ -431,7 +431,7 @@ async fn a_slow_gateway_is_told_it_lagged_while_another_keeps_receiving() {
         "--set",
         "link.max_frame_len=65536",
     ]);
-    let mut slow = presenced::client::RawLink::connect(d.link, options(), 16 * 1024)
+    let mut slow = presenced_client::RawLink::connect(d.link, options(), 16 * 1024)
         .await
         .unwrap();
     slow.subscribe_all().await.unwrap();
@@ -558,7 +558,7 @@ async fn configured_certificate_files_are_served_and_checked() {
 async fn link_limits_and_malformed_frames_get_error_frames() {
     let d = Daemon::start(&["--shards", "2", "--set", "link.max_users_per_request=10"]);
     let options = options();
-    let mut raw = presenced::client::RawLink::connect(d.link, options.clone(), 1 << 20)
+    let mut raw = presenced_client::RawLink::connect(d.link, options.clone(), 1 << 20)
         .await
         .unwrap();
     // Eleven users in one QUERY: refused with the request's id; the link stays open.
@@ -585,7 +585,7 @@ async fn link_limits_and_malformed_frames_get_error_frames() {
         "the link is closed"
     );
     // A length prefix over max_frame_len: frame_too_large, before its bytes arrive.
-    let mut raw = presenced::client::RawLink::connect(d.link, options, 1 << 20)
+    let mut raw = presenced_client::RawLink::connect(d.link, options, 1 << 20)
         .await
         .unwrap();
     raw.send_raw(&u32::MAX.to_le_bytes()).await.unwrap();
@@ -641,7 +641,7 @@ async fn subscription_and_in_flight_limits_refuse_the_request_not_the_link() {
         "--set",
         "link.max_requests_in_flight=1",
     ]);
-    let mut raw = presenced::client::RawLink::connect(d.link, options(), 1 << 20)
+    let mut raw = presenced_client::RawLink::connect(d.link, options(), 1 << 20)
         .await
         .unwrap();
     let mut frame = bytes::BytesMut::new();

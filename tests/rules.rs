@@ -1,10 +1,10 @@
 //! One test per presence rule (ARCHITECTURE.md, "Presence rules"), with simulated time.
 //! The seeded simulation (tests/sim.rs) checks the same rules over millions of random steps.
 
-use presenced::clock::Now;
-use presenced::config::CoreConfig;
-use presenced::event::{Cause, Heartbeat, Presence, PublicState, Report, Transition};
-use presenced::shard::Shard;
+use presenced_core::clock::Now;
+use presenced_core::config::CoreConfig;
+use presenced_core::event::{Cause, Heartbeat, Presence, PublicState, Report, Transition};
+use presenced_core::shard::Shard;
 
 const MS: u64 = 1000;
 const WALL0: u64 = 1_700_000_000_000;

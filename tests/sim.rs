@@ -14,10 +14,10 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt::Write as _;
 
 use model::{Model, ModelStats};
-use presenced::clock::Now;
-use presenced::config::CoreConfig;
-use presenced::event::{Cause, Heartbeat, Presence, PublicState, Report, Transition};
-use presenced::shard::Shard;
+use presenced_core::clock::Now;
+use presenced_core::config::CoreConfig;
+use presenced_core::event::{Cause, Heartbeat, Presence, PublicState, Report, Transition};
+use presenced_core::shard::Shard;
 
 // ---------------------------------------------------------------------------------------------
 // PRNG: splitmix64 to seed, xoshiro256** to draw.
@@ -509,7 +509,7 @@ fn scenario(name: &str) -> Scenario {
             s.cfg.idle_after_us = 20 * MS;
             s.cfg.last_seen_retention_us = 30 * MS;
             s.cfg.user_capacity = 1;
-            s.cfg.max_devices_per_user = presenced::config::MAX_DEVICES_LIMIT;
+            s.cfg.max_devices_per_user = presenced_core::config::MAX_DEVICES_LIMIT;
             s.cfg.multi_device_users = 1;
             s.pool = 3;
             s.devices = 40;

@@ -1,4 +1,4 @@
-//! Property tests of `presenced::table::Table` against `std::collections::HashMap`.
+//! Property tests of `presenced_core::table::Table` against `std::collections::HashMap`.
 //!
 //! Capacities are small (1..300) so that tables run full and `Full` is exercised; keys come
 //! mostly from a small range (repeats, replacements, removals of present keys, dense
@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use presenced::table::{Full, Table};
+use presenced_core::table::{Full, Table};
 use proptest::prelude::*;
 
 #[derive(Clone, Debug)]

@@ -10,12 +10,12 @@
 
 use super::{Command, LinkOut, Outgoing, Shared};
 use crate::bus::{Inbox, Request, ShardCounters, ToHub};
-use crate::event::{Presence, Transition};
 use crate::route::owner;
 use crate::settings::Settings;
 use crate::worker::Peer;
 use bytes::BytesMut;
 use crossbeam_channel::{Receiver, Select};
+use presenced_core::event::{Presence, Transition};
 use presenced_wire::link as wire;
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -593,22 +593,22 @@ fn wire_event(t: &Transition) -> wire::Event {
         state: wire_state(t.state),
         prev: wire_state(t.prev),
         cause: match t.cause {
-            crate::event::Cause::FirstHeartbeat => wire::WireCause::FirstHeartbeat,
-            crate::event::Cause::StateChange => wire::WireCause::StateChange,
-            crate::event::Cause::Logout => wire::WireCause::Logout,
-            crate::event::Cause::Timeout => wire::WireCause::Timeout,
-            crate::event::Cause::Inactivity => wire::WireCause::Inactivity,
+            presenced_core::event::Cause::FirstHeartbeat => wire::WireCause::FirstHeartbeat,
+            presenced_core::event::Cause::StateChange => wire::WireCause::StateChange,
+            presenced_core::event::Cause::Logout => wire::WireCause::Logout,
+            presenced_core::event::Cause::Timeout => wire::WireCause::Timeout,
+            presenced_core::event::Cause::Inactivity => wire::WireCause::Inactivity,
         },
         at_ms: t.at_ms,
         version: t.version,
     }
 }
 
-fn wire_state(s: crate::event::PublicState) -> wire::WireState {
+fn wire_state(s: presenced_core::event::PublicState) -> wire::WireState {
     match s {
-        crate::event::PublicState::Offline => wire::WireState::Offline,
-        crate::event::PublicState::Online => wire::WireState::Online,
-        crate::event::PublicState::Idle => wire::WireState::Idle,
+        presenced_core::event::PublicState::Offline => wire::WireState::Offline,
+        presenced_core::event::PublicState::Online => wire::WireState::Online,
+        presenced_core::event::PublicState::Idle => wire::WireState::Idle,
     }
 }
 

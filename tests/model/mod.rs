@@ -18,9 +18,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use presenced::clock::Now;
-use presenced::config::CoreConfig;
-use presenced::event::{Cause, Heartbeat, Presence, PublicState, Report, Transition};
+use presenced_core::clock::Now;
+use presenced_core::config::CoreConfig;
+use presenced_core::event::{Cause, Heartbeat, Presence, PublicState, Report, Transition};
 
 /// A tick number.
 pub type Tick = u64;

@@ -32,11 +32,11 @@
 
 use std::collections::BTreeMap;
 
-use presenced::clock::Now;
-use presenced::config::{CoreConfig, MAX_HORIZON_TICKS};
-use presenced::event::{Cause, Heartbeat, Presence, PublicState, Report, Transition};
-use presenced::record::MAX_WALL_MS;
-use presenced::shard::{Shard, ShardStats};
+use presenced_core::clock::Now;
+use presenced_core::config::{CoreConfig, MAX_HORIZON_TICKS};
+use presenced_core::event::{Cause, Heartbeat, Presence, PublicState, Report, Transition};
+use presenced_core::record::MAX_WALL_MS;
+use presenced_core::shard::{Shard, ShardStats};
 use presenced_wire::{decode, encode, Entry, Header, State};
 
 #[path = "../model/mod.rs"]
@@ -136,7 +136,7 @@ pub fn config(i: u8) -> CoreConfig {
             idle_after_us: 20 * MS,
             last_seen_retention_us: 30 * MS,
             user_capacity: 4,
-            max_devices_per_user: presenced::config::MAX_DEVICES_LIMIT,
+            max_devices_per_user: presenced_core::config::MAX_DEVICES_LIMIT,
             multi_device_users: 1,
             ..base
         },

@@ -5,3 +5,11 @@
 #![warn(missing_docs)]
 
 pub mod loadgen;
+
+/// Parses a duration for any tool's command line, in the daemon's notation (humantime):
+/// a number and a unit (`500us`, `300ms`, `30s`, `2m`, `1h`), or several (`1m 30s`).
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(text.trim()).map_err(|e| {
+        format!("`{text}` is not a duration ({e}): give a number and a unit, e.g. 500ms, 30s or 2m")
+    })
+}

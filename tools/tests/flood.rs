@@ -5,7 +5,7 @@
 mod common;
 
 use common::InProcess;
-use presenced::client::{entry, ConnectOptions, HeartbeatClient, LinkClient, Push};
+use presenced_client::{entry, ConnectOptions, HeartbeatClient, LinkClient, Push};
 use presenced_wire::auth::Key;
 use presenced_wire::link::WireCause;
 use presenced_wire::State;

@@ -46,7 +46,11 @@ use std::slice::ChunksExact;
 use bytes::BytesMut;
 
 pub mod auth;
+pub mod hash;
 pub mod link;
+pub mod stats;
+
+pub use hash::shard_of;
 
 /// The first four bytes of every datagram: ASCII `PRSD` (`0x50 0x52 0x53 0x44`).
 pub const MAGIC: [u8; 4] = *b"PRSD";

@@ -94,40 +94,6 @@ pub const LAGGED_SCOPE_USERS: u8 = 0;
 pub const LAGGED_SCOPE_ALL: u8 = 1;
 
 // ---------------------------------------------------------------------------------------------
-// The owner function
-
-const MIX_M1: u64 = 0xbf58_476d_1ce4_e5b9;
-const MIX_M2: u64 = 0x94d0_49bb_1331_11eb;
-
-/// The splitmix64 finaliser.
-#[inline]
-const fn mix(mut x: u64) -> u64 {
-    x ^= x >> 30;
-    x = x.wrapping_mul(MIX_M1);
-    x ^= x >> 27;
-    x = x.wrapping_mul(MIX_M2);
-    x ^ (x >> 31)
-}
-
-/// The shard that owns `user` among `shard_count` shards:
-/// `((mix(user) as u128 * shard_count as u128) >> 64)`, where `mix` is the splitmix64
-/// finaliser (SPEC.md, "Shard-aware routing"). Always below `shard_count`; 0 when
-/// `shard_count` is 0.
-///
-/// ```
-/// use presenced_wire::link::shard_of;
-/// assert_eq!(shard_of(1001, 1), 0);
-/// assert!(shard_of(1001, 8) < 8);
-/// assert_eq!(shard_of(1001, 0), 0);
-/// ```
-#[inline]
-pub const fn shard_of(user: u64, shard_count: u16) -> u16 {
-    let wide = (mix(user) as u128 * shard_count as u128) >> 64;
-    // wide < shard_count <= u16::MAX.
-    wide as u16
-}
-
-// ---------------------------------------------------------------------------------------------
 // Enumerations
 
 /// Every frame type of the link. Gateway → daemon types are 0x01–0x07, daemon → gateway types
@@ -1396,7 +1362,7 @@ impl Welcome<'_> {
     /// ([`shard_of`]), or the shared port when that shard has none (0).
     #[inline]
     pub fn heartbeat_port_for(&self, user: u64) -> u16 {
-        let shard = shard_of(user, self.shard_count());
+        let shard = crate::shard_of(user, self.shard_count());
         match self.shard_ports.get(usize::from(shard)) {
             Some(p) if p != 0 => p,
             _ => self.heartbeat_port,

@@ -9,6 +9,7 @@ use std::collections::BTreeSet;
 use bytes::BytesMut;
 use common::{load, parse_hex, to_hex, Block};
 use presenced_wire::link::*;
+use presenced_wire::shard_of;
 use proptest::prelude::*;
 
 // ---------------------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ struct Cli {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     threads: u16,
     /// How long to flood, e.g. 10s.
-    #[arg(long, default_value = "10s", value_parser = duration)]
+    #[arg(long, default_value = "10s", value_parser = presenced_tools::parse_duration)]
     duration: Duration,
     /// Print the summary as JSON.
     #[arg(long)]
@@ -50,12 +50,6 @@ enum Kind {
     Forged,
     /// Datagrams signed with --key-file, sent again and again: refused as `replayed`.
     Replay,
-}
-
-fn duration(text: &str) -> Result<Duration, String> {
-    presenced::settings::parse_duration_us(text)
-        .map(Duration::from_micros)
-        .ok_or_else(|| format!("`{text}` is not a duration; write e.g. 500ms, 10s, 1m"))
 }
 
 /// xorshift64*: fast, good enough to make garbage.
@@ -114,7 +108,7 @@ fn main() -> ExitCode {
         cli.kinds.clone()
     };
     let key = match &cli.key_file {
-        Some(path) => match presenced::client::read_key_file(path) {
+        Some(path) => match presenced_client::read_key_file(path) {
             Ok(key) => Some(key),
             Err(e) => {
                 eprintln!("presence-flood: --key-file {}: {e}", path.display());

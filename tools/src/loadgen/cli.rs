@@ -1,6 +1,7 @@
 //! The command line of `presence-loadgen`: every flag with its help, and value parsers that
 //! say what is wrong with a bad value.
 
+use crate::parse_duration;
 use clap::{Parser, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -357,16 +358,6 @@ fn parse_target(text: &str) -> Result<String, String> {
         Err(format!(
             "`{text}` is not a target: give redis://HOST:PORT (or leave --target out for presenced)"
         ))
-    }
-}
-
-/// Parses a duration: an integer with a unit (us, ms, s, m, h), as in the daemon's settings.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    match presenced::settings::parse_duration_us(text) {
-        Some(us) => Ok(Duration::from_micros(us)),
-        None => Err(format!(
-            "`{text}` is not a duration: give an integer and a unit, e.g. 500ms, 30s or 2m"
-        )),
     }
 }
 

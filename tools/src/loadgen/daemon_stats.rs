@@ -3,7 +3,7 @@
 
 use super::clock::Clock;
 use super::{lock, RunError};
-use presenced::client::LinkClient;
+use presenced_client::LinkClient;
 use serde_json::Value;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -5,7 +5,7 @@
 
 use super::clock::Clock;
 use super::population::Population;
-use presenced::client::{entry, HeartbeatClient};
+use presenced_client::{entry, HeartbeatClient};
 use presenced_wire::State;
 use std::net::SocketAddr;
 

@@ -39,7 +39,7 @@ use daemon_stats::{poll_stats, quiesce, read_stats, Reading};
 use observer::{Findings, Hists, Observer};
 use plan::Plan;
 use population::Population;
-use presenced::client::{entry, ConnectOptions, HeartbeatClient, LinkClient, Trust};
+use presenced_client::{entry, ConnectOptions, HeartbeatClient, LinkClient, Trust};
 use presenced_wire::State;
 use progress::ProgressMeter;
 use report::{Percentiles, Summary};
@@ -115,7 +115,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 fn connect_options(args: &Args) -> Result<ConnectOptions, RunError> {
     let token = match &args.token_file {
         Some(path) => Some(
-            presenced::client::read_token_file(path)
+            presenced_client::read_token_file(path)
                 .map_err(|e| RunError::usage(format!("--token-file {}: {e}", path.display())))?,
         ),
         None => None,

@@ -5,7 +5,7 @@
 use super::clock::Clock;
 use super::population::{Population, TIMEOUT, TIME_MASK, UNTIMED};
 use hdrhistogram::Histogram;
-use presenced::client::{ClientError, LinkClient, Push};
+use presenced_client::{ClientError, LinkClient, Push};
 use presenced_wire::link::{PresenceRecord, WireCause, WireState};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};

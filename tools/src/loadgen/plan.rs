@@ -3,7 +3,7 @@
 
 use super::cli::{Args, Scenario};
 use super::rng::Rng;
-use presenced::client::WelcomeInfo;
+use presenced_client::WelcomeInfo;
 use std::net::SocketAddr;
 
 /// A lateness beyond which a heartbeat counts as sent late.
@@ -295,7 +295,7 @@ impl Plan {
         };
         let key = match &args.key_file {
             Some(path) => Some(
-                presenced::client::read_key_file(path)
+                presenced_client::read_key_file(path)
                     .map_err(|e| format!("--key-file {}: {e}", path.display()))?,
             ),
             None => None,

@@ -65,7 +65,7 @@ use super::verdict::{check, merge, sent_of};
 use super::warmup::Warmup;
 use super::{lock, RunError};
 use hdrhistogram::Histogram;
-use presenced::client::WelcomeInfo;
+use presenced_client::WelcomeInfo;
 use presenced_wire::link::{Limits, Timings};
 use sender::Sender;
 use std::ops::Range;

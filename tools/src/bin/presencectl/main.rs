@@ -5,7 +5,7 @@
 mod format;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use presenced::client::{
+use presenced_client::{
     entry, read_key_file, read_token_file, ConnectOptions, HeartbeatClient, LinkClient, Push, Trust,
 };
 use presenced_wire::link::PresenceRecord;
@@ -80,7 +80,7 @@ enum Command {
         #[arg(long, value_name = "N")]
         count: Option<u64>,
         /// Exit after this long, e.g. 30s (default: run until interrupted).
-        #[arg(long, value_name = "DURATION", value_parser = duration)]
+        #[arg(long, value_name = "DURATION", value_parser = presenced_tools::parse_duration)]
         timeout: Option<Duration>,
         /// One JSON object per line.
         #[arg(long)]
@@ -119,7 +119,7 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         key_file: Option<PathBuf>,
         /// Keep sending at this interval (e.g. 20s) until interrupted or --count is reached.
-        #[arg(long, value_name = "DURATION", value_parser = duration)]
+        #[arg(long, value_name = "DURATION", value_parser = presenced_tools::parse_duration)]
         every: Option<Duration>,
         /// With --every: stop after this many rounds.
         #[arg(long, value_name = "N")]
@@ -155,12 +155,6 @@ fn user_id(text: &str) -> Result<u64, String> {
             "`{text}` is not a user id (a whole number, 1 or more)"
         )),
     }
-}
-
-fn duration(text: &str) -> Result<Duration, String> {
-    presenced::settings::parse_duration_us(text)
-        .map(Duration::from_micros)
-        .ok_or_else(|| format!("`{text}` is not a duration; write e.g. 500ms, 30s, 5m"))
 }
 
 fn main() -> ExitCode {

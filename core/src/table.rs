@@ -18,6 +18,7 @@
 //! proof against an adversary who can choose keys *and* learn the seed.
 
 use bytemuck::Zeroable;
+use presenced_wire::hash::{mix64 as mix, mod_inverse, unmix64 as unmix};
 use std::fmt;
 
 /// The key could not be added: it is absent and the table already holds `capacity` entries.
@@ -70,45 +71,11 @@ enum Probe {
     Vacant { index: usize, dist: usize },
 }
 
-const MIX_M1: u64 = 0xbf58_476d_1ce4_e5b9;
-const MIX_M2: u64 = 0x94d0_49bb_1331_11eb;
-const MIX_M1_INV: u64 = mod_inverse(MIX_M1);
 /// Multiplied in before `mix` so the table's hash is unrelated to the shard-owner function
-/// (plain splitmix64 of the user id) for every seed: otherwise one shard's users, which share a
-/// range of `mix(user)`, would crowd into a fraction of its slots.
+/// (plain `mix64` of the user id) for every seed: otherwise one shard's users, which share a
+/// range of `mix64(user)`, would crowd into a fraction of its slots.
 const PRE: u64 = 0x9e37_79b9_7f4a_7c15;
 const PRE_INV: u64 = mod_inverse(PRE);
-const MIX_M2_INV: u64 = mod_inverse(MIX_M2);
-
-/// Multiplicative inverse of an odd `a` modulo 2^64 (Newton's iteration: 3 → 96 good bits).
-const fn mod_inverse(a: u64) -> u64 {
-    let mut x = a; // a·a ≡ 1 (mod 8) for odd a: 3 good bits.
-    let mut i = 0;
-    while i < 5 {
-        x = x.wrapping_mul(2u64.wrapping_sub(a.wrapping_mul(x)));
-        i += 1;
-    }
-    x
-}
-
-/// The splitmix64 finaliser: a bijection on `u64` with `mix(0) == 0`.
-#[inline]
-const fn mix(mut x: u64) -> u64 {
-    x ^= x >> 30;
-    x = x.wrapping_mul(MIX_M1);
-    x ^= x >> 27;
-    x = x.wrapping_mul(MIX_M2);
-    x ^ (x >> 31)
-}
-
-/// The inverse of [`mix`].
-const fn unmix(mut x: u64) -> u64 {
-    x ^= (x >> 31) ^ (x >> 62);
-    x = x.wrapping_mul(MIX_M2_INV);
-    x ^= (x >> 27) ^ (x >> 54);
-    x = x.wrapping_mul(MIX_M1_INV);
-    x ^ (x >> 30) ^ (x >> 60)
-}
 
 /// Starts loading the cache line holding `slot`. On x86-64 this is a prefetch instruction,
 /// which retires at once, so a batch of them keeps dozens of misses in flight; elsewhere it is
@@ -285,9 +252,9 @@ impl<V: Copy> Table<V> {
         std::mem::size_of_val::<[Slot<V>]>(&self.slots)
     }
 
-    /// The hash seed given to [`Table::new`].
-    pub fn seed(&self) -> u64 {
-        self.seed
+    /// Where the slot array lies (for the daemon's page policy).
+    pub fn region(&self) -> crate::slab::Region {
+        crate::slab::Region::of(&self.slots)
     }
 
     /// The present entries, in slot order (unspecified, changes with every insert/remove).
@@ -492,7 +459,7 @@ mod tests {
     fn one_shards_users_spread_over_the_whole_table() {
         // Every key owned by shard 0 of 8, with seed 0: the table must not crowd them.
         let mut table: Table<u64> = Table::new(20_000, 0);
-        let keys = (1u64..).filter(|&k| presenced_wire::link::shard_of(k, 8) == 0);
+        let keys = (1u64..).filter(|&k| presenced_wire::shard_of(k, 8) == 0);
         for k in keys.take(20_000) {
             table.insert(k, k).unwrap();
         }
@@ -518,17 +485,8 @@ mod tests {
     }
 
     #[test]
-    fn mix_is_a_bijection_with_zero_fixed() {
-        assert_eq!(mix(0), 0);
-        assert_eq!(MIX_M1.wrapping_mul(MIX_M1_INV), 1);
-        assert_eq!(MIX_M2.wrapping_mul(MIX_M2_INV), 1);
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        for i in 0..10_000u64 {
-            for v in [i, u64::MAX - i, x] {
-                assert_eq!(unmix(mix(v)), v);
-            }
-            x = mix(x.wrapping_add(i));
-        }
+    fn tags_are_nonzero_and_give_their_key_back() {
+        assert_eq!(PRE.wrapping_mul(PRE_INV), 1);
         let t: Table<u64> = Table::new(10, SEED);
         for k in [1, 2, SEED, u64::MAX, SEED ^ 1] {
             assert_ne!(t.tag(k), 0);

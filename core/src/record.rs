@@ -242,6 +242,11 @@ impl Blocks {
         self.free.len() + (self.count - self.fresh) as usize
     }
 
+    /// Where the block storage lies (for the daemon's page policy).
+    pub fn region(&self) -> crate::slab::Region {
+        crate::slab::Region::of(&self.devices)
+    }
+
     /// Bytes reserved for the block storage.
     pub fn memory_bytes(&self) -> usize {
         std::mem::size_of_val(&*self.devices) + self.free.capacity() * std::mem::size_of::<u32>()

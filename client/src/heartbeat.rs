@@ -3,9 +3,7 @@
 
 use super::ClientError;
 use presenced_wire::auth::Key;
-use presenced_wire::{
-    link::shard_of, Encoder, Entry, Header, State, MAX_ENTRIES, MAX_ENTRIES_IPV6,
-};
+use presenced_wire::{shard_of, Encoder, Entry, Header, State, MAX_ENTRIES, MAX_ENTRIES_IPV6};
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::time::{SystemTime, UNIX_EPOCH};

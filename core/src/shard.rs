@@ -263,6 +263,16 @@ impl Shard {
         self.table.memory_bytes() + self.wheel.memory_bytes() + self.blocks.memory_bytes()
     }
 
+    /// Where the table, the wheel and the overflow blocks lie: reserved at construction and
+    /// never moved, so the daemon may advise the kernel on their pages.
+    pub fn regions(&self) -> [crate::slab::Region; 3] {
+        [
+            self.table.region(),
+            self.wheel.region(),
+            self.blocks.region(),
+        ]
+    }
+
     /// The presence table (for probe statistics).
     pub fn table(&self) -> &Table<Record> {
         &self.table

@@ -80,7 +80,7 @@ struct Node {
 // SAFETY: integers only; a zero node is a never-used one (`Wheel::fresh` tells them apart).
 unsafe impl Zeroable for Node {}
 
-/// The timing wheel. `K` is carried as a `u64` key (the shard stores user ids).
+/// The timing wheel. Each timer carries a `u64` key (the shard stores user ids).
 pub struct Wheel {
     /// Sentinels `0..SENTINELS` (ring slot `i` is node `i`, far slot `(level, slot)` is node
     /// `RING + level * 64 + slot`), then timer nodes.
@@ -152,6 +152,11 @@ impl Wheel {
         self.cascaded
     }
 
+    /// Where the timer slab lies (for the daemon's page policy).
+    pub fn region(&self) -> crate::slab::Region {
+        crate::slab::Region::of(&self.nodes)
+    }
+
     /// Bytes of the timer slab and the ring's bitmap.
     pub fn memory_bytes(&self) -> usize {
         std::mem::size_of_val(&*self.nodes) + std::mem::size_of_val(&*self.ring_bits)
@@ -181,11 +186,6 @@ impl Wheel {
         self.widen(node.at)
     }
 
-    /// The key a scheduled timer carries.
-    pub fn key(&self, id: TimerId) -> u64 {
-        self.node(id).key
-    }
-
     /// Moves a scheduled timer to tick `at`; the handle stays valid.
     pub fn reschedule(&mut self, id: TimerId, at: Tick) {
         self.node(id);
@@ -193,11 +193,19 @@ impl Wheel {
         self.link(id.0, at);
     }
 
-    /// Cancels a scheduled timer; the handle becomes invalid.
-    pub fn cancel(&mut self, id: TimerId) {
-        self.node(id);
-        self.unlink(id.0);
-        self.release(id.0);
+    /// The earliest tick at which [`Wheel::poll`] has work: a timer due then, or a far slot
+    /// whose timers cascade then (never later than the earliest timer); `None` when empty. A
+    /// caller may sleep until it.
+    pub fn next_due(&self) -> Option<Tick> {
+        let here = (self.now & RING_MASK) as u32;
+        if self.nodes[here as usize].next != here {
+            return Some(self.now);
+        }
+        let far = self.next_busy_far().map(|(_, _, start)| start);
+        match (self.next_busy_ring(), far) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Returns the next timer due at or before `target`, in due order, advancing the wheel's
@@ -459,25 +467,24 @@ mod tests {
     }
 
     #[test]
-    fn cancel_reschedule_and_full() {
+    fn reschedule_and_full() {
         let mut wheel = Wheel::new(2, 0);
-        let a = wheel.insert(1, 10).unwrap();
+        wheel.insert(1, 10).unwrap();
         let b = wheel.insert(2, 20).unwrap();
         assert_eq!(wheel.insert(3, 30), Err(WheelFull));
-        wheel.cancel(a);
         wheel.reschedule(b, 5);
         assert_eq!(wheel.due(b), 5);
-        let c = wheel.insert(3, 7).unwrap();
-        assert_eq!(wheel.key(c), 3);
-        assert_eq!(drain(&mut wheel, 100), vec![(2, 5), (3, 7)]);
+        assert_eq!(drain(&mut wheel, 7), vec![(2, 5)]);
+        wheel.insert(3, 7).unwrap();
+        assert_eq!(drain(&mut wheel, 100), vec![(3, 7), (1, 10)]);
         assert_eq!(wheel.len(), 0);
     }
 
     #[test]
-    fn released_nodes_are_reused_before_fresh_ones() {
+    fn fired_nodes_are_reused_before_fresh_ones() {
         let mut wheel = Wheel::new(3, 0);
         let a = wheel.insert(1, 10).unwrap();
-        wheel.cancel(a);
+        assert_eq!(drain(&mut wheel, 10), vec![(1, 10)]);
         // The released node comes back first; the two never used follow.
         assert_eq!(wheel.insert(2, 10).unwrap(), a);
         let b = wheel.insert(3, 11).unwrap();
@@ -492,7 +499,30 @@ mod tests {
     fn a_handle_to_a_never_used_node_panics() {
         let mut wheel = Wheel::new(4, 0);
         let a = wheel.insert(1, 10).unwrap();
-        wheel.key(TimerId::from_index(a.index() + 1));
+        wheel.due(TimerId::from_index(a.index() + 1));
+    }
+
+    #[test]
+    fn next_due_is_the_earliest_work() {
+        let mut wheel = Wheel::new(8, 100);
+        assert_eq!(wheel.next_due(), None);
+        wheel.insert(1, 5_000).unwrap();
+        assert_eq!(wheel.next_due(), Some(5_000));
+        wheel.insert(2, 100).unwrap();
+        assert_eq!(wheel.next_due(), Some(100));
+        drain(&mut wheel, 100);
+        assert_eq!(wheel.next_due(), Some(5_000));
+        drain(&mut wheel, 5_000);
+        // A far timer: the wheel wakes when its slot cascades, never after it is due.
+        wheel.insert(3, 5_000 + (1 << 25)).unwrap();
+        let first = wheel.next_due().unwrap();
+        assert!(first > 5_000 && first <= 5_000 + (1 << 25), "{first}");
+        assert_eq!(drain(&mut wheel, first - 1), vec![]);
+        assert_eq!(
+            drain(&mut wheel, 5_000 + (1 << 25)),
+            vec![(3, 5_000 + (1 << 25))]
+        );
+        assert_eq!(wheel.next_due(), None);
     }
 
     #[test]
@@ -601,14 +631,9 @@ mod tests {
                 2 if !model.is_empty() => {
                     let i = (rand() % model.len() as u64) as usize;
                     let (key, _, id) = model[i];
-                    if rand() % 2 == 0 {
-                        wheel.cancel(id);
-                        model.swap_remove(i);
-                    } else {
-                        let at = now + rand() % 10_000;
-                        wheel.reschedule(id, at);
-                        model[i] = (key, at, id);
-                    }
+                    let at = now + rand() % 10_000;
+                    wheel.reschedule(id, at);
+                    model[i] = (key, at, id);
                 }
                 _ => {
                     let target = now + [1u64, 64, 4000, 65_536, 1 << 20][(rand() % 5) as usize];
@@ -619,6 +644,12 @@ mod tests {
                         .map(|&(k, at, _)| (k, at.max(now)))
                         .collect();
                     model.retain(|&(_, at, _)| at > target);
+                    if let Some(first) = model.iter().map(|&(_, at, _)| at).min() {
+                        let next = wheel.next_due().expect("timers are scheduled");
+                        assert!(next > target && next <= first, "{next} {first}");
+                    } else {
+                        assert_eq!(wheel.next_due(), None);
+                    }
                     due.sort_by_key(|&(k, t)| (t, k));
                     let mut got = fired.clone();
                     assert!(fired.windows(2).all(|w| w[0].1 <= w[1].1));

@@ -1,0 +1,227 @@
+//! The daemon's counters as STATS_REPLY carries them (SPEC.md § P4, STATS_REPLY): one typed
+//! schema, serialised by the daemon and read by `presencectl`, the load generator and anyone
+//! else. Every field is required when reading, so a field the daemon renamed or dropped is an
+//! error at the reader, never a silent 0; fields a reader does not know are ignored, so a newer
+//! daemon can add counters.
+//!
+//! ```
+//! use presenced_wire::stats::Stats;
+//! let stats = Stats::default();
+//! let json = stats.to_json().unwrap();
+//! assert_eq!(Stats::from_json(&json).unwrap(), stats);
+//! assert!(Stats::from_json(r#"{"shards":[]}"#).is_err());
+//! ```
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Everything STATS reports.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Datagram authentication.
+    pub auth: AuthStats,
+    /// One entry per shard, in shard order.
+    pub shards: Vec<ShardStats>,
+    /// The push link.
+    pub link: LinkStats,
+}
+
+impl Stats {
+    /// The JSON text STATS_REPLY carries.
+    pub fn to_json(&self) -> Result<String, serde_json::Error> {
+        serde_json::to_string(self)
+    }
+
+    /// Reads a STATS_REPLY's JSON; a missing or mistyped field is an error.
+    pub fn from_json(json: &str) -> Result<Stats, serde_json::Error> {
+        serde_json::from_str(json)
+    }
+}
+
+/// The presence core's counters of one shard; every refusal has its own.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CoreStats {
+    /// Records held now (online, or offline and remembered).
+    pub users: u64,
+    /// Live devices now.
+    pub devices: u64,
+    /// Heartbeat entries applied or refused.
+    pub heartbeats: u64,
+    /// Transitions emitted.
+    pub transitions: u64,
+    /// New users refused because the table was full (`presence.users_per_shard`).
+    pub refused_user_capacity: u64,
+    /// New devices refused because the user had `presence.max_devices_per_user`.
+    pub refused_device_limit: u64,
+    /// Second devices refused because no overflow block was free
+    /// (`presence.multi_device_users`).
+    pub refused_overflow_full: u64,
+    /// Entries for the reserved user id 0.
+    pub refused_user_zero: u64,
+    /// Logouts of a user or device the shard does not know.
+    pub logout_unknown: u64,
+    /// Calls whose monotonic time was behind an earlier call's.
+    pub clock_backwards: u64,
+    /// Offline records dropped after `presence.last_seen_retention`.
+    pub records_dropped: u64,
+    /// Wheel timers that fired (including early ones re-checked and moved).
+    pub timers_fired: u64,
+    /// Far timers (last-seen retention) moved down a level of the wheel as their time came.
+    pub timers_cascaded: u64,
+}
+
+/// One shard thread: its presence core's counters and its ingest's.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardStats {
+    /// The shard's index.
+    pub shard: u32,
+    /// The presence core.
+    #[serde(flatten)]
+    pub core: CoreStats,
+    /// Datagrams received on this shard's sockets.
+    pub datagrams: u64,
+    /// Datagrams dropped, by reason: decode reasons (SPEC.md § 8), then authentication
+    /// reasons (§ 9).
+    pub dropped: BTreeMap<String, u64>,
+    /// Receive calls made.
+    pub recv_calls: u64,
+    /// Datagrams the kernel dropped on this shard's sockets because their receive buffers
+    /// were full (`ingest.socket_recv_buffer`).
+    pub kernel_dropped: u64,
+    /// Entries sent to the shards that own them.
+    pub routed_out: u64,
+    /// Entries received from other shards.
+    pub routed_in: u64,
+    /// Entries shed because another shard's inbox was full (`shards.cross_shard_queue`).
+    pub cross_shard_shed: u64,
+    /// Transitions shed because the outbox to the push link was full (`shards.link_outbox`).
+    pub transitions_shed: u64,
+}
+
+impl ShardStats {
+    /// Datagrams dropped, all reasons.
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped.values().sum()
+    }
+}
+
+/// Datagram authentication (SPEC.md § 9).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthStats {
+    /// Whether datagrams must be signed (`auth.keys_file` is set).
+    pub enabled: bool,
+    /// Gateways in the key file.
+    pub gateways: u64,
+    /// Memory held by the replay windows, bytes.
+    pub replay_memory_bytes: u64,
+    /// Per gateway id.
+    pub per_gateway: BTreeMap<u32, GatewayStats>,
+}
+
+/// One gateway's datagrams.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewayStats {
+    /// Datagrams accepted.
+    pub accepted: u64,
+    /// Datagrams refused, by authentication reason.
+    pub refused: BTreeMap<String, u64>,
+}
+
+/// The push link.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkStats {
+    /// Links open.
+    pub links: u64,
+    /// Users with at least one subscriber.
+    pub subscribed_users: u64,
+    /// Links subscribed to everyone.
+    pub firehose_links: u64,
+    /// Transitions read from the shards.
+    pub transitions: u64,
+    /// Events queued to links.
+    pub events_sent: u64,
+    /// Events dropped because a link's queue was full (`link.queue_depth`).
+    pub events_dropped: u64,
+    /// LAGGED frames sent.
+    pub lag_signals: u64,
+    /// Transitions the shards shed before they reached the push link.
+    pub shard_shed: u64,
+    /// Connections refused because `link.max_links` were open.
+    pub links_refused: u64,
+    /// Links closed at HELLO for a bad name or token.
+    pub links_unauthorized: u64,
+    /// Transition latency, from datagram receipt to the EVENTS frame written, microseconds.
+    pub latency_us: LatencySummary,
+}
+
+/// A latency distribution, microseconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LatencySummary {
+    /// Median.
+    pub p50: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// Largest.
+    pub max: u64,
+    /// Samples.
+    pub count: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Stats {
+        let mut shard = ShardStats {
+            shard: 1,
+            datagrams: 5,
+            ..ShardStats::default()
+        };
+        shard.core.heartbeats = 100;
+        shard.dropped.insert("bad_magic".into(), 2);
+        let mut auth = AuthStats {
+            enabled: true,
+            gateways: 1,
+            ..AuthStats::default()
+        };
+        auth.per_gateway.insert(
+            7,
+            GatewayStats {
+                accepted: 3,
+                refused: BTreeMap::from([("replayed".to_string(), 1)]),
+            },
+        );
+        Stats {
+            auth,
+            shards: vec![shard],
+            link: LinkStats {
+                events_dropped: 4,
+                ..LinkStats::default()
+            },
+        }
+    }
+
+    #[test]
+    fn round_trips_and_keeps_the_flat_shard_layout() {
+        let stats = sample();
+        let json = stats.to_json().unwrap();
+        assert!(json.contains(r#""shard":1,"users":0"#), "{json}");
+        assert!(
+            json.contains(r#""per_gateway":{"7":{"accepted":3"#),
+            "{json}"
+        );
+        assert_eq!(Stats::from_json(&json).unwrap(), stats);
+    }
+
+    #[test]
+    fn a_missing_field_is_an_error_and_an_unknown_one_is_ignored() {
+        let json = sample().to_json().unwrap();
+        let missing = json.replace(r#""events_dropped":4,"#, "");
+        let e = Stats::from_json(&missing).unwrap_err();
+        assert!(e.to_string().contains("events_dropped"), "{e}");
+        let renamed = json.replace("\"heartbeats\"", "\"heartbeat_entries\"");
+        assert!(Stats::from_json(&renamed).is_err());
+        let extra = json.replacen('{', r#"{"added_later":{"x":1},"#, 1);
+        assert_eq!(Stats::from_json(&extra).unwrap(), sample());
+    }
+}
