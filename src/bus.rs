@@ -106,33 +106,6 @@ pub enum Inbox {
     Keys(Arc<crate::auth::Keys>),
 }
 
-/// Counters of one shard thread: the core's, plus ingest's.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ShardCounters {
-    /// The shard's index.
-    pub shard: usize,
-    /// The presence core's counters.
-    pub core: presenced_core::shard::ShardStats,
-    /// Datagrams received on this shard's sockets.
-    pub datagrams: u64,
-    /// Datagrams dropped, by reason: decode reasons (`presenced_wire::DecodeError::REASONS`),
-    /// then authentication reasons (`crate::auth::AuthError::REASONS`).
-    pub dropped: Vec<(&'static str, u64)>,
-    /// Receive calls made.
-    pub recv_calls: u64,
-    /// Datagrams the kernel dropped on this shard's sockets because their receive buffers
-    /// were full (SO_RXQ_OVFL; raise `ingest.socket_recv_buffer` or add shards).
-    pub kernel_dropped: u64,
-    /// Entries sent to other shards.
-    pub routed_out: u64,
-    /// Entries received from other shards.
-    pub routed_in: u64,
-    /// Entries shed because another shard's inbox was full.
-    pub cross_shard_shed: u64,
-    /// Transitions shed because the outbox to the push link was full.
-    pub transitions_shed: u64,
-}
-
 /// What a shard sends the hub, in order.
 pub enum ToHub {
     /// Transitions, in the order the shard emitted them.
@@ -161,7 +134,7 @@ pub enum ToHub {
         /// The link's request id.
         request: u32,
         /// The counters.
-        counters: Arc<ShardCounters>,
+        counters: Arc<presenced_wire::stats::ShardStats>,
     },
     /// The shard dropped this many transitions since its last message (outbox full): the hub
     /// must tell subscribers to re-query.

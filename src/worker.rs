@@ -8,7 +8,7 @@
 //! is the time to the next tick, so offline detection stays within a tick of the deadline.
 
 use crate::auth::{AuthError, Verifier};
-use crate::bus::{EntryBatch, Inbox, Request, ShardCounters, ToHub};
+use crate::bus::{EntryBatch, Inbox, Request, ToHub};
 use crate::ingest::RecvBatch;
 use crate::route::owner;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
@@ -18,6 +18,7 @@ use presenced_core::clock::Now;
 use presenced_core::config::CoreConfig;
 use presenced_core::event::{Heartbeat, Report, Transition};
 use presenced_core::shard::Shard;
+use presenced_wire::stats::ShardStats;
 use presenced_wire::DecodeError;
 use std::collections::VecDeque;
 use std::io;
@@ -133,7 +134,7 @@ struct Worker {
     /// Receipt time of the earliest datagram applied since the last flush (`u64::MAX`: none).
     pending_since: u64,
     to_hub: Sender<ToHub>,
-    counters: ShardCounters,
+    counters: ShardStats,
     dropped: [u64; DecodeError::REASONS.len()],
     verifier: Verifier,
     refused: [u64; AuthError::REASONS.len()],
@@ -189,9 +190,9 @@ pub fn run(setup: ShardSetup) -> io::Result<()> {
         shed_unreported: 0,
         pending_since: u64::MAX,
         to_hub,
-        counters: ShardCounters {
-            shard: index,
-            ..ShardCounters::default()
+        counters: ShardStats {
+            shard: index as u32,
+            ..ShardStats::default()
         },
         dropped: [0; DecodeError::REASONS.len()],
         verifier,
@@ -411,14 +412,14 @@ impl Worker {
         }
     }
 
-    fn counters(&self) -> ShardCounters {
+    fn counters(&self) -> ShardStats {
         let mut c = self.counters.clone();
         c.core = self.shard.stats().clone();
         c.dropped = DecodeError::REASONS
             .iter()
             .zip(self.dropped.iter())
             .chain(AuthError::REASONS.iter().zip(self.refused.iter()))
-            .map(|(&r, &n)| (r, n))
+            .map(|(&r, &n)| (r.to_string(), n))
             .collect();
         c
     }

@@ -22,34 +22,9 @@ use crate::wheel::{TimerId, Wheel};
 /// Timers fired per batch in `advance`.
 const FIRE_BATCH: usize = 32;
 
-/// Counters of one shard; every refusal has its own.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ShardStats {
-    /// Records held now (online, or offline and remembered).
-    pub users: u64,
-    /// Live devices now.
-    pub devices: u64,
-    /// Heartbeat entries applied or refused.
-    pub heartbeats: u64,
-    /// Transitions emitted.
-    pub transitions: u64,
-    /// New users refused because the table was full (`users_per_shard`).
-    pub refused_user_capacity: u64,
-    /// New devices refused because the user had `max_devices_per_user`.
-    pub refused_device_limit: u64,
-    /// Second devices refused because no overflow block was free (`multi_device_users`).
-    pub refused_overflow_full: u64,
-    /// Entries for the reserved user id 0.
-    pub refused_user_zero: u64,
-    /// Logouts of a user or device the shard does not know.
-    pub logout_unknown: u64,
-    /// Calls whose monotonic time was behind an earlier call's.
-    pub clock_backwards: u64,
-    /// Offline records dropped after `last_seen_retention`.
-    pub records_dropped: u64,
-    /// Wheel timers that fired (including early ones re-checked and moved).
-    pub timers_fired: u64,
-}
+/// Counters of one shard; every refusal has its own. The STATS schema's type: the daemon
+/// reports it as it is.
+pub use presenced_wire::stats::CoreStats;
 
 /// One shard: a presence table, a timing wheel and overflow device blocks, all sized at start.
 pub struct Shard {
@@ -63,7 +38,7 @@ pub struct Shard {
     blocks: Blocks,
     /// Largest monotonic time seen.
     now_us: u64,
-    stats: ShardStats,
+    stats: CoreStats,
 }
 
 impl Shard {
@@ -85,7 +60,7 @@ impl Shard {
             wheel: Wheel::new(config.user_capacity, now.mono_us / config.tick_us),
             blocks: Blocks::new(blocks, config.max_devices_per_user),
             now_us: now.mono_us,
-            stats: ShardStats::default(),
+            stats: CoreStats::default(),
         })
     }
 
@@ -221,6 +196,7 @@ impl Shard {
                 self.fire(user, at, now.wall_ms, out);
             }
         }
+        self.stats.timers_cascaded = self.wheel.cascaded();
     }
 
     /// The presence of `user` as of the last processed tick.
@@ -254,7 +230,7 @@ impl Shard {
     }
 
     /// The shard's counters.
-    pub fn stats(&self) -> &ShardStats {
+    pub fn stats(&self) -> &CoreStats {
         &self.stats
     }
 
@@ -450,7 +426,7 @@ fn emit(
     wall_ms: u64,
     cause: Cause,
     out: &mut Vec<Transition>,
-    stats: &mut ShardStats,
+    stats: &mut CoreStats,
 ) {
     rec.set_aggregate(agg);
     let (was, is) = (prev.public(), agg.public());

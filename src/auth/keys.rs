@@ -24,6 +24,7 @@
 use super::replay::ReplayWindow;
 use super::AuthError;
 use presenced_wire::auth::Key;
+use presenced_wire::stats::{AuthStats, GatewayStats};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -215,22 +216,25 @@ impl Keys {
             .sum()
     }
 
-    /// Per-gateway counters as a JSON object: `{"7":{"accepted":N,"bad_mac":N,...},...}`.
-    pub fn counters_json(&self) -> String {
-        let rows: Vec<String> = self
-            .iter()
-            .map(|(id, g)| {
-                let mut fields = vec![format!(
-                    "\"accepted\":{}",
-                    g.state.accepted.load(Ordering::Relaxed)
-                )];
-                for (reason, n) in AuthError::REASONS.iter().zip(&g.state.refused) {
-                    fields.push(format!("\"{reason}\":{}", n.load(Ordering::Relaxed)));
-                }
-                format!("\"{id}\":{{{}}}", fields.join(","))
-            })
-            .collect();
-        format!("{{{}}}", rows.join(","))
+    /// The STATS report: gateways, replay memory, and each gateway's counters.
+    pub fn stats(&self) -> AuthStats {
+        AuthStats {
+            enabled: true,
+            gateways: self.len() as u64,
+            replay_memory_bytes: self.memory_bytes() as u64,
+            per_gateway: self
+                .iter()
+                .map(|(id, g)| {
+                    let refused = AuthError::REASONS
+                        .iter()
+                        .zip(&g.state.refused)
+                        .map(|(reason, n)| (reason.to_string(), n.load(Ordering::Relaxed)))
+                        .collect();
+                    let accepted = g.state.accepted.load(Ordering::Relaxed);
+                    (id, GatewayStats { accepted, refused })
+                })
+                .collect(),
+        }
     }
 }
 

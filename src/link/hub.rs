@@ -9,7 +9,7 @@
 //! to re-query (LAGGED); the hub never blocks on a gateway.
 
 use super::{Command, LinkOut, Outgoing, Shared};
-use crate::bus::{Inbox, Request, ShardCounters, ToHub};
+use crate::bus::{Inbox, Request, ToHub};
 use crate::route::owner;
 use crate::settings::Settings;
 use crate::worker::Peer;
@@ -17,6 +17,7 @@ use bytes::BytesMut;
 use crossbeam_channel::{Receiver, Select};
 use presenced_core::event::{Presence, Transition};
 use presenced_wire::link as wire;
+use presenced_wire::stats::{AuthStats, LatencySummary, LinkStats, ShardStats, Stats};
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -45,7 +46,7 @@ struct Link {
 
 struct Pending {
     shards_left: usize,
-    counters: Vec<Arc<ShardCounters>>,
+    counters: Vec<Arc<ShardStats>>,
 }
 
 /// Counters of the hub.
@@ -258,7 +259,7 @@ impl Hub {
         send_presence(link, request, &records, last, self.settings.max_frame_len);
     }
 
-    fn shard_stats(&mut self, id: u32, request: u32, counters: Arc<ShardCounters>) {
+    fn shard_stats(&mut self, id: u32, request: u32, counters: Arc<ShardStats>) {
         let key = (id, request);
         let Some(p) = self.pending.get_mut(&key) else {
             return;
@@ -418,86 +419,46 @@ impl Hub {
         self.pending.retain(|&(l, _), _| l != id);
     }
 
-    fn stats_json(&self, mut counters: Vec<Arc<ShardCounters>>) -> String {
-        counters.sort_by_key(|c| c.shard);
-        let shards: Vec<String> = counters.iter().map(|c| shard_json(c)).collect();
-        let (p50, p99, max, count) = {
+    fn stats_json(&self, counters: Vec<Arc<ShardStats>>) -> String {
+        let mut shards: Vec<ShardStats> = counters.iter().map(|c| (**c).clone()).collect();
+        shards.sort_by_key(|c| c.shard);
+        let latency_us = {
             let h = self
                 .shared
                 .latency
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
-            (
-                h.value_at_quantile(0.5),
-                h.value_at_quantile(0.99),
-                h.max(),
-                h.len(),
-            )
+            LatencySummary {
+                p50: h.value_at_quantile(0.5),
+                p99: h.value_at_quantile(0.99),
+                max: h.max(),
+                count: h.len(),
+            }
         };
         let s = &self.stats;
         let auth = match &*self.shared.keys.lock().unwrap_or_else(|e| e.into_inner()) {
-            Some(keys) => format!(
-                "{{\"enabled\":true,\"gateways\":{},\"replay_memory_bytes\":{},\"per_gateway\":{}}}",
-                keys.len(),
-                keys.memory_bytes(),
-                keys.counters_json()
-            ),
-            None => "{\"enabled\":false}".to_string(),
+            Some(keys) => keys.stats(),
+            None => AuthStats::default(),
         };
-        format!(
-            "{{\"auth\":{auth},\"shards\":[{}],\"link\":{{\"links\":{},\"subscribed_users\":{},\"firehose_links\":{},\
-             \"transitions\":{},\"events_sent\":{},\"events_dropped\":{},\"lag_signals\":{},\
-             \"shard_shed\":{},\"links_refused\":{},\"links_unauthorized\":{},\"latency_us\":{{\"p50\":{p50},\"p99\":{p99},\"max\":{max},\"count\":{count}}}}}}}",
-            shards.join(","),
-            self.links.len(),
-            self.subscribers.len(),
-            self.firehose.len(),
-            s.transitions,
-            s.events_sent,
-            s.events_dropped,
-            s.lag_signals,
-            s.shard_shed,
-            self.shared.links_refused.load(Ordering::Relaxed),
-            self.shared.links_unauthorized.load(Ordering::Relaxed),
-        )
+        let stats = Stats {
+            auth,
+            shards,
+            link: LinkStats {
+                links: self.links.len() as u64,
+                subscribed_users: self.subscribers.len() as u64,
+                firehose_links: self.firehose.len() as u64,
+                transitions: s.transitions,
+                events_sent: s.events_sent,
+                events_dropped: s.events_dropped,
+                lag_signals: s.lag_signals,
+                shard_shed: s.shard_shed,
+                links_refused: self.shared.links_refused.load(Ordering::Relaxed),
+                links_unauthorized: self.shared.links_unauthorized.load(Ordering::Relaxed),
+                latency_us,
+            },
+        };
+        stats.to_json().expect("the stats schema serialises")
     }
-}
-
-fn shard_json(c: &ShardCounters) -> String {
-    let core = &c.core;
-    let dropped: Vec<String> = c
-        .dropped
-        .iter()
-        .map(|(reason, n)| format!("\"{reason}\":{n}"))
-        .collect();
-    format!(
-        "{{\"shard\":{},\"datagrams\":{},\"recv_calls\":{},\"kernel_dropped\":{},\"heartbeats\":{},\"users\":{},\"devices\":{},\
-         \"transitions\":{},\"dropped\":{{{}}},\"refused_user_capacity\":{},\"refused_device_limit\":{},\
-         \"refused_overflow_full\":{},\"refused_user_zero\":{},\"logout_unknown\":{},\"clock_backwards\":{},\
-         \"records_dropped\":{},\"timers_fired\":{},\"routed_out\":{},\"routed_in\":{},\
-         \"cross_shard_shed\":{},\"transitions_shed\":{}}}",
-        c.shard,
-        c.datagrams,
-        c.recv_calls,
-        c.kernel_dropped,
-        core.heartbeats,
-        core.users,
-        core.devices,
-        core.transitions,
-        dropped.join(","),
-        core.refused_user_capacity,
-        core.refused_device_limit,
-        core.refused_overflow_full,
-        core.refused_user_zero,
-        core.logout_unknown,
-        core.clock_backwards,
-        core.records_dropped,
-        core.timers_fired,
-        c.routed_out,
-        c.routed_in,
-        c.cross_shard_shed,
-        c.transitions_shed,
-    )
 }
 
 impl Link {

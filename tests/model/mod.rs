@@ -110,7 +110,7 @@ impl UserModel {
     }
 }
 
-/// Counters the model keeps, named like `ShardStats`.
+/// Counters the model keeps, named like `CoreStats`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ModelStats {
     pub users: u64,

@@ -36,7 +36,7 @@ use presenced_core::clock::Now;
 use presenced_core::config::{CoreConfig, MAX_HORIZON_TICKS};
 use presenced_core::event::{Cause, Heartbeat, Presence, PublicState, Report, Transition};
 use presenced_core::record::MAX_WALL_MS;
-use presenced_core::shard::{Shard, ShardStats};
+use presenced_core::shard::{CoreStats, Shard};
 use presenced_wire::{decode, encode, Entry, Header, State};
 
 #[path = "../model/mod.rs"]
@@ -62,7 +62,7 @@ pub struct Summary {
     /// Transitions by cause (first_heartbeat, state_change, logout, timeout, inactivity).
     pub causes: [u64; 5],
     /// The shard's counters at the end (before the final drain).
-    pub stats: ShardStats,
+    pub stats: CoreStats,
     /// Version decreases excused by rule 5's condition.
     pub excused_version_drops: u64,
 }
@@ -465,7 +465,7 @@ impl Harness {
         &mut self,
         out: &[Transition],
         sent: &BTreeMap<u64, Sent>,
-        before: &ShardStats,
+        before: &CoreStats,
         now: Now,
     ) {
         self.check_transitions(out, sent, before, now);
@@ -503,7 +503,7 @@ impl Harness {
         &mut self,
         out: &[Transition],
         sent: &BTreeMap<u64, Sent>,
-        before: &ShardStats,
+        before: &CoreStats,
         now: Now,
     ) {
         // Records dropped during the call: a user's may be among them.
@@ -561,7 +561,7 @@ impl Harness {
     }
 
     /// Checks every user's answers after a call.
-    fn check_users(&mut self, out: &[Transition], before: &ShardStats, now: Now) {
+    fn check_users(&mut self, out: &[Transition], before: &CoreStats, now: Now) {
         let dropped_now = self.shard.stats().records_dropped != before.records_dropped;
         let max_devices = usize::from(self.cfg.max_devices_per_user);
         let users: Vec<u64> = self.users.keys().copied().collect();
@@ -657,7 +657,7 @@ impl Harness {
     }
 
     /// Counters and liveness.
-    fn check_counters(&mut self, before: &ShardStats, applied_entries: bool) {
+    fn check_counters(&mut self, before: &CoreStats, applied_entries: bool) {
         let stats = self.shard.stats().clone();
         if stats.transitions != self.transitions {
             self.fail(format!(

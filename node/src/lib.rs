@@ -1,0 +1,1 @@
+//! The sans-IO node and hub of presenced (in progress).

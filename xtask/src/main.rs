@@ -1,0 +1,2 @@
+//! Repository chores (in progress).
+fn main() {}
