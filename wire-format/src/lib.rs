@@ -1,15 +1,20 @@
-//! presenced wire format v1: the heartbeat datagram.
+//! presenced wire format v1: the heartbeat datagram (this module), its authentication
+//! ([`auth`]), the push link ([`link`]), the user → shard owner function ([`shard_of`]) and the
+//! typed STATS schema ([`stats`]).
 //!
 //! The normative description is `wire-format/SPEC.md`; this crate implements it exactly.
 //!
 //! - [`decode`] validates a whole datagram up front (header, length, tag and every entry)
 //!   without allocating, and returns a zero-copy [`Datagram`] view whose entry iterator cannot
 //!   fail. Decoding a `bytes::Bytes` or `bytes::BytesMut` is zero-copy too: pass `&buf` (both
-//!   dereference to `[u8]`).
+//!   dereference to `[u8]`). A datagram with the `AUTH` flag carries a MAC as its tag;
+//!   [`auth::verify`] checks it.
 //! - [`Encoder`] batches entries into one datagram in a fixed internal buffer (no allocation)
-//!   and hands out the bytes to send; [`encode`] is the one-shot convenience.
-//! - For every valid datagram `b`, encoding the header and entries of `decode(b)` gives `b`
-//!   back byte for byte.
+//!   and hands out the bytes to send, unsigned ([`finish`](Encoder::finish)) or signed
+//!   ([`finish_signed`](Encoder::finish_signed)); [`encode`] is the one-shot (unsigned)
+//!   convenience.
+//! - For every valid unsigned datagram `b`, encoding the header and entries of `decode(b)`
+//!   gives `b` back byte for byte.
 //!
 //! No function of this crate panics, whatever its input.
 //!
@@ -40,17 +45,20 @@
 )]
 
 use std::fmt;
-use std::iter::FusedIterator;
-use std::slice::ChunksExact;
 
 use bytes::BytesMut;
 
 pub mod auth;
 pub mod hash;
+mod le;
 pub mod link;
+mod list;
 pub mod stats;
 
 pub use hash::shard_of;
+pub use list::{FixedIter, FixedList, Record};
+
+use le::{array, byte_at, put, u16_at, u32_at, u64_at};
 
 /// The first four bytes of every datagram: ASCII `PRSD` (`0x50 0x52 0x53 0x44`).
 pub const MAGIC: [u8; 4] = *b"PRSD";
@@ -60,7 +68,8 @@ pub const VERSION: u8 = 1;
 pub const HEADER_LEN: usize = 32;
 /// Length of one entry in bytes.
 pub const ENTRY_LEN: usize = 16;
-/// Length of the trailing tag in bytes (reserved for a MAC; all zero in v1).
+/// Length of the trailing tag in bytes: the datagram's MAC when the [`FLAG_AUTH`] flag is set
+/// (SPEC.md § 9), else all zero.
 pub const TAG_LEN: usize = 16;
 /// Most entries in one datagram: the largest count whose datagram fits an unfragmented IPv4
 /// UDP payload over a 1500-byte MTU.
@@ -74,7 +83,8 @@ pub const MAX_ENTRIES_IPV6: usize = 87;
 /// Shortest valid datagram (one entry): 64 bytes.
 pub const MIN_DATAGRAM_LEN: usize = HEADER_LEN + ENTRY_LEN + TAG_LEN;
 
-/// Header flag bit 0: the tag is a MAC (specified by a later revision; refused in v1).
+/// Header flag bit 0 (`AUTH`): the tag is the MAC of the header and entries (SPEC.md § 9;
+/// [`auth::verify`] checks it, [`Encoder::finish_signed`] writes it).
 pub const FLAG_AUTH: u8 = 0x01;
 /// Entry flag bit 0: the user did something since this device's previous heartbeat.
 pub const ENTRY_FLAG_ACTIVITY: u8 = 0x01;
@@ -363,8 +373,8 @@ pub enum EncodeError {
     },
     /// The header's gateway id is 0.
     ZeroGateway,
-    /// The header's flags are not 0: v1 defines no flag a sender may set (AUTH awaits a later
-    /// revision); carries the flags byte.
+    /// The header's flags are not 0: encoders take flags 0 and set `AUTH` themselves when
+    /// signing ([`Encoder::finish_signed`]); carries the flags byte.
     UnsupportedFlags(u8),
 }
 
@@ -379,7 +389,10 @@ impl fmt::Display for EncodeError {
             EncodeError::ZeroUser { index } => write!(f, "entry {index}: user id is 0"),
             EncodeError::ZeroGateway => f.write_str("gateway id is 0"),
             EncodeError::UnsupportedFlags(flags) => {
-                write!(f, "header flags {flags:#04x}: v1 senders must send 0")
+                write!(
+                    f,
+                    "header flags {flags:#04x}: encoders take 0 (finish_signed sets AUTH)"
+                )
             }
         }
     }
@@ -388,43 +401,7 @@ impl fmt::Display for EncodeError {
 impl std::error::Error for EncodeError {}
 
 // ---------------------------------------------------------------------------------------------
-// Byte helpers: none of them can panic; out-of-range reads yield zeros (never reached on
-// validated input, where every offset is in bounds).
-
-#[inline(always)]
-fn array<const W: usize>(b: &[u8], at: usize) -> [u8; W] {
-    match b.get(at..at.saturating_add(W)) {
-        Some(s) => <[u8; W]>::try_from(s).unwrap_or([0; W]),
-        None => [0; W],
-    }
-}
-
-#[inline(always)]
-fn u16_at(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes(array(b, at))
-}
-
-#[inline(always)]
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(array(b, at))
-}
-
-#[inline(always)]
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(array(b, at))
-}
-
-#[inline(always)]
-fn byte_at(b: &[u8], at: usize) -> u8 {
-    b.get(at).copied().unwrap_or(0)
-}
-
-#[inline(always)]
-fn put(dst: &mut [u8], at: usize, src: &[u8]) {
-    if let Some(d) = dst.get_mut(at..at.saturating_add(src.len())) {
-        d.copy_from_slice(src);
-    }
-}
+// Byte layout
 
 /// Total datagram length for `n` entries.
 #[inline(always)]
@@ -452,20 +429,26 @@ fn check_header(header: &Header) -> Result<(), EncodeError> {
     Ok(())
 }
 
-/// Parses a 16-byte entry already validated by [`decode`].
-#[inline(always)]
-fn entry_from_validated(c: &[u8]) -> Entry {
-    let state = match byte_at(c, 12) {
-        0 => State::Online,
-        1 => State::Idle,
-        2 => State::Offline,
-        _ => State::Invisible,
-    };
-    Entry {
-        user: u64_at(c, 0),
-        device: u32_at(c, 8),
-        state,
-        active: byte_at(c, 13) & ENTRY_FLAG_ACTIVITY != 0,
+impl list::sealed::Sealed for Entry {}
+
+impl Record for Entry {
+    const LEN: usize = ENTRY_LEN;
+
+    /// Parses a 16-byte entry already validated by [`decode`].
+    #[inline(always)]
+    fn read(c: &[u8]) -> Entry {
+        let state = match byte_at(c, 12) {
+            0 => State::Online,
+            1 => State::Idle,
+            2 => State::Offline,
+            _ => State::Invisible,
+        };
+        Entry {
+            user: u64_at(c, 0),
+            device: u32_at(c, 8),
+            state,
+            active: byte_at(c, 13) & ENTRY_FLAG_ACTIVITY != 0,
+        }
     }
 }
 
@@ -478,7 +461,7 @@ fn entry_from_validated(c: &[u8]) -> Entry {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Datagram<'a> {
     header: Header,
-    entries: &'a [u8],
+    entries: FixedList<'a, Entry>,
     bytes: &'a [u8],
 }
 
@@ -492,7 +475,7 @@ impl<'a> Datagram<'a> {
     /// Number of entries (1 to [`MAX_ENTRIES`]).
     #[inline]
     pub fn len(&self) -> usize {
-        self.entries.len() / ENTRY_LEN
+        self.entries.len()
     }
 
     /// Always false for a decoded datagram (it has at least one entry).
@@ -504,23 +487,19 @@ impl<'a> Datagram<'a> {
     /// The entries, in wire order.
     #[inline]
     pub fn entries(&self) -> Entries<'a> {
-        Entries {
-            chunks: self.entries.chunks_exact(ENTRY_LEN),
-        }
+        self.entries.iter()
     }
 
     /// Entry `i`, or `None` if `i >= len()`.
     #[inline]
     pub fn entry(&self, i: usize) -> Option<Entry> {
-        let at = i.checked_mul(ENTRY_LEN)?;
-        let c = self.entries.get(at..at.checked_add(ENTRY_LEN)?)?;
-        Some(entry_from_validated(c))
+        self.entries.get(i)
     }
 
     /// The raw bytes of the entries (`16 × len()` bytes, starting at offset 32).
     #[inline]
     pub fn entry_bytes(&self) -> &'a [u8] {
-        self.entries
+        self.entries.as_bytes()
     }
 
     /// The whole datagram as received.
@@ -538,14 +517,14 @@ impl<'a> Datagram<'a> {
     /// The bytes the MAC covers: header and entries, everything before the tag.
     #[inline]
     pub fn signed_bytes(&self) -> &'a [u8] {
-        let end = HEADER_LEN + self.entries.len();
+        let end = HEADER_LEN + self.entry_bytes().len();
         self.bytes.get(..end).unwrap_or_default()
     }
 
     /// The 16-byte tag (zero when `AUTH` is clear).
     #[inline]
     pub fn tag(&self) -> [u8; TAG_LEN] {
-        array(self.bytes, HEADER_LEN + self.entries.len())
+        array(self.bytes, HEADER_LEN + self.entry_bytes().len())
     }
 }
 
@@ -559,47 +538,16 @@ impl<'a> IntoIterator for &Datagram<'a> {
 }
 
 /// Iterator over the entries of a [`Datagram`].
-#[derive(Clone, Debug)]
-pub struct Entries<'a> {
-    chunks: ChunksExact<'a, u8>,
-}
-
-impl Iterator for Entries<'_> {
-    type Item = Entry;
-
-    #[inline]
-    fn next(&mut self) -> Option<Entry> {
-        self.chunks.next().map(entry_from_validated)
-    }
-
-    #[inline]
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        self.chunks.size_hint()
-    }
-
-    #[inline]
-    fn nth(&mut self, n: usize) -> Option<Entry> {
-        self.chunks.nth(n).map(entry_from_validated)
-    }
-}
-
-impl DoubleEndedIterator for Entries<'_> {
-    #[inline]
-    fn next_back(&mut self) -> Option<Entry> {
-        self.chunks.next_back().map(entry_from_validated)
-    }
-}
-
-impl ExactSizeIterator for Entries<'_> {}
-
-impl FusedIterator for Entries<'_> {}
+pub type Entries<'a> = FixedIter<'a, Entry>;
 
 /// Validates a whole datagram and returns a zero-copy view of it. Allocates nothing.
 ///
 /// Checks run cheapest first, and the first failure is returned: length bounds
 /// ([`TooShort`](DecodeError::TooShort), [`TooLong`](DecodeError::TooLong)), magic, version,
-/// header flags (reserved bits, then AUTH), entry count, exact length, gateway, tag, then the
-/// entries in order (for each: user, state, reserved bits).
+/// reserved header flag bits, entry count, exact length, gateway, tag (zero unless `AUTH` is
+/// set), then the entries in order (for each: user, state, reserved bits). The MAC of an
+/// authenticated datagram is not checked here: that takes the gateway's key
+/// ([`auth::verify`]).
 ///
 /// `buf` may be a `bytes::Bytes` or `BytesMut` (`decode(&b)`): both dereference to `[u8]`, so
 /// nothing is copied.
@@ -657,7 +605,7 @@ pub fn decode(buf: &[u8]) -> Result<Datagram<'_>, DecodeError> {
             send_time_ms: u64_at(buf, 24),
             flags,
         },
-        entries,
+        entries: FixedList::from_validated(entries),
         bytes: buf,
     })
 }
@@ -714,11 +662,12 @@ fn entry_error(i: usize, user: u64, tail: u32) -> DecodeError {
 // ---------------------------------------------------------------------------------------------
 // Encoding
 
-/// Encodes one datagram in a fresh `Vec`.
+/// Encodes one unsigned datagram (`AUTH` clear, zero tag) in a fresh `Vec`.
 ///
 /// Refuses (in this order) a zero gateway, nonzero header flags, no entries, more than
 /// [`MAX_ENTRIES`] entries, and a zero user id. Gateways batching many heartbeats should reuse
-/// an [`Encoder`] instead, which allocates nothing.
+/// an [`Encoder`] instead, which allocates nothing and also signs
+/// ([`Encoder::finish_signed`]).
 pub fn encode(header: &Header, entries: &[Entry]) -> Result<Vec<u8>, EncodeError> {
     check_header(header)?;
     if entries.is_empty() {
@@ -746,7 +695,8 @@ pub fn encode(header: &Header, entries: &[Entry]) -> Result<Vec<u8>, EncodeError
 /// A gateway keeps one per socket: [`push`](Encoder::push) entries until
 /// [`is_full`](Encoder::is_full) (or its flush timer fires), set the header's sequence number
 /// and send time with [`set_header`](Encoder::set_header), send the bytes of
-/// [`finish`](Encoder::finish), then [`clear`](Encoder::clear).
+/// [`finish`](Encoder::finish) (or, to a daemon with a key file,
+/// [`finish_signed`](Encoder::finish_signed)), then [`clear`](Encoder::clear).
 ///
 /// ```
 /// use presenced_wire::{decode, Encoder, Entry, Header, State, MAX_ENTRIES};

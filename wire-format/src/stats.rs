@@ -80,7 +80,7 @@ pub struct ShardStats {
     pub core: CoreStats,
     /// Datagrams received on this shard's sockets.
     pub datagrams: u64,
-    /// Datagrams dropped, by reason: decode reasons (SPEC.md § 8), then authentication
+    /// Datagrams dropped, by reason: decode reasons (SPEC.md § 6), then authentication
     /// reasons (§ 9).
     pub dropped: BTreeMap<String, u64>,
     /// Receive calls made.

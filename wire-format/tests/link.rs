@@ -704,9 +704,11 @@ fn error_codes_and_frame_error_mapping() {
             "frame_too_large",
             "protocol_version",
             "hello_required",
-            "unauthorized"
         ]
     );
+    // `unauthorized` closes the link at HELLO (request id 0) but only refuses a SUBSCRIBE_ALL
+    // without the firehose grant (SPEC.md § P5.1).
+    assert!(!ErrorCode::Unauthorized.closes_link());
     assert_eq!(
         FrameError::FrameTooLarge { len: 2, max: 1 }.error_code(),
         ErrorCode::FrameTooLarge

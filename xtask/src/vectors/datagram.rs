@@ -1,17 +1,9 @@
-//! Writes `vectors/valid.txt` and `vectors/invalid.txt`.
+//! `valid.txt`, `invalid.txt` and `auth.txt`: the heartbeat datagram's vectors (SPEC.md § 11).
 //!
-//! The committed files are the source of truth; this generator only produced them (and can
-//! again, after a deliberate change):
-//!
-//! ```text
-//! cargo test -p presenced-wire --test gen_vectors -- --ignored
-//! ```
-//!
-//! It builds every byte by hand from the SPEC.md tables, independently of the crate's encoder,
-//! and states each invalid vector's error by hand, so `tests/vectors.rs` checks the codec
-//! against the spec, not against itself.
-
-mod common;
+//! Every byte is built by hand from the SPEC.md tables, independently of `presenced-wire`'s
+//! encoder, and each invalid vector's error is stated by hand, so `wire-format/tests/vectors.rs`
+//! checks the codec against the spec, not against itself. HMAC-SHA-256 is built here from
+//! SHA-256 (RFC 2104), independently of the crate's `auth` module.
 
 use std::fmt::Write as _;
 
@@ -103,7 +95,7 @@ fn datagram(h: &Hdr, entries: &[Ent]) -> Vec<u8> {
 /// entry's fields (the last row of a well-formed datagram is the tag).
 fn layout_hex(b: &[u8]) -> String {
     let mut out = String::new();
-    let hex = |s: &[u8]| common::to_hex(s);
+    let hex = |s: &[u8]| super::hex(s);
     let mut rest = b;
     let header_fields = [4usize, 1, 1, 2, 4, 4, 8, 8];
     let mut line = Vec::new();
@@ -562,7 +554,7 @@ const FORMAT_NOTE: &str = "\
 # value. `hex:` is the whole datagram (whitespace between digits ignored).
 ";
 
-fn render_valid() -> String {
+pub fn render_valid() -> String {
     let mut out = String::new();
     out.push_str("# presenced heartbeat datagram v1: valid vectors.\n");
     out.push_str(FORMAT_NOTE);
@@ -601,7 +593,7 @@ fn render_valid() -> String {
     out
 }
 
-fn render_invalid() -> String {
+pub fn render_invalid() -> String {
     let mut out = String::new();
     out.push_str("# presenced heartbeat datagram v1: invalid vectors.\n");
     out.push_str(FORMAT_NOTE);
@@ -618,7 +610,7 @@ fn render_invalid() -> String {
             // Long runs of one byte: 32 bytes a line.
             writeln!(out, "hex:").unwrap();
             for c in v.bytes.chunks(32) {
-                writeln!(out, "  {}", common::to_hex(c)).unwrap();
+                writeln!(out, "  {}", super::hex(c)).unwrap();
             }
         } else {
             writeln!(out, "hex:").unwrap();
@@ -659,7 +651,7 @@ fn sign(unsigned: &[u8], key: &[u8; 32]) -> Vec<u8> {
     b
 }
 
-fn render_auth() -> String {
+pub fn render_auth() -> String {
     let key_a: [u8; 32] = std::array::from_fn(|i| i as u8);
     let key_b: [u8; 32] = [0xA5; 32];
     let one = datagram(
@@ -737,31 +729,10 @@ fn render_auth() -> String {
     for (name, note, key, bytes, verifies) in cases {
         writeln!(out, "\nname: {name}").unwrap();
         writeln!(out, "note: {note} ({} bytes)", bytes.len()).unwrap();
-        writeln!(out, "key: {}", common::to_hex(&key)).unwrap();
+        writeln!(out, "key: {}", super::hex(&key)).unwrap();
         writeln!(out, "hex:").unwrap();
         out.push_str(&layout_hex(&bytes));
         writeln!(out, "verifies: {verifies}").unwrap();
     }
     out
-}
-
-#[test]
-#[ignore = "writes vectors/*.txt; run explicitly after a deliberate change"]
-fn generate_vectors() {
-    let dir = common::crate_path("vectors");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("valid.txt"), render_valid()).unwrap();
-    std::fs::write(dir.join("invalid.txt"), render_invalid()).unwrap();
-    std::fs::write(dir.join("auth.txt"), render_auth()).unwrap();
-}
-
-#[test]
-fn generator_output_parses() {
-    // Keeps the generator honest without touching the committed files.
-    let valid = common::parse_vectors(&render_valid()).unwrap();
-    let invalid = common::parse_vectors(&render_invalid()).unwrap();
-    let auth = common::parse_vectors(&render_auth()).unwrap();
-    assert!(auth.len() >= 6);
-    assert!(valid.len() >= 6);
-    assert!(invalid.len() >= 13);
 }

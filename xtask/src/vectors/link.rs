@@ -1,18 +1,13 @@
-//! Writes `vectors/link.txt`, the push link's test vectors.
+//! `link.txt`: the push link's vectors (SPEC.md § P10).
 //!
-//! The committed file is the source of truth; this generator only produced it (and can again,
-//! after a deliberate change):
-//!
-//! ```text
-//! cargo test -p presenced-wire --test link_gen_vectors -- --ignored
-//! ```
-//!
-//! It builds every byte by hand from the SPEC.md tables ("Push link (QUIC)"), independently of
-//! the crate's link codec, and states each invalid vector's error by hand, so `tests/link.rs`
-//! checks the codec against the spec, not against itself. It also prints the worked example's
-//! hex dumps for SPEC.md.
+//! Every byte is built by hand from the SPEC.md tables ("Push link (QUIC)"), independently of
+//! `presenced_wire::link`, and each invalid vector's error is stated by hand, so
+//! `wire-format/tests/link.rs` checks the codec against the spec, not against itself.
+//! [`spec_dumps`] prints the worked example's frames (SPEC.md § P8) as hex dumps.
 
 use std::fmt::Write as _;
+
+use super::hex;
 
 fn le16(v: u16) -> Vec<u8> {
     v.to_le_bytes().to_vec()
@@ -25,9 +20,6 @@ fn le64(v: u64) -> Vec<u8> {
 }
 fn b(v: u8) -> Vec<u8> {
     vec![v]
-}
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// A line of hex: groups separated by spaces.
@@ -1122,14 +1114,6 @@ fn invalid() -> Vec<V> {
     v
 }
 
-fn dump(name: &str, bytes: &[u8]) {
-    println!("{name}:");
-    for (i, chunk) in bytes.chunks(16).enumerate() {
-        let hexes: Vec<String> = chunk.iter().map(|x| format!("{x:02x}")).collect();
-        println!("{:04x}: {}", i * 16, hexes.join(" "));
-    }
-}
-
 const HEADER: &str = "\
 # presenced push link v1: test vectors (SPEC.md, \"Push link (QUIC)\", test vectors).
 # Blocks of `key: value` lines, each starting with `name:`; `#` lines and blank lines are
@@ -1142,9 +1126,8 @@ const HEADER: &str = "\
 # gives exactly `hex:`.
 ";
 
-#[test]
-#[ignore = "writes vectors/link.txt; run explicitly after a deliberate change"]
-fn generate() {
+/// `link.txt`.
+pub fn render() -> String {
     let mut out = String::from(HEADER);
     out.push_str("\n# ---- valid\n\n");
     for v in valid() {
@@ -1154,24 +1137,34 @@ fn generate() {
     for v in invalid() {
         v.render(&mut out);
     }
-    let out = out.trim_end().to_string() + "\n";
-    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("vectors/link.txt");
-    std::fs::write(&path, out).unwrap();
-    // The worked example's dumps, for SPEC.md.
-    dump("spec_hello", &hello(1, 0, b"gw-eu-1", b"").bytes());
-    dump(
-        "spec_welcome",
-        &welcome_frame(1, 2, &spec_welcome()).bytes(),
-    );
-    dump(
-        "spec_subscribe",
-        &user_request(SUBSCRIBE, 1, &[1001, 1002]).bytes(),
-    );
+    out.trim_end().to_string() + "\n"
+}
+
+/// The worked example's frames (SPEC.md § P8), each as a hex dump of 16 bytes a line under
+/// its vector's name.
+pub fn spec_dumps() -> String {
     let r = spec_records();
-    dump(
-        "spec_presence",
-        &presence_frame(1, 1, r.len() as u32, &r).bytes(),
-    );
     let e = spec_events();
-    dump("spec_events", &events_frame(e.len() as u32, &e).bytes());
+    let frames = [
+        ("spec_hello", hello(1, 0, b"gw-eu-1", b"").bytes()),
+        ("spec_welcome", welcome_frame(1, 2, &spec_welcome()).bytes()),
+        (
+            "spec_subscribe",
+            user_request(SUBSCRIBE, 1, &[1001, 1002]).bytes(),
+        ),
+        (
+            "spec_presence",
+            presence_frame(1, 1, r.len() as u32, &r).bytes(),
+        ),
+        ("spec_events", events_frame(e.len() as u32, &e).bytes()),
+    ];
+    let mut out = String::new();
+    for (name, bytes) in frames {
+        writeln!(out, "{name}:").unwrap();
+        for (i, chunk) in bytes.chunks(16).enumerate() {
+            let hexes: Vec<String> = chunk.iter().map(|x| format!("{x:02x}")).collect();
+            writeln!(out, "{:04x}: {}", i * 16, hexes.join(" ")).unwrap();
+        }
+    }
+    out
 }

@@ -1,0 +1,340 @@
+//! Why a frame is refused ([`FrameError`], from the reader and the decoders) and why one
+//! cannot be written ([`EncodeError`], from the encoders and the writers).
+//!
+//! It exists to keep the protocol's error vocabulary in one place: each refusal has a stable
+//! snake_case reason (SPEC.md § P7, the daemon's counters), and [`FrameError::error_code`] is
+//! the one mapping from a refused frame to the ERROR code the daemon answers it with.
+
+use std::fmt;
+
+#[cfg(doc)]
+use super::{decode_client, decode_server, encode_events, encode_presence, FrameReader};
+use super::{ErrorCode, PROTOCOL_VERSION};
+
+/// Why a frame was refused by [`FrameReader`], [`decode_client`] or [`decode_server`].
+///
+/// Every one is a protocol error that ends the link: the daemon answers with the ERROR code
+/// of [`error_code`](FrameError::error_code) (request id 0) and closes it. Within a frame the
+/// fields are checked in wire order and the first failure is returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FrameError {
+    /// The frame ends inside a fixed-size field, a string or a token.
+    TooShort,
+    /// The length prefix is 0 (or the frame given to a decoder is empty): a frame has at
+    /// least its type byte.
+    BadLength,
+    /// The length prefix announces more than the receiver's `max_frame_len`.
+    FrameTooLarge {
+        /// The announced length (type + body).
+        len: u32,
+        /// The receiver's limit.
+        max: u32,
+    },
+    /// The type byte is not a frame type of this direction; carries the byte.
+    UnknownType(u8),
+    /// Bytes follow the frame's last field.
+    TrailingBytes {
+        /// How many.
+        extra: usize,
+    },
+    /// The bytes after a list's count are not exactly `count` elements (truncated, or extra
+    /// bytes).
+    CountMismatch {
+        /// The count read.
+        count: u32,
+        /// The bytes present for the elements.
+        bytes: usize,
+    },
+    /// A string (client name, error message, stats JSON) is not valid UTF-8.
+    BadUtf8,
+    /// A string or token is longer than its limit.
+    StringTooLong {
+        /// The length read.
+        len: u16,
+        /// The field's limit.
+        max: u16,
+    },
+    /// A user id is 0 (reserved).
+    ZeroUser {
+        /// Index of the first bad element of the list.
+        index: u32,
+    },
+    /// A request id that must be nonzero is 0 (0 is reserved for errors about the link).
+    ZeroRequestId,
+    /// A state byte (state, or an event's prev) is above 2.
+    BadState {
+        /// Index of the record or transition.
+        index: u32,
+        /// The byte read.
+        value: u8,
+    },
+    /// An event's cause byte is above 4.
+    BadCause {
+        /// Index of the transition.
+        index: u32,
+        /// The byte read.
+        value: u8,
+    },
+    /// LAGGED scope is above 1, or scope 1 (everything) comes with a non-empty user list;
+    /// carries the scope byte.
+    BadScope(u8),
+    /// A record's `has_last_seen` is neither 0 nor 1, or is 0 with a nonzero `last_seen_ms`.
+    BadLastSeen {
+        /// Index of the record.
+        index: u32,
+    },
+    /// A reserved flag bit is set (HELLO bits 1–15, PRESENCE bits 1–7); carries the flags.
+    ReservedFlags(u16),
+    /// HELLO or WELCOME carries a protocol version other than [`PROTOCOL_VERSION`]; carries
+    /// it. The rest of the frame is not read.
+    UnsupportedVersion(u16),
+    /// WELCOME announces 0 shards.
+    ZeroShardCount,
+}
+
+impl FrameError {
+    /// Every [`reason`](FrameError::reason), indexed by [`code`](FrameError::code): handy to
+    /// register one counter per reason up front.
+    pub const REASONS: [&'static str; 17] = [
+        "too_short",
+        "bad_length",
+        "frame_too_large",
+        "unknown_type",
+        "trailing_bytes",
+        "count_mismatch",
+        "bad_utf8",
+        "string_too_long",
+        "zero_user",
+        "zero_request_id",
+        "bad_state",
+        "bad_cause",
+        "bad_scope",
+        "bad_last_seen",
+        "reserved_flags",
+        "unsupported_version",
+        "zero_shard_count",
+    ];
+
+    /// A dense, stable index of the variant (0..17); indexes
+    /// [`REASONS`](FrameError::REASONS).
+    pub const fn code(&self) -> usize {
+        match self {
+            FrameError::TooShort => 0,
+            FrameError::BadLength => 1,
+            FrameError::FrameTooLarge { .. } => 2,
+            FrameError::UnknownType(_) => 3,
+            FrameError::TrailingBytes { .. } => 4,
+            FrameError::CountMismatch { .. } => 5,
+            FrameError::BadUtf8 => 6,
+            FrameError::StringTooLong { .. } => 7,
+            FrameError::ZeroUser { .. } => 8,
+            FrameError::ZeroRequestId => 9,
+            FrameError::BadState { .. } => 10,
+            FrameError::BadCause { .. } => 11,
+            FrameError::BadScope(_) => 12,
+            FrameError::BadLastSeen { .. } => 13,
+            FrameError::ReservedFlags(_) => 14,
+            FrameError::UnsupportedVersion(_) => 15,
+            FrameError::ZeroShardCount => 16,
+        }
+    }
+
+    /// The stable snake_case name of the variant, for counters and logs (see `SPEC.md`).
+    pub const fn reason(&self) -> &'static str {
+        match self {
+            FrameError::TooShort => "too_short",
+            FrameError::BadLength => "bad_length",
+            FrameError::FrameTooLarge { .. } => "frame_too_large",
+            FrameError::UnknownType(_) => "unknown_type",
+            FrameError::TrailingBytes { .. } => "trailing_bytes",
+            FrameError::CountMismatch { .. } => "count_mismatch",
+            FrameError::BadUtf8 => "bad_utf8",
+            FrameError::StringTooLong { .. } => "string_too_long",
+            FrameError::ZeroUser { .. } => "zero_user",
+            FrameError::ZeroRequestId => "zero_request_id",
+            FrameError::BadState { .. } => "bad_state",
+            FrameError::BadCause { .. } => "bad_cause",
+            FrameError::BadScope(_) => "bad_scope",
+            FrameError::BadLastSeen { .. } => "bad_last_seen",
+            FrameError::ReservedFlags(_) => "reserved_flags",
+            FrameError::UnsupportedVersion(_) => "unsupported_version",
+            FrameError::ZeroShardCount => "zero_shard_count",
+        }
+    }
+
+    /// The ERROR code the daemon answers this error with (request id 0, then it closes the
+    /// link): [`FrameTooLarge`](ErrorCode::FrameTooLarge),
+    /// [`ProtocolVersion`](ErrorCode::ProtocolVersion) for an unsupported HELLO version, and
+    /// [`BadFrame`](ErrorCode::BadFrame) for everything else.
+    pub const fn error_code(&self) -> ErrorCode {
+        match self {
+            FrameError::FrameTooLarge { .. } => ErrorCode::FrameTooLarge,
+            FrameError::UnsupportedVersion(_) => ErrorCode::ProtocolVersion,
+            _ => ErrorCode::BadFrame,
+        }
+    }
+}
+
+impl fmt::Display for FrameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            FrameError::TooShort => f.write_str("frame ends inside a field"),
+            FrameError::BadLength => f.write_str("frame length 0 (a frame has a type byte)"),
+            FrameError::FrameTooLarge { len, max } => {
+                write!(f, "frame of {len} bytes exceeds max_frame_len {max}")
+            }
+            FrameError::UnknownType(t) => write!(f, "unknown frame type {t:#04x}"),
+            FrameError::TrailingBytes { extra } => {
+                write!(f, "{extra} bytes after the frame's last field")
+            }
+            FrameError::CountMismatch { count, bytes } => {
+                write!(f, "list count {count} does not match its {bytes} bytes")
+            }
+            FrameError::BadUtf8 => f.write_str("string is not valid UTF-8"),
+            FrameError::StringTooLong { len, max } => {
+                write!(f, "string or token of {len} bytes exceeds {max}")
+            }
+            FrameError::ZeroUser { index } => write!(f, "element {index}: user id is 0"),
+            FrameError::ZeroRequestId => f.write_str("request id is 0"),
+            FrameError::BadState { index, value } => {
+                write!(f, "element {index}: invalid state {value}")
+            }
+            FrameError::BadCause { index, value } => {
+                write!(f, "element {index}: invalid cause {value}")
+            }
+            FrameError::BadScope(s) => {
+                write!(f, "invalid lagged scope {s} (or scope 1 with users)")
+            }
+            FrameError::BadLastSeen { index } => {
+                write!(f, "record {index}: invalid has_last_seen / last_seen_ms")
+            }
+            FrameError::ReservedFlags(flags) => write!(f, "reserved flag bits set ({flags:#x})"),
+            FrameError::UnsupportedVersion(v) => {
+                write!(
+                    f,
+                    "unsupported protocol version {v} (expected {PROTOCOL_VERSION})"
+                )
+            }
+            FrameError::ZeroShardCount => f.write_str("shard count is 0"),
+        }
+    }
+}
+
+impl std::error::Error for FrameError {}
+
+/// Why an `encode_*` function or a writer refused to produce a frame. Nothing invalid is ever
+/// produced, and `out` is unchanged on error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EncodeError {
+    /// A request id that must be nonzero is 0.
+    ZeroRequestId,
+    /// A user id is 0.
+    ZeroUser {
+        /// Index of the first zero user (for a writer's `push`, the index it would have had).
+        index: usize,
+    },
+    /// A string or token is longer than its limit.
+    StringTooLong {
+        /// Its length in bytes.
+        len: usize,
+        /// The field's limit.
+        max: usize,
+    },
+    /// WELCOME: no shard ports, or more than 65,535; carries the number given.
+    BadShardCount(usize),
+    /// HELLO: the protocol version is not [`PROTOCOL_VERSION`]; carries it.
+    UnsupportedVersion(u16),
+    /// HELLO: reserved flag bits (1–15) set; carries the flags.
+    ReservedFlags(u16),
+    /// The frame would be longer than allowed: `u32::MAX`, or the `max_frame_len` given to a
+    /// writer, [`encode_presence`] or [`encode_events`] (also when not even one element fits
+    /// it).
+    FrameTooLarge {
+        /// The frame length (type + body) it would have.
+        len: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// A writer's `push`: the element does not fit the frame's limit; finish the frame and
+    /// start another.
+    Full,
+}
+
+impl EncodeError {
+    /// The stable snake_case name of the variant.
+    pub const fn reason(&self) -> &'static str {
+        match self {
+            EncodeError::ZeroRequestId => "zero_request_id",
+            EncodeError::ZeroUser { .. } => "zero_user",
+            EncodeError::StringTooLong { .. } => "string_too_long",
+            EncodeError::BadShardCount(_) => "bad_shard_count",
+            EncodeError::UnsupportedVersion(_) => "unsupported_version",
+            EncodeError::ReservedFlags(_) => "reserved_flags",
+            EncodeError::FrameTooLarge { .. } => "frame_too_large",
+            EncodeError::Full => "full",
+        }
+    }
+}
+
+impl fmt::Display for EncodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            EncodeError::ZeroRequestId => f.write_str("request id is 0"),
+            EncodeError::ZeroUser { index } => write!(f, "element {index}: user id is 0"),
+            EncodeError::StringTooLong { len, max } => {
+                write!(f, "string or token of {len} bytes exceeds {max}")
+            }
+            EncodeError::BadShardCount(n) => write!(f, "{n} shard ports (1 to 65535 allowed)"),
+            EncodeError::UnsupportedVersion(v) => {
+                write!(
+                    f,
+                    "protocol version {v}: this codec writes {PROTOCOL_VERSION}"
+                )
+            }
+            EncodeError::ReservedFlags(flags) => write!(f, "reserved flag bits set ({flags:#x})"),
+            EncodeError::FrameTooLarge { len, max } => {
+                write!(f, "frame of {len} bytes would exceed {max}")
+            }
+            EncodeError::Full => f.write_str("the element does not fit the frame's limit"),
+        }
+    }
+}
+
+impl std::error::Error for EncodeError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_are_unique_and_indexed_by_code() {
+        let all = [
+            FrameError::TooShort,
+            FrameError::BadLength,
+            FrameError::FrameTooLarge { len: 2, max: 1 },
+            FrameError::UnknownType(0),
+            FrameError::TrailingBytes { extra: 1 },
+            FrameError::CountMismatch { count: 1, bytes: 0 },
+            FrameError::BadUtf8,
+            FrameError::StringTooLong { len: 65, max: 64 },
+            FrameError::ZeroUser { index: 0 },
+            FrameError::ZeroRequestId,
+            FrameError::BadState { index: 0, value: 3 },
+            FrameError::BadCause { index: 0, value: 5 },
+            FrameError::BadScope(2),
+            FrameError::BadLastSeen { index: 0 },
+            FrameError::ReservedFlags(2),
+            FrameError::UnsupportedVersion(2),
+            FrameError::ZeroShardCount,
+        ];
+        for (i, e) in all.iter().enumerate() {
+            assert_eq!(e.code(), i);
+            assert_eq!(FrameError::REASONS[i], e.reason());
+            assert!(!e.to_string().is_empty());
+        }
+        let mut names = FrameError::REASONS.to_vec();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), FrameError::REASONS.len());
+    }
+}

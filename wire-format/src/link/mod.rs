@@ -1,0 +1,119 @@
+//! The push link: the framed protocol gateways speak with the daemon over one QUIC stream to
+//! subscribe to users, query presence and receive pushed transitions.
+//!
+//! The normative description is `wire-format/SPEC.md`, section "Push link (QUIC)"; this module
+//! is the codec only (no networking).
+//!
+//! - A frame on the stream is `u32 length` (little-endian; the bytes after it) + `u8 type` +
+//!   body. [`FrameReader::next_frame`] splits a byte buffer into frames and enforces
+//!   `max_frame_len`; [`decode_client`] and [`decode_server`] validate one frame's
+//!   `type + body` completely and return zero-copy views ([`UserList`], [`PresenceList`],
+//!   [`EventList`], [`ShardPorts`]: each a [`FixedList`]) whose iterators cannot fail.
+//! - `encode_*` functions append complete frames (length prefix included) to a
+//!   [`BytesMut`](bytes::BytesMut);
+//!   [`encode_presence`] and [`encode_events`] split long lists into frames no longer than a
+//!   given `max_frame_len`. [`EventsWriter`] and [`PresenceWriter`] build such frames one
+//!   transition or record at a time in their own buffer, for a daemon that keeps a frame open
+//!   per link. [`ClientFrame::encode`] and [`ServerFrame::encode`] write a decoded frame back.
+//!   Nothing they produce fails to decode; on error `out` is left as it was.
+//! - [`shard_of`](crate::shard_of) (at the crate's root) is the user → shard owner function
+//!   the daemon and gateways share; [`Welcome::heartbeat_port_for`] applies it.
+//!
+//! The module's files, by concern: `types` (frame types, states, causes, error codes and the
+//! records frames carry), `error` (why a frame is refused or cannot be written), `view` (the
+//! decoded frames), `decode` ([`FrameReader`] and validation), `encode` (the one frame builder
+//! and every `encode_*` function) and `writer` (the frame-at-a-time writers).
+//!
+//! No function of this module panics, whatever its input.
+//!
+//! ```
+//! use bytes::BytesMut;
+//! use presenced_wire::link::{
+//!     decode_client, encode_subscribe, ClientFrame, FrameReader, DEFAULT_MAX_FRAME_LEN,
+//! };
+//!
+//! let mut out = BytesMut::new();
+//! encode_subscribe(&mut out, 1, &[1001, 1002]).unwrap();
+//! let reader = FrameReader::new(DEFAULT_MAX_FRAME_LEN);
+//! let (frame, used) = reader.next_frame(&out).unwrap().unwrap();
+//! assert_eq!(used, out.len());
+//! match decode_client(frame).unwrap() {
+//!     ClientFrame::Subscribe { request_id, users } => {
+//!         assert_eq!(request_id, 1);
+//!         assert_eq!(users.iter().collect::<Vec<_>>(), [1001, 1002]);
+//!     }
+//!     other => panic!("unexpected {other:?}"),
+//! }
+//! ```
+
+mod decode;
+mod encode;
+mod error;
+mod types;
+mod view;
+mod writer;
+
+pub use crate::list::{FixedIter, FixedList, Record};
+pub use decode::{decode_client, decode_server, FrameReader};
+pub use encode::{
+    encode_ack, encode_error, encode_events, encode_hello, encode_lagged, encode_lagged_all,
+    encode_presence, encode_query, encode_stats, encode_stats_reply, encode_subscribe,
+    encode_subscribe_all, encode_unsubscribe, encode_unsubscribe_all, encode_welcome, max_events,
+    max_lagged_users, max_presence_records, max_request_users,
+};
+pub use error::{EncodeError, FrameError};
+pub use types::{
+    ErrorCode, Event, FrameType, Limits, PresenceRecord, Timings, WireCause, WireState,
+};
+pub use view::{
+    ClientFrame, ErrorFrame, EventIter, EventList, Hello, PresenceFrame, PresenceIter,
+    PresenceList, ServerFrame, ShardPorts, UserList, Users, Welcome,
+};
+pub use writer::{EventsWriter, PresenceWriter};
+
+/// The TLS ALPN protocol id of the push link: `presenced/1`.
+pub const ALPN: &[u8] = b"presenced/1";
+/// The link protocol version this module reads and writes (HELLO and WELCOME).
+pub const PROTOCOL_VERSION: u16 = 1;
+/// Length of the frame length prefix (`u32`, little-endian).
+pub const LENGTH_PREFIX_LEN: usize = 4;
+/// The daemon's default `max_frame_len`: 1 MiB. A gateway reads the first frame (WELCOME or
+/// ERROR) with this limit, then with the `max_frame_len` WELCOME announces.
+pub const DEFAULT_MAX_FRAME_LEN: u32 = 1 << 20;
+/// The smallest `max_frame_len` a daemon may announce (64 KiB): every fixed-size frame, the
+/// longest STATS_REPLY included, fits.
+pub const MIN_MAX_FRAME_LEN: u32 = 65_536;
+/// Longest HELLO `client_name`, in bytes.
+pub const MAX_CLIENT_NAME_LEN: usize = 64;
+/// Longest HELLO `token`, in bytes.
+pub const MAX_TOKEN_LEN: usize = 256;
+/// Longest ERROR `message`, in bytes (longer messages are cut by [`encode_error`]).
+pub const MAX_ERROR_MESSAGE_LEN: usize = 1024;
+/// Longest STATS_REPLY `json`, in bytes.
+pub const MAX_STATS_JSON_LEN: usize = 60_000;
+/// Bytes per user id in a user list.
+pub const USER_ID_LEN: usize = 8;
+/// Bytes per PRESENCE record.
+pub const PRESENCE_RECORD_LEN: usize = 26;
+/// Bytes per EVENTS transition.
+pub const EVENT_LEN: usize = 27;
+/// Frame length (type + body) of a PRESENCE frame without records: type, request id, flags,
+/// count.
+pub const PRESENCE_HEADER_LEN: usize = 10;
+/// Frame length (type + body) of an EVENTS frame without transitions: type, count.
+pub const EVENTS_HEADER_LEN: usize = 5;
+/// Frame length (type + body) of a SUBSCRIBE, UNSUBSCRIBE or QUERY without users: type,
+/// request id, count.
+pub const USER_REQUEST_HEADER_LEN: usize = 9;
+/// Frame length (type + body) of a LAGGED frame without users: type, scope, count.
+pub const LAGGED_HEADER_LEN: usize = 6;
+/// HELLO flags bit 0 (`FIREHOSE`): the gateway intends to use the firehose (SUBSCRIBE_ALL).
+/// Informational only: daemons ignore it, and whether a link may use the firehose is decided
+/// by the link's grant in the daemon's key file (`[links]`, SPEC.md § P5.1).
+pub const HELLO_FLAG_FIREHOSE: u16 = 0x0001;
+/// PRESENCE flags bit 0: the last PRESENCE frame of its request.
+pub const PRESENCE_FLAG_FINAL: u8 = 0x01;
+/// LAGGED scope 0: transitions of the listed users were dropped.
+pub const LAGGED_SCOPE_USERS: u8 = 0;
+/// LAGGED scope 1: transitions of any user may have been dropped.
+pub const LAGGED_SCOPE_ALL: u8 = 1;
