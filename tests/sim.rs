@@ -1,5 +1,7 @@
-//! Seeded simulation: the real `Shard` and the reference model (`tests/model`) get the same
-//! random inputs, call by call, and must give identical outputs.
+//! Seeded simulation: the daemon's shard node (`presenced_node::node::ShardNode`, around the
+//! real `Shard`) and the reference model (`tests/model`) get the same random inputs, call by
+//! call, and must give identical outputs. Each heartbeat reaches the node as a datagram, as it
+//! does in the daemon; time passes through the node's `handle_timeout`.
 //!
 //! - `SIM_SEED=<n>` (decimal or 0x-hex) overrides the base seed (each scenario mixes its name in).
 //! - `SIM_STEPS=<n>` overrides the number of steps of every scenario.
@@ -18,42 +20,26 @@ use presenced_core::clock::Now;
 use presenced_core::config::CoreConfig;
 use presenced_core::event::{Cause, Heartbeat, Presence, PublicState, Report, Transition};
 use presenced_core::shard::Shard;
+use presenced_node::auth::Verifier;
+use presenced_node::bus::ToHub;
+use presenced_node::node::{NodeConfig, ShardNode, Transmit};
+use presenced_wire::hash::mix64;
+use presenced_wire::{encode, Entry, Header, State};
+use rand_xoshiro::rand_core::{RngCore, SeedableRng};
+use rand_xoshiro::Xoshiro256StarStar;
 
 // ---------------------------------------------------------------------------------------------
-// PRNG: splitmix64 to seed, xoshiro256** to draw.
+// PRNG: xoshiro256** seeded through splitmix64 (rand_xoshiro).
 
-fn splitmix64(x: &mut u64) -> u64 {
-    *x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *x;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-struct Rng([u64; 4]);
+struct Rng(Xoshiro256StarStar);
 
 impl Rng {
     fn new(seed: u64) -> Rng {
-        let mut x = seed;
-        Rng([
-            splitmix64(&mut x),
-            splitmix64(&mut x),
-            splitmix64(&mut x),
-            splitmix64(&mut x),
-        ])
+        Rng(Xoshiro256StarStar::seed_from_u64(seed))
     }
 
     fn next(&mut self) -> u64 {
-        let s = &mut self.0;
-        let result = s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);
-        let t = s[1] << 17;
-        s[2] ^= s[0];
-        s[3] ^= s[1];
-        s[1] ^= s[2];
-        s[0] ^= s[3];
-        s[2] ^= t;
-        s[3] = s[3].rotate_left(45);
-        result
+        self.0.next_u64()
     }
 
     /// Uniform in `0..n` (`n > 0`); the tiny modulo bias does not matter here.
@@ -91,12 +77,8 @@ fn base_seed() -> u64 {
 }
 
 fn scenario_seed(base: u64, name: &str) -> u64 {
-    let mut h = base;
-    for b in name.bytes() {
-        h ^= b as u64;
-        splitmix64(&mut h);
-    }
-    splitmix64(&mut h)
+    name.bytes()
+        .fold(mix64(base), |h, b| mix64(h ^ u64::from(b)).wrapping_add(1))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -143,6 +125,8 @@ trait Core {
     fn device_count(&self, user: u64) -> usize;
     fn is_known(&self, user: u64) -> bool;
     fn counters(&self) -> Counters;
+    /// Checks of the side's own bookkeeping, run at every full check.
+    fn self_check(&self) -> Result<(), String>;
 }
 
 impl Core for Model {
@@ -164,39 +148,128 @@ impl Core for Model {
     fn counters(&self) -> Counters {
         Counters::of_model(&self.stats)
     }
+    fn self_check(&self) -> Result<(), String> {
+        Model::self_check(self);
+        Ok(())
+    }
 }
 
-impl Core for Shard {
+/// The daemon's shard node around the real core, driven as its shard thread drives it: each
+/// heartbeat arrives as a one-entry datagram, time passes through `handle_timeout`, and the
+/// transitions are what the node queues for the hub.
+struct Node {
+    node: ShardNode,
+    sequence: u64,
+    /// Datagrams naming user 0 sent (each one entry, refused at decode).
+    zero_user: u64,
+}
+
+impl Node {
+    fn new(core: CoreConfig, now: Now) -> Node {
+        let config = NodeConfig {
+            index: 0,
+            shards: 1,
+            core,
+            cross_shard_batch: presenced_node::bus::MAX_ENTRY_BATCH,
+            link_outbox: usize::MAX,
+        };
+        let node = ShardNode::new(config, Verifier::new(None, u64::MAX), now).expect("config");
+        Node {
+            node,
+            sequence: 0,
+            zero_user: 0,
+        }
+    }
+
+    fn datagram(&mut self, hb: &Heartbeat) -> Vec<u8> {
+        self.sequence += 1;
+        let entry = Entry {
+            // The encoder refuses user 0; the datagram is patched to carry it below.
+            user: hb.user.max(1),
+            device: hb.device,
+            state: match hb.report {
+                Report::Online => State::Online,
+                Report::Idle => State::Idle,
+                Report::Invisible => State::Invisible,
+                Report::Offline => State::Offline,
+            },
+            active: hb.active,
+        };
+        let header = Header::new(1, 1, self.sequence, 1_700_000_000_000);
+        let mut bytes = encode(&header, &[entry]).expect("one valid entry");
+        if hb.user == 0 {
+            let at = presenced_wire::HEADER_LEN;
+            bytes[at..at + 8].fill(0);
+        }
+        bytes
+    }
+
+    fn sent(&mut self, out: &mut Vec<Transition>) {
+        while let Some(t) = self.node.poll_transmit() {
+            match t {
+                Transmit::Hub(ToHub::Transitions(batch)) => out.extend(batch.items()),
+                Transmit::Hub(_) | Transmit::Peer { .. } => {
+                    panic!("one shard with an unbounded outbox sends only transitions")
+                }
+            }
+        }
+    }
+}
+
+impl Core for Node {
     fn heartbeat(&mut self, now: Now, hb: &Heartbeat, out: &mut Vec<Transition>) {
-        Shard::heartbeat(self, now, hb, out);
+        let bytes = self.datagram(hb);
+        self.node.handle_datagram(now, &bytes);
+        if hb.user == 0 {
+            self.zero_user += 1;
+            // The node refuses a datagram naming user 0 when it decodes it (SPEC.md § 8); the
+            // round that received it still advances time, as the model's refused entry does.
+            self.node.handle_timeout(now);
+        }
+        self.sent(out);
     }
     fn advance(&mut self, now: Now, out: &mut Vec<Transition>) {
-        Shard::advance(self, now, out);
+        self.node.handle_timeout(now);
+        self.sent(out);
     }
     fn query(&self, user: u64) -> Presence {
-        Shard::query(self, user)
+        self.node.shard().query(user)
     }
     fn device_count(&self, user: u64) -> usize {
-        Shard::device_count(self, user)
+        self.node.shard().device_count(user)
     }
     fn is_known(&self, user: u64) -> bool {
-        Shard::is_known(self, user)
+        self.node.shard().is_known(user)
     }
     fn counters(&self) -> Counters {
-        let s = self.stats();
+        // Entries for user 0 never reach the core: their datagrams are refused at decode (the
+        // node's own count of them is checked at every full check).
+        let zero = self.zero_user;
+        let s = self.node.shard().stats();
         Counters {
             users: s.users,
             devices: s.devices,
-            heartbeats: s.heartbeats,
+            heartbeats: s.heartbeats + zero,
             transitions: s.transitions,
             refused_user_capacity: s.refused_user_capacity,
             refused_device_limit: s.refused_device_limit,
             refused_overflow_full: s.refused_overflow_full,
-            refused_user_zero: s.refused_user_zero,
+            refused_user_zero: s.refused_user_zero + zero,
             logout_unknown: s.logout_unknown,
             clock_backwards: s.clock_backwards,
             records_dropped: s.records_dropped,
         }
+    }
+    fn self_check(&self) -> Result<(), String> {
+        let stats = self.node.stats();
+        if stats.dropped["zero_user"] != self.zero_user || stats.dropped_total() != self.zero_user
+        {
+            return Err(format!(
+                "the node counted {:?} dropped datagrams; {} named user 0",
+                stats.dropped, self.zero_user
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -849,6 +922,9 @@ impl<'a, R: Core> Sim<'a, R> {
     fn full_check(&mut self, pool: &[u64], rng: &mut Rng) {
         self.cov.full_checks += 1;
         self.model.self_check();
+        if let Err(e) = self.real.self_check() {
+            self.fail(&e);
+        }
         let model_users: Vec<u64> = self.model.users.keys().copied().collect();
         for u in model_users {
             self.compare_user(u);
@@ -1141,10 +1217,10 @@ fn run_flapping<R: Core>(
 }
 
 // ---------------------------------------------------------------------------------------------
-// The real shard against the model, one test per scenario (they run in parallel).
+// The real node against the model, one test per scenario (they run in parallel).
 
 fn real(name: &str) {
-    run_scenario(name, |cfg, now| Shard::new(cfg, now).expect("Shard::new"));
+    run_scenario(name, Node::new);
 }
 
 #[test]

@@ -199,6 +199,14 @@ impl Shard {
         self.stats.timers_cascaded = self.wheel.cascaded();
     }
 
+    /// The monotonic time (µs) from which [`Shard::advance`] has timers to fire (the start of
+    /// the earliest busy tick), or `None` when no timer is set: a driver may sleep until it.
+    pub fn next_deadline_us(&self) -> Option<u64> {
+        self.wheel
+            .next_due()
+            .map(|tick| tick.saturating_mul(self.tick_us))
+    }
+
     /// The presence of `user` as of the last processed tick.
     pub fn query(&self, user: u64) -> Presence {
         match self.record(user) {

@@ -1,10 +1,11 @@
 //! A stateful harness for the presence core, shared by the `shard` fuzz target
 //! (`fuzz/fuzz_targets/shard.rs`, libFuzzer) and `tests/shard_fuzz_props.rs` (proptest, in CI).
 //!
-//! [`run`] reads arbitrary bytes as a small `Shard`'s configuration, its start time and a
+//! [`run`] reads arbitrary bytes as a small shard's configuration, its start time and a
 //! sequence of operations — heartbeat datagrams (encoded with `presenced_wire::encode`, or made
-//! of raw bytes, then decoded with `presenced_wire::decode` and applied as the daemon's worker
-//! does: `Shard::heartbeats` with one `Now` per datagram), time passing (`Shard::advance`), jumps
+//! of raw bytes) handed to the daemon's own sans-IO shard node
+//! (`presenced_node::node::ShardNode::handle_datagram`, which decodes, checks and applies them
+//! with one `Now` per datagram), time passing (`ShardNode::handle_timeout`), jumps
 //! far beyond every timer horizon, wall-clock steps either way, and calls whose monotonic time
 //! is behind an earlier one's — and panics as soon as an invariant breaks:
 //!
@@ -37,6 +38,9 @@ use presenced_core::config::{CoreConfig, MAX_HORIZON_TICKS};
 use presenced_core::event::{Cause, Heartbeat, Presence, PublicState, Report, Transition};
 use presenced_core::record::MAX_WALL_MS;
 use presenced_core::shard::{CoreStats, Shard};
+use presenced_node::auth::Verifier;
+use presenced_node::bus::ToHub;
+use presenced_node::node::{NodeConfig, ShardNode, Transmit};
 use presenced_wire::{decode, encode, Entry, Header, State};
 
 #[path = "../model/mod.rs"]
@@ -273,7 +277,7 @@ struct Sent {
 
 struct Harness {
     cfg: CoreConfig,
-    shard: Shard,
+    node: ShardNode,
     /// Largest mono time passed so far (the shard's clock).
     mono: u64,
     /// Wall clock, Unix ms: follows mono, and steps.
@@ -344,19 +348,50 @@ impl Harness {
             self.cfg,
             self.mono,
             self.wall,
-            self.shard.stats()
+            self.shard().stats()
         );
     }
 
-    /// Applies a datagram the way the worker does: decode, then every entry with one `Now`.
-    /// With `pre_advance`, time is advanced first (the worker's own loop advances between
+    /// The node's presence core.
+    fn shard(&self) -> &Shard {
+        self.node.shard()
+    }
+
+    /// The transitions the node queued for the hub since the last call (a single shard routes
+    /// nothing elsewhere, and the outbox never fills here).
+    fn sent_transitions(&mut self) -> Vec<Transition> {
+        let mut out = Vec::new();
+        while let Some(t) = self.node.poll_transmit() {
+            match t {
+                Transmit::Hub(ToHub::Transitions(batch)) => out.extend(batch.items()),
+                Transmit::Hub(_) => self.fail("only transitions were expected".into()),
+                Transmit::Peer { shard, .. } => {
+                    self.fail(format!("a single shard routed entries to shard {shard}"))
+                }
+            }
+        }
+        out
+    }
+
+    /// Hands a datagram to the node, which decodes it and applies every entry with one `Now`.
+    /// With `pre_advance`, time is advanced first (the shard thread advances between rounds of
     /// datagrams; here both orders are exercised).
     fn datagram(&mut self, bytes: &[u8], now: Now, pre_advance: bool) {
-        // The worker decodes, then (with no key file, as here) refuses authenticated ones.
+        // The node decodes, then (with no key file, as here) refuses authenticated ones: a
+        // refused datagram is counted by reason and changes nothing else.
         let d = match decode(bytes) {
             Ok(d) if !d.is_authenticated() => d,
             _ => {
                 self.summary.refused_datagrams += 1;
+                let before = (self.node.stats().dropped_total(), self.shard().stats().clone());
+                self.node.handle_datagram(now, bytes);
+                let after = (self.node.stats().dropped_total(), self.shard().stats().clone());
+                if after.0 != before.0 + 1 || after.1 != before.1 {
+                    self.fail(format!("a refused datagram: {before:?} -> {after:?}"));
+                }
+                if !self.sent_transitions().is_empty() {
+                    self.fail("a refused datagram caused transitions".into());
+                }
                 return;
             }
         };
@@ -381,9 +416,9 @@ impl Harness {
         if pre_advance {
             self.advance(now);
         }
-        let before = self.shard.stats().clone();
-        let mut out = Vec::new();
-        self.shard.heartbeats(now, &batch, &mut out);
+        let before = self.shard().stats().clone();
+        self.node.handle_datagram(now, bytes);
+        let out = self.sent_transitions();
         self.entries += batch.len() as u64;
         self.last_entry_mono = Some(self.mono);
         let model_out = self.model.as_mut().map(|m| {
@@ -410,7 +445,7 @@ impl Harness {
                 "transitions differ from the model's\n  shard: {got:?}\n  model: {want:?}"
             ));
         }
-        let (s, m) = (self.shard.stats(), &model.stats);
+        let (s, m) = (self.shard().stats(), &model.stats);
         let shard_counters = [
             s.users,
             s.devices,
@@ -443,9 +478,9 @@ impl Harness {
         model.self_check();
         for &user in self.users.keys() {
             let shard = (
-                self.shard.query(user),
-                self.shard.device_count(user),
-                self.shard.is_known(user),
+                self.shard().query(user),
+                self.shard().device_count(user),
+                self.shard().is_known(user),
             );
             let want = (
                 model.query(user),
@@ -469,7 +504,7 @@ impl Harness {
         now: Now,
     ) {
         self.check_transitions(out, sent, before, now);
-        let after = self.shard.stats().clone();
+        let after = self.shard().stats().clone();
         // Without a refusal every heartbeat entry was applied: each device it named is live
         // until its deadline, i.e. while mono stays within `timeout` of now.
         let refused = after.refused_user_capacity != before.refused_user_capacity
@@ -488,9 +523,9 @@ impl Harness {
     }
 
     fn advance(&mut self, now: Now) {
-        let before = self.shard.stats().clone();
-        let mut out = Vec::new();
-        self.shard.advance(now, &mut out);
+        let before = self.shard().stats().clone();
+        self.node.handle_timeout(now);
+        let out = self.sent_transitions();
         let model_out = self.model.as_mut().map(|m| m.advance(now));
         self.compare_with_model(&out, model_out);
         self.check_transitions(&out, &BTreeMap::new(), &before, now);
@@ -507,7 +542,7 @@ impl Harness {
         now: Now,
     ) {
         // Records dropped during the call: a user's may be among them.
-        let dropped_now = self.shard.stats().records_dropped != before.records_dropped;
+        let dropped_now = self.shard().stats().records_dropped != before.records_dropped;
         for t in out {
             self.transitions += 1;
             self.summary.causes[cause_index(t.cause)] += 1;
@@ -562,16 +597,16 @@ impl Harness {
 
     /// Checks every user's answers after a call.
     fn check_users(&mut self, out: &[Transition], before: &CoreStats, now: Now) {
-        let dropped_now = self.shard.stats().records_dropped != before.records_dropped;
+        let dropped_now = self.shard().stats().records_dropped != before.records_dropped;
         let max_devices = usize::from(self.cfg.max_devices_per_user);
         let users: Vec<u64> = self.users.keys().copied().collect();
         let mut known = 0u64;
         let mut devices = 0u64;
         for user in users {
             let view = self.users[&user];
-            let q = self.shard.query(user);
-            let n = self.shard.device_count(user);
-            let is_known = self.shard.is_known(user);
+            let q = self.shard().query(user);
+            let n = self.shard().device_count(user);
+            let is_known = self.shard().is_known(user);
             if let Some(until) = view.live_until {
                 if self.mono <= until && (!is_known || n == 0) {
                     self.fail(format!(
@@ -639,12 +674,12 @@ impl Harness {
                 }
             }
         }
-        let stats = self.shard.stats();
-        if stats.users != known || self.shard.table().len() as u64 != known {
+        let stats = self.shard().stats();
+        if stats.users != known || self.shard().table().len() as u64 != known {
             self.fail(format!(
                 "{known} users known, stats say {}, table holds {}",
                 stats.users,
-                self.shard.table().len()
+                self.shard().table().len()
             ));
         }
         if stats.devices != devices {
@@ -653,12 +688,12 @@ impl Harness {
                 stats.devices
             ));
         }
-        self.shard.table().check_invariants();
+        self.shard().table().check_invariants();
     }
 
     /// Counters and liveness.
     fn check_counters(&mut self, before: &CoreStats, applied_entries: bool) {
-        let stats = self.shard.stats().clone();
+        let stats = self.shard().stats().clone();
         if stats.transitions != self.transitions {
             self.fail(format!(
                 "{} transitions seen, stats say {}",
@@ -851,8 +886,8 @@ impl Harness {
         let dt = self.cfg.timeout_us() + self.cfg.last_seen_retention_us + 3 * self.tick();
         self.pass(dt);
         self.advance(self.now());
-        let stats = self.shard.stats();
-        if stats.devices != 0 || stats.users != 0 || !self.shard.table().is_empty() {
+        let stats = self.shard().stats();
+        if stats.devices != 0 || stats.users != 0 || !self.shard().table().is_empty() {
             self.fail("records left after every timer ran out".to_string());
         }
     }
@@ -882,13 +917,21 @@ pub fn run(data: &[u8]) -> Summary {
         mono_us: mono,
         wall_ms: wall,
     };
-    let shard = Shard::new(cfg.clone(), now).expect("the harness's configs are valid");
+    let node_config = NodeConfig {
+        index: 0,
+        shards: 1,
+        core: cfg.clone(),
+        cross_shard_batch: presenced_node::bus::MAX_ENTRY_BATCH,
+        link_outbox: usize::MAX,
+    };
+    let node = ShardNode::new(node_config, Verifier::new(None, u64::MAX), now)
+        .expect("the harness's configs are valid");
     let model = (1..=MAX_WALL_MS)
         .contains(&wall)
         .then(|| Model::new(cfg.clone(), now));
     let mut h = Harness {
         cfg,
-        shard,
+        node,
         mono,
         wall,
         users: BTreeMap::new(),
@@ -905,7 +948,7 @@ pub fn run(data: &[u8]) -> Summary {
         h.op += 1;
     }
     h.summary.ops = h.op as u64;
-    h.summary.stats = h.shard.stats().clone();
+    h.summary.stats = h.shard().stats().clone();
     h.drain();
     h.summary
 }

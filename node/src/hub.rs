@@ -1,0 +1,717 @@
+//! The hub: who is subscribed to whom, and the frames each gateway link is owed. A state
+//! machine in quinn-proto's manner: the shards' messages (`handle_shard`) and the links'
+//! commands (`handle_command`) go in; requests for the shards (`poll_request`) and frames for
+//! the links (`poll_transmit`) come out. It never blocks, reads a clock or touches a channel;
+//! the daemon's hub thread moves the messages and the link tasks write the frames.
+//!
+//! **Subscribe is atomic with its snapshot.** The hub asks the owning shards for the users'
+//! presence; a shard answers down the same FIFO as its transitions, and the hub registers the
+//! subscription when it reads the answer. Transitions before the answer are in the snapshot;
+//! those after it reach the new subscriber. A link subscribed to a user many times, or both to
+//! the user and to everyone (the firehose), gets each transition once.
+//!
+//! **The hub never waits for a gateway.** It counts the frames queued for each link and not
+//! yet written (`Command::Written` gives them back); a link with `queue_depth` frames queued
+//! loses further events and is owed a LAGGED frame naming the users to re-query, sent as soon
+//! as its queue has room again.
+
+use crate::bus::{owner, Request, ToHub};
+use bytes::{Bytes, BytesMut};
+use presenced_core::event::{Cause, Presence, PublicState, Transition};
+use presenced_wire::link as wire;
+use presenced_wire::stats::{AuthStats, LatencySummary, LinkStats, ShardStats, Stats};
+use std::collections::{HashMap, HashSet, VecDeque};
+
+/// Users remembered per lagging link before the hub asks it to re-query everything (a LAGGED
+/// frame of this many fits the smallest allowed frame limit, 64 KiB).
+pub const LAG_USERS_LIMIT: usize = 8_000;
+const _: () = assert!(
+    wire::LAGGED_HEADER_LEN + LAG_USERS_LIMIT * wire::USER_ID_LEN
+        <= wire::MIN_MAX_FRAME_LEN as usize
+);
+
+/// The hub's limits.
+#[derive(Clone, Debug)]
+pub struct HubConfig {
+    /// Shards in the daemon (≥ 1).
+    pub shards: usize,
+    /// Largest frame sent (`link.max_frame_len`).
+    pub max_frame_len: usize,
+    /// Users one link may be subscribed to (`link.max_subscriptions`).
+    pub max_subscriptions: usize,
+    /// Frames queued for one link before it loses events (`link.queue_depth`).
+    pub queue_depth: usize,
+}
+
+/// What the server's part of STATS is: figures the link tasks keep.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServerStats {
+    /// Datagram authentication.
+    pub auth: AuthStats,
+    /// Connections refused because `link.max_links` were open.
+    pub links_refused: u64,
+    /// Links closed at HELLO for a bad name or token.
+    pub links_unauthorized: u64,
+    /// Transition latency, receipt to frame written.
+    pub latency_us: LatencySummary,
+}
+
+/// What a link's task tells the hub.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// A link passed HELLO.
+    Open {
+        /// The link's id.
+        link: u32,
+    },
+    /// SUBSCRIBE.
+    Subscribe {
+        /// The link.
+        link: u32,
+        /// Its request id.
+        request: u32,
+        /// Users (nonzero, at most `link.max_users_per_request`).
+        users: Vec<u64>,
+    },
+    /// UNSUBSCRIBE.
+    Unsubscribe {
+        /// The link.
+        link: u32,
+        /// Its request id.
+        request: u32,
+        /// Users.
+        users: Vec<u64>,
+    },
+    /// SUBSCRIBE_ALL (true) or UNSUBSCRIBE_ALL (false).
+    Firehose {
+        /// The link.
+        link: u32,
+        /// Its request id.
+        request: u32,
+        /// Subscribe or unsubscribe.
+        on: bool,
+    },
+    /// QUERY.
+    Query {
+        /// The link.
+        link: u32,
+        /// Its request id.
+        request: u32,
+        /// Users.
+        users: Vec<u64>,
+    },
+    /// STATS, with the server's figures as of the request.
+    Stats {
+        /// The link.
+        link: u32,
+        /// Its request id.
+        request: u32,
+        /// The server's part of the answer.
+        server: Box<ServerStats>,
+    },
+    /// The link's task wrote this many of the frames the hub queued for it.
+    Written {
+        /// The link.
+        link: u32,
+        /// Frames written.
+        frames: usize,
+    },
+    /// The link closed: its subscriptions end.
+    Close {
+        /// The link.
+        link: u32,
+    },
+}
+
+/// A frame for one link.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outgoing {
+    /// The encoded frame, length prefix included.
+    pub frame: Bytes,
+    /// This frame ends the answer to a request (the link's in-flight count drops).
+    pub completes: bool,
+    /// For EVENTS frames: monotonic µs at which the earliest datagram behind them was received.
+    pub since_us: Option<u64>,
+}
+
+/// Counters of the hub.
+#[derive(Default, Debug, Clone, PartialEq, Eq)]
+pub struct HubStats {
+    /// Transitions read from the shards.
+    pub transitions: u64,
+    /// Events queued to links.
+    pub events_sent: u64,
+    /// Events dropped because a link's queue was full.
+    pub events_dropped: u64,
+    /// LAGGED frames sent.
+    pub lag_signals: u64,
+    /// Transitions the shards shed before they reached the hub.
+    pub shard_shed: u64,
+}
+
+struct Link {
+    users: HashSet<u64>,
+    /// Subscriptions requested and not yet registered (counted against the limit).
+    reserved: usize,
+    firehose: bool,
+    /// Frames queued and not yet written.
+    queued: usize,
+    /// The open EVENTS frame and the users in it.
+    events: wire::EventsWriter,
+    event_users: Vec<u64>,
+    events_since_us: u64,
+    lagged: HashSet<u64>,
+    lagged_all: bool,
+}
+
+impl Link {
+    fn owes_lag(&self) -> bool {
+        self.lagged_all || !self.lagged.is_empty()
+    }
+}
+
+struct Pending {
+    shards_left: usize,
+    /// For STATS: the server's figures and the shards' answers so far.
+    server: Option<Box<ServerStats>>,
+    shard_stats: Vec<ShardStats>,
+}
+
+/// The hub (see the module docs).
+pub struct Hub {
+    config: HubConfig,
+    links: HashMap<u32, Link>,
+    subscribers: HashMap<u64, Vec<u32>>,
+    firehose: Vec<u32>,
+    pending: HashMap<(u32, u32), Pending>,
+    stats: HubStats,
+    /// Links with an open EVENTS frame.
+    touched: Vec<u32>,
+    /// Links owed a LAGGED frame, checked when their queue has room.
+    owing: Vec<u32>,
+    requests: VecDeque<(usize, Request)>,
+    transmits: VecDeque<(u32, Outgoing)>,
+}
+
+impl Hub {
+    /// A hub with no link. Panics if `max_frame_len` is below the protocol's minimum (the
+    /// settings refuse it).
+    pub fn new(config: HubConfig) -> Hub {
+        assert!(config.max_frame_len >= wire::MIN_MAX_FRAME_LEN as usize);
+        Hub {
+            config,
+            links: HashMap::new(),
+            subscribers: HashMap::new(),
+            firehose: Vec::new(),
+            pending: HashMap::new(),
+            stats: HubStats::default(),
+            touched: Vec::new(),
+            owing: Vec::new(),
+            requests: VecDeque::new(),
+            transmits: VecDeque::new(),
+        }
+    }
+
+    /// One message from a shard, in that shard's order.
+    pub fn handle_shard(&mut self, message: ToHub) {
+        match message {
+            ToHub::Transitions(batch) => {
+                self.stats.transitions += batch.len() as u64;
+                for t in batch.items() {
+                    self.fan_out(t, batch.since_us);
+                }
+            }
+            ToHub::Snapshot {
+                link,
+                request,
+                subscribe,
+                presence,
+            } => self.snapshot(link, request, subscribe, &presence),
+            ToHub::Stats {
+                link,
+                request,
+                stats,
+            } => self.shard_stats(link, request, *stats),
+            ToHub::Shed(n) => {
+                self.stats.shard_shed += n;
+                for (&id, link) in &mut self.links {
+                    if link.firehose || !link.users.is_empty() {
+                        link.lagged_all = true;
+                        self.owing.push(id);
+                    }
+                }
+            }
+        }
+    }
+
+    /// One command from a link's task.
+    pub fn handle_command(&mut self, command: Command) {
+        match command {
+            Command::Open { link } => {
+                let events = wire::EventsWriter::new(self.config.max_frame_len as u32)
+                    .expect("a frame limit of at least 64 KiB holds an event");
+                self.links.insert(
+                    link,
+                    Link {
+                        users: HashSet::new(),
+                        reserved: 0,
+                        firehose: false,
+                        queued: 0,
+                        events,
+                        event_users: Vec::new(),
+                        events_since_us: 0,
+                        lagged: HashSet::new(),
+                        lagged_all: false,
+                    },
+                );
+            }
+            Command::Close { link } => self.close(link),
+            Command::Subscribe {
+                link,
+                request,
+                users,
+            } => self.ask_shards(link, request, users, true),
+            Command::Query {
+                link,
+                request,
+                users,
+            } => self.ask_shards(link, request, users, false),
+            Command::Unsubscribe {
+                link: id,
+                request,
+                users,
+            } => {
+                let Some(link) = self.links.get_mut(&id) else {
+                    return;
+                };
+                for user in users {
+                    if link.users.remove(&user) {
+                        unsubscribe(&mut self.subscribers, user, id);
+                    }
+                }
+                self.ack(id, request);
+            }
+            Command::Firehose {
+                link: id,
+                request,
+                on,
+            } => {
+                let Some(link) = self.links.get_mut(&id) else {
+                    return;
+                };
+                link.firehose = on;
+                self.firehose.retain(|&l| l != id);
+                if on {
+                    self.firehose.push(id);
+                }
+                self.ack(id, request);
+            }
+            Command::Stats {
+                link,
+                request,
+                server,
+            } => {
+                if !self.links.contains_key(&link) {
+                    return;
+                }
+                self.pending.insert(
+                    (link, request),
+                    Pending {
+                        shards_left: self.config.shards,
+                        server: Some(server),
+                        shard_stats: Vec::with_capacity(self.config.shards),
+                    },
+                );
+                for shard in 0..self.config.shards {
+                    self.requests
+                        .push_back((shard, Request::Stats { link, request }));
+                }
+            }
+            Command::Written { link: id, frames } => {
+                if let Some(link) = self.links.get_mut(&id) {
+                    link.queued = link.queued.saturating_sub(frames);
+                    if link.owes_lag() {
+                        self.owing.push(id);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The next request for a shard: `(shard, request)`.
+    pub fn poll_request(&mut self) -> Option<(usize, Request)> {
+        self.requests.pop_front()
+    }
+
+    /// The next frame for a link: `(link, frame)`. The open EVENTS frames of the messages
+    /// handled so far are queued first (so a driver that polls after each batch of messages
+    /// sends full frames), then the LAGGED frames owed to links whose queue has room.
+    pub fn poll_transmit(&mut self) -> Option<(u32, Outgoing)> {
+        if self.transmits.is_empty() {
+            for id in std::mem::take(&mut self.touched) {
+                self.flush_link(id);
+            }
+            self.signal_lag();
+        }
+        self.transmits.pop_front()
+    }
+
+    /// The hub's counters.
+    pub fn stats(&self) -> &HubStats {
+        &self.stats
+    }
+
+    /// Links open.
+    pub fn links(&self) -> usize {
+        self.links.len()
+    }
+
+    fn fan_out(&mut self, t: &Transition, since_us: u64) {
+        let event = wire_event(t);
+        let targets = self.subscribers.get(&t.user).into_iter().flatten();
+        // A subscribed link with the firehose on is reached through the firehose: once.
+        let subscribed = targets.map(|&id| (id, true));
+        let firehose = self.firehose.iter().map(|&id| (id, false));
+        for (id, by_subscription) in subscribed.chain(firehose) {
+            let Some(link) = self.links.get_mut(&id) else {
+                continue;
+            };
+            if by_subscription && link.firehose {
+                continue;
+            }
+            if link.events.is_empty() {
+                link.events_since_us = since_us;
+                self.touched.push(id);
+            }
+            if link.events.push(event).is_err() {
+                // The frame is full: queue it and start the next one.
+                queue_events(
+                    id,
+                    link,
+                    &mut self.stats,
+                    &mut self.transmits,
+                    &mut self.owing,
+                    self.config.queue_depth,
+                );
+                link.events_since_us = since_us;
+                let pushed = link.events.push(event);
+                debug_assert!(pushed.is_ok(), "one event fits an empty frame");
+            }
+            link.event_users.push(t.user);
+        }
+    }
+
+    /// Queues the link's open EVENTS frame (so what follows is ordered after it).
+    fn flush_link(&mut self, id: u32) {
+        if let Some(link) = self.links.get_mut(&id) {
+            queue_events(
+                id,
+                link,
+                &mut self.stats,
+                &mut self.transmits,
+                &mut self.owing,
+                self.config.queue_depth,
+            );
+        }
+    }
+
+    fn signal_lag(&mut self) {
+        let depth = self.config.queue_depth;
+        let mut owing = std::mem::take(&mut self.owing);
+        owing.sort_unstable();
+        owing.dedup();
+        for id in owing {
+            let Some(link) = self.links.get_mut(&id) else {
+                continue;
+            };
+            if !link.owes_lag() {
+                continue;
+            }
+            if link.queued >= depth {
+                // Checked again when the link's task reports frames written.
+                continue;
+            }
+            let mut buf = BytesMut::new();
+            if link.lagged_all {
+                wire::encode_lagged_all(&mut buf);
+            } else {
+                let users: Vec<u64> = link.lagged.iter().copied().collect();
+                if wire::encode_lagged(&mut buf, &users).is_err() {
+                    buf.clear();
+                    wire::encode_lagged_all(&mut buf);
+                }
+            }
+            link.lagged_all = false;
+            link.lagged.clear();
+            send(&mut self.transmits, id, link, buf, false, None);
+            self.stats.lag_signals += 1;
+        }
+    }
+
+    fn snapshot(&mut self, id: u32, request: u32, subscribe: bool, presence: &[(u64, Presence)]) {
+        self.flush_link(id);
+        let key = (id, request);
+        let last = match self.pending.get_mut(&key) {
+            Some(p) => {
+                p.shards_left -= 1;
+                p.shards_left == 0
+            }
+            None => return,
+        };
+        if last {
+            self.pending.remove(&key);
+        }
+        let Some(link) = self.links.get_mut(&id) else {
+            return;
+        };
+        if subscribe {
+            link.reserved -= presence.len().min(link.reserved);
+            for &(user, _) in presence {
+                if link.users.insert(user) {
+                    self.subscribers.entry(user).or_default().push(id);
+                }
+            }
+        }
+        let records: Vec<wire::PresenceRecord> =
+            presence.iter().map(|&(u, p)| wire_presence(u, p)).collect();
+        let mut buf = BytesMut::new();
+        let max = self.config.max_frame_len as u32;
+        match wire::encode_presence(&mut buf, request, &records, last, max) {
+            Ok(0) => {}
+            Ok(_) => send(&mut self.transmits, id, link, buf, last, None),
+            Err(e) => self.error(id, request, wire::ErrorCode::Internal, &e.to_string()),
+        }
+    }
+
+    fn shard_stats(&mut self, id: u32, request: u32, stats: ShardStats) {
+        let key = (id, request);
+        let Some(p) = self.pending.get_mut(&key) else {
+            return;
+        };
+        p.shard_stats.push(stats);
+        p.shards_left -= 1;
+        if p.shards_left > 0 {
+            return;
+        }
+        let Some(p) = self.pending.remove(&key) else {
+            return;
+        };
+        let json = self.stats_json(p);
+        let mut buf = BytesMut::new();
+        match wire::encode_stats_reply(&mut buf, request, &json) {
+            Ok(()) => {
+                if let Some(link) = self.links.get_mut(&id) {
+                    send(&mut self.transmits, id, link, buf, true, None);
+                }
+            }
+            Err(e) => self.error(id, request, wire::ErrorCode::Internal, &e.to_string()),
+        }
+    }
+
+    fn ask_shards(&mut self, id: u32, request: u32, users: Vec<u64>, subscribe: bool) {
+        let Some(link) = self.links.get_mut(&id) else {
+            return;
+        };
+        if subscribe {
+            let total = link.users.len() + link.reserved + users.len();
+            if total > self.config.max_subscriptions {
+                let message = format!(
+                    "subscribing to {} more users would pass link.max_subscriptions ({})",
+                    users.len(),
+                    self.config.max_subscriptions
+                );
+                self.error(id, request, wire::ErrorCode::SubscriptionLimit, &message);
+                return;
+            }
+            link.reserved += users.len();
+        }
+        let shards = self.config.shards;
+        let mut groups: Vec<Vec<u64>> = vec![Vec::new(); shards];
+        for user in users {
+            groups[owner(user, shards)].push(user);
+        }
+        let asked = groups.iter().filter(|g| !g.is_empty()).count();
+        if asked == 0 {
+            let mut buf = BytesMut::new();
+            let max = self.config.max_frame_len as u32;
+            if wire::encode_presence(&mut buf, request, &[], true, max).is_ok() {
+                send(&mut self.transmits, id, link, buf, true, None);
+            }
+            return;
+        }
+        self.pending.insert(
+            (id, request),
+            Pending {
+                shards_left: asked,
+                server: None,
+                shard_stats: Vec::new(),
+            },
+        );
+        for (shard, users) in groups.into_iter().enumerate() {
+            if !users.is_empty() {
+                let request = Request::Snapshot {
+                    link: id,
+                    request,
+                    subscribe,
+                    users,
+                };
+                self.requests.push_back((shard, request));
+            }
+        }
+    }
+
+    fn close(&mut self, id: u32) {
+        let Some(link) = self.links.remove(&id) else {
+            return;
+        };
+        for user in link.users {
+            unsubscribe(&mut self.subscribers, user, id);
+        }
+        self.firehose.retain(|&l| l != id);
+        self.pending.retain(|&(l, _), _| l != id);
+        self.transmits.retain(|&(l, _)| l != id);
+    }
+
+    fn ack(&mut self, id: u32, request: u32) {
+        let mut buf = BytesMut::new();
+        if wire::encode_ack(&mut buf, request).is_ok() {
+            if let Some(link) = self.links.get_mut(&id) {
+                send(&mut self.transmits, id, link, buf, true, None);
+            }
+        }
+    }
+
+    fn error(&mut self, id: u32, request: u32, code: wire::ErrorCode, message: &str) {
+        let mut buf = BytesMut::new();
+        wire::encode_error(&mut buf, request, code, message);
+        if let Some(link) = self.links.get_mut(&id) {
+            send(&mut self.transmits, id, link, buf, true, None);
+        }
+    }
+
+    fn stats_json(&self, pending: Pending) -> String {
+        let server = pending.server.unwrap_or_default();
+        let mut shards = pending.shard_stats;
+        shards.sort_by_key(|s| s.shard);
+        let s = &self.stats;
+        let stats = Stats {
+            auth: server.auth,
+            shards,
+            link: LinkStats {
+                links: self.links.len() as u64,
+                subscribed_users: self.subscribers.len() as u64,
+                firehose_links: self.firehose.len() as u64,
+                transitions: s.transitions,
+                events_sent: s.events_sent,
+                events_dropped: s.events_dropped,
+                lag_signals: s.lag_signals,
+                shard_shed: s.shard_shed,
+                links_refused: server.links_refused,
+                links_unauthorized: server.links_unauthorized,
+                latency_us: server.latency_us,
+            },
+        };
+        stats.to_json().expect("the stats schema serialises")
+    }
+}
+
+/// Queues a frame for a link and counts it against the link's queue.
+fn send(
+    transmits: &mut VecDeque<(u32, Outgoing)>,
+    id: u32,
+    link: &mut Link,
+    frame: BytesMut,
+    completes: bool,
+    since_us: Option<u64>,
+) {
+    link.queued += 1;
+    transmits.push_back((
+        id,
+        Outgoing {
+            frame: frame.freeze(),
+            completes,
+            since_us,
+        },
+    ));
+}
+
+/// Queues the link's open EVENTS frame, or drops it and remembers its users if the link's
+/// queue is full.
+fn queue_events(
+    id: u32,
+    link: &mut Link,
+    stats: &mut HubStats,
+    transmits: &mut VecDeque<(u32, Outgoing)>,
+    owing: &mut Vec<u32>,
+    queue_depth: usize,
+) {
+    let Some(frame) = link.events.flush() else {
+        return;
+    };
+    let users = std::mem::take(&mut link.event_users);
+    let n = users.len() as u64;
+    if link.queued >= queue_depth {
+        stats.events_dropped += n;
+        if !link.owes_lag() {
+            owing.push(id);
+        }
+        if !link.lagged_all {
+            link.lagged.extend(users);
+            if link.lagged.len() > LAG_USERS_LIMIT {
+                link.lagged_all = true;
+                link.lagged.clear();
+            }
+        }
+        return;
+    }
+    stats.events_sent += n;
+    let since_us = Some(link.events_since_us);
+    send(transmits, id, link, frame, false, since_us);
+}
+
+fn unsubscribe(subscribers: &mut HashMap<u64, Vec<u32>>, user: u64, link: u32) {
+    if let Some(links) = subscribers.get_mut(&user) {
+        links.retain(|&l| l != link);
+        if links.is_empty() {
+            subscribers.remove(&user);
+        }
+    }
+}
+
+/// A transition as the push link carries it.
+pub fn wire_event(t: &Transition) -> wire::Event {
+    wire::Event {
+        user: t.user,
+        state: wire_state(t.state),
+        prev: wire_state(t.prev),
+        cause: match t.cause {
+            Cause::FirstHeartbeat => wire::WireCause::FirstHeartbeat,
+            Cause::StateChange => wire::WireCause::StateChange,
+            Cause::Logout => wire::WireCause::Logout,
+            Cause::Timeout => wire::WireCause::Timeout,
+            Cause::Inactivity => wire::WireCause::Inactivity,
+        },
+        at_ms: t.at_ms,
+        version: t.version,
+    }
+}
+
+fn wire_state(s: PublicState) -> wire::WireState {
+    match s {
+        PublicState::Offline => wire::WireState::Offline,
+        PublicState::Online => wire::WireState::Online,
+        PublicState::Idle => wire::WireState::Idle,
+    }
+}
+
+fn wire_presence(user: u64, p: Presence) -> wire::PresenceRecord {
+    wire::PresenceRecord {
+        user,
+        state: wire_state(p.state),
+        last_seen_ms: p.last_seen_ms,
+        version: p.version,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,371 @@
+//! The hub's rules, driven as its thread drives it: shard messages and link commands in,
+//! requests and frames out, every frame decoded with the wire codec.
+
+use super::*;
+use crate::bus::TransitionBatch;
+use presenced_core::event::{Cause, Presence, PublicState, Transition};
+use presenced_wire::link::{decode_server, ErrorCode, ServerFrame, WireState};
+
+/// A frame as a test reads it.
+#[derive(Debug, PartialEq)]
+enum Seen {
+    Presence {
+        request: u32,
+        last: bool,
+        users: Vec<u64>,
+    },
+    Events(Vec<(u64, WireState)>),
+    Lagged(Vec<u64>),
+    LaggedAll,
+    Ack(u32),
+    Error(u32, ErrorCode),
+    Stats(u32, Box<Stats>),
+}
+
+fn read(out: &Outgoing) -> Seen {
+    match decode_server(&out.frame[4..]).expect("the hub writes valid frames") {
+        ServerFrame::Presence(p) => Seen::Presence {
+            request: p.request_id,
+            last: p.is_final,
+            users: p.records.iter().map(|r| r.user).collect(),
+        },
+        ServerFrame::Events(e) => Seen::Events(e.iter().map(|e| (e.user, e.state)).collect()),
+        ServerFrame::Lagged(users) => {
+            let mut users: Vec<u64> = users.iter().collect();
+            users.sort_unstable();
+            Seen::Lagged(users)
+        }
+        ServerFrame::LaggedAll => Seen::LaggedAll,
+        ServerFrame::Ack { request_id } => Seen::Ack(request_id),
+        ServerFrame::Error(e) => Seen::Error(e.request_id, e.error_code().unwrap()),
+        ServerFrame::StatsReply { request_id, json } => {
+            Seen::Stats(request_id, Box::new(Stats::from_json(json).unwrap()))
+        }
+        other => panic!("the hub does not send {other:?}"),
+    }
+}
+
+fn hub(shards: usize, queue_depth: usize) -> Hub {
+    Hub::new(HubConfig {
+        shards,
+        max_frame_len: 1 << 16,
+        max_subscriptions: 100,
+        queue_depth,
+    })
+}
+
+/// Every frame the hub has for links now, as `(link, frame)`.
+fn frames(hub: &mut Hub) -> Vec<(u32, Seen)> {
+    std::iter::from_fn(|| hub.poll_transmit())
+        .map(|(link, out)| (link, read(&out)))
+        .collect()
+}
+
+fn requests(hub: &mut Hub) -> Vec<(usize, Request)> {
+    std::iter::from_fn(|| hub.poll_request()).collect()
+}
+
+fn online(user: u64, version: u64) -> Transition {
+    Transition {
+        user,
+        state: PublicState::Online,
+        prev: PublicState::Offline,
+        at_ms: 1_000,
+        cause: Cause::FirstHeartbeat,
+        version,
+    }
+}
+
+fn transitions(ts: &[Transition]) -> ToHub {
+    let mut batch = TransitionBatch::new();
+    for &t in ts {
+        batch.push(t);
+    }
+    ToHub::Transitions(batch)
+}
+
+fn answer(request: Request) -> ToHub {
+    let Request::Snapshot {
+        link,
+        request,
+        subscribe,
+        users,
+    } = request
+    else {
+        panic!("not a snapshot request: {request:?}")
+    };
+    ToHub::Snapshot {
+        link,
+        request,
+        subscribe,
+        presence: users.into_iter().map(|u| (u, Presence::UNKNOWN)).collect(),
+    }
+}
+
+fn subscribe(hub: &mut Hub, link: u32, request: u32, users: &[u64]) {
+    hub.handle_command(Command::Subscribe {
+        link,
+        request,
+        users: users.to_vec(),
+    });
+    for (_, r) in requests(hub) {
+        hub.handle_shard(answer(r));
+    }
+}
+
+#[test]
+fn subscribe_is_atomic_with_its_snapshot() {
+    let mut hub = hub(1, 16);
+    hub.handle_command(Command::Open { link: 1 });
+    hub.handle_command(Command::Subscribe {
+        link: 1,
+        request: 9,
+        users: vec![5],
+    });
+    let asked = requests(&mut hub);
+    assert_eq!(asked.len(), 1);
+    // The shard emitted a transition before it answered: the snapshot reflects it, so the
+    // new subscriber must not get it as an event too.
+    hub.handle_shard(transitions(&[online(5, 1)]));
+    assert_eq!(frames(&mut hub), vec![]);
+    hub.handle_shard(answer(asked[0].1.clone()));
+    // A transition after the answer reaches it.
+    hub.handle_shard(transitions(&[online(5, 2)]));
+    assert_eq!(
+        frames(&mut hub),
+        vec![
+            (
+                1,
+                Seen::Presence {
+                    request: 9,
+                    last: true,
+                    users: vec![5]
+                }
+            ),
+            (1, Seen::Events(vec![(5, WireState::Online)])),
+        ]
+    );
+}
+
+#[test]
+fn each_link_gets_a_transition_once() {
+    let mut hub = hub(2, 16);
+    for link in [1, 2, 3] {
+        hub.handle_command(Command::Open { link });
+    }
+    // Link 1: subscribed twice and on the firehose; link 2: once; link 3: firehose only.
+    subscribe(&mut hub, 1, 1, &[5, 6]);
+    subscribe(&mut hub, 1, 2, &[5]);
+    hub.handle_command(Command::Firehose {
+        link: 1,
+        request: 3,
+        on: true,
+    });
+    subscribe(&mut hub, 2, 1, &[5]);
+    hub.handle_command(Command::Firehose {
+        link: 3,
+        request: 1,
+        on: true,
+    });
+    frames(&mut hub);
+    hub.handle_shard(transitions(&[online(5, 1), online(7, 1)]));
+    let mut got = frames(&mut hub);
+    got.sort_by_key(|(link, _)| *link);
+    assert_eq!(
+        got,
+        vec![
+            (
+                1,
+                Seen::Events(vec![(5, WireState::Online), (7, WireState::Online)])
+            ),
+            (2, Seen::Events(vec![(5, WireState::Online)])),
+            (
+                3,
+                Seen::Events(vec![(5, WireState::Online), (7, WireState::Online)])
+            ),
+        ]
+    );
+    // Unsubscribed and closed links get nothing more.
+    hub.handle_command(Command::Unsubscribe {
+        link: 2,
+        request: 2,
+        users: vec![5],
+    });
+    hub.handle_command(Command::Close { link: 3 });
+    assert_eq!(frames(&mut hub), vec![(2, Seen::Ack(2))]);
+    hub.handle_shard(transitions(&[online(5, 2)]));
+    assert_eq!(
+        frames(&mut hub),
+        vec![(1, Seen::Events(vec![(5, WireState::Online)]))]
+    );
+    assert_eq!(hub.links(), 2);
+}
+
+#[test]
+fn a_full_queue_loses_events_and_the_link_is_told_who_lagged() {
+    let mut hub = hub(1, 2);
+    hub.handle_command(Command::Open { link: 1 });
+    subscribe(&mut hub, 1, 1, &[1, 2, 3, 4]);
+    // The PRESENCE answer is one frame queued (not yet written).
+    assert_eq!(frames(&mut hub).len(), 1);
+    hub.handle_shard(transitions(&[online(1, 1)]));
+    assert_eq!(frames(&mut hub).len(), 1);
+    // Two frames queued now: the next ones are dropped, and no LAGGED fits yet.
+    hub.handle_shard(transitions(&[online(2, 1), online(3, 1)]));
+    assert_eq!(frames(&mut hub), vec![]);
+    hub.handle_shard(transitions(&[online(4, 1)]));
+    assert_eq!(frames(&mut hub), vec![]);
+    assert_eq!(hub.stats().events_dropped, 3);
+    // The task wrote one frame: room for the LAGGED frame, naming every user dropped.
+    hub.handle_command(Command::Written { link: 1, frames: 1 });
+    assert_eq!(frames(&mut hub), vec![(1, Seen::Lagged(vec![2, 3, 4]))]);
+    assert_eq!(hub.stats().lag_signals, 1);
+    // Caught up: events flow again.
+    hub.handle_command(Command::Written { link: 1, frames: 2 });
+    hub.handle_shard(transitions(&[online(4, 2)]));
+    assert_eq!(
+        frames(&mut hub),
+        vec![(1, Seen::Events(vec![(4, WireState::Online)]))]
+    );
+}
+
+#[test]
+fn transitions_shed_by_a_shard_make_every_watching_link_lag() {
+    let mut hub = hub(1, 8);
+    for link in [1, 2, 3] {
+        hub.handle_command(Command::Open { link });
+    }
+    subscribe(&mut hub, 1, 1, &[1]);
+    hub.handle_command(Command::Firehose {
+        link: 2,
+        request: 1,
+        on: true,
+    });
+    frames(&mut hub);
+    hub.handle_shard(ToHub::Shed(10));
+    let mut got = frames(&mut hub);
+    got.sort_by_key(|(link, _)| *link);
+    // Link 3 watches nobody: it lost nothing.
+    assert_eq!(got, vec![(1, Seen::LaggedAll), (2, Seen::LaggedAll)]);
+    assert_eq!(hub.stats().shard_shed, 10);
+}
+
+#[test]
+fn queries_ask_each_owning_shard_and_the_last_answer_is_final() {
+    let mut hub = hub(4, 8);
+    hub.handle_command(Command::Open { link: 1 });
+    let users: Vec<u64> = (1..=40).collect();
+    hub.handle_command(Command::Query {
+        link: 1,
+        request: 3,
+        users: users.clone(),
+    });
+    let asked = requests(&mut hub);
+    assert!(asked.len() > 1, "40 users span several of 4 shards");
+    let mut seen: Vec<u64> = Vec::new();
+    for (shard, request) in &asked {
+        let Request::Snapshot {
+            users, subscribe, ..
+        } = request
+        else {
+            panic!()
+        };
+        assert!(!subscribe);
+        assert!(users.iter().all(|&u| owner(u, 4) == *shard));
+        seen.extend(users);
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, users);
+    for (_, request) in asked.clone() {
+        hub.handle_shard(answer(request));
+    }
+    let got = frames(&mut hub);
+    assert_eq!(got.len(), asked.len());
+    let finals: Vec<bool> = got
+        .iter()
+        .map(|(_, f)| matches!(f, Seen::Presence { last: true, .. }))
+        .collect();
+    assert_eq!(finals.iter().filter(|&&f| f).count(), 1);
+    assert!(finals.last().unwrap());
+    // A query creates no subscription.
+    hub.handle_shard(transitions(&[online(1, 1)]));
+    assert_eq!(frames(&mut hub), vec![]);
+}
+
+#[test]
+fn subscriptions_past_the_limit_are_refused() {
+    let mut hub = hub(1, 8);
+    hub.handle_command(Command::Open { link: 1 });
+    let users: Vec<u64> = (1..=100).collect();
+    subscribe(&mut hub, 1, 1, &users);
+    frames(&mut hub);
+    hub.handle_command(Command::Subscribe {
+        link: 1,
+        request: 2,
+        users: vec![101],
+    });
+    assert_eq!(requests(&mut hub), vec![]);
+    assert_eq!(
+        frames(&mut hub),
+        vec![(1, Seen::Error(2, ErrorCode::SubscriptionLimit))]
+    );
+}
+
+#[test]
+fn stats_gather_every_shard_and_the_servers_figures() {
+    let mut hub = hub(3, 8);
+    hub.handle_command(Command::Open { link: 1 });
+    let server = ServerStats {
+        links_refused: 2,
+        ..ServerStats::default()
+    };
+    hub.handle_command(Command::Stats {
+        link: 1,
+        request: 4,
+        server: Box::new(server),
+    });
+    let asked = requests(&mut hub);
+    assert_eq!(asked.len(), 3);
+    // Answers arrive in any order; the reply lists shards in order.
+    for (shard, _) in asked.iter().rev() {
+        hub.handle_shard(ToHub::Stats {
+            link: 1,
+            request: 4,
+            stats: Box::new(ShardStats {
+                shard: *shard as u32,
+                datagrams: 10 + *shard as u64,
+                ..ShardStats::default()
+            }),
+        });
+    }
+    let got = frames(&mut hub);
+    let [(1, Seen::Stats(4, stats))] = &got[..] else {
+        panic!("{got:?}")
+    };
+    let shards: Vec<(u32, u64)> = stats.shards.iter().map(|s| (s.shard, s.datagrams)).collect();
+    assert_eq!(shards, vec![(0, 10), (1, 11), (2, 12)]);
+    assert_eq!(stats.link.links_refused, 2);
+    assert_eq!(stats.link.links, 1);
+}
+
+#[test]
+fn a_closed_link_leaves_nothing_behind() {
+    let mut hub = hub(2, 8);
+    hub.handle_command(Command::Open { link: 1 });
+    subscribe(&mut hub, 1, 1, &[1, 2, 3]);
+    hub.handle_command(Command::Query {
+        link: 1,
+        request: 2,
+        users: vec![4],
+    });
+    let asked = requests(&mut hub);
+    hub.handle_command(Command::Close { link: 1 });
+    assert_eq!(frames(&mut hub), vec![]);
+    // A late answer for the closed link is dropped.
+    for (_, r) in asked {
+        hub.handle_shard(answer(r));
+    }
+    hub.handle_shard(transitions(&[online(1, 1)]));
+    assert_eq!(frames(&mut hub), vec![]);
+    assert!(hub.subscribers.is_empty() && hub.pending.is_empty());
+}

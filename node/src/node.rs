@@ -1,0 +1,397 @@
+//! One shard's node: everything a shard thread does between its sockets and its presence core,
+//! as a state machine in quinn-proto's manner. Time and input go in (`handle_*`); what to send
+//! and when to wake come out (`poll_*`). The node never reads a clock, touches a socket,
+//! blocks or spawns; the daemon's shard thread only moves bytes between the kernel, the
+//! channels and this type, so every rule here is tested with fake time.
+//!
+//! Per datagram: decode, verify (SPEC.md § 9), apply the entries this shard owns to the core
+//! and batch the others for the shards that own them; the transitions it caused leave for the
+//! hub at once. Per round of input (`handle_timeout`): fire the timers due, release partial
+//! cross-shard batches and the transitions of entries from other shards.
+//!
+//! Nothing on this path allocates per datagram: entries and transitions travel in fixed
+//! batches, the routing queue and the transition buffer keep their capacity.
+//!
+//! Limits, each counted when hit: the outbox to the hub holds `link_outbox` transitions beyond
+//! what the channel took (more are shed, `transitions_shed`, and the hub is told to make
+//! subscribers re-query); a full inbox of another shard sheds the batch (`cross_shard_shed`);
+//! refusals are reported at most once per reason every [`REFUSAL_REPORT_EVERY_MS`].
+
+use crate::auth::{AuthError, Verifier};
+use crate::bus::{owner, Blank, EntryBatch, Inbox, Request, ToHub, TransitionBatch};
+use presenced_core::clock::Now;
+use presenced_core::config::{ConfigError, CoreConfig};
+use presenced_core::event::{Heartbeat, Report, Transition};
+use presenced_core::shard::Shard;
+use presenced_core::slab::Region;
+use presenced_wire::stats::ShardStats;
+use presenced_wire::DecodeError;
+use std::collections::VecDeque;
+
+/// Refused datagrams are reported at most once per reason per shard in this many ms.
+pub const REFUSAL_REPORT_EVERY_MS: u64 = 10_000;
+
+/// A node's place among the shards and its limits.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// This shard's index.
+    pub index: usize,
+    /// Shards in the daemon (≥ 1).
+    pub shards: usize,
+    /// The presence core's timings and capacities.
+    pub core: CoreConfig,
+    /// Entries per cross-shard batch (`shards.cross_shard_batch`, 1 to
+    /// [`crate::bus::MAX_ENTRY_BATCH`]).
+    pub cross_shard_batch: usize,
+    /// Transitions held for the hub beyond what its channel took (`shards.link_outbox`);
+    /// more are shed.
+    pub link_outbox: usize,
+}
+
+/// Something for the driver to send.
+// Batches travel by value into the channels' preallocated slots.
+#[allow(clippy::large_enum_variant)]
+pub enum Transmit {
+    /// Entries for the shard that owns their users: its inbox.
+    Peer {
+        /// The owning shard.
+        shard: usize,
+        /// The entries.
+        batch: EntryBatch,
+    },
+    /// A message for the hub, in order.
+    Hub(ToHub),
+}
+
+/// Something the driver should tell the operator.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NodeEvent {
+    /// Datagrams refused by authentication since the last report of this reason.
+    Refused {
+        /// The reason (SPEC.md § 9, `AuthError::REASONS`).
+        reason: &'static str,
+        /// Refusals since the last report.
+        count: u64,
+        /// The gateway of the latest one.
+        gateway: u32,
+    },
+}
+
+/// One shard's node (see the module docs).
+pub struct ShardNode {
+    index: usize,
+    shards: usize,
+    shard: Shard,
+    verifier: Verifier,
+    batch_size: usize,
+    /// Partial batches, one per shard (this shard's stays empty).
+    routes: Vec<EntryBatch>,
+    /// Batches ready for their shards.
+    ready: VecDeque<(usize, EntryBatch)>,
+    /// Transitions the core emitted since the last flush (capacity kept).
+    out: Vec<Transition>,
+    /// Receipt time of the earliest input behind `out` (`u64::MAX`: none).
+    pending_since_us: u64,
+    outbox: VecDeque<ToHub>,
+    /// Transitions in `outbox`.
+    outbox_transitions: usize,
+    outbox_limit: usize,
+    /// Transitions shed and not yet reported to the hub.
+    shed_unreported: u64,
+    stats: ShardStats,
+    dropped: [u64; DecodeError::REASONS.len()],
+    refused: [u64; AuthError::REASONS.len()],
+    /// Per refusal reason: wall ms of the last report, and refusals since.
+    refusal_reports: [(u64, u64); AuthError::REASONS.len()],
+    events: VecDeque<NodeEvent>,
+}
+
+/// Room kept in the outbox's buffer after a burst has drained (answers and a few batches).
+const OUTBOX_KEEP: usize = 1024;
+
+impl ShardNode {
+    /// A node whose core is allocated for `config`'s capacities, its clock at `now`.
+    pub fn new(config: NodeConfig, verifier: Verifier, now: Now) -> Result<ShardNode, ConfigError> {
+        assert!(config.index < config.shards, "shard index within the shards");
+        assert!(
+            (1..=crate::bus::MAX_ENTRY_BATCH).contains(&config.cross_shard_batch),
+            "cross_shard_batch is checked by the settings"
+        );
+        let shard = Shard::new(config.core, now)?;
+        Ok(ShardNode {
+            index: config.index,
+            shards: config.shards,
+            shard,
+            verifier,
+            batch_size: config.cross_shard_batch,
+            routes: vec![EntryBatch::new(); config.shards],
+            ready: VecDeque::with_capacity(presenced_wire::MAX_ENTRIES + config.shards),
+            out: Vec::with_capacity(4 * presenced_wire::MAX_ENTRIES),
+            pending_since_us: u64::MAX,
+            outbox: VecDeque::with_capacity(OUTBOX_KEEP),
+            outbox_transitions: 0,
+            outbox_limit: config.link_outbox,
+            shed_unreported: 0,
+            stats: ShardStats {
+                shard: config.index as u32,
+                ..ShardStats::default()
+            },
+            dropped: [0; DecodeError::REASONS.len()],
+            refused: [0; AuthError::REASONS.len()],
+            refusal_reports: [(0, 0); AuthError::REASONS.len()],
+            events: VecDeque::with_capacity(AuthError::REASONS.len()),
+        })
+    }
+
+    /// One datagram as received (a datagram the kernel truncated arrives longer than any valid
+    /// one and is refused as too long). Its transitions are queued for the hub at once.
+    pub fn handle_datagram(&mut self, now: Now, bytes: &[u8]) {
+        self.stats.datagrams += 1;
+        let datagram = match presenced_wire::decode(bytes) {
+            Ok(d) => d,
+            Err(e) => {
+                self.dropped[e.code()] += 1;
+                return;
+            }
+        };
+        if let Err(e) = self.verifier.check(&datagram, now.wall_ms) {
+            self.refuse(e, datagram.header().gateway, now.wall_ms);
+            return;
+        }
+        let mut owned = [Heartbeat::BLANK; presenced_wire::MAX_ENTRIES];
+        let mut n = 0;
+        for entry in datagram.entries() {
+            let hb = Heartbeat {
+                user: entry.user,
+                device: entry.device,
+                report: match entry.state {
+                    presenced_wire::State::Online => Report::Online,
+                    presenced_wire::State::Idle => Report::Idle,
+                    presenced_wire::State::Offline => Report::Offline,
+                    presenced_wire::State::Invisible => Report::Invisible,
+                },
+                active: entry.active,
+            };
+            let to = owner(hb.user, self.shards);
+            if to == self.index {
+                owned[n] = hb;
+                n += 1;
+            } else {
+                self.route(to, hb, now.mono_us);
+            }
+        }
+        if n > 0 {
+            self.pending_since_us = self.pending_since_us.min(now.mono_us);
+            self.shard.heartbeats(now, &owned[..n], &mut self.out);
+        }
+        // A datagram's transitions leave at once, not at the end of the round: a full receive
+        // call is up to ~0.5 ms of work, which would otherwise add to every transition's
+        // latency. Under a login storm each datagram carries up to 89 transitions.
+        if !self.out.is_empty() {
+            self.flush_out(now.mono_us);
+        }
+    }
+
+    /// One receive call on this shard's sockets, and how many datagrams the kernel dropped
+    /// for want of buffer room since the previous call (SO_RXQ_OVFL).
+    pub fn handle_receive(&mut self, kernel_dropped: u64) {
+        self.stats.recv_calls += 1;
+        self.stats.kernel_dropped += kernel_dropped;
+    }
+
+    /// One message from this shard's inbox.
+    pub fn handle_inbox(&mut self, now: Now, message: Inbox) {
+        match message {
+            Inbox::Entries(batch) => {
+                self.stats.routed_in += batch.len() as u64;
+                self.pending_since_us = self.pending_since_us.min(batch.since_us);
+                self.shard.heartbeats(now, batch.items(), &mut self.out);
+            }
+            Inbox::Keys(keys) => self.verifier.set_keys(keys),
+            Inbox::Request(request) => {
+                // Transitions emitted so far must reach the hub before this answer.
+                self.shard.advance(now, &mut self.out);
+                self.flush_out(now.mono_us);
+                let answer = match request {
+                    Request::Snapshot {
+                        link,
+                        request,
+                        subscribe,
+                        users,
+                    } => ToHub::Snapshot {
+                        link,
+                        request,
+                        subscribe,
+                        presence: users.iter().map(|&u| (u, self.shard.query(u))).collect(),
+                    },
+                    Request::Stats { link, request } => ToHub::Stats {
+                        link,
+                        request,
+                        stats: Box::new(self.stats()),
+                    },
+                };
+                // Answers are bounded by the hub's requests in flight: never shed.
+                self.outbox.push_back(answer);
+            }
+        }
+    }
+
+    /// Fires the timers due by `now`, then ends the round: partial cross-shard batches and
+    /// the transitions of this round are released. Call it when [`ShardNode::poll_timeout`]
+    /// has passed and after each round of input.
+    pub fn handle_timeout(&mut self, now: Now) {
+        self.shard.advance(now, &mut self.out);
+        for to in 0..self.routes.len() {
+            if !self.routes[to].is_empty() {
+                self.release_route(to);
+            }
+        }
+        self.flush_out(now.mono_us);
+        if self.outbox.is_empty() && self.outbox.capacity() > 4 * OUTBOX_KEEP {
+            // A burst has drained: give its memory back.
+            self.outbox.shrink_to(OUTBOX_KEEP);
+        }
+    }
+
+    /// The next thing to send: batches for other shards first, then the hub's messages in
+    /// order. A send the channel refuses goes back through [`ShardNode::handle_refused`].
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        if let Some((shard, batch)) = self.ready.pop_front() {
+            return Some(Transmit::Peer { shard, batch });
+        }
+        let message = self.outbox.pop_front()?;
+        if let ToHub::Transitions(batch) = &message {
+            self.outbox_transitions -= batch.len();
+        }
+        Some(Transmit::Hub(message))
+    }
+
+    /// A transmit whose channel was full: entries for another shard are shed and counted; a
+    /// hub message goes back to the front of the outbox (the driver retries it next round and
+    /// sends nothing else to the hub before it).
+    pub fn handle_refused(&mut self, transmit: Transmit) {
+        match transmit {
+            Transmit::Peer { batch, .. } => {
+                self.stats.routed_out -= batch.len() as u64;
+                self.stats.cross_shard_shed += batch.len() as u64;
+            }
+            Transmit::Hub(message) => {
+                if let ToHub::Transitions(batch) = &message {
+                    self.outbox_transitions += batch.len();
+                }
+                self.outbox.push_front(message);
+            }
+        }
+    }
+
+    /// When the node next needs [`ShardNode::handle_timeout`], in monotonic µs: at or before
+    /// the time it was last given when it has something to send or release, else the start of
+    /// the core's next busy tick; `None` when nothing is pending at all.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        let pending = !self.ready.is_empty()
+            || !self.outbox.is_empty()
+            || !self.out.is_empty()
+            || self.routes.iter().any(|b| !b.is_empty());
+        if pending {
+            Some(0)
+        } else {
+            self.shard.next_deadline_us()
+        }
+    }
+
+    /// The next thing to tell the operator.
+    pub fn poll_event(&mut self) -> Option<NodeEvent> {
+        self.events.pop_front()
+    }
+
+    /// Every counter of this shard (the STATS schema's per-shard entry).
+    pub fn stats(&self) -> ShardStats {
+        let mut s = self.stats.clone();
+        s.core = self.shard.stats().clone();
+        s.dropped = DecodeError::REASONS
+            .iter()
+            .zip(self.dropped.iter())
+            .chain(AuthError::REASONS.iter().zip(self.refused.iter()))
+            .map(|(&reason, &n)| (reason.to_string(), n))
+            .collect();
+        s
+    }
+
+    /// The presence core, for inspection.
+    pub fn shard(&self) -> &Shard {
+        &self.shard
+    }
+
+    /// Where the core's large arrays lie (for the daemon's page policy).
+    pub fn regions(&self) -> [Region; 3] {
+        self.shard.regions()
+    }
+
+    /// Counts a refused datagram and queues a report, at most once per reason every
+    /// [`REFUSAL_REPORT_EVERY_MS`].
+    fn refuse(&mut self, e: AuthError, gateway: u32, wall_ms: u64) {
+        self.refused[e.code()] += 1;
+        let (last, since) = &mut self.refusal_reports[e.code()];
+        *since += 1;
+        if wall_ms >= *last + REFUSAL_REPORT_EVERY_MS {
+            self.events.push_back(NodeEvent::Refused {
+                reason: e.reason(),
+                count: *since,
+                gateway,
+            });
+            *last = wall_ms;
+            *since = 0;
+        }
+    }
+
+    fn route(&mut self, to: usize, hb: Heartbeat, received_us: u64) {
+        let batch = &mut self.routes[to];
+        if batch.is_empty() {
+            batch.since_us = received_us;
+        }
+        batch.push(hb);
+        if batch.len() >= self.batch_size {
+            self.release_route(to);
+        }
+    }
+
+    fn release_route(&mut self, to: usize) {
+        let batch = self.routes[to];
+        self.routes[to].clear();
+        self.stats.routed_out += batch.len() as u64;
+        self.ready.push_back((to, batch));
+    }
+
+    /// Moves the transitions of this round into the outbox in batches, or sheds them when the
+    /// outbox holds `link_outbox` transitions.
+    fn flush_out(&mut self, now_us: u64) {
+        let since_us = std::mem::replace(&mut self.pending_since_us, u64::MAX).min(now_us);
+        if self.out.is_empty() {
+            return;
+        }
+        let n = self.out.len();
+        if self.outbox_transitions + n > self.outbox_limit {
+            self.stats.transitions_shed += n as u64;
+            self.shed_unreported += n as u64;
+            self.out.clear();
+            return;
+        }
+        if self.shed_unreported > 0 {
+            let shed = std::mem::take(&mut self.shed_unreported);
+            self.outbox.push_back(ToHub::Shed(shed));
+        }
+        for chunk in self.out.chunks(crate::bus::TRANSITION_BATCH) {
+            let mut batch = TransitionBatch::new();
+            batch.since_us = since_us;
+            for &t in chunk {
+                batch.push(t);
+            }
+            self.outbox.push_back(ToHub::Transitions(batch));
+        }
+        self.outbox_transitions += n;
+        self.out.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests;

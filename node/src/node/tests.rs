@@ -1,0 +1,257 @@
+//! The shard node's rules under fake time: datagrams and inbox messages in, transmits and
+//! deadlines out.
+
+use super::*;
+use crate::auth::Keys;
+use crate::bus::{EntryBatch, TRANSITION_BATCH};
+use presenced_core::event::{Cause, PublicState};
+use presenced_wire::{encode, Entry, Header, State};
+use std::sync::Arc;
+
+const WALL0: u64 = 1_700_000_000_000;
+const SEC: u64 = 1_000_000;
+
+fn at(mono_us: u64) -> Now {
+    Now {
+        mono_us,
+        wall_ms: WALL0 + mono_us / 1000,
+    }
+}
+
+fn config(index: usize, shards: usize) -> NodeConfig {
+    NodeConfig {
+        index,
+        shards,
+        core: CoreConfig {
+            user_capacity: 1000,
+            multi_device_users: 10,
+            ..CoreConfig::default()
+        },
+        cross_shard_batch: 4,
+        link_outbox: 1000,
+    }
+}
+
+fn node(config: NodeConfig) -> ShardNode {
+    ShardNode::new(config, Verifier::new(None, 30_000), at(0)).unwrap()
+}
+
+fn datagram(users: &[u64], state: State) -> Vec<u8> {
+    let entries: Vec<Entry> = users
+        .iter()
+        .map(|&user| Entry {
+            user,
+            device: 1,
+            state,
+            active: true,
+        })
+        .collect();
+    encode(&Header::new(1, 1, 0, WALL0), &entries).unwrap()
+}
+
+/// Users owned by `shard` of `shards`, in increasing order.
+fn owned_by(shard: usize, shards: usize) -> impl Iterator<Item = u64> {
+    (1u64..).filter(move |&u| owner(u, shards) == shard)
+}
+
+/// Everything the node has to send now: entries per shard, and transitions for the hub.
+#[derive(Default, Debug)]
+struct Sent {
+    peers: Vec<(usize, Vec<u64>)>,
+    transitions: Vec<Transition>,
+    other: Vec<String>,
+}
+
+fn drain(node: &mut ShardNode) -> Sent {
+    let mut sent = Sent::default();
+    while let Some(t) = node.poll_transmit() {
+        match t {
+            Transmit::Peer { shard, batch } => sent
+                .peers
+                .push((shard, batch.items().iter().map(|h| h.user).collect())),
+            Transmit::Hub(ToHub::Transitions(b)) => sent.transitions.extend(b.items()),
+            Transmit::Hub(ToHub::Shed(n)) => sent.other.push(format!("shed {n}")),
+            Transmit::Hub(ToHub::Snapshot { presence, .. }) => {
+                sent.other.push(format!("snapshot {presence:?}"))
+            }
+            Transmit::Hub(ToHub::Stats { .. }) => sent.other.push("stats".into()),
+        }
+    }
+    sent
+}
+
+#[test]
+fn entries_go_to_the_shard_that_owns_their_user() {
+    let mut node = node(config(0, 3));
+    let mine: Vec<u64> = owned_by(0, 3).take(2).collect();
+    let theirs: Vec<u64> = owned_by(2, 3).take(5).collect();
+    let users: Vec<u64> = mine.iter().chain(&theirs).copied().collect();
+    node.handle_datagram(at(SEC), &datagram(&users, State::Online));
+    // Owned entries applied at once; a full batch of 4 for shard 2 ready at once.
+    let sent = drain(&mut node);
+    assert_eq!(sent.peers, vec![(2, theirs[..4].to_vec())]);
+    let online: Vec<u64> = sent.transitions.iter().map(|t| t.user).collect();
+    assert_eq!(online, mine);
+    assert!(sent.transitions.iter().all(|t| t.cause == Cause::FirstHeartbeat));
+    // The partial batch leaves at the end of the round.
+    assert_eq!(node.poll_timeout(), Some(0));
+    node.handle_timeout(at(SEC));
+    assert_eq!(drain(&mut node).peers, vec![(2, theirs[4..].to_vec())]);
+    let stats = node.stats();
+    assert_eq!((stats.routed_out, stats.datagrams), (5, 1));
+}
+
+#[test]
+fn entries_from_another_shard_are_applied_and_timed_from_their_receipt() {
+    let mut node = node(config(1, 2));
+    let user = owned_by(1, 2).next().unwrap();
+    let mut batch = EntryBatch::new();
+    batch.since_us = 5;
+    batch.push(Heartbeat {
+        user,
+        device: 1,
+        report: Report::Online,
+        active: true,
+    });
+    node.handle_inbox(at(SEC), Inbox::Entries(batch));
+    node.handle_timeout(at(SEC));
+    let Some(Transmit::Hub(ToHub::Transitions(out))) = node.poll_transmit() else {
+        panic!("a transition for the hub")
+    };
+    assert_eq!((out.items()[0].user, out.since_us), (user, 5));
+    assert_eq!(node.stats().routed_in, 1);
+}
+
+#[test]
+fn a_full_inbox_sheds_and_counts_the_batch() {
+    let mut node = node(config(0, 2));
+    let theirs: Vec<u64> = owned_by(1, 2).take(4).collect();
+    node.handle_datagram(at(SEC), &datagram(&theirs, State::Online));
+    let t = node.poll_transmit().unwrap();
+    node.handle_refused(t);
+    let stats = node.stats();
+    assert_eq!((stats.routed_out, stats.cross_shard_shed), (0, 4));
+}
+
+#[test]
+fn a_hub_message_the_channel_refused_is_sent_again_first() {
+    let mut node = node(config(0, 1));
+    node.handle_datagram(at(SEC), &datagram(&[1, 2], State::Online));
+    node.handle_datagram(at(SEC), &datagram(&[3], State::Online));
+    let first = node.poll_transmit().unwrap();
+    node.handle_refused(first);
+    let users: Vec<u64> = drain(&mut node).transitions.iter().map(|t| t.user).collect();
+    assert_eq!(users, vec![1, 2, 3]);
+}
+
+#[test]
+fn transitions_past_the_outbox_are_shed_then_reported_before_the_next() {
+    let mut cfg = config(0, 1);
+    cfg.link_outbox = 2;
+    let mut node = node(cfg);
+    node.handle_datagram(at(SEC), &datagram(&[1, 2], State::Online));
+    // The outbox holds two transitions: three more are shed whole.
+    node.handle_datagram(at(SEC), &datagram(&[3, 4, 5], State::Online));
+    assert_eq!(node.stats().transitions_shed, 3);
+    let sent = drain(&mut node);
+    assert_eq!(sent.transitions.len(), 2);
+    node.handle_datagram(at(SEC), &datagram(&[6], State::Online));
+    let sent = drain(&mut node);
+    assert_eq!(sent.other, vec!["shed 3"]);
+    assert_eq!(sent.transitions[0].user, 6);
+}
+
+#[test]
+fn transitions_travel_in_fixed_batches() {
+    let mut node = node(config(0, 1));
+    let users: Vec<u64> = (1..=89).collect();
+    node.handle_datagram(at(SEC), &datagram(&users, State::Online));
+    let mut sizes = Vec::new();
+    while let Some(Transmit::Hub(ToHub::Transitions(b))) = node.poll_transmit() {
+        sizes.push(b.len());
+    }
+    assert_eq!(sizes, vec![TRANSITION_BATCH, TRANSITION_BATCH, 89 - 2 * TRANSITION_BATCH]);
+}
+
+#[test]
+fn a_snapshot_answer_follows_the_transitions_before_it() {
+    let mut node = node(config(0, 1));
+    node.handle_datagram(at(SEC), &datagram(&[7], State::Online));
+    node.handle_inbox(
+        at(SEC),
+        Inbox::Request(Request::Snapshot {
+            link: 1,
+            request: 2,
+            subscribe: true,
+            users: vec![7, 8],
+        }),
+    );
+    let sent = drain(&mut node);
+    assert_eq!(sent.transitions.len(), 1);
+    assert_eq!(sent.other.len(), 1);
+    assert!(sent.other[0].contains("Online") && sent.other[0].contains("Offline"));
+}
+
+#[test]
+fn the_node_sleeps_until_its_next_timer() {
+    let mut node = node(config(0, 1));
+    assert_eq!(node.poll_timeout(), None);
+    node.handle_datagram(at(SEC), &datagram(&[7], State::Online));
+    assert_eq!(node.poll_timeout(), Some(0), "a transition to send");
+    drain(&mut node);
+    node.handle_timeout(at(SEC));
+    // The earliest timer: the activity window (idle_after, 5 min) or the heartbeat deadline
+    // (20 s + 2 × 12 s), whichever comes first, at the start of its tick.
+    let tick = CoreConfig::default().tick_us;
+    let deadline = SEC + CoreConfig::default().timeout_us();
+    let wake = node.poll_timeout().unwrap();
+    assert_eq!(wake, (deadline / tick + 1) * tick);
+    // Nothing happens before it; at it, the user goes offline.
+    node.handle_timeout(at(wake - 1));
+    assert!(drain(&mut node).transitions.is_empty());
+    node.handle_timeout(at(wake));
+    let sent = drain(&mut node);
+    assert_eq!(sent.transitions.len(), 1);
+    assert_eq!(sent.transitions[0].state, PublicState::Offline);
+    assert_eq!(sent.transitions[0].cause, Cause::Timeout);
+}
+
+#[test]
+fn malformed_and_refused_datagrams_are_counted_by_reason_and_reported_once() {
+    let key = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+    let keys = Keys::parse(&format!("[gateways]\n7 = \"{key}\"\n"), 64, 10, None).unwrap();
+    let mut node = ShardNode::new(
+        config(0, 1),
+        Verifier::new(Some(Arc::new(keys)), 30_000),
+        at(0),
+    )
+    .unwrap();
+    node.handle_datagram(at(SEC), b"not a datagram");
+    let unsigned = datagram(&[1], State::Online);
+    for i in 0..3 {
+        node.handle_datagram(at(SEC + i), &unsigned);
+    }
+    let stats = node.stats();
+    assert_eq!(stats.dropped["unauthenticated"], 3);
+    assert_eq!(stats.dropped_total(), 4);
+    assert_eq!(stats.core.heartbeats, 0, "nothing reached the core");
+    // One report now; the next after REFUSAL_REPORT_EVERY_MS, with the count since.
+    let report = |count| NodeEvent::Refused {
+        reason: "unauthenticated",
+        count,
+        gateway: 1,
+    };
+    assert_eq!(node.poll_event(), Some(report(1)));
+    assert_eq!(node.poll_event(), None);
+    node.handle_datagram(at(SEC + REFUSAL_REPORT_EVERY_MS * 1000), &unsigned);
+    assert_eq!(node.poll_event(), Some(report(3)));
+}
+
+#[test]
+fn the_receive_counters_add_up() {
+    let mut node = node(config(0, 1));
+    node.handle_receive(0);
+    node.handle_receive(12);
+    let stats = node.stats();
+    assert_eq!((stats.recv_calls, stats.kernel_dropped), (2, 12));
+}
