@@ -153,6 +153,10 @@ pub enum ClientError {
     },
     /// An entry or request could not be encoded (user id 0, for one).
     Encode(String),
+    /// The daemon's STATS_REPLY is not JSON of the stats schema
+    /// ([`presenced_wire::stats::Stats`]): a field is missing, renamed or mistyped (a daemon
+    /// of another version). The message is the parser's, naming the field.
+    StatsSchema(String),
 }
 
 impl fmt::Display for ClientError {
@@ -172,6 +176,11 @@ impl fmt::Display for ClientError {
                 None => write!(f, "link closed: {message}"),
             },
             ClientError::Encode(m) => write!(f, "cannot encode: {m}"),
+            ClientError::StatsSchema(m) => write!(
+                f,
+                "the daemon's stats do not match this client's stats schema \
+                 (a daemon of another version?): {m}"
+            ),
         }
     }
 }

@@ -8,6 +8,7 @@ use presenced_wire::link::{
     self as wire, ErrorCode, PresenceRecord, ServerFrame, DEFAULT_MAX_FRAME_LEN,
     USER_REQUEST_HEADER_LEN,
 };
+use presenced_wire::stats::Stats;
 use std::collections::{HashMap, VecDeque};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -158,10 +159,14 @@ impl LinkClient {
         self.request(wire::encode_unsubscribe_all).await.map(drop)
     }
 
-    /// The daemon's counters, as JSON (per shard, and the push link's).
-    pub async fn stats(&self) -> Result<String, ClientError> {
+    /// The daemon's counters (datagram authentication, per shard, and the push link's), read
+    /// from STATS_REPLY's JSON into the typed schema. Every field is required: a reply missing
+    /// one, or naming it differently, is [`ClientError::StatsSchema`], never a silent 0.
+    pub async fn stats(&self) -> Result<Stats, ClientError> {
         match self.request(wire::encode_stats).await? {
-            Answer::Stats(json) => Ok(json),
+            Answer::Stats(json) => {
+                Stats::from_json(&json).map_err(|e| ClientError::StatsSchema(e.to_string()))
+            }
             _ => Err(ClientError::Protocol(
                 "STATS not answered by STATS_REPLY".into(),
             )),

@@ -4,6 +4,7 @@
 mod common;
 
 use common::InProcess;
+use presenced_wire::stats::Stats;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -33,6 +34,13 @@ fn ok(d: &InProcess, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).expect("utf-8")
+}
+
+/// `presencectl stats --json`, read into the typed schema (every field required).
+fn stats_json(d: &InProcess) -> Stats {
+    let text = ok(d, &["stats", "--json"]);
+    assert_eq!(text.lines().count(), 1, "one line: {text}");
+    Stats::from_json(text.trim()).unwrap_or_else(|e| panic!("{e}: {text}"))
 }
 
 fn json_lines(text: &str) -> Vec<serde_json::Value> {
@@ -118,25 +126,19 @@ fn stats_counts_heartbeats_per_shard() {
     args.extend(users.iter().map(String::as_str));
     ok(&d, &args);
     std::thread::sleep(Duration::from_millis(100));
-    let stats: serde_json::Value = serde_json::from_str(&ok(&d, &["stats", "--json"])).unwrap();
-    let shards = stats["shards"].as_array().unwrap();
-    assert_eq!(shards.len(), 2);
-    let heartbeats: u64 = shards
-        .iter()
-        .map(|s| s["heartbeats"].as_u64().unwrap())
-        .sum();
+    let stats = stats_json(&d);
+    assert_eq!(stats.shards.len(), 2);
+    let heartbeats: u64 = stats.shards.iter().map(|s| s.core.heartbeats).sum();
     assert_eq!(heartbeats, 100);
     // Sent shard-aware: nothing crossed between shards.
-    let routed: u64 = shards
-        .iter()
-        .map(|s| s["routed_out"].as_u64().unwrap())
-        .sum();
-    assert_eq!(routed, 0, "{stats}");
+    let routed: u64 = stats.shards.iter().map(|s| s.routed_out).sum();
+    assert_eq!(routed, 0, "{stats:?}");
     // `send` closed its link on the way out: only the stats link is open.
-    assert_eq!(stats["link"]["links"], 1, "{stats}");
+    assert_eq!(stats.link.links, 1, "{stats:?}");
     let table = ok(&d, &["stats"]);
     assert!(table.starts_with("       SHARD"), "{table}");
     assert!(table.contains("push link:"), "{table}");
+    assert!(table.contains("timers_cascaded"), "{table}");
 }
 
 #[test]
@@ -189,16 +191,21 @@ fn send_signs_with_a_key_file_for_an_authenticating_daemon() {
         .iter()
         .map(|r| r["state"].as_str().unwrap())
         .collect();
-    let stats: serde_json::Value = serde_json::from_str(&ok(&d, &["stats", "--json"])).unwrap();
-    assert_eq!(states, ["online", "online", "offline"], "{}", stats["auth"]);
-    assert_eq!(stats["auth"]["per_gateway"]["5"]["accepted"], 2, "{stats}");
-    let unsigned: u64 = stats["shards"]
-        .as_array()
-        .unwrap()
+    let stats = stats_json(&d);
+    assert_eq!(states, ["online", "online", "offline"], "{:?}", stats.auth);
+    assert_eq!(stats.auth.per_gateway[&5].accepted, 2, "{stats:?}");
+    // Every shard reports every drop reason, 0 included.
+    let unsigned: u64 = stats
+        .shards
         .iter()
-        .map(|s| s["dropped"]["unauthenticated"].as_u64().unwrap())
+        .map(|s| s.dropped["unauthenticated"])
         .sum();
-    assert_eq!(unsigned, 1, "{stats}");
+    assert_eq!(unsigned, 1, "{stats:?}");
+    let table = ok(&d, &["stats"]);
+    assert!(
+        table.contains("gateway 5            accepted 2\n"),
+        "{table}"
+    );
     let out = ctl(&d, &["send", "1", "--key-file", "/nonexistent/key"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--key-file /nonexistent/key"));

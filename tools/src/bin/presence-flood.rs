@@ -6,6 +6,8 @@
 use clap::{Parser, ValueEnum};
 use presenced_wire::auth::Key;
 use presenced_wire::{Encoder, Entry, Header, State, MAX_ENTRIES};
+use rand_core::{RngCore, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus as Rng;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -52,25 +54,6 @@ enum Kind {
     Replay,
 }
 
-/// xorshift64*: fast, good enough to make garbage.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn fill(&mut self, buf: &mut [u8]) {
-        for chunk in buf.chunks_mut(8) {
-            let bytes = self.next().to_le_bytes();
-            chunk.copy_from_slice(&bytes[..chunk.len()]);
-        }
-    }
-}
-
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -82,7 +65,7 @@ fn signed(rng: &mut Rng, gateway: u32, sequence: u64, key: &Key) -> Vec<u8> {
     let mut enc = Encoder::new(Header::new(gateway, 1, sequence, now_ms()));
     for _ in 0..MAX_ENTRIES {
         let entry = Entry {
-            user: rng.next() | 1,
+            user: rng.next_u64() | 1,
             device: 1,
             state: State::Online,
             active: true,
@@ -123,7 +106,7 @@ fn main() -> ExitCode {
     }
     // Replays: a few datagrams signed once. The first copy of each may be accepted (as the
     // original would have been); every later one is a replay.
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ now_ms());
+    let mut rng = Rng::seed_from_u64(now_ms());
     let replays: Vec<Vec<u8>> = match &key {
         Some(k) => (0..16)
             .map(|i| signed(&mut rng, cli.gateway, (1 << 40) + i, k))
@@ -151,7 +134,7 @@ fn main() -> ExitCode {
                     errors.fetch_add(1, Ordering::Relaxed);
                     return;
                 };
-                let mut rng = Rng(0xD1B5_4A32_D192_ED03 ^ u64::from(t) << 32 ^ now_ms());
+                let mut rng = Rng::seed_from_u64(now_ms() ^ ((u64::from(t) + 1) << 48));
                 // Forged datagrams: made once per thread with a wrong key, then their tags
                 // randomised per send.
                 let mut forged = signed(&mut rng, gateway, 0, &forged_key);
@@ -162,17 +145,17 @@ fn main() -> ExitCode {
                         let kind = kinds[(n as usize) % kinds.len()];
                         let result = match kind {
                             Kind::Random => {
-                                let len = 1 + (rng.next() % 1600) as usize;
-                                rng.fill(&mut buf[..len]);
+                                let len = 1 + (rng.next_u64() % 1600) as usize;
+                                rng.fill_bytes(&mut buf[..len]);
                                 socket.send_to(&buf[..len], target)
                             }
                             Kind::Forged => {
                                 let at = forged.len() - 16;
-                                rng.fill(&mut forged[at..]);
+                                rng.fill_bytes(&mut forged[at..]);
                                 socket.send_to(&forged, target)
                             }
                             Kind::Replay => {
-                                let d = &replays[(rng.next() as usize) % replays.len()];
+                                let d = &replays[(rng.next_u64() as usize) % replays.len()];
                                 socket.send_to(d, target)
                             }
                         };

@@ -1,10 +1,11 @@
-//! The daemon's counters, read from its STATS reply (JSON: per-shard counters and the push
-//! link's), summed over shards; the run reports differences between two readings.
+//! The daemon's counters, read from its STATS reply (the typed schema,
+//! [`presenced_wire::stats::Stats`]: per-shard counters and the push link's), summed over
+//! shards; the run reports differences between two readings.
 
 use super::clock::Clock;
 use super::{lock, RunError};
 use presenced_client::LinkClient;
-use serde_json::Value;
+use presenced_wire::stats::Stats;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -43,43 +44,35 @@ pub struct DaemonCounters {
     pub shard_shed: u64,
 }
 
-fn field(v: &Value, name: &str) -> u64 {
-    v.get(name).and_then(Value::as_u64).unwrap_or(0)
-}
-
 impl DaemonCounters {
-    /// Parses a STATS reply.
-    pub fn parse(json: &str) -> Result<DaemonCounters, String> {
-        let v: Value =
-            serde_json::from_str(json).map_err(|e| format!("daemon stats are not JSON: {e}"))?;
-        let shards = v
-            .get("shards")
-            .and_then(Value::as_array)
-            .ok_or("daemon stats have no \"shards\" list")?;
+    /// The counters of a STATS reply, summed over shards.
+    pub fn from_stats(stats: &Stats) -> DaemonCounters {
         let mut c = DaemonCounters::default();
-        for s in shards {
-            c.heartbeats_by_shard.push(field(s, "heartbeats"));
-            c.datagrams += field(s, "datagrams");
-            c.dropped += s
-                .get("dropped")
-                .and_then(Value::as_object)
-                .map_or(0, |m| m.values().filter_map(Value::as_u64).sum());
-            c.cross_shard_shed += field(s, "cross_shard_shed");
-            c.kernel_dropped += field(s, "kernel_dropped");
-            c.routed_out += field(s, "routed_out");
-            c.transitions_shed += field(s, "transitions_shed");
-            c.refused_user_capacity += field(s, "refused_user_capacity");
-            c.refused_device_limit += field(s, "refused_device_limit");
-            c.refused_overflow_full += field(s, "refused_overflow_full");
-            c.users += field(s, "users");
-            c.transitions += field(s, "transitions");
+        for s in &stats.shards {
+            c.heartbeats_by_shard.push(s.core.heartbeats);
+            c.datagrams += s.datagrams;
+            c.dropped += s.dropped_total();
+            c.cross_shard_shed += s.cross_shard_shed;
+            c.kernel_dropped += s.kernel_dropped;
+            c.routed_out += s.routed_out;
+            c.transitions_shed += s.transitions_shed;
+            c.refused_user_capacity += s.core.refused_user_capacity;
+            c.refused_device_limit += s.core.refused_device_limit;
+            c.refused_overflow_full += s.core.refused_overflow_full;
+            c.users += s.core.users;
+            c.transitions += s.core.transitions;
         }
-        if let Some(link) = v.get("link") {
-            c.events_dropped = field(link, "events_dropped");
-            c.lag_signals = field(link, "lag_signals");
-            c.shard_shed = field(link, "shard_shed");
-        }
-        Ok(c)
+        c.events_dropped = stats.link.events_dropped;
+        c.lag_signals = stats.link.lag_signals;
+        c.shard_shed = stats.link.shard_shed;
+        c
+    }
+
+    /// Parses a STATS reply's JSON; a field missing or renamed is an error, never a 0.
+    pub fn parse(json: &str) -> Result<DaemonCounters, String> {
+        Stats::from_json(json)
+            .map(|stats| DaemonCounters::from_stats(&stats))
+            .map_err(|e| format!("daemon stats do not match the stats schema: {e}"))
     }
 
     /// Heartbeat entries applied, all shards.
@@ -126,11 +119,11 @@ pub type Reading = Arc<Mutex<Vec<(u64, DaemonCounters)>>>;
 
 /// Asks the daemon for its counters (at most 10 s).
 pub async fn read_stats(link: &LinkClient) -> Result<DaemonCounters, RunError> {
-    let json = tokio::time::timeout(Duration::from_secs(10), link.stats())
+    let stats = tokio::time::timeout(Duration::from_secs(10), link.stats())
         .await
         .map_err(|_| RunError::failed("the daemon did not answer STATS within 10 s"))?
         .map_err(|e| RunError::failed(format!("daemon stats: {e}")))?;
-    DaemonCounters::parse(&json).map_err(RunError::failed)
+    Ok(DaemonCounters::from_stats(&stats))
 }
 
 /// Reads the daemon's counters once a second, keeping the last two readings in `readings`.
@@ -172,13 +165,38 @@ pub async fn quiesce(link: &LinkClient, window: Duration) -> Result<DaemonCounte
 #[cfg(test)]
 mod tests {
     use super::DaemonCounters;
+    use presenced_wire::stats::{ShardStats, Stats};
+
+    fn two_shards() -> Stats {
+        let mut stats = Stats::default();
+        let mut s0 = ShardStats {
+            shard: 0,
+            datagrams: 5,
+            ..ShardStats::default()
+        };
+        s0.core.heartbeats = 100;
+        s0.core.refused_overflow_full = 3;
+        s0.dropped = [("bad_magic", 2), ("too_short", 1)]
+            .into_iter()
+            .map(|(r, n)| (r.to_string(), n))
+            .collect();
+        let mut s1 = ShardStats {
+            shard: 1,
+            datagrams: 7,
+            ..ShardStats::default()
+        };
+        s1.core.heartbeats = 50;
+        stats.shards = vec![s0, s1];
+        stats.link.events_dropped = 4;
+        stats.link.lag_signals = 1;
+        stats
+    }
 
     #[test]
     fn sums_shards_and_subtracts() {
-        let json = r#"{"shards":[{"shard":0,"datagrams":5,"heartbeats":100,"dropped":{"bad_magic":2,"too_short":1},"refused_overflow_full":3},
-            {"shard":1,"datagrams":7,"heartbeats":50,"dropped":{}}],
-            "link":{"events_dropped":4,"lag_signals":1}}"#;
-        let c = DaemonCounters::parse(json).unwrap();
+        let json = two_shards().to_json().unwrap();
+        let c = DaemonCounters::parse(&json).unwrap();
+        assert_eq!(c, DaemonCounters::from_stats(&two_shards()));
         assert_eq!(c.heartbeats(), 150);
         assert_eq!((c.datagrams, c.dropped, c.refused()), (12, 3, 3));
         assert_eq!((c.events_dropped, c.lag_signals), (4, 1));
@@ -188,5 +206,21 @@ mod tests {
         });
         assert_eq!(d.heartbeats_by_shard, vec![60, 0]);
         assert!(DaemonCounters::parse("nope").is_err());
+    }
+
+    #[test]
+    fn a_missing_or_renamed_field_is_an_error_not_zero() {
+        let json = two_shards().to_json().unwrap();
+        let missing = json.replace(r#""lag_signals":1,"#, "");
+        assert_ne!(missing, json);
+        let e = DaemonCounters::parse(&missing).unwrap_err();
+        assert!(e.contains("lag_signals"), "{e}");
+        let renamed = json.replace(r#""datagrams":"#, r#""datagrams_received":"#);
+        assert_ne!(renamed, json);
+        let e = DaemonCounters::parse(&renamed).unwrap_err();
+        assert!(e.contains("datagrams"), "{e}");
+        // The old hand-written shape (no auth, shards without most counters) is refused too.
+        let partial = r#"{"shards":[{"shard":0,"heartbeats":5,"dropped":{}}],"link":{}}"#;
+        assert!(DaemonCounters::parse(partial).is_err());
     }
 }

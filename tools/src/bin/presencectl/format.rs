@@ -2,8 +2,10 @@
 //! daemon's stats as tables.
 
 use presenced_wire::link::{Event, PresenceRecord};
+use presenced_wire::stats::{CoreStats, LinkStats, ShardStats, Stats};
 use presenced_wire::State;
-use serde_json::{json, Value};
+use serde_json::json;
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -120,136 +122,138 @@ pub fn records_table(records: &[PresenceRecord]) -> String {
     out
 }
 
-fn number(v: &Value, key: &str) -> u64 {
-    v.get(key).and_then(Value::as_u64).unwrap_or(0)
-}
+/// A counter's name (or column title) and how to read it from `T`.
+type Counter<T> = (&'static str, fn(&T) -> u64);
 
-/// The daemon's stats JSON as tables: one row per shard, the drops by reason, the link.
-pub fn stats_table(stats: &str) -> Result<String, String> {
-    let v: Value =
-        serde_json::from_str(stats).map_err(|e| format!("the daemon's stats are not JSON: {e}"))?;
-    let columns = [
-        ("shard", "SHARD"),
-        ("datagrams", "DATAGRAMS"),
-        ("kernel_dropped", "KERNEL_DROP"),
-        ("heartbeats", "HEARTBEATS"),
-        ("users", "USERS"),
-        ("devices", "DEVICES"),
-        ("transitions", "TRANSITIONS"),
-        ("routed_out", "ROUTED_OUT"),
-        ("routed_in", "ROUTED_IN"),
-        ("cross_shard_shed", "SHED_IN"),
-        ("transitions_shed", "SHED_OUT"),
-    ];
+/// The shard table's columns: a title and how to read the counter from a shard.
+const SHARD_COLUMNS: [Counter<ShardStats>; 12] = [
+    ("SHARD", |s| u64::from(s.shard)),
+    ("DATAGRAMS", |s| s.datagrams),
+    ("KERNEL_DROP", |s| s.kernel_dropped),
+    ("HEARTBEATS", |s| s.core.heartbeats),
+    ("USERS", |s| s.core.users),
+    ("DEVICES", |s| s.core.devices),
+    ("TRANSITIONS", |s| s.core.transitions),
+    ("ROUTED_OUT", |s| s.routed_out),
+    ("ROUTED_IN", |s| s.routed_in),
+    ("SHED_IN", |s| s.cross_shard_shed),
+    ("SHED_OUT", |s| s.transitions_shed),
+    ("DROPPED", ShardStats::dropped_total),
+];
+
+/// The presence core's refusals (and other lost work), summed over shards under "dropped or
+/// refused" after the datagram drops by reason.
+const CORE_REFUSALS: [Counter<CoreStats>; 7] = [
+    ("refused_user_capacity", |c| c.refused_user_capacity),
+    ("refused_device_limit", |c| c.refused_device_limit),
+    ("refused_overflow_full", |c| c.refused_overflow_full),
+    ("refused_user_zero", |c| c.refused_user_zero),
+    ("logout_unknown", |c| c.logout_unknown),
+    ("clock_backwards", |c| c.clock_backwards),
+    ("records_dropped", |c| c.records_dropped),
+];
+
+/// The presence core's timer counters, summed over shards.
+const CORE_TIMERS: [Counter<CoreStats>; 2] = [
+    ("timers_fired", |c| c.timers_fired),
+    ("timers_cascaded", |c| c.timers_cascaded),
+];
+
+/// The push link's counters, in the order printed.
+const LINK_COUNTERS: [Counter<LinkStats>; 10] = [
+    ("links", |l| l.links),
+    ("links_refused", |l| l.links_refused),
+    ("links_unauthorized", |l| l.links_unauthorized),
+    ("subscribed_users", |l| l.subscribed_users),
+    ("firehose_links", |l| l.firehose_links),
+    ("transitions", |l| l.transitions),
+    ("events_sent", |l| l.events_sent),
+    ("events_dropped", |l| l.events_dropped),
+    ("lag_signals", |l| l.lag_signals),
+    ("shard_shed", |l| l.shard_shed),
+];
+
+/// The daemon's stats as tables: one row per shard, the drops and refusals by reason, the
+/// core's timers, the authenticated gateways, the push link.
+pub fn stats_table(stats: &Stats) -> String {
     let mut out = String::new();
-    for (_, title) in columns {
+    for (title, _) in SHARD_COLUMNS {
         let _ = write!(out, "{title:>12}");
     }
-    out.push_str(&format!("{:>12}\n", "DROPPED"));
-    let shards = v
-        .get("shards")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let mut reasons: Vec<(String, u64)> = Vec::new();
-    for shard in &shards {
-        for (key, _) in columns {
-            let _ = write!(out, "{:>12}", number(shard, key));
+    out.push('\n');
+    for shard in &stats.shards {
+        for (_, counter) in SHARD_COLUMNS {
+            let _ = write!(out, "{:>12}", counter(shard));
         }
-        let mut dropped = 0;
-        if let Some(map) = shard.get("dropped").and_then(Value::as_object) {
-            for (reason, n) in map {
-                let n = n.as_u64().unwrap_or(0);
-                dropped += n;
-                match reasons.iter_mut().find(|(r, _)| r == reason) {
-                    Some((_, total)) => *total += n,
-                    None => reasons.push((reason.clone(), n)),
-                }
-            }
-        }
-        let _ = writeln!(out, "{dropped:>12}");
+        out.push('\n');
     }
-    let refusals = [
-        "refused_user_capacity",
-        "refused_device_limit",
-        "refused_overflow_full",
-        "refused_user_zero",
-        "logout_unknown",
-        "clock_backwards",
-        "records_dropped",
-    ];
-    for key in refusals {
-        let total: u64 = shards.iter().map(|s| number(s, key)).sum();
-        if total > 0 {
-            reasons.push((key.to_string(), total));
+    // Datagram drops by reason (every shard reports the same reasons), then the core's
+    // refusals; reasons with nothing to report are left out.
+    let mut reasons: BTreeMap<&str, u64> = BTreeMap::new();
+    for shard in &stats.shards {
+        for (reason, n) in &shard.dropped {
+            *reasons.entry(reason).or_default() += n;
         }
     }
-    reasons.retain(|(_, n)| *n > 0);
-    if !reasons.is_empty() {
+    let mut lines: Vec<(&str, u64)> = reasons.into_iter().collect();
+    for (name, counter) in CORE_REFUSALS {
+        lines.push((name, stats.shards.iter().map(|s| counter(&s.core)).sum()));
+    }
+    lines.retain(|&(_, n)| n > 0);
+    if !lines.is_empty() {
         out.push_str("\ndropped or refused, all shards:\n");
-        for (reason, n) in &reasons {
+        for (reason, n) in &lines {
             let _ = writeln!(out, "  {reason:<28}{n:>12}");
         }
     }
-    if let Some(gateways) = v
-        .get("auth")
-        .and_then(|a| a.get("per_gateway"))
-        .and_then(Value::as_object)
-    {
+    out.push_str("\ntimers, all shards:\n");
+    for (name, counter) in CORE_TIMERS {
+        let total: u64 = stats.shards.iter().map(|s| counter(&s.core)).sum();
+        let _ = writeln!(out, "  {name:<28}{total:>12}");
+    }
+    let auth = &stats.auth;
+    if auth.enabled || !auth.per_gateway.is_empty() {
         out.push_str("\nauthenticated gateways (accepted, then refusals by reason):\n");
-        for (id, counters) in gateways {
-            let _ = write!(
-                out,
-                "  gateway {id:<12} accepted {}",
-                number(counters, "accepted")
-            );
-            if let Some(map) = counters.as_object() {
-                for (reason, n) in map {
-                    let n = n.as_u64().unwrap_or(0);
-                    if reason != "accepted" && n > 0 {
-                        let _ = write!(out, ", {reason} {n}");
-                    }
+        let _ = writeln!(
+            out,
+            "  {:<28}{:>12}",
+            "gateways in the key file", auth.gateways
+        );
+        let _ = writeln!(
+            out,
+            "  {:<28}{:>12}",
+            "replay windows (bytes)", auth.replay_memory_bytes
+        );
+        for (id, gateway) in &auth.per_gateway {
+            let _ = write!(out, "  gateway {id:<12} accepted {}", gateway.accepted);
+            for (reason, n) in &gateway.refused {
+                if *n > 0 {
+                    let _ = write!(out, ", {reason} {n}");
                 }
             }
             out.push('\n');
         }
     }
-    if let Some(link) = v.get("link") {
-        out.push_str("\npush link:\n");
-        for key in [
-            "links",
-            "links_refused",
-            "links_unauthorized",
-            "subscribed_users",
-            "firehose_links",
-            "transitions",
-            "events_sent",
-            "events_dropped",
-            "lag_signals",
-            "shard_shed",
-        ] {
-            let _ = writeln!(out, "  {key:<28}{:>12}", number(link, key));
-        }
-        if let Some(lat) = link.get("latency_us") {
-            let _ = writeln!(
-                out,
-                "  {:<28}{:>12}",
-                "latency p50/p99/max (µs)",
-                format!(
-                    "{}/{}/{}",
-                    number(lat, "p50"),
-                    number(lat, "p99"),
-                    number(lat, "max")
-                )
-            );
-        }
+    let link = &stats.link;
+    out.push_str("\npush link:\n");
+    for (name, counter) in LINK_COUNTERS {
+        let _ = writeln!(out, "  {name:<28}{:>12}", counter(link));
     }
-    Ok(out)
+    let lat = &link.latency_us;
+    let _ = writeln!(
+        out,
+        "  {:<28}{:>12}",
+        "latency p50/p99/max (µs)",
+        format!("{}/{}/{}", lat.p50, lat.p99, lat.max)
+    );
+    let _ = writeln!(out, "  {:<28}{:>12}", "latency samples", lat.count);
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use presenced_wire::stats::{GatewayStats, LatencySummary};
 
     #[test]
     fn utc_formats_known_instants() {
@@ -260,10 +264,33 @@ mod tests {
 
     #[test]
     fn stats_table_sums_drops_by_reason() {
-        let json = r#"{"shards":[{"shard":0,"heartbeats":5,"kernel_dropped":912,"dropped":{"bad_magic":2}},
-            {"shard":1,"heartbeats":7,"dropped":{"bad_magic":1,"too_short":4}}],
-            "link":{"links":1,"latency_us":{"p50":10,"p99":20,"max":30}}}"#;
-        let table = stats_table(json).unwrap();
+        let shard = |n: u32, heartbeats: u64, dropped: &[(&str, u64)]| {
+            let mut s = ShardStats {
+                shard: n,
+                ..ShardStats::default()
+            };
+            s.core.heartbeats = heartbeats;
+            s.core.timers_cascaded = 3;
+            s.dropped = dropped.iter().map(|&(r, n)| (r.to_string(), n)).collect();
+            s
+        };
+        let mut stats = Stats::default();
+        stats
+            .shards
+            .push(shard(0, 5, &[("bad_magic", 2), ("too_short", 0)]));
+        stats
+            .shards
+            .push(shard(1, 7, &[("bad_magic", 1), ("too_short", 4)]));
+        stats.shards[0].kernel_dropped = 912;
+        stats.shards[1].core.refused_device_limit = 6;
+        stats.link.links = 1;
+        stats.link.latency_us = LatencySummary {
+            p50: 10,
+            p99: 20,
+            max: 30,
+            count: 40,
+        };
+        let table = stats_table(&stats);
         assert!(
             table.contains("bad_magic                              3"),
             "{table}"
@@ -272,15 +299,44 @@ mod tests {
             table.contains("too_short                              4"),
             "{table}"
         );
+        assert!(
+            table.contains("refused_device_limit                   6"),
+            "{table}"
+        );
+        assert!(
+            table.contains("timers_cascaded                        6"),
+            "{table}"
+        );
         assert!(table.contains("10/20/30"), "{table}");
         assert!(table.contains("KERNEL_DROP"), "{table}");
         assert!(table.contains("         912           5"), "{table}");
-        let with_auth = r#"{"auth":{"enabled":true,"per_gateway":{"7":{"accepted":5,"bad_mac":2,"replayed":0}}},"shards":[]}"#;
-        let table = stats_table(with_auth).unwrap();
+        // Shard 1: 1 + 4 dropped, in the last column.
+        assert!(
+            table.contains("           5\n\ndropped or refused"),
+            "{table}"
+        );
+        assert!(!table.contains("authenticated gateways"), "{table}");
+
+        stats.auth.enabled = true;
+        stats.auth.gateways = 1;
+        stats.auth.per_gateway.insert(
+            7,
+            GatewayStats {
+                accepted: 5,
+                refused: [("bad_mac", 2), ("replayed", 0)]
+                    .into_iter()
+                    .map(|(r, n)| (r.to_string(), n))
+                    .collect(),
+            },
+        );
+        let table = stats_table(&stats);
         assert!(
             table.contains("gateway 7            accepted 5, bad_mac 2\n"),
             "{table}"
         );
-        assert!(stats_table("not json").is_err());
+        assert!(
+            table.contains(&format!("  {:<28}{:>12}\n", "gateways in the key file", 1)),
+            "{table}"
+        );
     }
 }

@@ -87,10 +87,11 @@ enum Command {
         json: bool,
     },
     /// The daemon's counters: per shard (datagrams, heartbeats, drops by reason, users,
-    /// devices, transitions, routing, shedding) and the push link's (links, subscriptions,
-    /// events, lag, latency).
+    /// devices, transitions, routing, shedding, refusals, timers), per authenticated gateway
+    /// (accepted, refused by reason) and the push link's (links, subscriptions, events, lag,
+    /// latency).
     Stats {
-        /// The raw JSON the daemon sent.
+        /// The counters as JSON (the daemon's stats schema, one line).
         #[arg(long)]
         json: bool,
     },
@@ -215,9 +216,9 @@ async fn run(cli: Cli) -> Fallible {
             let stats = link.stats().await?;
             link.close().await;
             if json {
-                println!("{stats}");
+                println!("{}", stats.to_json()?);
             } else {
-                print!("{}", format::stats_table(&stats)?);
+                print!("{}", format::stats_table(&stats));
             }
         }
         Command::Send {
