@@ -1,12 +1,15 @@
-//! Starting and stopping the daemon: sockets, channels, pinned shard threads and the push link.
+//! Starting and stopping the daemon: sockets, channels, the shard nodes on their pinned
+//! threads, and the push link.
 
-use crate::auth::{KeyRing, Keys, Verifier};
-use crate::bus::{Inbox, ToHub};
 use crate::ingest::bind_udp;
 use crate::link;
 use crate::settings::Settings;
-use crate::worker::{self, Peer, ShardSetup, WAKER};
+use crate::shard_thread::{self, Peer, ShardSetup, WAKER};
+use crate::time::Clock;
 use mio::{Poll, Waker};
+use presenced_node::auth::{Keys, Verifier};
+use presenced_node::bus::{Inbox, ToHub};
+use presenced_node::node::{NodeConfig, ShardNode};
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::io;
@@ -14,7 +17,15 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::Duration;
+
+/// Messages a shard's channel to the hub holds (about 1 KiB each: a batch of transitions).
+/// More wait in the shard's outbox, bounded by `shards.link_outbox` transitions.
+pub const HUB_CHANNEL_MESSAGES: usize = 1024;
+
+/// The current key set, shared by the push link (HELLO checks, stats) and the reload; `None`
+/// when authentication is off. Read on cold paths only: shards get theirs by message.
+pub type KeyRing = Arc<Mutex<Option<Arc<Keys>>>>;
 
 /// A running daemon.
 pub struct Running {
@@ -25,9 +36,8 @@ pub struct Running {
     /// The push link's address.
     pub link: SocketAddr,
     /// The smallest receive buffer the kernel gave a heartbeat socket (bytes, as set).
-    pub recv_buffer: usize,
+    pub recv_buffer_bytes: usize,
     stop: Arc<AtomicBool>,
-    wakers: Vec<Arc<Waker>>,
     shards: Vec<JoinHandle<io::Result<()>>>,
     link_handle: link::Handle,
     peers: Vec<Peer>,
@@ -35,24 +45,24 @@ pub struct Running {
     settings: Arc<Settings>,
 }
 
-/// Binds every socket and starts every thread.
+/// Binds every socket, reserves every shard's memory and starts every thread.
 pub fn start(settings: Settings) -> io::Result<Running> {
     let settings = Arc::new(settings);
-    let n = settings.shards;
-    let origin = Instant::now();
+    let n = settings.shards.count;
+    let clock = Clock::start();
     let stop = Arc::new(AtomicBool::new(false));
-    let cpus = worker::allowed_cpus();
+    let cpus = crate::cpu::allowed_cpus();
 
     // The shared port: the first bind picks the port if it is 0, the others join its group.
     let mut shared: Vec<Vec<std::net::UdpSocket>> = (0..n).map(|_| Vec::new()).collect();
     let mut heartbeat = Vec::new();
-    for addr in [Some(settings.listen), settings.listen_v6]
+    for addr in [Some(settings.ingest.listen), settings.ingest.listen_v6]
         .into_iter()
         .flatten()
     {
         let mut addr = addr;
         for sockets in shared.iter_mut() {
-            let socket = bind_udp(addr, true, settings.socket_recv_buffer)
+            let socket = bind_udp(addr, true, settings.ingest.socket_recv_buffer_bytes)
                 .map_err(|e| annotate(e, "ingest.listen", addr))?;
             addr = socket.local_addr()?;
             sockets.push(socket);
@@ -60,43 +70,35 @@ pub fn start(settings: Settings) -> io::Result<Running> {
         heartbeat.push(addr);
     }
     let mut shard_ports = Vec::new();
-    if settings.shard_ports {
+    if settings.ingest.shard_ports {
         for (i, sockets) in shared.iter_mut().enumerate() {
-            let mut addr = settings.listen;
+            let mut addr = settings.ingest.listen;
             if addr.port() != 0 {
                 addr.set_port(addr.port() + 1 + i as u16);
             }
-            let socket = bind_udp(addr, false, settings.socket_recv_buffer)
+            let socket = bind_udp(addr, false, settings.ingest.socket_recv_buffer_bytes)
                 .map_err(|e| annotate(e, "ingest.shard_ports", addr))?;
             shard_ports.push(socket.local_addr()?);
             sockets.push(socket);
         }
     }
 
-    let recv_buffer = shared
+    let recv_buffer_bytes = shared
         .iter()
         .flatten()
         .map(crate::ingest::recv_buffer_of)
         .min()
         .unwrap_or(0);
 
-    let mut polls = Vec::with_capacity(n);
-    let mut peers = Vec::with_capacity(n);
-    let mut inboxes = Vec::with_capacity(n);
-    for _ in 0..n {
-        let poll = Poll::new()?;
-        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let (tx, rx) = crossbeam_channel::bounded::<Inbox>(settings.cross_shard_queue);
-        peers.push(Peer { inbox: tx, waker });
-        inboxes.push(rx);
-        polls.push(poll);
-    }
-    let mut hub_inputs = Vec::with_capacity(n);
-    let mut shards = Vec::with_capacity(n);
-    let seed = RandomState::new().hash_one(0u64);
-    let keys = match &settings.keys_file {
+    let keys = match &settings.auth.keys_file {
         Some(path) => Some(Arc::new(
-            Keys::load(path, settings.replay_window, settings.max_gateways, None).map_err(|e| {
+            crate::keyfile::load(
+                path,
+                settings.auth.replay_window,
+                settings.auth.max_gateways,
+                None,
+            )
+            .map_err(|e| {
                 io::Error::new(
                     io::ErrorKind::InvalidInput,
                     format!("setting `auth.keys_file`: {e}"),
@@ -106,63 +108,101 @@ pub fn start(settings: Settings) -> io::Result<Running> {
         None => None,
     };
     let key_ring: KeyRing = Arc::new(Mutex::new(keys.clone()));
-    let verifier = Verifier::new(keys, settings.max_clock_skew_ms);
-    for (index, ((poll, sockets), inbox)) in polls.into_iter().zip(shared).zip(inboxes).enumerate()
-    {
-        let (to_hub, from_shard) = crossbeam_channel::bounded::<ToHub>(settings.link_outbox);
-        hub_inputs.push(from_shard);
-        let mut core = settings.core.clone();
+    let max_clock_skew_ms =
+        u64::try_from(settings.auth.max_clock_skew.as_millis()).unwrap_or(u64::MAX);
+    let verifier = Verifier::new(keys, max_clock_skew_ms);
+    let core = settings
+        .presence
+        .core_config()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    let seed = RandomState::new().hash_one(0u64);
+
+    // Every node (its table, wheel and blocks reserved) before any thread starts.
+    let mut nodes = Vec::with_capacity(n);
+    for index in 0..n {
+        let mut core = core.clone();
         core.hash_seed = seed.wrapping_add(index as u64);
-        let setup = ShardSetup {
+        let config = NodeConfig {
             index,
+            shards: n,
             core,
+            cross_shard_batch: settings.shards.cross_shard_batch,
+            link_outbox: settings.shards.link_outbox,
+        };
+        let node = ShardNode::new(config, verifier.clone(), clock.now()).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("setting `presence.{}`: {}", e.key, e.problem),
+            )
+        })?;
+        for region in node.regions() {
+            crate::memory::advise_huge_pages(region);
+        }
+        nodes.push(node);
+    }
+
+    let mut polls = Vec::with_capacity(n);
+    let mut peers = Vec::with_capacity(n);
+    let mut inboxes = Vec::with_capacity(n);
+    for _ in 0..n {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let (tx, rx) = crossbeam_channel::bounded::<Inbox>(settings.shards.cross_shard_queue);
+        peers.push(Peer { inbox: tx, waker });
+        inboxes.push(rx);
+        polls.push(poll);
+    }
+    let mut hub_inputs = Vec::with_capacity(n);
+    let mut shards = Vec::with_capacity(n);
+    let threads = nodes.into_iter().zip(polls).zip(shared).zip(inboxes);
+    for (index, (((node, poll), sockets), inbox)) in threads.enumerate() {
+        let (to_hub, from_shard) = crossbeam_channel::bounded::<ToHub>(HUB_CHANNEL_MESSAGES);
+        hub_inputs.push(from_shard);
+        let setup = ShardSetup {
+            node,
             poll,
             sockets,
             inbox,
             peers: peers.clone(),
             to_hub,
-            recv_batch: settings.recv_batch,
-            cross_shard_batch: settings.cross_shard_batch,
-            link_outbox: settings.link_outbox,
-            origin,
+            recv_batch: settings.ingest.recv_batch,
+            clock,
             stop: stop.clone(),
             cpu: settings
+                .shards
                 .pin
                 .then(|| cpus.get(index % cpus.len().max(1)).copied())
                 .flatten(),
-            verifier: verifier.clone(),
         };
         shards.push(
             std::thread::Builder::new()
                 .name(format!("shard-{index}"))
-                .spawn(move || worker::run(setup))?,
+                .spawn(move || shard_thread::run(setup))?,
         );
     }
-    let wakers = peers.iter().map(|p| p.waker.clone()).collect();
-    let shard_peers = peers.clone();
     let link_handle = link::start(
-        settings.clone(),
+        settings.link.clone(),
         link::Welcome {
             shards: n,
             heartbeat_port: heartbeat.first().map_or(0, SocketAddr::port),
             shard_ports: shard_ports.iter().map(SocketAddr::port).collect(),
+            timings: settings.presence.wire_timings(),
         },
         hub_inputs,
-        peers,
+        peers.clone(),
         key_ring.clone(),
-        origin,
+        clock,
         stop.clone(),
     )?;
     Ok(Running {
         heartbeat,
         shard_ports,
         link: link_handle.addr,
-        recv_buffer,
+        recv_buffer_bytes,
         stop,
-        wakers,
         shards,
         link_handle,
-        peers: shard_peers,
+        peers,
         key_ring,
         settings,
     })
@@ -179,13 +219,13 @@ impl Running {
     /// A warning if the kernel capped the heartbeat sockets' receive buffers below
     /// `ingest.socket_recv_buffer` (bursts then overflow sooner), naming the fix.
     pub fn recv_buffer_warning(&self) -> Option<String> {
-        let asked = self.settings.socket_recv_buffer;
-        (self.recv_buffer < asked).then(|| {
+        let asked = self.settings.ingest.socket_recv_buffer_bytes;
+        (self.recv_buffer_bytes < asked).then(|| {
             format!(
                 "presenced: ingest.socket_recv_buffer: asked for {asked} bytes, the kernel gave \
                  {}; raise net.core.rmem_max (sysctl -w net.core.rmem_max={asked}) or grant \
                  CAP_NET_ADMIN, or lower the setting to silence this",
-                self.recv_buffer
+                self.recv_buffer_bytes
             )
         })
     }
@@ -209,8 +249,8 @@ impl Running {
     /// Stops every thread and waits for them; returns the first error a thread hit.
     pub fn shutdown(self) -> io::Result<()> {
         self.stop.store(true, Ordering::Relaxed);
-        for waker in &self.wakers {
-            let _ = waker.wake();
+        for peer in &self.peers {
+            let _ = peer.waker.wake();
         }
         let mut result = Ok(());
         for handle in self.shards {
@@ -228,7 +268,7 @@ impl Running {
     /// Reads the gateway key file again and hands the new keys to every shard; gateways that
     /// remain keep their replay windows. Returns the number of gateways now configured.
     pub fn reload_keys(&self) -> Result<usize, String> {
-        let Some(path) = &self.settings.keys_file else {
+        let Some(path) = &self.settings.auth.keys_file else {
             return Err("auth.keys_file is not set: authentication is off".into());
         };
         let previous = self
@@ -236,17 +276,15 @@ impl Running {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let keys = Arc::new(Keys::load(
+        let keys = Arc::new(crate::keyfile::load(
             path,
-            self.settings.replay_window,
-            self.settings.max_gateways,
+            self.settings.auth.replay_window,
+            self.settings.auth.max_gateways,
             previous.as_deref(),
         )?);
         for (i, peer) in self.peers.iter().enumerate() {
-            peer.inbox
-                .send_timeout(Inbox::Keys(keys.clone()), std::time::Duration::from_secs(5))
+            peer.send(Inbox::Keys(keys.clone()), Duration::from_secs(5))
                 .map_err(|_| format!("shard {i} did not take the new keys"))?;
-            let _ = peer.waker.wake();
         }
         let n = keys.len();
         *self.key_ring.lock().unwrap_or_else(|e| e.into_inner()) = Some(keys);

@@ -9,24 +9,25 @@ use std::os::fd::AsRawFd;
 /// Receive buffer per datagram: larger than the largest valid datagram, so an oversized one is
 /// seen as oversized (and refused) instead of silently truncated to a length that may pass.
 pub const SLOT_LEN: usize = 2048;
+const _: () = assert!(SLOT_LEN > presenced_wire::MAX_DATAGRAM_LEN);
 
 /// Binds a non-blocking UDP socket for heartbeats; `reuse_port` joins the SO_REUSEPORT group
 /// in which the kernel spreads datagrams over the shards by source address.
 pub fn bind_udp(
     addr: SocketAddr,
     reuse_port: bool,
-    recv_buffer: usize,
+    recv_buffer_bytes: usize,
 ) -> io::Result<std::net::UdpSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
     socket.set_reuse_port(reuse_port)?;
-    socket.set_recv_buffer_size(recv_buffer)?;
-    if recv_buffer_of(&socket) < recv_buffer {
+    socket.set_recv_buffer_size(recv_buffer_bytes)?;
+    if recv_buffer_of(&socket) < recv_buffer_bytes {
         // Capped at net.core.rmem_max: a process with CAP_NET_ADMIN may go past it. Without
         // the capability this fails and the capped size stays (the daemon says so at start).
-        force_recv_buffer(&socket, recv_buffer);
+        force_recv_buffer(&socket, recv_buffer_bytes);
     }
     enable_drop_counter(&socket)?;
     socket.set_nonblocking(true)?;
@@ -164,13 +165,13 @@ impl RecvBatch {
         Ok(self.received)
     }
 
-    /// Datagram `i` of the last `recv`, and whether the kernel truncated it.
-    pub fn datagram(&self, i: usize) -> (&[u8], bool) {
+    /// Datagram `i` of the last `recv`. One the kernel truncated fills its whole slot, which
+    /// is longer than any valid datagram, so it is refused as too long.
+    pub fn datagram(&self, i: usize) -> &[u8] {
         assert!(i < self.received);
         let h = &self.headers[i];
         let len = (h.msg_len as usize).min(SLOT_LEN);
-        let truncated = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
-        (&self.buffers[i * SLOT_LEN..i * SLOT_LEN + len], truncated)
+        &self.buffers[i * SLOT_LEN..i * SLOT_LEN + len]
     }
 
     /// The socket's running count of datagrams the kernel dropped (SO_RXQ_OVFL), as carried
@@ -214,16 +215,15 @@ mod tests {
         for _ in 0..200 {
             let n = batch.recv(&rx).unwrap();
             for i in 0..n {
-                let (d, truncated) = batch.datagram(i);
-                got.push((d.len(), truncated));
+                got.push(batch.datagram(i).len());
             }
             if got.len() == 6 {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
-        let mut expected: Vec<(usize, bool)> = (0..5).map(|i| (10 + i, false)).collect();
-        expected.push((SLOT_LEN, true));
+        let mut expected: Vec<usize> = (0..5).map(|i| 10 + i).collect();
+        expected.push(SLOT_LEN);
         assert_eq!(got, expected);
     }
 

@@ -1,13 +1,15 @@
-//! presenced: the presence core (sans-IO), the daemon around it, and the gateway-side client.
+//! presenced, the daemon: it only drives IO. Sockets, threads, channels, clocks and files live
+//! here; every decision is made by the sans-IO crates it drives (`presenced-node`'s shard node
+//! and hub around `presenced-core`'s presence state machine).
 //!
-//! See ARCHITECTURE.md for the code map and the normative presence rules.
+//! See ARCHITECTURE.md for the layers, the code map and the normative presence rules.
 
-pub mod auth;
-pub mod bus;
+pub mod cpu;
 pub mod daemon;
 pub mod ingest;
+pub mod keyfile;
 pub mod link;
 pub mod memory;
-pub mod route;
 pub mod settings;
-pub mod worker;
+pub mod shard_thread;
+pub mod time;

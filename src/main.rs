@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use presenced::daemon;
-use presenced::settings::{keys_help, Raw, SettingsError};
+use presenced::settings::{keys_help, Settings, SettingsError, Sources};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -32,15 +32,11 @@ struct Cli {
     shards: Option<String>,
 }
 
-fn settings(cli: &Cli) -> Result<presenced::settings::Settings, SettingsError> {
-    let mut raw = Raw::default();
+/// The settings: defaults, then the file, then the shortcuts, then each `--set` in order.
+fn settings(cli: &Cli) -> Result<Settings, SettingsError> {
+    let mut sources = Sources::default();
     if let Some(path) = &cli.config {
-        let origin = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| SettingsError {
-            key: origin.clone(),
-            problem: format!("cannot read the settings file: {e}"),
-        })?;
-        raw.merge_toml(&text, &origin)?;
+        sources.merge_file(path)?;
     }
     for (key, value) in [
         ("ingest.listen", &cli.listen),
@@ -48,14 +44,14 @@ fn settings(cli: &Cli) -> Result<presenced::settings::Settings, SettingsError> {
         ("shards.count", &cli.shards),
     ] {
         if let Some(value) = value {
-            raw.set(key, value)?;
+            sources.set(key, value)?;
         }
     }
     for pair in &cli.set {
-        raw.set_pair(pair)?;
+        sources.set_pair(pair)?;
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    raw.parse(cores)
+    sources.build(cores)
 }
 
 fn main() -> ExitCode {

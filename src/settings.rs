@@ -1,61 +1,344 @@
-//! The daemon's settings: one table of keys with defaults and help, filled from a TOML file and
-//! the command line, parsed into typed values with errors that name the key and the fix.
+//! The daemon's settings: one serde struct per TOML section, each key written once (name, type,
+//! default, valid range, help) in the `settings!` list below, filled from the TOML file and
+//! the command line (defaults < file < command line), checked with errors that name the key
+//! and the fix.
+//!
+//! The list generates the section structs, their `Default`, their range checks and [`KEYS`]
+//! (what `presenced --help` prints). Every count and byte size is read by one helper
+//! ([`parse_count`]: `_` separators, k/M/G and Ki/Mi/Gi suffixes); every duration by humantime
+//! (`500us`, `10ms`, `20s`, `5m`, `2h`, `30d`).
 
-use presenced_core::config::CoreConfig;
-use std::collections::BTreeMap;
+use presenced_core::config::{CoreConfig, MAX_DEVICES_LIMIT};
+use presenced_wire::link::{Timings, MIN_MAX_FRAME_LEN};
+use serde::de::{self, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-/// One setting: its dotted name (`section.key` in TOML), default, and what it does.
-pub struct Key {
-    /// Dotted name, e.g. `presence.grace`.
-    pub name: &'static str,
-    /// Default value, as written in TOML or on the command line.
-    pub default: &'static str,
-    /// What it does.
-    pub help: &'static str,
+/// The most shard threads (`shards.count`; with `0`, the cores available, at most this many).
+pub const MAX_SHARDS: usize = 1024;
+
+/// Generates, from one list of sections and keys: the section structs (serde, `deny_unknown_fields`,
+/// every field defaulted), their `Default`, their range checks, the [`Settings`] struct and
+/// [`KEYS`]. A key is `/// help` then `field [as "toml_name"]: Type = default [, range VALID];`
+/// where VALID is a `RangeInclusive` of the field's type, [`PowerOfTwo`] or [`AutoOr`].
+macro_rules! settings {
+    ($(
+        $(#[doc = $section_doc:literal])+
+        [$section:ident] $Section:ident {
+            $(
+                $(#[doc = $help:literal])+
+                $field:ident $(as $key:literal)? : $ty:ty = $default:expr $(, range $range:expr)?;
+            )+
+        }
+    )+) => {
+        $(
+            $(#[doc = $section_doc])+
+            #[derive(Deserialize, Serialize, Debug, Clone, PartialEq)]
+            #[serde(default, deny_unknown_fields)]
+            pub struct $Section {
+                $(
+                    $(#[doc = $help])+
+                    $(#[serde(rename = $key)])?
+                    #[serde(with = "value")]
+                    pub $field: $ty,
+                )+
+            }
+
+            impl Default for $Section {
+                fn default() -> Self {
+                    $Section { $($field: $default,)+ }
+                }
+            }
+
+            impl $Section {
+                /// Checks every key of the section against its valid range; the error names
+                /// the key.
+                pub fn check_ranges(&self) -> Result<(), SettingsError> {
+                    $(
+                        check(
+                            &self.$field,
+                            &valid!($($range)?),
+                            key_name!($section, $field $($key)?),
+                        )?;
+                    )+
+                    Ok(())
+                }
+            }
+        )+
+
+        /// Every setting of the daemon, one field per TOML section. Build it with
+        /// [`Sources::build`], which also resolves `shards.count = 0` and checks every rule.
+        #[derive(Deserialize, Serialize, Debug, Clone, PartialEq, Default)]
+        #[serde(default, deny_unknown_fields)]
+        pub struct Settings {
+            $(
+                $(#[doc = $section_doc])+
+                pub $section: $Section,
+            )+
+        }
+
+        impl Settings {
+            /// Checks every key against its valid range (not the rules across keys).
+            pub fn check_ranges(&self) -> Result<(), SettingsError> {
+                $(self.$section.check_ranges()?;)+
+                Ok(())
+            }
+        }
+
+        /// The TOML sections, in order.
+        pub const SECTIONS: &[&str] = &[$(stringify!($section)),+];
+
+        /// Every key, in order: what `presenced --help` lists.
+        pub const KEYS: &[Key] = &[
+            $($(
+                Key {
+                    name: key_name!($section, $field $($key)?),
+                    help: concat!($($help),+),
+                    default: || Value::show(&$Section::default().$field),
+                    valid: || Valid::<$ty>::describe(&valid!($($range)?)),
+                    text: <$ty as Value>::TEXT,
+                },
+            )+)+
+        ];
+    };
 }
 
-/// Every setting the daemon has.
-pub const KEYS: &[Key] = &[
-    Key { name: "ingest.listen", default: "127.0.0.1:7070", help: "UDP address for heartbeat datagrams (every shard listens on it with SO_REUSEPORT)" },
-    Key { name: "ingest.listen_v6", default: "", help: "optional second UDP address, e.g. [::1]:7070 (empty: none)" },
-    Key { name: "ingest.shard_ports", default: "true", help: "each shard also listens on its own port (listen port + 1 + shard index) so shard-aware gateways skip the cross-shard hop" },
-    Key { name: "ingest.recv_batch", default: "32", help: "datagrams read per recvmmsg call (1..=1024)" },
-    Key { name: "ingest.socket_recv_buffer", default: "32Mi", help: "SO_RCVBUF bytes per socket: room for a burst (32 MiB holds about 1M heartbeat entries); capped at net.core.rmem_max unless the process has CAP_NET_ADMIN, with a warning at start" },
-    Key { name: "shards.count", default: "0", help: "shard threads; 0 = one per available core" },
-    Key { name: "shards.pin", default: "true", help: "pin shard i to the i-th core this process may run on" },
-    Key { name: "shards.cross_shard_queue", default: "1024", help: "batches a shard's inbox holds; beyond it entries are shed and counted" },
-    Key { name: "shards.cross_shard_batch", default: "64", help: "heartbeat entries per batch sent to another shard (1..=256)" },
-    Key { name: "shards.link_outbox", default: "4096", help: "transition batches a shard holds for the push link; beyond it transitions are shed and counted" },
-    Key { name: "presence.tick", default: "10ms", help: "timing-wheel resolution: offline is detected within one tick of the deadline" },
-    Key { name: "presence.heartbeat_interval", default: "20s", help: "how often gateways send each live device's heartbeat" },
-    Key { name: "presence.grace", default: "12s", help: "allowance for delay and jitter: a device is offline after heartbeat_interval + 2 × grace of silence" },
-    Key { name: "presence.idle_after", default: "5m", help: "a device with no activity flag for this long is idle" },
-    Key { name: "presence.last_seen_retention", default: "30d", help: "how long an offline user's last seen is kept" },
-    Key { name: "presence.users_per_shard", default: "1000000", help: "users (online or remembered) one shard holds; new users beyond it are refused and counted" },
-    Key { name: "presence.max_devices_per_user", default: "8", help: "devices one user may have at once (1..=31); more are refused and counted" },
-    Key { name: "presence.multi_device_users", default: "auto", help: "users with two devices or more one shard holds (auto: a quarter of users_per_shard); further second devices are refused and counted" },
-    Key { name: "link.listen", default: "127.0.0.1:7060", help: "UDP address of the QUIC push link" },
-    Key { name: "link.cert", default: "", help: "PEM certificate chain for the push link (empty: a self-signed certificate for localhost)" },
-    Key { name: "link.key", default: "", help: "PEM private key for link.cert" },
-    Key { name: "link.max_links", default: "1024", help: "gateway links at once; more are refused" },
-    Key { name: "link.max_frame_len", default: "1048576", help: "largest frame accepted or sent, bytes" },
-    Key { name: "link.max_users_per_request", default: "100000", help: "user ids in one subscribe, unsubscribe or query" },
-    Key { name: "link.max_subscriptions", default: "1000000", help: "users one link may be subscribed to" },
-    Key { name: "link.max_requests_in_flight", default: "64", help: "requests of one link being answered at once" },
-    Key { name: "link.queue_depth", default: "1024", help: "frames queued for one gateway; a gateway that falls further behind is told it lagged" },
-    Key { name: "auth.keys_file", default: "", help: "gateway key file (TOML [gateways] id = \"<64 hex digits>\", mode 0600; reloaded on SIGHUP); set, every datagram must be signed (empty: unauthenticated datagrams only)" },
-    Key { name: "auth.max_clock_skew", default: "30s", help: "a signed datagram's send time may differ from the daemon's clock by this much" },
-    Key { name: "auth.replay_window", default: "8192", help: "sequence numbers remembered per gateway for anti-replay (a power of two, 64..=1048576; 8 bytes each)" },
-    Key { name: "auth.max_gateways", default: "4096", help: "gateways the key file may list" },
-];
+/// `section.key`: the field's name, or the `as "name"` given for it.
+macro_rules! key_name {
+    ($section:ident, $field:ident) => {
+        concat!(stringify!($section), ".", stringify!($field))
+    };
+    ($section:ident, $field:ident $key:literal) => {
+        concat!(stringify!($section), ".", $key)
+    };
+}
+
+/// The key's valid values: its range, or anything its type reads.
+macro_rules! valid {
+    () => {
+        Any
+    };
+    ($range:expr) => {
+        $range
+    };
+}
+
+settings! {
+    /// `[ingest]`: the heartbeat sockets.
+    [ingest] IngestSettings {
+        /// UDP address for heartbeat datagrams (every shard listens on it with SO_REUSEPORT).
+        listen: SocketAddr = v4([127, 0, 0, 1], 7070);
+        /// Optional second UDP address, e.g. [::1]:7070 ("": none).
+        listen_v6: Option<SocketAddr> = None;
+        /// Each shard also listens on its own port (listen port + 1 + shard index) so
+        /// shard-aware gateways skip the cross-shard hop.
+        shard_ports: bool = true;
+        /// Datagrams read per recvmmsg call.
+        recv_batch: usize = 32, range 1..=1024;
+        /// SO_RCVBUF bytes per socket: room for a burst (32 MiB holds about 1M heartbeat
+        /// entries); capped at net.core.rmem_max unless the process has CAP_NET_ADMIN, with a
+        /// warning at start.
+        socket_recv_buffer_bytes as "socket_recv_buffer": usize = 32 << 20,
+            range 4096..=1 << 30;
+    }
+
+    /// `[shards]`: the shard threads and the channels between them.
+    [shards] ShardSettings {
+        // `Sources::build` resolves 0 to the cores available.
+        /// Shard threads; 0 = one per available core.
+        count: usize = 0, range 0..=MAX_SHARDS;
+        /// Pin shard i to the i-th core this process may run on.
+        pin: bool = true;
+        /// Batches a shard's inbox holds; beyond it entries are shed and counted.
+        cross_shard_queue: usize = 1024, range 1..=1 << 20;
+        /// Heartbeat entries per batch sent to another shard (a batch holds at most 64).
+        cross_shard_batch: usize = 64, range 1..=presenced_node::bus::MAX_ENTRY_BATCH;
+        /// Transitions a shard holds for the push link beyond what the hub's channel took (32
+        /// bytes each, allocated only while a burst waits); beyond it transitions are shed,
+        /// counted, and subscribers told to re-query.
+        link_outbox: usize = 1 << 20, range 1..=1 << 26;
+    }
+
+    /// `[presence]`: the presence core's timings and limits (per shard).
+    [presence] PresenceSettings {
+        /// Timing-wheel resolution: offline is detected within one tick of the deadline.
+        tick: Duration = ms(10), range us(100)..=secs(1);
+        /// How often gateways send each live device's heartbeat.
+        heartbeat_interval: Duration = secs(20), range ms(1)..=hours(1);
+        /// Allowance for delay and jitter: a device is offline after heartbeat_interval +
+        /// 2 × grace of silence.
+        grace: Duration = secs(12), range secs(0)..=hours(1);
+        /// A device with no activity flag for this long is idle (at most 2^30 ticks).
+        idle_after: Duration = mins(5), range ms(1)..=days(49);
+        /// How long an offline user's last seen is kept (at most 2^30 ticks).
+        last_seen_retention: Duration = days(30), range secs(0)..=days(3650);
+        /// Users (online or remembered) one shard holds; new users beyond it are refused and
+        /// counted.
+        users_per_shard: u32 = 1_000_000, range 1..=1 << 30;
+        /// Devices one user may have at once; more are refused and counted.
+        max_devices_per_user: u8 = 8, range 1..=MAX_DEVICES_LIMIT;
+        /// Users with two devices or more one shard holds (auto: a quarter of
+        /// users_per_shard, at most users_per_shard); further second devices are refused and
+        /// counted.
+        multi_device_users: Option<u32> = None, range AutoOr(0..=1 << 30);
+    }
+
+    /// `[link]`: the QUIC push link to gateways and its per-link limits.
+    [link] LinkSettings {
+        /// UDP address of the QUIC push link.
+        listen: SocketAddr = v4([127, 0, 0, 1], 7060);
+        /// PEM certificate chain for the push link ("": a self-signed certificate for
+        /// localhost); give link.key with it.
+        cert: Option<PathBuf> = None;
+        /// PEM private key for link.cert.
+        key: Option<PathBuf> = None;
+        /// Gateway links at once; more are refused.
+        max_links: usize = 1024, range 1..=1 << 16;
+        /// Largest frame accepted or sent, bytes.
+        max_frame_len: usize = 1 << 20, range (MIN_MAX_FRAME_LEN as usize)..=64 << 20;
+        /// User ids in one subscribe, unsubscribe or query.
+        max_users_per_request: usize = 100_000, range 1..=1 << 24;
+        /// Users one link may be subscribed to.
+        max_subscriptions: usize = 1_000_000, range 1..=1 << 28;
+        /// Requests of one link being answered at once.
+        max_requests_in_flight: usize = 64, range 1..=1 << 16;
+        /// Frames queued for one gateway; a gateway that falls further behind is told it
+        /// lagged.
+        queue_depth: usize = 1024, range 1..=1 << 20;
+    }
+
+    /// `[auth]`: signed heartbeats and push-link tokens.
+    [auth] AuthSettings {
+        /// Gateway key file (TOML [gateways] id = "<64 hex digits>", mode 0600; reloaded on
+        /// SIGHUP); set, every datagram must be signed ("": unauthenticated datagrams only).
+        keys_file: Option<PathBuf> = None;
+        /// A signed datagram's send time may differ from the daemon's clock by this much.
+        max_clock_skew: Duration = secs(30), range ms(1)..=days(1);
+        /// Sequence numbers remembered per gateway for anti-replay (8 bytes each).
+        replay_window: usize = 8192, range PowerOfTwo(64..=1 << 20);
+        /// Gateways the key file may list.
+        max_gateways: usize = 4096, range 1..=1 << 20;
+    }
+}
+
+const fn v4(ip: [u8; 4], port: u16) -> SocketAddr {
+    SocketAddr::V4(std::net::SocketAddrV4::new(
+        std::net::Ipv4Addr::new(ip[0], ip[1], ip[2], ip[3]),
+        port,
+    ))
+}
+const fn us(n: u64) -> Duration {
+    Duration::from_micros(n)
+}
+const fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+const fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+const fn mins(n: u64) -> Duration {
+    Duration::from_secs(n * 60)
+}
+const fn hours(n: u64) -> Duration {
+    Duration::from_secs(n * 3600)
+}
+const fn days(n: u64) -> Duration {
+    Duration::from_secs(n * 86_400)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rules across keys, and what the components are given.
+
+impl Settings {
+    /// Replaces `shards.count = 0` by `cores` (at least 1, at most [`MAX_SHARDS`]), then
+    /// checks everything ([`validate`](Settings::validate)).
+    pub fn resolve(mut self, cores: usize) -> Result<Settings, SettingsError> {
+        if self.shards.count == 0 {
+            self.shards.count = cores.clamp(1, MAX_SHARDS);
+        }
+        self.validate()?;
+        Ok(self)
+    }
+
+    /// Checks every key's range, then the rules across keys: shard ports within 65535,
+    /// link.cert and link.key together, and the presence core's own checks.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        self.check_ranges()?;
+        let shards = self.shards.count.max(1);
+        if self.ingest.shard_ports && usize::from(self.ingest.listen.port()) + shards > 65535 {
+            return Err(error(
+                "ingest.shard_ports",
+                format!(
+                    "the per-shard ports (ingest.listen's port + 1 + shard index, {shards} \
+                     shards) would run past 65535; lower ingest.listen's port or set \
+                     ingest.shard_ports = false"
+                ),
+            ));
+        }
+        match (&self.link.cert, &self.link.key) {
+            (Some(_), None) => {
+                return Err(error(
+                    "link.key",
+                    "is empty but link.cert is set; give both or neither",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(error(
+                    "link.cert",
+                    "is empty but link.key is set; give both or neither",
+                ))
+            }
+            _ => {}
+        }
+        self.presence.core_config()?;
+        Ok(())
+    }
+}
+
+impl PresenceSettings {
+    /// The presence core's configuration, checked by the core (errors name
+    /// `presence.<key>`). `hash_seed` is 0: the daemon sets one per shard at start.
+    pub fn core_config(&self) -> Result<CoreConfig, SettingsError> {
+        let us = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        let core = CoreConfig {
+            tick_us: us(self.tick),
+            heartbeat_interval_us: us(self.heartbeat_interval),
+            grace_us: us(self.grace),
+            idle_after_us: us(self.idle_after),
+            last_seen_retention_us: us(self.last_seen_retention),
+            user_capacity: self.users_per_shard,
+            max_devices_per_user: self.max_devices_per_user,
+            multi_device_users: self.multi_device_users.unwrap_or(self.users_per_shard / 4),
+            hash_seed: 0,
+        };
+        core.validate()
+            .map_err(|e| error(&format!("presence.{}", e.key), e.problem))?;
+        Ok(core)
+    }
+
+    /// The timings the push link announces in WELCOME (the ranges keep each within a u32).
+    pub fn wire_timings(&self) -> Timings {
+        let ms = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
+        Timings {
+            heartbeat_interval_ms: ms(self.heartbeat_interval),
+            grace_ms: ms(self.grace),
+            idle_after_ms: ms(self.idle_after),
+            tick_us: u32::try_from(self.tick.as_micros()).unwrap_or(u32::MAX),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors.
 
 /// A setting the daemon cannot run with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SettingsError {
-    /// The key at fault (or the file).
+    /// The key at fault (`section.key`), the section, or the file.
     pub key: String,
     /// What is wrong and how to fix it.
     pub problem: String,
@@ -76,26 +359,164 @@ fn error(key: &str, problem: impl Into<String>) -> SettingsError {
     }
 }
 
-/// Raw values by key, defaults first, then the file, then the command line.
-pub struct Raw(BTreeMap<&'static str, String>);
+// ---------------------------------------------------------------------------------------------
+// The key list, for help and for checking names.
 
-impl Default for Raw {
-    fn default() -> Self {
-        Raw(KEYS
-            .iter()
-            .map(|k| (k.name, k.default.to_string()))
-            .collect())
+/// One setting as `presenced --help` lists it.
+pub struct Key {
+    /// Dotted name, `section.key` (TOML `[section] key = …`), e.g. `presence.grace`.
+    pub name: &'static str,
+    help: &'static str,
+    default: fn() -> String,
+    valid: fn() -> String,
+    /// From `--set`, only a quoted TOML string is read as TOML (addresses, paths).
+    text: bool,
+}
+
+impl Key {
+    /// The TOML section, e.g. `presence`.
+    pub fn section(&self) -> &'static str {
+        self.name.split_once('.').map_or(self.name, |(s, _)| s)
+    }
+
+    /// The key within its section, e.g. `grace`.
+    pub fn key(&self) -> &'static str {
+        self.name.split_once('.').map_or(self.name, |(_, k)| k)
+    }
+
+    /// What the key does.
+    pub fn help(&self) -> String {
+        self.help.split_whitespace().collect::<Vec<_>>().join(" ")
+    }
+
+    /// The default, as written in TOML or on the command line (`""`: none).
+    pub fn default_value(&self) -> String {
+        (self.default)()
+    }
+
+    /// The values accepted, e.g. `1 to 64` or `true or false`.
+    pub fn valid_values(&self) -> String {
+        (self.valid)()
     }
 }
 
-impl Raw {
-    /// Sets one key; unknown keys are an error that lists where to find the known ones.
-    pub fn set(&mut self, key: &str, value: &str) -> Result<(), SettingsError> {
-        let known = KEYS
-            .iter()
-            .find(|k| k.name == key)
-            .ok_or_else(|| error(key, "unknown key; `presenced --help` lists every key"))?;
-        self.0.insert(known.name, value.to_string());
+/// The key `section.key`; the error names the unknown section or key and where to look.
+pub fn lookup(section: &str, key: &str) -> Result<&'static Key, SettingsError> {
+    if !SECTIONS.contains(&section) {
+        let list: Vec<String> = SECTIONS.iter().map(|s| format!("[{s}]")).collect();
+        return Err(error(
+            section,
+            format!(
+                "unknown section; the sections are {}; `presenced --help` lists every key",
+                list.join(", ")
+            ),
+        ));
+    }
+    KEYS.iter()
+        .find(|k| k.section() == section && k.key() == key)
+        .ok_or_else(|| {
+            let mut problem = "unknown key; `presenced --help` lists every key".to_string();
+            if let Some(other) = KEYS.iter().find(|k| k.key() == key) {
+                problem.push_str(&format!(" (did you mean `{}`?)", other.name));
+            }
+            error(&format!("{section}.{key}"), problem)
+        })
+}
+
+/// The key list as help text: every key with what it does, its default and its valid values.
+pub fn keys_help() -> String {
+    let mut out = String::from(
+        "Settings: TOML `[section] key = value` in --config, or `--set section.key=value`;\n\
+         the command line wins over the file. Counts and sizes take `_` and k, M, G (x1000)\n\
+         or Ki, Mi, Gi (x1024), e.g. 10M, 32Mi; durations 500us, 10ms, 20s, 5m, 2h, 30d.\n",
+    );
+    let mut section = "";
+    for k in KEYS {
+        if k.section() != section {
+            section = k.section();
+            out.push_str(&format!("\n[{section}]\n"));
+        }
+        out.push_str(&format!("  {}\n", k.name));
+        let mut line = String::new();
+        for word in k.help().split(' ') {
+            if !line.is_empty() && line.len() + 1 + word.len() > 88 {
+                out.push_str(&format!("      {line}\n"));
+                line.clear();
+            }
+            if !line.is_empty() {
+                line.push(' ');
+            }
+            line.push_str(word);
+        }
+        out.push_str(&format!("      {line}\n"));
+        out.push_str(&format!(
+            "      default: {}; valid: {}\n",
+            k.default_value(),
+            k.valid_values()
+        ));
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sources: the file and the command line, layered.
+
+/// Where settings come from: the TOML file, then the command line (each later value wins over
+/// an earlier one, and any of them over the default). Keys are checked as they come in.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    table: toml::Table,
+}
+
+impl Sources {
+    /// Reads and merges a TOML settings file (`--config`).
+    pub fn merge_file(&mut self, path: &Path) -> Result<(), SettingsError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| error(&origin, format!("cannot read the settings file: {e}")))?;
+        self.merge_toml(&text, &origin)
+    }
+
+    /// Merges a TOML document: tables are sections, e.g. `[presence] grace = "12s"`; `origin`
+    /// names it in errors.
+    pub fn merge_toml(&mut self, text: &str, origin: &str) -> Result<(), SettingsError> {
+        let doc: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| error(origin, format!("not valid TOML: {e}")))?;
+        for (section, body) in doc {
+            let toml::Value::Table(table) = body else {
+                let problem = match KEYS.iter().find(|k| k.key() == section) {
+                    Some(k) => format!("is not in a section; write it under [{}]", k.section()),
+                    None => "top-level keys must be tables such as [presence]".to_string(),
+                };
+                return Err(error(&section, problem));
+            };
+            for (name, value) in table {
+                let known = lookup(&section, &name)?;
+                self.put(known, value);
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets one key from the command line. The value is read as a TOML value (`false`, `32`,
+    /// `"12s"`) and otherwise taken as a string (`12s`, `10M`, `[::1]:7070`); for addresses
+    /// and paths anything but a quoted TOML string is taken as written.
+    pub fn set(&mut self, name: &str, value: &str) -> Result<(), SettingsError> {
+        let (section, field) = name.split_once('.').ok_or_else(|| {
+            error(
+                name,
+                "expected section.key, e.g. presence.grace; `presenced --help` lists every key",
+            )
+        })?;
+        let known = lookup(section.trim(), field.trim())?;
+        let value = value.trim();
+        let value = match toml_value(value) {
+            Some(v @ toml::Value::String(_)) => v,
+            Some(v) if !known.text => v,
+            _ => toml::Value::String(value.to_string()),
+        };
+        self.put(known, value);
         Ok(())
     }
 
@@ -104,390 +525,782 @@ impl Raw {
         let (key, value) = pair
             .split_once('=')
             .ok_or_else(|| error(pair, "expected KEY=VALUE, e.g. presence.grace=12s"))?;
-        self.set(key.trim(), value.trim())
+        self.set(key.trim(), value)
     }
 
-    /// Merges a TOML document: tables are sections, e.g. `[presence] grace = "12s"`.
-    pub fn merge_toml(&mut self, text: &str, origin: &str) -> Result<(), SettingsError> {
-        let doc: toml::Table = text
-            .parse()
-            .map_err(|e: toml::de::Error| error(origin, format!("not valid TOML: {e}")))?;
-        for (section, body) in &doc {
-            let table = body.as_table().ok_or_else(|| {
-                error(section, "top-level keys must be tables such as [presence]")
-            })?;
-            for (name, value) in table {
-                let key = format!("{section}.{name}");
-                let text = match value {
-                    toml::Value::String(s) => s.clone(),
-                    toml::Value::Integer(i) => i.to_string(),
-                    toml::Value::Boolean(b) => b.to_string(),
-                    other => {
-                        return Err(error(
-                            &key,
-                            format!("expected a string, integer or boolean, got {other}"),
-                        ))
-                    }
-                };
-                self.set(&key, &text)?;
+    /// The typed settings: every value read and checked, `shards.count = 0` replaced by
+    /// `cores` ([`Settings::resolve`]).
+    pub fn build(&self, cores: usize) -> Result<Settings, SettingsError> {
+        let doc = toml::Value::Table(self.table.clone());
+        let settings: Settings = serde_path_to_error::deserialize(doc).map_err(|e| {
+            let key = e.path().to_string();
+            error(&key, e.into_inner().message().trim().to_string())
+        })?;
+        settings.resolve(cores)
+    }
+
+    fn put(&mut self, key: &Key, value: toml::Value) {
+        let section = self
+            .table
+            .entry(key.section())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if let toml::Value::Table(table) = section {
+            table.insert(key.key().to_string(), value);
+        }
+    }
+}
+
+/// `text` as one TOML value, if it is one.
+fn toml_value(text: &str) -> Option<toml::Value> {
+    let mut doc: toml::Table = format!("v = {text}").parse().ok()?;
+    (doc.len() == 1).then(|| doc.remove("v")).flatten()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Values: how each type of key is read, written and shown.
+
+/// A whole number with `_` separators and an optional suffix: `k`, `M`, `G` (×1000) or `Ki`,
+/// `Mi`, `Gi` (×1024), as in `users_per_shard = "10M"`, `socket_recv_buffer = "32Mi"`. The one
+/// reader of every count and byte size.
+pub fn parse_count(text: &str) -> Option<u64> {
+    let digits = text.trim().replace('_', "");
+    let (number, scale) = [
+        ("Ki", 1u64 << 10),
+        ("Mi", 1 << 20),
+        ("Gi", 1 << 30),
+        ("k", 1_000),
+        ("M", 1_000_000),
+        ("G", 1_000_000_000),
+    ]
+    .iter()
+    .find_map(|&(suffix, scale)| digits.strip_suffix(suffix).map(|n| (n, scale)))
+    .unwrap_or((&digits, 1));
+    if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    number.parse::<u64>().ok()?.checked_mul(scale)
+}
+
+/// A count as help shows it: with a suffix when it is a large round number (`32Mi`, `1M`).
+pub fn show_count(n: u64) -> String {
+    if n >= 10_000 {
+        for (suffix, scale) in [
+            ("Gi", 1u64 << 30),
+            ("G", 1_000_000_000),
+            ("Mi", 1 << 20),
+            ("M", 1_000_000),
+            ("Ki", 1 << 10),
+            ("k", 1_000),
+        ] {
+            if n % scale == 0 {
+                return format!("{}{suffix}", n / scale);
             }
+        }
+    }
+    n.to_string()
+}
+
+/// A duration as help shows it, in its largest whole unit: `30d`, `5m`, `10ms`.
+pub fn show_duration(d: Duration) -> String {
+    let ns = d.as_nanos();
+    if ns == 0 {
+        return "0s".into();
+    }
+    for (unit, size) in [
+        ("d", 86_400_000_000_000u128),
+        ("h", 3_600_000_000_000),
+        ("m", 60_000_000_000),
+        ("s", 1_000_000_000),
+        ("ms", 1_000_000),
+        ("us", 1_000),
+    ] {
+        if ns % size == 0 {
+            return format!("{}{unit}", ns / size);
+        }
+    }
+    humantime::format_duration(d).to_string()
+}
+
+/// One value as TOML or the command line gives it.
+#[derive(Clone, Debug, PartialEq)]
+enum Scalar {
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    Str(String),
+}
+
+impl fmt::Display for Scalar {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Scalar::Int(i) => write!(f, "{i}"),
+            Scalar::Float(x) => write!(f, "{x}"),
+            Scalar::Bool(b) => write!(f, "{b}"),
+            Scalar::Str(s) if s.is_empty() => f.write_str("\"\""),
+            Scalar::Str(s) => f.write_str(s),
+        }
+    }
+}
+
+impl Serialize for Scalar {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Scalar::Int(i) => s.serialize_i64(*i),
+            Scalar::Float(x) => s.serialize_f64(*x),
+            Scalar::Bool(b) => s.serialize_bool(*b),
+            Scalar::Str(t) => s.serialize_str(t),
+        }
+    }
+}
+
+/// Reads any scalar; `0` says what the key expects, for the error on anything else.
+struct ScalarVisitor(&'static str);
+
+impl Visitor<'_> for ScalarVisitor {
+    type Value = Scalar;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Scalar, E> {
+        Ok(Scalar::Bool(v))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar, E> {
+        Ok(Scalar::Int(v))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
+        i64::try_from(v)
+            .map(Scalar::Int)
+            .map_err(|_| E::custom(format!("is {v}, too large")))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Scalar, E> {
+        Ok(Scalar::Float(v))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
+        Ok(Scalar::Str(v.to_string()))
+    }
+}
+
+/// How one type of key is read from TOML or `--set`, written back, and shown in help.
+trait Value: Sized {
+    /// What is accepted, for help and for errors.
+    const EXPECTED: &'static str;
+    /// From `--set`, only a quoted TOML string is read as TOML: `true` is a file name.
+    const TEXT: bool = false;
+    /// Reads the value; the error says what is wrong (the caller adds the key).
+    fn from_scalar(scalar: Scalar) -> Result<Self, String>;
+    /// The value as written to TOML.
+    fn to_scalar(&self) -> Scalar;
+    /// The value as help shows it.
+    fn show(&self) -> String {
+        self.to_scalar().to_string()
+    }
+}
+
+/// `#[serde(with = "value")]` for every key: through [`Value`].
+mod value {
+    use super::{Scalar, ScalarVisitor, Value};
+    use serde::{de, Deserializer, Serialize, Serializer};
+
+    pub(super) fn serialize<T: Value, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+        v.to_scalar().serialize(s)
+    }
+
+    pub(super) fn deserialize<'de, T: Value, D: Deserializer<'de>>(d: D) -> Result<T, D::Error> {
+        let scalar: Scalar = d.deserialize_any(ScalarVisitor(T::EXPECTED))?;
+        T::from_scalar(scalar).map_err(de::Error::custom)
+    }
+}
+
+const COUNT: &str = "a whole number (suffixes k, M, G, Ki, Mi, Gi allowed)";
+
+fn count<T: TryFrom<u64>>(scalar: Scalar) -> Result<T, String> {
+    let n = match &scalar {
+        Scalar::Int(i) => u64::try_from(*i).map_err(|_| format!("is {i}; use {COUNT} ≥ 0"))?,
+        Scalar::Str(t) => parse_count(t).ok_or_else(|| format!("`{t}` is not {COUNT}"))?,
+        other => return Err(format!("`{other}` is not {COUNT}")),
+    };
+    T::try_from(n).map_err(|_| {
+        format!(
+            "is {}, too large (`presenced --help` gives the range)",
+            show_count(n)
+        )
+    })
+}
+
+macro_rules! count_value {
+    ($($t:ty),+) => {$(
+        impl Value for $t {
+            const EXPECTED: &'static str = COUNT;
+            fn from_scalar(scalar: Scalar) -> Result<Self, String> {
+                count(scalar)
+            }
+            fn to_scalar(&self) -> Scalar {
+                Scalar::Int(i64::try_from(*self).unwrap_or(i64::MAX))
+            }
+            fn show(&self) -> String {
+                show_count(u64::try_from(*self).unwrap_or(u64::MAX))
+            }
+        }
+    )+};
+}
+
+count_value!(u8, u32, usize);
+
+/// `multi_device_users`: `auto` (`None`) or a count.
+impl Value for Option<u32> {
+    const EXPECTED: &'static str = "auto, or a whole number (suffixes k, M, G, Ki, Mi, Gi allowed)";
+    fn from_scalar(scalar: Scalar) -> Result<Self, String> {
+        match &scalar {
+            Scalar::Str(t) if t.trim() == "auto" => Ok(None),
+            _ => count(scalar).map(Some).map_err(|e| format!("{e}, or auto")),
+        }
+    }
+    fn to_scalar(&self) -> Scalar {
+        match self {
+            None => Scalar::Str("auto".into()),
+            Some(n) => n.to_scalar(),
+        }
+    }
+    fn show(&self) -> String {
+        self.map_or_else(|| "auto".into(), |n| n.show())
+    }
+}
+
+impl Value for bool {
+    const EXPECTED: &'static str = "true or false";
+    fn from_scalar(scalar: Scalar) -> Result<Self, String> {
+        match &scalar {
+            Scalar::Bool(b) => Ok(*b),
+            Scalar::Str(t) if t.trim() == "true" => Ok(true),
+            Scalar::Str(t) if t.trim() == "false" => Ok(false),
+            other => Err(format!("`{other}` is not true or false")),
+        }
+    }
+    fn to_scalar(&self) -> Scalar {
+        Scalar::Bool(*self)
+    }
+}
+
+const DURATION: &str = "a duration such as 500us, 10ms, 20s, 5m, 2h or 30d";
+
+impl Value for Duration {
+    const EXPECTED: &'static str = DURATION;
+    fn from_scalar(scalar: Scalar) -> Result<Self, String> {
+        match &scalar {
+            Scalar::Str(t) => humantime::parse_duration(t.trim())
+                .map_err(|e| format!("`{t}` is not {DURATION} ({e})")),
+            Scalar::Int(i) => Err(format!(
+                "`{i}` is not {DURATION}: give the unit, e.g. \"{i}s\""
+            )),
+            other => Err(format!("`{other}` is not {DURATION}")),
+        }
+    }
+    fn to_scalar(&self) -> Scalar {
+        Scalar::Str(show_duration(*self))
+    }
+}
+
+const ADDRESS: &str = "an address such as 127.0.0.1:7070 or [::1]:7070";
+
+fn address(scalar: &Scalar) -> Result<SocketAddr, String> {
+    match scalar {
+        Scalar::Str(t) if t.trim().is_empty() => Err(format!("is empty; give {ADDRESS}")),
+        Scalar::Str(t) => t
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{t}` is not {ADDRESS}")),
+        other => Err(format!("`{other}` is not {ADDRESS} (write it in quotes)")),
+    }
+}
+
+impl Value for SocketAddr {
+    const EXPECTED: &'static str = ADDRESS;
+    const TEXT: bool = true;
+    fn from_scalar(scalar: Scalar) -> Result<Self, String> {
+        address(&scalar)
+    }
+    fn to_scalar(&self) -> Scalar {
+        Scalar::Str(self.to_string())
+    }
+}
+
+/// An optional address: `""` is none.
+impl Value for Option<SocketAddr> {
+    const EXPECTED: &'static str = "an address such as [::1]:7070, or \"\" for none";
+    const TEXT: bool = true;
+    fn from_scalar(scalar: Scalar) -> Result<Self, String> {
+        match &scalar {
+            Scalar::Str(t) if t.trim().is_empty() => Ok(None),
+            _ => address(&scalar).map(Some),
+        }
+    }
+    fn to_scalar(&self) -> Scalar {
+        Scalar::Str(self.map(|a| a.to_string()).unwrap_or_default())
+    }
+}
+
+/// An optional file: `""` is none.
+impl Value for Option<PathBuf> {
+    const EXPECTED: &'static str = "a file path, or \"\" for none";
+    const TEXT: bool = true;
+    fn from_scalar(scalar: Scalar) -> Result<Self, String> {
+        match scalar {
+            Scalar::Str(t) if t.is_empty() => Ok(None),
+            Scalar::Str(t) => Ok(Some(PathBuf::from(t))),
+            other => Err(format!(
+                "`{other}` is not a file path (write it in quotes, or \"\" for none)"
+            )),
+        }
+    }
+    fn to_scalar(&self) -> Scalar {
+        Scalar::Str(
+            self.as_ref()
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Valid values: ranges.
+
+/// The values a key accepts: checked, and described for help.
+trait Valid<T> {
+    /// `Err` says what is wrong and what to use (the caller adds the key).
+    fn check(&self, value: &T) -> Result<(), String>;
+    /// E.g. `1 to 64`.
+    fn describe(&self) -> String;
+}
+
+fn check<T, V: Valid<T>>(value: &T, valid: &V, key: &str) -> Result<(), SettingsError> {
+    valid.check(value).map_err(|problem| error(key, problem))
+}
+
+/// Whatever the type reads (addresses, paths, flags).
+struct Any;
+
+impl<T: Value> Valid<T> for Any {
+    fn check(&self, _: &T) -> Result<(), String> {
+        Ok(())
+    }
+    fn describe(&self) -> String {
+        T::EXPECTED.to_string()
+    }
+}
+
+impl<T: Value + PartialOrd> Valid<T> for RangeInclusive<T> {
+    fn check(&self, value: &T) -> Result<(), String> {
+        if self.contains(value) {
+            Ok(())
+        } else {
+            Err(format!("is {}; use {}", value.show(), self.describe()))
+        }
+    }
+    fn describe(&self) -> String {
+        format!("{} to {}", self.start().show(), self.end().show())
+    }
+}
+
+/// A power of two within a range.
+struct PowerOfTwo(RangeInclusive<usize>);
+
+impl Valid<usize> for PowerOfTwo {
+    fn check(&self, value: &usize) -> Result<(), String> {
+        self.0.check(value)?;
+        if !value.is_power_of_two() {
+            return Err(format!(
+                "is {value}, not a power of two; use {} (e.g. 4096 or 8192)",
+                self.describe()
+            ));
         }
         Ok(())
     }
-
-    fn get(&self, key: &str) -> &str {
-        self.0
-            .get(key)
-            .map(String::as_str)
-            .expect("every key has a default")
-    }
-
-    /// A whole number, with `_` separators and an optional suffix: `k`, `M`, `G` (×1000) or
-    /// `Ki`, `Mi`, `Gi` (×1024), as in `users_per_shard = "10M"`, `socket_recv_buffer = "32Mi"`.
-    fn num<T>(&self, key: &str, min: T, max: T) -> Result<T, SettingsError>
-    where
-        T: TryFrom<u64> + PartialOrd + fmt::Display + Copy,
-    {
-        let text = self.get(key);
-        let bad = || {
-            error(
-                key,
-                format!("`{text}` is not a whole number (suffixes k, M, G, Ki, Mi, Gi allowed)"),
-            )
-        };
-        let digits = text.replace('_', "");
-        let (number, scale) = [
-            ("Ki", 1u64 << 10),
-            ("Mi", 1 << 20),
-            ("Gi", 1 << 30),
-            ("k", 1_000),
-            ("M", 1_000_000),
-            ("G", 1_000_000_000),
-        ]
-        .iter()
-        .find_map(|&(suffix, scale)| digits.strip_suffix(suffix).map(|n| (n, scale)))
-        .unwrap_or((&digits, 1));
-        let v = number
-            .parse::<u64>()
-            .ok()
-            .and_then(|n| n.checked_mul(scale))
-            .ok_or_else(bad)?;
-        let v = T::try_from(v).map_err(|_| error(key, format!("is {v}; use {min} to {max}")))?;
-        if v < min || v > max {
-            return Err(error(key, format!("is {v}; use {min} to {max}")));
-        }
-        Ok(v)
-    }
-
-    fn flag(&self, key: &str) -> Result<bool, SettingsError> {
-        match self.get(key) {
-            "true" => Ok(true),
-            "false" => Ok(false),
-            other => Err(error(key, format!("`{other}` is not true or false"))),
-        }
-    }
-
-    fn addr(&self, key: &str) -> Result<Option<SocketAddr>, SettingsError> {
-        let text = self.get(key);
-        if text.is_empty() {
-            return Ok(None);
-        }
-        text.parse().map(Some).map_err(|_| {
-            error(
-                key,
-                format!("`{text}` is not an address such as 127.0.0.1:7070 or [::1]:7070"),
-            )
-        })
-    }
-
-    fn duration_us(&self, key: &str) -> Result<u64, SettingsError> {
-        let text = self.get(key);
-        parse_duration_us(text).ok_or_else(|| {
-            error(
-                key,
-                format!("`{text}` is not a duration such as 500us, 10ms, 20s, 5m, 2h or 30d"),
-            )
-        })
-    }
-
-    fn path(&self, key: &str) -> Option<PathBuf> {
-        let text = self.get(key);
-        (!text.is_empty()).then(|| PathBuf::from(text))
+    fn describe(&self) -> String {
+        format!("a power of two, {}", self.0.describe())
     }
 }
 
-/// Parses `<integer><unit>` with unit us, ms, s, m, h or d, into microseconds.
-pub fn parse_duration_us(text: &str) -> Option<u64> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit())?;
-    let (digits, unit) = text.split_at(split);
-    let n: u64 = digits.parse().ok()?;
-    let scale = match unit {
-        "us" => 1,
-        "ms" => 1_000,
-        "s" => 1_000_000,
-        "m" => 60_000_000,
-        "h" => 3_600_000_000,
-        "d" => 86_400_000_000,
-        _ => return None,
-    };
-    n.checked_mul(scale)
-}
+/// `auto`, or a count within a range.
+struct AutoOr(RangeInclusive<u32>);
 
-/// Typed settings of the whole daemon.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// Heartbeat address (SO_REUSEPORT group).
-    pub listen: SocketAddr,
-    /// Optional second heartbeat address (typically IPv6).
-    pub listen_v6: Option<SocketAddr>,
-    /// Whether each shard also has its own port.
-    pub shard_ports: bool,
-    /// Datagrams per receive call.
-    pub recv_batch: usize,
-    /// SO_RCVBUF per socket.
-    pub socket_recv_buffer: usize,
-    /// Shard threads.
-    pub shards: usize,
-    /// Whether shard threads are pinned to cores.
-    pub pin: bool,
-    /// Batches a shard inbox holds.
-    pub cross_shard_queue: usize,
-    /// Entries per cross-shard batch.
-    pub cross_shard_batch: usize,
-    /// Messages a shard holds for the push link.
-    pub link_outbox: usize,
-    /// The presence core's settings (per shard).
-    pub core: CoreConfig,
-    /// Push-link address.
-    pub link_listen: SocketAddr,
-    /// Certificate chain and key files, or `None` for a self-signed certificate.
-    pub link_tls: Option<(PathBuf, PathBuf)>,
-    /// Links at once.
-    pub max_links: usize,
-    /// Largest frame.
-    pub max_frame_len: usize,
-    /// User ids per request.
-    pub max_users_per_request: usize,
-    /// Subscriptions per link.
-    pub max_subscriptions: usize,
-    /// Requests in flight per link.
-    pub max_requests_in_flight: usize,
-    /// Frames queued per gateway.
-    pub queue_depth: usize,
-    /// The gateway key file, or `None`: authentication off.
-    pub keys_file: Option<PathBuf>,
-    /// Allowed difference between a signed datagram's send time and the daemon's clock, ms.
-    pub max_clock_skew_ms: u64,
-    /// Anti-replay slots per gateway.
-    pub replay_window: usize,
-    /// Gateways the key file may list.
-    pub max_gateways: usize,
-}
-
-impl Raw {
-    /// Parses and checks every value; `cores` is the number of cores available.
-    pub fn parse(&self, cores: usize) -> Result<Settings, SettingsError> {
-        let listen = self
-            .addr("ingest.listen")?
-            .ok_or_else(|| error("ingest.listen", "is empty; give an address"))?;
-        let link_listen = self
-            .addr("link.listen")?
-            .ok_or_else(|| error("link.listen", "is empty; give an address"))?;
-        let shards = match self.num("shards.count", 0usize, 1024)? {
-            0 => cores.max(1),
-            n => n,
-        };
-        let shard_ports = self.flag("ingest.shard_ports")?;
-        if shard_ports && usize::from(listen.port()) + shards >= 65536 {
-            return Err(error(
-                "ingest.shard_ports",
-                "the per-shard ports would run past 65535; lower ingest.listen's port",
-            ));
+impl Valid<Option<u32>> for AutoOr {
+    fn check(&self, value: &Option<u32>) -> Result<(), String> {
+        match value {
+            None => Ok(()),
+            Some(n) => self.0.check(n).map_err(|e| format!("{e}, or auto")),
         }
-        let link_tls = match (self.path("link.cert"), self.path("link.key")) {
-            (Some(c), Some(k)) => Some((c, k)),
-            (None, None) => None,
-            (Some(_), None) => {
-                return Err(error(
-                    "link.key",
-                    "is empty but link.cert is set; give both or neither",
-                ))
-            }
-            (None, Some(_)) => {
-                return Err(error(
-                    "link.cert",
-                    "is empty but link.key is set; give both or neither",
-                ))
-            }
-        };
-        let user_capacity = self.num("presence.users_per_shard", 1u32, 1 << 30)?;
-        let core = CoreConfig {
-            tick_us: self.duration_us("presence.tick")?,
-            heartbeat_interval_us: self.duration_us("presence.heartbeat_interval")?,
-            grace_us: self.duration_us("presence.grace")?,
-            idle_after_us: self.duration_us("presence.idle_after")?,
-            last_seen_retention_us: self.duration_us("presence.last_seen_retention")?,
-            user_capacity,
-            max_devices_per_user: self.num("presence.max_devices_per_user", 1u8, 31)?,
-            multi_device_users: match self.get("presence.multi_device_users") {
-                "auto" => user_capacity / 4,
-                _ => self.num("presence.multi_device_users", 0u32, 1 << 30)?,
-            },
-            hash_seed: 0,
-        };
-        core.validate()
-            .map_err(|e| error(&format!("presence.{}", e.key), e.problem))?;
-        Ok(Settings {
-            listen,
-            listen_v6: self.addr("ingest.listen_v6")?,
-            shard_ports,
-            recv_batch: self.num("ingest.recv_batch", 1usize, 1024)?,
-            socket_recv_buffer: self.num("ingest.socket_recv_buffer", 4096usize, 1 << 30)?,
-            shards,
-            pin: self.flag("shards.pin")?,
-            cross_shard_queue: self.num("shards.cross_shard_queue", 1usize, 1 << 20)?,
-            cross_shard_batch: self.num("shards.cross_shard_batch", 1usize, 256)?,
-            link_outbox: self.num("shards.link_outbox", 1usize, 1 << 20)?,
-            core,
-            link_listen,
-            link_tls,
-            max_links: self.num("link.max_links", 1usize, 1 << 16)?,
-            max_frame_len: self.num("link.max_frame_len", 65_536usize, 64 << 20)?,
-            max_users_per_request: self.num("link.max_users_per_request", 1usize, 1 << 24)?,
-            max_subscriptions: self.num("link.max_subscriptions", 1usize, 1 << 28)?,
-            max_requests_in_flight: self.num("link.max_requests_in_flight", 1usize, 1 << 16)?,
-            queue_depth: self.num("link.queue_depth", 1usize, 1 << 20)?,
-            keys_file: self.path("auth.keys_file"),
-            max_clock_skew_ms: self.duration_us("auth.max_clock_skew")? / 1000,
-            replay_window: {
-                let n = self.num("auth.replay_window", 64usize, 1 << 20)?;
-                if !n.is_power_of_two() {
-                    return Err(error(
-                        "auth.replay_window",
-                        format!("{n} is not a power of two; use e.g. 4096 or 8192"),
-                    ));
-                }
-                n
-            },
-            max_gateways: self.num("auth.max_gateways", 1usize, 1 << 20)?,
-        })
     }
-}
-
-/// The key table as help text: one line per key with its default.
-pub fn keys_help() -> String {
-    let mut out =
-        String::from("Settings (TOML `[section] key = value`, or `--set section.key=value`; numbers take k, M, G or Ki, Mi, Gi, durations us, ms, s, m, h, d):\n");
-    for k in KEYS {
-        let default = if k.default.is_empty() {
-            "\"\""
-        } else {
-            k.default
-        };
-        out.push_str(&format!(
-            "  {:<34} {}\n  {:<34} default: {}\n",
-            k.name, k.help, "", default
-        ));
+    fn describe(&self) -> String {
+        format!("auto, or {}", self.0.describe())
     }
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn defaults_parse() {
-        let s = Raw::default().parse(4).unwrap();
-        assert_eq!(s.shards, 4);
-        assert_eq!(s.core.timeout_us(), 44_000_000);
-        assert_eq!(s.core.last_seen_retention_us, 30 * 86_400_000_000);
+    fn build(pairs: &[&str]) -> Result<Settings, SettingsError> {
+        let mut sources = Sources::default();
+        for pair in pairs {
+            sources.set_pair(pair)?;
+        }
+        sources.build(1)
+    }
+
+    fn key_of(pairs: &[&str]) -> String {
+        build(pairs).unwrap_err().key
     }
 
     #[test]
-    fn toml_and_overrides() {
-        let mut raw = Raw::default();
-        raw.merge_toml(
-            "[presence]\ngrace = \"1s\"\nusers_per_shard = 10\n[shards]\npin = false\n",
-            "f",
-        )
-        .unwrap();
-        raw.set_pair("shards.count=3").unwrap();
-        let s = raw.parse(8).unwrap();
-        assert_eq!(
-            (s.core.grace_us, s.core.user_capacity, s.pin, s.shards),
-            (1_000_000, 10, false, 3)
-        );
+    fn defaults_build() {
+        let s = Sources::default().build(4).unwrap();
+        assert_eq!(s.shards.count, 4);
+        let core = s.presence.core_config().unwrap();
+        assert_eq!(core.timeout_us(), 44_000_000);
+        assert_eq!(core.last_seen_retention_us, 30 * 86_400_000_000);
+        assert_eq!(core.multi_device_users, 250_000);
+        assert_eq!(s.ingest.listen, "127.0.0.1:7070".parse().unwrap());
+        assert_eq!(s.ingest.socket_recv_buffer_bytes, 32 << 20);
+        assert_eq!(s.auth.max_clock_skew, Duration::from_secs(30));
+        assert_eq!(s.link.cert, None);
+        // Settings::default() is the defaults, unresolved.
+        assert_eq!(Settings::default().resolve(4).unwrap(), s);
     }
 
     #[test]
-    fn errors_name_the_key() {
-        let mut raw = Raw::default();
-        assert_eq!(
-            raw.set_pair("presence.nope=1").unwrap_err().key,
-            "presence.nope"
-        );
-        raw.set_pair("presence.grace=12 parsecs").unwrap();
-        let e = raw.parse(1).unwrap_err();
-        assert_eq!(e.key, "presence.grace");
-        assert!(e.to_string().contains("duration"), "{e}");
-        let mut raw = Raw::default();
-        raw.set_pair("presence.max_devices_per_user=40").unwrap();
-        assert_eq!(
-            raw.parse(1).unwrap_err().key,
-            "presence.max_devices_per_user"
-        );
-        let mut raw = Raw::default();
-        raw.set_pair("presence.tick=1ms").unwrap();
-        raw.set_pair("presence.last_seen_retention=365d").unwrap();
-        assert_eq!(
-            raw.parse(1).unwrap_err().key,
-            "presence.last_seen_retention"
-        );
-        let mut raw = Raw::default();
-        assert!(raw.merge_toml("grace = 1", "f").is_err());
-        assert_eq!(raw.merge_toml("[x]\ny = 1", "f").unwrap_err().key, "x.y");
-    }
-
-    #[test]
-    fn numbers_take_suffixes() {
-        let mut raw = Raw::default();
-        raw.merge_toml("[presence]\nusers_per_shard = \"10M\"\n", "f")
-            .unwrap();
-        raw.set_pair("ingest.socket_recv_buffer=32Mi").unwrap();
-        raw.set_pair("presence.multi_device_users=250k").unwrap();
-        let s = raw.parse(1).unwrap();
-        assert_eq!(s.core.user_capacity, 10_000_000);
-        assert_eq!(s.socket_recv_buffer, 32 << 20);
-        assert_eq!(s.core.multi_device_users, 250_000);
-        for bad in ["10X", "k", "1.5M", "-1", "5000G"] {
-            let mut raw = Raw::default();
-            raw.set_pair(&format!("presence.users_per_shard={bad}"))
-                .unwrap();
-            let e = raw.parse(1).unwrap_err();
-            assert_eq!(e.key, "presence.users_per_shard", "{bad}");
+    fn every_default_is_inside_its_range() {
+        Settings::default().check_ranges().unwrap();
+        Settings::default().resolve(1).unwrap();
+        for k in KEYS {
+            assert!(!k.default_value().is_empty(), "{}", k.name);
+            assert!(!k.valid_values().is_empty(), "{}", k.name);
         }
     }
 
     #[test]
-    fn shipped_config_parses() {
-        let mut raw = Raw::default();
-        raw.merge_toml(
-            include_str!("../systemd/presenced.toml"),
-            "systemd/presenced.toml",
-        )
+    fn every_key_is_in_the_help_with_its_default_and_range() {
+        let help = keys_help();
+        for k in KEYS {
+            assert!(help.contains(&format!("  {}\n", k.name)), "{}", k.name);
+            let line = format!(
+                "default: {}; valid: {}",
+                k.default_value(),
+                k.valid_values()
+            );
+            assert!(help.contains(&line), "{}: {line}", k.name);
+        }
+        for section in SECTIONS {
+            assert!(help.contains(&format!("[{section}]")), "{section}");
+        }
+        assert!(help.contains("shards.cross_shard_batch"));
+        assert!(help.contains("default: 64; valid: 1 to 64"), "{help}");
+        assert!(help.contains("default: 32Mi; valid: 4096 to 1Gi"), "{help}");
+        assert!(help.contains("default: 12s; valid: 0s to 1h"), "{help}");
+    }
+
+    #[test]
+    fn every_key_is_a_field_and_back() {
+        // The serialized defaults hold exactly the keys of the list, and read back equal.
+        let text = toml::to_string(&Settings::default()).unwrap();
+        let doc: toml::Table = text.parse().unwrap();
+        let mut names: Vec<String> = doc
+            .iter()
+            .flat_map(|(s, t)| {
+                t.as_table()
+                    .unwrap()
+                    .keys()
+                    .map(move |k| format!("{s}.{k}"))
+            })
+            .collect();
+        let mut keys: Vec<String> = KEYS.iter().map(|k| k.name.to_string()).collect();
+        names.sort();
+        keys.sort();
+        assert_eq!(names, keys);
+        let mut sources = Sources::default();
+        sources.merge_toml(&text, "defaults").unwrap();
+        assert_eq!(
+            sources.build(3).unwrap(),
+            Settings::default().resolve(3).unwrap()
+        );
+    }
+
+    #[test]
+    fn toml_then_command_line() {
+        let mut sources = Sources::default();
+        sources
+            .merge_toml(
+                "[presence]\ngrace = \"1s\"\nusers_per_shard = 10\ntick = \"5ms\"\n\
+                 [shards]\npin = false\n",
+                "f",
+            )
+            .unwrap();
+        sources.set_pair("shards.count=3").unwrap();
+        sources.set_pair("presence.tick=20ms").unwrap();
+        let s = sources.build(8).unwrap();
+        assert_eq!(s.presence.grace, Duration::from_secs(1));
+        assert_eq!(s.presence.users_per_shard, 10);
+        assert_eq!(s.presence.tick, Duration::from_millis(20));
+        assert!(!s.shards.pin);
+        assert_eq!(s.shards.count, 3);
+        assert!(s.ingest.shard_ports, "untouched keys keep their default");
+    }
+
+    #[test]
+    fn set_reads_each_type() {
+        let s = build(&[
+            "ingest.shard_ports=false",
+            "shards.pin = true",
+            "presence.grace=12s",
+            "presence.idle_after=\"90s\"",
+            "presence.users_per_shard=10M",
+            "presence.multi_device_users=250k",
+            "presence.max_devices_per_user=4",
+            "ingest.recv_batch=1_000",
+            "ingest.listen=127.0.0.1:7070",
+            "ingest.listen_v6=[::1]:7070",
+            "link.listen=[::1]:7060",
+            "link.cert=/etc/presenced/cert.pem",
+            "link.key=key.pem",
+            "auth.keys_file=true",
+            "auth.max_clock_skew=1500ms",
+        ])
         .unwrap();
-        let s = raw.parse(2).unwrap();
-        assert_eq!(s.listen.port(), 7070);
+        assert!(!s.ingest.shard_ports);
+        assert!(s.shards.pin);
+        assert_eq!(s.presence.grace, Duration::from_secs(12));
+        assert_eq!(s.presence.idle_after, Duration::from_secs(90));
+        assert_eq!(s.presence.users_per_shard, 10_000_000);
+        assert_eq!(s.presence.multi_device_users, Some(250_000));
+        assert_eq!(s.presence.max_devices_per_user, 4);
+        assert_eq!(s.ingest.recv_batch, 1000);
+        assert_eq!(s.ingest.listen, "127.0.0.1:7070".parse().unwrap());
+        assert_eq!(s.ingest.listen_v6, Some("[::1]:7070".parse().unwrap()));
+        assert_eq!(s.link.listen, "[::1]:7060".parse().unwrap());
+        assert_eq!(s.link.cert, Some(PathBuf::from("/etc/presenced/cert.pem")));
+        assert_eq!(s.link.key, Some(PathBuf::from("key.pem")));
+        assert_eq!(s.auth.keys_file, Some(PathBuf::from("true")));
+        assert_eq!(s.auth.max_clock_skew, Duration::from_millis(1500));
+        let s = build(&[
+            "ingest.listen_v6=",
+            "presence.multi_device_users=auto",
+            "link.cert=\"\"",
+            "link.key=",
+        ])
+        .unwrap();
+        assert_eq!(s.ingest.listen_v6, None);
+        assert_eq!(s.presence.multi_device_users, None);
+        assert_eq!(
+            s.presence.core_config().unwrap().multi_device_users,
+            250_000
+        );
+        assert_eq!((s.link.cert, s.link.key), (None, None));
+        // A quoted TOML string is read as TOML, quotes off.
+        let s = build(&["link.cert=\"my cert.pem\"", "link.key='k.pem'"]).unwrap();
+        assert_eq!(s.link.cert, Some(PathBuf::from("my cert.pem")));
+        assert_eq!(s.link.key, Some(PathBuf::from("k.pem")));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let mut sources = Sources::default();
+        let e = sources.set_pair("presence.nope=1").unwrap_err();
+        assert_eq!(e.key, "presence.nope");
+        assert!(
+            e.to_string().contains("unknown key") && e.to_string().contains("--help"),
+            "{e}"
+        );
+        let e = sources.set_pair("presence.max_links=1").unwrap_err();
+        assert!(e.problem.contains("link.max_links"), "{e}");
+        assert_eq!(sources.set_pair("grace=1s").unwrap_err().key, "grace");
+        assert_eq!(
+            sources.set_pair("presence.grace").unwrap_err().key,
+            "presence.grace"
+        );
+
+        let e = build(&["presence.grace=12 parsecs"]).unwrap_err();
+        assert_eq!(e.key, "presence.grace");
+        assert!(e.to_string().contains("duration"), "{e}");
+        let e = build(&["presence.grace=12"]).unwrap_err();
+        assert_eq!(e.key, "presence.grace");
+        assert!(e.problem.contains("\"12s\""), "{e}");
+        assert_eq!(
+            key_of(&["presence.max_devices_per_user=40"]),
+            "presence.max_devices_per_user"
+        );
+        assert_eq!(key_of(&["shards.pin=yes"]), "shards.pin");
+        assert_eq!(key_of(&["ingest.listen=localhost"]), "ingest.listen");
+        assert_eq!(key_of(&["ingest.recv_batch=1.5"]), "ingest.recv_batch");
+        assert_eq!(key_of(&["ingest.recv_batch=[1]"]), "ingest.recv_batch");
+        assert_eq!(key_of(&["shards.count=-1"]), "shards.count");
+        assert_eq!(
+            key_of(&["presence.multi_device_users=many"]),
+            "presence.multi_device_users"
+        );
+        // The core's own checks, named in the presence section.
+        assert_eq!(
+            key_of(&["presence.tick=1ms", "presence.last_seen_retention=365d"]),
+            "presence.last_seen_retention"
+        );
+        assert_eq!(
+            key_of(&[
+                "presence.users_per_shard=100",
+                "presence.multi_device_users=200"
+            ]),
+            "presence.multi_device_users"
+        );
+
+        // In the file: wrong types, keys outside sections, unknown keys.
+        let file = |text: &str| {
+            let mut sources = Sources::default();
+            sources
+                .merge_toml(text, "f")
+                .and_then(|()| sources.build(1).map(drop))
+                .unwrap_err()
+        };
+        assert_eq!(file("grace = 1").key, "grace");
+        assert!(file("grace = 1").problem.contains("[presence]"));
+        assert_eq!(file("[presence]\ngrace = 12").key, "presence.grace");
+        assert_eq!(file("[presence]\nnope = 1").key, "presence.nope");
+        assert_eq!(file("[shards]\npin = \"yes\"").key, "shards.pin");
+        assert_eq!(file("[ingest]\nlisten = 7070").key, "ingest.listen");
+        assert_eq!(file("[link]\ncert = 5").key, "link.cert");
+        assert_eq!(file("[presence\n").key, "f");
+    }
+
+    #[test]
+    fn unknown_sections_are_refused() {
+        let mut sources = Sources::default();
+        let e = sources.merge_toml("[x]\ny = 1", "f").unwrap_err();
+        assert_eq!(e.key, "x");
+        assert!(e.problem.contains("unknown section"), "{e}");
+        assert!(e.problem.contains("[presence]"), "{e}");
+        let e = sources.set_pair("x.y=1").unwrap_err();
+        assert_eq!(e.key, "x");
+        assert!(e.problem.contains("unknown section"), "{e}");
+        // serde refuses them too (deny_unknown_fields), naming the key.
+        let e = toml::from_str::<Settings>("[presence]\nnope = 1").unwrap_err();
+        assert!(e.to_string().contains("nope"), "{e}");
+        assert!(toml::from_str::<Settings>("[x]\ny = 1").is_err());
+    }
+
+    #[test]
+    fn clamped_values_are_refused() {
+        // The shard's batch array holds bus::MAX_BATCH entries: more is an error, not a clamp.
+        let e = build(&["shards.cross_shard_batch=65"]).unwrap_err();
+        assert_eq!(e.key, "shards.cross_shard_batch");
+        assert!(e.problem.contains("1 to 64"), "{e}");
+        let s = build(&["shards.cross_shard_batch=64"]).unwrap();
+        assert_eq!(
+            s.shards.cross_shard_batch,
+            presenced_node::bus::MAX_ENTRY_BATCH
+        );
+        assert_eq!(
+            key_of(&["shards.cross_shard_batch=0"]),
+            "shards.cross_shard_batch"
+        );
+        // WELCOME carries idle_after in milliseconds in a u32 (49.7 days).
+        assert_eq!(
+            key_of(&["presence.tick=1s", "presence.idle_after=50d"]),
+            "presence.idle_after"
+        );
+        let s = build(&["presence.tick=1s", "presence.idle_after=49d"]).unwrap();
+        assert_eq!(s.presence.wire_timings().idle_after_ms, 49 * 86_400_000);
+    }
+
+    #[test]
+    fn rules_across_keys() {
+        let e = build(&["ingest.listen=127.0.0.1:65535", "shards.count=2"]).unwrap_err();
+        assert_eq!(e.key, "ingest.shard_ports");
+        build(&["ingest.listen=127.0.0.1:65533", "shards.count=2"]).unwrap();
+        build(&[
+            "ingest.listen=127.0.0.1:65535",
+            "shards.count=2",
+            "ingest.shard_ports=false",
+        ])
+        .unwrap();
+        assert_eq!(key_of(&["link.cert=c.pem"]), "link.key");
+        assert_eq!(key_of(&["link.key=k.pem"]), "link.cert");
+        let e = build(&["auth.replay_window=4000"]).unwrap_err();
+        assert_eq!(e.key, "auth.replay_window");
+        assert!(e.problem.contains("power of two"), "{e}");
+        assert_eq!(key_of(&["auth.replay_window=2Mi"]), "auth.replay_window");
+        assert_eq!(
+            build(&["auth.replay_window=64"])
+                .unwrap()
+                .auth
+                .replay_window,
+            64
+        );
+    }
+
+    #[test]
+    fn numbers_take_suffixes() {
+        let mut sources = Sources::default();
+        sources
+            .merge_toml("[presence]\nusers_per_shard = \"10M\"\n", "f")
+            .unwrap();
+        sources.set_pair("ingest.socket_recv_buffer=32Mi").unwrap();
+        sources
+            .set_pair("presence.multi_device_users=250k")
+            .unwrap();
+        let s = sources.build(1).unwrap();
+        assert_eq!(s.presence.users_per_shard, 10_000_000);
+        assert_eq!(s.ingest.socket_recv_buffer_bytes, 32 << 20);
+        assert_eq!(s.presence.multi_device_users, Some(250_000));
+        for bad in ["10X", "k", "1.5M", "-1", "5000G", "2Gi", ""] {
+            assert_eq!(
+                key_of(&[&format!("presence.users_per_shard={bad}")]),
+                "presence.users_per_shard",
+                "{bad}"
+            );
+        }
+        assert_eq!(parse_count("1_000"), Some(1000));
+        assert_eq!(parse_count("4Gi"), Some(4 << 30));
+        assert_eq!(parse_count("+5"), None);
+        assert_eq!(parse_count("99999999999G"), None);
+        assert_eq!(show_count(1 << 20), "1Mi");
+        assert_eq!(show_count(1_000_000), "1M");
+        assert_eq!(show_count(100_000), "100k");
+        assert_eq!(show_count(8192), "8192");
+        assert_eq!(show_count(12_345), "12345");
     }
 
     #[test]
     fn durations() {
-        assert_eq!(parse_duration_us("10ms"), Some(10_000));
-        assert_eq!(parse_duration_us("5m"), Some(300_000_000));
-        assert_eq!(parse_duration_us("5"), None);
-        assert_eq!(parse_duration_us("ms"), None);
-        assert_eq!(parse_duration_us("99999999999999999d"), None);
+        let grace =
+            |text: &str| build(&[&format!("presence.grace={text}")]).map(|s| s.presence.grace);
+        assert_eq!(grace("10ms"), Ok(Duration::from_millis(10)));
+        assert_eq!(grace("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(grace("500us"), Ok(Duration::from_micros(500)));
+        assert_eq!(grace("1m 30s"), Ok(Duration::from_secs(90)));
+        for bad in ["5", "ms", "99999999999999999d", "-1s", "2h"] {
+            assert_eq!(grace(bad).unwrap_err().key, "presence.grace", "{bad}");
+        }
+        assert_eq!(show_duration(Duration::from_secs(30 * 86_400)), "30d");
+        assert_eq!(show_duration(Duration::from_secs(300)), "5m");
+        assert_eq!(show_duration(Duration::from_micros(100)), "100us");
+        assert_eq!(show_duration(Duration::from_millis(1500)), "1500ms");
+        assert_eq!(show_duration(Duration::ZERO), "0s");
+    }
+
+    #[test]
+    fn shipped_config_parses() {
+        let mut sources = Sources::default();
+        sources
+            .merge_toml(
+                include_str!("../systemd/presenced.toml"),
+                "systemd/presenced.toml",
+            )
+            .unwrap();
+        let s = sources.build(2).unwrap();
+        assert_eq!(s.ingest.listen.port(), 7070);
+        assert_eq!(s.link.listen.port(), 7060);
+        assert_eq!(s.shards.count, 2);
     }
 }

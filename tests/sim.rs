@@ -262,8 +262,7 @@ impl Core for Node {
     }
     fn self_check(&self) -> Result<(), String> {
         let stats = self.node.stats();
-        if stats.dropped["zero_user"] != self.zero_user || stats.dropped_total() != self.zero_user
-        {
+        if stats.dropped["zero_user"] != self.zero_user || stats.dropped_total() != self.zero_user {
             return Err(format!(
                 "the node counted {:?} dropped datagrams; {} named user 0",
                 stats.dropped, self.zero_user

@@ -48,7 +48,7 @@ impl Aggregate {
     }
 }
 
-/// A device's reported state, with the flag that its activity window has lapsed.
+/// A device's reported state (whether its activity window has lapsed is `Device::lapsed`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum DeviceState {
@@ -66,27 +66,27 @@ pub struct Device {
     /// Gateway-chosen device id.
     pub id: u32,
     /// Tick at which the device times out (low 32 bits).
-    pub deadline: u32,
+    pub deadline_tick: u32,
     /// First tick at which the device is no longer active (low 32 bits).
-    pub active_until: u32,
+    pub active_until_tick: u32,
     /// Reported state.
     pub state: DeviceState,
-    /// `active_until` has passed: the device is idle until its next activity.
+    /// `active_until_tick` has passed: the device is idle until its next activity.
     pub lapsed: bool,
 }
 
 impl Device {
     const EMPTY: Device = Device {
         id: 0,
-        deadline: 0,
-        active_until: 0,
+        deadline_tick: 0,
+        active_until_tick: 0,
         state: DeviceState::Online,
         lapsed: false,
     };
 
-    /// Whether the device counts as active at tick `at` (`now` widens the stored tick).
+    /// Whether the device counts as active at tick `at` (`at` also widens the stored tick).
     pub fn active_at(&self, at: Tick) -> bool {
-        self.state == DeviceState::Online && !self.lapsed && widen(self.active_until, at) > at
+        self.state == DeviceState::Online && !self.lapsed && widen(self.active_until_tick, at) > at
     }
 }
 
@@ -110,16 +110,17 @@ const DEV_LAPSED_SHIFT: u32 = 53; // 1 bit: inline device lapsed
 pub struct Record {
     /// Version of the latest transition (0: none yet).
     pub version: u64,
-    /// Last seen (44 bits, 0 = unknown), aggregate, device count, inline device state.
+    /// Last seen (44 bits, 0 = unknown), aggregate, device count, and the inline device's
+    /// state and lapsed flag.
     bits: u64,
     /// The user's one timer in the wheel, or `NO_TIMER`.
     pub timer: u32,
     /// One device: inline device id; with ≥ 2 devices, the overflow block index.
     dev_id: u32,
     /// Inline device deadline; with no device, the tick the user went deviceless.
-    dev_deadline: u32,
-    /// Inline device `active_until`.
-    dev_active_until: u32,
+    dev_deadline_tick: u32,
+    /// Inline device `active_until_tick`.
+    dev_active_until_tick: u32,
 }
 
 const _: () = assert!(std::mem::size_of::<Record>() == 32);
@@ -175,13 +176,13 @@ impl Record {
 
     /// The tick the user went deviceless (meaningful only with no device).
     pub fn offline_since(&self, near: Tick) -> Tick {
-        widen(self.dev_deadline, near)
+        widen(self.dev_deadline_tick, near)
     }
 
     /// Records the tick the user went deviceless.
     pub fn set_offline_since(&mut self, tick: Tick) {
         debug_assert_eq!(self.device_count(), 0);
-        self.dev_deadline = tick as u32;
+        self.dev_deadline_tick = tick as u32;
     }
 
     fn inline(&self) -> Device {
@@ -192,8 +193,8 @@ impl Record {
         };
         Device {
             id: self.dev_id,
-            deadline: self.dev_deadline,
-            active_until: self.dev_active_until,
+            deadline_tick: self.dev_deadline_tick,
+            active_until_tick: self.dev_active_until_tick,
             state,
             lapsed: (self.bits >> DEV_LAPSED_SHIFT) & 1 == 1,
         }
@@ -201,8 +202,8 @@ impl Record {
 
     fn set_inline(&mut self, d: Device) {
         self.dev_id = d.id;
-        self.dev_deadline = d.deadline;
-        self.dev_active_until = d.active_until;
+        self.dev_deadline_tick = d.deadline_tick;
+        self.dev_active_until_tick = d.active_until_tick;
         self.bits = (self.bits & !(7 << DEV_STATE_SHIFT))
             | ((d.state as u64) << DEV_STATE_SHIFT)
             | ((d.lapsed as u64) << DEV_LAPSED_SHIFT);
@@ -381,8 +382,8 @@ mod tests {
     fn dev(id: u32) -> Device {
         Device {
             id,
-            deadline: id * 10,
-            active_until: id * 100,
+            deadline_tick: id * 10,
+            active_until_tick: id * 100,
             state: DeviceState::Idle,
             lapsed: id % 2 == 0,
         }

@@ -103,9 +103,9 @@ impl Shard {
                 let mut dev = devices.get(i);
                 let was_active = dev.state == DeviceState::Online && !dev.lapsed;
                 let refresh = hb.active || dev.state != state;
-                dev.deadline = deadline;
+                dev.deadline_tick = deadline;
                 if refresh {
-                    dev.active_until = active_until;
+                    dev.active_until_tick = active_until;
                     dev.lapsed = false;
                 }
                 dev.state = state;
@@ -123,8 +123,8 @@ impl Shard {
                 }
                 devices.push(Device {
                     id: hb.device,
-                    deadline,
-                    active_until,
+                    deadline_tick: deadline,
+                    active_until_tick: active_until,
                     state,
                     lapsed: false,
                 });
@@ -341,7 +341,7 @@ impl Shard {
         let mut removed = 0;
         let mut i = 0;
         while i < devices.len() {
-            if widen(devices.get(i).deadline, t) <= t {
+            if widen(devices.get(i).deadline_tick, t) <= t {
                 devices.swap_remove(i);
                 removed += 1;
             } else {
@@ -400,9 +400,9 @@ fn next_wake(devices: &Devices<'_>, t: Tick, retention_ticks: u64) -> Tick {
     let mut at = Tick::MAX;
     for i in 0..devices.len() {
         let dev = devices.get(i);
-        at = at.min(widen(dev.deadline, t));
+        at = at.min(widen(dev.deadline_tick, t));
         if dev.state == DeviceState::Online && !dev.lapsed {
-            at = at.min(widen(dev.active_until, t));
+            at = at.min(widen(dev.active_until_tick, t));
         }
     }
     debug_assert!(at > t);

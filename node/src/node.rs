@@ -112,7 +112,10 @@ const OUTBOX_KEEP: usize = 1024;
 impl ShardNode {
     /// A node whose core is allocated for `config`'s capacities, its clock at `now`.
     pub fn new(config: NodeConfig, verifier: Verifier, now: Now) -> Result<ShardNode, ConfigError> {
-        assert!(config.index < config.shards, "shard index within the shards");
+        assert!(
+            config.index < config.shards,
+            "shard index within the shards"
+        );
         assert!(
             (1..=crate::bus::MAX_ENTRY_BATCH).contains(&config.cross_shard_batch),
             "cross_shard_batch is checked by the settings"

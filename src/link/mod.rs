@@ -1,22 +1,25 @@
 //! The push link: gateways connect over QUIC, subscribe to users, query presence and receive
 //! transitions (frames in `wire-format/SPEC.md`, "Push link").
 //!
-//! Two parts: the **hub** (`hub.rs`), one plain thread that owns every subscription, reads the
-//! shards' FIFO channels and fans transitions out; and the **server** (`server.rs`), a tokio
-//! runtime running quinn, one task per gateway connection, which parses frames, enforces the
-//! per-link limits and writes what the hub queues for it.
+//! Two threads drive it: the **hub thread** (`hub.rs`) moves the shards' messages and the
+//! links' commands into the sans-IO `presenced_node::hub::Hub` and its output back out; the
+//! **server** (`server.rs`), a tokio runtime running quinn with one task per gateway link,
+//! parses frames, enforces the per-link limits and writes what the hub queues for the link.
 
 pub mod hub;
 pub mod server;
 pub mod tls;
 
-use crate::bus::ToHub;
-use crate::settings::Settings;
-use crate::worker::Peer;
+use crate::daemon::KeyRing;
+use crate::settings::LinkSettings;
+use crate::shard_thread::Peer;
+use crate::time::Clock;
 use bytes::Bytes;
+use presenced_node::bus::ToHub;
+use presenced_node::hub::{Command, HubConfig, Outgoing};
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -29,89 +32,35 @@ pub struct Welcome {
     pub heartbeat_port: u16,
     /// Each shard's own heartbeat port (empty if disabled).
     pub shard_ports: Vec<u16>,
+    /// The presence timings (`[presence]`).
+    pub timings: presenced_wire::link::Timings,
 }
 
-/// A frame queued for one gateway.
-pub struct Outgoing {
-    /// The encoded frame, length prefix included.
-    pub frame: Bytes,
-    /// This frame ends the answer to a request (the link's in-flight count drops).
-    pub completes: bool,
-    /// For EVENTS frames: monotonic µs at which the earliest datagram behind them was received.
-    pub since_us: Option<u64>,
+/// A frame for one link's task to write.
+pub enum Frame {
+    /// Queued by the hub: counted in its queue until the task reports it written.
+    Hub(Outgoing),
+    /// An ERROR the task wrote itself (a request it refused): not the hub's to count.
+    Local(Bytes),
 }
 
-/// The hub's side of one link: where to queue frames and how many are queued.
-pub struct LinkOut {
-    /// Frames for the connection task to write.
-    pub tx: tokio::sync::mpsc::UnboundedSender<Outgoing>,
-    /// Frames queued and not yet written (the hub adds, the connection task subtracts).
-    pub queued: Arc<AtomicUsize>,
-}
-
-/// What a connection task asks the hub.
-pub enum Command {
-    /// A link passed HELLO.
+/// What a link's task tells the hub thread.
+pub enum LinkEvent {
+    /// A link passed HELLO: where its frames go.
     Open {
         /// The link's id.
         link: u32,
-        /// Where its frames go.
-        out: LinkOut,
+        /// Its task's frame queue (bounded by the hub's count of queued frames).
+        frames: tokio::sync::mpsc::UnboundedSender<Frame>,
     },
-    /// SUBSCRIBE.
-    Subscribe {
-        /// The link.
-        link: u32,
-        /// Its request id.
-        request: u32,
-        /// Users (nonzero, at most `link.max_users_per_request`).
-        users: Vec<u64>,
-    },
-    /// UNSUBSCRIBE.
-    Unsubscribe {
-        /// The link.
-        link: u32,
-        /// Its request id.
-        request: u32,
-        /// Users.
-        users: Vec<u64>,
-    },
-    /// SUBSCRIBE_ALL (true) or UNSUBSCRIBE_ALL (false).
-    Firehose {
-        /// The link.
-        link: u32,
-        /// Its request id.
-        request: u32,
-        /// Subscribe or unsubscribe.
-        on: bool,
-    },
-    /// QUERY.
-    Query {
-        /// The link.
-        link: u32,
-        /// Its request id.
-        request: u32,
-        /// Users.
-        users: Vec<u64>,
-    },
-    /// STATS.
-    Stats {
-        /// The link.
-        link: u32,
-        /// Its request id.
-        request: u32,
-    },
-    /// The link closed: its subscriptions end.
-    Close {
-        /// The link.
-        link: u32,
-    },
+    /// Any other command for the hub.
+    Command(Command),
 }
 
 /// Transition latency, from datagram receipt to the EVENTS frame written to the QUIC stream.
 pub type Latency = Arc<Mutex<hdrhistogram::Histogram<u64>>>;
 
-/// Measurements shared by the server tasks and the hub (which reports them).
+/// What the server's tasks measure, reported in STATS.
 #[derive(Clone)]
 pub struct Shared {
     /// Transition latency histogram.
@@ -119,7 +68,7 @@ pub struct Shared {
     /// Connections refused because `link.max_links` were open.
     pub links_refused: Arc<AtomicU64>,
     /// The gateway keys and link grants (per-gateway counters in the stats; HELLO checks).
-    pub keys: crate::auth::KeyRing,
+    pub keys: KeyRing,
     /// Links closed at HELLO for a bad name or token.
     pub links_unauthorized: Arc<AtomicU64>,
 }
@@ -152,48 +101,47 @@ impl Handle {
     }
 }
 
-/// Starts the hub thread and the QUIC server thread.
+/// Starts the hub thread and the QUIC server thread with the push link's settings.
 pub fn start(
-    settings: Arc<Settings>,
+    settings: LinkSettings,
     welcome: Welcome,
     from_shards: Vec<crossbeam_channel::Receiver<ToHub>>,
     peers: Vec<Peer>,
-    keys: crate::auth::KeyRing,
-    origin: std::time::Instant,
+    keys: KeyRing,
+    clock: Clock,
     stop: Arc<AtomicBool>,
 ) -> io::Result<Handle> {
     let latency: Latency = Arc::new(Mutex::new(
         hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3)
             .map_err(|e| io::Error::other(e.to_string()))?,
     ));
-    let (commands_tx, commands_rx) =
-        crossbeam_channel::bounded(settings.max_links * settings.max_requests_in_flight);
+    // Every link's requests in flight, plus its open, close and a write report each.
+    let (events_tx, events_rx) =
+        crossbeam_channel::bounded(settings.max_links * (settings.max_requests_in_flight + 3));
     let tls = tls::server_config(&settings)?;
-    let refused = Arc::new(AtomicU64::new(0));
-    let unauthorized = Arc::new(AtomicU64::new(0));
-    let (server, addr) = server::start(
-        settings.clone(),
-        welcome,
-        tls,
-        commands_tx,
-        Shared {
-            latency: latency.clone(),
-            links_refused: refused.clone(),
-            keys: keys.clone(),
-            links_unauthorized: unauthorized.clone(),
-        },
-        origin,
-        stop.clone(),
-    )?;
     let shared = Shared {
         latency,
-        links_refused: refused,
+        links_refused: Arc::new(AtomicU64::new(0)),
         keys,
-        links_unauthorized: unauthorized,
+        links_unauthorized: Arc::new(AtomicU64::new(0)),
     };
-    let hub = hub::Hub::new(settings, from_shards, commands_rx, peers, shared);
+    let hub = presenced_node::hub::Hub::new(HubConfig {
+        shards: welcome.shards,
+        max_frame_len: settings.max_frame_len,
+        max_subscriptions: settings.max_subscriptions,
+        queue_depth: settings.queue_depth,
+    });
+    let (server, addr) = server::start(
+        settings,
+        welcome,
+        tls,
+        events_tx,
+        shared,
+        clock,
+        stop.clone(),
+    )?;
     let hub = std::thread::Builder::new()
         .name("hub".into())
-        .spawn(move || hub.run(&stop))?;
+        .spawn(move || hub::run(hub, &from_shards, &events_rx, &peers, &stop))?;
     Ok(Handle { addr, hub, server })
 }

@@ -2,42 +2,47 @@
 //! A task reads frames, checks them and the per-link limits, forwards requests to the hub, and
 //! writes what the hub queues for it, coalescing queued frames into one write.
 
-use super::{Command, LinkOut, Outgoing, Shared, Welcome};
-use crate::settings::Settings;
+use super::{Frame, LinkEvent, Shared, Welcome};
+use crate::settings::LinkSettings;
+use crate::time::Clock;
 use bytes::{Bytes, BytesMut};
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Sender, TrySendError};
+use presenced_node::hub::{Command, ServerStats};
 use presenced_wire::link as wire;
+use presenced_wire::stats::{AuthStats, LatencySummary};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// How long a new connection has to open its stream and send HELLO.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Frames written per QUIC write at most.
 const WRITE_BATCH: usize = 64;
+/// How soon a link's task tries again to report written frames to a busy hub.
+const REPORT_RETRY: Duration = Duration::from_millis(1);
 
 struct Context {
-    settings: Arc<Settings>,
+    settings: LinkSettings,
     welcome: Welcome,
-    commands: Sender<Command>,
+    events: Sender<LinkEvent>,
     shared: Shared,
-    origin: Instant,
+    clock: Clock,
     next_link: AtomicU32,
     links: AtomicUsize,
 }
 
 /// Binds the endpoint and starts the server thread; returns it and the bound address.
 pub fn start(
-    settings: Arc<Settings>,
+    settings: LinkSettings,
     welcome: Welcome,
     tls: Arc<quinn::crypto::rustls::QuicServerConfig>,
-    commands: Sender<Command>,
+    events: Sender<LinkEvent>,
     shared: Shared,
-    origin: Instant,
+    clock: Clock,
     stop: Arc<AtomicBool>,
 ) -> io::Result<(JoinHandle<io::Result<()>>, SocketAddr)> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -51,7 +56,7 @@ pub fn start(
     transport.max_concurrent_uni_streams(0u8.into());
     transport.keep_alive_interval(Some(Duration::from_secs(5)));
     server_config.transport_config(Arc::new(transport));
-    let listen = settings.link_listen;
+    let listen = settings.listen;
     let endpoint = {
         let _guard = runtime.enter();
         quinn::Endpoint::server(server_config, listen).map_err(|e| {
@@ -65,9 +70,9 @@ pub fn start(
     let context = Arc::new(Context {
         settings,
         welcome,
-        commands,
+        events,
         shared,
-        origin,
+        clock,
         next_link: AtomicU32::new(1),
         links: AtomicUsize::new(0),
     });
@@ -120,20 +125,17 @@ async fn serve(connection: quinn::Connection, id: u32, context: &Context) {
         connection.close((wire::ErrorCode::HelloRequired as u32).into(), b"no stream");
         return;
     };
+    let (tx, mut rx) = mpsc::unbounded_channel::<Frame>();
     let mut link = LinkTask {
         id,
         context,
         buf: BytesMut::with_capacity(64 * 1024),
         in_flight: 0,
-        queued: Arc::new(AtomicUsize::new(0)),
         firehose_allowed: true,
+        local: tx.clone(),
+        unreported: 0,
     };
-    let (tx, mut rx) = mpsc::unbounded_channel::<Outgoing>();
-    let queued = link.queued.clone();
-    let mut out = Some(LinkOut {
-        tx: tx.clone(),
-        queued: queued.clone(),
-    });
+    let mut opened = Some(tx);
     let result: Result<(), Fatal> = async {
         let hello = tokio::time::timeout(HELLO_TIMEOUT, link.next_frame(&mut recv)).await;
         match hello {
@@ -146,47 +148,39 @@ async fn serve(connection: quinn::Connection, id: u32, context: &Context) {
                 ))
             }
         }
-        if let Some(out) = out.take() {
-            link.command(Command::Open { link: id, out })?;
+        if let Some(frames) = opened.take() {
+            link.event(LinkEvent::Open { link: id, frames })?;
         }
         let mut chunks: Vec<Bytes> = Vec::with_capacity(WRITE_BATCH);
+        let mut batch: Vec<Frame> = Vec::with_capacity(WRITE_BATCH);
         loop {
             tokio::select! {
                 frame = link.next_frame(&mut recv) => match frame? {
-                    Some(frame) => link.request(&frame, &tx)?,
+                    Some(frame) => link.request(&frame)?,
                     None => return Ok(()),
                 },
                 first = rx.recv() => {
                     let Some(first) = first else { return Ok(()) };
-                    let mut batch = vec![first];
+                    batch.clear();
+                    batch.push(first);
                     while batch.len() < WRITE_BATCH {
                         match rx.try_recv() {
-                            Ok(o) => batch.push(o),
+                            Ok(frame) => batch.push(frame),
                             Err(_) => break,
                         }
                     }
                     chunks.clear();
-                    chunks.extend(batch.iter().map(|o| o.frame.clone()));
+                    chunks.extend(batch.iter().map(|f| match f {
+                        Frame::Hub(o) => o.frame.clone(),
+                        Frame::Local(bytes) => bytes.clone(),
+                    }));
                     if send.write_all_chunks(&mut chunks).await.is_err() {
                         return Ok(());
                     }
-                    let written_us = context.origin.elapsed().as_micros() as u64;
-                    queued.fetch_sub(batch.len(), Ordering::Relaxed);
-                    let mut latency = None;
-                    for o in &batch {
-                        if o.completes {
-                            link.in_flight = link.in_flight.saturating_sub(1);
-                        }
-                        if let Some(since) = o.since_us {
-                            latency.get_or_insert_with(Vec::new).push(written_us.saturating_sub(since).max(1));
-                        }
-                    }
-                    if let Some(samples) = latency {
-                        let mut h = context.shared.latency.lock().unwrap_or_else(|e| e.into_inner());
-                        for us in samples {
-                            h.saturating_record(us);
-                        }
-                    }
+                    link.written(&batch);
+                }
+                () = tokio::time::sleep(REPORT_RETRY), if link.unreported > 0 => {
+                    link.report_written();
                 }
             }
         }
@@ -202,8 +196,10 @@ async fn serve(connection: quinn::Connection, id: u32, context: &Context) {
         tokio::time::sleep(Duration::from_millis(50)).await;
         connection.close((code as u32).into(), message.as_bytes());
     }
-    if out.is_none() {
-        let _ = context.commands.send(Command::Close { link: id });
+    if opened.is_none() {
+        let _ = context
+            .events
+            .send(LinkEvent::Command(Command::Close { link: id }));
     }
 }
 
@@ -212,10 +208,12 @@ struct LinkTask<'a> {
     context: &'a Context,
     buf: BytesMut,
     in_flight: usize,
-    /// Frames queued for this link and not yet written (shared with the hub).
-    queued: Arc<AtomicUsize>,
     /// Whether SUBSCRIBE_ALL is allowed (always, unless `[links]` grants say otherwise).
     firehose_allowed: bool,
+    /// This link's own frame queue, for the ERROR frames of requests the task refuses.
+    local: mpsc::UnboundedSender<Frame>,
+    /// Hub frames written and not yet reported to the hub (its events channel was full).
+    unreported: usize,
 }
 
 impl LinkTask<'_> {
@@ -257,19 +255,13 @@ impl LinkTask<'_> {
             max_subscriptions: s.max_subscriptions as u32,
             max_requests_in_flight: s.max_requests_in_flight as u32,
         };
-        let timings = wire::Timings {
-            heartbeat_interval_ms: (s.core.heartbeat_interval_us / 1000) as u32,
-            grace_ms: (s.core.grace_us / 1000) as u32,
-            idle_after_ms: (s.core.idle_after_us / 1000) as u32,
-            tick_us: s.core.tick_us as u32,
-        };
         let ports: Vec<u16> = if w.shard_ports.is_empty() {
             vec![0; w.shards]
         } else {
             w.shard_ports.clone()
         };
         let mut buf = BytesMut::new();
-        wire::encode_welcome(&mut buf, w.heartbeat_port, &ports, &limits, &timings)
+        wire::encode_welcome(&mut buf, w.heartbeat_port, &ports, &limits, &w.timings)
             .map_err(|e| Fatal(wire::ErrorCode::Internal, e.to_string()))?;
         send.write_all(&buf)
             .await
@@ -307,8 +299,8 @@ impl LinkTask<'_> {
         }
     }
 
-    fn command(&self, command: Command) -> Result<(), Fatal> {
-        self.context.commands.send(command).map_err(|_| {
+    fn event(&self, event: LinkEvent) -> Result<(), Fatal> {
+        self.context.events.send(event).map_err(|_| {
             Fatal(
                 wire::ErrorCode::ShuttingDown,
                 "the daemon is stopping".into(),
@@ -316,115 +308,163 @@ impl LinkTask<'_> {
         })
     }
 
-    /// Checks one request frame against the link's limits and forwards it to the hub.
-    fn request(&mut self, frame: &[u8], tx: &mpsc::UnboundedSender<Outgoing>) -> Result<(), Fatal> {
+    /// Refuses one request with an ERROR frame of its own (the hub never sees it).
+    fn refuse(&self, request: u32, code: wire::ErrorCode, message: &str) {
+        let mut buf = BytesMut::new();
+        wire::encode_error(&mut buf, request, code, message);
+        // The receiver lives as long as this task.
+        let _ = self.local.send(Frame::Local(buf.freeze()));
+    }
+
+    /// Checks one request frame against the link's limits, in SPEC.md § P6.8's order, and
+    /// forwards it to the hub.
+    fn request(&mut self, frame: &[u8]) -> Result<(), Fatal> {
         let s = &self.context.settings;
         let link = self.id;
-        let queued = &self.queued;
-        let refuse = |request: u32, code: wire::ErrorCode, message: String| {
-            queued.fetch_add(1, Ordering::Relaxed);
-            let mut buf = BytesMut::new();
-            wire::encode_error(&mut buf, request, code, &message);
-            let _ = tx.send(Outgoing {
-                frame: buf.freeze(),
-                completes: false,
-                since_us: None,
-            });
+        let decoded = wire::decode_client(frame).map_err(fatal_frame)?;
+        let hello_again = || {
+            Fatal(
+                wire::ErrorCode::HelloRequired,
+                "HELLO was already sent".into(),
+            )
         };
-        let (request, command) = match wire::decode_client(frame).map_err(fatal_frame)? {
-            wire::ClientFrame::Hello(_) => {
-                return Err(Fatal(
-                    wire::ErrorCode::HelloRequired,
-                    "HELLO was already sent".into(),
-                ))
-            }
-            wire::ClientFrame::Subscribe { request_id, users }
-            | wire::ClientFrame::Unsubscribe { request_id, users }
-            | wire::ClientFrame::Query { request_id, users }
-                if users.len() > s.max_users_per_request =>
-            {
-                refuse(
-                    request_id,
-                    wire::ErrorCode::TooManyUsers,
-                    format!(
-                        "{} users in one request; link.max_users_per_request is {}",
-                        users.len(),
-                        s.max_users_per_request
-                    ),
-                );
-                return Ok(());
-            }
-            wire::ClientFrame::Subscribe { request_id, users } => (
-                request_id,
-                Command::Subscribe {
-                    link,
-                    request: request_id,
-                    users: users.iter().collect(),
-                },
-            ),
-            wire::ClientFrame::Unsubscribe { request_id, users } => (
-                request_id,
-                Command::Unsubscribe {
-                    link,
-                    request: request_id,
-                    users: users.iter().collect(),
-                },
-            ),
-            wire::ClientFrame::Query { request_id, users } => (
-                request_id,
-                Command::Query {
-                    link,
-                    request: request_id,
-                    users: users.iter().collect(),
-                },
-            ),
-            wire::ClientFrame::SubscribeAll { request_id } if !self.firehose_allowed => {
-                refuse(
-                    request_id,
-                    wire::ErrorCode::Unauthorized,
-                    "this link may not use the firehose; grant it with firehose = true in \
-                     [links] of auth.keys_file"
-                        .into(),
-                );
-                return Ok(());
-            }
-            wire::ClientFrame::SubscribeAll { request_id } => (
-                request_id,
-                Command::Firehose {
-                    link,
-                    request: request_id,
-                    on: true,
-                },
-            ),
-            wire::ClientFrame::UnsubscribeAll { request_id } => (
-                request_id,
-                Command::Firehose {
-                    link,
-                    request: request_id,
-                    on: false,
-                },
-            ),
-            wire::ClientFrame::Stats { request_id } => (
-                request_id,
-                Command::Stats {
-                    link,
-                    request: request_id,
-                },
-            ),
+        // Every frame but HELLO carries a request id.
+        let Some(request) = decoded.request_id() else {
+            return Err(hello_again());
         };
         if self.in_flight >= s.max_requests_in_flight {
-            refuse(
-                request,
-                wire::ErrorCode::TooManyRequests,
-                format!(
-                    "{} requests already in flight; link.max_requests_in_flight is {}",
-                    self.in_flight, s.max_requests_in_flight
-                ),
+            let message = format!(
+                "{} requests already in flight; link.max_requests_in_flight is {}",
+                self.in_flight, s.max_requests_in_flight
             );
+            self.refuse(request, wire::ErrorCode::TooManyRequests, &message);
             return Ok(());
         }
+        if let Some(users) = decoded
+            .users()
+            .filter(|u| u.len() > s.max_users_per_request)
+        {
+            let message = format!(
+                "{} users in one request; link.max_users_per_request is {}",
+                users.len(),
+                s.max_users_per_request
+            );
+            self.refuse(request, wire::ErrorCode::TooManyUsers, &message);
+            return Ok(());
+        }
+        let command = match decoded {
+            wire::ClientFrame::Hello(_) => return Err(hello_again()),
+            wire::ClientFrame::Subscribe { users, .. } => Command::Subscribe {
+                link,
+                request,
+                users: users.iter().collect(),
+            },
+            wire::ClientFrame::Unsubscribe { users, .. } => Command::Unsubscribe {
+                link,
+                request,
+                users: users.iter().collect(),
+            },
+            wire::ClientFrame::Query { users, .. } => Command::Query {
+                link,
+                request,
+                users: users.iter().collect(),
+            },
+            wire::ClientFrame::SubscribeAll { .. } if !self.firehose_allowed => {
+                self.refuse(
+                    request,
+                    wire::ErrorCode::Unauthorized,
+                    "this link may not use the firehose; grant it with firehose = true in \
+                     [links] of auth.keys_file",
+                );
+                return Ok(());
+            }
+            wire::ClientFrame::SubscribeAll { .. } => Command::Firehose {
+                link,
+                request,
+                on: true,
+            },
+            wire::ClientFrame::UnsubscribeAll { .. } => Command::Firehose {
+                link,
+                request,
+                on: false,
+            },
+            wire::ClientFrame::Stats { .. } => Command::Stats {
+                link,
+                request,
+                server: Box::new(self.server_stats()),
+            },
+        };
         self.in_flight += 1;
-        self.command(command)
+        self.event(LinkEvent::Command(command))
+    }
+
+    /// The server's part of a STATS answer, as of now.
+    fn server_stats(&self) -> ServerStats {
+        let shared = &self.context.shared;
+        let latency_us = {
+            let h = shared.latency.lock().unwrap_or_else(|e| e.into_inner());
+            LatencySummary {
+                p50: h.value_at_quantile(0.5),
+                p99: h.value_at_quantile(0.99),
+                max: h.max(),
+                count: h.len(),
+            }
+        };
+        let auth = match &*shared.keys.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(keys) => keys.stats(),
+            None => AuthStats::default(),
+        };
+        ServerStats {
+            auth,
+            links_refused: shared.links_refused.load(Ordering::Relaxed),
+            links_unauthorized: shared.links_unauthorized.load(Ordering::Relaxed),
+            latency_us,
+        }
+    }
+
+    /// After a write: requests answered leave the in-flight count, EVENTS frames give latency
+    /// samples, and the hub learns how many of its frames were written.
+    fn written(&mut self, batch: &[Frame]) {
+        let written_us = self.context.clock.mono_us();
+        let mut samples = Vec::new();
+        for frame in batch {
+            let Frame::Hub(out) = frame else { continue };
+            self.unreported += 1;
+            if out.completes {
+                self.in_flight = self.in_flight.saturating_sub(1);
+            }
+            if let Some(since) = out.since_us {
+                samples.push(written_us.saturating_sub(since).max(1));
+            }
+        }
+        if !samples.is_empty() {
+            let mut h = self
+                .context
+                .shared
+                .latency
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            for us in samples {
+                h.saturating_record(us);
+            }
+        }
+        self.report_written();
+    }
+
+    /// Tells the hub how many of its frames were written. Never waits for the hub: with its
+    /// channel full the count is kept, and the task's loop tries again shortly.
+    fn report_written(&mut self) {
+        if self.unreported == 0 {
+            return;
+        }
+        let report = Command::Written {
+            link: self.id,
+            frames: self.unreported,
+        };
+        match self.context.events.try_send(LinkEvent::Command(report)) {
+            Ok(()) | Err(TrySendError::Disconnected(_)) => self.unreported = 0,
+            Err(TrySendError::Full(_)) => {}
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! TLS for the push link: configured certificate and key files, or a self-signed certificate
 //! for `localhost` generated at start (for local use).
 
-use crate::settings::Settings;
+use crate::settings::LinkSettings;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use std::io;
 use std::sync::Arc;
@@ -11,11 +11,11 @@ pub const ALPN: &[u8] = b"presenced/1";
 
 /// The QUIC server's crypto configuration.
 pub fn server_config(
-    settings: &Settings,
+    settings: &LinkSettings,
 ) -> io::Result<Arc<quinn::crypto::rustls::QuicServerConfig>> {
-    let (certs, key) = match &settings.link_tls {
-        Some((cert, key)) => load(cert, key)?,
-        None => self_signed()?,
+    let (certs, key) = match (&settings.cert, &settings.key) {
+        (Some(cert), Some(key)) => load(cert, key)?,
+        _ => self_signed()?,
     };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)

@@ -38,9 +38,9 @@ pub enum DevState {
 pub struct DeviceModel {
     pub state: DevState,
     /// Removed at the first tick `T` with `deadline <= T`.
-    pub deadline: Tick,
+    pub deadline_tick: Tick,
     /// Active at tick `T` iff Online and `active_until > T`.
-    pub active_until: Tick,
+    pub active_until_tick: Tick,
 }
 
 /// The internal aggregate of a user at one tick.
@@ -101,7 +101,7 @@ impl UserModel {
         } else if self
             .devices
             .values()
-            .any(|d| d.state == DevState::Online && d.active_until > t)
+            .any(|d| d.state == DevState::Online && d.active_until_tick > t)
         {
             Aggregate::Online
         } else {
@@ -236,9 +236,9 @@ impl Model {
         let had_devices = !u.devices.is_empty();
         match u.devices.get_mut(&hb.device) {
             Some(d) => {
-                d.deadline = deadline;
+                d.deadline_tick = deadline;
                 if hb.active || d.state != new_state {
-                    d.active_until = fresh_active;
+                    d.active_until_tick = fresh_active;
                 }
                 d.state = new_state;
             }
@@ -247,8 +247,8 @@ impl Model {
                     hb.device,
                     DeviceModel {
                         state: new_state,
-                        deadline,
-                        active_until: fresh_active,
+                        deadline_tick: deadline,
+                        active_until_tick: fresh_active,
                     },
                 );
                 self.stats.devices += 1;
@@ -349,7 +349,7 @@ impl Model {
             return;
         }
         let before = u.devices.len();
-        u.devices.retain(|_, d| d.deadline > t);
+        u.devices.retain(|_, d| d.deadline_tick > t);
         let after = u.devices.len();
         let removed = before - after;
         self.stats.devices -= removed as u64;
@@ -415,9 +415,9 @@ impl Model {
             next = Some(next.map_or(x, |n: Tick| n.min(x)));
         };
         for d in u.devices.values() {
-            consider(d.deadline);
-            if d.state == DevState::Online && d.active_until > t {
-                consider(d.active_until);
+            consider(d.deadline_tick);
+            if d.state == DevState::Online && d.active_until_tick > t {
+                consider(d.active_until_tick);
             }
         }
         if u.devices.is_empty() {
@@ -465,7 +465,7 @@ impl Model {
             assert_eq!(u.devices.is_empty(), u.off_since.is_some(), "user {id}");
             assert!(u.timer.is_some(), "user {id} has no timer");
             for d in u.devices.values() {
-                assert!(d.deadline > self.tick);
+                assert!(d.deadline_tick > self.tick);
             }
         }
         assert_eq!(self.timers.len(), self.users.len());

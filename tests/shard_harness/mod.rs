@@ -383,9 +383,15 @@ impl Harness {
             Ok(d) if !d.is_authenticated() => d,
             _ => {
                 self.summary.refused_datagrams += 1;
-                let before = (self.node.stats().dropped_total(), self.shard().stats().clone());
+                let before = (
+                    self.node.stats().dropped_total(),
+                    self.shard().stats().clone(),
+                );
                 self.node.handle_datagram(now, bytes);
-                let after = (self.node.stats().dropped_total(), self.shard().stats().clone());
+                let after = (
+                    self.node.stats().dropped_total(),
+                    self.shard().stats().clone(),
+                );
                 if after.0 != before.0 + 1 || after.1 != before.1 {
                     self.fail(format!("a refused datagram: {before:?} -> {after:?}"));
                 }

@@ -330,5 +330,4 @@ mod tests {
         );
         assert!(second.get(2).unwrap().state.window.check(1, 5).is_ok());
     }
-
 }

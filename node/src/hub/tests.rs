@@ -342,7 +342,11 @@ fn stats_gather_every_shard_and_the_servers_figures() {
     let [(1, Seen::Stats(4, stats))] = &got[..] else {
         panic!("{got:?}")
     };
-    let shards: Vec<(u32, u64)> = stats.shards.iter().map(|s| (s.shard, s.datagrams)).collect();
+    let shards: Vec<(u32, u64)> = stats
+        .shards
+        .iter()
+        .map(|s| (s.shard, s.datagrams))
+        .collect();
     assert_eq!(shards, vec![(0, 10), (1, 11), (2, 12)]);
     assert_eq!(stats.link.links_refused, 2);
     assert_eq!(stats.link.links, 1);

@@ -92,7 +92,10 @@ fn entries_go_to_the_shard_that_owns_their_user() {
     assert_eq!(sent.peers, vec![(2, theirs[..4].to_vec())]);
     let online: Vec<u64> = sent.transitions.iter().map(|t| t.user).collect();
     assert_eq!(online, mine);
-    assert!(sent.transitions.iter().all(|t| t.cause == Cause::FirstHeartbeat));
+    assert!(sent
+        .transitions
+        .iter()
+        .all(|t| t.cause == Cause::FirstHeartbeat));
     // The partial batch leaves at the end of the round.
     assert_eq!(node.poll_timeout(), Some(0));
     node.handle_timeout(at(SEC));
@@ -140,7 +143,11 @@ fn a_hub_message_the_channel_refused_is_sent_again_first() {
     node.handle_datagram(at(SEC), &datagram(&[3], State::Online));
     let first = node.poll_transmit().unwrap();
     node.handle_refused(first);
-    let users: Vec<u64> = drain(&mut node).transitions.iter().map(|t| t.user).collect();
+    let users: Vec<u64> = drain(&mut node)
+        .transitions
+        .iter()
+        .map(|t| t.user)
+        .collect();
     assert_eq!(users, vec![1, 2, 3]);
 }
 
@@ -170,7 +177,14 @@ fn transitions_travel_in_fixed_batches() {
     while let Some(Transmit::Hub(ToHub::Transitions(b))) = node.poll_transmit() {
         sizes.push(b.len());
     }
-    assert_eq!(sizes, vec![TRANSITION_BATCH, TRANSITION_BATCH, 89 - 2 * TRANSITION_BATCH]);
+    assert_eq!(
+        sizes,
+        vec![
+            TRANSITION_BATCH,
+            TRANSITION_BATCH,
+            89 - 2 * TRANSITION_BATCH
+        ]
+    );
 }
 
 #[test]

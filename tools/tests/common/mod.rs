@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use presenced::daemon::{self, Running};
-use presenced::settings::Raw;
+use presenced::settings::Sources;
 
 /// A daemon running in this process.
 pub struct InProcess(Option<Running>);
@@ -13,7 +13,7 @@ impl InProcess {
     /// Starts a daemon: two shards, not pinned, tick 5 ms, interval 300 ms, grace 100 ms
     /// (offline after 500 ms of silence), idle after 1 s; then `extra` settings.
     pub fn start(extra: &[(&str, &str)]) -> InProcess {
-        let mut raw = Raw::default();
+        let mut sources = Sources::default();
         let base = [
             ("ingest.listen", "127.0.0.1:0"),
             ("link.listen", "127.0.0.1:0"),
@@ -25,9 +25,9 @@ impl InProcess {
             ("presence.idle_after", "1s"),
         ];
         for (key, value) in base.iter().chain(extra) {
-            raw.set(key, value).expect("setting");
+            sources.set(key, value).expect("setting");
         }
-        let settings = raw.parse(2).expect("settings");
+        let settings = sources.build(2).expect("settings");
         InProcess(Some(daemon::start(settings).expect("daemon starts")))
     }
 

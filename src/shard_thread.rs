@@ -1,0 +1,220 @@
+//! One shard thread: a mio event loop that moves bytes between the kernel, the channels and the
+//! shard's sans-IO node (`presenced_node::node::ShardNode`). Everything the shard decides is
+//! the node's; this loop only receives datagrams (recvmmsg), drains the inbox, reads the clock,
+//! sends what the node hands out, and sleeps until a socket or the inbox has input or the
+//! node's next deadline comes. Pinned to its core; never blocks on anything downstream.
+
+use crate::ingest::RecvBatch;
+use crate::time::Clock;
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use mio::net::UdpSocket;
+use mio::{Events, Interest, Poll, Token, Waker};
+use presenced_node::bus::{Inbox, ToHub};
+use presenced_node::node::{NodeEvent, ShardNode, Transmit};
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The token of a shard's waker.
+pub const WAKER: Token = Token(usize::MAX);
+/// Receive calls per socket per round before the loop serves its inbox and timers.
+const RECV_ROUNDS: usize = 16;
+/// Inbox messages per round before the loop serves its sockets and timers.
+const INBOX_ROUND: usize = 1024;
+
+/// How to reach a shard: its inbox and its waker.
+#[derive(Clone)]
+pub struct Peer {
+    /// The shard's inbox.
+    pub inbox: Sender<Inbox>,
+    /// Wakes the shard's event loop.
+    pub waker: Arc<Waker>,
+}
+
+impl Peer {
+    /// Hands a message to the shard and wakes it, waiting while its inbox is full (for the
+    /// hub's requests and key reloads: shards drain their inbox every round and never wait
+    /// for the hub, so this cannot deadlock). Fails only when the shard has stopped.
+    pub fn send(&self, message: Inbox, timeout: Duration) -> Result<(), ShardStopped> {
+        self.inbox
+            .send_timeout(message, timeout)
+            .map_err(|_| ShardStopped)?;
+        // A failed wake means the shard is stopping.
+        let _ = self.waker.wake();
+        Ok(())
+    }
+}
+
+/// A shard's inbox stayed full or closed: the shard has stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShardStopped;
+
+/// Everything a shard thread needs, built by the daemon before it starts.
+pub struct ShardSetup {
+    /// The node, its memory reserved.
+    pub node: ShardNode,
+    /// The event loop (its waker is in `peers[index]`).
+    pub poll: Poll,
+    /// Heartbeat sockets this shard reads.
+    pub sockets: Vec<std::net::UdpSocket>,
+    /// This shard's inbox.
+    pub inbox: Receiver<Inbox>,
+    /// Every shard, this one included, by index.
+    pub peers: Vec<Peer>,
+    /// The channel to the push-link hub.
+    pub to_hub: Sender<ToHub>,
+    /// Datagrams per receive call.
+    pub recv_batch: usize,
+    /// The daemon's clocks.
+    pub clock: Clock,
+    /// Set when the daemon stops.
+    pub stop: Arc<AtomicBool>,
+    /// The CPU to pin this thread to, if any.
+    pub cpu: Option<usize>,
+}
+
+/// Runs a shard thread until `stop` is set.
+pub fn run(setup: ShardSetup) -> io::Result<()> {
+    if let Some(cpu) = setup.cpu {
+        crate::cpu::pin_to(cpu)?;
+    }
+    let ShardSetup {
+        mut node,
+        mut poll,
+        sockets,
+        inbox,
+        peers,
+        to_hub,
+        recv_batch,
+        clock,
+        stop,
+        ..
+    } = setup;
+    let index = node.stats().shard;
+    let mut sockets: Vec<UdpSocket> = sockets.into_iter().map(UdpSocket::from_std).collect();
+    for (i, socket) in sockets.iter_mut().enumerate() {
+        poll.registry()
+            .register(socket, Token(i), Interest::READABLE)?;
+    }
+    let mut out = Outputs {
+        peers,
+        to_hub,
+        wake: Vec::new(),
+    };
+    out.wake = vec![false; out.peers.len()];
+    let mut recv = RecvBatch::new(recv_batch);
+    let mut events = Events::with_capacity(64);
+    // Edge-triggered readiness: a socket stays "readable" until a read finds it empty.
+    let mut readable = vec![true; sockets.len()];
+    // Per socket: the kernel's drop count last seen (SO_RXQ_OVFL).
+    let mut kernel_drops = vec![0u32; sockets.len()];
+    while !stop.load(Ordering::Relaxed) {
+        let busy = readable.iter().any(|&r| r) || !inbox.is_empty();
+        let timeout = if busy {
+            Some(Duration::ZERO)
+        } else {
+            // Until the node's next deadline; with none, until input or a wake.
+            node.poll_timeout()
+                .map(|at_us| Duration::from_micros(at_us.saturating_sub(clock.mono_us())))
+        };
+        if let Err(e) = poll.poll(&mut events, timeout) {
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+        for event in events.iter() {
+            if let Some(r) = readable.get_mut(event.token().0) {
+                *r = true;
+            }
+        }
+        for (i, socket) in sockets.iter().enumerate() {
+            for _ in 0..RECV_ROUNDS {
+                if !readable[i] {
+                    break;
+                }
+                let n = recv.recv(socket)?;
+                // The kernel's count is per socket and wraps at 2^32.
+                let dropped = recv.kernel_drops().map_or(0, |drops| {
+                    drops.wrapping_sub(std::mem::replace(&mut kernel_drops[i], drops))
+                });
+                node.handle_receive(u64::from(dropped));
+                if n == 0 {
+                    readable[i] = false;
+                    break;
+                }
+                let now = clock.now();
+                for d in 0..n {
+                    node.handle_datagram(now, recv.datagram(d));
+                    out.send(&mut node);
+                }
+            }
+        }
+        for message in inbox.try_iter().take(INBOX_ROUND) {
+            node.handle_inbox(clock.now(), message);
+        }
+        node.handle_timeout(clock.now());
+        out.send(&mut node);
+        out.wake_peers();
+        while let Some(event) = node.poll_event() {
+            match event {
+                NodeEvent::Refused {
+                    reason,
+                    count,
+                    gateway,
+                } => eprintln!(
+                    "presenced: shard {index}: refused {count} datagram(s) as {reason} (latest \
+                     from gateway {gateway})"
+                ),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Where the node's transmits go.
+struct Outputs {
+    peers: Vec<Peer>,
+    to_hub: Sender<ToHub>,
+    /// Shards sent entries since the last wake.
+    wake: Vec<bool>,
+}
+
+impl Outputs {
+    /// Sends what the node has, without blocking: a full inbox of another shard sheds the
+    /// batch, a full hub channel keeps the rest for the next round.
+    fn send(&mut self, node: &mut ShardNode) {
+        while let Some(transmit) = node.poll_transmit() {
+            match transmit {
+                Transmit::Peer { shard, batch } => {
+                    match self.peers[shard].inbox.try_send(Inbox::Entries(batch)) {
+                        Ok(()) => self.wake[shard] = true,
+                        Err(e) => {
+                            if let Inbox::Entries(batch) = e.into_inner() {
+                                node.handle_refused(Transmit::Peer { shard, batch });
+                            }
+                        }
+                    }
+                }
+                Transmit::Hub(message) => match self.to_hub.try_send(message) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(message)) => {
+                        node.handle_refused(Transmit::Hub(message));
+                        return;
+                    }
+                    // The hub is gone: the daemon is stopping.
+                    Err(TrySendError::Disconnected(_)) => {}
+                },
+            }
+        }
+    }
+
+    fn wake_peers(&mut self) {
+        for (peer, wake) in self.peers.iter().zip(&mut self.wake) {
+            if std::mem::take(wake) {
+                // A failed wake means the peer is gone (shutting down): nothing to do.
+                let _ = peer.waker.wake();
+            }
+        }
+    }
+}
