@@ -6,17 +6,12 @@ use presenced_core::clock::Now;
 use presenced_core::config::CoreConfig;
 use presenced_core::event::{Heartbeat, Report, Transition};
 use presenced_core::shard::Shard;
+use presenced_wire::hash::mix64 as mix;
 use std::hint::black_box;
 
 const USERS: u32 = 1_000_000;
 const BATCH: u64 = 1_000_000;
 const WALL0: u64 = 1_700_000_000_000;
-
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
 
 fn now(mono_us: u64) -> Now {
     Now {

@@ -3,15 +3,10 @@
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use presenced::memory::advise_huge_pages;
 use presenced_core::wheel::Wheel;
+use presenced_wire::hash::mix64 as mix;
 use std::hint::black_box;
 
 const N: u32 = 1_000_000;
-
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
 
 /// An empty wheel at tick 0 with the daemon's page policy.
 fn empty() -> Wheel {

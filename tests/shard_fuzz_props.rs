@@ -1,6 +1,7 @@
 //! The `shard` fuzz target's property (`fuzz/fuzz_targets/shard.rs`) as a short property test,
-//! so that CI, which cannot run libFuzzer, checks it too: arbitrary bytes drive a small `Shard`
-//! through datagrams, time passing, jumps and clock steps, and every invariant of
+//! so that CI, which cannot run libFuzzer, checks it too: arbitrary bytes drive the daemon's
+//! shard node around a small `Shard` through datagrams, time passing, jumps and clock steps,
+//! and every invariant of
 //! `shard_harness` (among them: the reference model of `tests/model` agrees on every output)
 //! holds after every operation.
 

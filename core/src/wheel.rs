@@ -605,14 +605,9 @@ mod tests {
 
     #[test]
     fn randomized_against_sorted_list() {
-        let mut state = 0x1234_5678_9abc_def0u64;
-        let mut rand = move || {
-            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        };
+        use rand_xoshiro::rand_core::{RngCore, SeedableRng};
+        let mut rng = rand_xoshiro::Xoshiro256StarStar::seed_from_u64(0x1234_5678_9abc_def0);
+        let mut rand = move || rng.next_u64();
         let mut wheel = Wheel::new(64, 7);
         let mut model: Vec<(u64, Tick, TimerId)> = Vec::new();
         let mut next_key = 0u64;

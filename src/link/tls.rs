@@ -6,9 +6,6 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use std::io;
 use std::sync::Arc;
 
-/// The push link's ALPN protocol id.
-pub const ALPN: &[u8] = b"presenced/1";
-
 /// The QUIC server's crypto configuration.
 pub fn server_config(
     settings: &LinkSettings,
@@ -29,7 +26,7 @@ pub fn server_config(
                 format!("setting `link.cert`: {e}"),
             )
         })?;
-    config.alpn_protocols = vec![ALPN.to_vec()];
+    config.alpn_protocols = vec![presenced_wire::link::ALPN.to_vec()];
     let quic =
         quinn::crypto::rustls::QuicServerConfig::try_from(config).map_err(io::Error::other)?;
     Ok(Arc::new(quic))

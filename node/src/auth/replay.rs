@@ -119,6 +119,8 @@ impl ReplayWindow {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand_xoshiro::rand_core::{RngCore, SeedableRng};
+    use rand_xoshiro::Xoshiro256StarStar;
     use std::collections::{BTreeMap, BTreeSet};
 
     #[test]
@@ -154,11 +156,9 @@ mod tests {
         let mut accepted: BTreeSet<(u32, u64)> = BTreeSet::new();
         let mut by_slot: BTreeMap<(u32, u64), BTreeSet<u64>> = BTreeMap::new();
         let mut epoch = 0u32;
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rng = Xoshiro256StarStar::seed_from_u64(0x9e37_79b9_7f4a_7c15);
         for _ in 0..200_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            let x = rng.next_u64();
             let e = if x % 97 == 0 {
                 epoch + 1
             } else {
