@@ -48,24 +48,8 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-wait_link() {
-    for _ in $(seq 100); do
-        if ss -lnpu | grep "127.0.0.1:7360 " | grep -q "pid=$PD_PID,"; then return 0; fi
-        if ! kill -0 "$PD_PID" 2>/dev/null; then
-            echo "ab.sh: presenced exited:" >&2
-            cat "$WORK/presenced.log" >&2
-            exit 1
-        fi
-        sleep 0.1
-    done
-    echo "ab.sh: presenced did not open its push link" >&2
-    exit 1
-}
-
-# CPU seconds the process has used (user + system), from /proc.
-cpu_seconds() {
-    python3 -c "import os,sys; f=open(f'/proc/{sys.argv[1]}/stat').read().rsplit(')',1)[1].split(); print((int(f[11])+int(f[12]))/os.sysconf('SC_CLK_TCK'))" "$1"
-}
+# shellcheck source=benches/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 for run in $(seq "$RUNS"); do
     for side in A B; do
@@ -75,12 +59,12 @@ for run in $(seq "$RUNS"); do
             --link-listen 127.0.0.1:7360 --set "presence.users_per_shard=$USERS" \
             >"$WORK/presenced.log" 2>&1 &
         PD_PID=$!
-        wait_link
-        before=$(cpu_seconds "$PD_PID")
+        wait_port udp 7360 "$PD_PID" "$WORK/presenced.log"
+        before=$(cpu_s "$PD_PID")
         taskset -c 1 "$dir/presence-loadgen" --link 127.0.0.1:7360 --scenario steady --max \
             --users "$USERS" --devices 1 --threads 1 --watch 1000 --duration "$DURATION" \
             --quiet --json >"$WORK/$side.$run.json"
-        after=$(cpu_seconds "$PD_PID")
+        after=$(cpu_s "$PD_PID")
         echo "$before $after" >"$WORK/$side.$run.cpu"
         kill "$PD_PID"
         wait "$PD_PID" 2>/dev/null || true

@@ -55,27 +55,8 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-# CPU seconds (user + system) of a process.
-cpu_s() {
-    local ticks
-    ticks=$(sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}')
-    awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.3f", t / hz }'
-}
-# A /proc/<pid>/status field, in bytes.
-mem_b() { awk -v f="$2:" '$1 == f { print $2 * 1024 }' "/proc/$1/status"; }
-wait_port() { # tcp|udp port pid log: the port is open and it is `pid` that opened it
-    for _ in $(seq 100); do
-        if ! kill -0 "$3" 2>/dev/null; then
-            echo "compare.sh: the server exited (is another one already on port $2?):" >&2
-            cat "$4" >&2
-            exit 1
-        fi
-        if ss -lnp"${1:0:1}" | grep "127.0.0.1:$2 " | grep -q "pid=$3,"; then return 0; fi
-        sleep 0.1
-    done
-    echo "compare.sh: nothing of pid $3 listens on $1 port $2" >&2
-    exit 1
-}
+# shellcheck source=benches/lib.sh
+. benches/lib.sh
 
 LG=("$BIN/presence-loadgen" --users "$USERS" --devices 1 --gateways "$GATEWAYS" --quiet --json)
 # The users as a number (USERS may be 100k, 1M).

@@ -49,19 +49,8 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-wait_link() {
-    for _ in $(seq 100); do
-        if ss -lnpu | grep "127.0.0.1:7260 " | grep -q "pid=$PD_PID,"; then return 0; fi
-        if ! kill -0 "$PD_PID" 2>/dev/null; then
-            echo "scaling.sh: presenced exited:" >&2
-            cat "$WORK/presenced.log" >&2
-            exit 1
-        fi
-        sleep 0.1
-    done
-    echo "scaling.sh: presenced did not open its push link" >&2
-    exit 1
-}
+# shellcheck source=benches/lib.sh
+. benches/lib.sh
 
 echo "machine: $CORES cores; $USERS users, steady --max for $DURATION, median of $RUNS runs" >&2
 for n in $SHARDS; do
@@ -79,7 +68,7 @@ for n in $SHARDS; do
             --link-listen 127.0.0.1:7260 --set "presence.users_per_shard=$USERS" \
             >"$WORK/presenced.log" 2>&1 &
         PD_PID=$!
-        wait_link
+        wait_port udp 7260 "$PD_PID" "$WORK/presenced.log"
         taskset -c "$((last + 1))-$((last + gen))" "$BIN/presence-loadgen" --link 127.0.0.1:7260 \
             --scenario steady --max --shard-aware --users "$USERS" --devices 1 \
             --threads "$gen" --gateways "$((gen * 4))" --watch 1000 --duration "$DURATION" \

@@ -196,7 +196,6 @@ impl Shard {
                 self.fire(user, at, now.wall_ms, out);
             }
         }
-        self.stats.timers_cascaded = self.wheel.cascaded();
     }
 
     /// The monotonic time (µs) from which [`Shard::advance`] has timers to fire (the start of
@@ -237,9 +236,13 @@ impl Shard {
         self.table.get(user)
     }
 
-    /// The shard's counters.
-    pub fn stats(&self) -> &CoreStats {
-        &self.stats
+    /// The shard's counters (the wheel's count of cascaded timers read now: keeping a copy
+    /// current on every heartbeat would cost the hot path).
+    pub fn stats(&self) -> CoreStats {
+        CoreStats {
+            timers_cascaded: self.wheel.cascaded(),
+            ..self.stats.clone()
+        }
     }
 
     /// Bytes allocated for the table, the wheel and the overflow blocks.

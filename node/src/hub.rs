@@ -184,31 +184,90 @@ pub struct Hub {
     subscribers: HashMap<u64, Vec<u32>>,
     firehose: Vec<u32>,
     pending: HashMap<(u32, u32), Pending>,
-    stats: HubStats,
     /// Links with an open EVENTS frame.
     touched: Vec<u32>,
+    requests: VecDeque<(usize, Request)>,
+    out: Outbox,
+}
+
+/// What the hub owes the links: the frames queued for them, and which are owed a LAGGED frame.
+struct Outbox {
+    queue_depth: usize,
+    transmits: VecDeque<(u32, Outgoing)>,
     /// Links owed a LAGGED frame, checked when their queue has room.
     owing: Vec<u32>,
-    requests: VecDeque<(usize, Request)>,
-    transmits: VecDeque<(u32, Outgoing)>,
+    stats: HubStats,
+}
+
+impl Outbox {
+    /// Queues a frame for a link and counts it against the link's queue.
+    fn send(
+        &mut self,
+        id: u32,
+        link: &mut Link,
+        frame: BytesMut,
+        completes: bool,
+        since_us: Option<u64>,
+    ) {
+        link.queued += 1;
+        self.transmits.push_back((
+            id,
+            Outgoing {
+                frame: frame.freeze(),
+                completes,
+                since_us,
+            },
+        ));
+    }
+
+    /// Queues the link's open EVENTS frame, or drops it and remembers its users if the link's
+    /// queue is full.
+    fn flush_events(&mut self, id: u32, link: &mut Link) {
+        let Some(frame) = link.events.flush() else {
+            return;
+        };
+        let users = std::mem::take(&mut link.event_users);
+        let n = users.len() as u64;
+        if link.queued >= self.queue_depth {
+            self.stats.events_dropped += n;
+            if !link.owes_lag() {
+                self.owing.push(id);
+            }
+            if !link.lagged_all {
+                link.lagged.extend(users);
+                if link.lagged.len() > LAG_USERS_LIMIT {
+                    link.lagged_all = true;
+                    link.lagged.clear();
+                }
+            }
+            return;
+        }
+        self.stats.events_sent += n;
+        let since_us = Some(link.events_since_us);
+        self.send(id, link, frame, false, since_us);
+    }
 }
 
 impl Hub {
-    /// A hub with no link. Panics if `max_frame_len` is below the protocol's minimum (the
-    /// settings refuse it).
+    /// A hub with no link. Panics without a shard or with `max_frame_len` below the protocol's
+    /// minimum (the settings refuse both).
     pub fn new(config: HubConfig) -> Hub {
+        assert!(config.shards >= 1, "at least one shard");
         assert!(config.max_frame_len >= wire::MIN_MAX_FRAME_LEN as usize);
         Hub {
-            config,
+            config: config.clone(),
             links: HashMap::new(),
             subscribers: HashMap::new(),
             firehose: Vec::new(),
             pending: HashMap::new(),
-            stats: HubStats::default(),
             touched: Vec::new(),
-            owing: Vec::new(),
             requests: VecDeque::new(),
-            transmits: VecDeque::new(),
+            out: Outbox {
+                queue_depth: config.queue_depth,
+                transmits: VecDeque::new(),
+                owing: Vec::new(),
+                stats: HubStats::default(),
+            },
         }
     }
 
@@ -216,7 +275,7 @@ impl Hub {
     pub fn handle_shard(&mut self, message: ToHub) {
         match message {
             ToHub::Transitions(batch) => {
-                self.stats.transitions += batch.len() as u64;
+                self.out.stats.transitions += batch.len() as u64;
                 for t in batch.items() {
                     self.fan_out(t, batch.since_us);
                 }
@@ -233,11 +292,11 @@ impl Hub {
                 stats,
             } => self.shard_stats(link, request, *stats),
             ToHub::Shed(n) => {
-                self.stats.shard_shed += n;
+                self.out.stats.shard_shed += n;
                 for (&id, link) in &mut self.links {
                     if link.firehose || !link.users.is_empty() {
                         link.lagged_all = true;
-                        self.owing.push(id);
+                        self.out.owing.push(id);
                     }
                 }
             }
@@ -331,7 +390,7 @@ impl Hub {
                 if let Some(link) = self.links.get_mut(&id) {
                     link.queued = link.queued.saturating_sub(frames);
                     if link.owes_lag() {
-                        self.owing.push(id);
+                        self.out.owing.push(id);
                     }
                 }
             }
@@ -347,18 +406,18 @@ impl Hub {
     /// handled so far are queued first (so a driver that polls after each batch of messages
     /// sends full frames), then the LAGGED frames owed to links whose queue has room.
     pub fn poll_transmit(&mut self) -> Option<(u32, Outgoing)> {
-        if self.transmits.is_empty() {
+        if self.out.transmits.is_empty() {
             for id in std::mem::take(&mut self.touched) {
                 self.flush_link(id);
             }
             self.signal_lag();
         }
-        self.transmits.pop_front()
+        self.out.transmits.pop_front()
     }
 
     /// The hub's counters.
     pub fn stats(&self) -> &HubStats {
-        &self.stats
+        &self.out.stats
     }
 
     /// Links open.
@@ -385,14 +444,7 @@ impl Hub {
             }
             if link.events.push(event).is_err() {
                 // The frame is full: queue it and start the next one.
-                queue_events(
-                    id,
-                    link,
-                    &mut self.stats,
-                    &mut self.transmits,
-                    &mut self.owing,
-                    self.config.queue_depth,
-                );
+                self.out.flush_events(id, link);
                 link.events_since_us = since_us;
                 let pushed = link.events.push(event);
                 debug_assert!(pushed.is_ok(), "one event fits an empty frame");
@@ -404,20 +456,13 @@ impl Hub {
     /// Queues the link's open EVENTS frame (so what follows is ordered after it).
     fn flush_link(&mut self, id: u32) {
         if let Some(link) = self.links.get_mut(&id) {
-            queue_events(
-                id,
-                link,
-                &mut self.stats,
-                &mut self.transmits,
-                &mut self.owing,
-                self.config.queue_depth,
-            );
+            self.out.flush_events(id, link);
         }
     }
 
     fn signal_lag(&mut self) {
         let depth = self.config.queue_depth;
-        let mut owing = std::mem::take(&mut self.owing);
+        let mut owing = std::mem::take(&mut self.out.owing);
         owing.sort_unstable();
         owing.dedup();
         for id in owing {
@@ -443,8 +488,8 @@ impl Hub {
             }
             link.lagged_all = false;
             link.lagged.clear();
-            send(&mut self.transmits, id, link, buf, false, None);
-            self.stats.lag_signals += 1;
+            self.out.send(id, link, buf, false, None);
+            self.out.stats.lag_signals += 1;
         }
     }
 
@@ -478,7 +523,7 @@ impl Hub {
         let max = self.config.max_frame_len as u32;
         match wire::encode_presence(&mut buf, request, &records, last, max) {
             Ok(0) => {}
-            Ok(_) => send(&mut self.transmits, id, link, buf, last, None),
+            Ok(_) => self.out.send(id, link, buf, last, None),
             Err(e) => self.error(id, request, wire::ErrorCode::Internal, &e.to_string()),
         }
     }
@@ -501,7 +546,7 @@ impl Hub {
         match wire::encode_stats_reply(&mut buf, request, &json) {
             Ok(()) => {
                 if let Some(link) = self.links.get_mut(&id) {
-                    send(&mut self.transmits, id, link, buf, true, None);
+                    self.out.send(id, link, buf, true, None);
                 }
             }
             Err(e) => self.error(id, request, wire::ErrorCode::Internal, &e.to_string()),
@@ -535,7 +580,7 @@ impl Hub {
             let mut buf = BytesMut::new();
             let max = self.config.max_frame_len as u32;
             if wire::encode_presence(&mut buf, request, &[], true, max).is_ok() {
-                send(&mut self.transmits, id, link, buf, true, None);
+                self.out.send(id, link, buf, true, None);
             }
             return;
         }
@@ -569,14 +614,14 @@ impl Hub {
         }
         self.firehose.retain(|&l| l != id);
         self.pending.retain(|&(l, _), _| l != id);
-        self.transmits.retain(|&(l, _)| l != id);
+        self.out.transmits.retain(|&(l, _)| l != id);
     }
 
     fn ack(&mut self, id: u32, request: u32) {
         let mut buf = BytesMut::new();
         if wire::encode_ack(&mut buf, request).is_ok() {
             if let Some(link) = self.links.get_mut(&id) {
-                send(&mut self.transmits, id, link, buf, true, None);
+                self.out.send(id, link, buf, true, None);
             }
         }
     }
@@ -585,7 +630,7 @@ impl Hub {
         let mut buf = BytesMut::new();
         wire::encode_error(&mut buf, request, code, message);
         if let Some(link) = self.links.get_mut(&id) {
-            send(&mut self.transmits, id, link, buf, true, None);
+            self.out.send(id, link, buf, true, None);
         }
     }
 
@@ -593,7 +638,7 @@ impl Hub {
         let server = pending.server.unwrap_or_default();
         let mut shards = pending.shard_stats;
         shards.sort_by_key(|s| s.shard);
-        let s = &self.stats;
+        let s = &self.out.stats;
         let stats = Stats {
             auth: server.auth,
             shards,
@@ -613,60 +658,6 @@ impl Hub {
         };
         stats.to_json().expect("the stats schema serialises")
     }
-}
-
-/// Queues a frame for a link and counts it against the link's queue.
-fn send(
-    transmits: &mut VecDeque<(u32, Outgoing)>,
-    id: u32,
-    link: &mut Link,
-    frame: BytesMut,
-    completes: bool,
-    since_us: Option<u64>,
-) {
-    link.queued += 1;
-    transmits.push_back((
-        id,
-        Outgoing {
-            frame: frame.freeze(),
-            completes,
-            since_us,
-        },
-    ));
-}
-
-/// Queues the link's open EVENTS frame, or drops it and remembers its users if the link's
-/// queue is full.
-fn queue_events(
-    id: u32,
-    link: &mut Link,
-    stats: &mut HubStats,
-    transmits: &mut VecDeque<(u32, Outgoing)>,
-    owing: &mut Vec<u32>,
-    queue_depth: usize,
-) {
-    let Some(frame) = link.events.flush() else {
-        return;
-    };
-    let users = std::mem::take(&mut link.event_users);
-    let n = users.len() as u64;
-    if link.queued >= queue_depth {
-        stats.events_dropped += n;
-        if !link.owes_lag() {
-            owing.push(id);
-        }
-        if !link.lagged_all {
-            link.lagged.extend(users);
-            if link.lagged.len() > LAG_USERS_LIMIT {
-                link.lagged_all = true;
-                link.lagged.clear();
-            }
-        }
-        return;
-    }
-    stats.events_sent += n;
-    let since_us = Some(link.events_since_us);
-    send(transmits, id, link, frame, false, since_us);
 }
 
 fn unsubscribe(subscribers: &mut HashMap<u64, Vec<u32>>, user: u64, link: u32) {

@@ -310,7 +310,7 @@ impl ShardNode {
     /// Every counter of this shard (the STATS schema's per-shard entry).
     pub fn stats(&self) -> ShardStats {
         let mut s = self.stats.clone();
-        s.core = self.shard.stats().clone();
+        s.core = self.shard.stats();
         s.dropped = DecodeError::REASONS
             .iter()
             .zip(self.dropped.iter())

@@ -383,15 +383,9 @@ impl Harness {
             Ok(d) if !d.is_authenticated() => d,
             _ => {
                 self.summary.refused_datagrams += 1;
-                let before = (
-                    self.node.stats().dropped_total(),
-                    self.shard().stats().clone(),
-                );
+                let before = (self.node.stats().dropped_total(), self.shard().stats());
                 self.node.handle_datagram(now, bytes);
-                let after = (
-                    self.node.stats().dropped_total(),
-                    self.shard().stats().clone(),
-                );
+                let after = (self.node.stats().dropped_total(), self.shard().stats());
                 if after.0 != before.0 + 1 || after.1 != before.1 {
                     self.fail(format!("a refused datagram: {before:?} -> {after:?}"));
                 }
@@ -422,7 +416,7 @@ impl Harness {
         if pre_advance {
             self.advance(now);
         }
-        let before = self.shard().stats().clone();
+        let before = self.shard().stats();
         self.node.handle_datagram(now, bytes);
         let out = self.sent_transitions();
         self.entries += batch.len() as u64;
@@ -510,7 +504,7 @@ impl Harness {
         now: Now,
     ) {
         self.check_transitions(out, sent, before, now);
-        let after = self.shard().stats().clone();
+        let after = self.shard().stats();
         // Without a refusal every heartbeat entry was applied: each device it named is live
         // until its deadline, i.e. while mono stays within `timeout` of now.
         let refused = after.refused_user_capacity != before.refused_user_capacity
@@ -529,7 +523,7 @@ impl Harness {
     }
 
     fn advance(&mut self, now: Now) {
-        let before = self.shard().stats().clone();
+        let before = self.shard().stats();
         self.node.handle_timeout(now);
         let out = self.sent_transitions();
         let model_out = self.model.as_mut().map(|m| m.advance(now));
@@ -699,7 +693,7 @@ impl Harness {
 
     /// Counters and liveness.
     fn check_counters(&mut self, before: &CoreStats, applied_entries: bool) {
-        let stats = self.shard().stats().clone();
+        let stats = self.shard().stats();
         if stats.transitions != self.transitions {
             self.fail(format!(
                 "{} transitions seen, stats say {}",
@@ -954,7 +948,7 @@ pub fn run(data: &[u8]) -> Summary {
         h.op += 1;
     }
     h.summary.ops = h.op as u64;
-    h.summary.stats = h.shard().stats().clone();
+    h.summary.stats = h.shard().stats();
     h.drain();
     h.summary
 }

@@ -1,0 +1,27 @@
+# Shell helpers shared by the bench scripts (compare.sh, scaling.sh, ab.sh); sourced, not run.
+
+# CPU seconds (user + system) a process has used.
+cpu_s() {
+    local ticks
+    ticks=$(sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}')
+    awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.3f", t / hz }'
+}
+
+# A /proc/<pid>/status field, in bytes.
+mem_b() { awk -v f="$2:" '$1 == f { print $2 * 1024 }' "/proc/$1/status"; }
+
+# wait_port tcp|udp PORT PID LOG: waits until 127.0.0.1:PORT is open and it is PID that opened
+# it (not a stale server); exits with PID's log if PID exits or never opens it.
+wait_port() {
+    for _ in $(seq 100); do
+        if ! kill -0 "$3" 2>/dev/null; then
+            echo "$(basename "$0"): the server exited (is another one already on port $2?):" >&2
+            cat "$4" >&2
+            exit 1
+        fi
+        if ss -lnp"${1:0:1}" | grep "127.0.0.1:$2 " | grep -q "pid=$3,"; then return 0; fi
+        sleep 0.1
+    done
+    echo "$(basename "$0"): nothing of pid $3 listens on $1 port $2" >&2
+    exit 1
+}
