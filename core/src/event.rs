@@ -67,7 +67,12 @@ pub struct Transition {
     pub cause: Cause,
     /// Per-user version; strictly greater than every earlier one for this user.
     pub version: u64,
+    /// The user's live devices right after the change (for the history of sessions).
+    pub devices: u8,
 }
+
+// Two transitions per cache line; a batch of them is one channel slot.
+const _: () = assert!(std::mem::size_of::<Transition>() == 32);
 
 /// The answer to a presence query.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

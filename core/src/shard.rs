@@ -455,6 +455,7 @@ fn emit(
         at_ms: wall_ms,
         cause,
         version: rec.version,
+        devices: rec.device_count() as u8,
     });
     stats.transitions += 1;
 }

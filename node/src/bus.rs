@@ -39,6 +39,7 @@ impl Blank for Transition {
         at_ms: 0,
         cause: Cause::Timeout,
         version: 0,
+        devices: 0,
     };
 }
 

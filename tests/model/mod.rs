@@ -393,6 +393,7 @@ impl Model {
             at_ms: wall_ms,
             cause,
             version: u.version,
+            devices: u.devices.len() as u8,
         });
         u.public = state;
         stats.transitions += 1;

@@ -73,6 +73,7 @@ fn online(user: u64, version: u64) -> Transition {
         at_ms: 1_000,
         cause: Cause::FirstHeartbeat,
         version,
+        devices: 1,
     }
 }
 
