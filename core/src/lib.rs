@@ -10,7 +10,9 @@
 pub mod clock;
 pub mod config;
 pub mod event;
+pub mod persist;
 pub mod record;
+pub mod saved;
 pub mod shard;
 pub mod slab;
 pub mod table;

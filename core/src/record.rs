@@ -73,6 +73,10 @@ pub struct Device {
     pub state: DeviceState,
     /// `active_until_tick` has passed: the device is idle until its next activity.
     pub lapsed: bool,
+    /// The device stands in, after a restart, for the devices that made the user's last
+    /// logged state (their ids were not saved): the user's next heartbeat from a device not
+    /// listed takes it over instead of adding a device.
+    pub restored: bool,
 }
 
 impl Device {
@@ -82,6 +86,7 @@ impl Device {
         active_until_tick: 0,
         state: DeviceState::Online,
         lapsed: false,
+        restored: false,
     };
 
     /// Whether the device counts as active at tick `at` (`at` also widens the stored tick).
@@ -103,6 +108,7 @@ const AGG_SHIFT: u32 = 44; // 2 bits
 const NDEV_SHIFT: u32 = 46; // 5 bits
 const DEV_STATE_SHIFT: u32 = 51; // 2 bits: inline device state
 const DEV_LAPSED_SHIFT: u32 = 53; // 1 bit: inline device lapsed
+const DEV_RESTORED_SHIFT: u32 = 54; // 1 bit: inline device restored
 
 /// A user's record: 32 bytes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -111,7 +117,7 @@ pub struct Record {
     /// Version of the latest transition (0: none yet).
     pub version: u64,
     /// Last seen (44 bits, 0 = unknown), aggregate, device count, and the inline device's
-    /// state and lapsed flag.
+    /// state, lapsed and restored flags.
     bits: u64,
     /// The user's one timer in the wheel, or `NO_TIMER`.
     pub timer: u32,
@@ -124,6 +130,7 @@ pub struct Record {
 }
 
 const _: () = assert!(std::mem::size_of::<Record>() == 32);
+const _: () = assert!(std::mem::size_of::<Device>() == 16);
 
 // SAFETY: integers only; all-zero bytes are `Record::default()`.
 unsafe impl Zeroable for Record {}
@@ -197,6 +204,7 @@ impl Record {
             active_until_tick: self.dev_active_until_tick,
             state,
             lapsed: (self.bits >> DEV_LAPSED_SHIFT) & 1 == 1,
+            restored: (self.bits >> DEV_RESTORED_SHIFT) & 1 == 1,
         }
     }
 
@@ -204,9 +212,20 @@ impl Record {
         self.dev_id = d.id;
         self.dev_deadline_tick = d.deadline_tick;
         self.dev_active_until_tick = d.active_until_tick;
-        self.bits = (self.bits & !(7 << DEV_STATE_SHIFT))
+        self.bits = (self.bits & !(15 << DEV_STATE_SHIFT))
             | ((d.state as u64) << DEV_STATE_SHIFT)
-            | ((d.lapsed as u64) << DEV_LAPSED_SHIFT);
+            | ((d.lapsed as u64) << DEV_LAPSED_SHIFT)
+            | ((d.restored as u64) << DEV_RESTORED_SHIFT);
+    }
+}
+
+/// Device `i` of a record, read without changing anything (`i < rec.device_count()`).
+pub fn device_of(rec: &Record, blocks: &Blocks, i: usize) -> Device {
+    assert!(i < rec.device_count());
+    if rec.device_count() == 1 {
+        rec.inline()
+    } else {
+        blocks.devices[rec.dev_id as usize * blocks.per_block + i]
     }
 }
 
@@ -323,6 +342,23 @@ impl<'a> Devices<'a> {
         (0..self.len()).find(|&i| self.get(i).id == id)
     }
 
+    /// Overflow blocks not in use (a second device needs one).
+    pub fn blocks_available(&self) -> usize {
+        self.blocks.available()
+    }
+
+    /// The index of a device restored after a restart, if any.
+    pub fn find_restored(&self) -> Option<usize> {
+        (0..self.len()).find(|&i| self.get(i).restored)
+    }
+
+    /// Removes every device.
+    pub fn clear(&mut self) {
+        while !self.is_empty() {
+            self.swap_remove(self.len() - 1);
+        }
+    }
+
     /// Adds a device; the caller has checked the per-user limit and, for a second device, that
     /// a block is available (`Blocks::available`).
     pub fn push(&mut self, d: Device) {
@@ -386,6 +422,7 @@ mod tests {
             active_until_tick: id * 100,
             state: DeviceState::Idle,
             lapsed: id % 2 == 0,
+            restored: id % 3 == 0,
         }
     }
 
@@ -396,6 +433,7 @@ mod tests {
         r.set_aggregate(Aggregate::Invisible);
         let mut blocks = Blocks::new(1, 4);
         Devices::new(&mut r, &mut blocks).push(dev(3));
+        assert!(Devices::new(&mut r, &mut blocks).get(0).restored);
         assert_eq!(r.last_seen(), Some(MAX_WALL_MS));
         assert_eq!(r.aggregate(), Aggregate::Invisible);
         assert_eq!(r.device_count(), 1);

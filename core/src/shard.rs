@@ -28,17 +28,17 @@ pub use presenced_wire::stats::CoreStats;
 
 /// One shard: a presence table, a timing wheel and overflow device blocks, all sized at start.
 pub struct Shard {
-    tick_us: u64,
-    timeout_us: u64,
-    idle_after_us: u64,
-    retention_ticks: u64,
-    max_devices: usize,
-    table: Table<Record>,
-    wheel: Wheel,
-    blocks: Blocks,
+    pub(crate) tick_us: u64,
+    pub(crate) timeout_us: u64,
+    pub(crate) idle_after_us: u64,
+    pub(crate) retention_ticks: u64,
+    pub(crate) max_devices: usize,
+    pub(crate) table: Table<Record>,
+    pub(crate) wheel: Wheel,
+    pub(crate) blocks: Blocks,
     /// Largest monotonic time seen.
-    now_us: u64,
-    stats: CoreStats,
+    pub(crate) now_us: u64,
+    pub(crate) stats: CoreStats,
 }
 
 impl Shard {
@@ -97,12 +97,16 @@ impl Shard {
         let can_overflow = blocks.available() > 0;
         let mut devices = Devices::new(rec, blocks);
         let had_devices = !devices.is_empty();
-        // Whether the user's next deadline may have moved earlier than its timer.
-        let earlier = match devices.find(hb.device) {
+        // Whether the user's next deadline may have moved earlier than its timer. A device not
+        // listed takes over a device restored after a restart, if the user has one.
+        let found = devices.find(hb.device).or_else(|| devices.find_restored());
+        let earlier = match found {
             Some(i) => {
                 let mut dev = devices.get(i);
                 let was_active = dev.state == DeviceState::Online && !dev.lapsed;
                 let refresh = hb.active || dev.state != state;
+                dev.id = hb.device;
+                dev.restored = false;
                 dev.deadline_tick = deadline;
                 if refresh {
                     dev.active_until_tick = active_until;
@@ -127,6 +131,7 @@ impl Shard {
                     active_until_tick: active_until,
                     state,
                     lapsed: false,
+                    restored: false,
                 });
                 stats.devices += 1;
                 true
@@ -265,12 +270,12 @@ impl Shard {
         &self.table
     }
 
-    fn tick(&self) -> Tick {
+    pub(crate) fn tick(&self) -> Tick {
         self.now_us / self.tick_us
     }
 
     /// The first tick at which more than `span_us` has passed since now.
-    fn due(&self, span_us: u64) -> Tick {
+    pub(crate) fn due(&self, span_us: u64) -> Tick {
         (self.now_us + span_us) / self.tick_us + 1
     }
 
@@ -369,7 +374,7 @@ impl Shard {
 }
 
 /// The aggregate at tick `t`; marks devices whose activity window has passed as lapsed.
-fn evaluate(devices: &mut Devices<'_>, t: Tick) -> Aggregate {
+pub(crate) fn evaluate(devices: &mut Devices<'_>, t: Tick) -> Aggregate {
     if devices.is_empty() {
         return Aggregate::Offline;
     }
@@ -396,7 +401,7 @@ fn evaluate(devices: &mut Devices<'_>, t: Tick) -> Aggregate {
 }
 
 /// The next tick after `t` at which the user's state may change (call after `evaluate`).
-fn next_wake(devices: &Devices<'_>, t: Tick, retention_ticks: u64) -> Tick {
+pub(crate) fn next_wake(devices: &Devices<'_>, t: Tick, retention_ticks: u64) -> Tick {
     if devices.is_empty() {
         return devices.rec.offline_since(t) + retention_ticks;
     }
@@ -413,7 +418,7 @@ fn next_wake(devices: &Devices<'_>, t: Tick, retention_ticks: u64) -> Tick {
 }
 
 /// Makes sure the user's one timer fires no later than `at`.
-fn schedule(wheel: &mut Wheel, rec: &mut Record, user: u64, at: Tick) {
+pub(crate) fn schedule(wheel: &mut Wheel, rec: &mut Record, user: u64, at: Tick) {
     if rec.timer == NO_TIMER {
         let id = wheel
             .insert(user, at)

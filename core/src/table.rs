@@ -102,6 +102,20 @@ pub struct Table<V> {
     /// `mix(seed)`: xored into every tag so that key 0 ↔ tag 0.
     salt: u64,
     max_probe_seen: usize,
+    /// A pass over every entry in progress, if any (see [`Table::sweep_begin`]).
+    sweep: Option<Sweep>,
+}
+
+/// A pass over every entry that inserts and removals may interleave with. Slots below
+/// `cursor` have been visited. A shift can carry an entry from an unvisited slot into a
+/// visited one in only two ways: a removal's backward shift pulls the entry at `cursor` to
+/// `cursor − 1`, and an insert's forward shift that wraps carries the last slot's entry to slot
+/// 0. Those entries are remembered in `late` and visited at the end (an entry carried the other
+/// way is visited twice, which a reader takes as the newer copy winning).
+#[derive(Clone, Debug)]
+struct Sweep {
+    cursor: usize,
+    late: Vec<u64>,
 }
 
 impl<V: Copy + Zeroable> Table<V> {
@@ -119,6 +133,7 @@ impl<V: Copy + Zeroable> Table<V> {
             seed,
             salt: mix(seed),
             max_probe_seen: 0,
+            sweep: None,
         }
     }
 }
@@ -215,6 +230,17 @@ impl<V: Copy> Table<V> {
             if tag == 0 || self.displacement(next, tag) == 0 {
                 break;
             }
+            if self
+                .sweep
+                .as_ref()
+                .is_some_and(|s| s.cursor == next && next != 0)
+            {
+                // Carried from the first unvisited slot into the visited ones.
+                let key = self.key_of(tag);
+                if let Some(sweep) = &mut self.sweep {
+                    sweep.late.push(key);
+                }
+            }
             self.slots[hole] = self.slots[next];
             hole = next;
         }
@@ -263,6 +289,51 @@ impl<V: Copy> Table<V> {
             .iter()
             .filter(|s| s.tag != 0)
             .map(move |s| (self.key_of(s.tag), &s.value))
+    }
+
+    /// Starts a pass over every entry present now that inserts and removals may interleave
+    /// with (a snapshot taken without stopping the shard). Restarts a pass already going on.
+    pub fn sweep_begin(&mut self) {
+        self.sweep = Some(Sweep {
+            cursor: 0,
+            late: Vec::new(),
+        });
+    }
+
+    /// Whether a pass is going on.
+    pub fn sweeping(&self) -> bool {
+        self.sweep.is_some()
+    }
+
+    /// Visits up to `max_slots` more slots of the pass, calling `visit` for each entry there;
+    /// after the last slot, visits the entries shifts carried behind the cursor meanwhile
+    /// (looked up again: one removed since is skipped) and ends the pass, returning `true`.
+    /// Every entry present from `sweep_begin` to the end of the pass is visited at least
+    /// once, as it was at its visit; entries inserted meanwhile may or may not be. Returns
+    /// `true` at once when no pass is going on.
+    pub fn sweep_step(&mut self, max_slots: usize, mut visit: impl FnMut(u64, &V)) -> bool {
+        let Some(cursor) = self.sweep.as_ref().map(|s| s.cursor) else {
+            return true;
+        };
+        let end = cursor.saturating_add(max_slots).min(self.slots.len());
+        for slot in &self.slots[cursor..end] {
+            if slot.tag != 0 {
+                visit(self.key_of(slot.tag), &slot.value);
+            }
+        }
+        if end < self.slots.len() {
+            if let Some(sweep) = &mut self.sweep {
+                sweep.cursor = end;
+            }
+            return false;
+        }
+        let late = self.sweep.take().map(|s| s.late).unwrap_or_default();
+        for key in late {
+            if let Some(value) = self.get(key) {
+                visit(key, value);
+            }
+        }
+        true
     }
 
     /// The largest displacement any insert has produced since creation (never decreases;
@@ -430,6 +501,19 @@ impl<V: Copy> Table<V> {
                 self.slots[j] = moved;
                 max = max.max(self.displacement(j, moved.tag));
                 j = prev;
+            }
+            if empty < index {
+                // The run wrapped: the last slot's entry now sits in slot 0.
+                if self
+                    .sweep
+                    .as_ref()
+                    .is_some_and(|s| s.cursor > 0 && s.cursor < n)
+                {
+                    let key = self.key_of(self.slots[0].tag);
+                    if let Some(sweep) = &mut self.sweep {
+                        sweep.late.push(key);
+                    }
+                }
             }
         }
         self.slots[index] = Slot { tag, value };
@@ -696,5 +780,58 @@ mod tests {
     fn zero_key_panics() {
         let t: Table<u64> = Table::new(4, SEED);
         let _ = t.get(0);
+    }
+
+    #[test]
+    fn a_sweep_visits_every_entry_present_throughout_whatever_shifts() {
+        use rand_xoshiro::rand_core::{RngCore, SeedableRng};
+        use std::collections::BTreeSet;
+        let mut late_seen = 0;
+        for seed in 0..400u64 {
+            let mut rng = rand_xoshiro::Xoshiro256StarStar::seed_from_u64(seed);
+            let cap = 1 + (rng.next_u64() % 64) as u32;
+            let pool = u64::from(cap) * 2 + 2;
+            let mut t: Table<u64> = Table::new(cap, seed);
+            let mut present = BTreeSet::new();
+            for _ in 0..cap * 2 {
+                let k = 1 + rng.next_u64() % pool;
+                if t.insert(k, k).is_ok() {
+                    present.insert(k);
+                }
+            }
+            t.sweep_begin();
+            let throughout = present.clone();
+            let mut gone = BTreeSet::new();
+            let mut visited = BTreeSet::new();
+            loop {
+                let step = 1 + (rng.next_u64() % 4) as usize;
+                if t.sweep_step(step, |k, &v| {
+                    assert_eq!(k, v);
+                    visited.insert(k);
+                }) {
+                    break;
+                }
+                for _ in 0..rng.next_u64() % 6 {
+                    let k = 1 + rng.next_u64() % pool;
+                    if rng.next_u64() % 2 == 0 {
+                        if t.remove(k).is_some() {
+                            gone.insert(k);
+                        }
+                    } else if t.insert(k, k).is_ok() {
+                        present.insert(k);
+                    }
+                }
+                late_seen += t.sweep.as_ref().map_or(0, |s| s.late.len());
+            }
+            assert!(!t.sweeping());
+            for k in throughout.difference(&gone) {
+                assert!(visited.contains(k), "seed {seed}: key {k} never visited");
+            }
+            t.check_invariants();
+        }
+        assert!(
+            late_seen > 0,
+            "no shift ever carried an entry behind the cursor"
+        );
     }
 }
