@@ -128,6 +128,8 @@ pub fn start(settings: Settings) -> io::Result<Running> {
             core,
             cross_shard_batch: settings.shards.cross_shard_batch,
             link_outbox: settings.shards.link_outbox,
+            store: None,
+            warming_until_us: None,
         };
         let node = ShardNode::new(config, verifier.clone(), clock.now()).map_err(|e| {
             io::Error::new(
@@ -165,6 +167,7 @@ pub fn start(settings: Settings) -> io::Result<Running> {
             inbox,
             peers: peers.clone(),
             to_hub,
+            to_store: None,
             recv_batch: settings.ingest.recv_batch,
             clock,
             stop: stop.clone(),

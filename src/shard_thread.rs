@@ -9,7 +9,7 @@ use crate::time::Clock;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
-use presenced_node::bus::{Inbox, ToHub};
+use presenced_node::bus::{Inbox, ToHub, ToStore};
 use presenced_node::node::{NodeEvent, ShardNode, Transmit};
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -64,6 +64,8 @@ pub struct ShardSetup {
     pub peers: Vec<Peer>,
     /// The channel to the push-link hub.
     pub to_hub: Sender<ToHub>,
+    /// The channel to the store thread, when state is kept.
+    pub to_store: Option<Sender<ToStore>>,
     /// Datagrams per receive call.
     pub recv_batch: usize,
     /// The daemon's clocks.
@@ -86,6 +88,7 @@ pub fn run(setup: ShardSetup) -> io::Result<()> {
         inbox,
         peers,
         to_hub,
+        to_store,
         recv_batch,
         clock,
         stop,
@@ -100,6 +103,7 @@ pub fn run(setup: ShardSetup) -> io::Result<()> {
     let mut out = Outputs {
         peers,
         to_hub,
+        to_store,
         wake: Vec::new(),
     };
     out.wake = vec![false; out.peers.len()];
@@ -176,6 +180,8 @@ pub fn run(setup: ShardSetup) -> io::Result<()> {
 struct Outputs {
     peers: Vec<Peer>,
     to_hub: Sender<ToHub>,
+    /// The store thread's channel, when state is kept.
+    to_store: Option<Sender<ToStore>>,
     /// Shards sent entries since the last wake.
     wake: Vec<bool>,
 }
@@ -205,6 +211,19 @@ impl Outputs {
                     // The hub is gone: the daemon is stopping.
                     Err(TrySendError::Disconnected(_)) => {}
                 },
+                Transmit::Store(message) => {
+                    let Some(to_store) = &self.to_store else {
+                        continue;
+                    };
+                    match to_store.try_send(message) {
+                        Ok(()) => {}
+                        Err(TrySendError::Full(message)) => {
+                            node.handle_refused(Transmit::Store(message));
+                            return;
+                        }
+                        Err(TrySendError::Disconnected(_)) => {}
+                    }
+                }
             }
         }
     }

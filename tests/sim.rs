@@ -172,6 +172,8 @@ impl Node {
             core,
             cross_shard_batch: presenced_node::bus::MAX_ENTRY_BATCH,
             link_outbox: usize::MAX,
+            store: None,
+            warming_until_us: None,
         };
         let node = ShardNode::new(config, Verifier::new(None, u64::MAX), now).expect("config");
         Node {
@@ -208,7 +210,7 @@ impl Node {
         while let Some(t) = self.node.poll_transmit() {
             match t {
                 Transmit::Hub(ToHub::Transitions(batch)) => out.extend(batch.items()),
-                Transmit::Hub(_) | Transmit::Peer { .. } => {
+                Transmit::Hub(_) | Transmit::Peer { .. } | Transmit::Store(_) => {
                     panic!("one shard with an unbounded outbox sends only transitions")
                 }
             }

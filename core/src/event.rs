@@ -69,6 +69,9 @@ pub struct Transition {
     pub version: u64,
     /// The user's live devices right after the change (for the history of sessions).
     pub devices: u8,
+    /// The change also set the user's last seen to `at_ms` (rule 4: every change to online or
+    /// offline, and one to idle made by a heartbeat with the activity flag).
+    pub seen: bool,
 }
 
 // Two transitions per cache line; a batch of them is one channel slot.

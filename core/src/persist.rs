@@ -153,7 +153,7 @@ impl Shard {
             stats.users += 1;
         }
         rec.version = t.version;
-        if t.state != PublicState::Idle {
+        if t.seen {
             rec.set_last_seen(t.at_ms);
         }
         let mut devices = Devices::new(rec, blocks);

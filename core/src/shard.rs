@@ -147,6 +147,10 @@ impl Shard {
         } else {
             Cause::FirstHeartbeat
         };
+        let seen = hb.active && matches!(agg, Aggregate::Online | Aggregate::Idle);
+        if seen {
+            devices.rec.set_last_seen(now.wall_ms);
+        }
         emit(
             devices.rec,
             hb.user,
@@ -154,12 +158,10 @@ impl Shard {
             agg,
             now.wall_ms,
             cause,
+            seen,
             out,
             stats,
         );
-        if hb.active && matches!(agg, Aggregate::Online | Aggregate::Idle) {
-            devices.rec.set_last_seen(now.wall_ms);
-        }
         if earlier || devices.rec.timer == NO_TIMER {
             let at = next_wake(&devices, n, self.retention_ticks);
             schedule(wheel, devices.rec, hb.user, at);
@@ -311,6 +313,7 @@ impl Shard {
             agg,
             wall_ms,
             Cause::Logout,
+            false,
             out,
             stats,
         );
@@ -367,7 +370,17 @@ impl Shard {
         } else {
             Cause::Inactivity
         };
-        emit(devices.rec, user, prev, agg, wall_ms, cause, out, stats);
+        emit(
+            devices.rec,
+            user,
+            prev,
+            agg,
+            wall_ms,
+            cause,
+            false,
+            out,
+            stats,
+        );
         let at = next_wake(&devices, t, *retention_ticks);
         schedule(wheel, devices.rec, user, at);
     }
@@ -432,7 +445,8 @@ pub(crate) fn schedule(wheel: &mut Wheel, rec: &mut Record, user: u64, at: Tick)
     }
 }
 
-/// Stores the new aggregate and emits a transition if the public state changed.
+/// Stores the new aggregate and emits a transition if the public state changed; `seen`: the
+/// call also set last seen to `wall_ms` (an activity heartbeat), which the transition says.
 #[allow(clippy::too_many_arguments)]
 fn emit(
     rec: &mut Record,
@@ -441,6 +455,7 @@ fn emit(
     agg: Aggregate,
     wall_ms: u64,
     cause: Cause,
+    seen: bool,
     out: &mut Vec<Transition>,
     stats: &mut CoreStats,
 ) {
@@ -461,6 +476,7 @@ fn emit(
         cause,
         version: rec.version,
         devices: rec.device_count() as u8,
+        seen: seen || is != PublicState::Idle,
     });
     stats.transitions += 1;
 }

@@ -40,6 +40,7 @@ impl Blank for Transition {
         cause: Cause::Timeout,
         version: 0,
         devices: 0,
+        seen: false,
     };
 }
 
@@ -146,6 +147,8 @@ pub enum Inbox {
     Request(Request),
     /// The gateway key file was reloaded: verify with these keys from now on.
     Keys(Arc<crate::auth::Keys>),
+    /// Begin a snapshot pass (from the store thread; ignored while one is going on).
+    Snapshot,
 }
 
 /// What a shard sends the hub, in order.
@@ -163,6 +166,8 @@ pub enum ToHub {
         subscribe: bool,
         /// Users with their presence.
         presence: Vec<(u64, Presence)>,
+        /// Read while the shard was warming (a cold start: state may be incomplete).
+        warming: bool,
     },
     /// The answer to a `Request::Stats`.
     Stats {
@@ -176,6 +181,32 @@ pub enum ToHub {
     /// The shard dropped this many transitions since its last message (outbox full): the hub
     /// must tell subscribers to re-query.
     Shed(u64),
+}
+
+/// What a shard sends the store (its transition log and its snapshots), in order: a snapshot's
+/// begin marks the log position its replay starts from.
+pub enum ToStore {
+    /// Transitions, in the order the shard emitted them (the same batches the hub gets).
+    Transitions(TransitionBatch),
+    /// The log lost this many transitions (its queue was full): a snapshot must cover them.
+    Gap(u64),
+    /// A snapshot pass began: what follows it in the log replays over it.
+    SnapshotBegin {
+        /// Wall ms at the pass's start.
+        wall_ms: u64,
+    },
+    /// Encoded records of the pass (`presenced_core::saved`), whole records only.
+    SnapshotChunk {
+        /// The bytes.
+        bytes: Vec<u8>,
+        /// Records in them.
+        records: u32,
+    },
+    /// The pass is over: every record is in the chunks before this.
+    SnapshotEnd {
+        /// Records written in the pass.
+        records: u64,
+    },
 }
 
 /// The shard that owns `user` among `shards` (`shards` ≥ 1): `presenced_wire::shard_of`, the

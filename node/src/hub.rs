@@ -285,6 +285,7 @@ impl Hub {
                 request,
                 subscribe,
                 presence,
+                warming: _,
             } => self.snapshot(link, request, subscribe, &presence),
             ToHub::Stats {
                 link,

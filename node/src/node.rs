@@ -18,10 +18,11 @@
 //! refusals are reported at most once per reason every [`REFUSAL_REPORT_EVERY_MS`].
 
 use crate::auth::{AuthError, Verifier};
-use crate::bus::{owner, Blank, EntryBatch, Inbox, Request, ToHub, TransitionBatch};
+use crate::bus::{owner, Blank, EntryBatch, Inbox, Request, ToHub, ToStore, TransitionBatch};
 use presenced_core::clock::Now;
 use presenced_core::config::{ConfigError, CoreConfig};
 use presenced_core::event::{Heartbeat, Report, Transition};
+use presenced_core::saved::{SavedError, SavedUser};
 use presenced_core::shard::Shard;
 use presenced_core::slab::Region;
 use presenced_wire::stats::ShardStats;
@@ -46,6 +47,20 @@ pub struct NodeConfig {
     /// Transitions held for the hub beyond what its channel took (`shards.link_outbox`);
     /// more are shed.
     pub link_outbox: usize,
+    /// The store's limits, when state is kept (`state.enabled`); `None`: nothing is logged.
+    pub store: Option<StoreLimits>,
+    /// A cold start (no saved state): answers are marked warming until this monotonic µs.
+    pub warming_until_us: Option<u64>,
+}
+
+/// What the node may hold for the store.
+#[derive(Clone, Copy, Debug)]
+pub struct StoreLimits {
+    /// Transitions held for the log beyond what the store's channel took (`state.queue`);
+    /// more are not logged, counted, and reported as a gap.
+    pub queue_transitions: usize,
+    /// Table slots a snapshot pass covers per round (a slice of ingest time, not a stall).
+    pub snapshot_slots_per_round: usize,
 }
 
 /// Something for the driver to send.
@@ -61,6 +76,8 @@ pub enum Transmit {
     },
     /// A message for the hub, in order.
     Hub(ToHub),
+    /// A message for the store, in order.
+    Store(ToStore),
 }
 
 /// Something the driver should tell the operator.
@@ -104,6 +121,40 @@ pub struct ShardNode {
     /// Per refusal reason: wall ms of the last report, and refusals since.
     refusal_reports: [(u64, u64); AuthError::REASONS.len()],
     events: VecDeque<NodeEvent>,
+    journal: Option<Journal>,
+    warming_until_us: Option<u64>,
+}
+
+/// What the node holds for the store: log records and the snapshot pass's chunks, in order.
+struct Journal {
+    limits: StoreLimits,
+    outbox: VecDeque<ToStore>,
+    /// Transitions in `outbox`.
+    transitions: usize,
+    /// Transitions not logged and not yet reported as a gap.
+    gap_unreported: u64,
+    /// Records written by the pass going on.
+    pass_records: u64,
+}
+
+/// Snapshot chunks waiting for the store before the pass pauses (it never sheds them).
+const SNAPSHOT_BACKLOG: usize = 4;
+
+impl Journal {
+    /// Whether `n` more transitions fit the log's queue; reports a gap first if some were
+    /// lost since the last that fit.
+    fn admit(&mut self, n: usize) -> bool {
+        if self.transitions + n > self.limits.queue_transitions {
+            self.gap_unreported += n as u64;
+            return false;
+        }
+        if self.gap_unreported > 0 {
+            let lost = std::mem::take(&mut self.gap_unreported);
+            self.outbox.push_back(ToStore::Gap(lost));
+        }
+        self.transitions += n;
+        true
+    }
 }
 
 /// Room kept in the outbox's buffer after a burst has drained (answers and a few batches).
@@ -143,6 +194,14 @@ impl ShardNode {
             refused: [0; AuthError::REASONS.len()],
             refusal_reports: [(0, 0); AuthError::REASONS.len()],
             events: VecDeque::with_capacity(AuthError::REASONS.len()),
+            journal: config.store.map(|limits| Journal {
+                limits,
+                outbox: VecDeque::with_capacity(OUTBOX_KEEP),
+                transitions: 0,
+                gap_unreported: 0,
+                pass_records: 0,
+            }),
+            warming_until_us: config.warming_until_us,
         })
     }
 
@@ -211,6 +270,7 @@ impl ShardNode {
                 self.shard.heartbeats(now, batch.items(), &mut self.out);
             }
             Inbox::Keys(keys) => self.verifier.set_keys(keys),
+            Inbox::Snapshot => self.snapshot_begin(now),
             Inbox::Request(request) => {
                 // Transitions emitted so far must reach the hub before this answer.
                 self.shard.advance(now, &mut self.out);
@@ -226,6 +286,7 @@ impl ShardNode {
                         request,
                         subscribe,
                         presence: users.iter().map(|&u| (u, self.shard.query(u))).collect(),
+                        warming: self.warming(now),
                     },
                     Request::Stats { link, request } => ToHub::Stats {
                         link,
@@ -254,6 +315,7 @@ impl ShardNode {
             // A burst has drained: give its memory back.
             self.outbox.shrink_to(OUTBOX_KEEP);
         }
+        self.snapshot_round(now);
     }
 
     /// The next thing to send: batches for other shards first, then the hub's messages in
@@ -262,16 +324,23 @@ impl ShardNode {
         if let Some((shard, batch)) = self.ready.pop_front() {
             return Some(Transmit::Peer { shard, batch });
         }
-        let message = self.outbox.pop_front()?;
-        if let ToHub::Transitions(batch) = &message {
-            self.outbox_transitions -= batch.len();
+        if let Some(message) = self.outbox.pop_front() {
+            if let ToHub::Transitions(batch) = &message {
+                self.outbox_transitions -= batch.len();
+            }
+            return Some(Transmit::Hub(message));
         }
-        Some(Transmit::Hub(message))
+        let journal = self.journal.as_mut()?;
+        let message = journal.outbox.pop_front()?;
+        if let ToStore::Transitions(batch) = &message {
+            journal.transitions -= batch.len();
+        }
+        Some(Transmit::Store(message))
     }
 
     /// A transmit whose channel was full: entries for another shard are shed and counted; a
-    /// hub message goes back to the front of the outbox (the driver retries it next round and
-    /// sends nothing else to the hub before it).
+    /// hub or store message goes back to the front of its outbox (the driver retries it next
+    /// round and sends nothing else to that destination before it).
     pub fn handle_refused(&mut self, transmit: Transmit) {
         match transmit {
             Transmit::Peer { batch, .. } => {
@@ -284,6 +353,14 @@ impl ShardNode {
                 }
                 self.outbox.push_front(message);
             }
+            Transmit::Store(message) => {
+                if let Some(journal) = &mut self.journal {
+                    if let ToStore::Transitions(batch) = &message {
+                        journal.transitions += batch.len();
+                    }
+                    journal.outbox.push_front(message);
+                }
+            }
         }
     }
 
@@ -294,7 +371,9 @@ impl ShardNode {
         let pending = !self.ready.is_empty()
             || !self.outbox.is_empty()
             || !self.out.is_empty()
-            || self.routes.iter().any(|b| !b.is_empty());
+            || self.routes.iter().any(|b| !b.is_empty())
+            || self.journal.as_ref().is_some_and(|j| !j.outbox.is_empty())
+            || self.shard.snapshotting();
         if pending {
             Some(0)
         } else {
@@ -383,6 +462,7 @@ impl ShardNode {
             let shed = std::mem::take(&mut self.shed_unreported);
             self.outbox.push_back(ToHub::Shed(shed));
         }
+        let logged = self.journal.as_mut().is_some_and(|j| j.admit(n));
         for chunk in self.out.chunks(crate::bus::TRANSITION_BATCH) {
             let mut batch = TransitionBatch::new();
             batch.since_us = since_us;
@@ -390,9 +470,143 @@ impl ShardNode {
                 batch.push(t);
             }
             self.outbox.push_back(ToHub::Transitions(batch));
+            if logged {
+                if let Some(journal) = &mut self.journal {
+                    journal.outbox.push_back(ToStore::Transitions(batch));
+                }
+            }
+        }
+        if !logged && self.journal.is_some() {
+            self.stats.log_shed += n as u64;
         }
         self.outbox_transitions += n;
         self.out.clear();
+    }
+
+    /// Whether answers are read while warming (a cold start, one timeout long).
+    fn warming(&self, now: Now) -> bool {
+        self.warming_until_us
+            .is_some_and(|until| now.mono_us < until)
+    }
+
+    /// Starts a snapshot pass, marking the log position its replay starts from.
+    fn snapshot_begin(&mut self, now: Now) {
+        if self.journal.is_none() || self.shard.snapshotting() {
+            return;
+        }
+        // Transitions emitted so far belong before the mark.
+        self.shard.advance(now, &mut self.out);
+        self.flush_out(now.mono_us);
+        let Some(journal) = &mut self.journal else {
+            return;
+        };
+        journal.pass_records = 0;
+        journal.outbox.push_back(ToStore::SnapshotBegin {
+            wall_ms: now.wall_ms,
+        });
+        self.shard.snapshot_begin();
+    }
+
+    /// One slice of the snapshot pass, unless the store is behind on the chunks already cut.
+    fn snapshot_round(&mut self, now: Now) {
+        let Some(journal) = &mut self.journal else {
+            return;
+        };
+        if !self.shard.snapshotting() {
+            return;
+        }
+        let backlog = journal
+            .outbox
+            .iter()
+            .filter(|m| matches!(m, ToStore::SnapshotChunk { .. }))
+            .count();
+        if backlog >= SNAPSHOT_BACKLOG {
+            return;
+        }
+        let slots = journal.limits.snapshot_slots_per_round;
+        self.snapshot_slice(now, slots);
+    }
+
+    /// Cuts the next `slots` slots of the pass into a chunk; ends the pass after the last.
+    fn snapshot_slice(&mut self, now: Now, slots: usize) {
+        let mut bytes = Vec::new();
+        let (records, done) = self.shard.snapshot_step(now, slots, &mut bytes);
+        let Some(journal) = &mut self.journal else {
+            return;
+        };
+        if records > 0 {
+            journal.pass_records += records as u64;
+            journal.outbox.push_back(ToStore::SnapshotChunk {
+                bytes,
+                records: records as u32,
+            });
+        }
+        if done {
+            journal.outbox.push_back(ToStore::SnapshotEnd {
+                records: journal.pass_records,
+            });
+            self.stats.snapshots += 1;
+        }
+    }
+
+    /// Saves the whole shard now, however large (at shutdown, once ingest has stopped): a
+    /// pass going on is finished, else a new one is made in one go.
+    pub fn snapshot_all(&mut self, now: Now) {
+        if self.journal.is_none() {
+            return;
+        }
+        if !self.shard.snapshotting() {
+            self.snapshot_begin(now);
+        }
+        while self.shard.snapshotting() {
+            self.snapshot_slice(now, usize::MAX);
+        }
+    }
+
+    /// Restores saved records (whole encoded records, as a snapshot chunk holds them) as of
+    /// `now`; returns how many. A record that does not decode ends the chunk (the rest of it
+    /// cannot be framed) and is counted, as is a user the table has no room for.
+    pub fn restore_saved(&mut self, now: Now, mut bytes: &[u8]) -> Result<u64, SavedError> {
+        let mut restored = 0;
+        while !bytes.is_empty() {
+            let (user, used) = match SavedUser::decode(bytes) {
+                Ok(decoded) => decoded,
+                Err(e) => {
+                    self.stats.restore_refused += 1;
+                    return Err(e);
+                }
+            };
+            bytes = &bytes[used..];
+            if owner(user.user, self.shards) != self.index {
+                // Not this shard's: the driver routes by owner; count, never store astray.
+                self.stats.restore_refused += 1;
+                continue;
+            }
+            match self.shard.import(now, &user) {
+                Ok(imported) => {
+                    restored += 1;
+                    if imported.created {
+                        self.stats.restored_users += 1;
+                    }
+                }
+                Err(_) => self.stats.restore_refused += 1,
+            }
+        }
+        Ok(restored)
+    }
+
+    /// Applies a logged transition over the restored records (ARCHITECTURE.md, rule 8).
+    pub fn restore_logged(&mut self, now: Now, t: &Transition) {
+        if owner(t.user, self.shards) != self.index {
+            self.stats.restore_refused += 1;
+            return;
+        }
+        let known = self.shard.is_known(t.user);
+        match self.shard.replay(now, t) {
+            Ok(_) if !known => self.stats.restored_users += 1,
+            Ok(_) => {}
+            Err(_) => self.stats.restore_refused += 1,
+        }
     }
 }
 

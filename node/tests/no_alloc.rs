@@ -7,7 +7,7 @@ use presenced_core::clock::Now;
 use presenced_core::config::CoreConfig;
 use presenced_node::auth::Verifier;
 use presenced_node::bus::owner;
-use presenced_node::node::{NodeConfig, ShardNode, Transmit};
+use presenced_node::node::{NodeConfig, ShardNode, StoreLimits, Transmit};
 use presenced_wire::{encode, Entry, Header, State, MAX_ENTRIES};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -64,6 +64,12 @@ fn datagrams_and_timers_allocate_nothing_once_warm() {
         },
         cross_shard_batch: 64,
         link_outbox: 1 << 20,
+        // The log on, as in the daemon: its copies of the batches must not allocate either.
+        store: Some(StoreLimits {
+            queue_transitions: 1 << 20,
+            snapshot_slots_per_round: 16 << 10,
+        }),
+        warming_until_us: None,
     };
     let mut node = ShardNode::new(config, Verifier::new(None, 30_000), at(0)).unwrap();
     // Full datagrams of users of both shards, each state flipping every round, so that every
@@ -88,7 +94,7 @@ fn datagrams_and_timers_allocate_nothing_once_warm() {
             .collect()
     };
     let rounds = [datagrams(State::Online), datagrams(State::Idle)];
-    let mut sent = (0u64, 0u64);
+    let mut sent = (0u64, 0u64, 0u64);
     let mut run = |node: &mut ShardNode, round: usize, mono_us: u64| {
         for bytes in &rounds[round % 2] {
             node.handle_datagram(at(mono_us), bytes);
@@ -96,6 +102,7 @@ fn datagrams_and_timers_allocate_nothing_once_warm() {
                 match t {
                     Transmit::Peer { batch, .. } => sent.0 += batch.len() as u64,
                     Transmit::Hub(_) => sent.1 += 1,
+                    Transmit::Store(_) => sent.2 += 1,
                 }
             }
         }

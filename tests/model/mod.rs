@@ -264,6 +264,7 @@ impl Model {
         } else {
             Cause::FirstHeartbeat
         };
+        let seen = hb.active && matches!(agg, Aggregate::Online | Aggregate::Idle);
         Self::emit(
             &mut self.stats,
             hb.user,
@@ -271,9 +272,10 @@ impl Model {
             agg.public(),
             cause,
             now.wall_ms,
+            seen,
             &mut out,
         );
-        if hb.active && matches!(agg, Aggregate::Online | Aggregate::Idle) {
+        if seen {
             u.last_seen = Some(now.wall_ms);
         }
         self.reschedule(hb.user, n);
@@ -305,6 +307,7 @@ impl Model {
             agg.public(),
             Cause::Logout,
             wall_ms,
+            false,
             out,
         );
         self.reschedule(hb.user, n);
@@ -365,11 +368,22 @@ impl Model {
         } else {
             Cause::Inactivity
         };
-        Self::emit(&mut self.stats, user, u, agg.public(), cause, wall_ms, out);
+        Self::emit(
+            &mut self.stats,
+            user,
+            u,
+            agg.public(),
+            cause,
+            wall_ms,
+            false,
+            out,
+        );
         self.reschedule(user, t);
     }
 
-    /// Emits a transition if the public state changes (rules 4 and 5).
+    /// Emits a transition if the public state changes (rules 4 and 5); `seen`: an activity
+    /// heartbeat sets last seen with it.
+    #[allow(clippy::too_many_arguments)]
     fn emit(
         stats: &mut ModelStats,
         user: u64,
@@ -377,6 +391,7 @@ impl Model {
         state: PublicState,
         cause: Cause,
         wall_ms: u64,
+        seen: bool,
         out: &mut Vec<Transition>,
     ) {
         if state == u.public {
@@ -394,6 +409,7 @@ impl Model {
             cause,
             version: u.version,
             devices: u.devices.len() as u8,
+            seen: seen || state != PublicState::Idle,
         });
         u.public = state;
         stats.transitions += 1;

@@ -368,6 +368,7 @@ impl Harness {
                 Transmit::Peer { shard, .. } => {
                     self.fail(format!("a single shard routed entries to shard {shard}"))
                 }
+                Transmit::Store(_) => self.fail("no store was configured".into()),
             }
         }
         out
@@ -923,6 +924,8 @@ pub fn run(data: &[u8]) -> Summary {
         core: cfg.clone(),
         cross_shard_batch: presenced_node::bus::MAX_ENTRY_BATCH,
         link_outbox: usize::MAX,
+        store: None,
+        warming_until_us: None,
     };
     let node = ShardNode::new(node_config, Verifier::new(None, u64::MAX), now)
         .expect("the harness's configs are valid");

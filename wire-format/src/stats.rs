@@ -96,6 +96,16 @@ pub struct ShardStats {
     pub cross_shard_shed: u64,
     /// Transitions shed because the outbox to the push link was full (`shards.link_outbox`).
     pub transitions_shed: u64,
+    /// Transitions not written to the transition log because its queue was full
+    /// (`state.queue`); each gap makes the daemon take a snapshot.
+    pub log_shed: u64,
+    /// Snapshot passes completed.
+    pub snapshots: u64,
+    /// Users restored at start (from the snapshot, then the log).
+    pub restored_users: u64,
+    /// Saved users or logged transitions not restored: the table was full, or the bytes did
+    /// not decode.
+    pub restore_refused: u64,
 }
 
 impl ShardStats {

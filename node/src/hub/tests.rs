@@ -74,6 +74,7 @@ fn online(user: u64, version: u64) -> Transition {
         cause: Cause::FirstHeartbeat,
         version,
         devices: 1,
+        seen: true,
     }
 }
 
@@ -100,6 +101,7 @@ fn answer(request: Request) -> ToHub {
         request,
         subscribe,
         presence: users.into_iter().map(|u| (u, Presence::UNKNOWN)).collect(),
+        warming: false,
     }
 }
 

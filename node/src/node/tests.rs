@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::auth::Keys;
-use crate::bus::{EntryBatch, TRANSITION_BATCH};
+use crate::bus::{EntryBatch, ToStore, TRANSITION_BATCH};
 use presenced_core::event::{Cause, PublicState};
 use presenced_wire::{encode, Entry, Header, State};
 use std::sync::Arc;
@@ -29,6 +29,8 @@ fn config(index: usize, shards: usize) -> NodeConfig {
         },
         cross_shard_batch: 4,
         link_outbox: 1000,
+        store: None,
+        warming_until_us: None,
     }
 }
 
@@ -55,11 +57,12 @@ fn owned_by(shard: usize, shards: usize) -> impl Iterator<Item = u64> {
 }
 
 /// Everything the node has to send now: entries per shard, and transitions for the hub.
-#[derive(Default, Debug)]
+#[derive(Default)]
 struct Sent {
     peers: Vec<(usize, Vec<u64>)>,
     transitions: Vec<Transition>,
     other: Vec<String>,
+    store: Vec<ToStore>,
 }
 
 fn drain(node: &mut ShardNode) -> Sent {
@@ -75,6 +78,7 @@ fn drain(node: &mut ShardNode) -> Sent {
                 sent.other.push(format!("snapshot {presence:?}"))
             }
             Transmit::Hub(ToHub::Stats { .. }) => sent.other.push("stats".into()),
+            Transmit::Store(message) => sent.store.push(message),
         }
     }
     sent
@@ -268,4 +272,128 @@ fn the_receive_counters_add_up() {
     node.handle_receive(12);
     let stats = node.stats();
     assert_eq!((stats.recv_calls, stats.kernel_dropped), (2, 12));
+}
+
+fn with_store(queue_transitions: usize) -> NodeConfig {
+    NodeConfig {
+        store: Some(StoreLimits {
+            queue_transitions,
+            snapshot_slots_per_round: 64,
+        }),
+        ..config(0, 1)
+    }
+}
+
+/// The store's view: logged transitions, gaps, and the snapshot's marks and records.
+fn logged(messages: &[ToStore]) -> (Vec<u64>, Vec<String>, Vec<u8>) {
+    let (mut users, mut marks, mut bytes) = (Vec::new(), Vec::new(), Vec::new());
+    for m in messages {
+        match m {
+            ToStore::Transitions(b) => users.extend(b.items().iter().map(|t| t.user)),
+            ToStore::Gap(n) => marks.push(format!("gap {n}")),
+            ToStore::SnapshotBegin { .. } => marks.push("begin".into()),
+            ToStore::SnapshotChunk { bytes: b, .. } => bytes.extend_from_slice(b),
+            ToStore::SnapshotEnd { records } => marks.push(format!("end {records}")),
+        }
+    }
+    (users, marks, bytes)
+}
+
+#[test]
+fn every_transition_is_logged_and_a_snapshot_marks_where_replay_starts() {
+    let mut node = node(with_store(1000));
+    node.handle_datagram(at(SEC), &datagram(&[1, 2], State::Online));
+    node.handle_inbox(at(SEC), Inbox::Snapshot);
+    node.handle_datagram(at(SEC), &datagram(&[3], State::Online));
+    let mut store = Vec::new();
+    for round in 0..100 {
+        node.handle_timeout(at(SEC + round));
+        store.extend(drain(&mut node).store);
+    }
+    let (users, marks, bytes) = logged(&store);
+    assert_eq!(users, vec![1, 2, 3]);
+    assert_eq!(marks, vec!["begin", "end 3"]);
+    // Transitions 1 and 2 are before the mark; 3 after it.
+    let begin = store
+        .iter()
+        .position(|m| matches!(m, ToStore::SnapshotBegin { .. }))
+        .unwrap();
+    assert!(matches!(&store[begin + 1], ToStore::Transitions(b) if b.items()[0].user == 3));
+    assert_eq!(node.stats().snapshots, 1);
+    // The chunks restore the users.
+    let mut back = super::tests::node(with_store(1000));
+    assert_eq!(back.restore_saved(at(2 * SEC), &bytes), Ok(3));
+    for u in 1..=3 {
+        assert_eq!(back.shard().query(u), node.shard().query(u));
+    }
+    assert_eq!(back.stats().restored_users, 3);
+}
+
+#[test]
+fn a_full_log_queue_loses_transitions_as_a_gap_never_the_hubs() {
+    let mut node = node(with_store(2));
+    node.handle_datagram(at(SEC), &datagram(&[1, 2], State::Online));
+    node.handle_datagram(at(SEC), &datagram(&[3, 4, 5], State::Online));
+    assert_eq!(node.stats().log_shed, 3);
+    let sent = drain(&mut node);
+    assert_eq!(sent.transitions.len(), 5, "the hub gets every transition");
+    let (users, marks, _) = logged(&sent.store);
+    assert_eq!((users, marks.len()), (vec![1, 2], 0));
+    // The next transitions that fit are logged after a gap the store must cover.
+    node.handle_datagram(at(SEC), &datagram(&[6], State::Online));
+    let store = drain(&mut node).store;
+    assert!(matches!(store[0], ToStore::Gap(3)));
+    assert_eq!(logged(&store).0, vec![6]);
+}
+
+#[test]
+fn restored_users_come_back_with_their_logged_state() {
+    let mut live = node(with_store(1000));
+    live.handle_datagram(at(SEC), &datagram(&[1, 2], State::Online));
+    let mut bytes = Vec::new();
+    live.handle_inbox(at(SEC), Inbox::Snapshot);
+    live.snapshot_all(at(SEC));
+    let (_, _, snapshot) = logged(&drain(&mut live).store);
+    bytes.extend(snapshot);
+    live.handle_datagram(at(2 * SEC), &datagram(&[1], State::Offline));
+    live.handle_datagram(at(2 * SEC), &datagram(&[7], State::Idle));
+    let log: Vec<Transition> = drain(&mut live).transitions;
+    let mut back = node(with_store(1000));
+    back.restore_saved(at(3 * SEC), &bytes).unwrap();
+    for t in &log {
+        back.restore_logged(at(3 * SEC), t);
+    }
+    for u in [1, 2, 7] {
+        assert_eq!(back.shard().query(u), live.shard().query(u), "user {u}");
+    }
+    assert_eq!(back.stats().restored_users, 3);
+    assert_eq!(
+        back.restore_saved(at(3 * SEC), &[1, 2, 3]),
+        Err(SavedError::Truncated)
+    );
+    assert_eq!(back.stats().restore_refused, 1);
+}
+
+#[test]
+fn answers_read_during_a_cold_start_are_marked_warming() {
+    let mut cfg = config(0, 1);
+    cfg.warming_until_us = Some(10 * SEC);
+    let mut node = node(cfg);
+    let ask = |node: &mut ShardNode, t| {
+        node.handle_inbox(
+            at(t),
+            Inbox::Request(Request::Snapshot {
+                link: 1,
+                request: 1,
+                subscribe: false,
+                users: vec![1],
+            }),
+        );
+        match node.poll_transmit() {
+            Some(Transmit::Hub(ToHub::Snapshot { warming, .. })) => warming,
+            _ => panic!("a snapshot answer"),
+        }
+    };
+    assert!(ask(&mut node, SEC));
+    assert!(!ask(&mut node, 10 * SEC));
 }
