@@ -223,6 +223,33 @@ settings! {
         /// Gateways the key file may list.
         max_gateways: usize = 4096, range 1..=1 << 20;
     }
+
+    /// `[state]`: what survives a restart (snapshots and the transition log).
+    [state] StateSettings {
+        /// Keep presence, last seen, versions and anti-replay marks across restarts in `dir`
+        /// (false: every start is a cold start, with no history).
+        enabled: bool = true;
+        /// The state directory, relative to the working directory unless absolute (created if
+        /// missing; the packaged unit uses systemd's StateDirectory, /var/lib/presenced).
+        dir: PathBuf = PathBuf::from("presenced-state");
+        /// How often each shard is snapshotted (a slice per round, never a stall); the log
+        /// replays what happened since.
+        snapshot_interval: Duration = secs(60), range secs(1)..=days(1);
+        /// How often the log and the anti-replay marks are fsynced: a crash (`kill -9`)
+        /// loses at most this much.
+        sync_interval: Duration = ms(100), range ms(1)..=secs(60);
+        /// Bytes of transition log kept at most, all shards (oldest segments go first, after
+        /// the age limit `presence.last_seen_retention`).
+        log_max_bytes: usize = 4 << 30, range 64 << 20..=1 << 50;
+        /// Bytes per log segment file.
+        segment_bytes: usize = 64 << 20, range 1 << 20..=1 << 30;
+        /// Transitions a shard holds for the log beyond the store's channel; beyond it they are
+        /// not logged, counted, and a snapshot is taken to cover them.
+        queue: usize = 1 << 20, range 1024..=1 << 26;
+        /// Table slots a snapshot pass covers per shard round (16Ki slots: well under a
+        /// millisecond).
+        snapshot_slots_per_round: usize = 16 << 10, range 64..=1 << 24;
+    }
 }
 
 const fn v4(ip: [u8; 4], port: u16) -> SocketAddr {
@@ -842,6 +869,22 @@ impl Value for Option<SocketAddr> {
     }
     fn to_scalar(&self) -> Scalar {
         Scalar::Str(self.map(|a| a.to_string()).unwrap_or_default())
+    }
+}
+
+/// A path that must be given.
+impl Value for PathBuf {
+    const EXPECTED: &'static str = "a path";
+    const TEXT: bool = true;
+    fn from_scalar(scalar: Scalar) -> Result<Self, String> {
+        match scalar {
+            Scalar::Str(t) if t.is_empty() => Err("is empty; give a path".into()),
+            Scalar::Str(t) => Ok(PathBuf::from(t)),
+            other => Err(format!("`{other}` is not a path (write it in quotes)")),
+        }
+    }
+    fn to_scalar(&self) -> Scalar {
+        Scalar::Str(self.to_string_lossy().into_owned())
     }
 }
 

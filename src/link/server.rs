@@ -22,6 +22,13 @@ use tokio::sync::mpsc;
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Frames written per QUIC write at most.
 const WRITE_BATCH: usize = 64;
+/// How often the server looks at the daemon's stop flag.
+const STOP_POLL: Duration = Duration::from_millis(20);
+/// How long a stopping server waits for its links to take their goodbye, and then for their
+/// connections to close.
+const DRAIN_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long a link's last frame may wait for the gateway's acknowledgement before the close.
+const ACK_WAIT: Duration = Duration::from_millis(200);
 /// How soon a link's task tries again to report written frames to a busy hub.
 const REPORT_RETRY: Duration = Duration::from_millis(1);
 
@@ -33,6 +40,8 @@ struct Context {
     clock: Clock,
     next_link: AtomicU32,
     links: AtomicUsize,
+    /// Becomes true when the daemon stops: every link says goodbye and ends.
+    draining: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Binds the endpoint and starts the server thread; returns it and the bound address.
@@ -67,6 +76,7 @@ pub fn start(
         })?
     };
     let addr = endpoint.local_addr()?;
+    let (drain, draining) = tokio::sync::watch::channel(false);
     let context = Arc::new(Context {
         settings,
         welcome,
@@ -75,20 +85,31 @@ pub fn start(
         clock,
         next_link: AtomicU32::new(1),
         links: AtomicUsize::new(0),
+        draining,
     });
     let thread = std::thread::Builder::new()
         .name("link".into())
         .spawn(move || {
             runtime.block_on(async move {
-                let accept = tokio::spawn(accept_loop(endpoint.clone(), context));
+                let accept = tokio::spawn(accept_loop(endpoint.clone(), context.clone()));
                 while !stop.load(Ordering::Relaxed) {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    tokio::time::sleep(STOP_POLL).await;
                 }
+                // Going away: no new link; every link is told, then closed; the closes are
+                // sent before the thread ends, so gateways know at once, not at an idle timeout.
+                accept.abort();
+                let _ = drain.send(true);
+                let told = async {
+                    while context.links.load(Ordering::Relaxed) > 0 {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                };
+                let _ = tokio::time::timeout(DRAIN_TIMEOUT, told).await;
                 endpoint.close(
                     (wire::ErrorCode::ShuttingDown as u32).into(),
                     b"shutting down",
                 );
-                accept.abort();
+                let _ = tokio::time::timeout(DRAIN_TIMEOUT, endpoint.wait_idle()).await;
             });
             runtime.shutdown_timeout(Duration::from_secs(1));
             Ok(())
@@ -136,6 +157,7 @@ async fn serve(connection: quinn::Connection, id: u32, context: &Context) {
         unreported: 0,
     };
     let mut opened = Some(tx);
+    let mut draining = context.draining.clone();
     let result: Result<(), Fatal> = async {
         let hello = tokio::time::timeout(HELLO_TIMEOUT, link.next_frame(&mut recv)).await;
         match hello {
@@ -182,6 +204,12 @@ async fn serve(connection: quinn::Connection, id: u32, context: &Context) {
                 () = tokio::time::sleep(REPORT_RETRY), if link.unreported > 0 => {
                     link.report_written();
                 }
+                _ = draining.changed() => {
+                    return Err(Fatal(
+                        wire::ErrorCode::ShuttingDown,
+                        "the daemon is shutting down; reconnect after a backoff".into(),
+                    ));
+                }
             }
         }
     }
@@ -192,8 +220,9 @@ async fn serve(connection: quinn::Connection, id: u32, context: &Context) {
         // A gateway whose window is full never takes the frame: the close below says it too.
         let _ = tokio::time::timeout(Duration::from_secs(1), send.write_all(&buf)).await;
         let _ = send.finish();
-        // Give the ERROR frame a moment to leave before the close frame.
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // The close frame would discard stream data in flight: wait until the gateway has the
+        // ERROR frame (acknowledged), but not for long.
+        let _ = tokio::time::timeout(ACK_WAIT, send.stopped()).await;
         connection.close((code as u32).into(), message.as_bytes());
     }
     if opened.is_none() {

@@ -57,6 +57,18 @@ impl Gateway {
     }
 }
 
+/// A gateway's anti-replay high-water mark: its boot epoch and the largest sequence number
+/// accepted in it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReplayMark {
+    /// The gateway.
+    pub gateway: u32,
+    /// Its boot epoch.
+    pub epoch: u32,
+    /// The largest sequence number accepted in that epoch.
+    pub highest: u64,
+}
+
 /// A push link allowed by `[links]`.
 pub struct LinkGrant {
     token: Vec<u8>,
@@ -107,6 +119,32 @@ impl Keys {
         ids.sort_unstable();
         ids.into_iter()
             .filter_map(move |id| self.gateways.get(&id).map(|g| (id, g)))
+    }
+
+    /// Every gateway's anti-replay high-water mark, in gateway order (the store saves them
+    /// each sync so that a restart keeps refusing what was accepted before it).
+    pub fn marks(&self) -> Vec<ReplayMark> {
+        self.iter()
+            .filter_map(|(gateway, g)| {
+                let (epoch, highest) = g.state.window.mark()?;
+                Some(ReplayMark {
+                    gateway,
+                    epoch,
+                    highest,
+                })
+            })
+            .collect()
+    }
+
+    /// After a restart: for each saved mark of a gateway still in the file, refuses every
+    /// sequence number of its epoch up to `floor(mark)` (the mark's `highest` after a clean
+    /// stop; beyond it after a crash, which may have lost the last marks).
+    pub fn restore_marks(&self, marks: &[ReplayMark], floor: impl Fn(&ReplayMark) -> u64) {
+        for mark in marks {
+            if let Some(g) = self.get(mark.gateway) {
+                g.state.window.restore(mark.epoch, floor(mark));
+            }
+        }
     }
 
     /// Builds the key set from the file's text. `window` slots per new gateway; gateways also
@@ -311,6 +349,29 @@ mod tests {
         assert!(err("[links]\na = { token = \"short\" }").contains("16 to 256 bytes"));
         assert!(err("[links]\na = { tokn = \"0123456789abcdef\" }").contains("unknown key"));
         assert!(!Keys::parse("", 64, 10, None).unwrap().links_required());
+    }
+
+    #[test]
+    fn marks_survive_into_a_new_key_set() {
+        let text = format!("[gateways]\n1 = \"{A}\"\n2 = \"{B}\"\n");
+        let before = Keys::parse(&text, 64, 10, None).unwrap();
+        before.get(1).unwrap().state.window.check(3, 500).unwrap();
+        let marks = before.marks();
+        assert_eq!(
+            marks,
+            vec![ReplayMark {
+                gateway: 1,
+                epoch: 3,
+                highest: 500
+            }]
+        );
+        let after = Keys::parse(&text, 64, 10, None).unwrap();
+        after.restore_marks(&marks, |m| m.highest + 10);
+        let window = &after.get(1).unwrap().state.window;
+        assert!(window.check(3, 500).is_err());
+        assert!(window.check(3, 510).is_err());
+        assert_eq!(window.check(3, 511), Ok(()));
+        assert_eq!(after.get(2).unwrap().state.window.check(1, 0), Ok(()));
     }
 
     #[test]

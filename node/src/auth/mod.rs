@@ -9,7 +9,7 @@
 pub mod keys;
 pub mod replay;
 
-pub use keys::Keys;
+pub use keys::{Keys, ReplayMark};
 
 use presenced_wire::Datagram;
 use replay::Replay;

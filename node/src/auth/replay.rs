@@ -89,6 +89,51 @@ impl ReplayWindow {
         }
     }
 
+    /// The high-water mark: the boot epoch and the largest sequence number accepted in it, or
+    /// `None` before the first datagram. Reads every slot (a cold path: once per sync).
+    pub fn mark(&self) -> Option<(u32, u64)> {
+        let state = self.state.load(Ordering::Acquire);
+        if state & ADOPTED == 0 {
+            return None;
+        }
+        let epoch = (state >> 16) as u32;
+        let generation = state as u16;
+        let highest = self
+            .slots
+            .iter()
+            .map(|slot| slot.load(Ordering::Acquire))
+            .filter(|&held| held != 0 && (held >> 48) as u16 == generation)
+            .map(|held| (held & SEQ_MASK) - 1)
+            .max();
+        // An adopted epoch with no accepted sequence yet: nothing below 0 to refuse.
+        Some((epoch, highest.unwrap_or(0)))
+    }
+
+    /// After a restart: adopts `epoch` (unless a newer one is already adopted) and refuses
+    /// every sequence number of it up to `floor`, as if each had been accepted: a datagram
+    /// accepted before the restart cannot be replayed after it.
+    pub fn restore(&self, epoch: u32, floor: u64) {
+        let Ok(generation) = self.adopt(epoch) else {
+            return;
+        };
+        if (self.state.load(Ordering::Acquire) >> 16) as u32 != epoch {
+            return;
+        }
+        let floor = floor.min(SEQUENCE_LIMIT - 1);
+        let size = self.mask + 1;
+        for (i, slot) in self.slots.iter().enumerate() {
+            // The largest sequence number at or below the floor that lives in slot `i`.
+            let behind = (floor.wrapping_sub(i as u64)) & self.mask;
+            if floor < i as u64 {
+                continue;
+            }
+            let s = floor - behind;
+            debug_assert!(s % size == i as u64 % size);
+            let mine = u64::from(generation) << 48 | (s + 1);
+            slot.fetch_max(mine, Ordering::AcqRel);
+        }
+    }
+
     /// The generation of `epoch`, adopting it if it is newer than the current one.
     fn adopt(&self, epoch: u32) -> Result<u16, Replay> {
         let mut state = self.state.load(Ordering::Acquire);
@@ -122,6 +167,34 @@ mod tests {
     use rand_xoshiro::rand_core::{RngCore, SeedableRng};
     use rand_xoshiro::Xoshiro256StarStar;
     use std::collections::{BTreeMap, BTreeSet};
+
+    #[test]
+    fn a_restored_window_refuses_everything_up_to_its_floor() {
+        let w = ReplayWindow::new(64);
+        assert_eq!(w.mark(), None);
+        for s in [3, 90, 91, 1000] {
+            w.check(5, s).unwrap();
+        }
+        assert_eq!(w.mark(), Some((5, 1000)));
+        let back = ReplayWindow::new(64);
+        back.restore(5, 1000);
+        for s in [3, 90, 91, 999, 1000] {
+            assert!(back.check(5, s).is_err(), "{s}");
+        }
+        // Never seen but below the floor: refused too (it may have been accepted).
+        assert!(back.check(5, 998).is_err());
+        assert_eq!(back.check(5, 1001), Ok(()));
+        assert_eq!(back.mark(), Some((5, 1001)));
+        // An older epoch stays refused, a newer one starts fresh.
+        assert_eq!(back.check(4, 2000), Err(Replay::StaleEpoch));
+        assert_eq!(back.check(6, 1), Ok(()));
+        // A floor below the window's size leaves the slots above it free.
+        let low = ReplayWindow::new(64);
+        low.restore(1, 10);
+        assert!(low.check(1, 10).is_err());
+        assert_eq!(low.check(1, 11), Ok(()));
+        assert_eq!(low.check(1, 40), Ok(()));
+    }
 
     #[test]
     fn each_sequence_once_in_any_order() {
