@@ -21,8 +21,8 @@ use presenced_core::config::CoreConfig;
 use presenced_core::event::{Cause, Heartbeat, Presence, PublicState, Report, Transition};
 use presenced_core::shard::Shard;
 use presenced_node::auth::Verifier;
-use presenced_node::bus::ToHub;
-use presenced_node::node::{NodeConfig, ShardNode, Transmit};
+use presenced_node::bus::{Inbox, ToHub, ToStore};
+use presenced_node::node::{NodeConfig, ShardNode, StoreLimits, Transmit};
 use presenced_wire::hash::mix64;
 use presenced_wire::{encode, Entry, Header, State};
 use rand_xoshiro::rand_core::{RngCore, SeedableRng};
@@ -159,9 +159,16 @@ impl Core for Model {
 /// transitions are what the node queues for the hub.
 struct Node {
     node: ShardNode,
+    config: NodeConfig,
     sequence: u64,
     /// Datagrams naming user 0 sent (each one entry, refused at decode).
     zero_user: u64,
+    /// What the store would hold: the last complete snapshot, the chunks of the pass going
+    /// on, the transitions logged since the last pass began, and how many of them are synced.
+    snapshot: Vec<u8>,
+    pass: Vec<u8>,
+    log: Vec<Transition>,
+    synced: usize,
 }
 
 impl Node {
@@ -172,14 +179,23 @@ impl Node {
             core,
             cross_shard_batch: presenced_node::bus::MAX_ENTRY_BATCH,
             link_outbox: usize::MAX,
-            store: None,
+            store: Some(StoreLimits {
+                queue_transitions: usize::MAX / 2,
+                snapshot_slots_per_round: 64,
+            }),
             warming_until_us: None,
         };
-        let node = ShardNode::new(config, Verifier::new(None, u64::MAX), now).expect("config");
+        let node =
+            ShardNode::new(config.clone(), Verifier::new(None, u64::MAX), now).expect("config");
         Node {
             node,
+            config,
             sequence: 0,
             zero_user: 0,
+            snapshot: Vec::new(),
+            pass: Vec::new(),
+            log: Vec::new(),
+            synced: 0,
         }
     }
 
@@ -210,11 +226,46 @@ impl Node {
         while let Some(t) = self.node.poll_transmit() {
             match t {
                 Transmit::Hub(ToHub::Transitions(batch)) => out.extend(batch.items()),
-                Transmit::Hub(_) | Transmit::Peer { .. } | Transmit::Store(_) => {
-                    panic!("one shard with an unbounded outbox sends only transitions")
+                Transmit::Store(ToStore::Transitions(batch)) => self.log.extend(batch.items()),
+                Transmit::Store(ToStore::SnapshotBegin { .. }) => {
+                    self.pass.clear();
+                    self.log.clear();
+                    self.synced = 0;
+                }
+                Transmit::Store(ToStore::SnapshotChunk { bytes, .. }) => {
+                    self.pass.extend_from_slice(&bytes);
+                }
+                Transmit::Store(ToStore::SnapshotEnd { .. }) => {
+                    self.snapshot = std::mem::take(&mut self.pass);
+                }
+                Transmit::Hub(_) | Transmit::Peer { .. } | Transmit::Store(ToStore::Gap(_)) => {
+                    panic!("one shard with unbounded outboxes sends only transitions and state")
                 }
             }
         }
+    }
+
+    /// A whole snapshot now (as the store asks for one), its transitions before the mark.
+    fn snapshot(&mut self, now: Now, out: &mut Vec<Transition>) {
+        self.node.handle_inbox(now, Inbox::Snapshot);
+        self.node.snapshot_all(now);
+        self.sent(out);
+    }
+
+    /// A crash and a start at `now` from what was synced: the last snapshot and the log up to
+    /// the last sync; what came after is lost.
+    fn restart(&mut self, now: Now) {
+        let mut node = ShardNode::new(self.config.clone(), Verifier::new(None, u64::MAX), now)
+            .expect("config");
+        node.restore_saved(now, &self.snapshot)
+            .expect("a snapshot restores");
+        for t in &self.log[..self.synced] {
+            node.restore_logged(now, t);
+        }
+        self.node = node;
+        self.zero_user = 0;
+        self.log.clear();
+        self.synced = 0;
     }
 }
 
@@ -325,6 +376,12 @@ struct Scenario {
     /// Start shortly before a multiple of the wheel's span (2^36 ticks) instead of at a random
     /// origin, so timers set early on cross that boundary.
     near_span_boundary: bool,
+    /// Per mille of steps that take a snapshot, sync the log, or crash and restart (rule 8);
+    /// a restart is down for a time uniform in `downtime_us`.
+    p_snapshot: u64,
+    p_sync: u64,
+    p_restart: u64,
+    downtime_us: (u64, u64),
 }
 
 const MS: u64 = 1_000;
@@ -345,7 +402,7 @@ fn base_cfg() -> CoreConfig {
 }
 
 /// Every scenario, each run by its own test below.
-const SCENARIOS: [&str; 13] = [
+const SCENARIOS: [&str; 14] = [
     "tiny_churn",
     "idle_after_timeout",
     "large_pool",
@@ -359,6 +416,7 @@ const SCENARIOS: [&str; 13] = [
     "one_user_many_devices",
     "flapping",
     "wheel_span_boundary",
+    "restarts",
 ];
 
 /// The simulation must cover at least this many steps in total (heartbeat and advance calls,
@@ -392,6 +450,10 @@ fn scenario(name: &str) -> Scenario {
         check_every: 256,
         flapping: false,
         near_span_boundary: false,
+        p_snapshot: 0,
+        p_sync: 0,
+        p_restart: 0,
+        downtime_us: (0, 0),
     };
     match name {
         // Tiny table, short everything: heavy churn per user, every refusal path.
@@ -410,6 +472,10 @@ fn scenario(name: &str) -> Scenario {
             s.mean_dt_us = 300;
             s.jump_us = (20 * MS, 500 * MS);
             s.back_max_us = 5 * MS;
+            s.p_snapshot = 2;
+            s.p_sync = 20;
+            s.p_restart = 1;
+            s.downtime_us = (0, 100 * MS);
         }
         // idle_after longer than the timeout; a mid-size pool.
         "idle_after_timeout" => {
@@ -503,6 +569,10 @@ fn scenario(name: &str) -> Scenario {
             s.mean_dt_us = 250;
             s.jump_us = (5 * MS, 1200 * MS);
             s.back_max_us = 3 * MS;
+            s.p_snapshot = 3;
+            s.p_sync = 30;
+            s.p_restart = 1;
+            s.downtime_us = (MS, 60 * MS);
         }
         // The wall clock steps by days either way, independently of mono.
         "wild_wall_clock" => {
@@ -634,6 +704,31 @@ fn scenario(name: &str) -> Scenario {
             s.check_every = 64;
             s.near_span_boundary = true;
         }
+        // Crashes and restarts all the time (rule 8): snapshots taken at random, the log synced
+        // at random, a crash losing what came after the last sync, down for up to two
+        // timeouts; multi-device users and invisibility to exercise restored devices.
+        "restarts" => {
+            s.name = "restarts";
+            s.cfg.tick_us = MS;
+            s.cfg.heartbeat_interval_us = 20 * MS;
+            s.cfg.grace_us = 5 * MS;
+            s.cfg.idle_after_us = 12 * MS;
+            s.cfg.last_seen_retention_us = 400 * MS;
+            s.cfg.user_capacity = 32;
+            s.cfg.max_devices_per_user = 4;
+            s.cfg.multi_device_users = 8;
+            s.steps = 200_000;
+            s.pool = 40;
+            s.devices = 5;
+            s.reports = [600, 150, 100, 150];
+            s.mean_dt_us = 300;
+            s.jump_us = (20 * MS, 600 * MS);
+            s.back_max_us = 5 * MS;
+            s.p_snapshot = 5;
+            s.p_sync = 50;
+            s.p_restart = 4;
+            s.downtime_us = (0, 60 * MS);
+        }
         _ => panic!("unknown scenario {name}"),
     }
     if let Some(steps) = env_u64("SIM_STEPS") {
@@ -650,6 +745,12 @@ fn scenario(name: &str) -> Scenario {
 enum Call {
     Heartbeat(Now, Heartbeat),
     Advance(Now),
+    /// A snapshot of the whole shard (the store's request).
+    Snapshot(Now),
+    /// The log is synced: a crash after this keeps what was logged before it.
+    Sync,
+    /// A crash, then a start at this time from the synced state (rule 8).
+    Restart(Now),
 }
 
 struct Record {
@@ -663,6 +764,11 @@ struct Record {
 struct OutputInvariants {
     /// Per user: (last version, at_ms of it, last public state).
     last: BTreeMap<u64, (u64, u64, PublicState)>,
+    /// The largest `at_ms` of any transition before the last restart: until the wall clock
+    /// passes it, a version may repeat one a crash lost (rule 5's wall-clock condition).
+    restart_wall_ms: u64,
+    /// The largest `at_ms` of any transition so far.
+    max_at_ms: u64,
     /// Version drops explained by a wall clock that did not advance (see `check`).
     excused_version_drops: u64,
 }
@@ -703,7 +809,10 @@ impl OutputInvariants {
                 // the timeout and the drop both fired in the same call after a mono jump), a
                 // new record's `wall_ms << 16` can tie or trail. The model, which the version
                 // is also compared with, decides correctness there.
-                if scen.wall == WallMode::Wild || t.at_ms <= last_at {
+                if scen.wall == WallMode::Wild
+                    || t.at_ms <= last_at
+                    || t.at_ms <= self.restart_wall_ms
+                {
                     self.excused_version_drops += 1;
                 } else {
                     return Err(format!(
@@ -713,6 +822,7 @@ impl OutputInvariants {
                 }
             }
             self.last.insert(t.user, (t.version, t.at_ms, t.state));
+            self.max_at_ms = self.max_at_ms.max(t.at_ms);
         }
         Ok(())
     }
@@ -724,16 +834,23 @@ impl OutputInvariants {
 struct Coverage {
     heartbeats: u64,
     advances: u64,
+    snapshots: u64,
+    restarts: u64,
     causes: [u64; 5],
     states: [u64; 3],
     full_checks: u64,
 }
 
-struct Sim<'a, R: Core> {
+struct Sim<'a> {
     scen: &'a Scenario,
     base_seed: u64,
-    real: R,
+    real: Node,
     model: Model,
+    /// The model as it was at the last snapshot, and when.
+    model_saved: Option<(Model, Now)>,
+    /// The transitions the model emitted since the last snapshot, and how many are synced.
+    model_log: Vec<Transition>,
+    model_synced: usize,
     recent: VecDeque<Record>,
     inv: OutputInvariants,
     cov: Coverage,
@@ -760,13 +877,16 @@ fn state_index(s: PublicState) -> usize {
     }
 }
 
-impl<'a, R: Core> Sim<'a, R> {
-    fn new(scen: &'a Scenario, base_seed: u64, real: R, start: Now) -> Sim<'a, R> {
+impl<'a> Sim<'a> {
+    fn new(scen: &'a Scenario, base_seed: u64, real: Node, start: Now) -> Sim<'a> {
         Sim {
             scen,
             base_seed,
             real,
             model: Model::new(scen.cfg.clone(), start),
+            model_saved: None,
+            model_log: Vec::new(),
+            model_synced: 0,
             recent: VecDeque::new(),
             inv: OutputInvariants::default(),
             cov: Coverage::default(),
@@ -825,6 +945,12 @@ impl<'a, R: Core> Sim<'a, R> {
         let real_result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match &call {
             Call::Heartbeat(now, hb) => self.real.heartbeat(*now, hb, &mut self.real_out),
             Call::Advance(now) => self.real.advance(*now, &mut self.real_out),
+            Call::Snapshot(now) => self.real.snapshot(*now, &mut self.real_out),
+            Call::Sync => self.real.synced = self.real.log.len(),
+            Call::Restart(now) => {
+                self.real.restart(*now);
+                self.real.advance(*now, &mut self.real_out);
+            }
         }));
         let now = match &call {
             Call::Heartbeat(now, hb) => {
@@ -837,7 +963,44 @@ impl<'a, R: Core> Sim<'a, R> {
                 Core::advance(&mut self.model, *now, &mut self.model_out);
                 *now
             }
+            Call::Snapshot(now) => {
+                self.cov.snapshots += 1;
+                Core::advance(&mut self.model, *now, &mut self.model_out);
+                *now
+            }
+            Call::Sync => {
+                self.model_synced = self.model_log.len();
+                // No call time: nothing is emitted.
+                Now {
+                    mono_us: self.model.max_mono,
+                    wall_ms: 0,
+                }
+            }
+            Call::Restart(now) => {
+                self.cov.restarts += 1;
+                let (saved, saved_at) = self.model_saved.as_ref().expect("a snapshot first");
+                let log = &self.model_log[..self.model_synced];
+                self.model = Model::restored(saved, *saved_at, log, *now);
+                Core::advance(&mut self.model, *now, &mut self.model_out);
+                *now
+            }
         };
+        self.model_log.extend_from_slice(&self.model_out);
+        if let Call::Snapshot(now) | Call::Restart(now) = &call {
+            if matches!(call, Call::Restart(_)) {
+                // A restart changes no one's presence.
+                if !self.real_out.is_empty() || !self.model_out.is_empty() {
+                    self.fail("a restart emitted transitions");
+                }
+            }
+            self.model_saved = Some((self.model.clone(), *now));
+            if matches!(call, Call::Restart(_)) {
+                // The daemon saves the restored state at once: the old log is then done with.
+                self.real.snapshot(*now, &mut self.real_out);
+            }
+            self.model_log.clear();
+            self.model_synced = 0;
+        }
         if let Err(payload) = real_result {
             let msg = payload
                 .downcast_ref::<String>()
@@ -854,9 +1017,24 @@ impl<'a, R: Core> Sim<'a, R> {
         }
         let touched = match &call {
             Call::Heartbeat(_, hb) => Some(hb.user),
-            Call::Advance(_) => None,
+            Call::Advance(_) | Call::Snapshot(_) | Call::Sync | Call::Restart(_) => None,
         };
+        let restarted = matches!(call, Call::Restart(_));
         self.remember(call);
+        if restarted {
+            // Every user the model restored reads the same on both sides.
+            let users: Vec<u64> = self.model.users.keys().copied().collect();
+            for u in users {
+                self.compare_user(u);
+            }
+            // A crash loses the transitions after the last sync: each user continues from
+            // the state restored, while versions must still grow past every one emitted
+            // (rule 5, with its wall-clock condition).
+            for (user, last) in self.inv.last.iter_mut() {
+                last.2 = self.model.query(*user).state;
+            }
+            self.inv.restart_wall_ms = self.inv.max_at_ms;
+        }
 
         // Same transitions, per user in the same order.
         let mut real_sorted = self.real_out.clone();
@@ -1032,7 +1210,7 @@ fn make_pool(rng: &mut Rng, n: usize) -> Vec<u64> {
     v
 }
 
-fn run_scenario<R: Core>(name: &str, make: impl FnOnce(CoreConfig, Now) -> R) {
+fn run_scenario(name: &str) {
     let scen = scenario(name);
     let base = base_seed();
     let seed = scenario_seed(base, scen.name);
@@ -1051,16 +1229,33 @@ fn run_scenario<R: Core>(name: &str, make: impl FnOnce(CoreConfig, Now) -> R) {
         mono_us: true_us,
         wall_ms: wall.at(true_us),
     };
-    let real = make(scen.cfg.clone(), start);
+    let real = Node::new(scen.cfg.clone(), start);
     let mut sim = Sim::new(&scen, base, real, start);
     let pool = make_pool(&mut rng, scen.pool);
     let timeout = scen.cfg.timeout_us();
 
+    if scen.p_restart > 0 {
+        sim.call(Call::Snapshot(start));
+    }
     if scen.flapping {
         run_flapping(&mut sim, &mut rng, &pool, true_us, &mut wall);
     } else {
         for step in 0..scen.steps {
             sim.step = step;
+            if scen.p_restart > 0 {
+                if rng.chance(scen.p_sync) {
+                    sim.call(Call::Sync);
+                }
+                if rng.chance(scen.p_restart) {
+                    true_us += rng.range(scen.downtime_us.0, scen.downtime_us.1);
+                    let now = Now {
+                        mono_us: true_us,
+                        wall_ms: wall.at(true_us),
+                    };
+                    sim.call(Call::Restart(now));
+                    continue;
+                }
+            }
             if rng.chance(scen.p_jump) {
                 true_us += rng.range(scen.jump_us.0, scen.jump_us.1);
             } else if rng.chance(300) {
@@ -1085,6 +1280,9 @@ fn run_scenario<R: Core>(name: &str, make: impl FnOnce(CoreConfig, Now) -> R) {
                 mono_us,
                 wall_ms: wall.at(true_us),
             };
+            if scen.p_restart > 0 && rng.chance(scen.p_snapshot) {
+                sim.call(Call::Snapshot(now));
+            }
             if rng.chance(scen.p_advance) {
                 sim.call(Call::Advance(now));
             } else {
@@ -1131,7 +1329,8 @@ fn run_scenario<R: Core>(name: &str, make: impl FnOnce(CoreConfig, Now) -> R) {
 
     let c = Core::counters(&sim.model);
     eprintln!(
-        "scenario {}: seed {:#x}, {} steps ({} heartbeats + {} advances) in {:.2?}; causes \
+        "scenario {}: seed {:#x}, {} steps ({} heartbeats + {} advances; {} snapshots, {} \
+         restarts) in {:.2?}; causes \
          [first, change, logout, timeout, inactivity] {:?}; states [off, on, idle] {:?}; \
          {:?}; excused version ties {}; full checks {}",
         scen.name,
@@ -1139,6 +1338,8 @@ fn run_scenario<R: Core>(name: &str, make: impl FnOnce(CoreConfig, Now) -> R) {
         sim.cov.heartbeats + sim.cov.advances,
         sim.cov.heartbeats,
         sim.cov.advances,
+        sim.cov.snapshots,
+        sim.cov.restarts,
         started.elapsed(),
         sim.cov.causes,
         sim.cov.states,
@@ -1150,13 +1351,7 @@ fn run_scenario<R: Core>(name: &str, make: impl FnOnce(CoreConfig, Now) -> R) {
 
 /// The flapping workload: a fixed fleet of (user, device); each live device's next heartbeat
 /// comes strictly less than `timeout` after its previous one, so no deadline can pass.
-fn run_flapping<R: Core>(
-    sim: &mut Sim<'_, R>,
-    rng: &mut Rng,
-    pool: &[u64],
-    start_us: u64,
-    wall: &mut Wall,
-) {
+fn run_flapping(sim: &mut Sim<'_>, rng: &mut Rng, pool: &[u64], start_us: u64, wall: &mut Wall) {
     let scen = sim.scen;
     let timeout = scen.cfg.timeout_us();
     // (next heartbeat time, index in the fleet)
@@ -1221,7 +1416,7 @@ fn run_flapping<R: Core>(
 // The real node against the model, one test per scenario (they run in parallel).
 
 fn real(name: &str) {
-    run_scenario(name, Node::new);
+    run_scenario(name);
 }
 
 #[test]
@@ -1287,6 +1482,11 @@ fn flapping() {
 #[test]
 fn wheel_span_boundary() {
     real("wheel_span_boundary");
+}
+
+#[test]
+fn restarts() {
+    real("restarts");
 }
 
 /// The scenarios above add up to at least `MIN_TOTAL_STEPS` steps (unless `SIM_STEPS`

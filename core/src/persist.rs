@@ -11,7 +11,8 @@
 //! transition newer than what the record holds. Neither emits a transition: a restart changes
 //! no one's presence. The downtime was not the devices' silence: every restored device's
 //! deadline is `start + timeout` (heartbeats sent while the daemon was down were lost), and an
-//! activity window that was open runs at least as long. Where the log says a user's public state
+//! activity window that was open runs on for `min(timeout, idle_after)` at least and never
+//! past a fresh window's end (`start + idle_after`), so later activity only moves it later. Where the log says a user's public state
 //! differs from what its saved devices give (the devices changed after the snapshot), the
 //! devices are replaced by one *restored* device in that state; the user's next heartbeat from a
 //! device not listed takes it over, so a gateway that kept heartbeating causes no transition.
@@ -63,8 +64,10 @@ impl Shard {
         let clock = WallClock::new(self, now);
         let n = self.tick();
         let deadline = self.due(self.timeout_us);
-        let active_floor = deadline;
-        let active_cap = self.due(self.timeout_us.max(self.idle_after_us));
+        // An open activity window runs on after the restart (the downtime was not inactivity)
+        // but never past a fresh window's end, so activity only ever moves it later.
+        let active_floor = self.due(self.timeout_us.min(self.idle_after_us));
+        let active_cap = self.due(self.idle_after_us);
         let max_devices = self.max_devices;
         let Shard {
             table,
@@ -136,7 +139,7 @@ impl Shard {
         let clock = WallClock::new(self, now);
         let n = self.tick();
         let deadline = self.due(self.timeout_us);
-        let active_until = self.due(self.timeout_us.max(self.idle_after_us));
+        let active_until = self.due(self.idle_after_us);
         let Shard {
             table,
             blocks,

@@ -41,6 +41,9 @@ pub struct DeviceModel {
     pub deadline_tick: Tick,
     /// Active at tick `T` iff Online and `active_until > T`.
     pub active_until_tick: Tick,
+    /// Stands in, after a restart, for the devices that made the user's logged state: the
+    /// user's next heartbeat from a device not listed takes it over (rule 8).
+    pub restored: bool,
 }
 
 /// The internal aggregate of a user at one tick.
@@ -127,6 +130,7 @@ pub struct ModelStats {
 }
 
 /// The reference model of one shard.
+#[derive(Clone)]
 pub struct Model {
     pub cfg: CoreConfig,
     pub users: BTreeMap<u64, UserModel>,
@@ -214,7 +218,8 @@ impl Model {
             }
         } else {
             let u = &self.users[&hb.user];
-            if !u.devices.contains_key(&hb.device) {
+            let adopts = u.devices.values().any(|d| d.restored);
+            if !u.devices.contains_key(&hb.device) && !adopts {
                 let len = u.devices.len();
                 if len >= self.cfg.max_devices_per_user as usize {
                     self.stats.refused_device_limit += 1;
@@ -234,6 +239,13 @@ impl Model {
         }
         let u = self.users.get_mut(&hb.user).unwrap();
         let had_devices = !u.devices.is_empty();
+        if !u.devices.contains_key(&hb.device) {
+            // Rule 8: a device not listed takes over a restored device.
+            if let Some(&id) = u.devices.iter().find(|(_, d)| d.restored).map(|(id, _)| id) {
+                let d = u.devices.remove(&id).unwrap();
+                u.devices.insert(hb.device, d);
+            }
+        }
         match u.devices.get_mut(&hb.device) {
             Some(d) => {
                 d.deadline_tick = deadline;
@@ -241,6 +253,7 @@ impl Model {
                     d.active_until_tick = fresh_active;
                 }
                 d.state = new_state;
+                d.restored = false;
             }
             None => {
                 u.devices.insert(
@@ -249,6 +262,7 @@ impl Model {
                         state: new_state,
                         deadline_tick: deadline,
                         active_until_tick: fresh_active,
+                        restored: false,
                     },
                 );
                 self.stats.devices += 1;
@@ -464,6 +478,127 @@ impl Model {
 
     pub fn is_known(&self, user: u64) -> bool {
         self.users.contains_key(&user)
+    }
+
+    /// Rule 8: the model of a daemon restarted at `now` from `saved` (this model as it was when
+    /// a snapshot was taken at `saved_at`) and the transitions logged after it, in order.
+    /// Times cross the restart as wall-clock ms, converted as the core converts them; every
+    /// device's deadline starts over, an open activity window is kept at least
+    /// `min(timeout, idle_after)` and at most `idle_after`; a logged transition newer than a record replaces its
+    /// devices by one restored device unless they already give the logged state. Counters
+    /// start over from the users and devices restored.
+    pub fn restored(saved: &Model, saved_at: Now, log: &[Transition], now: Now) -> Model {
+        let cfg = saved.cfg.clone();
+        let tick_us = i128::from(cfg.tick_us);
+        let wall_of = |t: Tick| -> u64 {
+            let ms = i128::from(saved_at.wall_ms)
+                + (i128::from(t) * tick_us - i128::from(saved.max_mono)) / 1000;
+            ms.clamp(0, i128::from(presenced_core::record::MAX_WALL_MS)) as u64
+        };
+        let mut m = Model::new(cfg.clone(), now);
+        let mono = now.mono_us;
+        let n = m.tick;
+        let tick_of = |ms: u64| -> Tick {
+            let t = i128::from(mono) + (i128::from(ms) - i128::from(now.wall_ms)) * 1000;
+            (t.max(0) / tick_us) as Tick
+        };
+        let retention_ticks = cfg.last_seen_retention_us / cfg.tick_us + 1;
+        let floor = n.saturating_sub(retention_ticks);
+        let deadline = m.due(mono, cfg.timeout_us());
+        let active_floor = m.due(mono, cfg.timeout_us().min(cfg.idle_after_us));
+        let active_cap = m.due(mono, cfg.idle_after_us);
+        for (&id, u) in &saved.users {
+            let mut r = UserModel::new();
+            r.version = u.version;
+            r.last_seen = u.last_seen;
+            for (&dev, d) in &u.devices {
+                let active = d.state == DevState::Online && d.active_until_tick > saved.tick;
+                let lapsed = d.state == DevState::Online && !active;
+                let active_until = if lapsed {
+                    n
+                } else {
+                    tick_of(wall_of(d.active_until_tick)).clamp(active_floor, active_cap)
+                };
+                r.devices.insert(
+                    dev,
+                    DeviceModel {
+                        state: d.state,
+                        deadline_tick: deadline,
+                        active_until_tick: active_until,
+                        restored: d.restored,
+                    },
+                );
+            }
+            if let Some(off) = u.off_since {
+                r.off_since = Some(tick_of(wall_of(off)).clamp(floor, n));
+            }
+            r.public = r.aggregate(n).public();
+            assert_eq!(r.public, u.public, "a saved user {id} reads as saved");
+            m.users.insert(id, r);
+        }
+        for t in log {
+            let created = !m.users.contains_key(&t.user);
+            if created && m.users.len() as u64 == cfg.user_capacity as u64 {
+                continue;
+            }
+            let r = m.users.entry(t.user).or_insert_with(UserModel::new);
+            if !created && t.version <= r.version {
+                continue;
+            }
+            r.version = t.version;
+            if t.seen {
+                r.last_seen = Some(t.at_ms);
+            }
+            let keeps = !r.devices.is_empty() && r.public == t.state;
+            if !keeps {
+                r.devices.clear();
+                r.off_since = None;
+                match t.state {
+                    PublicState::Offline => {
+                        r.off_since = Some(tick_of(t.at_ms).clamp(floor, n));
+                    }
+                    PublicState::Online | PublicState::Idle => {
+                        let idle = t.state == PublicState::Idle;
+                        r.devices.insert(
+                            0,
+                            DeviceModel {
+                                state: DevState::Online,
+                                deadline_tick: deadline,
+                                active_until_tick: if idle { n } else { active_cap },
+                                restored: true,
+                            },
+                        );
+                    }
+                }
+            }
+            r.public = r.aggregate(n).public();
+            assert_eq!(
+                r.public, t.state,
+                "a replayed user {} reads as logged",
+                t.user
+            );
+        }
+        m.stats.users = m.users.len() as u64;
+        m.stats.devices = m.users.values().map(|u| u.devices.len() as u64).sum();
+        m.multi_in_use = m.users.values().filter(|u| u.devices.len() >= 2).count() as u32;
+        let users: Vec<u64> = m.users.keys().copied().collect();
+        for user in users {
+            m.reschedule_restored(user, n);
+        }
+        m
+    }
+
+    /// `reschedule` for a restored record, whose drop tick may already have come.
+    fn reschedule_restored(&mut self, user: u64, n: Tick) {
+        let off = self.users[&user].off_since;
+        if let Some(off) = off {
+            let drop = self.drop_tick(off).max(n);
+            let u = self.users.get_mut(&user).unwrap();
+            u.timer = Some(drop);
+            self.timers.insert((drop, user));
+        } else {
+            self.reschedule(user, n);
+        }
     }
 
     /// Cross-checks the model's own bookkeeping (counters against the maps).
