@@ -185,6 +185,8 @@ pub enum ToHub {
 
 /// What a shard sends the store (its transition log and its snapshots), in order: a snapshot's
 /// begin marks the log position its replay starts from.
+// Batches travel by value in the channel's preallocated slots, as to the hub.
+#[allow(clippy::large_enum_variant)]
 pub enum ToStore {
     /// Transitions, in the order the shard emitted them (the same batches the hub gets).
     Transitions(TransitionBatch),
