@@ -1,8 +1,9 @@
 //! The gateway-side client: what a gateway (and every tool and test here) uses to talk to the
 //! daemon. [`HeartbeatClient`] batches heartbeat entries into full UDP datagrams and routes
 //! them to the owning shard's port; [`LinkClient`] speaks the QUIC push link (subscribe,
-//! query, stats, pushed transitions). One implementation, shared by `presencectl`, the load
-//! generator and the integration tests.
+//! query, stats, history, pushed transitions), protocol version 2 with a daemon that speaks
+//! it and version 1 with one that does not. One implementation, shared by `presencectl`, the
+//! load generator and the integration tests.
 
 mod heartbeat;
 mod link;
@@ -10,11 +11,13 @@ mod tls;
 
 pub use heartbeat::{entry, HeartbeatClient};
 pub use link::{LinkClient, RawLink};
+pub use presenced_wire::link::{GoAwayReason, Span, Version};
 
-use presenced_wire::link::{ErrorCode, Event, Limits, Timings};
+use presenced_wire::link::{ErrorCode, Event, Limits, PresenceRecord, Timings};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Reads a gateway key file (64 hex digits, surrounding whitespace ignored). The error says
 /// what is wrong; callers add the file and the option it came from.
@@ -80,13 +83,72 @@ pub enum Push {
     /// when the application fell more than `LinkClient::MAX_BUFFERED_EVENTS` behind): query
     /// every watched user again.
     LaggedAll,
-    /// The link ended; no push follows.
+    /// The link ended; no push follows. After a daemon's GOAWAY (version 2) or ERROR
+    /// `shutting_down` (version 1) the code is [`ErrorCode::ShuttingDown`]; reconnect as
+    /// SPEC.md § P6.11 says (after `go_away`'s `reconnect_after` plus jitter, then HELLO and
+    /// SUBSCRIBE again).
     Closed {
         /// The daemon's error code, if it gave one.
         code: Option<ErrorCode>,
         /// Why, in words.
         message: String,
+        /// The daemon's GOAWAY, when it said it was going away (version 2 links).
+        go_away: Option<GoAway>,
     },
+}
+
+/// A daemon's GOAWAY (version 2): it stops or restarts, and the link is over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GoAway {
+    /// Why (a reason this client does not know reads as
+    /// [`ShuttingDown`](GoAwayReason::ShuttingDown)).
+    pub reason: GoAwayReason,
+    /// Wait at least this long, plus jitter, before reconnecting.
+    pub reconnect_after: Duration,
+}
+
+/// What the link negotiated, beyond WELCOME's shards, limits and timings
+/// ([`LinkClient::link_info`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinkInfo {
+    /// The link's protocol version: 2 with a daemon that speaks it, else 1.
+    pub version: Version,
+    /// Whether WELCOME said the daemon was warming: it started without its saved state, so
+    /// for `warm_remaining` its answers may show users offline who are online (SPEC.md
+    /// § P6.10). Always false on a version-1 link (a version-1 daemon does not say).
+    pub warming: bool,
+    /// How much longer the daemon was warming when it sent WELCOME (zero when not warming).
+    pub warm_remaining: Duration,
+    /// The link's QUIC idle timeout as WELCOME stated it (`None` on a version-1 link, or when
+    /// the daemon has none).
+    pub idle_timeout: Option<Duration>,
+    /// The QUIC keep-alive interval this client uses on the link: a third of the idle timeout
+    /// at most.
+    pub keep_alive: Duration,
+}
+
+/// Records answering a SUBSCRIBE or QUERY, and whether the daemon read any of them while
+/// warming ([`LinkClient::subscribe_snapshot`], [`LinkClient::query_snapshot`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    /// One record per listed user, in the order listed.
+    pub records: Vec<PresenceRecord>,
+    /// Some record came in a PRESENCE frame marked `WARMING`: an offline among them may be
+    /// wrong; hold it back until a transition confirms it or warming ends, then query again
+    /// (SPEC.md § P6.10).
+    pub warming: bool,
+}
+
+/// One page of a user's presence history ([`LinkClient::history`]), or all of it up to a
+/// bound ([`LinkClient::history_all`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistoryPage {
+    /// The spans, in version order (each from one transition to the next).
+    pub spans: Vec<Span>,
+    /// The user's last seen, Unix milliseconds; `None` when unknown.
+    pub last_seen_ms: Option<u64>,
+    /// More spans follow: ask again with `after_version` = the last span's version.
+    pub more: bool,
 }
 
 /// What WELCOME told the client about the daemon.
@@ -157,6 +219,9 @@ pub enum ClientError {
     /// ([`presenced_wire::stats::Stats`]): a field is missing, renamed or mistyped (a daemon
     /// of another version). The message is the parser's, naming the field.
     StatsSchema(String),
+    /// The link's protocol version does not have this request (HISTORY on a version-1 link:
+    /// the daemon speaks only version 1). Nothing was sent.
+    Unsupported(String),
 }
 
 impl fmt::Display for ClientError {
@@ -181,6 +246,7 @@ impl fmt::Display for ClientError {
                 "the daemon's stats do not match this client's stats schema \
                  (a daemon of another version?): {m}"
             ),
+            ClientError::Unsupported(m) => write!(f, "not supported by the daemon: {m}"),
         }
     }
 }

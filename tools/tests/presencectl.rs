@@ -1,5 +1,5 @@
-//! `presencectl` against a real daemon on loopback: send, query, watch, stats, and the errors
-//! a user sees for bad arguments.
+//! `presencectl` against a real daemon on loopback: send, query, watch, stats, history, and the
+//! errors a user sees for bad arguments.
 
 mod common;
 
@@ -210,4 +210,49 @@ fn send_signs_with_a_key_file_for_an_authenticating_daemon() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--key-file /nonexistent/key"));
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn history_arguments_are_checked_before_connecting() {
+    // Nothing listens at port 9: each of these is refused before presencectl connects.
+    for (args, says) in [
+        (&["history", "0"][..], "user id 0 is reserved"),
+        (&["history", "1", "--since", "5x"], "not a duration"),
+        (&["history", "1", "--max", "0"], "--max"),
+        (&["history"], "<USER>"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_presencectl"))
+            .args(["--link", "127.0.0.1:9"])
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+}
+
+/// Whatever push-link version the daemon speaks, `history` connects (falling back to version 1
+/// if need be) and either answers or says plainly why it cannot.
+#[test]
+fn history_answers_or_says_why_not() {
+    let d = InProcess::start(CALM);
+    ok(&d, &["send", "42"]);
+    std::thread::sleep(Duration::from_millis(50));
+    let out = ctl(&d, &["history", "42", "--json"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() {
+        let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+        assert_eq!(v["user"], 42, "{stdout}");
+        assert!(v["spans"].is_array(), "{stdout}");
+    } else {
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains(
+                "history of user 42: the daemon speaks only push-link protocol version 1"
+            ) || stderr.contains("history of user 42: the daemon keeps no history"),
+            "{stderr}"
+        );
+    }
 }

@@ -1,6 +1,6 @@
-//! presenced wire format v1: the heartbeat datagram (this module), its authentication
-//! ([`auth`]), the push link ([`link`]), the user → shard owner function ([`shard_of`]) and the
-//! typed STATS schema ([`stats`]).
+//! presenced wire format: the heartbeat datagram, version 1 (this module), its authentication
+//! ([`auth`]), the push link, protocol versions 1 and 2 ([`link`]), the user → shard owner
+//! function ([`shard_of`]) and the typed STATS schema ([`stats`]).
 //!
 //! The normative description is `wire-format/SPEC.md`; this crate implements it exactly.
 //!

@@ -1,6 +1,7 @@
 //! One zero-copy view for every list of fixed-size records on the wire: the entries of a
 //! datagram, the users of a link request or LAGGED frame, the records of a PRESENCE frame, the
-//! transitions of an EVENTS frame and the shard ports of a WELCOME frame.
+//! transitions of an EVENTS frame, the spans of a HISTORY_REPLY frame and the shard ports of a
+//! WELCOME frame.
 //!
 //! It exists so that those lists share one implementation (length, indexing, iteration in both
 //! directions, `Debug`) instead of one hand-written copy each. A [`FixedList`] is only made by
@@ -26,8 +27,8 @@ pub(crate) mod sealed {
 /// decoder has already validated.
 ///
 /// Implemented (only) by this crate's record types: `u64` (a user id), `u16` (a shard port),
-/// [`Entry`](crate::Entry), [`PresenceRecord`](crate::link::PresenceRecord) and
-/// [`Event`](crate::link::Event).
+/// [`Entry`](crate::Entry), [`PresenceRecord`](crate::link::PresenceRecord),
+/// [`Event`](crate::link::Event) and [`Span`](crate::link::Span).
 pub trait Record: sealed::Sealed + Copy {
     /// Bytes per record on the wire.
     const LEN: usize;

@@ -9,10 +9,12 @@ mod fuzz_checks;
 use bytes::BytesMut;
 use fuzz_checks::{check_datagram, check_stream, StreamSummary};
 use presenced_wire::link::{
-    encode_ack, encode_error, encode_events, encode_hello, encode_lagged, encode_lagged_all,
-    encode_presence, encode_query, encode_stats, encode_stats_reply, encode_subscribe,
-    encode_subscribe_all, encode_unsubscribe, encode_unsubscribe_all, encode_welcome, ErrorCode,
-    Event, Hello, Limits, PresenceRecord, Timings, WireCause, WireState, DEFAULT_MAX_FRAME_LEN,
+    encode_ack, encode_error, encode_events, encode_goaway, encode_hello, encode_history,
+    encode_history_reply, encode_lagged, encode_lagged_all, encode_presence, encode_presence_v2,
+    encode_query, encode_stats, encode_stats_reply, encode_subscribe, encode_subscribe_all,
+    encode_unsubscribe, encode_unsubscribe_all, encode_welcome, encode_welcome_v2, ErrorCode,
+    Event, GoAwayReason, Hello, HistoryRequest, Limits, PresenceRecord, Span, Timings, Version,
+    WelcomeV2, WireCause, WireState, DEFAULT_MAX_FRAME_LEN,
 };
 use presenced_wire::{auth, encode, Encoder, Entry, Header, State, MAX_ENTRIES};
 use proptest::prelude::*;
@@ -228,8 +230,127 @@ fn arb_event() -> impl Strategy<Value = Event> {
         })
 }
 
-/// One valid frame of either direction, encoded (length prefix included).
+fn arb_span() -> impl Strategy<Value = Span> {
+    (
+        any::<u64>(),
+        any::<u64>(),
+        any::<u64>(),
+        arb_state(),
+        prop::sample::select(WireCause::ALL.to_vec()),
+        0u8..=31,
+    )
+        .prop_map(|(version, a, b, state, cause, devices)| Span {
+            version,
+            start_ms: a.min(b),
+            end_ms: if a % 3 == 0 { 0 } else { a.max(b) },
+            state,
+            cause,
+            devices,
+        })
+}
+
+/// One valid frame of version 2 (of either direction) that version 1 does not have, encoded
+/// (length prefix included).
+fn arb_frame_v2() -> impl Strategy<Value = Vec<u8>> {
+    let rid = 1..=u32::MAX;
+    let frame = prop_oneof![
+        arb_text(16).prop_map(|name| {
+            let mut out = BytesMut::new();
+            encode_hello(&mut out, &Hello::new(&name).asking(Version::V2)).unwrap();
+            out
+        }),
+        (
+            rid.clone(),
+            arb_user(),
+            any::<u64>(),
+            any::<u64>(),
+            1..=u32::MAX
+        )
+            .prop_map(|(request_id, user, since_ms, after_version, max_spans)| {
+                let mut out = BytesMut::new();
+                let h = HistoryRequest {
+                    request_id,
+                    user,
+                    since_ms,
+                    after_version,
+                    max_spans,
+                };
+                encode_history(&mut out, &h).unwrap();
+                out
+            }),
+        (
+            any::<u16>(),
+            prop::collection::vec(any::<u16>(), 1..5),
+            any::<[u32; 8]>(),
+            any::<Option<u32>>(),
+            any::<u32>(),
+        )
+            .prop_map(|(port, ports, v, warm_remaining_ms, idle_timeout_ms)| {
+                let mut out = BytesMut::new();
+                let limits = Limits {
+                    max_frame_len: v[0],
+                    max_users_per_request: v[1],
+                    max_subscriptions: v[2],
+                    max_requests_in_flight: v[3],
+                };
+                let timings = Timings {
+                    heartbeat_interval_ms: v[4],
+                    grace_ms: v[5],
+                    idle_after_ms: v[6],
+                    tick_us: v[7],
+                };
+                let v2 = WelcomeV2 {
+                    warm_remaining_ms,
+                    idle_timeout_ms,
+                };
+                encode_welcome_v2(&mut out, port, &ports, &limits, &timings, &v2).unwrap();
+                out
+            }),
+        (
+            rid.clone(),
+            prop::collection::vec(arb_record(), 0..5),
+            any::<bool>()
+        )
+            .prop_map(|(r, records, is_final)| {
+                let mut out = BytesMut::new();
+                encode_presence_v2(&mut out, r, &records, is_final, true, DEFAULT_MAX_FRAME_LEN)
+                    .unwrap();
+                out
+            }),
+        (
+            prop::sample::select(GoAwayReason::ALL.to_vec()),
+            any::<u32>(),
+            arb_text(12)
+        )
+            .prop_map(|(reason, after, message)| {
+                let mut out = BytesMut::new();
+                encode_goaway(&mut out, reason, after, &message);
+                out
+            }),
+        (
+            rid,
+            any::<bool>(),
+            any::<Option<u64>>(),
+            prop::collection::vec(arb_span(), 0..5)
+        )
+            .prop_map(|(r, more, last_seen, spans)| {
+                let mut out = BytesMut::new();
+                encode_history_reply(&mut out, r, more, last_seen, &spans, DEFAULT_MAX_FRAME_LEN)
+                    .unwrap();
+                out
+            }),
+    ];
+    frame.prop_map(|b| b.to_vec())
+}
+
+/// One valid frame of either direction and either version, encoded (length prefix
+/// included).
 fn arb_frame() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![3 => arb_frame_v1(), 1 => arb_frame_v2()]
+}
+
+/// One valid frame of either direction of version 1, encoded (length prefix included).
+fn arb_frame_v1() -> impl Strategy<Value = Vec<u8>> {
     let rid = 1..=u32::MAX;
     let frame = prop_oneof![
         (
@@ -349,7 +470,7 @@ fn link_frames_arbitrary_bytes() {
         (
             0u32..80,
             prop::sample::select(vec![
-                1u8, 2, 3, 4, 5, 6, 7, 0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87
+                1u8, 2, 3, 4, 5, 6, 7, 8, 0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88, 0x89
             ]),
             prop::collection::vec(any::<u8>(), 0..80)
         )
@@ -385,15 +506,22 @@ fn link_frames_mutated_valid_encodings() {
                 t.frames += s.frames;
                 t.client_ok += s.client_ok;
                 t.server_ok += s.server_ok;
+                t.client_ok_v2 += s.client_ok_v2;
+                t.server_ok_v2 += s.server_ok_v2;
                 total.set(t);
                 Ok(())
             },
         )
         .unwrap();
     let (t, rejected, n) = (total.get(), rejected_first.get(), cases());
-    // Both directions decode often, and mutations are refused often.
+    // Both directions decode often on both versions, version 2 more often (it reads every
+    // version-1 frame too), and mutations are refused often.
     assert!(
-        t.client_ok > t.frames / 8 && t.server_ok > t.frames / 4,
+        t.client_ok > t.frames / 10 && t.server_ok > t.frames / 5,
+        "{t:?} of {n} streams"
+    );
+    assert!(
+        t.client_ok_v2 > t.client_ok && t.server_ok_v2 > t.server_ok,
         "{t:?} of {n} streams"
     );
     assert!(

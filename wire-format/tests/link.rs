@@ -1,6 +1,7 @@
 //! The push link codec (`presenced_wire::link`): the committed vectors (`vectors/link.txt`) in
-//! both directions, the worked example of SPEC.md, round trips of every frame type, the
-//! writers, the owner function, and property tests (no panics, exact round trips, strictness).
+//! both directions and both protocol versions, the worked example of SPEC.md, round trips of
+//! every frame type, the writers, the owner function, and property tests (no panics, exact
+//! round trips, strictness).
 
 mod common;
 
@@ -29,6 +30,7 @@ enum C {
     UnsubscribeAll(u32),
     Query(u32, Vec<u64>),
     Stats(u32),
+    History(HistoryRequest),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,10 +40,12 @@ enum S {
         ports: Vec<u16>,
         limits: Limits,
         timings: Timings,
+        v2: Option<WelcomeV2>,
     },
     Presence {
         request_id: u32,
         is_final: bool,
+        warming: bool,
         records: Vec<PresenceRecord>,
     },
     Events(Vec<Event>),
@@ -54,6 +58,47 @@ enum S {
         message: String,
     },
     StatsReply(u32, String),
+    GoAway {
+        reason: u16,
+        reconnect_after_ms: u32,
+        message: String,
+    },
+    HistoryReply {
+        request_id: u32,
+        more: bool,
+        last_seen_ms: Option<u64>,
+        spans: Vec<Span>,
+    },
+}
+
+impl C {
+    /// The oldest version whose links carry this frame.
+    fn since(&self) -> Version {
+        match self {
+            C::History(_) => Version::V2,
+            _ => Version::V1,
+        }
+    }
+}
+
+impl S {
+    /// The oldest version whose links carry this frame.
+    fn since(&self) -> Version {
+        match self {
+            S::Welcome { v2: Some(_), .. }
+            | S::Presence { warming: true, .. }
+            | S::GoAway { .. }
+            | S::HistoryReply { .. } => Version::V2,
+            _ => Version::V1,
+        }
+    }
+}
+
+fn g_of(f: &GatewayFrame<'_>) -> C {
+    match f {
+        GatewayFrame::Common(f) => c_of(f),
+        GatewayFrame::History(h) => C::History(*h),
+    }
 }
 
 fn c_of(f: &ClientFrame<'_>) -> C {
@@ -84,10 +129,12 @@ fn s_of(f: &ServerFrame<'_>) -> S {
             ports: w.shard_ports.iter().collect(),
             limits: w.limits,
             timings: w.timings,
+            v2: w.v2,
         },
         ServerFrame::Presence(p) => S::Presence {
             request_id: p.request_id,
             is_final: p.is_final,
+            warming: p.warming,
             records: p.records.iter().collect(),
         },
         ServerFrame::Events(e) => S::Events(e.iter().collect()),
@@ -100,6 +147,17 @@ fn s_of(f: &ServerFrame<'_>) -> S {
             message: e.message.to_string(),
         },
         ServerFrame::StatsReply { request_id, json } => S::StatsReply(request_id, json.to_string()),
+        ServerFrame::GoAway(g) => S::GoAway {
+            reason: g.reason,
+            reconnect_after_ms: g.reconnect_after_ms,
+            message: g.message.to_string(),
+        },
+        ServerFrame::HistoryReply(h) => S::HistoryReply {
+            request_id: h.request_id,
+            more: h.more,
+            last_seen_ms: h.last_seen_ms,
+            spans: h.spans.iter().collect(),
+        },
     }
 }
 
@@ -125,6 +183,7 @@ fn encode_c(c: &C, out: &mut BytesMut) -> Result<(), EncodeError> {
         C::UnsubscribeAll(r) => encode_unsubscribe_all(out, *r),
         C::Query(r, u) => encode_query(out, *r, u),
         C::Stats(r) => encode_stats(out, *r),
+        C::History(h) => encode_history(out, h),
     }
 }
 
@@ -137,13 +196,39 @@ fn encode_s(s: &S, out: &mut BytesMut) -> Result<(), EncodeError> {
             ports,
             limits,
             timings,
+            v2: None,
         } => encode_welcome(out, *heartbeat_port, ports, limits, timings),
+        S::Welcome {
+            heartbeat_port,
+            ports,
+            limits,
+            timings,
+            v2: Some(v2),
+        } => encode_welcome_v2(out, *heartbeat_port, ports, limits, timings, v2),
         S::Presence {
             request_id,
             is_final,
+            warming: false,
             records,
         } => {
             let n = encode_presence(out, *request_id, records, *is_final, DEFAULT_MAX_FRAME_LEN)?;
+            assert_eq!(n, 1, "one PRESENCE frame expected");
+            Ok(())
+        }
+        S::Presence {
+            request_id,
+            is_final,
+            warming: true,
+            records,
+        } => {
+            let n = encode_presence_v2(
+                out,
+                *request_id,
+                records,
+                *is_final,
+                true,
+                DEFAULT_MAX_FRAME_LEN,
+            )?;
             assert_eq!(n, 1, "one PRESENCE frame expected");
             Ok(())
         }
@@ -175,6 +260,35 @@ fn encode_s(s: &S, out: &mut BytesMut) -> Result<(), EncodeError> {
             .encode(out),
         },
         S::StatsReply(r, json) => encode_stats_reply(out, *r, json),
+        S::GoAway {
+            reason,
+            reconnect_after_ms,
+            message,
+        } => match GoAwayReason::from_u16(*reason) {
+            Some(reason) => {
+                encode_goaway(out, reason, *reconnect_after_ms, message);
+                Ok(())
+            }
+            None => ServerFrame::GoAway(GoAwayFrame {
+                reason: *reason,
+                reconnect_after_ms: *reconnect_after_ms,
+                message,
+            })
+            .encode(out),
+        },
+        S::HistoryReply {
+            request_id,
+            more,
+            last_seen_ms,
+            spans,
+        } => encode_history_reply(
+            out,
+            *request_id,
+            *more,
+            *last_seen_ms,
+            spans,
+            DEFAULT_MAX_FRAME_LEN,
+        ),
     }
 }
 
@@ -186,11 +300,29 @@ fn one_frame(bytes: &[u8], max: u32) -> Result<&[u8], FrameError> {
     Ok(frame)
 }
 
-fn decode_dir(dir: &str, frame: &[u8]) -> Result<(), FrameError> {
-    match dir {
-        "client" => decode_client(frame).map(|_| ()),
-        "server" => decode_server(frame).map(|_| ()),
+fn decode_dir(dir: &str, version: Version, frame: &[u8]) -> Result<(), FrameError> {
+    let got = match dir {
+        "client" => version.decode_client(frame).map(|_| ()),
+        "server" => version.decode_server(frame).map(|_| ()),
         other => panic!("bad dir {other:?}"),
+    };
+    if version == Version::V1 {
+        // Version 1's own functions agree with `Version::V1`'s.
+        let v1 = match dir {
+            "client" => decode_client(frame).map(|_| ()),
+            _ => decode_server(frame).map(|_| ()),
+        };
+        assert_eq!(v1, got);
+    }
+    got
+}
+
+/// A block's link version (`version:`, default 1).
+fn version_of(v: &Block) -> Version {
+    match v.get("version") {
+        None | Some("1") => Version::V1,
+        Some("2") => Version::V2,
+        Some(other) => panic!("{}: bad version {other:?}", v.name),
     }
 }
 
@@ -249,6 +381,13 @@ fn expected_client(v: &Block) -> C {
         "unsubscribe_all" => C::UnsubscribeAll(rid()),
         "query" => C::Query(rid(), users()),
         "stats" => C::Stats(rid()),
+        "history" => C::History(HistoryRequest {
+            request_id: rid(),
+            user: num(v, "user"),
+            since_ms: num(v, "since_ms"),
+            after_version: num(v, "after_version"),
+            max_spans: num(v, "max_spans"),
+        }),
         other => panic!("{}: bad client type {other:?}", v.name),
     }
 }
@@ -257,7 +396,19 @@ fn expected_server(v: &Block) -> S {
     let rid = || num::<u32>(v, "request_id");
     match v.get("type").expect("type") {
         "welcome" => {
-            assert_eq!(num::<u16>(v, "protocol_version"), PROTOCOL_VERSION);
+            let protocol_version = num::<u16>(v, "protocol_version");
+            let v2 = match protocol_version {
+                1 => None,
+                2 => {
+                    let flags: u16 = num(v, "flags");
+                    let remaining: u32 = num(v, "warm_remaining_ms");
+                    Some(WelcomeV2 {
+                        warm_remaining_ms: (flags & WELCOME_FLAG_WARMING != 0).then_some(remaining),
+                        idle_timeout_ms: num(v, "idle_timeout_ms"),
+                    })
+                }
+                other => panic!("{}: bad protocol_version {other}", v.name),
+            };
             S::Welcome {
                 heartbeat_port: num(v, "heartbeat_port"),
                 ports: list(v.get("shard_ports").expect("shard_ports")),
@@ -273,15 +424,13 @@ fn expected_server(v: &Block) -> S {
                     idle_after_ms: num(v, "idle_after_ms"),
                     tick_us: num(v, "tick_us"),
                 },
+                v2,
             }
         }
         "presence" => S::Presence {
             request_id: rid(),
-            is_final: match v.get("final") {
-                Some("1") => true,
-                Some("0") => false,
-                other => panic!("{}: bad final {other:?}", v.name),
-            },
+            is_final: flag(v, "final"),
+            warming: v.get("warming").is_some() && flag(v, "warming"),
             records: v
                 .all("record")
                 .map(|l| {
@@ -327,7 +476,48 @@ fn expected_server(v: &Block) -> S {
             message: unquote(v.get("message").expect("message")),
         },
         "stats_reply" => S::StatsReply(rid(), unquote(v.get("json").expect("json"))),
+        "goaway" => S::GoAway {
+            reason: num(v, "reason"),
+            reconnect_after_ms: num(v, "reconnect_after_ms"),
+            message: unquote(v.get("message").expect("message")),
+        },
+        "history_reply" => S::HistoryReply {
+            request_id: rid(),
+            more: flag(v, "more"),
+            last_seen_ms: match v.get("last_seen_ms") {
+                Some("-") => None,
+                _ => Some(num(v, "last_seen_ms")),
+            },
+            spans: v
+                .all("span")
+                .map(|l| {
+                    let p: Vec<&str> = l.split_whitespace().collect();
+                    assert_eq!(p.len(), 6, "{}: bad span {l:?}", v.name);
+                    Span {
+                        version: p[0].parse().unwrap(),
+                        start_ms: p[1].parse().unwrap(),
+                        end_ms: if p[2] == "-" {
+                            0
+                        } else {
+                            p[2].parse().unwrap()
+                        },
+                        state: state(p[3]),
+                        cause: cause(p[4]),
+                        devices: p[5].parse().unwrap(),
+                    }
+                })
+                .collect(),
+        },
         other => panic!("{}: bad server type {other:?}", v.name),
+    }
+}
+
+/// A `0`/`1` field.
+fn flag(v: &Block, key: &str) -> bool {
+    match v.get(key) {
+        Some("1") => true,
+        Some("0") => false,
+        other => panic!("{}: bad {key} {other:?}", v.name),
     }
 }
 
@@ -341,10 +531,14 @@ fn details(e: &FrameError) -> Vec<(String, String)> {
             vec![kv("count", &count), kv("bytes", &bytes)]
         }
         FrameError::StringTooLong { len, max } => vec![kv("len", &len), kv("max", &max)],
-        FrameError::ZeroUser { index } | FrameError::BadLastSeen { index } => {
+        FrameError::ZeroUser { index }
+        | FrameError::BadLastSeen { index }
+        | FrameError::BadSpan { index } => {
             vec![kv("index", &index)]
         }
-        FrameError::BadState { index, value } | FrameError::BadCause { index, value } => {
+        FrameError::BadState { index, value }
+        | FrameError::BadCause { index, value }
+        | FrameError::BadDevices { index, value } => {
             vec![kv("index", &index), kv("value", &value)]
         }
         FrameError::BadScope(s) => vec![kv("value", &s)],
@@ -354,12 +548,15 @@ fn details(e: &FrameError) -> Vec<(String, String)> {
         | FrameError::BadLength
         | FrameError::BadUtf8
         | FrameError::ZeroRequestId
-        | FrameError::ZeroShardCount => vec![],
+        | FrameError::ZeroShardCount
+        | FrameError::ZeroMaxSpans
+        | FrameError::BadWarming => vec![],
     }
 }
 
 fn check_valid(v: &Block) {
     let dir = v.get("dir").expect("dir");
+    let version = version_of(v);
     let frame = one_frame(&v.bytes, DEFAULT_MAX_FRAME_LEN)
         .unwrap_or_else(|e| panic!("{}: framing: {e}", v.name));
     let mut out = BytesMut::new();
@@ -367,17 +564,32 @@ fn check_valid(v: &Block) {
     match dir {
         "client" => {
             let want = expected_client(v);
-            let f = decode_client(frame).unwrap_or_else(|e| panic!("{}: decode: {e}", v.name));
+            let f = version
+                .decode_client(frame)
+                .unwrap_or_else(|e| panic!("{}: decode: {e}", v.name));
             assert_eq!(f.frame_type().name(), v.get("type").unwrap(), "{}", v.name);
-            assert_eq!(c_of(&f), want, "{}: decoded", v.name);
+            assert_eq!(g_of(&f), want, "{}: decoded", v.name);
+            // Every valid version-1 frame reads the same on a version-2 link.
+            let later = Version::V2.decode_client(frame).map(|f| g_of(&f));
+            assert_eq!(later, Ok(want.clone()), "{}: on a version-2 link", v.name);
+            if version == Version::V1 {
+                assert_eq!(decode_client(frame).map(|f| c_of(&f)), Ok(want.clone()));
+            }
             encode_c(&want, &mut out).unwrap_or_else(|e| panic!("{}: encode: {e}", v.name));
             f.encode(&mut again).unwrap();
         }
         "server" => {
             let want = expected_server(v);
-            let f = decode_server(frame).unwrap_or_else(|e| panic!("{}: decode: {e}", v.name));
+            let f = version
+                .decode_server(frame)
+                .unwrap_or_else(|e| panic!("{}: decode: {e}", v.name));
             assert_eq!(f.frame_type().name(), v.get("type").unwrap(), "{}", v.name);
             assert_eq!(s_of(&f), want, "{}: decoded", v.name);
+            let later = Version::V2.decode_server(frame).map(|f| s_of(&f));
+            assert_eq!(later, Ok(want.clone()), "{}: on a version-2 link", v.name);
+            if version == Version::V1 {
+                assert_eq!(decode_server(frame).map(|f| s_of(&f)), Ok(want.clone()));
+            }
             encode_s(&want, &mut out).unwrap_or_else(|e| panic!("{}: encode: {e}", v.name));
             f.encode(&mut again).unwrap();
         }
@@ -393,7 +605,7 @@ fn check_invalid(v: &Block) -> String {
         .get("max_frame_len")
         .map_or(DEFAULT_MAX_FRAME_LEN, |m| m.parse().unwrap());
     let (reason, want_details) = v.error();
-    let got = one_frame(&v.bytes, max).and_then(|frame| decode_dir(dir, frame));
+    let got = one_frame(&v.bytes, max).and_then(|frame| decode_dir(dir, version_of(v), frame));
     let e = got
         .err()
         .unwrap_or_else(|| panic!("{}: decoded, expected {reason}", v.name));
@@ -464,6 +676,11 @@ fn spec_example_matches_vectors() {
         "spec_subscribe",
         "spec_presence",
         "spec_events",
+        "spec_v2_hello",
+        "spec_v2_welcome",
+        "spec_v2_history",
+        "spec_v2_history_reply",
+        "spec_v2_goaway",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -491,6 +708,27 @@ fn sample_record(user: u64) -> PresenceRecord {
         state: WireState::Idle,
         last_seen_ms: Some(1_700_000_000_000 + user),
         version: user << 16,
+    }
+}
+
+fn sample_span(version: u64) -> Span {
+    Span {
+        version,
+        start_ms: 1_700_000_000_000 + version,
+        end_ms: 1_700_000_000_000 + version + 1,
+        state: WireState::Online,
+        cause: WireCause::StateChange,
+        devices: 2,
+    }
+}
+
+fn sample_history() -> HistoryRequest {
+    HistoryRequest {
+        request_id: 7,
+        user: 1001,
+        since_ms: 0,
+        after_version: 0,
+        max_spans: 100,
     }
 }
 
@@ -528,10 +766,12 @@ fn sample_server() -> Vec<S> {
                 idle_after_ms: 300_000,
                 tick_us: 10_000,
             },
+            v2: None,
         },
         S::Presence {
             request_id: 1,
             is_final: true,
+            warming: false,
             records: vec![
                 sample_record(1001),
                 PresenceRecord {
@@ -553,6 +793,275 @@ fn sample_server() -> Vec<S> {
         },
         S::StatsReply(6, r#"{"shards":[],"link":{}}"#.into()),
     ]
+}
+
+/// Version 2's frames (and version 1's with version 2's fields), one stream each way, read back
+/// on a version-2 link; on a version-1 link each is refused.
+#[test]
+fn round_trip_version_2_frames() {
+    let clients = vec![
+        C::Hello {
+            version: 2,
+            flags: 0,
+            name: "gw-2".into(),
+            token: vec![],
+        },
+        C::History(sample_history()),
+        C::History(HistoryRequest {
+            request_id: u32::MAX,
+            user: u64::MAX,
+            since_ms: u64::MAX,
+            after_version: u64::MAX,
+            max_spans: 1,
+        }),
+    ];
+    let Some(S::Welcome {
+        heartbeat_port,
+        ports,
+        limits,
+        timings,
+        ..
+    }) = sample_server().into_iter().next()
+    else {
+        panic!()
+    };
+    let servers = vec![
+        S::Welcome {
+            heartbeat_port,
+            ports,
+            limits,
+            timings,
+            v2: Some(WelcomeV2 {
+                warm_remaining_ms: Some(44_000),
+                idle_timeout_ms: 30_000,
+            }),
+        },
+        S::Presence {
+            request_id: 3,
+            is_final: false,
+            warming: true,
+            records: vec![sample_record(5)],
+        },
+        S::GoAway {
+            reason: GoAwayReason::Restarting.to_u16(),
+            reconnect_after_ms: 2000,
+            message: "restarting".into(),
+        },
+        S::GoAway {
+            reason: 99,
+            reconnect_after_ms: 0,
+            message: String::new(),
+        },
+        S::HistoryReply {
+            request_id: 7,
+            more: true,
+            last_seen_ms: Some(1_700_000_000_000),
+            spans: vec![
+                sample_span(1),
+                Span {
+                    end_ms: 0,
+                    ..sample_span(2)
+                },
+            ],
+        },
+        S::HistoryReply {
+            request_id: 8,
+            more: false,
+            last_seen_ms: None,
+            spans: vec![],
+        },
+    ];
+    let reader = FrameReader::default();
+    let mut cs = BytesMut::new();
+    for c in &clients {
+        encode_c(c, &mut cs).unwrap();
+    }
+    let mut got = Vec::new();
+    let mut at = 0;
+    while let Some((frame, used)) = reader.next_frame(&cs[at..]).unwrap() {
+        let f = Version::V2.decode_client(frame).unwrap();
+        let mut again = BytesMut::new();
+        f.encode(&mut again).unwrap();
+        assert_eq!(&again[4..], frame);
+        got.push(g_of(&f));
+        assert!(decode_client(frame).is_err(), "{f:?} on a version-1 link");
+        at += used;
+    }
+    assert_eq!(got, clients);
+
+    let mut ss = BytesMut::new();
+    for s in &servers {
+        encode_s(s, &mut ss).unwrap();
+    }
+    let mut got = Vec::new();
+    let mut at = 0;
+    while let Some((frame, used)) = reader.next_frame(&ss[at..]).unwrap() {
+        let f = Version::V2.decode_server(frame).unwrap();
+        let mut again = BytesMut::new();
+        f.encode(&mut again).unwrap();
+        assert_eq!(&again[4..], frame);
+        got.push(s_of(&f));
+        assert!(decode_server(frame).is_err(), "{f:?} on a version-1 link");
+        at += used;
+    }
+    assert_eq!(got, servers);
+}
+
+#[test]
+fn version_2_accessors() {
+    let mut out = BytesMut::new();
+    encode_history(&mut out, &sample_history()).unwrap();
+    assert_eq!(out.len(), 4 + HISTORY_LEN);
+    let f = Version::V2.decode_client(&out[4..]).unwrap();
+    assert_eq!(f.frame_type(), FrameType::History);
+    assert_eq!(f.frame_type().since(), Version::V2);
+    assert_eq!(f.request_id(), Some(7));
+    assert_eq!(f.users(), None);
+    assert_eq!(decode_client(&out[4..]), Err(FrameError::UnknownType(0x08)));
+
+    let mut out = BytesMut::new();
+    encode_subscribe(&mut out, 9, &[3]).unwrap();
+    let f = Version::V2.decode_client(&out[4..]).unwrap();
+    assert_eq!(f, GatewayFrame::Common(decode_client(&out[4..]).unwrap()));
+    assert_eq!(f.request_id(), Some(9));
+    assert_eq!(f.users().map(|u| u.len()), Some(1));
+
+    // A daemon speaking version 2 reads either HELLO; one speaking 1 refuses version 2.
+    for version in Version::ALL {
+        let mut out = BytesMut::new();
+        encode_hello(&mut out, &Hello::new("gw").asking(version)).unwrap();
+        let Ok(GatewayFrame::Common(ClientFrame::Hello(h))) = Version::V2.decode_client(&out[4..])
+        else {
+            panic!()
+        };
+        assert_eq!(h.version(), Some(version));
+        assert_eq!(
+            decode_client(&out[4..]).is_ok(),
+            version == Version::V1,
+            "{version}"
+        );
+    }
+
+    let mut out = BytesMut::new();
+    encode_goaway(&mut out, GoAwayReason::Restarting, 2000, &"é".repeat(600));
+    let f = Version::V2.decode_server(&out[4..]).unwrap();
+    assert!(f.ends_link() && !f.completes_request());
+    assert_eq!(f.request_id(), None);
+    let ServerFrame::GoAway(g) = f else { panic!() };
+    assert_eq!(g.go_away_reason(), Some(GoAwayReason::Restarting));
+    assert_eq!(g.reconnect_after_ms, 2000);
+    assert_eq!(g.message.len(), MAX_GOAWAY_MESSAGE_LEN);
+
+    let mut out = BytesMut::new();
+    let spans = [sample_span(1), sample_span(2)];
+    encode_history_reply(&mut out, 5, true, Some(1), &spans, DEFAULT_MAX_FRAME_LEN).unwrap();
+    assert_eq!(out.len(), 4 + HISTORY_REPLY_HEADER_LEN + 2 * SPAN_LEN);
+    let f = Version::V2.decode_server(&out[4..]).unwrap();
+    assert!(f.completes_request() && !f.ends_link());
+    assert_eq!(f.request_id(), Some(5));
+    let ServerFrame::HistoryReply(h) = f else {
+        panic!()
+    };
+    assert!(h.more);
+    assert_eq!(h.last_seen_ms, Some(1));
+    assert_eq!(h.spans.iter().collect::<Vec<_>>(), spans);
+    // Zero copy: the list views the frame's own bytes.
+    assert_eq!(
+        h.spans.as_bytes().as_ptr(),
+        out[4 + HISTORY_REPLY_HEADER_LEN..].as_ptr()
+    );
+
+    // The most spans one frame holds, exactly.
+    for max in [DEFAULT_MAX_FRAME_LEN, MIN_MAX_FRAME_LEN, 46] {
+        let n = max_history_spans(max);
+        let spans: Vec<Span> = (1..=n as u64).map(sample_span).collect();
+        let mut out = BytesMut::new();
+        encode_history_reply(&mut out, 1, false, None, &spans, max).unwrap();
+        assert!(out.len() - 4 <= max as usize);
+        let more: Vec<Span> = (1..=n as u64 + 1).map(sample_span).collect();
+        assert!(matches!(
+            encode_history_reply(&mut out, 1, false, None, &more, max),
+            Err(EncodeError::FrameTooLarge { .. })
+        ));
+    }
+    assert_eq!(max_history_spans(DEFAULT_MAX_FRAME_LEN), 38_835);
+    assert_eq!(max_history_spans(45), 0);
+
+    let mut out = BytesMut::new();
+    let v2 = WelcomeV2 {
+        warm_remaining_ms: Some(10),
+        idle_timeout_ms: 30_000,
+    };
+    encode_welcome_v2(
+        &mut out,
+        7400,
+        &[0],
+        &Limits::default(),
+        &Timings::default(),
+        &v2,
+    )
+    .unwrap();
+    let ServerFrame::Welcome(w) = Version::V2.decode_server(&out[4..]).unwrap() else {
+        panic!()
+    };
+    assert_eq!(w.version(), Version::V2);
+    assert!(w.is_warming());
+    assert_eq!(w.v2, Some(v2));
+    // A version-1 gateway refuses it; one that asked for 2 reads a version-1 WELCOME.
+    assert_eq!(
+        decode_server(&out[4..]),
+        Err(FrameError::UnsupportedVersion(2))
+    );
+    let mut out = BytesMut::new();
+    encode_welcome(
+        &mut out,
+        7400,
+        &[0],
+        &Limits::default(),
+        &Timings::default(),
+    )
+    .unwrap();
+    let ServerFrame::Welcome(w) = Version::V2.decode_server(&out[4..]).unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        (w.version(), w.v2, w.is_warming()),
+        (Version::V1, None, false)
+    );
+}
+
+#[test]
+fn presence_warming_flag() {
+    let records = [sample_record(1), sample_record(2)];
+    let mut plain = BytesMut::new();
+    encode_presence(&mut plain, 3, &records, true, DEFAULT_MAX_FRAME_LEN).unwrap();
+    let mut v2 = BytesMut::new();
+    encode_presence_v2(&mut v2, 3, &records, true, false, DEFAULT_MAX_FRAME_LEN).unwrap();
+    assert_eq!(plain, v2, "not warming: version 1's bytes");
+    // Warming: every frame of a split answer has the flag, FINAL only the last.
+    let mut out = BytesMut::new();
+    let n = encode_presence_v2(&mut out, 3, &records, true, true, 36).unwrap();
+    assert_eq!(n, 2);
+    let mut w = PresenceWriter::new(3, 36).unwrap().with_warming(true);
+    w.push(records[0]).unwrap();
+    let mut written = w.flush().unwrap();
+    w.push(records[1]).unwrap();
+    written.extend_from_slice(&w.finish(true).unwrap());
+    assert_eq!(written, out, "PresenceWriter vs encode_presence_v2");
+    let reader = FrameReader::default();
+    let (first, used) = reader.next_frame(&out).unwrap().unwrap();
+    let (second, _) = reader.next_frame(&out[used..]).unwrap().unwrap();
+    for (frame, last) in [(first, false), (second, true)] {
+        let ServerFrame::Presence(p) = Version::V2.decode_server(frame).unwrap() else {
+            panic!()
+        };
+        assert!(p.warming);
+        assert_eq!(p.is_final, last);
+        assert_eq!(
+            decode_server(frame),
+            Err(FrameError::ReservedFlags(u16::from(frame[5])))
+        );
+    }
 }
 
 /// Every frame type, encoded into one stream each way, read back with a `FrameReader` — whole,
@@ -751,11 +1260,106 @@ fn encode_refusals_leave_out_unchanged() {
             encode_hello(
                 &mut out,
                 &Hello {
-                    protocol_version: 2,
+                    protocol_version: 3,
                     ..Hello::new("")
                 },
             ),
             "unsupported_version",
+        ),
+        (
+            encode_hello(
+                &mut out,
+                &Hello {
+                    protocol_version: 0,
+                    ..Hello::new("")
+                },
+            ),
+            "unsupported_version",
+        ),
+        (
+            encode_history(
+                &mut out,
+                &HistoryRequest {
+                    request_id: 0,
+                    ..sample_history()
+                },
+            ),
+            "zero_request_id",
+        ),
+        (
+            encode_history(
+                &mut out,
+                &HistoryRequest {
+                    user: 0,
+                    ..sample_history()
+                },
+            ),
+            "zero_user",
+        ),
+        (
+            encode_history(
+                &mut out,
+                &HistoryRequest {
+                    max_spans: 0,
+                    ..sample_history()
+                },
+            ),
+            "zero_max_spans",
+        ),
+        (
+            encode_history_reply(&mut out, 0, false, None, &[], DEFAULT_MAX_FRAME_LEN),
+            "zero_request_id",
+        ),
+        (
+            encode_history_reply(
+                &mut out,
+                1,
+                false,
+                None,
+                &[
+                    sample_span(1),
+                    Span {
+                        devices: 32,
+                        ..sample_span(2)
+                    },
+                ],
+                DEFAULT_MAX_FRAME_LEN,
+            ),
+            "bad_span",
+        ),
+        (
+            encode_history_reply(
+                &mut out,
+                1,
+                false,
+                None,
+                &[Span {
+                    start_ms: 5,
+                    end_ms: 4,
+                    ..sample_span(1)
+                }],
+                DEFAULT_MAX_FRAME_LEN,
+            ),
+            "bad_span",
+        ),
+        (
+            encode_history_reply(&mut out, 1, false, None, &[sample_span(1)], 45),
+            "frame_too_large",
+        ),
+        (
+            encode_presence_v2(&mut out, 0, &[], true, true, DEFAULT_MAX_FRAME_LEN).map(|_| ()),
+            "zero_request_id",
+        ),
+        (
+            encode_welcome_v2(
+                &mut out,
+                1,
+                &[],
+                &Limits::default(),
+                &Timings::default(),
+                &WelcomeV2::default(),
+            ),
+            "bad_shard_count",
         ),
         (
             encode_hello(
@@ -810,23 +1414,29 @@ fn encode_refusals_leave_out_unchanged() {
         assert!(!e.to_string().is_empty());
     }
     assert_eq!(&out[..], b"xy");
-    let welcome = ServerFrame::Welcome(Welcome {
+    // A WELCOME whose version does not match its fields is refused.
+    let w = Welcome {
         protocol_version: 2,
         heartbeat_port: 0,
         shard_ports: Default::default(),
         limits: Limits::default(),
         timings: Timings::default(),
-    });
-    assert_eq!(
-        welcome.encode(&mut out),
-        Err(EncodeError::UnsupportedVersion(2))
-    );
+        v2: None,
+    };
+    for (protocol_version, v2) in [(2, None), (1, Some(WelcomeV2::default())), (3, None)] {
+        let welcome = ServerFrame::Welcome(Welcome {
+            protocol_version,
+            v2,
+            ..w
+        });
+        assert_eq!(
+            welcome.encode(&mut out),
+            Err(EncodeError::UnsupportedVersion(protocol_version))
+        );
+    }
     let welcome = ServerFrame::Welcome(Welcome {
         protocol_version: 1,
-        heartbeat_port: 0,
-        shard_ports: Default::default(),
-        limits: Limits::default(),
-        timings: Timings::default(),
+        ..w
     });
     assert_eq!(welcome.encode(&mut out), Err(EncodeError::BadShardCount(0)));
     assert_eq!(&out[..], b"xy");
@@ -1156,19 +1766,57 @@ fn arb_event() -> impl Strategy<Value = Event> {
         })
 }
 
+fn arb_span() -> impl Strategy<Value = Span> {
+    (
+        any::<u64>(),
+        any::<u64>(),
+        any::<u64>(),
+        arb_state(),
+        arb_cause(),
+        0..=MAX_SPAN_DEVICES,
+    )
+        .prop_map(|(version, a, b, state, cause, devices)| Span {
+            version,
+            start_ms: a.min(b),
+            end_ms: if a % 4 == 0 { 0 } else { a.max(b) },
+            state,
+            cause,
+            devices,
+        })
+}
+
 fn arb_client() -> impl Strategy<Value = C> {
     prop_oneof![
         (
             0u16..2,
             arb_string(MAX_CLIENT_NAME_LEN),
-            prop::collection::vec(any::<u8>(), 0..=MAX_TOKEN_LEN)
+            prop::collection::vec(any::<u8>(), 0..=MAX_TOKEN_LEN),
+            1u16..=2,
         )
-            .prop_map(|(flags, name, token)| C::Hello {
-                version: 1,
+            .prop_map(|(flags, name, token, version)| C::Hello {
+                version,
                 flags,
                 name,
                 token
             }),
+        (
+            arb_rid(),
+            arb_user(),
+            any::<u64>(),
+            any::<u64>(),
+            1..=u32::MAX
+        )
+            .prop_map(
+                |(request_id, user, since_ms, after_version, max_spans)| C::History(
+                    HistoryRequest {
+                        request_id,
+                        user,
+                        since_ms,
+                        after_version,
+                        max_spans,
+                    }
+                )
+            ),
         (arb_rid(), arb_users()).prop_map(|(r, u)| C::Subscribe(r, u)),
         (arb_rid(), arb_users()).prop_map(|(r, u)| C::Unsubscribe(r, u)),
         arb_rid().prop_map(C::SubscribeAll),
@@ -1183,11 +1831,16 @@ fn arb_server() -> impl Strategy<Value = S> {
         (
             any::<u16>(),
             prop::collection::vec(any::<u16>(), 1..20),
-            any::<[u32; 8]>()
+            any::<[u32; 8]>(),
+            prop::option::of((any::<Option<u32>>(), any::<u32>())),
         )
-            .prop_map(|(heartbeat_port, ports, v)| S::Welcome {
+            .prop_map(|(heartbeat_port, ports, v, v2)| S::Welcome {
                 heartbeat_port,
                 ports,
+                v2: v2.map(|(warm_remaining_ms, idle_timeout_ms)| WelcomeV2 {
+                    warm_remaining_ms,
+                    idle_timeout_ms,
+                }),
                 limits: Limits {
                     max_frame_len: v[0],
                     max_users_per_request: v[1],
@@ -1204,18 +1857,43 @@ fn arb_server() -> impl Strategy<Value = S> {
         (
             arb_rid(),
             any::<bool>(),
+            any::<bool>(),
             prop::collection::vec(arb_record(), 1..30)
         )
-            .prop_map(|(request_id, is_final, records)| S::Presence {
+            .prop_map(|(request_id, is_final, warming, records)| S::Presence {
                 request_id,
                 is_final,
+                warming,
                 records
             }),
-        arb_rid().prop_map(|request_id| S::Presence {
+        (arb_rid(), any::<bool>()).prop_map(|(request_id, warming)| S::Presence {
             request_id,
             is_final: true,
+            warming,
             records: vec![]
         }),
+        (
+            any::<u16>(),
+            any::<u32>(),
+            arb_string(MAX_GOAWAY_MESSAGE_LEN)
+        )
+            .prop_map(|(reason, reconnect_after_ms, message)| S::GoAway {
+                reason,
+                reconnect_after_ms,
+                message
+            }),
+        (
+            arb_rid(),
+            any::<bool>(),
+            any::<Option<u64>>(),
+            prop::collection::vec(arb_span(), 0..30)
+        )
+            .prop_map(|(request_id, more, last_seen_ms, spans)| S::HistoryReply {
+                request_id,
+                more,
+                last_seen_ms,
+                spans
+            }),
         prop::collection::vec(arb_event(), 1..30).prop_map(S::Events),
         arb_users().prop_map(S::Lagged),
         Just(S::LaggedAll),
@@ -1251,31 +1929,49 @@ fn check_strict(frame: &[u8], decode: impl Fn(&[u8]) -> Result<(), FrameError>) 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(1000))]
 
-    /// Random valid frames round-trip exactly, and re-encoding a decoded frame gives its bytes.
+    /// Random valid frames round-trip exactly, and re-encoding a decoded frame gives its bytes;
+    /// on a version-2 link always, on a version-1 link exactly when they are version 1's.
     #[test]
     fn client_frames_round_trip(c in arb_client()) {
         let mut out = BytesMut::new();
         encode_c(&c, &mut out).unwrap();
-        let (f, used) = FrameReader::default().next_client(&out).unwrap().unwrap();
+        let (frame, used) = FrameReader::default().next_frame(&out).unwrap().unwrap();
         prop_assert_eq!(used, out.len());
-        prop_assert_eq!(c_of(&f), c);
+        let f = Version::V2.decode_client(frame).unwrap();
+        prop_assert_eq!(g_of(&f), c.clone());
         let mut again = BytesMut::new();
         f.encode(&mut again).unwrap();
         prop_assert_eq!(&again[..], &out[..]);
-        check_strict(&out[4..], |b| decode_client(b).map(|_| ()));
+        check_strict(&out[4..], |b| Version::V2.decode_client(b).map(|_| ()));
+        let v1 = matches!(&c, C::Hello { version: 1, .. }) || !matches!(&c, C::Hello { .. });
+        if v1 && c.since() == Version::V1 {
+            let (f, _) = FrameReader::default().next_client(&out).unwrap().unwrap();
+            prop_assert_eq!(c_of(&f), c);
+            check_strict(&out[4..], |b| decode_client(b).map(|_| ()));
+        } else {
+            prop_assert!(decode_client(frame).is_err());
+        }
     }
 
     #[test]
     fn server_frames_round_trip(s in arb_server()) {
         let mut out = BytesMut::new();
         encode_s(&s, &mut out).unwrap();
-        let (f, used) = FrameReader::default().next_server(&out).unwrap().unwrap();
+        let (frame, used) = FrameReader::default().next_frame(&out).unwrap().unwrap();
         prop_assert_eq!(used, out.len());
-        prop_assert_eq!(s_of(&f), s);
+        let f = Version::V2.decode_server(frame).unwrap();
+        prop_assert_eq!(s_of(&f), s.clone());
         let mut again = BytesMut::new();
         f.encode(&mut again).unwrap();
         prop_assert_eq!(&again[..], &out[..]);
-        check_strict(&out[4..], |b| decode_server(b).map(|_| ()));
+        check_strict(&out[4..], |b| Version::V2.decode_server(b).map(|_| ()));
+        if s.since() == Version::V1 {
+            let (f, _) = FrameReader::default().next_server(&out).unwrap().unwrap();
+            prop_assert_eq!(s_of(&f), s);
+            check_strict(&out[4..], |b| decode_server(b).map(|_| ()));
+        } else {
+            prop_assert!(decode_server(frame).is_err());
+        }
         // A stream cut anywhere inside the frame is "need more bytes", not an error.
         for n in 0..out.len() {
             prop_assert_eq!(FrameReader::default().next_frame(&out[..n]), Ok(None));
@@ -1291,6 +1987,16 @@ proptest! {
             prop_assert_eq!(&out[4..], &bytes[..]);
         }
         if let Ok(f) = decode_server(&bytes) {
+            let mut out = BytesMut::new();
+            f.encode(&mut out).unwrap();
+            prop_assert_eq!(&out[4..], &bytes[..]);
+        }
+        if let Ok(f) = Version::V2.decode_client(&bytes) {
+            let mut out = BytesMut::new();
+            f.encode(&mut out).unwrap();
+            prop_assert_eq!(&out[4..], &bytes[..]);
+        }
+        if let Ok(f) = Version::V2.decode_server(&bytes) {
             let mut out = BytesMut::new();
             f.encode(&mut out).unwrap();
             prop_assert_eq!(&out[4..], &bytes[..]);
@@ -1333,6 +2039,16 @@ proptest! {
                 prop_assert_eq!(&o[4..], frame);
             }
             if let Ok(f) = decode_client(frame) {
+                let mut o = BytesMut::new();
+                f.encode(&mut o).unwrap();
+                prop_assert_eq!(&o[4..], frame);
+            }
+            if let Ok(f) = Version::V2.decode_server(frame) {
+                let mut o = BytesMut::new();
+                f.encode(&mut o).unwrap();
+                prop_assert_eq!(&o[4..], frame);
+            }
+            if let Ok(f) = Version::V2.decode_client(frame) {
                 let mut o = BytesMut::new();
                 f.encode(&mut o).unwrap();
                 prop_assert_eq!(&o[4..], frame);

@@ -120,6 +120,11 @@ mod tests {
             "spec_subscribe",
             "spec_presence",
             "spec_events",
+            "spec_v2_hello",
+            "spec_v2_welcome",
+            "spec_v2_history",
+            "spec_v2_history_reply",
+            "spec_v2_goaway",
         ] {
             assert!(dumps.contains(&format!("{name}:\n0000: ")), "{name}");
         }

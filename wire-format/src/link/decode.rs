@@ -1,17 +1,20 @@
 //! Reading frames: [`FrameReader`] splits a stream into frames under `max_frame_len`, and
-//! [`decode_client`] and [`decode_server`] validate one frame completely (SPEC.md § P7) and
-//! return a zero-copy view of it.
+//! [`Version::decode_client`] and [`Version::decode_server`] validate one frame completely for
+//! a link of that version (SPEC.md § P7) and return a zero-copy view of it;
+//! [`decode_client`] and [`decode_server`] are version 1's.
 //!
 //! It exists to keep every validation rule of the link in one place, in the order SPEC.md
 //! gives: the views of `view` are only made here, which is what lets them read records without
 //! checks.
 
 use super::{
-    ClientFrame, ErrorFrame, Event, EventList, FrameError, FrameType, Hello, Limits, PresenceFrame,
-    PresenceList, PresenceRecord, ServerFrame, ShardPorts, Timings, UserList, Welcome,
-    DEFAULT_MAX_FRAME_LEN, EVENT_LEN, HELLO_FLAG_FIREHOSE, LAGGED_SCOPE_ALL, LENGTH_PREFIX_LEN,
-    MAX_CLIENT_NAME_LEN, MAX_ERROR_MESSAGE_LEN, MAX_STATS_JSON_LEN, MAX_TOKEN_LEN,
-    PRESENCE_FLAG_FINAL, PRESENCE_RECORD_LEN, PROTOCOL_VERSION, USER_ID_LEN,
+    ClientFrame, ErrorFrame, Event, EventList, FrameError, FrameType, GatewayFrame, GoAwayFrame,
+    Hello, HistoryReply, HistoryRequest, Limits, PresenceFrame, PresenceList, PresenceRecord,
+    ServerFrame, ShardPorts, Span, SpanList, Timings, UserList, Version, Welcome, WelcomeV2,
+    DEFAULT_MAX_FRAME_LEN, EVENT_LEN, HELLO_FLAG_FIREHOSE, HISTORY_FLAG_MORE, LAGGED_SCOPE_ALL,
+    LENGTH_PREFIX_LEN, MAX_CLIENT_NAME_LEN, MAX_ERROR_MESSAGE_LEN, MAX_GOAWAY_MESSAGE_LEN,
+    MAX_SPAN_DEVICES, MAX_STATS_JSON_LEN, MAX_TOKEN_LEN, PRESENCE_FLAG_FINAL,
+    PRESENCE_FLAG_WARMING, PRESENCE_RECORD_LEN, SPAN_LEN, USER_ID_LEN, WELCOME_FLAG_WARMING,
 };
 use crate::le::{array, byte_at, sat_u32, u64_at};
 use crate::list::Record;
@@ -19,8 +22,10 @@ use crate::list::Record;
 /// Splits a byte stream into frames, enforcing a maximum frame length.
 ///
 /// Typical use over a QUIC stream: append received bytes to a `BytesMut`, then while
-/// [`next_frame`](FrameReader::next_frame) returns `Some((frame, used))`, decode `frame` and
-/// `advance(used)` (or `split_to(used).freeze()` to keep the frame's bytes zero-copy).
+/// [`next_frame`](FrameReader::next_frame) returns `Some((frame, used))`, decode `frame` with
+/// the link's [`Version`] and `advance(used)` (or `split_to(used).freeze()` to keep the frame's
+/// bytes zero-copy). [`next_client`](FrameReader::next_client) and
+/// [`next_server`](FrameReader::next_server) split and decode in one step on a version-1 link.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FrameReader {
     /// Longest frame (type + body, i.e. the length prefix's value) accepted.
@@ -69,7 +74,7 @@ impl FrameReader {
         Ok(buf.get(LENGTH_PREFIX_LEN..end).map(|frame| (frame, end)))
     }
 
-    /// [`next_frame`](FrameReader::next_frame), then [`decode_client`].
+    /// [`next_frame`](FrameReader::next_frame), then [`decode_client`] (a version-1 link).
     #[inline]
     pub fn next_client<'b>(
         &self,
@@ -81,7 +86,7 @@ impl FrameReader {
         }
     }
 
-    /// [`next_frame`](FrameReader::next_frame), then [`decode_server`].
+    /// [`next_frame`](FrameReader::next_frame), then [`decode_server`] (a version-1 link).
     #[inline]
     pub fn next_server<'b>(
         &self,
@@ -128,6 +133,34 @@ impl<'a> Cursor<'a> {
     #[inline]
     fn u32(&mut self) -> Result<u32, FrameError> {
         Ok(u32::from_le_bytes(self.arr()?))
+    }
+
+    #[inline]
+    fn u64(&mut self) -> Result<u64, FrameError> {
+        Ok(u64::from_le_bytes(self.arr()?))
+    }
+
+    /// A protocol version: HELLO's or WELCOME's first field, accepted from 1 up to `max`.
+    #[inline]
+    fn version(&mut self, max: Version) -> Result<Version, FrameError> {
+        let v = self.u16()?;
+        match Version::from_u16(v) {
+            Some(version) if version <= max => Ok(version),
+            _ => Err(FrameError::UnsupportedVersion(v)),
+        }
+    }
+
+    /// `has_last_seen u8` + `last_seen_ms u64`, as in PRESENCE records (`index` for the
+    /// error).
+    #[inline]
+    fn last_seen(&mut self, index: u32) -> Result<Option<u64>, FrameError> {
+        let has = self.u8()?;
+        let ms = self.u64()?;
+        match has {
+            1 => Ok(Some(ms)),
+            0 if ms == 0 => Ok(None),
+            _ => Err(FrameError::BadLastSeen { index }),
+        }
     }
 
     #[inline]
@@ -264,6 +297,39 @@ fn validate_events(bytes: &[u8]) -> Result<(), FrameError> {
     Ok(())
 }
 
+/// Checks HISTORY_REPLY spans in order: start/end, state, cause, devices.
+fn validate_spans(bytes: &[u8]) -> Result<(), FrameError> {
+    for (i, c) in bytes.chunks_exact(SPAN_LEN).enumerate() {
+        let index = sat_u32(i);
+        let (start, end) = (u64_at(c, 8), u64_at(c, 16));
+        if end != 0 && start > end {
+            return Err(FrameError::BadSpan { index });
+        }
+        let state = byte_at(c, 24);
+        if state > 2 {
+            return Err(FrameError::BadState {
+                index,
+                value: state,
+            });
+        }
+        let cause = byte_at(c, 25);
+        if cause > 4 {
+            return Err(FrameError::BadCause {
+                index,
+                value: cause,
+            });
+        }
+        let devices = byte_at(c, 26);
+        if devices > MAX_SPAN_DEVICES {
+            return Err(FrameError::BadDevices {
+                index,
+                value: devices,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Splits `type + body` into the type byte and a cursor over the body.
 #[inline]
 fn open(buf: &[u8]) -> Result<(u8, Cursor<'_>), FrameError> {
@@ -273,20 +339,76 @@ fn open(buf: &[u8]) -> Result<(u8, Cursor<'_>), FrameError> {
     }
 }
 
-/// Validates one gateway → daemon frame — `buf` is its `type + body`, the length prefix
-/// already stripped (see [`FrameReader`]) — and returns a zero-copy view of it. Allocates
-/// nothing.
+/// Validates one gateway → daemon frame of a version-1 link — `buf` is its `type + body`, the
+/// length prefix already stripped (see [`FrameReader`]) — and returns a zero-copy view of it.
+/// Allocates nothing. The same as [`Version::V1`]'s [`decode_client`](Version::decode_client),
+/// which never returns a version-2 frame.
 ///
 /// Fields are checked in wire order and the first failure is returned (SPEC.md, "Push link",
-/// validation). A daemon → gateway type is [`UnknownType`](FrameError::UnknownType) here.
+/// validation). A daemon → gateway type, and HISTORY (version 2), are
+/// [`UnknownType`](FrameError::UnknownType) here; a HELLO asking for version 2 is
+/// [`UnsupportedVersion`](FrameError::UnsupportedVersion).
 pub fn decode_client(buf: &[u8]) -> Result<ClientFrame<'_>, FrameError> {
+    match client(buf, Version::V1)? {
+        GatewayFrame::Common(f) => Ok(f),
+        // A version-1 link has no HISTORY: `client` refused its type already.
+        GatewayFrame::History(_) => Err(FrameError::UnknownType(FrameType::History.to_u8())),
+    }
+}
+
+/// Validates one daemon → gateway frame of a version-1 link — `buf` is its `type + body`, the
+/// length prefix already stripped (see [`FrameReader`]) — and returns a zero-copy view of it.
+/// Allocates nothing. The same as [`Version::V1`]'s [`decode_server`](Version::decode_server).
+///
+/// Fields are checked in wire order and the first failure is returned (SPEC.md, "Push link",
+/// validation). A gateway → daemon type, and GOAWAY and HISTORY_REPLY (version 2), are
+/// [`UnknownType`](FrameError::UnknownType) here.
+pub fn decode_server(buf: &[u8]) -> Result<ServerFrame<'_>, FrameError> {
+    server(buf, Version::V1)
+}
+
+impl Version {
+    /// Validates one gateway → daemon frame for a link of this version — `frame` is its
+    /// `type + body`, the length prefix already stripped (see [`FrameReader`]) — and returns a
+    /// zero-copy view of it. Allocates nothing.
+    ///
+    /// Before the link's version is known (the first frame, HELLO), a daemon passes the
+    /// highest version it speaks: a HELLO asking for any version from 1 to that one decodes,
+    /// and its `protocol_version` is the link's version (the daemon then answers WELCOME of
+    /// that version). Version-2 frame types on a version-1 link are
+    /// [`UnknownType`](FrameError::UnknownType).
+    pub fn decode_client(self, frame: &[u8]) -> Result<GatewayFrame<'_>, FrameError> {
+        client(frame, self)
+    }
+
+    /// Validates one daemon → gateway frame for a link of this version — `frame` is its
+    /// `type + body`, the length prefix already stripped (see [`FrameReader`]) — and returns a
+    /// zero-copy view of it. Allocates nothing.
+    ///
+    /// Before WELCOME, a gateway passes the version its HELLO asked for: a WELCOME of that
+    /// version or an older one decodes with its own version's layout, and its
+    /// `protocol_version` is the link's version from then on. Version-2 frame types, and
+    /// PRESENCE's `WARMING` bit, on a version-1 link are refused
+    /// ([`UnknownType`](FrameError::UnknownType), [`ReservedFlags`](FrameError::ReservedFlags)).
+    pub fn decode_server(self, frame: &[u8]) -> Result<ServerFrame<'_>, FrameError> {
+        server(frame, self)
+    }
+}
+
+/// The type byte's frame type, if it is one of the receiving direction on a link of `version`.
+#[inline]
+fn frame_type(t: u8, client: bool, version: Version) -> Result<FrameType, FrameError> {
+    match FrameType::from_u8(t) {
+        Some(ft) if ft.is_client() == client && version.has(ft) => Ok(ft),
+        _ => Err(FrameError::UnknownType(t)),
+    }
+}
+
+fn client(buf: &[u8], version: Version) -> Result<GatewayFrame<'_>, FrameError> {
     let (t, mut c) = open(buf)?;
-    let frame = match FrameType::from_u8(t) {
-        Some(FrameType::Hello) => {
-            let protocol_version = c.u16()?;
-            if protocol_version != PROTOCOL_VERSION {
-                return Err(FrameError::UnsupportedVersion(protocol_version));
-            }
+    let frame = match frame_type(t, true, version)? {
+        FrameType::Hello => {
+            let protocol_version = c.version(version)?.to_u16();
             let flags = c.u16()?;
             if flags & !HELLO_FLAG_FIREHOSE != 0 {
                 return Err(FrameError::ReservedFlags(flags));
@@ -299,48 +421,67 @@ pub fn decode_client(buf: &[u8]) -> Result<ClientFrame<'_>, FrameError> {
                 client_name,
                 token,
             })
+            .into()
         }
-        Some(FrameType::Subscribe) => ClientFrame::Subscribe {
+        FrameType::Subscribe => ClientFrame::Subscribe {
             request_id: c.request_id()?,
             users: user_list(&mut c)?,
-        },
-        Some(FrameType::Unsubscribe) => ClientFrame::Unsubscribe {
+        }
+        .into(),
+        FrameType::Unsubscribe => ClientFrame::Unsubscribe {
             request_id: c.request_id()?,
             users: user_list(&mut c)?,
-        },
-        Some(FrameType::SubscribeAll) => ClientFrame::SubscribeAll {
+        }
+        .into(),
+        FrameType::SubscribeAll => ClientFrame::SubscribeAll {
             request_id: c.request_id()?,
-        },
-        Some(FrameType::UnsubscribeAll) => ClientFrame::UnsubscribeAll {
+        }
+        .into(),
+        FrameType::UnsubscribeAll => ClientFrame::UnsubscribeAll {
             request_id: c.request_id()?,
-        },
-        Some(FrameType::Query) => ClientFrame::Query {
+        }
+        .into(),
+        FrameType::Query => ClientFrame::Query {
             request_id: c.request_id()?,
             users: user_list(&mut c)?,
-        },
-        Some(FrameType::Stats) => ClientFrame::Stats {
+        }
+        .into(),
+        FrameType::Stats => ClientFrame::Stats {
             request_id: c.request_id()?,
-        },
+        }
+        .into(),
+        FrameType::History => {
+            let request_id = c.request_id()?;
+            let user = c.u64()?;
+            if user == 0 {
+                return Err(FrameError::ZeroUser { index: 0 });
+            }
+            let since_ms = c.u64()?;
+            let after_version = c.u64()?;
+            let max_spans = c.u32()?;
+            if max_spans == 0 {
+                return Err(FrameError::ZeroMaxSpans);
+            }
+            GatewayFrame::History(HistoryRequest {
+                request_id,
+                user,
+                since_ms,
+                after_version,
+                max_spans,
+            })
+        }
+        // `frame_type` let only gateway → daemon types through.
         _ => return Err(FrameError::UnknownType(t)),
     };
     c.end()?;
     Ok(frame)
 }
 
-/// Validates one daemon → gateway frame — `buf` is its `type + body`, the length prefix
-/// already stripped (see [`FrameReader`]) — and returns a zero-copy view of it. Allocates
-/// nothing.
-///
-/// Fields are checked in wire order and the first failure is returned (SPEC.md, "Push link",
-/// validation). A gateway → daemon type is [`UnknownType`](FrameError::UnknownType) here.
-pub fn decode_server(buf: &[u8]) -> Result<ServerFrame<'_>, FrameError> {
+fn server(buf: &[u8], version: Version) -> Result<ServerFrame<'_>, FrameError> {
     let (t, mut c) = open(buf)?;
-    let frame = match FrameType::from_u8(t) {
-        Some(FrameType::Welcome) => {
-            let protocol_version = c.u16()?;
-            if protocol_version != PROTOCOL_VERSION {
-                return Err(FrameError::UnsupportedVersion(protocol_version));
-            }
+    let frame = match frame_type(t, false, version)? {
+        FrameType::Welcome => {
+            let link = c.version(version)?;
             let shard_count = c.u16()?;
             if shard_count == 0 {
                 return Err(FrameError::ZeroShardCount);
@@ -361,18 +502,44 @@ pub fn decode_server(buf: &[u8]) -> Result<ServerFrame<'_>, FrameError> {
                 idle_after_ms: c.u32()?,
                 tick_us: c.u32()?,
             };
+            let v2 = match link {
+                Version::V1 => None,
+                Version::V2 => {
+                    let flags = c.u16()?;
+                    if flags & !WELCOME_FLAG_WARMING != 0 {
+                        return Err(FrameError::ReservedFlags(flags));
+                    }
+                    let remaining = c.u32()?;
+                    let warm_remaining_ms = if flags & WELCOME_FLAG_WARMING != 0 {
+                        Some(remaining)
+                    } else if remaining == 0 {
+                        None
+                    } else {
+                        return Err(FrameError::BadWarming);
+                    };
+                    Some(WelcomeV2 {
+                        warm_remaining_ms,
+                        idle_timeout_ms: c.u32()?,
+                    })
+                }
+            };
             ServerFrame::Welcome(Welcome {
-                protocol_version,
+                protocol_version: link.to_u16(),
                 heartbeat_port,
                 shard_ports,
                 limits,
                 timings,
+                v2,
             })
         }
-        Some(FrameType::Presence) => {
+        FrameType::Presence => {
             let request_id = c.request_id()?;
             let flags = c.u8()?;
-            if flags & !PRESENCE_FLAG_FINAL != 0 {
+            let valid = match version {
+                Version::V1 => PRESENCE_FLAG_FINAL,
+                Version::V2 => PRESENCE_FLAG_FINAL | PRESENCE_FLAG_WARMING,
+            };
+            if flags & !valid != 0 {
                 return Err(FrameError::ReservedFlags(u16::from(flags)));
             }
             let bytes = c.list::<PresenceRecord>()?;
@@ -380,15 +547,16 @@ pub fn decode_server(buf: &[u8]) -> Result<ServerFrame<'_>, FrameError> {
             ServerFrame::Presence(PresenceFrame {
                 request_id,
                 is_final: flags & PRESENCE_FLAG_FINAL != 0,
+                warming: flags & PRESENCE_FLAG_WARMING != 0,
                 records: PresenceList::from_validated(bytes),
             })
         }
-        Some(FrameType::Events) => {
+        FrameType::Events => {
             let bytes = c.list::<Event>()?;
             validate_events(bytes)?;
             ServerFrame::Events(EventList::from_validated(bytes))
         }
-        Some(FrameType::Lagged) => {
+        FrameType::Lagged => {
             let scope = c.u8()?;
             if scope > LAGGED_SCOPE_ALL {
                 return Err(FrameError::BadScope(scope));
@@ -403,10 +571,10 @@ pub fn decode_server(buf: &[u8]) -> Result<ServerFrame<'_>, FrameError> {
                 ServerFrame::Lagged(users)
             }
         }
-        Some(FrameType::Ack) => ServerFrame::Ack {
+        FrameType::Ack => ServerFrame::Ack {
             request_id: c.request_id()?,
         },
-        Some(FrameType::Error) => {
+        FrameType::Error => {
             let request_id = c.u32()?;
             let code = c.u16()?;
             let message = c.string(MAX_ERROR_MESSAGE_LEN)?;
@@ -416,10 +584,32 @@ pub fn decode_server(buf: &[u8]) -> Result<ServerFrame<'_>, FrameError> {
                 message,
             })
         }
-        Some(FrameType::StatsReply) => ServerFrame::StatsReply {
+        FrameType::StatsReply => ServerFrame::StatsReply {
             request_id: c.request_id()?,
             json: c.string(MAX_STATS_JSON_LEN)?,
         },
+        FrameType::GoAway => ServerFrame::GoAway(GoAwayFrame {
+            reason: c.u16()?,
+            reconnect_after_ms: c.u32()?,
+            message: c.string(MAX_GOAWAY_MESSAGE_LEN)?,
+        }),
+        FrameType::HistoryReply => {
+            let request_id = c.request_id()?;
+            let flags = c.u8()?;
+            if flags & !HISTORY_FLAG_MORE != 0 {
+                return Err(FrameError::ReservedFlags(u16::from(flags)));
+            }
+            let last_seen_ms = c.last_seen(0)?;
+            let bytes = c.list::<Span>()?;
+            validate_spans(bytes)?;
+            ServerFrame::HistoryReply(HistoryReply {
+                request_id,
+                more: flags & HISTORY_FLAG_MORE != 0,
+                last_seen_ms,
+                spans: SpanList::from_validated(bytes),
+            })
+        }
+        // `frame_type` let only daemon → gateway types through.
         _ => return Err(FrameError::UnknownType(t)),
     };
     c.end()?;

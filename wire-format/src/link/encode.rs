@@ -8,6 +8,7 @@
 //! anything is written) or as a decoded view (copied as it is, already valid), so the typed
 //! functions, `encode` on decoded frames and the writers of `writer` share each frame's
 //! layout. Every function checks its inputs before it writes, so `out` is unchanged on error.
+//! Version 2's frames and fields are written by the same builders.
 
 use std::marker::PhantomData;
 
@@ -16,12 +17,13 @@ use bytes::{BufMut, BytesMut};
 #[cfg(doc)]
 use super::{decode_client, decode_server};
 use super::{
-    ClientFrame, EncodeError, ErrorCode, Event, FrameType, Hello, Limits, PresenceRecord,
-    ServerFrame, Timings, EVENTS_HEADER_LEN, EVENT_LEN, HELLO_FLAG_FIREHOSE, LAGGED_HEADER_LEN,
-    LAGGED_SCOPE_ALL, LAGGED_SCOPE_USERS, LENGTH_PREFIX_LEN, MAX_CLIENT_NAME_LEN,
-    MAX_ERROR_MESSAGE_LEN, MAX_STATS_JSON_LEN, MAX_TOKEN_LEN, PRESENCE_FLAG_FINAL,
-    PRESENCE_HEADER_LEN, PRESENCE_RECORD_LEN, PROTOCOL_VERSION, USER_ID_LEN,
-    USER_REQUEST_HEADER_LEN,
+    ClientFrame, EncodeError, ErrorCode, Event, FrameType, GatewayFrame, GoAwayReason, Hello,
+    HistoryRequest, Limits, PresenceRecord, ServerFrame, Span, Timings, Version, WelcomeV2,
+    EVENTS_HEADER_LEN, EVENT_LEN, HELLO_FLAG_FIREHOSE, HISTORY_FLAG_MORE, HISTORY_REPLY_HEADER_LEN,
+    LAGGED_HEADER_LEN, LAGGED_SCOPE_ALL, LAGGED_SCOPE_USERS, LENGTH_PREFIX_LEN,
+    MAX_CLIENT_NAME_LEN, MAX_ERROR_MESSAGE_LEN, MAX_GOAWAY_MESSAGE_LEN, MAX_STATS_JSON_LEN,
+    MAX_TOKEN_LEN, PRESENCE_FLAG_FINAL, PRESENCE_FLAG_WARMING, PRESENCE_HEADER_LEN,
+    PRESENCE_RECORD_LEN, SPAN_LEN, USER_ID_LEN, USER_REQUEST_HEADER_LEN, WELCOME_FLAG_WARMING,
 };
 use crate::le::{put, sat_u32};
 use crate::list::{FixedList, Record};
@@ -109,6 +111,13 @@ pub(super) trait PutRecord: Record {
     /// Whether the value may be sent: a user id of 0 may not.
     fn sendable(&self) -> bool;
 
+    /// Why the value may not be sent, as the error of a record at `index`: for every record
+    /// but spans, [`EncodeError::ZeroUser`].
+    #[inline]
+    fn refusal(index: usize) -> EncodeError {
+        EncodeError::ZeroUser { index }
+    }
+
     /// Appends the record's wire bytes.
     fn put(&self, out: &mut BytesMut);
 }
@@ -156,13 +165,32 @@ macro_rules! user_record {
 
 user_record!(PresenceRecord, Event);
 
+/// HISTORY_REPLY spans: sendable when valid ([`Span::is_valid`]).
+impl PutRecord for Span {
+    #[inline]
+    fn sendable(&self) -> bool {
+        self.is_valid()
+    }
+
+    #[inline]
+    fn refusal(index: usize) -> EncodeError {
+        EncodeError::BadSpan { index }
+    }
+
+    #[inline]
+    fn put(&self, out: &mut BytesMut) {
+        out.put_slice(&self.to_bytes());
+    }
+}
+
 /// A list field's records as the encoders take them: values (`&[R]`, checked), or a decoded
 /// list ([`FixedList`], valid already, copied as it is).
 trait Records<R> {
     /// Number of records.
     fn count(&self) -> usize;
 
-    /// [`EncodeError::ZeroUser`] with the index of the first record that may not be sent.
+    /// The error of the first record that may not be sent ([`EncodeError::ZeroUser`], or
+    /// [`EncodeError::BadSpan`] for spans), with its index.
     fn check(&self) -> Result<(), EncodeError>;
 
     /// Appends the records' wire bytes.
@@ -176,7 +204,7 @@ impl<R: PutRecord> Records<R> for &[R] {
 
     fn check(&self) -> Result<(), EncodeError> {
         match self.iter().position(|r| !r.sendable()) {
-            Some(index) => Err(EncodeError::ZeroUser { index }),
+            Some(index) => Err(R::refusal(index)),
             None => Ok(()),
         }
     }
@@ -267,7 +295,7 @@ impl<R: PutRecord, const H: usize> ListFrame<R, H> {
     #[inline]
     pub(super) fn push(&mut self, out: &mut BytesMut, record: &R) -> Result<(), EncodeError> {
         if !record.sendable() {
-            return Err(EncodeError::ZeroUser { index: self.len() });
+            return Err(R::refusal(self.len()));
         }
         if self.remaining(out) == 0 {
             return Err(EncodeError::Full);
@@ -339,10 +367,33 @@ fn split_list<R: PutRecord, const H: usize>(
     Ok(frames)
 }
 
-/// The head of a PRESENCE frame: request id and flags.
-pub(super) fn presence_head(request_id: u32, is_final: bool) -> [u8; 5] {
+/// The head of a PRESENCE frame: request id and flags (`warming` only on version-2 links).
+pub(super) fn presence_head(request_id: u32, is_final: bool, warming: bool) -> [u8; 5] {
     let [a, b, c, d] = request_id.to_le_bytes();
-    [a, b, c, d, if is_final { PRESENCE_FLAG_FINAL } else { 0 }]
+    let mut flags = 0;
+    if is_final {
+        flags |= PRESENCE_FLAG_FINAL;
+    }
+    if warming {
+        flags |= PRESENCE_FLAG_WARMING;
+    }
+    [a, b, c, d, flags]
+}
+
+/// The head of a HISTORY_REPLY frame: request id, flags, has_last_seen, last_seen_ms.
+fn history_reply_head(request_id: u32, more: bool, last_seen_ms: Option<u64>) -> [u8; 14] {
+    let mut head = [0u8; 14];
+    put(&mut head, 0, &request_id.to_le_bytes());
+    put(
+        &mut head,
+        4,
+        &[
+            if more { HISTORY_FLAG_MORE } else { 0 },
+            u8::from(last_seen_ms.is_some()),
+        ],
+    );
+    put(&mut head, 6, &last_seen_ms.unwrap_or(0).to_le_bytes());
+    head
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -388,10 +439,11 @@ fn truncate_str(s: &str, max: usize) -> &str {
 // ---------------------------------------------------------------------------------------------
 // Gateway → daemon frames
 
-/// Appends a HELLO frame. Refuses a version other than [`PROTOCOL_VERSION`], reserved flags,
-/// a client name over [`MAX_CLIENT_NAME_LEN`] bytes and a token over [`MAX_TOKEN_LEN`] bytes.
+/// Appends a HELLO frame (the same layout in every version). Refuses a version this module
+/// does not speak (1 and 2 are), reserved flags, a client name over [`MAX_CLIENT_NAME_LEN`]
+/// bytes and a token over [`MAX_TOKEN_LEN`] bytes.
 pub fn encode_hello(out: &mut BytesMut, hello: &Hello<'_>) -> Result<(), EncodeError> {
-    if hello.protocol_version != PROTOCOL_VERSION {
+    if hello.version().is_none() {
         return Err(EncodeError::UnsupportedVersion(hello.protocol_version));
     }
     if hello.flags & !HELLO_FLAG_FIREHOSE != 0 {
@@ -470,24 +522,49 @@ pub fn encode_stats(out: &mut BytesMut, request_id: u32) -> Result<(), EncodeErr
     request_only(out, FrameType::Stats, request_id)
 }
 
+/// Appends a HISTORY frame (version 2 links only). Refuses request id 0, user 0
+/// ([`EncodeError::ZeroUser`] with index 0) and `max_spans` 0.
+pub fn encode_history(out: &mut BytesMut, request: &HistoryRequest) -> Result<(), EncodeError> {
+    check_request_id(request.request_id)?;
+    if request.user == 0 {
+        return Err(EncodeError::ZeroUser { index: 0 });
+    }
+    if request.max_spans == 0 {
+        return Err(EncodeError::ZeroMaxSpans);
+    }
+    put_frame(out, FrameType::History, 4 + 8 + 8 + 8 + 4, |out| {
+        out.put_u32_le(request.request_id);
+        out.put_u64_le(request.user);
+        out.put_u64_le(request.since_ms);
+        out.put_u64_le(request.after_version);
+        out.put_u32_le(request.max_spans);
+    })
+}
+
 // ---------------------------------------------------------------------------------------------
 // Daemon → gateway frames
 
-/// WELCOME, version [`PROTOCOL_VERSION`], with its shard ports as values or as decoded.
+/// WELCOME with its shard ports as values or as decoded: version 1, or version 2 with `v2`'s
+/// fields.
 fn welcome(
     out: &mut BytesMut,
     heartbeat_port: u16,
     shard_ports: impl Records<u16>,
     limits: &Limits,
     timings: &Timings,
+    v2: Option<&WelcomeV2>,
 ) -> Result<(), EncodeError> {
     let count = match u16::try_from(shard_ports.count()) {
         Ok(n) if n > 0 => n,
         _ => return Err(EncodeError::BadShardCount(shard_ports.count())),
     };
     let ports = usize::from(count) * u16::LEN;
-    put_frame(out, FrameType::Welcome, 6 + ports + 32, |out| {
-        out.put_u16_le(PROTOCOL_VERSION);
+    let (version, extra) = match v2 {
+        None => (Version::V1, 0),
+        Some(_) => (Version::V2, 2 + 4 + 4),
+    };
+    put_frame(out, FrameType::Welcome, 6 + ports + 32 + extra, |out| {
+        out.put_u16_le(version.to_u16());
         out.put_u16_le(count);
         out.put_u16_le(heartbeat_port);
         shard_ports.put(out);
@@ -499,12 +576,21 @@ fn welcome(
         out.put_u32_le(timings.grace_ms);
         out.put_u32_le(timings.idle_after_ms);
         out.put_u32_le(timings.tick_us);
+        if let Some(v2) = v2 {
+            let (flags, remaining) = match v2.warm_remaining_ms {
+                Some(ms) => (WELCOME_FLAG_WARMING, ms),
+                None => (0, 0),
+            };
+            out.put_u16_le(flags);
+            out.put_u32_le(remaining);
+            out.put_u32_le(v2.idle_timeout_ms);
+        }
     })
 }
 
-/// Appends a WELCOME frame (protocol version [`PROTOCOL_VERSION`]). `shard_ports[i]` is shard
-/// `i`'s heartbeat port (0: none, use `heartbeat_port`); their number is the shard count, 1
-/// to 65,535, else [`EncodeError::BadShardCount`].
+/// Appends a version-1 WELCOME frame. `shard_ports[i]` is shard `i`'s heartbeat port (0:
+/// none, use `heartbeat_port`); their number is the shard count, 1 to 65,535, else
+/// [`EncodeError::BadShardCount`].
 pub fn encode_welcome(
     out: &mut BytesMut,
     heartbeat_port: u16,
@@ -512,7 +598,21 @@ pub fn encode_welcome(
     limits: &Limits,
     timings: &Timings,
 ) -> Result<(), EncodeError> {
-    welcome(out, heartbeat_port, shard_ports, limits, timings)
+    welcome(out, heartbeat_port, shard_ports, limits, timings, None)
+}
+
+/// Appends a version-2 WELCOME frame: [`encode_welcome`]'s fields, then `v2`'s (whether the
+/// daemon is warming and for how long, the link's idle timeout). The answer to a HELLO asking
+/// for version 2.
+pub fn encode_welcome_v2(
+    out: &mut BytesMut,
+    heartbeat_port: u16,
+    shard_ports: &[u16],
+    limits: &Limits,
+    timings: &Timings,
+    v2: &WelcomeV2,
+) -> Result<(), EncodeError> {
+    welcome(out, heartbeat_port, shard_ports, limits, timings, Some(v2))
 }
 
 /// How many records fit one PRESENCE frame no longer than `max_frame_len` (type + body):
@@ -540,6 +640,12 @@ pub const fn max_lagged_users(max_frame_len: u32) -> usize {
     (max_frame_len as usize).saturating_sub(LAGGED_HEADER_LEN) / USER_ID_LEN
 }
 
+/// How many spans fit one HISTORY_REPLY frame no longer than `max_frame_len` (type + body):
+/// `(max_frame_len − 19) / 27`; 38,835 with the default 1 MiB.
+pub const fn max_history_spans(max_frame_len: u32) -> usize {
+    (max_frame_len as usize).saturating_sub(HISTORY_REPLY_HEADER_LEN) / SPAN_LEN
+}
+
 /// Appends the records answering `request_id` to `out` as PRESENCE frames no longer than
 /// `max_frame_len` each (as many as needed, [`max_presence_records`] per frame; FINAL set on
 /// the last one when `is_final`) and returns how many frames it wrote. No records and
@@ -553,13 +659,27 @@ pub fn encode_presence(
     is_final: bool,
     max_frame_len: u32,
 ) -> Result<usize, EncodeError> {
+    encode_presence_v2(out, request_id, records, is_final, false, max_frame_len)
+}
+
+/// [`encode_presence`] on a version-2 link: every frame has the `WARMING` flag when
+/// `warming` (the records were read while the daemon was warming). With `warming` false the
+/// bytes are [`encode_presence`]'s.
+pub fn encode_presence_v2(
+    out: &mut BytesMut,
+    request_id: u32,
+    records: &[PresenceRecord],
+    is_final: bool,
+    warming: bool,
+    max_frame_len: u32,
+) -> Result<usize, EncodeError> {
     check_request_id(request_id)?;
     split_list(
         out,
         FrameType::Presence,
         records,
         max_frame_len,
-        |last| presence_head(request_id, is_final && last),
+        |last| presence_head(request_id, is_final && last, warming),
         is_final,
     )
 }
@@ -613,6 +733,55 @@ pub fn encode_error(out: &mut BytesMut, request_id: u32, code: ErrorCode, messag
     error_frame(out, request_id, code.to_u16(), message);
 }
 
+/// GOAWAY with a raw reason (a decoded frame may carry one this version does not define); the
+/// message is cut to [`MAX_GOAWAY_MESSAGE_LEN`] bytes at a character boundary.
+fn goaway_frame(out: &mut BytesMut, reason: u16, reconnect_after_ms: u32, message: &str) {
+    let message = truncate_str(message, MAX_GOAWAY_MESSAGE_LEN).as_bytes();
+    // Cannot fail: at most 1033 bytes.
+    let _ = put_frame(out, FrameType::GoAway, 2 + 4 + 2 + message.len(), |out| {
+        out.put_u16_le(reason);
+        out.put_u32_le(reconnect_after_ms);
+        put_bytes16(out, message);
+    });
+}
+
+/// Appends a GOAWAY frame (version-2 links only; a version-1 link gets ERROR `shutting_down`
+/// with request id 0 instead): the daemon's last frame on the link, saying why it goes away
+/// and how long a gateway waits at least before reconnecting. A message longer than
+/// [`MAX_GOAWAY_MESSAGE_LEN`] bytes is cut at a character boundary, so this cannot fail.
+pub fn encode_goaway(
+    out: &mut BytesMut,
+    reason: GoAwayReason,
+    reconnect_after_ms: u32,
+    message: &str,
+) {
+    goaway_frame(out, reason.to_u16(), reconnect_after_ms, message);
+}
+
+/// Appends a HISTORY_REPLY frame (version-2 links only) answering `request_id`: `MORE` set
+/// when `more`, the user's last seen, then `spans` in version order. The frame must fit
+/// `max_frame_len` (at most [`max_history_spans`] spans): the daemon sends fewer spans than
+/// asked, with `MORE`, rather than a longer frame. Refuses request id 0, a span with more than
+/// 31 devices or starting after its nonzero end ([`EncodeError::BadSpan`]), and spans that do
+/// not fit ([`EncodeError::FrameTooLarge`]); `out` is unchanged then.
+pub fn encode_history_reply(
+    out: &mut BytesMut,
+    request_id: u32,
+    more: bool,
+    last_seen_ms: Option<u64>,
+    spans: &[Span],
+    max_frame_len: u32,
+) -> Result<(), EncodeError> {
+    check_request_id(request_id)?;
+    ListFrame::<Span, 14>::check(spans.len(), max_frame_len)?;
+    list_frame(
+        out,
+        FrameType::HistoryReply,
+        history_reply_head(request_id, more, last_seen_ms),
+        spans,
+    )
+}
+
 /// Appends a STATS_REPLY frame. Refuses request id 0 and JSON over [`MAX_STATS_JSON_LEN`]
 /// bytes. The JSON itself is not checked.
 pub fn encode_stats_reply(
@@ -654,22 +823,46 @@ impl ClientFrame<'_> {
     }
 }
 
+impl GatewayFrame<'_> {
+    /// Appends the frame (length prefix included) to `out`. Fails only for hand-built fields
+    /// that [`Version::decode_client`] would refuse; `out` is unchanged then.
+    pub fn encode(&self, out: &mut BytesMut) -> Result<(), EncodeError> {
+        match self {
+            GatewayFrame::Common(f) => f.encode(out),
+            GatewayFrame::History(h) => encode_history(out, h),
+        }
+    }
+}
+
 impl ServerFrame<'_> {
     /// Appends the frame (length prefix included) to `out`. Fails only for hand-built fields
-    /// that [`decode_server`] would refuse (zero request id, STATS JSON too long, WELCOME
-    /// version or no shard); `out` is unchanged then. An ERROR message is cut like
-    /// [`encode_error`] does.
+    /// that [`Version::decode_server`] would refuse (zero request id, STATS JSON too long,
+    /// WELCOME version not matching its fields, no shard, an invalid span); `out` is unchanged
+    /// then. An ERROR or GOAWAY message is cut like [`encode_error`] does.
     pub fn encode(&self, out: &mut BytesMut) -> Result<(), EncodeError> {
         match *self {
-            ServerFrame::Welcome(ref w) => {
-                if w.protocol_version != PROTOCOL_VERSION {
-                    return Err(EncodeError::UnsupportedVersion(w.protocol_version));
-                }
-                welcome(out, w.heartbeat_port, w.shard_ports, &w.limits, &w.timings)
-            }
+            ServerFrame::Welcome(ref w) => match (w.version(), &w.v2) {
+                (Version::V1, None) if w.protocol_version == Version::V1.to_u16() => welcome(
+                    out,
+                    w.heartbeat_port,
+                    w.shard_ports,
+                    &w.limits,
+                    &w.timings,
+                    None,
+                ),
+                (Version::V2, Some(v2)) => welcome(
+                    out,
+                    w.heartbeat_port,
+                    w.shard_ports,
+                    &w.limits,
+                    &w.timings,
+                    Some(v2),
+                ),
+                _ => Err(EncodeError::UnsupportedVersion(w.protocol_version)),
+            },
             ServerFrame::Presence(ref p) => {
                 check_request_id(p.request_id)?;
-                let head = presence_head(p.request_id, p.is_final);
+                let head = presence_head(p.request_id, p.is_final, p.warming);
                 list_frame(out, FrameType::Presence, head, p.records)
             }
             ServerFrame::Events(events) => list_frame(out, FrameType::Events, [], events),
@@ -687,6 +880,19 @@ impl ServerFrame<'_> {
             }
             ServerFrame::StatsReply { request_id, json } => {
                 encode_stats_reply(out, request_id, json)
+            }
+            ServerFrame::GoAway(ref g) => {
+                goaway_frame(out, g.reason, g.reconnect_after_ms, g.message);
+                Ok(())
+            }
+            ServerFrame::HistoryReply(ref h) => {
+                check_request_id(h.request_id)?;
+                list_frame(
+                    out,
+                    FrameType::HistoryReply,
+                    history_reply_head(h.request_id, h.more, h.last_seen_ms),
+                    h.spans,
+                )
             }
         }
     }

@@ -9,7 +9,7 @@ use std::fmt;
 
 #[cfg(doc)]
 use super::{decode_client, decode_server, encode_events, encode_presence, FrameReader};
-use super::{ErrorCode, PROTOCOL_VERSION};
+use super::{ErrorCode, MAX_SPAN_DEVICES};
 
 /// Why a frame was refused by [`FrameReader`], [`decode_client`] or [`decode_server`].
 ///
@@ -63,14 +63,14 @@ pub enum FrameError {
     ZeroRequestId,
     /// A state byte (state, or an event's prev) is above 2.
     BadState {
-        /// Index of the record or transition.
+        /// Index of the record, transition or span.
         index: u32,
         /// The byte read.
         value: u8,
     },
-    /// An event's cause byte is above 4.
+    /// A cause byte (an event's, a span's) is above 4.
     BadCause {
-        /// Index of the transition.
+        /// Index of the transition or span.
         index: u32,
         /// The byte read.
         value: u8,
@@ -78,24 +78,44 @@ pub enum FrameError {
     /// LAGGED scope is above 1, or scope 1 (everything) comes with a non-empty user list;
     /// carries the scope byte.
     BadScope(u8),
-    /// A record's `has_last_seen` is neither 0 nor 1, or is 0 with a nonzero `last_seen_ms`.
+    /// A record's `has_last_seen` is neither 0 nor 1, or is 0 with a nonzero `last_seen_ms`
+    /// (also HISTORY_REPLY's own last seen, reported as index 0).
     BadLastSeen {
-        /// Index of the record.
+        /// Index of the record (0 for HISTORY_REPLY).
         index: u32,
     },
-    /// A reserved flag bit is set (HELLO bits 1–15, PRESENCE bits 1–7); carries the flags.
+    /// A reserved flag bit is set for the link's version (HELLO bits 1–15; PRESENCE bits 1–7
+    /// on a version-1 link, 2–7 on a version-2 link; WELCOME bits 1–15; HISTORY_REPLY bits
+    /// 1–7); carries the flags.
     ReservedFlags(u16),
-    /// HELLO or WELCOME carries a protocol version other than [`PROTOCOL_VERSION`]; carries
-    /// it. The rest of the frame is not read.
+    /// HELLO or WELCOME carries a protocol version that is 0 or above the receiver's (for a
+    /// daemon, the newest it speaks; for a gateway, the one its HELLO asked for); carries it.
+    /// The rest of the frame is not read.
     UnsupportedVersion(u16),
     /// WELCOME announces 0 shards.
     ZeroShardCount,
+    /// A span's `devices` is above 31 ([`MAX_SPAN_DEVICES`]).
+    BadDevices {
+        /// Index of the span.
+        index: u32,
+        /// The byte read.
+        value: u8,
+    },
+    /// A span's `start_ms` is after its nonzero `end_ms`.
+    BadSpan {
+        /// Index of the span.
+        index: u32,
+    },
+    /// HISTORY asks for 0 spans (`max_spans` is at least 1).
+    ZeroMaxSpans,
+    /// WELCOME (version 2): `warm_remaining_ms` is nonzero while the `WARMING` flag is clear.
+    BadWarming,
 }
 
 impl FrameError {
     /// Every [`reason`](FrameError::reason), indexed by [`code`](FrameError::code): handy to
     /// register one counter per reason up front.
-    pub const REASONS: [&'static str; 17] = [
+    pub const REASONS: [&'static str; 21] = [
         "too_short",
         "bad_length",
         "frame_too_large",
@@ -113,9 +133,13 @@ impl FrameError {
         "reserved_flags",
         "unsupported_version",
         "zero_shard_count",
+        "bad_devices",
+        "bad_span",
+        "zero_max_spans",
+        "bad_warming",
     ];
 
-    /// A dense, stable index of the variant (0..17); indexes
+    /// A dense, stable index of the variant (0..21); indexes
     /// [`REASONS`](FrameError::REASONS).
     pub const fn code(&self) -> usize {
         match self {
@@ -136,6 +160,10 @@ impl FrameError {
             FrameError::ReservedFlags(_) => 14,
             FrameError::UnsupportedVersion(_) => 15,
             FrameError::ZeroShardCount => 16,
+            FrameError::BadDevices { .. } => 17,
+            FrameError::BadSpan { .. } => 18,
+            FrameError::ZeroMaxSpans => 19,
+            FrameError::BadWarming => 20,
         }
     }
 
@@ -159,6 +187,10 @@ impl FrameError {
             FrameError::ReservedFlags(_) => "reserved_flags",
             FrameError::UnsupportedVersion(_) => "unsupported_version",
             FrameError::ZeroShardCount => "zero_shard_count",
+            FrameError::BadDevices { .. } => "bad_devices",
+            FrameError::BadSpan { .. } => "bad_span",
+            FrameError::ZeroMaxSpans => "zero_max_spans",
+            FrameError::BadWarming => "bad_warming",
         }
     }
 
@@ -209,13 +241,17 @@ impl fmt::Display for FrameError {
                 write!(f, "record {index}: invalid has_last_seen / last_seen_ms")
             }
             FrameError::ReservedFlags(flags) => write!(f, "reserved flag bits set ({flags:#x})"),
-            FrameError::UnsupportedVersion(v) => {
-                write!(
-                    f,
-                    "unsupported protocol version {v} (expected {PROTOCOL_VERSION})"
-                )
-            }
+            FrameError::UnsupportedVersion(v) => write!(f, "unsupported protocol version {v}"),
             FrameError::ZeroShardCount => f.write_str("shard count is 0"),
+            FrameError::BadDevices { index, value } => write!(
+                f,
+                "span {index}: {value} devices (at most {MAX_SPAN_DEVICES})"
+            ),
+            FrameError::BadSpan { index } => write!(f, "span {index}: starts after it ends"),
+            FrameError::ZeroMaxSpans => f.write_str("max_spans is 0"),
+            FrameError::BadWarming => {
+                f.write_str("warm_remaining_ms is nonzero but the WARMING flag is clear")
+            }
         }
     }
 }
@@ -242,7 +278,8 @@ pub enum EncodeError {
     },
     /// WELCOME: no shard ports, or more than 65,535; carries the number given.
     BadShardCount(usize),
-    /// HELLO: the protocol version is not [`PROTOCOL_VERSION`]; carries it.
+    /// HELLO: a protocol version this module does not speak; WELCOME (written back from a
+    /// decoded frame): a version that does not match its fields. Carries the version.
     UnsupportedVersion(u16),
     /// HELLO: reserved flag bits (1–15) set; carries the flags.
     ReservedFlags(u16),
@@ -258,6 +295,13 @@ pub enum EncodeError {
     /// A writer's `push`: the element does not fit the frame's limit; finish the frame and
     /// start another.
     Full,
+    /// HISTORY: `max_spans` is 0.
+    ZeroMaxSpans,
+    /// HISTORY_REPLY: a span with more than 31 devices, or starting after its nonzero end.
+    BadSpan {
+        /// Index of the first such span.
+        index: usize,
+    },
 }
 
 impl EncodeError {
@@ -272,6 +316,8 @@ impl EncodeError {
             EncodeError::ReservedFlags(_) => "reserved_flags",
             EncodeError::FrameTooLarge { .. } => "frame_too_large",
             EncodeError::Full => "full",
+            EncodeError::ZeroMaxSpans => "zero_max_spans",
+            EncodeError::BadSpan { .. } => "bad_span",
         }
     }
 }
@@ -285,17 +331,20 @@ impl fmt::Display for EncodeError {
                 write!(f, "string or token of {len} bytes exceeds {max}")
             }
             EncodeError::BadShardCount(n) => write!(f, "{n} shard ports (1 to 65535 allowed)"),
-            EncodeError::UnsupportedVersion(v) => {
-                write!(
-                    f,
-                    "protocol version {v}: this codec writes {PROTOCOL_VERSION}"
-                )
-            }
+            EncodeError::UnsupportedVersion(v) => write!(
+                f,
+                "protocol version {v}: this codec writes 1 and 2, with their own fields"
+            ),
             EncodeError::ReservedFlags(flags) => write!(f, "reserved flag bits set ({flags:#x})"),
             EncodeError::FrameTooLarge { len, max } => {
                 write!(f, "frame of {len} bytes would exceed {max}")
             }
             EncodeError::Full => f.write_str("the element does not fit the frame's limit"),
+            EncodeError::ZeroMaxSpans => f.write_str("max_spans is 0"),
+            EncodeError::BadSpan { index } => write!(
+                f,
+                "span {index}: more than {MAX_SPAN_DEVICES} devices, or it starts after it ends"
+            ),
         }
     }
 }
@@ -326,6 +375,13 @@ mod tests {
             FrameError::ReservedFlags(2),
             FrameError::UnsupportedVersion(2),
             FrameError::ZeroShardCount,
+            FrameError::BadDevices {
+                index: 0,
+                value: 32,
+            },
+            FrameError::BadSpan { index: 0 },
+            FrameError::ZeroMaxSpans,
+            FrameError::BadWarming,
         ];
         for (i, e) in all.iter().enumerate() {
             assert_eq!(e.code(), i);

@@ -6,16 +6,26 @@
 //!
 //! - A frame on the stream is `u32 length` (little-endian; the bytes after it) + `u8 type` +
 //!   body. [`FrameReader::next_frame`] splits a byte buffer into frames and enforces
-//!   `max_frame_len`; [`decode_client`] and [`decode_server`] validate one frame's
-//!   `type + body` completely and return zero-copy views ([`UserList`], [`PresenceList`],
-//!   [`EventList`], [`ShardPorts`]: each a [`FixedList`]) whose iterators cannot fail.
+//!   `max_frame_len`.
+//! - **Versions.** A link speaks protocol version 1 or 2 ([`Version`]; SPEC.md § P5): the
+//!   gateway asks in HELLO, the daemon names the link's version in WELCOME. Decoding depends
+//!   on it where the versions differ (version 2's frame types, PRESENCE's `WARMING` bit,
+//!   WELCOME's layout), so [`Version::decode_client`] and [`Version::decode_server`] validate
+//!   one frame's `type + body` completely *for a link of that version* (before WELCOME: the
+//!   highest version the receiver accepts) and return zero-copy views ([`UserList`],
+//!   [`PresenceList`], [`EventList`], [`SpanList`], [`ShardPorts`]: each a [`FixedList`])
+//!   whose iterators cannot fail. [`decode_client`] and [`decode_server`] are version 1's.
 //! - `encode_*` functions append complete frames (length prefix included) to a
 //!   [`BytesMut`](bytes::BytesMut);
 //!   [`encode_presence`] and [`encode_events`] split long lists into frames no longer than a
 //!   given `max_frame_len`. [`EventsWriter`] and [`PresenceWriter`] build such frames one
 //!   transition or record at a time in their own buffer, for a daemon that keeps a frame open
-//!   per link. [`ClientFrame::encode`] and [`ServerFrame::encode`] write a decoded frame back.
-//!   Nothing they produce fails to decode; on error `out` is left as it was.
+//!   per link. [`ClientFrame::encode`], [`GatewayFrame::encode`] and [`ServerFrame::encode`]
+//!   write a decoded frame back. Nothing they produce fails to decode on a link of the
+//!   frame's version; on error `out` is left as it was. Version 2's frames and fields have
+//!   their own functions ([`encode_welcome_v2`], [`encode_presence_v2`], [`encode_goaway`],
+//!   [`encode_history`], [`encode_history_reply`]); a daemon calls them only on version-2
+//!   links.
 //! - [`shard_of`](crate::shard_of) (at the crate's root) is the user → shard owner function
 //!   the daemon and gateways share; [`Welcome::heartbeat_port_for`] applies it.
 //!
@@ -56,24 +66,29 @@ mod writer;
 pub use crate::list::{FixedIter, FixedList, Record};
 pub use decode::{decode_client, decode_server, FrameReader};
 pub use encode::{
-    encode_ack, encode_error, encode_events, encode_hello, encode_lagged, encode_lagged_all,
-    encode_presence, encode_query, encode_stats, encode_stats_reply, encode_subscribe,
-    encode_subscribe_all, encode_unsubscribe, encode_unsubscribe_all, encode_welcome, max_events,
-    max_lagged_users, max_presence_records, max_request_users,
+    encode_ack, encode_error, encode_events, encode_goaway, encode_hello, encode_history,
+    encode_history_reply, encode_lagged, encode_lagged_all, encode_presence, encode_presence_v2,
+    encode_query, encode_stats, encode_stats_reply, encode_subscribe, encode_subscribe_all,
+    encode_unsubscribe, encode_unsubscribe_all, encode_welcome, encode_welcome_v2, max_events,
+    max_history_spans, max_lagged_users, max_presence_records, max_request_users,
 };
 pub use error::{EncodeError, FrameError};
 pub use types::{
-    ErrorCode, Event, FrameType, Limits, PresenceRecord, Timings, WireCause, WireState,
+    ErrorCode, Event, FrameType, GoAwayReason, Limits, PresenceRecord, Span, Timings, Version,
+    WelcomeV2, WireCause, WireState,
 };
 pub use view::{
-    ClientFrame, ErrorFrame, EventIter, EventList, Hello, PresenceFrame, PresenceIter,
-    PresenceList, ServerFrame, ShardPorts, UserList, Users, Welcome,
+    ClientFrame, ErrorFrame, EventIter, EventList, GatewayFrame, GoAwayFrame, Hello, HistoryReply,
+    HistoryRequest, PresenceFrame, PresenceIter, PresenceList, ServerFrame, ShardPorts, SpanIter,
+    SpanList, UserList, Users, Welcome,
 };
 pub use writer::{EventsWriter, PresenceWriter};
 
 /// The TLS ALPN protocol id of the push link: `presenced/1`.
 pub const ALPN: &[u8] = b"presenced/1";
-/// The link protocol version this module reads and writes (HELLO and WELCOME).
+/// Protocol version 1's number ([`Version::V1`]): what [`Hello::new`] asks for, what
+/// [`encode_welcome`] writes, and the version of links [`decode_client`] and [`decode_server`]
+/// read. [`Version::LATEST`] is the newest this module speaks.
 pub const PROTOCOL_VERSION: u16 = 1;
 /// Length of the frame length prefix (`u32`, little-endian).
 pub const LENGTH_PREFIX_LEN: usize = 4;
@@ -89,6 +104,8 @@ pub const MAX_CLIENT_NAME_LEN: usize = 64;
 pub const MAX_TOKEN_LEN: usize = 256;
 /// Longest ERROR `message`, in bytes (longer messages are cut by [`encode_error`]).
 pub const MAX_ERROR_MESSAGE_LEN: usize = 1024;
+/// Longest GOAWAY `message`, in bytes (longer messages are cut by [`encode_goaway`]).
+pub const MAX_GOAWAY_MESSAGE_LEN: usize = 1024;
 /// Longest STATS_REPLY `json`, in bytes.
 pub const MAX_STATS_JSON_LEN: usize = 60_000;
 /// Bytes per user id in a user list.
@@ -97,6 +114,10 @@ pub const USER_ID_LEN: usize = 8;
 pub const PRESENCE_RECORD_LEN: usize = 26;
 /// Bytes per EVENTS transition.
 pub const EVENT_LEN: usize = 27;
+/// Bytes per HISTORY_REPLY span.
+pub const SPAN_LEN: usize = 27;
+/// The most live devices a span may report (a user has at most 31 devices).
+pub const MAX_SPAN_DEVICES: u8 = 31;
 /// Frame length (type + body) of a PRESENCE frame without records: type, request id, flags,
 /// count.
 pub const PRESENCE_HEADER_LEN: usize = 10;
@@ -107,12 +128,24 @@ pub const EVENTS_HEADER_LEN: usize = 5;
 pub const USER_REQUEST_HEADER_LEN: usize = 9;
 /// Frame length (type + body) of a LAGGED frame without users: type, scope, count.
 pub const LAGGED_HEADER_LEN: usize = 6;
+/// Frame length (type + body) of a HISTORY_REPLY frame without spans: type, request id, flags,
+/// has_last_seen, last_seen_ms, count.
+pub const HISTORY_REPLY_HEADER_LEN: usize = 19;
+/// Frame length (type + body) of a HISTORY frame: type, request id, user, since_ms,
+/// after_version, max_spans.
+pub const HISTORY_LEN: usize = 33;
 /// HELLO flags bit 0 (`FIREHOSE`): the gateway intends to use the firehose (SUBSCRIBE_ALL).
 /// Informational only: daemons ignore it, and whether a link may use the firehose is decided
 /// by the link's grant in the daemon's key file (`[links]`, SPEC.md § P5.1).
 pub const HELLO_FLAG_FIREHOSE: u16 = 0x0001;
 /// PRESENCE flags bit 0: the last PRESENCE frame of its request.
 pub const PRESENCE_FLAG_FINAL: u8 = 0x01;
+/// PRESENCE flags bit 1 (version 2): the records were read while the daemon was warming.
+pub const PRESENCE_FLAG_WARMING: u8 = 0x02;
+/// WELCOME flags bit 0 (version 2): the daemon is warming (started without its saved state).
+pub const WELCOME_FLAG_WARMING: u16 = 0x0001;
+/// HISTORY_REPLY flags bit 0: more spans follow; ask again after the last one's version.
+pub const HISTORY_FLAG_MORE: u8 = 0x01;
 /// LAGGED scope 0: transitions of the listed users were dropped.
 pub const LAGGED_SCOPE_USERS: u8 = 0;
 /// LAGGED scope 1: transitions of any user may have been dropped.

@@ -1,6 +1,6 @@
-//! The values the link's frames carry: the frame types, the public states and causes of
-//! presence, the ERROR codes, the PRESENCE and EVENTS records, and WELCOME's limits and
-//! timings.
+//! The values the link's frames carry: the protocol versions, the frame types, the public
+//! states and causes of presence, the ERROR codes and GOAWAY reasons, the PRESENCE, EVENTS and
+//! HISTORY_REPLY records, and WELCOME's limits, timings and version-2 fields.
 //!
 //! It exists to give every wire value one definition — its number on the wire, its name in
 //! logs and test vectors, and for the records their byte layout, written by `to_bytes` and read
@@ -11,15 +11,70 @@ use std::fmt;
 
 #[cfg(doc)]
 use super::{FrameError, MIN_MAX_FRAME_LEN};
-use super::{EVENT_LEN, PRESENCE_RECORD_LEN};
+use super::{EVENT_LEN, MAX_SPAN_DEVICES, PRESENCE_RECORD_LEN, SPAN_LEN};
 use crate::le::{byte_at, put, u64_at};
 use crate::list::{sealed, Record};
 
 // ---------------------------------------------------------------------------------------------
 // Enumerations
 
-/// Every frame type of the link. Gateway → daemon types are 0x01–0x07, daemon → gateway types
-/// 0x81–0x87.
+/// A version of the link protocol: HELLO's and WELCOME's `protocol_version` (SPEC.md § P5,
+/// § P9).
+///
+/// A link speaks the version WELCOME names. Version 2 is version 1 plus GOAWAY, HISTORY and
+/// HISTORY_REPLY, WELCOME's warming and idle-timeout fields and PRESENCE's `WARMING` flag; a
+/// version-1 link carries exactly version 1's frames. Decoding needs the link's version where
+/// the two differ: see [`Version::decode_client`] and [`Version::decode_server`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Version {
+    /// Version 1: the first published version.
+    V1,
+    /// Version 2: adds GOAWAY, HISTORY, HISTORY_REPLY, warming and the idle timeout.
+    V2,
+}
+
+impl Version {
+    /// Every version, oldest first.
+    pub const ALL: [Version; 2] = [Version::V1, Version::V2];
+
+    /// The newest version this module speaks.
+    pub const LATEST: Version = Version::V2;
+
+    /// The wire value (`protocol_version`).
+    #[inline]
+    pub const fn to_u16(self) -> u16 {
+        match self {
+            Version::V1 => 1,
+            Version::V2 => 2,
+        }
+    }
+
+    /// The version of a wire value; `None` for versions this module does not speak.
+    #[inline]
+    pub const fn from_u16(value: u16) -> Option<Version> {
+        match value {
+            1 => Some(Version::V1),
+            2 => Some(Version::V2),
+            _ => None,
+        }
+    }
+
+    /// Whether a link of this version carries frames of type `t`.
+    #[inline]
+    pub const fn has(self, t: FrameType) -> bool {
+        t.since().to_u16() <= self.to_u16()
+    }
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.to_u16())
+    }
+}
+
+/// Every frame type of the link. Gateway → daemon types are 0x01–0x08, daemon → gateway types
+/// 0x81–0x89; HISTORY (0x08), GOAWAY (0x88) and HISTORY_REPLY (0x89) exist from version 2 on
+/// ([`since`](FrameType::since)).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum FrameType {
     /// 0x01, gateway → daemon: opens the link.
@@ -36,6 +91,8 @@ pub enum FrameType {
     Query,
     /// 0x07, gateway → daemon: get the daemon's counters.
     Stats,
+    /// 0x08, gateway → daemon, version 2: get a user's presence history.
+    History,
     /// 0x81, daemon → gateway: answers HELLO.
     Welcome,
     /// 0x82, daemon → gateway: presence records answering SUBSCRIBE or QUERY.
@@ -50,11 +107,15 @@ pub enum FrameType {
     Error,
     /// 0x87, daemon → gateway: answers STATS.
     StatsReply,
+    /// 0x88, daemon → gateway, version 2: the daemon is going away; its last frame.
+    GoAway,
+    /// 0x89, daemon → gateway, version 2: answers HISTORY.
+    HistoryReply,
 }
 
 impl FrameType {
     /// Every frame type, in wire-value order.
-    pub const ALL: [FrameType; 14] = [
+    pub const ALL: [FrameType; 17] = [
         FrameType::Hello,
         FrameType::Subscribe,
         FrameType::Unsubscribe,
@@ -62,6 +123,7 @@ impl FrameType {
         FrameType::UnsubscribeAll,
         FrameType::Query,
         FrameType::Stats,
+        FrameType::History,
         FrameType::Welcome,
         FrameType::Presence,
         FrameType::Events,
@@ -69,6 +131,8 @@ impl FrameType {
         FrameType::Ack,
         FrameType::Error,
         FrameType::StatsReply,
+        FrameType::GoAway,
+        FrameType::HistoryReply,
     ];
 
     /// The type byte.
@@ -82,6 +146,7 @@ impl FrameType {
             FrameType::UnsubscribeAll => 0x05,
             FrameType::Query => 0x06,
             FrameType::Stats => 0x07,
+            FrameType::History => 0x08,
             FrameType::Welcome => 0x81,
             FrameType::Presence => 0x82,
             FrameType::Events => 0x83,
@@ -89,6 +154,8 @@ impl FrameType {
             FrameType::Ack => 0x85,
             FrameType::Error => 0x86,
             FrameType::StatsReply => 0x87,
+            FrameType::GoAway => 0x88,
+            FrameType::HistoryReply => 0x89,
         }
     }
 
@@ -103,6 +170,7 @@ impl FrameType {
             0x05 => FrameType::UnsubscribeAll,
             0x06 => FrameType::Query,
             0x07 => FrameType::Stats,
+            0x08 => FrameType::History,
             0x81 => FrameType::Welcome,
             0x82 => FrameType::Presence,
             0x83 => FrameType::Events,
@@ -110,6 +178,8 @@ impl FrameType {
             0x85 => FrameType::Ack,
             0x86 => FrameType::Error,
             0x87 => FrameType::StatsReply,
+            0x88 => FrameType::GoAway,
+            0x89 => FrameType::HistoryReply,
             _ => return None,
         })
     }
@@ -120,7 +190,17 @@ impl FrameType {
         self.to_u8() < 0x80
     }
 
-    /// Lower-case name (`hello`, `subscribe`, …, `stats_reply`), for logs and test vectors.
+    /// The first protocol version with this frame type: [`Version::V2`] for HISTORY, GOAWAY
+    /// and HISTORY_REPLY, [`Version::V1`] for the others.
+    #[inline]
+    pub const fn since(self) -> Version {
+        match self {
+            FrameType::History | FrameType::GoAway | FrameType::HistoryReply => Version::V2,
+            _ => Version::V1,
+        }
+    }
+
+    /// Lower-case name (`hello`, `subscribe`, …, `history_reply`), for logs and test vectors.
     pub const fn name(self) -> &'static str {
         match self {
             FrameType::Hello => "hello",
@@ -130,6 +210,7 @@ impl FrameType {
             FrameType::UnsubscribeAll => "unsubscribe_all",
             FrameType::Query => "query",
             FrameType::Stats => "stats",
+            FrameType::History => "history",
             FrameType::Welcome => "welcome",
             FrameType::Presence => "presence",
             FrameType::Events => "events",
@@ -137,6 +218,8 @@ impl FrameType {
             FrameType::Ack => "ack",
             FrameType::Error => "error",
             FrameType::StatsReply => "stats_reply",
+            FrameType::GoAway => "goaway",
+            FrameType::HistoryReply => "history_reply",
         }
     }
 }
@@ -305,11 +388,14 @@ pub enum ErrorCode {
     ShuttingDown = 9,
     /// 10: an internal error: refuses the request, or (request id 0) closes the link.
     Internal = 10,
+    /// 11 (version 2): the daemon keeps no history (it runs without saved state); refuses the
+    /// HISTORY request.
+    HistoryUnavailable = 11,
 }
 
 impl ErrorCode {
     /// Every code, in wire-value order.
-    pub const ALL: [ErrorCode; 10] = [
+    pub const ALL: [ErrorCode; 11] = [
         ErrorCode::BadFrame,
         ErrorCode::FrameTooLarge,
         ErrorCode::ProtocolVersion,
@@ -320,9 +406,10 @@ impl ErrorCode {
         ErrorCode::Unauthorized,
         ErrorCode::ShuttingDown,
         ErrorCode::Internal,
+        ErrorCode::HistoryUnavailable,
     ];
 
-    /// The wire value (1–10).
+    /// The wire value (1–11).
     #[inline]
     pub const fn to_u16(self) -> u16 {
         match self {
@@ -336,6 +423,7 @@ impl ErrorCode {
             ErrorCode::Unauthorized => 8,
             ErrorCode::ShuttingDown => 9,
             ErrorCode::Internal => 10,
+            ErrorCode::HistoryUnavailable => 11,
         }
     }
 
@@ -354,6 +442,7 @@ impl ErrorCode {
             8 => ErrorCode::Unauthorized,
             9 => ErrorCode::ShuttingDown,
             10 => ErrorCode::Internal,
+            11 => ErrorCode::HistoryUnavailable,
             _ => return None,
         })
     }
@@ -372,7 +461,7 @@ impl ErrorCode {
         )
     }
 
-    /// Stable snake_case name (`bad_frame`, …, `internal`).
+    /// Stable snake_case name (`bad_frame`, …, `history_unavailable`).
     pub const fn name(self) -> &'static str {
         match self {
             ErrorCode::BadFrame => "bad_frame",
@@ -385,11 +474,61 @@ impl ErrorCode {
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::Internal => "internal",
+            ErrorCode::HistoryUnavailable => "history_unavailable",
         }
     }
 }
 
 impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Why the daemon goes away: GOAWAY's `reason` (version 2). The numbers are stable; receivers
+/// treat a reason they do not know like [`ShuttingDown`](GoAwayReason::ShuttingDown).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u16)]
+pub enum GoAwayReason {
+    /// 0: the daemon is stopping (it may or may not come back).
+    ShuttingDown = 0,
+    /// 1: the daemon is restarting and will be back: reconnect to the same address.
+    Restarting = 1,
+}
+
+impl GoAwayReason {
+    /// Every reason, in wire-value order.
+    pub const ALL: [GoAwayReason; 2] = [GoAwayReason::ShuttingDown, GoAwayReason::Restarting];
+
+    /// The wire value.
+    #[inline]
+    pub const fn to_u16(self) -> u16 {
+        match self {
+            GoAwayReason::ShuttingDown => 0,
+            GoAwayReason::Restarting => 1,
+        }
+    }
+
+    /// The reason of a wire value; `None` for values this version does not define.
+    #[inline]
+    pub const fn from_u16(value: u16) -> Option<GoAwayReason> {
+        match value {
+            0 => Some(GoAwayReason::ShuttingDown),
+            1 => Some(GoAwayReason::Restarting),
+            _ => None,
+        }
+    }
+
+    /// Stable snake_case name (`shutting_down`, `restarting`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            GoAwayReason::ShuttingDown => "shutting_down",
+            GoAwayReason::Restarting => "restarting",
+        }
+    }
+}
+
+impl fmt::Display for GoAwayReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }
@@ -462,6 +601,65 @@ impl Event {
     }
 }
 
+/// One span of a user's presence history in a HISTORY_REPLY frame (27 bytes on the wire,
+/// version 2): the time from one transition of the user to the next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Span {
+    /// The version of the transition that began the span.
+    pub version: u64,
+    /// When it began (that transition's time), Unix milliseconds.
+    pub start_ms: u64,
+    /// When it ended (the next transition's time), Unix milliseconds; 0 while it is still
+    /// going on. Not before `start_ms` unless 0.
+    pub end_ms: u64,
+    /// The public state during the span.
+    pub state: WireState,
+    /// The cause of the transition that began it.
+    pub cause: WireCause,
+    /// The user's live devices right after that transition, 0 to [`MAX_SPAN_DEVICES`].
+    pub devices: u8,
+}
+
+impl Span {
+    /// When the span ended; `None` while it is still going on (`end_ms` 0).
+    #[inline]
+    pub const fn end(&self) -> Option<u64> {
+        if self.end_ms == 0 {
+            None
+        } else {
+            Some(self.end_ms)
+        }
+    }
+
+    /// Whether the span is still going on (`end_ms` 0).
+    #[inline]
+    pub const fn is_ongoing(&self) -> bool {
+        self.end_ms == 0
+    }
+
+    /// Whether the span may be sent: `devices` at most [`MAX_SPAN_DEVICES`], and `start_ms`
+    /// not after `end_ms` unless the span is still going on.
+    #[inline]
+    pub const fn is_valid(&self) -> bool {
+        self.devices <= MAX_SPAN_DEVICES && (self.end_ms == 0 || self.start_ms <= self.end_ms)
+    }
+
+    /// The span's 27 wire bytes.
+    #[inline]
+    pub fn to_bytes(&self) -> [u8; SPAN_LEN] {
+        let mut b = [0u8; SPAN_LEN];
+        put(&mut b, 0, &self.version.to_le_bytes());
+        put(&mut b, 8, &self.start_ms.to_le_bytes());
+        put(&mut b, 16, &self.end_ms.to_le_bytes());
+        put(
+            &mut b,
+            24,
+            &[self.state.to_u8(), self.cause.to_u8(), self.devices],
+        );
+        b
+    }
+}
+
 /// The daemon's limits, announced in WELCOME.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct Limits {
@@ -486,6 +684,18 @@ pub struct Timings {
     pub idle_after_ms: u32,
     /// The daemon's timer tick, microseconds.
     pub tick_us: u32,
+}
+
+/// What a version-2 WELCOME adds after the timings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct WelcomeV2 {
+    /// `Some(ms)` when the daemon is **warming** (flag `WARMING`): it started without its
+    /// saved state, so for about `ms` more milliseconds its answers may show users offline who
+    /// are online. `None` when not warming (flag clear, `warm_remaining_ms` 0).
+    pub warm_remaining_ms: Option<u32>,
+    /// The link's QUIC idle timeout, milliseconds (0: none). Gateways send a QUIC PING at
+    /// least every third of it.
+    pub idle_timeout_ms: u32,
 }
 
 impl sealed::Sealed for PresenceRecord {}
@@ -522,6 +732,24 @@ impl Record for Event {
             cause: cause_from_validated(byte_at(c, 10)),
             at_ms: u64_at(c, 11),
             version: u64_at(c, 19),
+        }
+    }
+}
+
+impl sealed::Sealed for Span {}
+
+impl Record for Span {
+    const LEN: usize = SPAN_LEN;
+
+    #[inline(always)]
+    fn read(c: &[u8]) -> Span {
+        Span {
+            version: u64_at(c, 0),
+            start_ms: u64_at(c, 8),
+            end_ms: u64_at(c, 16),
+            state: state_from_validated(byte_at(c, 24)),
+            cause: cause_from_validated(byte_at(c, 25)),
+            devices: byte_at(c, 26),
         }
     }
 }
@@ -575,7 +803,32 @@ mod tests {
             assert_eq!(ErrorCode::from_u16(c.to_u16()), Some(*c));
         }
         assert_eq!(ErrorCode::from_u16(0), None);
-        assert_eq!(ErrorCode::from_u16(11), None);
+        assert_eq!(ErrorCode::from_u16(12), None);
+        for (i, r) in GoAwayReason::ALL.iter().enumerate() {
+            assert_eq!(usize::from(r.to_u16()), i);
+            assert_eq!(*r as u16, r.to_u16());
+            assert_eq!(GoAwayReason::from_u16(r.to_u16()), Some(*r));
+        }
+        assert_eq!(GoAwayReason::from_u16(2), None);
+        for v in Version::ALL {
+            assert_eq!(Version::from_u16(v.to_u16()), Some(v));
+        }
+        assert_eq!(Version::from_u16(0), None);
+        assert_eq!(Version::from_u16(3), None);
+        assert_eq!(Version::LATEST, Version::V2);
+        let v2_only: Vec<FrameType> = FrameType::ALL
+            .into_iter()
+            .filter(|t| !Version::V1.has(*t))
+            .collect();
+        assert_eq!(
+            v2_only,
+            [
+                FrameType::History,
+                FrameType::GoAway,
+                FrameType::HistoryReply
+            ]
+        );
+        assert!(FrameType::ALL.iter().all(|t| Version::V2.has(*t)));
     }
 
     #[test]
@@ -601,5 +854,23 @@ mod tests {
             version: 2,
         };
         assert_eq!(Event::read(&e.to_bytes()), e);
+        let s = Span {
+            version: 9 << 16,
+            start_ms: 1,
+            end_ms: 0,
+            state: WireState::Idle,
+            cause: WireCause::Inactivity,
+            devices: 31,
+        };
+        assert_eq!(Span::read(&s.to_bytes()), s);
+        assert!(s.is_valid() && s.is_ongoing() && s.end().is_none());
+        assert!(!Span { devices: 32, ..s }.is_valid());
+        assert!(!Span {
+            end_ms: 1,
+            start_ms: 2,
+            ..s
+        }
+        .is_valid());
+        assert_eq!(Span { end_ms: 2, ..s }.end(), Some(2));
     }
 }

@@ -1,19 +1,24 @@
-//! The decoded frames: what [`decode_client`] and [`decode_server`] return, borrowing the
-//! frame's bytes (strings, tokens and lists are not copied).
+//! The decoded frames: what [`decode_client`], [`decode_server`] and the version-aware
+//! [`Version::decode_client`] and [`Version::decode_server`] return, borrowing the frame's
+//! bytes (strings, tokens and lists are not copied).
 //!
 //! It exists to hold the link's frame types apart from the code that reads and writes them.
 //! Every list in a frame is a [`FixedList`] of records validated by the decoder; the names
-//! below ([`UserList`], [`PresenceList`], [`EventList`], [`ShardPorts`] and their iterators)
-//! are that one view at each record type.
+//! below ([`UserList`], [`PresenceList`], [`EventList`], [`SpanList`], [`ShardPorts`] and their
+//! iterators) are that one view at each record type.
+//!
+//! [`ClientFrame`] is version 1's set of gateway → daemon frames, which both versions share;
+//! [`GatewayFrame`] adds the ones version 2 brings (HISTORY). [`ServerFrame`] covers both
+//! versions (a version-1 decoder never returns GOAWAY or HISTORY_REPLY).
 
 #[cfg(doc)]
 use super::{
     decode_client, decode_server, encode_error, MAX_CLIENT_NAME_LEN, MAX_ERROR_MESSAGE_LEN,
-    MAX_STATS_JSON_LEN, MAX_TOKEN_LEN,
+    MAX_GOAWAY_MESSAGE_LEN, MAX_STATS_JSON_LEN, MAX_TOKEN_LEN,
 };
 use super::{
-    ErrorCode, Event, FrameType, Limits, PresenceRecord, Timings, HELLO_FLAG_FIREHOSE,
-    PROTOCOL_VERSION,
+    ErrorCode, Event, FrameType, GoAwayReason, Limits, PresenceRecord, Span, Timings, Version,
+    WelcomeV2, HELLO_FLAG_FIREHOSE, PROTOCOL_VERSION,
 };
 use crate::list::{FixedIter, FixedList};
 
@@ -39,6 +44,12 @@ pub type EventList<'a> = FixedList<'a, Event>;
 /// Iterator over an [`EventList`].
 pub type EventIter<'a> = FixedIter<'a, Event>;
 
+/// The validated spans of a HISTORY_REPLY frame, viewed in place (27 bytes each).
+pub type SpanList<'a> = FixedList<'a, Span>;
+
+/// Iterator over a [`SpanList`].
+pub type SpanIter<'a> = FixedIter<'a, Span>;
+
 /// The per-shard heartbeat ports of a WELCOME frame (`u16` each), viewed in place. Entry `i`
 /// is shard `i`'s port; 0 means the shard has no port of its own (use the shared port). Never
 /// empty in a decoded WELCOME.
@@ -50,7 +61,7 @@ pub type ShardPorts<'a> = FixedList<'a, u16>;
 /// HELLO: the gateway's first frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Hello<'a> {
-    /// The link protocol version; [`PROTOCOL_VERSION`] (a decoded HELLO always has it).
+    /// The protocol version the gateway asks for: 1 or 2 (the highest it speaks).
     pub protocol_version: u16,
     /// Flags: bit 0 [`HELLO_FLAG_FIREHOSE`] (informational); bits 1–15 are 0.
     pub flags: u16,
@@ -73,6 +84,20 @@ impl<'a> Hello<'a> {
         }
     }
 
+    /// The same HELLO asking for `version`.
+    pub const fn asking(self, version: Version) -> Hello<'a> {
+        Hello {
+            protocol_version: version.to_u16(),
+            ..self
+        }
+    }
+
+    /// The version asked for, if this module speaks it (always, in a decoded HELLO).
+    #[inline]
+    pub const fn version(&self) -> Option<Version> {
+        Version::from_u16(self.protocol_version)
+    }
+
     /// Whether the firehose flag (bit 0) is set: the gateway means to use the firehose. The
     /// daemon does not act on it; the link's grant decides (SPEC.md § P5.1).
     #[inline]
@@ -84,7 +109,8 @@ impl<'a> Hello<'a> {
 /// WELCOME: the daemon's answer to HELLO.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Welcome<'a> {
-    /// The link protocol version; [`PROTOCOL_VERSION`].
+    /// The link protocol version: the version of the link from now on, 1 or 2 (the one HELLO
+    /// asked for). 2 exactly when [`v2`](Welcome::v2) is `Some`.
     pub protocol_version: u16,
     /// The shared heartbeat UDP port (any shard's users).
     pub heartbeat_port: u16,
@@ -94,9 +120,33 @@ pub struct Welcome<'a> {
     pub limits: Limits,
     /// The daemon's timings.
     pub timings: Timings,
+    /// Version 2's fields (warming, idle timeout); `None` in a version-1 WELCOME.
+    pub v2: Option<WelcomeV2>,
 }
 
 impl Welcome<'_> {
+    /// The link's version (a decoded WELCOME always has one this module speaks; a hand-built
+    /// one with another version reads as version 1).
+    #[inline]
+    pub const fn version(&self) -> Version {
+        match Version::from_u16(self.protocol_version) {
+            Some(v) => v,
+            None => Version::V1,
+        }
+    }
+
+    /// Whether the daemon said it is warming (version 2, flag `WARMING`).
+    #[inline]
+    pub const fn is_warming(&self) -> bool {
+        matches!(
+            self.v2,
+            Some(WelcomeV2 {
+                warm_remaining_ms: Some(_),
+                ..
+            })
+        )
+    }
+
     /// The number of shards (at least 1 in a decoded WELCOME).
     #[inline]
     pub fn shard_count(&self) -> u16 {
@@ -122,6 +172,9 @@ pub struct PresenceFrame<'a> {
     pub request_id: u32,
     /// FINAL: the request's last PRESENCE frame.
     pub is_final: bool,
+    /// WARMING (version 2): the records were read while the daemon was warming, so an offline
+    /// among them may be wrong (SPEC.md § P6.10). Always false on a version-1 link.
+    pub warming: bool,
     /// The records.
     pub records: PresenceList<'a>,
 }
@@ -151,7 +204,57 @@ impl ErrorFrame<'_> {
     }
 }
 
-/// A decoded gateway → daemon frame.
+/// GOAWAY (version 2): the daemon is going away; its last frame on the link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct GoAwayFrame<'a> {
+    /// The raw reason; see [`go_away_reason`](GoAwayFrame::go_away_reason).
+    pub reason: u16,
+    /// Wait at least this long (plus jitter) before reconnecting, milliseconds.
+    pub reconnect_after_ms: u32,
+    /// Human-readable detail; at most [`MAX_GOAWAY_MESSAGE_LEN`] bytes.
+    pub message: &'a str,
+}
+
+impl GoAwayFrame<'_> {
+    /// The reason, if this version defines it (receivers treat unknown reasons as
+    /// [`ShuttingDown`](GoAwayReason::ShuttingDown)).
+    #[inline]
+    pub const fn go_away_reason(&self) -> Option<GoAwayReason> {
+        GoAwayReason::from_u16(self.reason)
+    }
+}
+
+/// HISTORY (version 2): a request for one user's presence history.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct HistoryRequest {
+    /// Nonzero request id.
+    pub request_id: u32,
+    /// The user; nonzero.
+    pub user: u64,
+    /// Only spans that end at or after this Unix millisecond (ongoing spans always); 0: all
+    /// the daemon keeps.
+    pub since_ms: u64,
+    /// Paging: only spans whose starting transition's version is greater; 0: from the first.
+    pub after_version: u64,
+    /// At most this many spans, at least 1 (the daemon may send fewer).
+    pub max_spans: u32,
+}
+
+/// HISTORY_REPLY (version 2): the answer to HISTORY.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct HistoryReply<'a> {
+    /// The HISTORY request answered; nonzero.
+    pub request_id: u32,
+    /// MORE: more spans follow; ask again with `after_version` = the last span's version.
+    pub more: bool,
+    /// The user's last seen, Unix milliseconds; `None` when unknown.
+    pub last_seen_ms: Option<u64>,
+    /// The spans, in version order.
+    pub spans: SpanList<'a>,
+}
+
+/// A decoded gateway → daemon frame of version 1's set (which version 2 keeps unchanged).
+/// [`GatewayFrame`] adds version 2's HISTORY.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ClientFrame<'a> {
     /// HELLO (0x01).
@@ -232,7 +335,48 @@ impl ClientFrame<'_> {
     }
 }
 
-/// A decoded daemon → gateway frame.
+/// A decoded gateway → daemon frame of any version: what [`Version::decode_client`] returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GatewayFrame<'a> {
+    /// A frame of version 1's set (HELLO to STATS), the same on both versions.
+    Common(ClientFrame<'a>),
+    /// HISTORY (0x08), version 2.
+    History(HistoryRequest),
+}
+
+impl GatewayFrame<'_> {
+    /// The frame's type.
+    pub const fn frame_type(&self) -> FrameType {
+        match self {
+            GatewayFrame::Common(f) => f.frame_type(),
+            GatewayFrame::History(_) => FrameType::History,
+        }
+    }
+
+    /// The request id; `None` for HELLO.
+    pub const fn request_id(&self) -> Option<u32> {
+        match self {
+            GatewayFrame::Common(f) => f.request_id(),
+            GatewayFrame::History(h) => Some(h.request_id),
+        }
+    }
+
+    /// The user list of SUBSCRIBE, UNSUBSCRIBE and QUERY.
+    pub const fn users(&self) -> Option<UserList<'_>> {
+        match self {
+            GatewayFrame::Common(f) => f.users(),
+            GatewayFrame::History(_) => None,
+        }
+    }
+}
+
+impl<'a> From<ClientFrame<'a>> for GatewayFrame<'a> {
+    fn from(f: ClientFrame<'a>) -> GatewayFrame<'a> {
+        GatewayFrame::Common(f)
+    }
+}
+
+/// A decoded daemon → gateway frame (either version).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ServerFrame<'a> {
     /// WELCOME (0x81).
@@ -259,6 +403,10 @@ pub enum ServerFrame<'a> {
         /// The daemon's counters as a JSON object; at most [`MAX_STATS_JSON_LEN`] bytes.
         json: &'a str,
     },
+    /// GOAWAY (0x88), version 2: the daemon's last frame on the link.
+    GoAway(GoAwayFrame<'a>),
+    /// HISTORY_REPLY (0x89), version 2.
+    HistoryReply(HistoryReply<'a>),
 }
 
 impl ServerFrame<'_> {
@@ -272,16 +420,19 @@ impl ServerFrame<'_> {
             ServerFrame::Ack { .. } => FrameType::Ack,
             ServerFrame::Error(_) => FrameType::Error,
             ServerFrame::StatsReply { .. } => FrameType::StatsReply,
+            ServerFrame::GoAway(_) => FrameType::GoAway,
+            ServerFrame::HistoryReply(_) => FrameType::HistoryReply,
         }
     }
 
-    /// The request id the frame answers; `None` for WELCOME, EVENTS and LAGGED, and for an
-    /// ERROR about the link (request id 0).
+    /// The request id the frame answers; `None` for WELCOME, EVENTS, LAGGED and GOAWAY, and
+    /// for an ERROR about the link (request id 0).
     pub const fn request_id(&self) -> Option<u32> {
         match *self {
             ServerFrame::Presence(PresenceFrame { request_id, .. })
             | ServerFrame::Ack { request_id }
-            | ServerFrame::StatsReply { request_id, .. } => Some(request_id),
+            | ServerFrame::StatsReply { request_id, .. }
+            | ServerFrame::HistoryReply(HistoryReply { request_id, .. }) => Some(request_id),
             ServerFrame::Error(ErrorFrame { request_id, .. }) if request_id != 0 => {
                 Some(request_id)
             }
@@ -290,12 +441,24 @@ impl ServerFrame<'_> {
     }
 
     /// Whether the frame completes its request (PRESENCE with FINAL, ACK, ERROR with a
-    /// request id, STATS_REPLY).
+    /// request id, STATS_REPLY, HISTORY_REPLY).
     pub const fn completes_request(&self) -> bool {
         match *self {
             ServerFrame::Presence(PresenceFrame { is_final, .. }) => is_final,
-            ServerFrame::Ack { .. } | ServerFrame::StatsReply { .. } => true,
+            ServerFrame::Ack { .. }
+            | ServerFrame::StatsReply { .. }
+            | ServerFrame::HistoryReply(_) => true,
             ServerFrame::Error(ErrorFrame { request_id, .. }) => request_id != 0,
+            _ => false,
+        }
+    }
+
+    /// Whether the daemon ends the link after this frame: GOAWAY, and an ERROR about the link
+    /// (request id 0).
+    pub const fn ends_link(&self) -> bool {
+        match *self {
+            ServerFrame::GoAway(_) => true,
+            ServerFrame::Error(ErrorFrame { request_id, .. }) => request_id == 0,
             _ => false,
         }
     }

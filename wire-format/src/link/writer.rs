@@ -116,6 +116,7 @@ macro_rules! frame_size {
 pub struct PresenceWriter {
     writer: ListWriter<PresenceRecord, 5>,
     request_id: u32,
+    warming: bool,
 }
 
 impl PresenceWriter {
@@ -127,7 +128,15 @@ impl PresenceWriter {
         Ok(PresenceWriter {
             writer: ListWriter::new(FrameType::Presence, max_frame_len)?,
             request_id,
+            warming: false,
         })
+    }
+
+    /// The same writer, setting the `WARMING` flag (version-2 links only) on every frame it
+    /// completes from now on when `warming`: the records were read while the daemon was
+    /// warming. [`encode_presence_v2`](super::encode_presence_v2) is the one-shot form.
+    pub fn with_warming(self, warming: bool) -> PresenceWriter {
+        PresenceWriter { warming, ..self }
     }
 
     /// Appends a record to the current frame. Refuses user id 0 ([`EncodeError::ZeroUser`])
@@ -150,7 +159,8 @@ impl PresenceWriter {
     /// Completes the current frame (not FINAL) and returns it, length prefix included, then
     /// starts a new one; `None`, and nothing changes, when it has no record.
     pub fn flush(&mut self) -> Option<BytesMut> {
-        self.writer.flush(presence_head(self.request_id, false))
+        self.writer
+            .flush(presence_head(self.request_id, false, self.warming))
     }
 
     /// Completes the current frame — FINAL set if `is_final` — and returns it, length prefix
@@ -160,7 +170,8 @@ impl PresenceWriter {
         if self.is_empty() && !is_final {
             return None;
         }
-        Some(self.writer.close(presence_head(self.request_id, is_final)))
+        let head = presence_head(self.request_id, is_final, self.warming);
+        Some(self.writer.close(head))
     }
 }
 

@@ -3,6 +3,8 @@
 //! codec never panics, every accessor of an accepted datagram or frame works, and re-encoding
 //! what was decoded gives back exactly the input bytes (for an authenticated datagram: its
 //! unsigned encoding with the `AUTH` flag and its tag; its MAC is checked against a fixed key).
+//! Link frames are checked on links of both protocol versions: what a version-1 link accepts,
+//! a version-2 link accepts too, as the same frame.
 //!
 //! Every check panics (`assert!`) on a violation, so that libFuzzer records a crash.
 
@@ -10,13 +12,14 @@
 
 use bytes::BytesMut;
 use presenced_wire::link::{
-    decode_client, decode_server, encode_ack, encode_events, encode_hello, encode_lagged,
-    encode_presence, encode_query, encode_stats, encode_stats_reply, encode_subscribe,
-    encode_subscribe_all, encode_unsubscribe, encode_unsubscribe_all, encode_welcome, ClientFrame,
-    ErrorCode, Event, EventsWriter, FrameError, FrameReader, FrameType, PresenceRecord,
-    PresenceWriter, ServerFrame, DEFAULT_MAX_FRAME_LEN, EVENT_LEN, LENGTH_PREFIX_LEN,
-    MAX_CLIENT_NAME_LEN, MAX_ERROR_MESSAGE_LEN, MAX_STATS_JSON_LEN, MAX_TOKEN_LEN,
-    PRESENCE_RECORD_LEN, PROTOCOL_VERSION, USER_ID_LEN,
+    decode_client, decode_server, encode_ack, encode_events, encode_goaway, encode_hello,
+    encode_history, encode_history_reply, encode_lagged, encode_presence_v2, encode_query,
+    encode_stats, encode_stats_reply, encode_subscribe, encode_subscribe_all, encode_unsubscribe,
+    encode_unsubscribe_all, encode_welcome, encode_welcome_v2, ClientFrame, ErrorCode, Event,
+    EventsWriter, FrameError, FrameReader, FrameType, GatewayFrame, PresenceRecord, PresenceWriter,
+    ServerFrame, Span, Version, DEFAULT_MAX_FRAME_LEN, EVENT_LEN, LENGTH_PREFIX_LEN,
+    MAX_CLIENT_NAME_LEN, MAX_ERROR_MESSAGE_LEN, MAX_GOAWAY_MESSAGE_LEN, MAX_SPAN_DEVICES,
+    MAX_STATS_JSON_LEN, MAX_TOKEN_LEN, PRESENCE_RECORD_LEN, SPAN_LEN, USER_ID_LEN,
 };
 use presenced_wire::{
     auth, decode, encode, DecodeError, Encoder, Entry, Header, ENTRY_LEN, FLAG_AUTH, HEADER_LEN,
@@ -179,10 +182,14 @@ fn check_accepted_datagram(bytes: &[u8], d: &presenced_wire::Datagram<'_>) {
 pub struct StreamSummary {
     /// Whole frames split off the stream.
     pub frames: usize,
-    /// Frames `decode_client` accepted.
+    /// Frames `decode_client` accepted (a version-1 link).
     pub client_ok: usize,
-    /// Frames `decode_server` accepted.
+    /// Frames `decode_server` accepted (a version-1 link).
     pub server_ok: usize,
+    /// Frames a version-2 daemon accepted.
+    pub client_ok_v2: usize,
+    /// Frames a version-2 gateway accepted.
+    pub server_ok_v2: usize,
 }
 
 /// Splits `bytes` into frames with a reader of limit `max_frame_len` until it runs out or
@@ -231,11 +238,35 @@ pub fn check_stream(bytes: &[u8], max_frame_len: u32) -> StreamSummary {
                 for cut in [LENGTH_PREFIX_LEN, used - 1] {
                     assert_eq!(reader.next_frame(&rest[..cut]), Ok(None), "cut at {cut}");
                 }
-                let client = check_client_frame(frame);
-                let server = check_server_frame(frame);
+                let client = check_client_frame(frame, Version::V1);
+                let server = check_server_frame(frame, Version::V1);
+                let client_v2 = check_client_frame(frame, Version::V2);
+                let server_v2 = check_server_frame(frame, Version::V2);
                 summary.client_ok += usize::from(client);
                 summary.server_ok += usize::from(server);
+                summary.client_ok_v2 += usize::from(client_v2);
+                summary.server_ok_v2 += usize::from(server_v2);
                 assert!(!(client && server), "a frame decoded in both directions");
+                assert!(
+                    !(client_v2 && server_v2),
+                    "a frame decoded in both directions"
+                );
+                // Version 2 keeps every version-1 frame as it is.
+                assert!(
+                    client_v2 || !client,
+                    "a version-1 frame refused on version 2"
+                );
+                assert!(
+                    server_v2 || !server,
+                    "a version-1 frame refused on version 2"
+                );
+                if client {
+                    let v1 = decode_client(frame).map(GatewayFrame::Common);
+                    assert_eq!(v1, Version::V2.decode_client(frame));
+                }
+                if server {
+                    assert_eq!(decode_server(frame), Version::V2.decode_server(frame));
+                }
                 // The reader's shortcuts agree with the two steps.
                 match reader.next_client(rest) {
                     Ok(Some((_, u))) => assert!(client && u == used),
@@ -277,11 +308,16 @@ fn assert_reencodes(frame: &[u8], encoded: &[u8], what: &str) {
     assert_eq!(body, frame, "{what}: re-encoding differs");
 }
 
-/// Decodes `frame` (type + body) as a gateway → daemon frame; checks the result; returns
-/// whether it was accepted.
-pub fn check_client_frame(frame: &[u8]) -> bool {
-    let f = match decode_client(frame) {
-        Ok(f) => f,
+/// Decodes `frame` (type + body) as a gateway → daemon frame on a link of `version` (for
+/// HELLO: a daemon speaking up to `version`); checks the result; returns whether it was
+/// accepted.
+pub fn check_client_frame(frame: &[u8], version: Version) -> bool {
+    let decoded = version.decode_client(frame);
+    if version == Version::V1 {
+        assert_eq!(decode_client(frame).map(GatewayFrame::Common), decoded);
+    }
+    let g = match decoded {
+        Ok(g) => g,
         Err(e) => {
             check_frame_error(&e);
             if frame.is_empty() {
@@ -290,27 +326,49 @@ pub fn check_client_frame(frame: &[u8]) -> bool {
             return false;
         }
     };
-    let t = f.frame_type();
+    let t = g.frame_type();
     assert_eq!(t.to_u8(), frame[0]);
     assert!(t.is_client());
+    assert!(version.has(t));
     assert_eq!(FrameType::from_u8(frame[0]), Some(t));
     assert_eq!(
-        decode_server(frame),
+        version.decode_server(frame),
         Err(FrameError::UnknownType(frame[0])),
         "a client frame type decoded as a server frame"
     );
-    let _ = format!("{f:?} {t}");
+    let _ = format!("{g:?} {t}");
 
     let mut out = BytesMut::new();
-    f.encode(&mut out)
+    g.encode(&mut out)
         .expect("a decoded client frame re-encodes");
-    assert_reencodes(frame, &out, "ClientFrame::encode");
+    assert_reencodes(frame, &out, "GatewayFrame::encode");
+
+    let f = match g {
+        GatewayFrame::Common(f) => f,
+        GatewayFrame::History(h) => {
+            assert_ne!(h.request_id, 0);
+            assert_ne!(h.user, 0);
+            assert_ne!(h.max_spans, 0);
+            assert_eq!(g.request_id(), Some(h.request_id));
+            assert!(g.users().is_none());
+            let mut typed = BytesMut::new();
+            encode_history(&mut typed, &h).expect("a decoded HISTORY encodes");
+            assert_eq!(typed, out, "typed encoder of {t}");
+            return true;
+        }
+    };
+    assert_eq!(g.request_id(), f.request_id());
+    let mut again = BytesMut::new();
+    f.encode(&mut again)
+        .expect("a decoded client frame re-encodes");
+    assert_eq!(again, out, "ClientFrame::encode");
 
     // The typed encoders give the same bytes.
     let mut typed = BytesMut::new();
     match f {
         ClientFrame::Hello(h) => {
-            assert_eq!(h.protocol_version, PROTOCOL_VERSION);
+            let asked = h.version().expect("a decoded HELLO's version is known");
+            assert!(asked <= version);
             assert!(h.client_name.len() <= MAX_CLIENT_NAME_LEN);
             assert!(h.token.len() <= MAX_TOKEN_LEN);
             let _ = h.wants_firehose();
@@ -369,10 +427,15 @@ fn check_user_list(users: presenced_wire::link::UserList<'_>) -> Vec<u64> {
     list
 }
 
-/// Decodes `frame` (type + body) as a daemon → gateway frame; checks the result; returns
-/// whether it was accepted.
-pub fn check_server_frame(frame: &[u8]) -> bool {
-    let f = match decode_server(frame) {
+/// Decodes `frame` (type + body) as a daemon → gateway frame on a link of `version` (for
+/// WELCOME: a gateway that asked for `version`); checks the result; returns whether it was
+/// accepted.
+pub fn check_server_frame(frame: &[u8], version: Version) -> bool {
+    let decoded = version.decode_server(frame);
+    if version == Version::V1 {
+        assert_eq!(decode_server(frame), decoded);
+    }
+    let f = match decoded {
         Ok(f) => f,
         Err(e) => {
             check_frame_error(&e);
@@ -385,10 +448,16 @@ pub fn check_server_frame(frame: &[u8]) -> bool {
     let t = f.frame_type();
     assert_eq!(t.to_u8(), frame[0]);
     assert!(!t.is_client());
+    assert!(version.has(t));
     assert_eq!(
-        decode_client(frame),
+        version.decode_client(frame),
         Err(FrameError::UnknownType(frame[0])),
         "a server frame type decoded as a client frame"
+    );
+    assert_eq!(
+        f.ends_link(),
+        matches!(f, ServerFrame::GoAway(_))
+            || matches!(f, ServerFrame::Error(e) if e.request_id == 0)
     );
     let _ = format!("{f:?} {t}");
 
@@ -403,7 +472,9 @@ pub fn check_server_frame(frame: &[u8]) -> bool {
     let mut typed = BytesMut::new();
     match f {
         ServerFrame::Welcome(w) => {
-            assert_eq!(w.protocol_version, PROTOCOL_VERSION);
+            assert!(w.version() <= version);
+            assert_eq!(w.protocol_version, w.version().to_u16());
+            assert_eq!(w.v2.is_some(), w.version() == Version::V2);
             let ports: Vec<u16> = w.shard_ports.iter().collect();
             assert!(!ports.is_empty());
             assert_eq!(usize::from(w.shard_count()), ports.len());
@@ -420,11 +491,22 @@ pub fn check_server_frame(frame: &[u8]) -> bool {
             }
             assert_eq!(f.request_id(), None);
             assert!(!f.completes_request());
-            encode_welcome(&mut typed, w.heartbeat_port, &ports, &w.limits, &w.timings)
-                .expect("a decoded WELCOME encodes");
+            match &w.v2 {
+                None => encode_welcome(&mut typed, w.heartbeat_port, &ports, &w.limits, &w.timings),
+                Some(v2) => encode_welcome_v2(
+                    &mut typed,
+                    w.heartbeat_port,
+                    &ports,
+                    &w.limits,
+                    &w.timings,
+                    v2,
+                ),
+            }
+            .expect("a decoded WELCOME encodes");
         }
         ServerFrame::Presence(p) => {
             assert_ne!(p.request_id, 0);
+            assert!(!p.warming || version == Version::V2);
             assert_eq!(f.request_id(), Some(p.request_id));
             assert_eq!(f.completes_request(), p.is_final);
             let records: Vec<PresenceRecord> = p.records.iter().collect();
@@ -443,10 +525,19 @@ pub fn check_server_frame(frame: &[u8]) -> bool {
             }
             assert_eq!(p.records.get(records.len()), None);
             if !records.is_empty() || p.is_final {
-                let frames = encode_presence(&mut typed, p.request_id, &records, p.is_final, max)
-                    .expect("decoded records encode");
+                let frames = encode_presence_v2(
+                    &mut typed,
+                    p.request_id,
+                    &records,
+                    p.is_final,
+                    p.warming,
+                    max,
+                )
+                .expect("decoded records encode");
                 assert_eq!(frames, 1);
-                let mut w = PresenceWriter::new(p.request_id, max).expect("a writer");
+                let mut w = PresenceWriter::new(p.request_id, max)
+                    .expect("a writer")
+                    .with_warming(p.warming);
                 for r in &records {
                     w.push(*r)
                         .expect("a decoded record fits its own frame's length");
@@ -457,7 +548,7 @@ pub fn check_server_frame(frame: &[u8]) -> bool {
             } else {
                 // An empty non-final PRESENCE frame: the one-shot encoder writes nothing.
                 assert_eq!(
-                    encode_presence(&mut typed, p.request_id, &[], false, max),
+                    encode_presence_v2(&mut typed, p.request_id, &[], false, p.warming, max),
                     Ok(0)
                 );
                 typed = out.clone();
@@ -537,6 +628,46 @@ pub fn check_server_frame(frame: &[u8]) -> bool {
             assert_eq!(f.request_id(), Some(request_id));
             assert!(f.completes_request());
             encode_stats_reply(&mut typed, request_id, json).expect("a decoded reply encodes");
+        }
+        ServerFrame::GoAway(g) => {
+            assert!(g.message.len() <= MAX_GOAWAY_MESSAGE_LEN);
+            assert_eq!(f.request_id(), None);
+            assert!(!f.completes_request());
+            match g.go_away_reason() {
+                Some(reason) => {
+                    assert_eq!(reason.to_u16(), g.reason);
+                    encode_goaway(&mut typed, reason, g.reconnect_after_ms, g.message);
+                }
+                None => typed = out.clone(),
+            }
+        }
+        ServerFrame::HistoryReply(h) => {
+            assert_ne!(h.request_id, 0);
+            assert_eq!(f.request_id(), Some(h.request_id));
+            assert!(f.completes_request());
+            let spans: Vec<Span> = h.spans.iter().collect();
+            assert_eq!(spans.len(), h.spans.len());
+            assert!(h.spans.iter().rev().eq(spans.iter().rev().copied()));
+            let raw = h.spans.as_bytes();
+            assert_eq!(raw.len(), spans.len() * SPAN_LEN);
+            for (i, s) in spans.iter().enumerate() {
+                assert!(s.is_valid());
+                assert!(s.devices <= MAX_SPAN_DEVICES);
+                assert_eq!(s.end().is_none(), s.is_ongoing());
+                assert_eq!(h.spans.get(i), Some(*s));
+                let chunk = &raw[i * SPAN_LEN..(i + 1) * SPAN_LEN];
+                assert_eq!(&s.to_bytes()[..], chunk, "span {i} does not re-encode");
+            }
+            assert_eq!(h.spans.get(spans.len()), None);
+            encode_history_reply(
+                &mut typed,
+                h.request_id,
+                h.more,
+                h.last_seen_ms,
+                &spans,
+                max,
+            )
+            .expect("a decoded HISTORY_REPLY encodes");
         }
     }
     assert_eq!(typed, out, "typed encoder of {t}");

@@ -3,7 +3,10 @@
 //! Every byte is built by hand from the SPEC.md tables ("Push link (QUIC)"), independently of
 //! `presenced_wire::link`, and each invalid vector's error is stated by hand, so
 //! `wire-format/tests/link.rs` checks the codec against the spec, not against itself.
-//! [`spec_dumps`] prints the worked example's frames (SPEC.md § P8) as hex dumps.
+//! [`spec_dumps`] prints the worked example's frames (SPEC.md § P8) as hex dumps. Version 2's
+//! blocks are in [`v2`], after version 1's.
+
+mod v2;
 
 use std::fmt::Write as _;
 
@@ -1124,6 +1127,11 @@ const HEADER: &str = "\
 # 1048576) and decoding it for its direction fails with that reason and details. Any other
 # block is valid: it decodes to exactly the `type:` and fields listed, and encoding those
 # gives exactly `hex:`.
+# `version:` is the protocol version of the link the frame is read on (SPEC.md § P5, P7): 1
+# or 2; a block without it is for version 1. Before WELCOME that is, for a daemon reading
+# HELLO, the newest version it speaks and, for a gateway reading WELCOME, the version its
+# HELLO asked for. Every valid version-1 block also decodes, to the same fields, on a
+# version-2 link. The version-2 blocks follow the version-1 ones.
 ";
 
 /// `link.txt`.
@@ -1135,6 +1143,16 @@ pub fn render() -> String {
     }
     out.push_str("# ---- invalid\n\n");
     for v in invalid() {
+        v.render(&mut out);
+    }
+    out.push_str("# ---- version 2: valid\n\n");
+    for v in v2::valid() {
+        v.render(&mut out);
+    }
+    out.push_str(
+        "# ---- version 2: invalid, and version 2's frames and bits on a version-1 link\n\n",
+    );
+    for v in v2::invalid() {
         v.render(&mut out);
     }
     out.trim_end().to_string() + "\n"
@@ -1157,6 +1175,25 @@ pub fn spec_dumps() -> String {
             presence_frame(1, 1, r.len() as u32, &r).bytes(),
         ),
         ("spec_events", events_frame(e.len() as u32, &e).bytes()),
+        ("spec_v2_hello", v2::spec_hello_v2().bytes()),
+        (
+            "spec_v2_welcome",
+            v2::welcome_v2_frame(2, &spec_welcome(), Some(v2::SPEC_WELCOME_V2)).bytes(),
+        ),
+        (
+            "spec_v2_history",
+            v2::history_frame(v2::spec_history()).bytes(),
+        ),
+        ("spec_v2_history_reply", v2::spec_history_reply().bytes()),
+        (
+            "spec_v2_goaway",
+            v2::goaway_frame(
+                v2::SPEC_GOAWAY.0,
+                v2::SPEC_GOAWAY.1,
+                v2::SPEC_GOAWAY.2.as_bytes(),
+            )
+            .bytes(),
+        ),
     ];
     let mut out = String::new();
     for (name, bytes) in frames {

@@ -1,13 +1,15 @@
-//! How presencectl prints: times in UTC, records and transitions as lines or JSON, and the
-//! daemon's stats as tables.
+//! How presencectl prints: times in UTC, records and transitions as lines or JSON, a user's
+//! history as a table or JSON, the daemon's stats as tables; and what `history` says when the
+//! daemon has none.
 
-use presenced_wire::link::{Event, PresenceRecord};
+use presenced_client::{ClientError, HistoryPage};
+use presenced_wire::link::{ErrorCode, Event, PresenceRecord};
 use presenced_wire::stats::{CoreStats, LinkStats, ShardStats, Stats};
 use presenced_wire::State;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Unix milliseconds as `YYYY-MM-DDThh:mm:ss.mmmZ`.
 pub fn utc(ms: u64) -> String {
@@ -41,6 +43,129 @@ pub fn epoch_and_sequence() -> (u32, u64) {
         .unwrap_or_default();
     let epoch = u32::try_from(now.as_secs()).unwrap_or(u32::MAX);
     (epoch, u64::from(now.subsec_micros()) * 1000)
+}
+
+/// Now, Unix milliseconds.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// `history --since`: a time ago, or a Unix time in milliseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Since {
+    /// This long before now.
+    Ago(Duration),
+    /// This Unix millisecond.
+    At(u64),
+}
+
+impl Since {
+    /// The Unix millisecond meant, `now_ms` being now.
+    pub fn unix_ms(self, now_ms: u64) -> u64 {
+        match self {
+            Since::Ago(d) => {
+                now_ms.saturating_sub(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            }
+            Since::At(ms) => ms,
+        }
+    }
+}
+
+/// Parses `--since`: digits only are a Unix time in milliseconds, anything else a duration
+/// ago (`90m`, `2d`, `1h 30m`).
+pub fn parse_since(text: &str) -> Result<Since, String> {
+    let t = text.trim();
+    if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+        return t
+            .parse()
+            .map(Since::At)
+            .map_err(|_| format!("`{text}` is too large for a Unix time in milliseconds"));
+    }
+    presenced_tools::parse_duration(t)
+        .map(Since::Ago)
+        .map_err(|e| format!("{e}; or give a Unix time in milliseconds"))
+}
+
+/// What `history` says when the daemon cannot answer: plainly for a daemon speaking only
+/// push-link protocol version 1 and for one without saved state.
+pub fn history_error(user: u64, e: &ClientError) -> String {
+    match e {
+        ClientError::Unsupported(_) => format!(
+            "history of user {user}: the daemon speaks only push-link protocol version 1, \
+             which has no history (a daemon speaking version 2 has it)"
+        ),
+        ClientError::Refused {
+            code: Some(ErrorCode::HistoryUnavailable),
+            message,
+        } => format!(
+            "history of user {user}: the daemon keeps no history: it runs without saved state \
+             (`state.enabled`); it said: {message}"
+        ),
+        other => format!("history of user {user}: {other}"),
+    }
+}
+
+fn span_end(end: Option<u64>) -> String {
+    end.map_or_else(|| "now".to_string(), utc)
+}
+
+/// A user's history as a table: last seen, then one row per span (start, end or `now`,
+/// state, cause, devices), oldest first.
+pub fn history_table(user: u64, h: &HistoryPage) -> String {
+    let mut out = format!(
+        "user {user}, last seen {}\n",
+        h.last_seen_ms.map_or_else(|| "-".to_string(), utc)
+    );
+    if h.spans.is_empty() {
+        out.push_str("no spans: the daemon keeps no transition of this user in that time\n");
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "{:<24}  {:<24}  {:<8}  {:<15}  {:>7}",
+        "START", "END", "STATE", "CAUSE", "DEVICES"
+    );
+    for s in &h.spans {
+        let _ = writeln!(
+            out,
+            "{:<24}  {:<24}  {:<8}  {:<15}  {:>7}",
+            utc(s.start_ms),
+            span_end(s.end()),
+            s.state.name(),
+            s.cause.name(),
+            s.devices
+        );
+    }
+    out
+}
+
+/// A user's history as one JSON object: `user`, `last_seen_ms` (null: unknown), `more`, and
+/// `spans` (`version`, `start_ms`, `end_ms` (null: still going on), `state`, `cause`,
+/// `devices`).
+pub fn history_json(user: u64, h: &HistoryPage) -> String {
+    let spans: Vec<_> = h
+        .spans
+        .iter()
+        .map(|s| {
+            json!({
+                "version": s.version,
+                "start_ms": s.start_ms,
+                "end_ms": s.end(),
+                "state": s.state.name(),
+                "cause": s.cause.name(),
+                "devices": s.devices,
+            })
+        })
+        .collect();
+    json!({
+        "user": user,
+        "last_seen_ms": h.last_seen_ms,
+        "more": h.more,
+        "spans": spans,
+    })
+    .to_string()
 }
 
 /// The word for a device report.
@@ -254,6 +379,148 @@ pub fn stats_table(stats: &Stats) -> String {
 mod tests {
     use super::*;
     use presenced_wire::stats::{GatewayStats, LatencySummary};
+
+    use presenced_client::Span;
+    use presenced_wire::link::{WireCause, WireState};
+
+    fn sample_history() -> HistoryPage {
+        HistoryPage {
+            spans: vec![
+                Span {
+                    version: 1_700_000_100_000 << 16,
+                    start_ms: 1_700_000_100_000,
+                    end_ms: 1_700_000_400_000,
+                    state: WireState::Online,
+                    cause: WireCause::FirstHeartbeat,
+                    devices: 1,
+                },
+                Span {
+                    version: 1_700_000_400_000 << 16,
+                    start_ms: 1_700_000_400_000,
+                    end_ms: 0,
+                    state: WireState::Idle,
+                    cause: WireCause::Inactivity,
+                    devices: 12,
+                },
+            ],
+            last_seen_ms: Some(1_700_000_100_000),
+            more: false,
+        }
+    }
+
+    #[test]
+    fn history_as_a_table() {
+        let table = history_table(42, &sample_history());
+        let lines: Vec<&str> = table.lines().collect();
+        let row = |cells: [&str; 5]| {
+            format!(
+                "{:<24}  {:<24}  {:<8}  {:<15}  {:>7}",
+                cells[0], cells[1], cells[2], cells[3], cells[4]
+            )
+        };
+        assert_eq!(lines.len(), 4, "{table}");
+        assert_eq!(lines[0], "user 42, last seen 2023-11-14T22:15:00.000Z");
+        assert_eq!(lines[1], row(["START", "END", "STATE", "CAUSE", "DEVICES"]));
+        assert_eq!(
+            lines[2],
+            row([
+                "2023-11-14T22:15:00.000Z",
+                "2023-11-14T22:20:00.000Z",
+                "online",
+                "first_heartbeat",
+                "1"
+            ])
+        );
+        assert_eq!(
+            lines[3],
+            row([
+                "2023-11-14T22:20:00.000Z",
+                "now",
+                "idle",
+                "inactivity",
+                "12"
+            ])
+        );
+        assert!(lines[3].ends_with("now                       idle      inactivity            12"));
+        let empty = HistoryPage {
+            spans: vec![],
+            last_seen_ms: None,
+            more: false,
+        };
+        assert_eq!(
+            history_table(7, &empty),
+            "user 7, last seen -\nno spans: the daemon keeps no transition of this user in \
+             that time\n"
+        );
+    }
+
+    #[test]
+    fn history_as_json() {
+        let text = history_json(42, &sample_history());
+        assert_eq!(text.lines().count(), 1);
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["user"], 42);
+        assert_eq!(v["last_seen_ms"], 1_700_000_100_000u64);
+        assert_eq!(v["more"], false);
+        let spans = v["spans"].as_array().unwrap();
+        assert_eq!(spans.len(), 2);
+        assert_eq!(spans[0]["end_ms"], 1_700_000_400_000u64);
+        assert_eq!(spans[0]["state"], "online");
+        assert_eq!(spans[0]["cause"], "first_heartbeat");
+        assert_eq!(spans[1]["end_ms"], serde_json::Value::Null);
+        assert_eq!(spans[1]["devices"], 12);
+        assert_eq!(spans[1]["version"], 1_700_000_400_000u64 << 16);
+        let empty = HistoryPage {
+            spans: vec![],
+            last_seen_ms: None,
+            more: true,
+        };
+        let v: serde_json::Value = serde_json::from_str(&history_json(1, &empty)).unwrap();
+        assert!(v["last_seen_ms"].is_null());
+        assert_eq!(v["more"], true);
+        assert_eq!(v["spans"].as_array().unwrap().len(), 0);
+    }
+
+    #[test]
+    fn since_is_a_time_ago_or_a_unix_millisecond() {
+        assert_eq!(parse_since("0"), Ok(Since::At(0)));
+        assert_eq!(
+            parse_since("1700000000000"),
+            Ok(Since::At(1_700_000_000_000))
+        );
+        assert_eq!(
+            parse_since("90m"),
+            Ok(Since::Ago(Duration::from_secs(5400)))
+        );
+        assert_eq!(
+            parse_since(" 1h 30m "),
+            Ok(Since::Ago(Duration::from_secs(5400)))
+        );
+        assert!(parse_since("5x").unwrap_err().contains("not a duration"));
+        assert!(parse_since("").is_err());
+        assert!(parse_since("99999999999999999999").is_err());
+        assert_eq!(Since::Ago(Duration::from_secs(2)).unix_ms(10_000), 8_000);
+        assert_eq!(Since::Ago(Duration::from_secs(20)).unix_ms(10_000), 0);
+        assert_eq!(Since::At(5).unix_ms(10_000), 5);
+    }
+
+    #[test]
+    fn history_errors_say_why() {
+        let v1 = ClientError::Unsupported("version 1".into());
+        assert!(history_error(9, &v1).contains("only push-link protocol version 1"));
+        let off = ClientError::Refused {
+            code: Some(ErrorCode::HistoryUnavailable),
+            message: "no saved state".into(),
+        };
+        let text = history_error(9, &off);
+        assert!(text.starts_with("history of user 9: the daemon keeps no history"));
+        assert!(text.contains("state.enabled"), "{text}");
+        let other = ClientError::Protocol("x".into());
+        assert_eq!(
+            history_error(9, &other),
+            "history of user 9: protocol error: x"
+        );
+    }
 
     #[test]
     fn utc_formats_known_instants() {

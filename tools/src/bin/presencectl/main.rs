@@ -1,6 +1,6 @@
 //! `presencectl`: look at and drive a running presenced. `query` and `watch` presence over the
-//! push link, read the daemon's `stats`, and `send` heartbeats by hand to try it out. Built on
-//! the daemon's client library, like every gateway.
+//! push link, read a user's `history`, read the daemon's `stats`, and `send` heartbeats by
+//! hand to try it out. Built on the daemon's client library, like every gateway.
 
 mod format;
 
@@ -92,6 +92,30 @@ enum Command {
     /// latency).
     Stats {
         /// The counters as JSON (the daemon's stats schema, one line).
+        #[arg(long)]
+        json: bool,
+    },
+    /// A user's presence history: each span from one transition to the next (start, end or
+    /// "now", state, the cause of the transition that began it, live devices), oldest first,
+    /// and the user's last seen. Needs a daemon that speaks push-link protocol version 2 and
+    /// keeps its state.
+    History {
+        /// The user id (nonzero).
+        #[arg(value_parser = user_id)]
+        user: u64,
+        /// Only spans that end at or after this: a time ago (e.g. 90m, 2d) or a Unix time in
+        /// milliseconds (default: everything the daemon keeps).
+        #[arg(long, value_name = "DURATION|MS", value_parser = format::parse_since)]
+        since: Option<format::Since>,
+        /// At most this many spans, the oldest first.
+        #[arg(
+            long,
+            value_name = "N",
+            default_value_t = 1000,
+            value_parser = clap::value_parser!(u64).range(1..)
+        )]
+        max: u64,
+        /// One JSON object instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -210,6 +234,27 @@ async fn run(cli: Cli) -> Fallible {
                 },
             }
             link.close().await;
+        }
+        Command::History {
+            user,
+            since,
+            max,
+            json,
+        } => {
+            let since_ms = since.map_or(0, |s| s.unix_ms(format::now_ms()));
+            let link = connect(&cli.link).await?;
+            let max = usize::try_from(max).unwrap_or(usize::MAX);
+            let history = link.history_all(user, since_ms, max).await;
+            link.close().await;
+            let history = history.map_err(|e| format::history_error(user, &e))?;
+            if json {
+                println!("{}", format::history_json(user, &history));
+            } else {
+                print!("{}", format::history_table(user, &history));
+            }
+            if history.more {
+                eprintln!("more spans follow: raise --max (now {max}) or give a later --since");
+            }
         }
         Command::Stats { json } => {
             let link = connect(&cli.link).await?;
@@ -375,5 +420,61 @@ fn print_records(records: &[PresenceRecord], json: bool, as_state: bool) {
         }
     } else {
         print!("{}", format::records_table(records));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("presencectl").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn history_arguments() {
+        let Command::History {
+            user,
+            since,
+            max,
+            json,
+        } = parse(&["history", "42"]).unwrap().command
+        else {
+            panic!("not history")
+        };
+        assert_eq!((user, since, max, json), (42, None, 1000, false));
+        let Command::History {
+            user,
+            since,
+            max,
+            json,
+        } = parse(&["history", "7", "--since", "90m", "--max", "5", "--json"])
+            .unwrap()
+            .command
+        else {
+            panic!("not history")
+        };
+        assert_eq!(user, 7);
+        assert_eq!(since, Some(format::Since::Ago(Duration::from_secs(5400))));
+        assert_eq!((max, json), (5, true));
+        let Command::History { since, .. } = parse(&["history", "7", "--since", "1700000000000"])
+            .unwrap()
+            .command
+        else {
+            panic!("not history")
+        };
+        assert_eq!(since, Some(format::Since::At(1_700_000_000_000)));
+        // Refused before anything is sent.
+        for bad in [
+            &["history"][..],
+            &["history", "0"],
+            &["history", "x"],
+            &["history", "1", "2"],
+            &["history", "1", "--max", "0"],
+            &["history", "1", "--since", "5x"],
+        ] {
+            let e = parse(bad).expect_err(&format!("{bad:?}"));
+            assert_eq!(e.exit_code(), 2, "{bad:?}: {e}");
+        }
     }
 }
