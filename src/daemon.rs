@@ -190,10 +190,12 @@ pub fn start(settings: Settings) -> io::Result<Running> {
             heartbeat_port: heartbeat.first().map_or(0, SocketAddr::port),
             shard_ports: shard_ports.iter().map(SocketAddr::port).collect(),
             timings: settings.presence.wire_timings(),
+            warming_until_us: None,
         },
         hub_inputs,
         peers.clone(),
         key_ring.clone(),
+        None,
         clock,
         stop.clone(),
     )?;

@@ -209,6 +209,9 @@ settings! {
         /// Frames queued for one gateway; a gateway that falls further behind is told it
         /// lagged.
         queue_depth: usize = 1024, range 1..=1 << 20;
+        /// QUIC idle timeout of a link (sent in WELCOME from protocol version 2; gateways
+        /// ping at least every third of it).
+        idle_timeout: Duration = secs(30), range secs(1)..=mins(10);
     }
 
     /// `[auth]`: signed heartbeats and push-link tokens.

@@ -63,6 +63,8 @@ pub enum Command {
     Open {
         /// The link's id.
         link: u32,
+        /// The protocol version it speaks.
+        version: wire::Version,
     },
     /// SUBSCRIBE.
     Subscribe {
@@ -150,6 +152,8 @@ pub struct HubStats {
 }
 
 struct Link {
+    /// The protocol version the link speaks (WARMING exists from version 2).
+    version: wire::Version,
     users: HashSet<u64>,
     /// Subscriptions requested and not yet registered (counted against the limit).
     reserved: usize,
@@ -285,8 +289,8 @@ impl Hub {
                 request,
                 subscribe,
                 presence,
-                warming: _,
-            } => self.snapshot(link, request, subscribe, &presence),
+                warming,
+            } => self.snapshot(link, request, subscribe, &presence, warming),
             ToHub::Stats {
                 link,
                 request,
@@ -307,12 +311,13 @@ impl Hub {
     /// One command from a link's task.
     pub fn handle_command(&mut self, command: Command) {
         match command {
-            Command::Open { link } => {
+            Command::Open { link, version } => {
                 let events = wire::EventsWriter::new(self.config.max_frame_len as u32)
                     .expect("a frame limit of at least 64 KiB holds an event");
                 self.links.insert(
                     link,
                     Link {
+                        version,
                         users: HashSet::new(),
                         reserved: 0,
                         firehose: false,
@@ -494,7 +499,14 @@ impl Hub {
         }
     }
 
-    fn snapshot(&mut self, id: u32, request: u32, subscribe: bool, presence: &[(u64, Presence)]) {
+    fn snapshot(
+        &mut self,
+        id: u32,
+        request: u32,
+        subscribe: bool,
+        presence: &[(u64, Presence)],
+        warming: bool,
+    ) {
         self.flush_link(id);
         let key = (id, request);
         let last = match self.pending.get_mut(&key) {
@@ -522,7 +534,9 @@ impl Hub {
             presence.iter().map(|&(u, p)| wire_presence(u, p)).collect();
         let mut buf = BytesMut::new();
         let max = self.config.max_frame_len as u32;
-        match wire::encode_presence(&mut buf, request, &records, last, max) {
+        // A version-1 link has no WARMING flag (its gateway would read a reserved bit).
+        let warming = warming && link.version == wire::Version::V2;
+        match wire::encode_presence_v2(&mut buf, request, &records, last, warming, max) {
             Ok(0) => {}
             Ok(_) => self.out.send(id, link, buf, last, None),
             Err(e) => self.error(id, request, wire::ErrorCode::Internal, &e.to_string()),

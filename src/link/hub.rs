@@ -41,9 +41,13 @@ pub fn run(
             Ok(i) if i == events_index => {
                 for event in events.try_iter().take(DRAIN) {
                     match event {
-                        LinkEvent::Open { link, frames } => {
+                        LinkEvent::Open {
+                            link,
+                            version,
+                            frames,
+                        } => {
                             links.insert(link, frames);
-                            hub.handle_command(Command::Open { link });
+                            hub.handle_command(Command::Open { link, version });
                         }
                         LinkEvent::Command(command) => {
                             if let Command::Close { link } = command {

@@ -34,14 +34,22 @@ pub struct Welcome {
     pub shard_ports: Vec<u16>,
     /// The presence timings (`[presence]`).
     pub timings: presenced_wire::link::Timings,
+    /// A cold start: answers are marked warming until this monotonic µs.
+    pub warming_until_us: Option<u64>,
 }
 
 /// A frame for one link's task to write.
 pub enum Frame {
     /// Queued by the hub: counted in its queue until the task reports it written.
     Hub(Outgoing),
-    /// An ERROR the task wrote itself (a request it refused): not the hub's to count.
-    Local(Bytes),
+    /// A frame the task made itself (an ERROR refusing a request, a history answer): not the
+    /// hub's to count.
+    Local {
+        /// The encoded frame.
+        frame: Bytes,
+        /// It completes a request in flight.
+        completes: bool,
+    },
 }
 
 /// What a link's task tells the hub thread.
@@ -50,11 +58,24 @@ pub enum LinkEvent {
     Open {
         /// The link's id.
         link: u32,
+        /// The protocol version it speaks.
+        version: presenced_wire::link::Version,
         /// Its task's frame queue (bounded by the hub's count of queued frames).
         frames: tokio::sync::mpsc::UnboundedSender<Frame>,
     },
     /// Any other command for the hub.
     Command(Command),
+}
+
+/// A HISTORY request for the store thread, and where its answer goes: the link's own frame
+/// queue (a `Frame::Local` completing the request).
+pub struct HistoryAsk {
+    /// The request.
+    pub request: presenced_wire::link::HistoryRequest,
+    /// The link's frame limit.
+    pub max_frame_len: usize,
+    /// The link's frame queue.
+    pub reply: tokio::sync::mpsc::UnboundedSender<Frame>,
 }
 
 /// Transition latency, from datagram receipt to the EVENTS frame written to the QUIC stream.
@@ -71,6 +92,8 @@ pub struct Shared {
     pub keys: KeyRing,
     /// Links closed at HELLO for a bad name or token.
     pub links_unauthorized: Arc<AtomicU64>,
+    /// The store thread's history requests, when state is kept.
+    pub history: Option<crossbeam_channel::Sender<HistoryAsk>>,
 }
 
 /// The running push link.
@@ -108,6 +131,7 @@ pub fn start(
     from_shards: Vec<crossbeam_channel::Receiver<ToHub>>,
     peers: Vec<Peer>,
     keys: KeyRing,
+    history: Option<crossbeam_channel::Sender<HistoryAsk>>,
     clock: Clock,
     stop: Arc<AtomicBool>,
 ) -> io::Result<Handle> {
@@ -124,6 +148,7 @@ pub fn start(
         links_refused: Arc::new(AtomicU64::new(0)),
         keys,
         links_unauthorized: Arc::new(AtomicU64::new(0)),
+        history,
     };
     let hub = presenced_node::hub::Hub::new(HubConfig {
         shards: welcome.shards,

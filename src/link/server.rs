@@ -2,7 +2,7 @@
 //! A task reads frames, checks them and the per-link limits, forwards requests to the hub, and
 //! writes what the hub queues for it, coalescing queued frames into one write.
 
-use super::{Frame, LinkEvent, Shared, Welcome};
+use super::{Frame, HistoryAsk, LinkEvent, Shared, Welcome};
 use crate::settings::LinkSettings;
 use crate::time::Clock;
 use bytes::{Bytes, BytesMut};
@@ -27,6 +27,8 @@ const STOP_POLL: Duration = Duration::from_millis(20);
 /// How long a stopping server waits for its links to take their goodbye, and then for their
 /// connections to close.
 const DRAIN_TIMEOUT: Duration = Duration::from_millis(500);
+/// What GOAWAY asks gateways to wait before they reconnect (a restart takes about this).
+const GOAWAY_RECONNECT_AFTER: Duration = Duration::from_millis(250);
 /// How long a link's last frame may wait for the gateway's acknowledgement before the close.
 const ACK_WAIT: Duration = Duration::from_millis(200);
 /// How soon a link's task tries again to report written frames to a busy hub.
@@ -64,6 +66,13 @@ pub fn start(
     transport.max_concurrent_bidi_streams(1u8.into());
     transport.max_concurrent_uni_streams(0u8.into());
     transport.keep_alive_interval(Some(Duration::from_secs(5)));
+    let idle = quinn::IdleTimeout::try_from(settings.idle_timeout).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "setting `link.idle_timeout`: too long for QUIC",
+        )
+    })?;
+    transport.max_idle_timeout(Some(idle));
     server_config.transport_config(Arc::new(transport));
     let listen = settings.listen;
     let endpoint = {
@@ -150,6 +159,7 @@ async fn serve(connection: quinn::Connection, id: u32, context: &Context) {
     let mut link = LinkTask {
         id,
         context,
+        version: wire::Version::V1,
         buf: BytesMut::with_capacity(64 * 1024),
         in_flight: 0,
         firehose_allowed: true,
@@ -171,7 +181,12 @@ async fn serve(connection: quinn::Connection, id: u32, context: &Context) {
             }
         }
         if let Some(frames) = opened.take() {
-            link.event(LinkEvent::Open { link: id, frames })?;
+            let version = link.version;
+            link.event(LinkEvent::Open {
+                link: id,
+                version,
+                frames,
+            })?;
         }
         let mut chunks: Vec<Bytes> = Vec::with_capacity(WRITE_BATCH);
         let mut batch: Vec<Frame> = Vec::with_capacity(WRITE_BATCH);
@@ -194,7 +209,7 @@ async fn serve(connection: quinn::Connection, id: u32, context: &Context) {
                     chunks.clear();
                     chunks.extend(batch.iter().map(|f| match f {
                         Frame::Hub(o) => o.frame.clone(),
-                        Frame::Local(bytes) => bytes.clone(),
+                        Frame::Local { frame, .. } => frame.clone(),
                     }));
                     if send.write_all_chunks(&mut chunks).await.is_err() {
                         return Ok(());
@@ -216,7 +231,13 @@ async fn serve(connection: quinn::Connection, id: u32, context: &Context) {
     .await;
     if let Err(Fatal(code, message)) = result {
         let mut buf = BytesMut::new();
-        wire::encode_error(&mut buf, 0, code, &message);
+        if code == wire::ErrorCode::ShuttingDown && link.version == wire::Version::V2 {
+            // SPEC.md § P6.11: the daemon is going away; reconnect, to this address.
+            let after = GOAWAY_RECONNECT_AFTER.as_millis() as u32;
+            wire::encode_goaway(&mut buf, wire::GoAwayReason::Restarting, after, &message);
+        } else {
+            wire::encode_error(&mut buf, 0, code, &message);
+        }
         // A gateway whose window is full never takes the frame: the close below says it too.
         let _ = tokio::time::timeout(Duration::from_secs(1), send.write_all(&buf)).await;
         let _ = send.finish();
@@ -235,6 +256,8 @@ async fn serve(connection: quinn::Connection, id: u32, context: &Context) {
 struct LinkTask<'a> {
     id: u32,
     context: &'a Context,
+    /// The protocol version HELLO asked for (version 1 until then).
+    version: wire::Version,
     buf: BytesMut,
     in_flight: usize,
     /// Whether SUBSCRIBE_ALL is allowed (always, unless `[links]` grants say otherwise).
@@ -267,15 +290,18 @@ impl LinkTask<'_> {
     }
 
     async fn hello(&mut self, frame: &[u8], send: &mut quinn::SendStream) -> Result<(), Fatal> {
-        // A HELLO of another protocol version fails to decode with `protocol_version`.
-        let wire::ClientFrame::Hello(hello) = wire::decode_client(frame).map_err(fatal_frame)?
-        else {
+        // A HELLO of a version this daemon does not speak fails with `protocol_version`.
+        let frame = wire::Version::LATEST
+            .decode_client(frame)
+            .map_err(fatal_frame)?;
+        let wire::GatewayFrame::Common(wire::ClientFrame::Hello(hello)) = frame else {
             return Err(Fatal(
                 wire::ErrorCode::HelloRequired,
                 "the first frame must be HELLO".into(),
             ));
         };
         self.authorize(&hello)?;
+        self.version = hello.version().unwrap_or(wire::Version::V1);
         let s = &self.context.settings;
         let w = &self.context.welcome;
         let limits = wire::Limits {
@@ -290,8 +316,24 @@ impl LinkTask<'_> {
             w.shard_ports.clone()
         };
         let mut buf = BytesMut::new();
-        wire::encode_welcome(&mut buf, w.heartbeat_port, &ports, &limits, &w.timings)
-            .map_err(|e| Fatal(wire::ErrorCode::Internal, e.to_string()))?;
+        let encoded = match self.version {
+            wire::Version::V1 => {
+                wire::encode_welcome(&mut buf, w.heartbeat_port, &ports, &limits, &w.timings)
+            }
+            wire::Version::V2 => {
+                let now_us = self.context.clock.mono_us();
+                let v2 = wire::WelcomeV2 {
+                    warm_remaining_ms: w
+                        .warming_until_us
+                        .filter(|&until| until > now_us)
+                        .map(|until| ((until - now_us) / 1000).min(u64::from(u32::MAX)) as u32),
+                    idle_timeout_ms: s.idle_timeout.as_millis().min(u128::from(u32::MAX)) as u32,
+                };
+                let timings = &w.timings;
+                wire::encode_welcome_v2(&mut buf, w.heartbeat_port, &ports, &limits, timings, &v2)
+            }
+        };
+        encoded.map_err(|e| Fatal(wire::ErrorCode::Internal, e.to_string()))?;
         send.write_all(&buf)
             .await
             .map_err(|e| Fatal(wire::ErrorCode::Internal, e.to_string()))
@@ -342,7 +384,10 @@ impl LinkTask<'_> {
         let mut buf = BytesMut::new();
         wire::encode_error(&mut buf, request, code, message);
         // The receiver lives as long as this task.
-        let _ = self.local.send(Frame::Local(buf.freeze()));
+        let _ = self.local.send(Frame::Local {
+            frame: buf.freeze(),
+            completes: false,
+        });
     }
 
     /// Checks one request frame against the link's limits, in SPEC.md § P6.8's order, and
@@ -350,7 +395,10 @@ impl LinkTask<'_> {
     fn request(&mut self, frame: &[u8]) -> Result<(), Fatal> {
         let s = &self.context.settings;
         let link = self.id;
-        let decoded = wire::decode_client(frame).map_err(fatal_frame)?;
+        let decoded = match self.version.decode_client(frame).map_err(fatal_frame)? {
+            wire::GatewayFrame::Common(frame) => frame,
+            wire::GatewayFrame::History(history) => return self.history(history),
+        };
         let hello_again = || {
             Fatal(
                 wire::ErrorCode::HelloRequired,
@@ -427,6 +475,39 @@ impl LinkTask<'_> {
         self.event(LinkEvent::Command(command))
     }
 
+    /// HISTORY (SPEC.md § P6.12): in flight like any request, answered by the store thread on
+    /// the link's own queue; refused when no state is kept or the store is too busy.
+    fn history(&mut self, request: wire::HistoryRequest) -> Result<(), Fatal> {
+        let s = &self.context.settings;
+        let id = request.request_id;
+        if self.in_flight >= s.max_requests_in_flight {
+            let message = format!(
+                "{} requests already in flight; link.max_requests_in_flight is {}",
+                self.in_flight, s.max_requests_in_flight
+            );
+            self.refuse(id, wire::ErrorCode::TooManyRequests, &message);
+            return Ok(());
+        }
+        let Some(store) = &self.context.shared.history else {
+            let message = "this daemon keeps no history (state.enabled = false)";
+            self.refuse(id, wire::ErrorCode::HistoryUnavailable, message);
+            return Ok(());
+        };
+        let ask = HistoryAsk {
+            request,
+            max_frame_len: s.max_frame_len,
+            reply: self.local.clone(),
+        };
+        match store.try_send(ask) {
+            Ok(()) => self.in_flight += 1,
+            Err(_) => {
+                let message = "the store is too busy to read history now; ask again later";
+                self.refuse(id, wire::ErrorCode::Internal, message);
+            }
+        }
+        Ok(())
+    }
+
     /// The server's part of a STATS answer, as of now.
     fn server_stats(&self) -> ServerStats {
         let shared = &self.context.shared;
@@ -457,7 +538,15 @@ impl LinkTask<'_> {
         let written_us = self.context.clock.mono_us();
         let mut samples = Vec::new();
         for frame in batch {
-            let Frame::Hub(out) = frame else { continue };
+            let out = match frame {
+                Frame::Hub(out) => out,
+                Frame::Local { completes, .. } => {
+                    if *completes {
+                        self.in_flight = self.in_flight.saturating_sub(1);
+                    }
+                    continue;
+                }
+            };
             self.unreported += 1;
             if out.completes {
                 self.in_flight = self.in_flight.saturating_sub(1);
@@ -498,5 +587,18 @@ impl LinkTask<'_> {
 }
 
 fn fatal_frame(e: wire::FrameError) -> Fatal {
-    Fatal(e.error_code(), format!("malformed frame: {e}"))
+    match e {
+        // SPEC.md § P4: the message lists the versions this daemon speaks.
+        wire::FrameError::UnsupportedVersion(_) => {
+            let supported: Vec<String> = wire::Version::ALL
+                .iter()
+                .map(|v| v.to_u16().to_string())
+                .collect();
+            Fatal(
+                e.error_code(),
+                format!("supported: {}", supported.join(", ")),
+            )
+        }
+        _ => Fatal(e.error_code(), format!("malformed frame: {e}")),
+    }
 }

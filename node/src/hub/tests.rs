@@ -119,7 +119,10 @@ fn subscribe(hub: &mut Hub, link: u32, request: u32, users: &[u64]) {
 #[test]
 fn subscribe_is_atomic_with_its_snapshot() {
     let mut hub = hub(1, 16);
-    hub.handle_command(Command::Open { link: 1 });
+    hub.handle_command(Command::Open {
+        link: 1,
+        version: presenced_wire::link::Version::V1,
+    });
     hub.handle_command(Command::Subscribe {
         link: 1,
         request: 9,
@@ -154,7 +157,10 @@ fn subscribe_is_atomic_with_its_snapshot() {
 fn each_link_gets_a_transition_once() {
     let mut hub = hub(2, 16);
     for link in [1, 2, 3] {
-        hub.handle_command(Command::Open { link });
+        hub.handle_command(Command::Open {
+            link,
+            version: presenced_wire::link::Version::V1,
+        });
     }
     // Link 1: subscribed twice and on the firehose; link 2: once; link 3: firehose only.
     subscribe(&mut hub, 1, 1, &[5, 6]);
@@ -207,7 +213,10 @@ fn each_link_gets_a_transition_once() {
 #[test]
 fn a_full_queue_loses_events_and_the_link_is_told_who_lagged() {
     let mut hub = hub(1, 2);
-    hub.handle_command(Command::Open { link: 1 });
+    hub.handle_command(Command::Open {
+        link: 1,
+        version: presenced_wire::link::Version::V1,
+    });
     subscribe(&mut hub, 1, 1, &[1, 2, 3, 4]);
     // The PRESENCE answer is one frame queued (not yet written).
     assert_eq!(frames(&mut hub).len(), 1);
@@ -236,7 +245,10 @@ fn a_full_queue_loses_events_and_the_link_is_told_who_lagged() {
 fn transitions_shed_by_a_shard_make_every_watching_link_lag() {
     let mut hub = hub(1, 8);
     for link in [1, 2, 3] {
-        hub.handle_command(Command::Open { link });
+        hub.handle_command(Command::Open {
+            link,
+            version: presenced_wire::link::Version::V1,
+        });
     }
     subscribe(&mut hub, 1, 1, &[1]);
     hub.handle_command(Command::Firehose {
@@ -256,7 +268,10 @@ fn transitions_shed_by_a_shard_make_every_watching_link_lag() {
 #[test]
 fn queries_ask_each_owning_shard_and_the_last_answer_is_final() {
     let mut hub = hub(4, 8);
-    hub.handle_command(Command::Open { link: 1 });
+    hub.handle_command(Command::Open {
+        link: 1,
+        version: presenced_wire::link::Version::V1,
+    });
     let users: Vec<u64> = (1..=40).collect();
     hub.handle_command(Command::Query {
         link: 1,
@@ -298,7 +313,10 @@ fn queries_ask_each_owning_shard_and_the_last_answer_is_final() {
 #[test]
 fn subscriptions_past_the_limit_are_refused() {
     let mut hub = hub(1, 8);
-    hub.handle_command(Command::Open { link: 1 });
+    hub.handle_command(Command::Open {
+        link: 1,
+        version: presenced_wire::link::Version::V1,
+    });
     let users: Vec<u64> = (1..=100).collect();
     subscribe(&mut hub, 1, 1, &users);
     frames(&mut hub);
@@ -317,7 +335,10 @@ fn subscriptions_past_the_limit_are_refused() {
 #[test]
 fn stats_gather_every_shard_and_the_servers_figures() {
     let mut hub = hub(3, 8);
-    hub.handle_command(Command::Open { link: 1 });
+    hub.handle_command(Command::Open {
+        link: 1,
+        version: presenced_wire::link::Version::V1,
+    });
     let server = ServerStats {
         links_refused: 2,
         ..ServerStats::default()
@@ -358,7 +379,10 @@ fn stats_gather_every_shard_and_the_servers_figures() {
 #[test]
 fn a_closed_link_leaves_nothing_behind() {
     let mut hub = hub(2, 8);
-    hub.handle_command(Command::Open { link: 1 });
+    hub.handle_command(Command::Open {
+        link: 1,
+        version: presenced_wire::link::Version::V1,
+    });
     subscribe(&mut hub, 1, 1, &[1, 2, 3]);
     hub.handle_command(Command::Query {
         link: 1,
