@@ -192,10 +192,12 @@ pub fn start(settings: Settings) -> io::Result<Running> {
             timings: settings.presence.wire_timings(),
             warming_until_us: None,
         },
-        hub_inputs,
-        peers.clone(),
-        key_ring.clone(),
-        None,
+        link::Wiring {
+            from_shards: hub_inputs,
+            peers: peers.clone(),
+            keys: key_ring.clone(),
+            history: None,
+        },
         clock,
         stop.clone(),
     )?;

@@ -124,17 +124,32 @@ impl Handle {
     }
 }
 
+/// What the push link is connected to.
+pub struct Wiring {
+    /// Each shard's channel to the hub.
+    pub from_shards: Vec<crossbeam_channel::Receiver<ToHub>>,
+    /// The shards, for the hub's requests.
+    pub peers: Vec<Peer>,
+    /// The key set (link grants, per-gateway stats).
+    pub keys: KeyRing,
+    /// The store thread's history requests, when state is kept.
+    pub history: Option<crossbeam_channel::Sender<HistoryAsk>>,
+}
+
 /// Starts the hub thread and the QUIC server thread with the push link's settings.
 pub fn start(
     settings: LinkSettings,
     welcome: Welcome,
-    from_shards: Vec<crossbeam_channel::Receiver<ToHub>>,
-    peers: Vec<Peer>,
-    keys: KeyRing,
-    history: Option<crossbeam_channel::Sender<HistoryAsk>>,
+    wiring: Wiring,
     clock: Clock,
     stop: Arc<AtomicBool>,
 ) -> io::Result<Handle> {
+    let Wiring {
+        from_shards,
+        peers,
+        keys,
+        history,
+    } = wiring;
     let latency: Latency = Arc::new(Mutex::new(
         hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3)
             .map_err(|e| io::Error::other(e.to_string()))?,
