@@ -5,11 +5,15 @@ use crate::ingest::bind_udp;
 use crate::link;
 use crate::settings::Settings;
 use crate::shard_thread::{self, Peer, ShardSetup, WAKER};
+use crate::state;
+use crate::store_thread::{Figures, StoreSetup};
 use crate::time::Clock;
 use mio::{Poll, Waker};
+use presenced_core::config::MAX_HORIZON_TICKS;
 use presenced_node::auth::{Keys, Verifier};
-use presenced_node::bus::{Inbox, ToHub};
-use presenced_node::node::{NodeConfig, ShardNode};
+use presenced_node::bus::{Inbox, ToHub, ToStore};
+use presenced_node::node::{NodeConfig, ShardNode, StoreLimits};
+use presenced_wire::stats::StateStats;
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::io;
@@ -18,6 +22,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
+
+/// Messages a shard's channel to the store holds (a batch of transitions or a snapshot chunk
+/// each); more wait in the shard's journal, bounded by `state.queue` transitions.
+pub const STORE_CHANNEL_MESSAGES: usize = 1024;
+/// HISTORY requests waiting for the store thread; more are refused (`internal`, "busy").
+pub const HISTORY_QUEUE: usize = 256;
 
 /// Messages a shard's channel to the hub holds (about 1 KiB each: a batch of transitions).
 /// More wait in the shard's outbox, bounded by `shards.link_outbox` transitions.
@@ -39,6 +49,8 @@ pub struct Running {
     pub recv_buffer_bytes: usize,
     stop: Arc<AtomicBool>,
     shards: Vec<JoinHandle<io::Result<()>>>,
+    /// The store thread, when state is kept: it ends after every shard's final snapshot.
+    store: Option<JoinHandle<()>>,
     link_handle: link::Handle,
     peers: Vec<Peer>,
     key_ring: KeyRing,
@@ -49,7 +61,13 @@ pub struct Running {
 pub fn start(settings: Settings) -> io::Result<Running> {
     let settings = Arc::new(settings);
     let n = settings.shards.count;
-    let clock = Clock::start();
+    let core = settings
+        .presence
+        .core_config()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    // Monotonic time starts past the longest timer horizon: times restored from before this
+    // start (a user offline for weeks) then still lie after zero.
+    let clock = Clock::start_at(MAX_HORIZON_TICKS * core.tick_us);
     let stop = Arc::new(AtomicBool::new(false));
     let cpus = crate::cpu::allowed_cpus();
 
@@ -110,12 +128,34 @@ pub fn start(settings: Settings) -> io::Result<Running> {
     let key_ring: KeyRing = Arc::new(Mutex::new(keys.clone()));
     let max_clock_skew_ms =
         u64::try_from(settings.auth.max_clock_skew.as_millis()).unwrap_or(u64::MAX);
-    let verifier = Verifier::new(keys, max_clock_skew_ms);
-    let core = settings
-        .presence
-        .core_config()
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    let verifier = Verifier::new(keys.clone(), max_clock_skew_ms);
     let seed = RandomState::new().hash_one(0u64);
+
+    // The state directory, if state is kept and the directory can be written; a cold start
+    // when nothing is saved there.
+    let state_dir = if settings.state.enabled {
+        match state::prepare(&settings.state.dir) {
+            Ok(()) => Some(settings.state.dir.clone()),
+            Err(e) => {
+                eprintln!(
+                    "presenced: setting `state.dir`: {e}; running without durable state (a \
+                     restart will lose presence): make the directory writable by the \
+                     daemon's user, or set state.enabled = false"
+                );
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let cold = state_dir.as_deref().map_or(true, |dir| {
+        presenced_store::list_shards(dir).map_or(true, |found| found.is_empty())
+    });
+    let warming_until_us = cold.then(|| clock.mono_us() + core.timeout_us());
+    let store_limits = state_dir.as_ref().map(|_| StoreLimits {
+        queue_transitions: settings.state.queue,
+        snapshot_slots_per_round: settings.state.snapshot_slots_per_round,
+    });
 
     // Every node (its table, wheel and blocks reserved) before any thread starts.
     let mut nodes = Vec::with_capacity(n);
@@ -128,8 +168,8 @@ pub fn start(settings: Settings) -> io::Result<Running> {
             core,
             cross_shard_batch: settings.shards.cross_shard_batch,
             link_outbox: settings.shards.link_outbox,
-            store: None,
-            warming_until_us: None,
+            store: store_limits,
+            warming_until_us,
         };
         let node = ShardNode::new(config, verifier.clone(), clock.now()).map_err(|e| {
             io::Error::new(
@@ -142,6 +182,38 @@ pub fn start(settings: Settings) -> io::Result<Running> {
         }
         nodes.push(node);
     }
+    let mut figures = match &state_dir {
+        Some(dir) => StateStats {
+            enabled: true,
+            dir: dir.display().to_string(),
+            cold_start: cold,
+            ..StateStats::default()
+        },
+        None => crate::store_thread::disabled_figures(&settings.state.dir),
+    };
+    let mut restored = state::Restored::default();
+    if let Some(dir) = &state_dir {
+        match state::restore(dir, &mut nodes, clock.now()) {
+            Ok(r) => restored = r,
+            Err(e) => eprintln!(
+                "presenced: state: {e}; starting without what it holds (the files are left \
+                 as they are)"
+            ),
+        }
+        for line in &restored.skipped {
+            eprintln!("presenced: state: skipped {line}");
+        }
+        if let Some(keys) = &keys {
+            if let Err(e) = state::restore_marks(dir, keys, restored.clean) {
+                eprintln!("presenced: state: anti-replay marks not restored: {e}");
+            }
+        }
+        figures.restored_users = restored.users;
+        figures.restored_transitions = restored.transitions;
+        figures.restore_skipped = restored.skipped_total;
+        figures.restore_ms = restored.elapsed.as_millis() as u64;
+    }
+    let figures: Figures = Arc::new(Mutex::new(figures));
 
     let mut polls = Vec::with_capacity(n);
     let mut peers = Vec::with_capacity(n);
@@ -155,11 +227,17 @@ pub fn start(settings: Settings) -> io::Result<Running> {
         polls.push(poll);
     }
     let mut hub_inputs = Vec::with_capacity(n);
+    let mut store_inputs = Vec::with_capacity(n);
     let mut shards = Vec::with_capacity(n);
     let threads = nodes.into_iter().zip(polls).zip(shared).zip(inboxes);
     for (index, (((node, poll), sockets), inbox)) in threads.enumerate() {
         let (to_hub, from_shard) = crossbeam_channel::bounded::<ToHub>(HUB_CHANNEL_MESSAGES);
         hub_inputs.push(from_shard);
+        let to_store = state_dir.as_ref().map(|_| {
+            let (tx, rx) = crossbeam_channel::bounded::<ToStore>(STORE_CHANNEL_MESSAGES);
+            store_inputs.push(rx);
+            tx
+        });
         let setup = ShardSetup {
             node,
             poll,
@@ -167,7 +245,7 @@ pub fn start(settings: Settings) -> io::Result<Running> {
             inbox,
             peers: peers.clone(),
             to_hub,
-            to_store: None,
+            to_store,
             recv_batch: settings.ingest.recv_batch,
             clock,
             stop: stop.clone(),
@@ -183,6 +261,31 @@ pub fn start(settings: Settings) -> io::Result<Running> {
                 .spawn(move || shard_thread::run(setup))?,
         );
     }
+    let (history_tx, history_rx) = crossbeam_channel::bounded(HISTORY_QUEUE);
+    let store = match &state_dir {
+        Some(dir) => {
+            let setup = StoreSetup {
+                dir: dir.clone(),
+                settings: settings.state.clone(),
+                retention_ms: core.last_seen_retention_us / 1000,
+                from_shards: store_inputs,
+                peers: peers.clone(),
+                history: history_rx,
+                keys: key_ring.clone(),
+                stale_shards: restored.stale_shards,
+                history_dirs: restored.history_dirs,
+                clock,
+                stop: stop.clone(),
+                figures: figures.clone(),
+            };
+            Some(
+                std::thread::Builder::new()
+                    .name("store".into())
+                    .spawn(move || crate::store_thread::run(setup))?,
+            )
+        }
+        None => None,
+    };
     let link_handle = link::start(
         settings.link.clone(),
         link::Welcome {
@@ -190,13 +293,14 @@ pub fn start(settings: Settings) -> io::Result<Running> {
             heartbeat_port: heartbeat.first().map_or(0, SocketAddr::port),
             shard_ports: shard_ports.iter().map(SocketAddr::port).collect(),
             timings: settings.presence.wire_timings(),
-            warming_until_us: None,
+            warming_until_us,
         },
         link::Wiring {
             from_shards: hub_inputs,
             peers: peers.clone(),
             keys: key_ring.clone(),
-            history: None,
+            history: state_dir.as_ref().map(|_| history_tx),
+            state: figures,
         },
         clock,
         stop.clone(),
@@ -208,6 +312,7 @@ pub fn start(settings: Settings) -> io::Result<Running> {
         recv_buffer_bytes,
         stop,
         shards,
+        store,
         link_handle,
         peers,
         key_ring,
@@ -268,6 +373,12 @@ impl Running {
                 result = r;
             }
         }
+        // The shards sent their final snapshots; the store writes them and syncs.
+        if let Some(store) = self.store {
+            if store.join().is_err() && result.is_ok() {
+                result = Err(io::Error::other("store thread panicked"));
+            }
+        }
         let r = self.link_handle.join();
         result.and(r)
     }
@@ -300,7 +411,9 @@ impl Running {
 
     /// Whether any thread has stopped (which only happens on an error or shutdown).
     pub fn any_stopped(&self) -> bool {
-        self.shards.iter().any(JoinHandle::is_finished) || self.link_handle.is_finished()
+        self.shards.iter().any(JoinHandle::is_finished)
+            || self.store.as_ref().is_some_and(JoinHandle::is_finished)
+            || self.link_handle.is_finished()
     }
 }
 

@@ -12,4 +12,6 @@ pub mod link;
 pub mod memory;
 pub mod settings;
 pub mod shard_thread;
+pub mod state;
+pub mod store_thread;
 pub mod time;

@@ -22,6 +22,8 @@ pub const WAKER: Token = Token(usize::MAX);
 const RECV_ROUNDS: usize = 16;
 /// Inbox messages per round before the loop serves its sockets and timers.
 const INBOX_ROUND: usize = 1024;
+/// At shutdown, how long one message may wait for room in the store's channel.
+const STORE_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How to reach a shard: its inbox and its waker.
 #[derive(Clone)]
@@ -173,6 +175,13 @@ pub fn run(setup: ShardSetup) -> io::Result<()> {
             }
         }
     }
+    // Stopping: the whole shard is saved (ingest has stopped), and every message for the store
+    // is handed over, waiting for it as long as it takes; then the channel closes, which tells
+    // the store this shard is done.
+    if out.to_store.is_some() {
+        node.snapshot_all(clock.now());
+        out.send_all_to_store(&mut node);
+    }
     Ok(())
 }
 
@@ -223,6 +232,22 @@ impl Outputs {
                         }
                         Err(TrySendError::Disconnected(_)) => {}
                     }
+                }
+            }
+        }
+    }
+
+    /// Hands every store message over, waiting for room (at shutdown only); everything else
+    /// is dropped (the hub and the other shards are stopping too).
+    fn send_all_to_store(&mut self, node: &mut ShardNode) {
+        let Some(to_store) = self.to_store.take() else {
+            return;
+        };
+        while let Some(transmit) = node.poll_transmit() {
+            if let Transmit::Store(message) = transmit {
+                if to_store.send_timeout(message, STORE_STOP_TIMEOUT).is_err() {
+                    // The store is gone or stuck: nothing more can be saved.
+                    return;
                 }
             }
         }

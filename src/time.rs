@@ -8,19 +8,23 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 #[derive(Clone, Copy, Debug)]
 pub struct Clock {
     origin: Instant,
+    offset_us: u64,
 }
 
 impl Clock {
-    /// A clock whose monotonic time starts now.
-    pub fn start() -> Clock {
+    /// A clock whose monotonic time starts now at `offset_us`: a daemon starts it past the
+    /// longest timer horizon, so that times restored from before the start (a record offline
+    /// for weeks) still lie after zero.
+    pub fn start_at(offset_us: u64) -> Clock {
         Clock {
             origin: Instant::now(),
+            offset_us,
         }
     }
 
-    /// Monotonic µs since the origin.
+    /// Monotonic µs since the origin, plus the offset.
     pub fn mono_us(&self) -> u64 {
-        self.origin.elapsed().as_micros() as u64
+        self.offset_us + self.origin.elapsed().as_micros() as u64
     }
 
     /// Both clocks now.

@@ -19,7 +19,7 @@ use crate::bus::{owner, Request, ToHub};
 use bytes::{Bytes, BytesMut};
 use presenced_core::event::{Cause, Presence, PublicState, Transition};
 use presenced_wire::link as wire;
-use presenced_wire::stats::{AuthStats, LatencySummary, LinkStats, ShardStats, Stats};
+use presenced_wire::stats::{AuthStats, LatencySummary, LinkStats, ShardStats, StateStats, Stats};
 use std::collections::{HashMap, HashSet, VecDeque};
 
 /// Users remembered per lagging link before the hub asks it to re-query everything (a LAGGED
@@ -43,11 +43,13 @@ pub struct HubConfig {
     pub queue_depth: usize,
 }
 
-/// What the server's part of STATS is: figures the link tasks keep.
+/// What the server's part of STATS is: figures the link tasks and the store keep.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ServerStats {
     /// Datagram authentication.
     pub auth: AuthStats,
+    /// Durable state.
+    pub state: StateStats,
     /// Connections refused because `link.max_links` were open.
     pub links_refused: u64,
     /// Links closed at HELLO for a bad name or token.
@@ -656,6 +658,7 @@ impl Hub {
         let s = &self.out.stats;
         let stats = Stats {
             auth: server.auth,
+            state: server.state,
             shards,
             link: LinkStats {
                 links: self.links.len() as u64,

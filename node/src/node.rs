@@ -577,22 +577,33 @@ impl ShardNode {
                 }
             };
             bytes = &bytes[used..];
-            if owner(user.user, self.shards) != self.index {
-                // Not this shard's: the driver routes by owner; count, never store astray.
-                self.stats.restore_refused += 1;
-                continue;
-            }
-            match self.shard.import(now, &user) {
-                Ok(imported) => {
-                    restored += 1;
-                    if imported.created {
-                        self.stats.restored_users += 1;
-                    }
-                }
-                Err(_) => self.stats.restore_refused += 1,
+            if self.restore_user(now, &user) {
+                restored += 1;
             }
         }
         Ok(restored)
+    }
+
+    /// Restores one saved record as of `now`; false (counted) when it is not this shard's or
+    /// the table has no room.
+    pub fn restore_user(&mut self, now: Now, user: &SavedUser) -> bool {
+        if owner(user.user, self.shards) != self.index {
+            // Not this shard's: the driver routes by owner; count, never store astray.
+            self.stats.restore_refused += 1;
+            return false;
+        }
+        match self.shard.import(now, user) {
+            Ok(imported) => {
+                if imported.created {
+                    self.stats.restored_users += 1;
+                }
+                true
+            }
+            Err(_) => {
+                self.stats.restore_refused += 1;
+                false
+            }
+        }
     }
 
     /// Applies a logged transition over the restored records (ARCHITECTURE.md, rule 8).

@@ -94,6 +94,8 @@ pub struct Shared {
     pub links_unauthorized: Arc<AtomicU64>,
     /// The store thread's history requests, when state is kept.
     pub history: Option<crossbeam_channel::Sender<HistoryAsk>>,
+    /// The store's figures, for STATS.
+    pub state: crate::store_thread::Figures,
 }
 
 /// The running push link.
@@ -134,6 +136,8 @@ pub struct Wiring {
     pub keys: KeyRing,
     /// The store thread's history requests, when state is kept.
     pub history: Option<crossbeam_channel::Sender<HistoryAsk>>,
+    /// The store's figures, for STATS.
+    pub state: crate::store_thread::Figures,
 }
 
 /// Starts the hub thread and the QUIC server thread with the push link's settings.
@@ -149,6 +153,7 @@ pub fn start(
         peers,
         keys,
         history,
+        state,
     } = wiring;
     let latency: Latency = Arc::new(Mutex::new(
         hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3)
@@ -164,6 +169,7 @@ pub fn start(
         keys,
         links_unauthorized: Arc::new(AtomicU64::new(0)),
         history,
+        state,
     };
     let hub = presenced_node::hub::Hub::new(HubConfig {
         shards: welcome.shards,

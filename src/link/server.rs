@@ -524,8 +524,14 @@ impl LinkTask<'_> {
             Some(keys) => keys.stats(),
             None => AuthStats::default(),
         };
+        let state = shared
+            .state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         ServerStats {
             auth,
+            state,
             links_refused: shared.links_refused.load(Ordering::Relaxed),
             links_unauthorized: shared.links_unauthorized.load(Ordering::Relaxed),
             latency_us,

@@ -5,13 +5,50 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
+
+/// A state directory of this test process's own, removed when dropped.
+pub struct StateDir(pub PathBuf);
+
+impl StateDir {
+    /// A fresh, empty directory under the system's temporary directory.
+    pub fn new() -> StateDir {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "presenced-test-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        StateDir(dir)
+    }
+
+    /// `state.dir=<it>`, for `--set`.
+    pub fn setting(&self) -> String {
+        format!("state.dir={}", self.0.display())
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for StateDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
 
 /// A running daemon and the addresses it bound.
 pub struct Daemon {
     child: Child,
+    /// Its own state directory, when the test did not give one.
+    _state: Option<StateDir>,
     /// The shared heartbeat address.
     pub heartbeat: SocketAddr,
     /// Every shared heartbeat address (IPv4, then IPv6 with `ingest.listen_v6`).
@@ -43,8 +80,19 @@ pub const TIMEOUT_MS: u64 = 500;
 pub const TICK_MS: u64 = 5;
 
 impl Daemon {
-    /// Starts the daemon with `args` after the loopback defaults.
+    /// Starts the daemon with `args` after the loopback defaults, with a state directory of
+    /// its own (removed when it is dropped).
     pub fn start(args: &[&str]) -> Daemon {
+        let state = StateDir::new();
+        let mut daemon = Daemon::start_in(state.path(), args);
+        daemon._state = Some(state);
+        daemon
+    }
+
+    /// Starts the daemon with `args` after the loopback defaults, keeping its state in `dir`
+    /// (which outlives it: start another daemon on it to test a restart).
+    pub fn start_in(dir: &Path, args: &[&str]) -> Daemon {
+        let state = format!("state.dir={}", dir.display());
         let mut child = Command::new(env!("CARGO_BIN_EXE_presenced"))
             .args([
                 "--listen",
@@ -53,6 +101,8 @@ impl Daemon {
                 "127.0.0.1:0",
                 "--set",
                 "shards.pin=false",
+                "--set",
+                &state,
             ])
             .args(args)
             .stdout(Stdio::piped())
@@ -86,6 +136,7 @@ impl Daemon {
                 .collect()
         };
         Daemon {
+            _state: None,
             heartbeat: field("heartbeat=")[0],
             heartbeat_all: field("heartbeat="),
             shard_ports: field("shard_ports="),

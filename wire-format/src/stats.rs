@@ -20,6 +20,8 @@ use std::collections::BTreeMap;
 pub struct Stats {
     /// Datagram authentication.
     pub auth: AuthStats,
+    /// Durable state (`[state]`).
+    pub state: StateStats,
     /// One entry per shard, in shard order.
     pub shards: Vec<ShardStats>,
     /// The push link.
@@ -115,6 +117,48 @@ impl ShardStats {
     }
 }
 
+/// Durable state: the snapshots and transition logs in the state directory.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateStats {
+    /// Whether state is kept (`state.enabled`, and the directory could be written at start).
+    pub enabled: bool,
+    /// The state directory.
+    pub dir: String,
+    /// This start found no saved state (its answers were marked warming for one timeout).
+    pub cold_start: bool,
+    /// Users restored at start, all shards (snapshots, then the log).
+    pub restored_users: u64,
+    /// Logged transitions replayed at start.
+    pub restored_transitions: u64,
+    /// Files or records skipped at start because they could not be read.
+    pub restore_skipped: u64,
+    /// How long the restore took, ms.
+    pub restore_ms: u64,
+    /// Transitions appended to the logs.
+    pub log_records: u64,
+    /// Transitions the logs refused (their write buffer was full: the disk is not keeping up
+    /// or failing); a snapshot covers them.
+    pub log_dropped: u64,
+    /// Group syncs (fdatasync of every log and the replay marks).
+    pub syncs: u64,
+    /// The last sync's duration, µs.
+    pub last_sync_us: u64,
+    /// The longest sync's duration, µs.
+    pub max_sync_us: u64,
+    /// Snapshots written.
+    pub snapshots: u64,
+    /// The last snapshot's size, bytes.
+    pub last_snapshot_bytes: u64,
+    /// The last snapshot pass's duration, from its start to its file's rename, ms.
+    pub last_snapshot_ms: u64,
+    /// Log segments removed by retention.
+    pub segments_removed: u64,
+    /// History requests answered.
+    pub history_requests: u64,
+    /// Storage errors, by kind (`no_space`, `permission_denied`, `checksum`, ...).
+    pub errors: BTreeMap<String, u64>,
+}
+
 /// Datagram authentication (SPEC.md § 9).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuthStats {
@@ -203,6 +247,7 @@ mod tests {
         );
         Stats {
             auth,
+            state: StateStats::default(),
             shards: vec![shard],
             link: LinkStats {
                 events_dropped: 4,
