@@ -1348,5 +1348,6 @@ mod tests {
         assert_eq!(s.ingest.listen.port(), 7070);
         assert_eq!(s.link.listen.port(), 7060);
         assert_eq!(s.shards.count, 2);
+        assert_eq!(s.state.dir, PathBuf::from("/var/lib/presenced"));
     }
 }

@@ -1,7 +1,8 @@
 //! Restarts of the real binary with durable state: presence, last seen, versions and
 //! anti-replay survive SIGTERM and `kill -9`; gateways that keep heartbeating see no
 //! transition; links are told the daemon is going away; bad state files are skipped, not
-//! fatal; a changed shard count restores every user into its new owner; history reads back.
+//! fatal; a changed shard count restores every user into its new owner; a cold start marks
+//! its answers warming for one timeout, a warm start does not.
 
 mod common;
 
@@ -400,4 +401,39 @@ async fn an_unwritable_state_directory_leaves_a_daemon_without_durable_state() {
     gw.flush().unwrap();
     settled(&l, &[5], WireState::Online).await;
     let _ = std::fs::remove_file(dir.path());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_start_marks_answers_warming_for_one_timeout_and_a_warm_start_does_not() {
+    // One timeout here is 300 ms + 2 × 500 ms.
+    const TIMEOUT: Duration = Duration::from_millis(1300);
+    let dir = StateDir::new();
+    let d = Daemon::start_in(dir.path(), ARGS);
+    let l = link(&d).await;
+    let info = *l.link_info();
+    assert!(info.warming, "an empty state directory is a cold start");
+    assert!(info.warm_remaining > Duration::ZERO && info.warm_remaining <= TIMEOUT);
+    assert!(l.subscribe_snapshot(&[7]).await.unwrap().warming);
+    assert!(l.stats().await.unwrap().state.cold_start);
+    let v1 = LinkClient::connect_version(
+        d.link,
+        ConnectOptions::local("restart-test-v1"),
+        presenced_client::Version::V1,
+    )
+    .await
+    .unwrap();
+    assert!(!v1.is_warming(), "a version-1 link is never told");
+    assert!(!v1.query_snapshot(&[7]).await.unwrap().warming);
+    tokio::time::sleep(info.warm_remaining + Duration::from_millis(100)).await;
+    assert!(!l.query_snapshot(&[7]).await.unwrap().warming);
+    assert!(!link(&d).await.is_warming(), "warming lasts one timeout");
+    v1.close().await;
+    l.close().await;
+    d.signal(libc::SIGTERM);
+    wait_exit(d);
+    let d = Daemon::start_in(dir.path(), ARGS);
+    let l = link(&d).await;
+    assert!(!l.is_warming(), "saved state: a warm start");
+    assert!(!l.subscribe_snapshot(&[7]).await.unwrap().warming);
+    assert!(!l.stats().await.unwrap().state.cold_start);
 }
