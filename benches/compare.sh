@@ -10,8 +10,13 @@
 # INTERVAL (2s) and GRACE (500ms) (both servers' timings: timeout = INTERVAL + 2 × GRACE),
 # CHURN (logins + logouts per second in the churn run: 2000 per 100k users watched, so that
 # every run times ~20k transitions), CHURN_DURATION (10s),
-# REDIS_PORT (6399), GATEWAYS (4), NO_BUILD=1 (use the binaries already in target/release).
+# REDIS_PORT (6399), GATEWAYS (4), NO_BUILD=1 (use the binaries already in
+# $CARGO_TARGET_DIR/release, default target/release).
 # Scale up with `--users 1M` (memory and expiry lateness with 1M users expiring together).
+# RESTART_DURATION (20s): the restart runs (steady, the server restarted halfway: presenced by
+# SIGTERM and started again with the same arguments and state directory; its observers
+# reconnect by themselves): false transitions, users changed across the restart, reconnect
+# time. RESTART=0 skips them.
 #
 # Needs: cargo, python3 (to read the JSON summaries), redis-server (installed with apt-get if
 # missing). Loopback only: presenced on 127.0.0.1:7070 (heartbeats) and :7060 (push link),
@@ -31,7 +36,7 @@ while [ $# -gt 0 ]; do
         --duration) DURATION=$2; shift 2 ;;
         --interval) INTERVAL=$2; shift 2 ;;
         --grace) GRACE=$2; shift 2 ;;
-        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
         *) echo "compare.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -43,12 +48,13 @@ command -v redis-server >/dev/null || (apt-get update && apt-get install -y redi
 if [ "${NO_BUILD:-0}" != 1 ]; then
     cargo build --release -p presenced -p presenced-tools --bin presenced --bin presence-loadgen
 fi
-BIN=target/release
+BIN=${CARGO_TARGET_DIR:-target}/release
 WORK=$(mktemp -d)
 PD_PID=
 RD_PID=
 cleanup() {
     [ -n "$PD_PID" ] && kill "$PD_PID" 2>/dev/null || true
+    [ -f "$WORK/presenced.pid" ] && kill "$(cat "$WORK/presenced.pid")" 2>/dev/null || true
     [ -n "$RD_PID" ] && kill "$RD_PID" 2>/dev/null || true
     wait 2>/dev/null || true
     rm -rf "$WORK"
@@ -130,6 +136,37 @@ kill "$PD_PID"
 wait "$PD_PID" 2>/dev/null || true
 PD_PID=
 
+# The restart run: presenced with a state directory, started by a script that the restart
+# command runs again (SIGTERM, wait for the exit, start with the same arguments).
+RESTART=${RESTART:-1}
+RESTART_DURATION=${RESTART_DURATION:-20s}
+if [ "$RESTART" = 1 ]; then
+    cat >"$WORK/presenced-start.sh" <<EOF
+#!/bin/sh
+exec "$(realpath "$BIN")/presenced" --shards 1 --listen 127.0.0.1:7070 --link-listen 127.0.0.1:7060 \\
+    --set "presence.heartbeat_interval=$INTERVAL" --set "presence.grace=$GRACE" \\
+    --set "presence.users_per_shard=$N" --set "state.dir=$WORK/state" \\
+    >>"$WORK/presenced-restart.log" 2>&1
+EOF
+    cat >"$WORK/presenced-restart.sh" <<EOF
+#!/bin/sh
+pid=\$(cat "$WORK/presenced.pid")
+kill -TERM "\$pid"
+while kill -0 "\$pid" 2>/dev/null; do sleep 0.05; done
+sh "$WORK/presenced-start.sh" </dev/null &
+echo \$! >"$WORK/presenced.pid"
+EOF
+    sh "$WORK/presenced-start.sh" </dev/null &
+    echo $! >"$WORK/presenced.pid"
+    wait_port udp 7060 "$(cat "$WORK/presenced.pid")" "$WORK/presenced-restart.log"
+    echo "compare.sh: presenced: steady for $RESTART_DURATION, SIGTERM restart halfway" >&2
+    lg --link 127.0.0.1:7060 --watch "$CHURN_WATCH" --scenario steady \
+        --duration "$RESTART_DURATION" --restart-cmd "sh $WORK/presenced-restart.sh" \
+        >"$WORK/presenced.restart.json"
+    kill "$(cat "$WORK/presenced.pid")" 2>/dev/null || true
+    rm -f "$WORK/presenced.pid"
+fi
+
 redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no \
     >"$WORK/redis.log" 2>&1 &
 RD_PID=$!
@@ -168,6 +205,22 @@ def load(name):
     if name == "redis":
         r["used_memory per online user (B)"] = steady["daemon"]["bytes_per_user"]
         r["expiries missing (storm)"] = storm["expiries"]["missing"]
+    try:
+        restart = json.load(open(f"{work}/{name}.restart.json"))["restart"]
+    except FileNotFoundError:
+        return r
+    r["restart: false transitions + changed records"] = restart["false_total"]
+    if restart["false_offline"] is not None:
+        r["restart: false offline (devices)"] = restart["false_offline"]
+    else:
+        c = restart["compared"]
+        r["restart: users with state changed"] = c["state_changed"]
+        r["restart: users with version changed"] = c["version_changed"]
+        r["restart: users with last seen gone back"] = c["last_seen_back"]
+        downs = [d for o in restart["reconnect_down_ms"] for d in o]
+        r["restart: observer reconnect, max (ms)"] = max(downs) if downs else None
+        r["restart: observers not reconnected"] = restart["not_reconnected"]
+    r["restart: server answering again after (ms)"] = restart["back_after_s"] * 1000
     return r
 p, r = load("presenced"), load("redis")
 keys = list(p) + [k for k in r if k not in p]

@@ -1,7 +1,7 @@
 //! The shard core: heartbeats of known devices, and expiry of 1M users.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use presenced::memory::advise_huge_pages;
+use presenced::memory::{advise, Pages};
 use presenced_core::clock::Now;
 use presenced_core::config::CoreConfig;
 use presenced_core::event::{Heartbeat, Report, Transition};
@@ -32,9 +32,11 @@ fn online() -> Shard {
         ..CoreConfig::default()
     };
     let mut shard = Shard::new(config, now(0)).unwrap();
-    for region in shard.regions() {
-        advise_huge_pages(region);
-    }
+    // The daemon's page policy for a dense shard: the table on huge pages, the rest small.
+    let [table, wheel, blocks] = shard.regions();
+    advise(table, Pages::Huge);
+    advise(wheel, Pages::Small);
+    advise(blocks, Pages::Small);
     let mut out = Vec::with_capacity(USERS as usize);
     for i in 0..u64::from(USERS) {
         let hb = Heartbeat {

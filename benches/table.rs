@@ -16,7 +16,7 @@ use criterion::measurement::WallTime;
 use criterion::{
     criterion_group, criterion_main, BatchSize, BenchmarkGroup, Criterion, SamplingMode, Throughput,
 };
-use presenced::memory::advise_huge_pages;
+use presenced::memory::{advise, Pages};
 use presenced_core::table::Table;
 
 /// Stand-in for the 32-byte `#[repr(C)]` user record.
@@ -40,10 +40,10 @@ fn record(i: u64) -> Record {
     [i, !i, i.rotate_left(17), 1]
 }
 
-/// An empty table with the daemon's page policy.
+/// An empty table with the daemon's page policy for a table being filled (huge pages).
 fn table(capacity: u32) -> Table<Record> {
     let t = Table::<Record>::new(capacity, TABLE_SEED);
-    advise_huge_pages(t.region());
+    advise(t.region(), Pages::Huge);
     t
 }
 

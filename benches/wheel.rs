@@ -1,7 +1,7 @@
 //! Timing wheel: scheduling and expiring 1M timers.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use presenced::memory::advise_huge_pages;
+use presenced::memory::{advise, Pages};
 use presenced_core::wheel::Wheel;
 use presenced_wire::hash::mix64 as mix;
 use std::hint::black_box;
@@ -11,7 +11,7 @@ const N: u32 = 1_000_000;
 /// An empty wheel at tick 0 with the daemon's page policy.
 fn empty() -> Wheel {
     let wheel = Wheel::new(N, 0);
-    advise_huge_pages(wheel.region());
+    advise(wheel.region(), Pages::Small);
     wheel
 }
 

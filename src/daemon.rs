@@ -3,6 +3,7 @@
 
 use crate::ingest::bind_udp;
 use crate::link;
+use crate::notify::Beat;
 use crate::settings::Settings;
 use crate::shard_thread::{self, Peer, ShardSetup, WAKER};
 use crate::state;
@@ -47,8 +48,13 @@ pub struct Running {
     pub link: SocketAddr,
     /// The smallest receive buffer the kernel gave a heartbeat socket (bytes, as set).
     pub recv_buffer_bytes: usize,
+    /// The metrics endpoint's address, if `metrics.listen` is set.
+    pub metrics: Option<SocketAddr>,
+    metrics_handle: Option<crate::metrics::Handle>,
     stop: Arc<AtomicBool>,
     shards: Vec<JoinHandle<io::Result<()>>>,
+    /// Each shard thread's sign of life.
+    beats: Vec<Arc<Beat>>,
     /// The store thread, when state is kept: it ends after every shard's final snapshot.
     store: Option<JoinHandle<()>>,
     link_handle: link::Handle,
@@ -59,6 +65,7 @@ pub struct Running {
 
 /// Binds every socket, reserves every shard's memory and starts every thread.
 pub fn start(settings: Settings) -> io::Result<Running> {
+    let started = std::time::Instant::now();
     let settings = Arc::new(settings);
     let n = settings.shards.count;
     let core = settings
@@ -101,6 +108,7 @@ pub fn start(settings: Settings) -> io::Result<Running> {
         }
     }
 
+    let metrics_listener = crate::metrics::bind(&settings.metrics)?;
     let recv_buffer_bytes = shared
         .iter()
         .flatten()
@@ -125,6 +133,15 @@ pub fn start(settings: Settings) -> io::Result<Running> {
         )),
         None => None,
     };
+    if let (Some(keys), Some(path)) = (&keys, &settings.auth.keys_file) {
+        if keys.is_empty() {
+            tracing::warn!(
+                "auth.keys_file {} lists no gateway: every heartbeat will be refused until \
+                 one is added (then SIGHUP)",
+                path.display()
+            );
+        }
+    }
     let key_ring: KeyRing = Arc::new(Mutex::new(keys.clone()));
     let max_clock_skew_ms =
         u64::try_from(settings.auth.max_clock_skew.as_millis()).unwrap_or(u64::MAX);
@@ -137,10 +154,10 @@ pub fn start(settings: Settings) -> io::Result<Running> {
         match state::prepare(&settings.state.dir) {
             Ok(()) => Some(settings.state.dir.clone()),
             Err(e) => {
-                eprintln!(
-                    "presenced: setting `state.dir`: {e}; running without durable state (a \
-                     restart will lose presence): make the directory writable by the \
-                     daemon's user, or set state.enabled = false"
+                tracing::error!(
+                    "setting `state.dir`: {e}; running without durable state (a restart will \
+                     lose presence): make the directory writable by the daemon's user, or set \
+                     state.enabled = false"
                 );
                 None
             }
@@ -178,13 +195,14 @@ pub fn start(settings: Settings) -> io::Result<Running> {
             )
         })?;
         for region in node.regions() {
-            crate::memory::advise_huge_pages(region);
+            crate::memory::advise(region, crate::memory::Pages::Small);
         }
         nodes.push(node);
     }
     let mut figures = match &state_dir {
         Some(dir) => StateStats {
             enabled: true,
+            writable: true,
             dir: dir.display().to_string(),
             cold_start: cold,
             ..StateStats::default()
@@ -195,17 +213,16 @@ pub fn start(settings: Settings) -> io::Result<Running> {
     if let Some(dir) = &state_dir {
         match state::restore(dir, &mut nodes, clock.now()) {
             Ok(r) => restored = r,
-            Err(e) => eprintln!(
-                "presenced: state: {e}; starting without what it holds (the files are left \
-                 as they are)"
+            Err(e) => tracing::error!(
+                "state: {e}; starting without what it holds (the files are left as they are)"
             ),
         }
         for line in &restored.skipped {
-            eprintln!("presenced: state: skipped {line}");
+            tracing::warn!("state: skipped {line}");
         }
         if let Some(keys) = &keys {
             if let Err(e) = state::restore_marks(dir, keys, restored.clean) {
-                eprintln!("presenced: state: anti-replay marks not restored: {e}");
+                tracing::warn!("state: anti-replay marks not restored: {e}");
             }
         }
         figures.restored_users = restored.users;
@@ -229,6 +246,7 @@ pub fn start(settings: Settings) -> io::Result<Running> {
     let mut hub_inputs = Vec::with_capacity(n);
     let mut store_inputs = Vec::with_capacity(n);
     let mut shards = Vec::with_capacity(n);
+    let mut beats = Vec::with_capacity(n);
     let threads = nodes.into_iter().zip(polls).zip(shared).zip(inboxes);
     for (index, (((node, poll), sockets), inbox)) in threads.enumerate() {
         let (to_hub, from_shard) = crossbeam_channel::bounded::<ToHub>(HUB_CHANNEL_MESSAGES);
@@ -238,7 +256,10 @@ pub fn start(settings: Settings) -> io::Result<Running> {
             store_inputs.push(rx);
             tx
         });
+        let beat = Arc::new(Beat::default());
+        beats.push(beat.clone());
         let setup = ShardSetup {
+            beat,
             node,
             poll,
             sockets,
@@ -300,18 +321,37 @@ pub fn start(settings: Settings) -> io::Result<Running> {
             peers: peers.clone(),
             keys: key_ring.clone(),
             history: state_dir.as_ref().map(|_| history_tx),
-            state: figures,
+            state: figures.clone(),
         },
         clock,
         stop.clone(),
     )?;
+    let metrics_handle = match metrics_listener {
+        Some(listener) => Some(crate::metrics::start(
+            listener,
+            &settings.metrics,
+            crate::metrics::Probes {
+                scraper: link_handle.scraper.clone(),
+                beats: beats.clone(),
+                peers: peers.clone(),
+                state: figures,
+                state_wanted: settings.state.enabled,
+                started,
+            },
+            stop.clone(),
+        )?),
+        None => None,
+    };
     Ok(Running {
         heartbeat,
         shard_ports,
         link: link_handle.addr,
         recv_buffer_bytes,
+        metrics: metrics_handle.as_ref().map(|m| m.addr),
+        metrics_handle,
         stop,
         shards,
+        beats,
         store,
         link_handle,
         peers,
@@ -334,7 +374,7 @@ impl Running {
         let asked = self.settings.ingest.socket_recv_buffer_bytes;
         (self.recv_buffer_bytes < asked).then(|| {
             format!(
-                "presenced: ingest.socket_recv_buffer: asked for {asked} bytes, the kernel gave \
+                "ingest.socket_recv_buffer: asked for {asked} bytes, the kernel gave \
                  {}; raise net.core.rmem_max (sysctl -w net.core.rmem_max={asked}) or grant \
                  CAP_NET_ADMIN, or lower the setting to silence this",
                 self.recv_buffer_bytes
@@ -351,10 +391,11 @@ impl Running {
                 .join(",")
         };
         format!(
-            "presenced ready heartbeat={} shard_ports={} link={}",
+            "presenced ready heartbeat={} shard_ports={} link={} metrics={}",
             join(&self.heartbeat),
             join(&self.shard_ports),
-            self.link
+            self.link,
+            join(self.metrics.as_slice())
         )
     }
 
@@ -380,7 +421,10 @@ impl Running {
             }
         }
         let r = self.link_handle.join();
-        result.and(r)
+        let m = self
+            .metrics_handle
+            .map_or(Ok(()), crate::metrics::Handle::join);
+        result.and(r).and(m)
     }
 
     /// Reads the gateway key file again and hands the new keys to every shard; gateways that
@@ -409,28 +453,40 @@ impl Running {
         Ok(n)
     }
 
-    /// Whether any thread has stopped (which only happens on an error or shutdown).
-    pub fn any_stopped(&self) -> bool {
-        self.shards.iter().any(JoinHandle::is_finished)
-            || self.store.as_ref().is_some_and(JoinHandle::is_finished)
-            || self.link_handle.is_finished()
+    /// A thread that has stopped (which only happens on an error or shutdown), if any.
+    pub fn stopped_thread(&self) -> Option<&'static str> {
+        if self.shards.iter().any(JoinHandle::is_finished) {
+            Some("shard")
+        } else if self.store.as_ref().is_some_and(JoinHandle::is_finished) {
+            Some("store")
+        } else if self.link_handle.is_finished() {
+            Some("link")
+        } else {
+            None
+        }
     }
-}
 
-/// Tells systemd that start-up is complete (`Type=notify` units); does nothing elsewhere.
-pub fn notify_ready() {
-    use std::os::linux::net::SocketAddrExt;
-    use std::os::unix::net::{SocketAddr as UnixAddr, UnixDatagram};
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
-        return;
-    };
-    let path = path.to_string_lossy().into_owned();
-    let addr = match path.strip_prefix('@') {
-        Some(name) => UnixAddr::from_abstract_name(name.as_bytes()),
-        None => UnixAddr::from_pathname(&path),
-    };
-    if let (Ok(addr), Ok(socket)) = (addr, UnixDatagram::unbound()) {
-        // Best effort: systemd times the unit out if the notification is lost.
-        let _ = socket.send_to_addr(b"READY=1", &addr);
+    /// The settings it runs with.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Asks the hub for every figure STATS reports; the answer comes on the receiver (`None`
+    /// when the hub cannot take the question now). Never waits.
+    pub fn ask_stats(
+        &self,
+    ) -> Option<tokio::sync::oneshot::Receiver<Box<presenced_wire::stats::Stats>>> {
+        self.link_handle.scraper.ask()
+    }
+
+    /// Each shard thread's turns of its loop so far, in shard order.
+    pub fn shard_progress(&self) -> Vec<u64> {
+        self.beats.iter().map(|b| b.read()).collect()
+    }
+
+    /// Wakes shard `index` for one turn of its loop (a thread with nothing to do sleeps).
+    pub fn poke_shard(&self, index: usize) {
+        // Fails only when the shard is stopping, which the watchdog then sees.
+        let _ = self.peers[index].waker.wake();
     }
 }

@@ -1,6 +1,7 @@
 //! Reading the gateway key file (`auth.keys_file`): the daemon's side of
 //! `presenced_node::auth::Keys`, which parses the text. A file other users can read is
-//! refused: it holds every gateway's secret.
+//! refused: it holds every gateway's secret. The push link's TLS key (`link.key`) is checked
+//! the same way ([`private_file`]).
 
 use presenced_node::auth::Keys;
 use std::os::unix::fs::PermissionsExt;
@@ -14,6 +15,16 @@ pub fn load(
     max_gateways: usize,
     previous: Option<&Keys>,
 ) -> Result<Keys, String> {
+    private_file(path)?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    Keys::parse(&text, window, max_gateways, previous)
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Refuses a secret file that users other than its owner can read or write; the error says
+/// how to fix it.
+pub fn private_file(path: &Path) -> Result<(), String> {
     let meta =
         std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let mode = meta.permissions().mode() & 0o777;
@@ -24,10 +35,7 @@ pub fn load(
             path.display()
         ));
     }
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    Keys::parse(&text, window, max_gateways, previous)
-        .map_err(|e| format!("{}: {e}", path.display()))
+    Ok(())
 }
 
 #[cfg(test)]

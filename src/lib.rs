@@ -4,12 +4,16 @@
 //!
 //! See ARCHITECTURE.md for the layers, the code map and the normative presence rules.
 
+pub mod cli;
 pub mod cpu;
 pub mod daemon;
 pub mod ingest;
 pub mod keyfile;
 pub mod link;
+pub mod log;
 pub mod memory;
+pub mod metrics;
+pub mod notify;
 pub mod settings;
 pub mod shard_thread;
 pub mod state;

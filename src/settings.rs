@@ -82,6 +82,32 @@ macro_rules! settings {
         }
 
         impl Settings {
+    /// Keys SIGHUP applies to a running daemon (besides the key file's contents).
+    pub const RELOADABLE: &'static [&'static str] = &["log.level"];
+
+    /// The keys whose values differ between `self` (running) and `other` (just read) and
+    /// that only a restart applies (every key but [`Settings::RELOADABLE`]), sorted.
+    pub fn differences_needing_restart(&self, other: &Settings) -> Vec<String> {
+        let table = |s: &Settings| toml::Table::try_from(s).unwrap_or_default();
+        let (old, new) = (table(self), table(other));
+        let mut keys = Vec::new();
+        for (section, body) in &old {
+            let (Some(body), Some(fresh)) = (
+                body.as_table(),
+                new.get(section).and_then(toml::Value::as_table),
+            ) else {
+                continue;
+            };
+            for (key, value) in body {
+                let name = format!("{section}.{key}");
+                if fresh.get(key) != Some(value) && !Self::RELOADABLE.contains(&name.as_str()) {
+                    keys.push(name);
+                }
+            }
+        }
+        keys
+    }
+
             /// Checks every key against its valid range (not the rules across keys).
             pub fn check_ranges(&self) -> Result<(), SettingsError> {
                 $(self.$section.check_ranges()?;)+
@@ -225,6 +251,16 @@ settings! {
         replay_window: usize = 8192, range PowerOfTwo(64..=1 << 20);
         /// Gateways the key file may list.
         max_gateways: usize = 4096, range 1..=1 << 20;
+        /// Listen beyond loopback without a key file (anyone who reaches the ports can set
+        /// any user's presence and watch everyone's); only for networks you fully control.
+        allow_unauthenticated: bool = false;
+    }
+
+    /// `[log]`: what the daemon writes to stderr (the journal under systemd).
+    [log] LogSettings {
+        /// The least severe lines written: error, warn, info, debug or trace (SIGHUP applies
+        /// a changed value without a restart).
+        level: LogLevel = LogLevel::Info;
     }
 
     /// `[state]`: what survives a restart (snapshots and the transition log).
@@ -249,9 +285,26 @@ settings! {
         /// Transitions a shard holds for the log beyond the store's channel; beyond it they are
         /// not logged, counted, and a snapshot is taken to cover them.
         queue: usize = 1 << 20, range 1024..=1 << 26;
-        /// Table slots a snapshot pass covers per shard round (16Ki slots: well under a
-        /// millisecond).
-        snapshot_slots_per_round: usize = 16 << 10, range 64..=1 << 24;
+        /// Table slots a snapshot pass covers per shard round, between reads of its sockets
+        /// (4Ki slots: about 0.3 ms of the shard's time; 16Ki measured 1.2 ms and added
+        /// 0.8 ms to the transition latency p99 with snapshots back to back,
+        /// benches/README.md "Durable state").
+        snapshot_slots_per_round: usize = 4 << 10,
+            range 64..=presenced_node::node::MAX_SNAPSHOT_SLOTS_PER_ROUND;
+    }
+
+    /// `[metrics]`: the HTTP endpoint for Prometheus (`GET /metrics`) and health checks
+    /// (`GET /healthz`).
+    [metrics] MetricsSettings {
+        /// TCP address of the endpoint ("": none; the packaged settings use 127.0.0.1:9464).
+        /// It answers anyone who reaches it: keep it on loopback or a monitoring network.
+        listen: Option<SocketAddr> = None;
+        /// HTTP connections served at once (scrapers, health checks); more are closed at once
+        /// and counted.
+        max_connections: usize = 8, range 1..=1024;
+        /// A connection must send a whole request head within this, and is closed when idle
+        /// this long between requests; counted.
+        read_timeout: Duration = secs(5), range ms(100)..=mins(1);
     }
 }
 
@@ -324,8 +377,61 @@ impl Settings {
             }
             _ => {}
         }
+        if let (Some((key, addr)), None, false) = (
+            self.exposed(),
+            &self.auth.keys_file,
+            self.auth.allow_unauthenticated,
+        ) {
+            return Err(error(
+                "auth.keys_file",
+                format!(
+                    "is empty but {key} = {addr} is reachable beyond this host: anyone could \
+                     set any user's presence. Give a key file (every gateway then signs its \
+                     heartbeats, wire-format/SPEC.md § 9), listen on 127.0.0.1, or set \
+                     auth.allow_unauthenticated = true on a network you fully control"
+                ),
+            ));
+        }
         self.presence.core_config()?;
         Ok(())
+    }
+
+    /// The first listen address reachable beyond this host, with its key.
+    fn exposed(&self) -> Option<(&'static str, SocketAddr)> {
+        [
+            ("ingest.listen", self.ingest.listen),
+            ("link.listen", self.link.listen),
+        ]
+        .into_iter()
+        .find(|(_, addr)| !addr.ip().is_loopback())
+    }
+
+    /// Settings that are valid but probably a mistake, each naming its key and why.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.presence.grace.is_zero() {
+            out.push(
+                "presence.grace = 0s: a single late or lost heartbeat puts a user offline \
+                 (false offline); the default is 12s"
+                    .to_string(),
+            );
+        }
+        if self.auth.max_clock_skew < Duration::from_secs(1) {
+            out.push(format!(
+                "auth.max_clock_skew = {}: gateways whose clocks drift further are refused \
+                 (`clock_skew`); use NTP and the default 30s",
+                show_duration(self.auth.max_clock_skew)
+            ));
+        }
+        if self.auth.keys_file.is_none() && self.exposed().is_some() {
+            out.push(
+                "auth.allow_unauthenticated = true: the listen addresses reach beyond this \
+                 host and heartbeats are not signed; anyone who reaches them can set any \
+                 user's presence"
+                    .to_string(),
+            );
+        }
+        out
     }
 }
 
@@ -913,6 +1019,53 @@ impl Value for Option<PathBuf> {
     }
 }
 
+/// How much the daemon logs (`log.level`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    /// Only what stops a part of the daemon.
+    Error,
+    /// Also what an operator should look at (refusals, shedding, storage errors).
+    Warn,
+    /// Also starts, stops, links coming and going, reloads.
+    Info,
+    /// Also detail for diagnosing.
+    Debug,
+    /// Everything.
+    Trace,
+}
+
+impl LogLevel {
+    const NAMES: [(&'static str, LogLevel); 5] = [
+        ("error", LogLevel::Error),
+        ("warn", LogLevel::Warn),
+        ("info", LogLevel::Info),
+        ("debug", LogLevel::Debug),
+        ("trace", LogLevel::Trace),
+    ];
+}
+
+impl Value for LogLevel {
+    const EXPECTED: &'static str = "error, warn, info, debug or trace";
+    const TEXT: bool = true;
+    fn from_scalar(scalar: Scalar) -> Result<Self, String> {
+        match &scalar {
+            Scalar::Str(t) => LogLevel::NAMES
+                .iter()
+                .find(|(name, _)| *name == t.trim())
+                .map(|(_, level)| *level)
+                .ok_or_else(|| format!("`{t}` is not {}", Self::EXPECTED)),
+            other => Err(format!("`{other}` is not {}", Self::EXPECTED)),
+        }
+    }
+    fn to_scalar(&self) -> Scalar {
+        let name = LogLevel::NAMES
+            .iter()
+            .find(|(_, l)| l == self)
+            .map(|(n, _)| *n);
+        Scalar::Str(name.unwrap_or("info").into())
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Valid values: ranges.
 
@@ -1336,6 +1489,62 @@ mod tests {
     }
 
     #[test]
+    fn a_reload_names_the_changed_keys_that_need_a_restart() {
+        let read = |text: &str| {
+            let mut sources = Sources::default();
+            sources.merge_toml(text, "f").unwrap();
+            sources.build(2).unwrap()
+        };
+        let running = read("[log]\nlevel = \"info\"\n[presence]\ngrace = \"12s\"\n");
+        let same = read("[log]\nlevel = \"debug\"\n[presence]\ngrace = \"12s\"\n");
+        assert!(running.differences_needing_restart(&same).is_empty());
+        let changed = read("[presence]\ngrace = \"5s\"\n[link]\nmax_links = 7\n");
+        assert_eq!(
+            running.differences_needing_restart(&changed),
+            vec!["link.max_links", "presence.grace"]
+        );
+    }
+
+    #[test]
+    fn listening_beyond_loopback_needs_a_key_file_or_saying_so() {
+        let build = |text: &str| {
+            let mut sources = Sources::default();
+            sources.merge_toml(text, "f").unwrap();
+            sources.build(2)
+        };
+        let e = build("[ingest]\nlisten = \"0.0.0.0:7070\"\n").unwrap_err();
+        assert_eq!(e.key, "auth.keys_file");
+        assert!(e.problem.contains("ingest.listen = 0.0.0.0:7070"), "{e}");
+        assert!(e.problem.contains("allow_unauthenticated"), "{e}");
+        let e = build("[link]\nlisten = \"[::]:7060\"\n").unwrap_err();
+        assert!(e.problem.contains("link.listen"), "{e}");
+        let said =
+            build("[ingest]\nlisten = \"0.0.0.0:7070\"\n[auth]\nallow_unauthenticated = true\n")
+                .unwrap();
+        assert!(said.warnings()[0].contains("allow_unauthenticated"));
+        let keyed =
+            build("[ingest]\nlisten = \"0.0.0.0:7070\"\n[auth]\nkeys_file = \"/etc/k.toml\"\n")
+                .unwrap();
+        assert!(keyed.warnings().is_empty());
+    }
+
+    #[test]
+    fn risky_values_are_warned_about_by_key() {
+        let mut sources = Sources::default();
+        sources
+            .merge_toml(
+                "[presence]\ngrace = \"0s\"\n[auth]\nmax_clock_skew = \"100ms\"\n",
+                "f",
+            )
+            .unwrap();
+        let w = sources.build(2).unwrap().warnings();
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].starts_with("presence.grace = 0s"));
+        assert!(w[1].starts_with("auth.max_clock_skew = 100ms"));
+        assert!(Settings::default().warnings().is_empty());
+    }
+
+    #[test]
     fn shipped_config_parses() {
         let mut sources = Sources::default();
         sources
@@ -1345,7 +1554,7 @@ mod tests {
             )
             .unwrap();
         let s = sources.build(2).unwrap();
-        assert_eq!(s.ingest.listen.port(), 7070);
+        assert_eq!(s.ingest.listen, v4([127, 0, 0, 1], 7070));
         assert_eq!(s.link.listen.port(), 7060);
         assert_eq!(s.shards.count, 2);
         assert_eq!(s.state.dir, PathBuf::from("/var/lib/presenced"));

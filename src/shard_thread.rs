@@ -5,12 +5,14 @@
 //! node's next deadline comes. Pinned to its core; never blocks on anything downstream.
 
 use crate::ingest::RecvBatch;
+use crate::memory;
+use crate::notify::Beat;
 use crate::time::Clock;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
 use presenced_node::bus::{Inbox, ToHub, ToStore};
-use presenced_node::node::{NodeEvent, ShardNode, Transmit};
+use presenced_node::node::{Loss, NodeEvent, ShardNode, Transmit};
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -76,6 +78,8 @@ pub struct ShardSetup {
     pub stop: Arc<AtomicBool>,
     /// The CPU to pin this thread to, if any.
     pub cpu: Option<usize>,
+    /// Bumped every turn of the loop (the watchdog's and the health check's sign of life).
+    pub beat: Arc<Beat>,
 }
 
 /// Runs a shard thread until `stop` is set.
@@ -94,6 +98,7 @@ pub fn run(setup: ShardSetup) -> io::Result<()> {
         recv_batch,
         clock,
         stop,
+        beat,
         ..
     } = setup;
     let index = node.stats().shard;
@@ -115,7 +120,9 @@ pub fn run(setup: ShardSetup) -> io::Result<()> {
     let mut readable = vec![true; sockets.len()];
     // Per socket: the kernel's drop count last seen (SO_RXQ_OVFL).
     let mut kernel_drops = vec![0u32; sockets.len()];
+    let mut huge_pages = memory::HugePages::new(node.shard().table().capacity());
     while !stop.load(Ordering::Relaxed) {
+        beat.bump();
         let busy = readable.iter().any(|&r| r) || !inbox.is_empty();
         let timeout = if busy {
             Some(Duration::ZERO)
@@ -160,6 +167,9 @@ pub fn run(setup: ShardSetup) -> io::Result<()> {
             node.handle_inbox(clock.now(), message);
         }
         node.handle_timeout(clock.now());
+        if huge_pages.due(node.shard().table().len()) {
+            memory::advise(node.regions()[0], memory::Pages::Huge);
+        }
         out.send(&mut node);
         out.wake_peers();
         while let Some(event) = node.poll_event() {
@@ -168,20 +178,32 @@ pub fn run(setup: ShardSetup) -> io::Result<()> {
                     reason,
                     count,
                     gateway,
-                } => eprintln!(
-                    "presenced: shard {index}: refused {count} datagram(s) as {reason} (latest \
-                     from gateway {gateway})"
+                } => tracing::warn!(
+                    shard = index,
+                    reason,
+                    count,
+                    latest_gateway = gateway,
+                    "datagrams refused"
+                ),
+                NodeEvent::Lost { loss, count } => tracing::warn!(
+                    shard = index,
+                    counter = loss.counter(),
+                    count,
+                    "{}",
+                    loss_advice(loss)
                 ),
             }
         }
     }
-    // Stopping: the whole shard is saved (ingest has stopped), and every message for the store
-    // is handed over, waiting for it as long as it takes; then the channel closes, which tells
-    // the store this shard is done.
-    if out.to_store.is_some() {
-        node.snapshot_all(clock.now());
+    // Stopping: the whole shard is saved (ingest has stopped), chunk by chunk, and every
+    // message for the store is handed over, waiting for it as long as it takes; then the
+    // channel closes, which tells the store this shard is done.
+    let now = clock.now();
+    while out.to_store.is_some() && node.snapshot_final(now) {
         out.send_all_to_store(&mut node);
     }
+    out.send_all_to_store(&mut node);
+    out.to_store = None;
     Ok(())
 }
 
@@ -238,17 +260,15 @@ impl Outputs {
     }
 
     /// Hands every store message over, waiting for room (at shutdown only); everything else
-    /// is dropped (the hub and the other shards are stopping too).
+    /// is dropped (the hub and the other shards are stopping too). A store that is gone or
+    /// stuck is let go: nothing more can be saved.
     fn send_all_to_store(&mut self, node: &mut ShardNode) {
-        let Some(to_store) = self.to_store.take() else {
-            return;
-        };
         while let Some(transmit) = node.poll_transmit() {
-            if let Transmit::Store(message) = transmit {
-                if to_store.send_timeout(message, STORE_STOP_TIMEOUT).is_err() {
-                    // The store is gone or stuck: nothing more can be saved.
-                    return;
-                }
+            let (Transmit::Store(message), Some(to_store)) = (transmit, &self.to_store) else {
+                continue;
+            };
+            if to_store.send_timeout(message, STORE_STOP_TIMEOUT).is_err() {
+                self.to_store = None;
             }
         }
     }
@@ -259,6 +279,27 @@ impl Outputs {
                 // A failed wake means the peer is gone (shutting down): nothing to do.
                 let _ = peer.waker.wake();
             }
+        }
+    }
+}
+
+/// What a loss means and what lifts it, for the log.
+fn loss_advice(loss: Loss) -> &'static str {
+    match loss {
+        Loss::KernelDropped => {
+            "the kernel dropped datagrams: the receive buffer was full (raise \
+             ingest.socket_recv_buffer and net.core.rmem_max, or add shards)"
+        }
+        Loss::CrossShardShed => {
+            "heartbeats shed between shards: an inbox was full (shards.cross_shard_queue)"
+        }
+        Loss::TransitionsShed => {
+            "transitions shed before the push link: subscribers were told to query again \
+             (shards.link_outbox; slow gateways?)"
+        }
+        Loss::LogShed => {
+            "transitions not logged: the store is behind (a snapshot covers them; state.queue, \
+             a slow or full disk?)"
         }
     }
 }

@@ -30,7 +30,7 @@ pub struct Restored {
     /// No usable state at all: the first start, or the directory lost. Answers are marked
     /// warming for one timeout.
     pub cold: bool,
-    /// The last stop was clean (the final snapshots and marks were written).
+    /// The last stop was clean (every log and the replay marks were synced at the stop).
     pub clean: bool,
     /// Users restored from snapshots.
     pub users: u64,

@@ -4,7 +4,9 @@
 //! (and at once when its log lost records), applies retention after each snapshot, and answers
 //! HISTORY. At stop it waits for every shard's final snapshot, syncs, and leaves the clean-stop
 //! file. Storage errors are counted by kind and logged, never fatal: presence matters more than
-//! history, and the shards never wait for this thread.
+//! history, and the shards never wait for this thread. Whether the last write of each shard's
+//! log, of its snapshots and of the marks succeeded is published as `writable` in the figures
+//! (the health check's "state directory writable") at every sync.
 
 use crate::daemon::KeyRing;
 use crate::link::{Frame, HistoryAsk};
@@ -24,6 +26,9 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+// A shard's largest snapshot chunk fits one block of a snapshot file.
+const _: () = assert!(presenced_node::node::MAX_SNAPSHOT_CHUNK_BYTES <= store::snapshot::MAX_BLOCK);
 
 /// Messages read from one shard before the others get a turn.
 const DRAIN: usize = 256;
@@ -77,12 +82,18 @@ struct ShardFiles {
     asked: bool,
     /// Has a snapshot of this start's shard count.
     snapshotted: bool,
+    /// The last sync of the log failed (or the log could not be opened).
+    log_failing: bool,
+    /// The last snapshot (or the retention after it) failed.
+    files_failing: bool,
 }
 
 struct Store {
     setup: StoreSetup,
     shards: Vec<ShardFiles>,
     marks: Option<store::ReplayMarksWriter>,
+    /// The last write of the marks failed (or their writer could not be made).
+    marks_failing: bool,
     last_marks: HashMap<u32, u64>,
     /// Per error kind: when it was last logged, and how many since.
     error_log: HashMap<&'static str, (Instant, u64)>,
@@ -107,10 +118,10 @@ pub fn run(setup: StoreSetup) {
         let log = match store::LogWriter::open(&dir, i, count, log_options, now_ms) {
             Ok((log, report)) => {
                 for (path, cut, why) in &report.repaired {
-                    say(&format!(
+                    tracing::warn!(
                         "state: {}: cut {cut} bytes after the last valid record ({why})",
                         path.display()
-                    ));
+                    );
                 }
                 Some(log)
             }
@@ -121,11 +132,13 @@ pub fn run(setup: StoreSetup) {
         };
         shards.push(ShardFiles {
             dir,
+            log_failing: log.is_none(),
             log,
             snapshot: None,
             done: false,
             asked: false,
             snapshotted: false,
+            files_failing: false,
         });
     }
     let marks = match store::ReplayMarksWriter::new(&setup.dir) {
@@ -144,6 +157,7 @@ pub fn run(setup: StoreSetup) {
         next_shard: 0,
         setup,
         shards,
+        marks_failing: marks.is_none(),
         marks,
         last_marks: HashMap::new(),
         error_log: HashMap::new(),
@@ -151,6 +165,7 @@ pub fn run(setup: StoreSetup) {
     for e in errors {
         s.error(&e);
     }
+    s.publish_writable();
     for i in 0..s.shards.len() {
         s.ask_snapshot(i);
     }
@@ -190,21 +205,25 @@ impl Store {
                 self.periodic_snapshot();
             }
         }
-        self.sync();
+        // Clean: every log and the replay marks are on disk as of the stop (a failed final
+        // snapshot is not a loss: the log replays over the one before).
+        let mut clean = self.sync();
         let logs: Vec<store::LogWriter> = self
             .shards
             .iter_mut()
             .filter_map(|f| f.log.take())
             .collect();
+        clean &= logs.len() == self.shards.len();
         for log in logs {
             if let Err(e) = log.close() {
+                clean = false;
                 self.error(&e);
             }
         }
-        if self.shards.iter().all(|f| f.snapshotted) {
+        if clean {
             let clean = self.setup.dir.join(crate::state::CLEAN_STOP);
             if let Err(e) = std::fs::write(&clean, b"") {
-                say(&format!("state: cannot write {}: {e}", clean.display()));
+                tracing::warn!("state: cannot write {}: {e}", clean.display());
             }
         }
     }
@@ -261,7 +280,10 @@ impl Store {
                 };
                 match store::SnapshotWriter::create(&f.dir, meta) {
                     Ok(w) => f.snapshot = Some((w, Instant::now())),
-                    Err(e) => self.error(&e),
+                    Err(e) => {
+                        f.files_failing = true;
+                        self.error(&e);
+                    }
                 }
             }
             ToStore::SnapshotChunk { bytes, records } => {
@@ -270,6 +292,7 @@ impl Store {
                 };
                 if let Err(e) = w.push(&bytes, u64::from(records)) {
                     self.shards[i].snapshot = None;
+                    self.shards[i].files_failing = true;
                     self.error(&e);
                 }
             }
@@ -280,6 +303,7 @@ impl Store {
                 // The log before the snapshot's position must be on disk before the snapshot
                 // replaces what restores it.
                 if let Some(Err(e)) = self.shards[i].log.as_mut().map(|l| l.sync()) {
+                    self.shards[i].log_failing = true;
                     self.error(&e);
                     return;
                 }
@@ -287,6 +311,7 @@ impl Store {
                     Ok(info) => {
                         let f = &mut self.shards[i];
                         f.snapshotted = true;
+                        f.files_failing = false;
                         if let Some(log) = &mut f.log {
                             log.snapshot_written(info.meta.log_position);
                         }
@@ -299,19 +324,24 @@ impl Store {
                         self.retention(i);
                         self.remove_stale_shards();
                     }
-                    Err(e) => self.error(&e),
+                    Err(e) => {
+                        self.shards[i].files_failing = true;
+                        self.error(&e);
+                    }
                 }
             }
         }
     }
 
-    /// Writes and fdatasyncs every log, then the anti-replay marks.
-    fn sync(&mut self) {
+    /// Writes and fdatasyncs every log, then the anti-replay marks; whether all of it worked.
+    fn sync(&mut self) -> bool {
         let started = Instant::now();
         let mut errors = Vec::new();
         for f in &mut self.shards {
             if let Some(log) = &mut f.log {
-                if let Err(e) = log.sync() {
+                let synced = log.sync();
+                f.log_failing = synced.is_err();
+                if let Err(e) = synced {
                     errors.push(e);
                 }
                 if log.needs_snapshot() && !f.asked && f.snapshot.is_none() {
@@ -326,14 +356,17 @@ impl Store {
             self.ask_snapshot(i);
         }
         self.write_marks(&mut errors);
+        let synced = errors.is_empty();
         for e in errors {
             self.error(&e);
         }
+        self.publish_writable();
         let us = started.elapsed().as_micros() as u64;
         let mut f = self.figures();
         f.syncs += 1;
         f.last_sync_us = us;
         f.max_sync_us = f.max_sync_us.max(us);
+        synced
     }
 
     fn write_marks(&mut self, errors: &mut Vec<store::Error>) {
@@ -362,9 +395,18 @@ impl Store {
                 }
             })
             .collect();
-        if let Err(e) = writer.write(self.setup.clock.now().wall_ms, &marks) {
+        let written = writer.write(self.setup.clock.now().wall_ms, &marks);
+        self.marks_failing = written.is_err();
+        if let Err(e) = written {
             errors.push(e);
         }
+    }
+
+    /// Publishes whether the last write of every part of the state succeeded.
+    fn publish_writable(&self) {
+        let failing =
+            self.marks_failing || self.shards.iter().any(|f| f.log_failing || f.files_failing);
+        self.figures().writable = !failing;
     }
 
     /// Asks the next shard for its periodic snapshot; spreads the shards over the interval.
@@ -399,7 +441,10 @@ impl Store {
                     self.shards[i].asked = true;
                 }
             }
-            Err(e) => self.error(&e),
+            Err(e) => {
+                self.shards[i].files_failing = true;
+                self.error(&e);
+            }
         }
     }
 
@@ -503,11 +548,11 @@ impl Store {
             .or_insert((now - LOG_ERRORS_EVERY, 0));
         entry.1 += 1;
         if now.duration_since(entry.0) >= LOG_ERRORS_EVERY {
-            say(&format!(
+            tracing::warn!(
                 "state: {e} ({} such error(s) since the last report; presence goes on, \
                  durable state may lag)",
                 entry.1
-            ));
+            );
             *entry = (now, 0);
         }
     }
@@ -533,11 +578,6 @@ fn wire_span(s: &store::Span) -> wire::Span {
         },
         devices: s.devices,
     }
-}
-
-/// One line in the daemon's log (stderr).
-fn say(line: &str) {
-    eprintln!("presenced: {line}");
 }
 
 /// The figures of a daemon keeping no state.

@@ -521,6 +521,10 @@ async fn configured_certificate_files_are_served_and_checked() {
     let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
     std::fs::write(path("server.pem"), server.pem()).unwrap();
     std::fs::write(path("server.key"), server_key.serialize_pem()).unwrap();
+    // A private key others can read is refused, like the gateway key file.
+    use std::os::unix::fs::PermissionsExt;
+    let private = std::fs::Permissions::from_mode(0o600);
+    std::fs::set_permissions(path("server.key"), private).unwrap();
     std::fs::write(path("ca.pem"), ca_cert.pem()).unwrap();
     std::fs::write(path("other.pem"), other_ca.pem()).unwrap();
     let cert_arg = format!("link.cert={}", path("server.pem"));

@@ -248,7 +248,7 @@ impl Node {
     /// A whole snapshot now (as the store asks for one), its transitions before the mark.
     fn snapshot(&mut self, now: Now, out: &mut Vec<Transition>) {
         self.node.handle_inbox(now, Inbox::Snapshot);
-        self.node.snapshot_all(now);
+        while self.node.snapshot_final(now) {}
         self.sent(out);
     }
 

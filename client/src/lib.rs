@@ -2,16 +2,19 @@
 //! daemon. [`HeartbeatClient`] batches heartbeat entries into full UDP datagrams and routes
 //! them to the owning shard's port; [`LinkClient`] speaks the QUIC push link (subscribe,
 //! query, stats, history, pushed transitions), protocol version 2 with a daemon that speaks
-//! it and version 1 with one that does not. One implementation, shared by `presencectl`, the
-//! load generator and the integration tests.
+//! it and version 1 with one that does not; [`Watcher`] watches users over a link it keeps up,
+//! reconnecting when the daemon restarts and reporting only what changed meanwhile. One
+//! implementation, shared by `presencectl`, the load generator and the integration tests.
 
 mod heartbeat;
 mod link;
 mod tls;
+pub mod watcher;
 
 pub use heartbeat::{entry, HeartbeatClient};
 pub use link::{LinkClient, RawLink};
 pub use presenced_wire::link::{GoAwayReason, Span, Version};
+pub use watcher::{RecordReason, WatchConfig, WatchEvent, Watcher};
 
 use presenced_wire::link::{ErrorCode, Event, Limits, PresenceRecord, Timings};
 use std::fmt;

@@ -8,6 +8,7 @@
 
 use crate::clock::Tick;
 use crate::event::PublicState;
+use crate::slab::OutOfMemory;
 use bytemuck::Zeroable;
 
 /// Marks "no timer" in a record.
@@ -245,16 +246,22 @@ pub struct Blocks {
 }
 
 impl Blocks {
-    /// `count` blocks of `per_block` devices, all reserved now.
-    pub fn new(count: u32, per_block: u8) -> Blocks {
+    /// `count` blocks of `per_block` devices, all reserved now; `Err` when the machine
+    /// refuses the address space.
+    pub fn new(count: u32, per_block: u8) -> Result<Blocks, OutOfMemory> {
         let per_block = per_block as usize;
-        Blocks {
-            devices: crate::slab::zeroed(count as usize * per_block),
-            free: Vec::with_capacity(count as usize),
+        let mut free = Vec::new();
+        free.try_reserve_exact(count as usize)
+            .map_err(|_| OutOfMemory {
+                bytes: count as usize * std::mem::size_of::<u32>(),
+            })?;
+        Ok(Blocks {
+            devices: crate::slab::zeroed(count as usize * per_block)?,
+            free,
             fresh: 0,
             count,
             per_block,
-        }
+        })
     }
 
     /// Blocks not in use.
@@ -431,7 +438,7 @@ mod tests {
         let mut r = Record::new();
         r.set_last_seen(MAX_WALL_MS + 5);
         r.set_aggregate(Aggregate::Invisible);
-        let mut blocks = Blocks::new(1, 4);
+        let mut blocks = Blocks::new(1, 4).unwrap();
         Devices::new(&mut r, &mut blocks).push(dev(3));
         assert!(Devices::new(&mut r, &mut blocks).get(0).restored);
         assert_eq!(r.last_seen(), Some(MAX_WALL_MS));
@@ -445,7 +452,7 @@ mod tests {
     #[test]
     fn inline_to_block_and_back() {
         let mut r = Record::new();
-        let mut blocks = Blocks::new(2, 3);
+        let mut blocks = Blocks::new(2, 3).unwrap();
         let mut d = Devices::new(&mut r, &mut blocks);
         for id in 1..=3 {
             d.push(dev(id));
@@ -462,7 +469,7 @@ mod tests {
 
     #[test]
     fn blocks_reuse_freed_before_fresh_and_run_out() {
-        let mut blocks = Blocks::new(3, 2);
+        let mut blocks = Blocks::new(3, 2).unwrap();
         let taken: Vec<u32> = (0..3).map(|_| blocks.take()).collect();
         assert_eq!(taken, [0, 1, 2]);
         assert_eq!(blocks.available(), 0);

@@ -56,9 +56,12 @@ impl Shard {
             idle_after_us: config.idle_after_us,
             retention_ticks: config.last_seen_retention_us / config.tick_us + 1,
             max_devices: config.max_devices_per_user as usize,
-            table: Table::new(config.user_capacity, config.hash_seed),
-            wheel: Wheel::new(config.user_capacity, now.mono_us / config.tick_us),
-            blocks: Blocks::new(blocks, config.max_devices_per_user),
+            table: Table::try_new(config.user_capacity, config.hash_seed)
+                .map_err(|e| e.too_big("users_per_shard", "the presence table"))?,
+            wheel: Wheel::try_new(config.user_capacity, now.mono_us / config.tick_us)
+                .map_err(|e| e.too_big("users_per_shard", "the timing wheel"))?,
+            blocks: Blocks::new(blocks, config.max_devices_per_user)
+                .map_err(|e| e.too_big("multi_device_users", "the device blocks"))?,
             now_us: now.mono_us,
             stats: CoreStats::default(),
         })

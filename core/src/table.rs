@@ -17,6 +17,7 @@
 //! The seed spreads sequential user ids; it is not a keyed PRF, so it does not make the table
 //! proof against an adversary who can choose keys *and* learn the seed.
 
+use crate::slab::OutOfMemory;
 use bytemuck::Zeroable;
 use presenced_wire::hash::{mix64 as mix, mod_inverse, unmix64 as unmix};
 use std::fmt;
@@ -123,18 +124,26 @@ impl<V: Copy + Zeroable> Table<V> {
     ///
     /// Reserves all `ceil(capacity × 8 / 7)` slots (at least one) now, zeroed by the allocator
     /// ([`crate::slab::zeroed`]): a page costs memory once an entry lands in it.
+    ///
+    /// # Panics
+    /// When the machine refuses the address space; [`Table::try_new`] returns the error.
     pub fn new(capacity: u32, seed: u64) -> Table<V> {
+        Table::try_new(capacity, seed).expect("address space for the table")
+    }
+
+    /// [`Table::new`], or the error when the machine refuses the address space.
+    pub fn try_new(capacity: u32, seed: u64) -> Result<Table<V>, OutOfMemory> {
         let slots = (u64::from(capacity) * 8).div_ceil(7).max(1);
-        let slots = usize::try_from(slots).expect("slot count fits in usize");
-        Table {
-            slots: crate::slab::zeroed(slots),
+        let slots = usize::try_from(slots).map_err(|_| OutOfMemory { bytes: usize::MAX })?;
+        Ok(Table {
+            slots: crate::slab::zeroed(slots)?,
             len: 0,
             capacity: capacity as usize,
             seed,
             salt: mix(seed),
             max_probe_seen: 0,
             sweep: None,
-        }
+        })
     }
 }
 

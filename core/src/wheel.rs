@@ -15,6 +15,7 @@
 //! for the ring) find the next busy slot in a few word operations.
 
 use crate::clock::Tick;
+use crate::slab::OutOfMemory;
 use bytemuck::Zeroable;
 
 /// Ticks covered by the ring, and its slot count.
@@ -105,14 +106,22 @@ impl Wheel {
     /// A wheel holding at most `capacity` timers, with its clock at tick `now`. The slab is
     /// reserved now, zeroed by the allocator ([`crate::slab::zeroed`]); nodes are handed out
     /// from the lowest never-used one, so its pages cost memory as timers are first used.
+    ///
+    /// # Panics
+    /// When the machine refuses the address space; [`Wheel::try_new`] returns the error.
     pub fn new(capacity: u32, now: Tick) -> Wheel {
+        Wheel::try_new(capacity, now).expect("address space for the wheel")
+    }
+
+    /// [`Wheel::new`], or the error when the machine refuses the address space.
+    pub fn try_new(capacity: u32, now: Tick) -> Result<Wheel, OutOfMemory> {
         assert!((capacity as u64) < (NIL - SENTINELS) as u64);
-        let mut nodes: Box<[Node]> = crate::slab::zeroed((SENTINELS + capacity) as usize);
+        let mut nodes: Box<[Node]> = crate::slab::zeroed((SENTINELS + capacity) as usize)?;
         for (i, sentinel) in nodes.iter_mut().take(SENTINELS as usize).enumerate() {
             sentinel.next = i as u32;
             sentinel.prev = i as u32;
         }
-        Wheel {
+        Ok(Wheel {
             nodes,
             free: NIL,
             fresh: SENTINELS,
@@ -123,7 +132,7 @@ impl Wheel {
             now,
             len: 0,
             capacity: capacity as usize,
-        }
+        })
     }
 
     /// The wheel's current tick: every timer due at or before it has been returned by `poll`.

@@ -129,9 +129,9 @@ pub enum Request {
     },
     /// The shard's counters.
     Stats {
-        /// The link asking.
-        link: u32,
-        /// The link's request id.
+        /// The link asking; `None`: the daemon itself (its metrics endpoint).
+        link: Option<u32>,
+        /// The asker's request id.
         request: u32,
     },
 }
@@ -171,9 +171,9 @@ pub enum ToHub {
     },
     /// The answer to a `Request::Stats`.
     Stats {
-        /// The link asking.
-        link: u32,
-        /// The link's request id.
+        /// The link asking; `None`: the daemon itself.
+        link: Option<u32>,
+        /// The asker's request id.
         request: u32,
         /// The shard's counters.
         stats: Box<ShardStats>,

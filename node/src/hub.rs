@@ -14,13 +14,21 @@
 //! yet written (`Command::Written` gives them back); a link with `queue_depth` frames queued
 //! loses further events and is owed a LAGGED frame naming the users to re-query, sent as soon
 //! as its queue has room again.
+//!
+//! **The daemon asks too.** Its metrics endpoint gathers the same figures as STATS
+//! (`Command::Scrape`), answered as a typed [`Stats`] through `poll_scrape` rather than a frame;
+//! the figures of every open link (`LinkStats::per_link`) are kept here, where the frames are
+//! counted.
 
 use crate::bus::{owner, Request, ToHub};
 use bytes::{Bytes, BytesMut};
 use presenced_core::event::{Cause, Presence, PublicState, Transition};
 use presenced_wire::link as wire;
-use presenced_wire::stats::{AuthStats, LatencySummary, LinkStats, ShardStats, StateStats, Stats};
-use std::collections::{HashMap, HashSet, VecDeque};
+use presenced_wire::stats::{
+    AuthStats, LatencySummary, LinkStats, PerLinkStats, ShardStats, StateStats, Stats,
+};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
 
 /// Users remembered per lagging link before the hub asks it to re-query everything (a LAGGED
 /// frame of this many fits the smallest allowed frame limit, 64 KiB).
@@ -29,6 +37,11 @@ const _: () = assert!(
     wire::LAGGED_HEADER_LEN + LAG_USERS_LIMIT * wire::USER_ID_LEN
         <= wire::MIN_MAX_FRAME_LEN as usize
 );
+
+/// The daemon's own stats requests (`Command::Scrape`) awaiting the shards' answers; a newer
+/// one beyond it drops the oldest (whose asker has given up: the metrics endpoint asks one at a
+/// time and stops waiting after a timeout).
+pub const SCRAPES_PENDING: usize = 4;
 
 /// The hub's limits.
 #[derive(Clone, Debug)]
@@ -67,6 +80,10 @@ pub enum Command {
         link: u32,
         /// The protocol version it speaks.
         version: wire::Version,
+        /// The name it gave in HELLO.
+        name: String,
+        /// The gateway's address.
+        peer: SocketAddr,
     },
     /// SUBSCRIBE.
     Subscribe {
@@ -109,6 +126,14 @@ pub enum Command {
         /// The link.
         link: u32,
         /// Its request id.
+        request: u32,
+        /// The server's part of the answer.
+        server: Box<ServerStats>,
+    },
+    /// The daemon's own STATS (its metrics endpoint), with the server's figures as of the
+    /// request; answered through [`Hub::poll_scrape`].
+    Scrape {
+        /// The daemon's request id.
         request: u32,
         /// The server's part of the answer.
         server: Box<ServerStats>,
@@ -156,6 +181,13 @@ pub struct HubStats {
 struct Link {
     /// The protocol version the link speaks (WARMING exists from version 2).
     version: wire::Version,
+    /// Its name in HELLO and its address, for the per-link figures.
+    name: String,
+    peer: SocketAddr,
+    /// Its share of the hub's counters.
+    events_sent: u64,
+    events_dropped: u64,
+    lag_signals: u64,
     users: HashSet<u64>,
     /// Subscriptions requested and not yet registered (counted against the limit).
     reserved: usize,
@@ -190,6 +222,10 @@ pub struct Hub {
     subscribers: HashMap<u64, Vec<u32>>,
     firehose: Vec<u32>,
     pending: HashMap<(u32, u32), Pending>,
+    /// The daemon's stats requests awaiting shards, by request id (at most
+    /// [`SCRAPES_PENDING`]), and those answered, for `poll_scrape`.
+    scrapes: BTreeMap<u32, Pending>,
+    scraped: VecDeque<(u32, Box<Stats>)>,
     /// Links with an open EVENTS frame.
     touched: Vec<u32>,
     requests: VecDeque<(usize, Request)>,
@@ -236,6 +272,7 @@ impl Outbox {
         let n = users.len() as u64;
         if link.queued >= self.queue_depth {
             self.stats.events_dropped += n;
+            link.events_dropped += n;
             if !link.owes_lag() {
                 self.owing.push(id);
             }
@@ -249,6 +286,7 @@ impl Outbox {
             return;
         }
         self.stats.events_sent += n;
+        link.events_sent += n;
         let since_us = Some(link.events_since_us);
         self.send(id, link, frame, false, since_us);
     }
@@ -266,6 +304,8 @@ impl Hub {
             subscribers: HashMap::new(),
             firehose: Vec::new(),
             pending: HashMap::new(),
+            scrapes: BTreeMap::new(),
+            scraped: VecDeque::new(),
             touched: Vec::new(),
             requests: VecDeque::new(),
             out: Outbox {
@@ -313,13 +353,23 @@ impl Hub {
     /// One command from a link's task.
     pub fn handle_command(&mut self, command: Command) {
         match command {
-            Command::Open { link, version } => {
+            Command::Open {
+                link,
+                version,
+                name,
+                peer,
+            } => {
                 let events = wire::EventsWriter::new(self.config.max_frame_len as u32)
                     .expect("a frame limit of at least 64 KiB holds an event");
                 self.links.insert(
                     link,
                     Link {
                         version,
+                        name,
+                        peer,
+                        events_sent: 0,
+                        events_dropped: 0,
+                        lag_signals: 0,
                         users: HashSet::new(),
                         reserved: 0,
                         firehose: false,
@@ -390,6 +440,25 @@ impl Hub {
                     },
                 );
                 for shard in 0..self.config.shards {
+                    let link = Some(link);
+                    self.requests
+                        .push_back((shard, Request::Stats { link, request }));
+                }
+            }
+            Command::Scrape { request, server } => {
+                while self.scrapes.len() >= SCRAPES_PENDING {
+                    self.scrapes.pop_first();
+                }
+                self.scrapes.insert(
+                    request,
+                    Pending {
+                        shards_left: self.config.shards,
+                        server: Some(server),
+                        shard_stats: Vec::with_capacity(self.config.shards),
+                    },
+                );
+                for shard in 0..self.config.shards {
+                    let link = None;
                     self.requests
                         .push_back((shard, Request::Stats { link, request }));
                 }
@@ -421,6 +490,12 @@ impl Hub {
             self.signal_lag();
         }
         self.out.transmits.pop_front()
+    }
+
+    /// The next answer to the daemon's own stats request (`Command::Scrape`): `(request,
+    /// stats)`, every open link in `per_link`.
+    pub fn poll_scrape(&mut self) -> Option<(u32, Box<Stats>)> {
+        self.scraped.pop_front()
     }
 
     /// The hub's counters.
@@ -498,6 +573,7 @@ impl Hub {
             link.lagged.clear();
             self.out.send(id, link, buf, false, None);
             self.out.stats.lag_signals += 1;
+            link.lag_signals += 1;
         }
     }
 
@@ -545,7 +621,21 @@ impl Hub {
         }
     }
 
-    fn shard_stats(&mut self, id: u32, request: u32, stats: ShardStats) {
+    fn shard_stats(&mut self, link: Option<u32>, request: u32, stats: ShardStats) {
+        let Some(id) = link else {
+            let Some(p) = self.scrapes.get_mut(&request) else {
+                return;
+            };
+            p.shard_stats.push(stats);
+            p.shards_left -= 1;
+            if p.shards_left == 0 {
+                if let Some(p) = self.scrapes.remove(&request) {
+                    let stats = Box::new(self.gather(p));
+                    self.scraped.push_back((request, stats));
+                }
+            }
+            return;
+        };
         let key = (id, request);
         let Some(p) = self.pending.get_mut(&key) else {
             return;
@@ -558,7 +648,7 @@ impl Hub {
         let Some(p) = self.pending.remove(&key) else {
             return;
         };
-        let json = self.stats_json(p);
+        let json = stats_json(self.gather(p));
         let mut buf = BytesMut::new();
         match wire::encode_stats_reply(&mut buf, request, &json) {
             Ok(()) => {
@@ -651,12 +741,13 @@ impl Hub {
         }
     }
 
-    fn stats_json(&self, pending: Pending) -> String {
+    /// Everything STATS reports, from the shards' answers and the server's figures.
+    fn gather(&self, pending: Pending) -> Stats {
         let server = pending.server.unwrap_or_default();
         let mut shards = pending.shard_stats;
         shards.sort_by_key(|s| s.shard);
         let s = &self.out.stats;
-        let stats = Stats {
+        Stats {
             auth: server.auth,
             state: server.state,
             shards,
@@ -672,9 +763,46 @@ impl Hub {
                 links_refused: server.links_refused,
                 links_unauthorized: server.links_unauthorized,
                 latency_us: server.latency_us,
+                per_link: self.per_link(),
+                per_link_omitted: 0,
             },
-        };
-        stats.to_json().expect("the stats schema serialises")
+        }
+    }
+
+    /// Every open link's figures, by id.
+    fn per_link(&self) -> Vec<PerLinkStats> {
+        let mut all: Vec<PerLinkStats> = self
+            .links
+            .iter()
+            .map(|(&id, link)| PerLinkStats {
+                id,
+                name: link.name.clone(),
+                peer: link.peer,
+                queued_frames: link.queued as u64,
+                subscribed_users: link.users.len() as u64,
+                firehose: link.firehose,
+                events_sent: link.events_sent,
+                events_dropped: link.events_dropped,
+                lag_signals: link.lag_signals,
+            })
+            .collect();
+        all.sort_unstable_by_key(|l| l.id);
+        all
+    }
+}
+
+/// STATS_REPLY's JSON: with too many links for its limit (`wire::MAX_STATS_JSON_LEN`), the
+/// per-link list is halved until it fits, the number left out in `per_link_omitted`.
+fn stats_json(mut stats: Stats) -> String {
+    loop {
+        let json = stats.to_json().expect("the stats schema serialises");
+        let links = &mut stats.link;
+        if json.len() <= wire::MAX_STATS_JSON_LEN || links.per_link.is_empty() {
+            return json;
+        }
+        let keep = links.per_link.len() / 2;
+        links.per_link_omitted += (links.per_link.len() - keep) as u64;
+        links.per_link.truncate(keep);
     }
 }
 

@@ -15,7 +15,8 @@
 //! Limits, each counted when hit: the outbox to the hub holds `link_outbox` transitions beyond
 //! what the channel took (more are shed, `transitions_shed`, and the hub is told to make
 //! subscribers re-query); a full inbox of another shard sheds the batch (`cross_shard_shed`);
-//! refusals are reported at most once per reason every [`REFUSAL_REPORT_EVERY_MS`].
+//! refusals, and losses (kernel drops, shedding), are reported at most once per reason every
+//! [`REFUSAL_REPORT_EVERY_MS`].
 
 use crate::auth::{AuthError, Verifier};
 use crate::bus::{owner, Blank, EntryBatch, Inbox, Request, ToHub, ToStore, TransitionBatch};
@@ -29,8 +30,17 @@ use presenced_wire::stats::ShardStats;
 use presenced_wire::DecodeError;
 use std::collections::VecDeque;
 
-/// Refused datagrams are reported at most once per reason per shard in this many ms.
+/// Refused datagrams, and each kind of loss, are reported at most once per reason per shard
+/// in this many ms.
 pub const REFUSAL_REPORT_EVERY_MS: u64 = 10_000;
+
+/// Table slots in one snapshot chunk at most (`state.snapshot_slots_per_round` is at most
+/// this), so a chunk holds at most [`MAX_SNAPSHOT_CHUNK_BYTES`].
+pub const MAX_SNAPSHOT_SLOTS_PER_ROUND: usize = 1 << 16;
+
+/// The largest snapshot chunk: every slot a user with the most devices.
+pub const MAX_SNAPSHOT_CHUNK_BYTES: usize =
+    MAX_SNAPSHOT_SLOTS_PER_ROUND * presenced_core::saved::MAX_RECORD_BYTES;
 
 /// A node's place among the shards and its limits.
 #[derive(Clone, Debug)]
@@ -59,7 +69,8 @@ pub struct StoreLimits {
     /// Transitions held for the log beyond what the store's channel took (`state.queue`);
     /// more are not logged, counted, and reported as a gap.
     pub queue_transitions: usize,
-    /// Table slots a snapshot pass covers per round (a slice of ingest time, not a stall).
+    /// Table slots a snapshot pass covers per round (a slice of ingest time, not a stall);
+    /// at most [`MAX_SNAPSHOT_SLOTS_PER_ROUND`].
     pub snapshot_slots_per_round: usize,
 }
 
@@ -92,6 +103,54 @@ pub enum NodeEvent {
         /// The gateway of the latest one.
         gateway: u32,
     },
+    /// Heartbeats or transitions lost since the last report of this kind.
+    Lost {
+        /// What was lost, and where.
+        loss: Loss,
+        /// How many since the last report.
+        count: u64,
+    },
+}
+
+/// A kind of loss a shard reports ([`NodeEvent::Lost`]); each has its counter in the stats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Loss {
+    /// Datagrams the kernel dropped: the receive buffer was full (`kernel_dropped`).
+    KernelDropped,
+    /// Entries shed because another shard's inbox was full (`cross_shard_shed`).
+    CrossShardShed,
+    /// Transitions shed because the outbox to the push link was full (`transitions_shed`).
+    TransitionsShed,
+    /// Transitions not written to the transition log (`log_shed`).
+    LogShed,
+}
+
+impl Loss {
+    const ALL: [Loss; 4] = [
+        Loss::KernelDropped,
+        Loss::CrossShardShed,
+        Loss::TransitionsShed,
+        Loss::LogShed,
+    ];
+
+    /// The stats counter that counts it.
+    pub fn counter(self) -> &'static str {
+        match self {
+            Loss::KernelDropped => "kernel_dropped",
+            Loss::CrossShardShed => "cross_shard_shed",
+            Loss::TransitionsShed => "transitions_shed",
+            Loss::LogShed => "log_shed",
+        }
+    }
+
+    fn total(self, s: &ShardStats) -> u64 {
+        match self {
+            Loss::KernelDropped => s.kernel_dropped,
+            Loss::CrossShardShed => s.cross_shard_shed,
+            Loss::TransitionsShed => s.transitions_shed,
+            Loss::LogShed => s.log_shed,
+        }
+    }
 }
 
 /// One shard's node (see the module docs).
@@ -121,6 +180,8 @@ pub struct ShardNode {
     /// Per refusal reason: wall ms of the last report, and refusals since.
     refusal_reports: [(u64, u64); AuthError::REASONS.len()],
     events: VecDeque<NodeEvent>,
+    /// Per kind of loss: wall ms of the last report, and the total reported so far.
+    loss_reports: [(u64, u64); Loss::ALL.len()],
     journal: Option<Journal>,
     warming_until_us: Option<u64>,
 }
@@ -193,6 +254,7 @@ impl ShardNode {
             dropped: [0; DecodeError::REASONS.len()],
             refused: [0; AuthError::REASONS.len()],
             refusal_reports: [(0, 0); AuthError::REASONS.len()],
+            loss_reports: [(0, 0); Loss::ALL.len()],
             events: VecDeque::with_capacity(AuthError::REASONS.len()),
             journal: config.store.map(|limits| Journal {
                 limits,
@@ -316,6 +378,24 @@ impl ShardNode {
             self.outbox.shrink_to(OUTBOX_KEEP);
         }
         self.snapshot_round(now);
+        self.report_losses(now.wall_ms);
+    }
+
+    /// Queues a report of each kind of loss that grew, at most once per kind every
+    /// [`REFUSAL_REPORT_EVERY_MS`].
+    fn report_losses(&mut self, wall_ms: u64) {
+        for (i, loss) in Loss::ALL.into_iter().enumerate() {
+            let (last_ms, reported) = &mut self.loss_reports[i];
+            let total = loss.total(&self.stats);
+            if total > *reported && wall_ms >= *last_ms + REFUSAL_REPORT_EVERY_MS {
+                self.events.push_back(NodeEvent::Lost {
+                    loss,
+                    count: total - *reported,
+                });
+                *last_ms = wall_ms;
+                *reported = total;
+            }
+        }
     }
 
     /// The next thing to send: batches for other shards first, then the hub's messages in
@@ -524,7 +604,7 @@ impl ShardNode {
             return;
         }
         let slots = journal.limits.snapshot_slots_per_round;
-        self.snapshot_slice(now, slots);
+        self.snapshot_slice(now, slots.min(MAX_SNAPSHOT_SLOTS_PER_ROUND));
     }
 
     /// Cuts the next `slots` slots of the pass into a chunk; ends the pass after the last.
@@ -549,18 +629,20 @@ impl ShardNode {
         }
     }
 
-    /// Saves the whole shard now, however large (at shutdown, once ingest has stopped): a
-    /// pass going on is finished, else a new one is made in one go.
-    pub fn snapshot_all(&mut self, now: Now) {
+    /// Saves the whole shard now, however large (at shutdown, once ingest has stopped), a
+    /// chunk of at most [`MAX_SNAPSHOT_SLOTS_PER_ROUND`] slots per call: a pass going on is
+    /// continued, else one is begun. Returns whether more remains: the driver hands over what
+    /// [`ShardNode::poll_transmit`] gives and calls again, so the chunks are never all held
+    /// at once.
+    pub fn snapshot_final(&mut self, now: Now) -> bool {
         if self.journal.is_none() {
-            return;
+            return false;
         }
         if !self.shard.snapshotting() {
             self.snapshot_begin(now);
         }
-        while self.shard.snapshotting() {
-            self.snapshot_slice(now, usize::MAX);
-        }
+        self.snapshot_slice(now, MAX_SNAPSHOT_SLOTS_PER_ROUND);
+        self.shard.snapshotting()
     }
 
     /// Restores saved records (whole encoded records, as a snapshot chunk holds them) as of

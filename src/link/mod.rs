@@ -5,6 +5,9 @@
 //! links' commands into the sans-IO `presenced_node::hub::Hub` and its output back out; the
 //! **server** (`server.rs`), a tokio runtime running quinn with one task per gateway link,
 //! parses frames, enforces the per-link limits and writes what the hub queues for the link.
+//!
+//! The daemon's metrics endpoint asks the hub for the same figures as STATS through a
+//! [`Scraper`], and reads the latency histogram it keeps here.
 
 pub mod hub;
 pub mod server;
@@ -15,11 +18,13 @@ use crate::settings::LinkSettings;
 use crate::shard_thread::Peer;
 use crate::time::Clock;
 use bytes::Bytes;
+use crossbeam_channel::TrySendError;
 use presenced_node::bus::ToHub;
-use presenced_node::hub::{Command, HubConfig, Outgoing};
+use presenced_node::hub::{Command, HubConfig, Outgoing, ServerStats};
+use presenced_wire::stats::{AuthStats, LatencySummary, Stats};
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -60,11 +65,22 @@ pub enum LinkEvent {
         link: u32,
         /// The protocol version it speaks.
         version: presenced_wire::link::Version,
+        /// The name it gave in HELLO.
+        name: String,
+        /// The gateway's address.
+        peer: SocketAddr,
         /// Its task's frame queue (bounded by the hub's count of queued frames).
         frames: tokio::sync::mpsc::UnboundedSender<Frame>,
     },
     /// Any other command for the hub.
     Command(Command),
+    /// The metrics endpoint's request for the STATS figures, and where they go.
+    Scrape {
+        /// The server's part, as of the request.
+        server: Box<ServerStats>,
+        /// The answer's way back.
+        reply: tokio::sync::oneshot::Sender<Box<Stats>>,
+    },
 }
 
 /// A HISTORY request for the store thread, and where its answer goes: the link's own frame
@@ -79,7 +95,24 @@ pub struct HistoryAsk {
 }
 
 /// Transition latency, from datagram receipt to the EVENTS frame written to the QUIC stream.
-pub type Latency = Arc<Mutex<hdrhistogram::Histogram<u64>>>;
+pub type Latency = Arc<Mutex<LatencyRecord>>;
+
+/// The latency samples since start, µs: their distribution (STATS' percentiles, the metrics'
+/// buckets) and their exact sum (the metrics' `_sum`).
+pub struct LatencyRecord {
+    /// The distribution (3 significant digits, 1 µs to 60 s; longer samples count as 60 s).
+    pub histogram: hdrhistogram::Histogram<u64>,
+    /// Every sample added, µs.
+    pub sum_us: u64,
+}
+
+impl LatencyRecord {
+    /// Adds a sample.
+    pub fn record(&mut self, us: u64) {
+        self.histogram.saturating_record(us);
+        self.sum_us = self.sum_us.saturating_add(us);
+    }
+}
 
 /// What the server's tasks measure, reported in STATS.
 #[derive(Clone)]
@@ -98,10 +131,80 @@ pub struct Shared {
     pub state: crate::store_thread::Figures,
 }
 
+impl Shared {
+    /// The server's part of a STATS answer, as of now.
+    pub fn server_stats(&self) -> ServerStats {
+        let latency_us = {
+            let l = self.latency.lock().unwrap_or_else(|e| e.into_inner());
+            let h = &l.histogram;
+            LatencySummary {
+                p50: h.value_at_quantile(0.5),
+                p99: h.value_at_quantile(0.99),
+                max: h.max(),
+                count: h.len(),
+            }
+        };
+        let auth = match &*self.keys.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(keys) => keys.stats(),
+            None => AuthStats::default(),
+        };
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        ServerStats {
+            auth,
+            state,
+            links_refused: self.links_refused.load(Ordering::Relaxed),
+            links_unauthorized: self.links_unauthorized.load(Ordering::Relaxed),
+            latency_us,
+        }
+    }
+}
+
+/// How the metrics endpoint asks for the STATS figures: through the hub, like a link's STATS,
+/// so the shards answer from their own loop and nothing they touch is locked.
+#[derive(Clone)]
+pub struct Scraper {
+    events: crossbeam_channel::Sender<LinkEvent>,
+    shared: Shared,
+}
+
+impl Scraper {
+    /// Asks the hub for every figure STATS reports (every link's too); `None` when the hub's
+    /// channel is full or closed (the daemon is stopping). Never waits.
+    pub fn ask(&self) -> Option<tokio::sync::oneshot::Receiver<Box<Stats>>> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let scrape = LinkEvent::Scrape {
+            server: Box::new(self.shared.server_stats()),
+            reply,
+        };
+        match self.events.try_send(scrape) {
+            Ok(()) => Some(answer),
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => None,
+        }
+    }
+
+    /// The transition latency since start: for each bound (µs, ascending) the samples at or
+    /// below it (to the histogram's 3 significant digits), then the count and the sum (µs).
+    pub fn latency(&self, bounds_us: &[u64]) -> (Vec<u64>, u64, u64) {
+        let l = self
+            .shared
+            .latency
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let h = &l.histogram;
+        let below = bounds_us
+            .iter()
+            .map(|&b| h.count_between(0, b.min(h.high())))
+            .collect();
+        (below, h.len(), l.sum_us)
+    }
+}
+
 /// The running push link.
 pub struct Handle {
     /// The address the QUIC endpoint is bound to.
     pub addr: SocketAddr,
+    /// The metrics endpoint's way to the figures.
+    pub scraper: Scraper,
     hub: JoinHandle<io::Result<()>>,
     server: JoinHandle<io::Result<()>>,
 }
@@ -155,13 +258,15 @@ pub fn start(
         history,
         state,
     } = wiring;
-    let latency: Latency = Arc::new(Mutex::new(
-        hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3)
+    let latency: Latency = Arc::new(Mutex::new(LatencyRecord {
+        histogram: hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3)
             .map_err(|e| io::Error::other(e.to_string()))?,
-    ));
-    // Every link's requests in flight, plus its open, close and a write report each.
+        sum_us: 0,
+    }));
+    // Every link's requests in flight, plus its open, close and a write report each; and the
+    // metrics endpoint's one scrape at a time.
     let (events_tx, events_rx) =
-        crossbeam_channel::bounded(settings.max_links * (settings.max_requests_in_flight + 3));
+        crossbeam_channel::bounded(settings.max_links * (settings.max_requests_in_flight + 3) + 1);
     let tls = tls::server_config(&settings)?;
     let shared = Shared {
         latency,
@@ -177,6 +282,10 @@ pub fn start(
         max_subscriptions: settings.max_subscriptions,
         queue_depth: settings.queue_depth,
     });
+    let scraper = Scraper {
+        events: events_tx.clone(),
+        shared: shared.clone(),
+    };
     let (server, addr) = server::start(
         settings,
         welcome,
@@ -189,5 +298,10 @@ pub fn start(
     let hub = std::thread::Builder::new()
         .name("hub".into())
         .spawn(move || hub::run(hub, &from_shards, &events_rx, &peers, &stop))?;
-    Ok(Handle { addr, hub, server })
+    Ok(Handle {
+        addr,
+        scraper,
+        hub,
+        server,
+    })
 }

@@ -3,13 +3,13 @@
 //! writes what the hub queues for it, coalescing queued frames into one write.
 
 use super::{Frame, HistoryAsk, LinkEvent, Shared, Welcome};
+use crate::log::Every;
 use crate::settings::LinkSettings;
 use crate::time::Clock;
 use bytes::{Bytes, BytesMut};
 use crossbeam_channel::{Sender, TrySendError};
-use presenced_node::hub::{Command, ServerStats};
+use presenced_node::hub::Command;
 use presenced_wire::link as wire;
-use presenced_wire::stats::{AuthStats, LatencySummary};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
@@ -44,7 +44,13 @@ struct Context {
     links: AtomicUsize,
     /// Becomes true when the daemon stops: every link says goodbye and ends.
     draining: tokio::sync::watch::Receiver<bool>,
+    /// Log lines for connections refused at `link.max_links`, and for unauthorized links.
+    refused_log: Every,
+    unauthorized_log: Every,
 }
+
+/// A peer-caused refusal is logged at most this often (the rest are counted in the line).
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Binds the endpoint and starts the server thread; returns it and the bound address.
 pub fn start(
@@ -95,6 +101,8 @@ pub fn start(
         next_link: AtomicU32::new(1),
         links: AtomicUsize::new(0),
         draining,
+        refused_log: Every::new(REFUSAL_LOG_EVERY),
+        unauthorized_log: Every::new(REFUSAL_LOG_EVERY),
     });
     let thread = std::thread::Builder::new()
         .name("link".into())
@@ -132,6 +140,14 @@ async fn accept_loop(endpoint: quinn::Endpoint, context: Arc<Context>) {
         if context.links.fetch_add(1, Ordering::Relaxed) >= max {
             context.links.fetch_sub(1, Ordering::Relaxed);
             context.shared.links_refused.fetch_add(1, Ordering::Relaxed);
+            if let Some(unsaid) = context.refused_log.due(context.clock.now().wall_ms) {
+                tracing::warn!(
+                    addr = %incoming.remote_address(),
+                    max_links = max,
+                    refused_unlogged = unsaid,
+                    "link refused: link.max_links links are open"
+                );
+            }
             incoming.refuse();
             continue;
         }
@@ -158,6 +174,8 @@ async fn serve(connection: quinn::Connection, id: u32, context: &Context) {
     let (tx, mut rx) = mpsc::unbounded_channel::<Frame>();
     let mut link = LinkTask {
         id,
+        name: String::new(),
+        addr: connection.remote_address(),
         context,
         version: wire::Version::V1,
         buf: BytesMut::with_capacity(64 * 1024),
@@ -168,7 +186,7 @@ async fn serve(connection: quinn::Connection, id: u32, context: &Context) {
     };
     let mut opened = Some(tx);
     let mut draining = context.draining.clone();
-    let result: Result<(), Fatal> = async {
+    let result: Result<&'static str, Fatal> = async {
         let hello = tokio::time::timeout(HELLO_TIMEOUT, link.next_frame(&mut recv)).await;
         match hello {
             Ok(Ok(Some(frame))) => link.hello(&frame, &mut send).await?,
@@ -180,11 +198,20 @@ async fn serve(connection: quinn::Connection, id: u32, context: &Context) {
                 ))
             }
         }
+        tracing::info!(
+            link = id,
+            name = link.name,
+            addr = %link.addr,
+            version = link.version.to_u16(),
+            "link open"
+        );
         if let Some(frames) = opened.take() {
             let version = link.version;
             link.event(LinkEvent::Open {
                 link: id,
                 version,
+                name: link.name.clone(),
+                peer: link.addr,
                 frames,
             })?;
         }
@@ -194,10 +221,10 @@ async fn serve(connection: quinn::Connection, id: u32, context: &Context) {
             tokio::select! {
                 frame = link.next_frame(&mut recv) => match frame? {
                     Some(frame) => link.request(&frame)?,
-                    None => return Ok(()),
+                    None => return Ok("the gateway closed it"),
                 },
                 first = rx.recv() => {
-                    let Some(first) = first else { return Ok(()) };
+                    let Some(first) = first else { return Ok("the hub closed it") };
                     batch.clear();
                     batch.push(first);
                     while batch.len() < WRITE_BATCH {
@@ -212,7 +239,7 @@ async fn serve(connection: quinn::Connection, id: u32, context: &Context) {
                         Frame::Local { frame, .. } => frame.clone(),
                     }));
                     if send.write_all_chunks(&mut chunks).await.is_err() {
-                        return Ok(());
+                        return Ok("the connection was lost");
                     }
                     link.written(&batch);
                 }
@@ -222,13 +249,28 @@ async fn serve(connection: quinn::Connection, id: u32, context: &Context) {
                 _ = draining.changed() => {
                     return Err(Fatal(
                         wire::ErrorCode::ShuttingDown,
-                        "the daemon is shutting down; reconnect after a backoff".into(),
+                        "the daemon is going away (a restart or a stop); reconnect after a \
+                         short, jittered backoff"
+                            .into(),
                     ));
                 }
             }
         }
     }
     .await;
+    match &result {
+        Ok(why) if !link.name.is_empty() => {
+            tracing::info!(link = id, name = link.name, addr = %link.addr, "link closed: {why}");
+        }
+        Ok(_) => {}
+        Err(Fatal(code, message)) => tracing::info!(
+            link = id,
+            name = link.name,
+            addr = %link.addr,
+            code = %code,
+            "link closed: {message}"
+        ),
+    }
     if let Err(Fatal(code, message)) = result {
         let mut buf = BytesMut::new();
         if code == wire::ErrorCode::ShuttingDown && link.version == wire::Version::V2 {
@@ -255,6 +297,9 @@ async fn serve(connection: quinn::Connection, id: u32, context: &Context) {
 
 struct LinkTask<'a> {
     id: u32,
+    /// The gateway's name from HELLO (empty until then).
+    name: String,
+    addr: SocketAddr,
     context: &'a Context,
     /// The protocol version HELLO asked for (version 1 until then).
     version: wire::Version,
@@ -301,6 +346,7 @@ impl LinkTask<'_> {
             ));
         };
         self.authorize(&hello)?;
+        self.name = hello.client_name.to_string();
         self.version = hello.version().unwrap_or(wire::Version::V1);
         let s = &self.context.settings;
         let w = &self.context.welcome;
@@ -362,6 +408,16 @@ impl LinkTask<'_> {
                     .shared
                     .links_unauthorized
                     .fetch_add(1, Ordering::Relaxed);
+                let now_ms = self.context.clock.now().wall_ms;
+                if let Some(unsaid) = self.context.unauthorized_log.due(now_ms) {
+                    tracing::warn!(
+                        link = self.id,
+                        name = hello.client_name,
+                        addr = %self.addr,
+                        unauthorized_unlogged = unsaid,
+                        "link refused: unknown link name or wrong token"
+                    );
+                }
                 Err(Fatal(
                     wire::ErrorCode::Unauthorized,
                     "unknown link name or wrong token (see [links] in auth.keys_file)".into(),
@@ -468,7 +524,7 @@ impl LinkTask<'_> {
             wire::ClientFrame::Stats { .. } => Command::Stats {
                 link,
                 request,
-                server: Box::new(self.server_stats()),
+                server: Box::new(self.context.shared.server_stats()),
             },
         };
         self.in_flight += 1;
@@ -508,36 +564,6 @@ impl LinkTask<'_> {
         Ok(())
     }
 
-    /// The server's part of a STATS answer, as of now.
-    fn server_stats(&self) -> ServerStats {
-        let shared = &self.context.shared;
-        let latency_us = {
-            let h = shared.latency.lock().unwrap_or_else(|e| e.into_inner());
-            LatencySummary {
-                p50: h.value_at_quantile(0.5),
-                p99: h.value_at_quantile(0.99),
-                max: h.max(),
-                count: h.len(),
-            }
-        };
-        let auth = match &*shared.keys.lock().unwrap_or_else(|e| e.into_inner()) {
-            Some(keys) => keys.stats(),
-            None => AuthStats::default(),
-        };
-        let state = shared
-            .state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        ServerStats {
-            auth,
-            state,
-            links_refused: shared.links_refused.load(Ordering::Relaxed),
-            links_unauthorized: shared.links_unauthorized.load(Ordering::Relaxed),
-            latency_us,
-        }
-    }
-
     /// After a write: requests answered leave the in-flight count, EVENTS frames give latency
     /// samples, and the hub learns how many of its frames were written.
     fn written(&mut self, batch: &[Frame]) {
@@ -562,14 +588,14 @@ impl LinkTask<'_> {
             }
         }
         if !samples.is_empty() {
-            let mut h = self
+            let mut latency = self
                 .context
                 .shared
                 .latency
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
             for us in samples {
-                h.saturating_record(us);
+                latency.record(us);
             }
         }
         self.report_written();

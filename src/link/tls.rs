@@ -55,6 +55,12 @@ fn load(cert: &std::path::Path, key: &std::path::Path) -> io::Result<Identity> {
         })
     };
     let cert_pem = read(cert, "link.cert")?;
+    crate::keyfile::private_file(key).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("setting `link.key`: {e}"),
+        )
+    })?;
     let key_pem = read(key, "link.key")?;
     let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut cert_pem.as_slice())
         .collect::<Result<_, _>>()

@@ -57,6 +57,8 @@ pub struct Daemon {
     pub shard_ports: Vec<SocketAddr>,
     /// The QUIC push link address.
     pub link: SocketAddr,
+    /// The metrics endpoint's address, when `metrics.listen` is set.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// Settings with short timings: tick 5 ms, interval 300 ms, grace 100 ms (timeout 500 ms),
@@ -141,6 +143,7 @@ impl Daemon {
             heartbeat_all: field("heartbeat="),
             shard_ports: field("shard_ports="),
             link: field("link=")[0],
+            metrics: field("metrics=").first().copied(),
             child,
         }
     }

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::InProcess;
+use common::{InProcess, Restartable, StateDir};
 use serde_json::Value;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -183,4 +183,73 @@ fn signs_datagrams_and_presents_a_token_for_an_authenticating_daemon() {
         String::from_utf8_lossy(&out.stderr)
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The restart scenario against a daemon restarted in this process (SIGTERM's shutdown, then
+/// the same ports and state): the library's restart hook stops and starts it, where the
+/// command line would run `--restart-cmd`.
+#[test]
+fn restart_with_durable_state_moves_nobody() {
+    use clap::Parser;
+    use presenced_tools::loadgen::{self, cli::Args};
+    let state = StateDir::new();
+    // Offline after 1 s + 2 × 1 s of silence: the restart and the gateways' next beats fit.
+    let timings = [
+        ("presence.heartbeat_interval", "1s"),
+        ("presence.grace", "1s"),
+        ("presence.idle_after", "5m"),
+    ];
+    let mut d = Restartable::start(state.path(), &timings);
+    let link = d.link_arg();
+    let args = Args::try_parse_from([
+        "presence-loadgen",
+        "--link",
+        &link,
+        "--users",
+        "3000",
+        "--devices",
+        "1.5",
+        "--observers",
+        "2",
+        "--duration",
+        "6s",
+        "--restart-wait",
+        "30s",
+        "--quiet",
+    ])
+    .expect("arguments");
+    let started = Instant::now();
+    let mut restarts = 0;
+    let mut hook = || {
+        restarts += 1;
+        d.stop();
+        d.start_again();
+        Ok(())
+    };
+    let summary = loadgen::run(&args, Some(&mut hook)).expect("the run");
+    assert_eq!(restarts, 1);
+    eprintln!("restart: {:?}\n{}", started.elapsed(), summary.table());
+    let json = summary.to_json();
+    let r = &json["restart"];
+    assert_eq!(num(r, &["false_transitions"]), 0, "{json}");
+    assert_eq!(num(r, &["changed_records"]), 0, "{json}");
+    assert_eq!(num(r, &["not_reconnected"]), 0, "{json}");
+    // Both observers lost their link once and came back.
+    let downs = r["reconnect_down_ms"].as_array().expect("downs");
+    assert_eq!(downs.len(), 2, "{json}");
+    assert!(
+        downs.iter().all(|d| d.as_array().map(Vec::len) == Some(1)),
+        "{json}"
+    );
+    // Every user was read on both sides of the restart, unchanged.
+    assert_eq!(num(r, &["compared", "users"]), 3000, "{json}");
+    assert_eq!(num(r, &["compared", "state_changed"]), 0, "{json}");
+    assert_eq!(num(r, &["compared", "version_changed"]), 0, "{json}");
+    assert_eq!(num(r, &["compared", "last_seen_back"]), 0, "{json}");
+    // The rest of the run's checks hold: one login and one logout per user and observer.
+    assert_eq!(json["ok"], true, "{json}");
+    assert_eq!(num(&json, &["transitions", "expected"]), 2 * 2 * 3000);
+    assert_eq!(num(&json, &["transitions", "missing"]), 0, "{json}");
+    // The restarted daemon received the heartbeats sent after it came back.
+    assert!(num(&json, &["daemon", "heartbeats"]) > 0, "{json}");
 }

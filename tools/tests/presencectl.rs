@@ -1,13 +1,16 @@
-//! `presencectl` against a real daemon on loopback: send, query, watch, stats, history, and the
-//! errors a user sees for bad arguments.
+//! `presencectl` against a real daemon on loopback: send, query, watch (across a restart of the
+//! daemon too), stats, history, and the errors a user sees for bad arguments.
 
 mod common;
 
-use common::InProcess;
+use common::{InProcess, Restartable, StateDir};
+use presenced_client::{entry, HeartbeatClient};
 use presenced_wire::stats::Stats;
+use presenced_wire::State;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
-use std::time::Duration;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 /// The default timings: nobody times out or turns idle between one presencectl run and the
 /// next, however busy the machine.
@@ -27,7 +30,15 @@ fn ctl(d: &InProcess, args: &[&str]) -> Output {
 }
 
 fn ok(d: &InProcess, args: &[&str]) -> String {
-    let out = ctl(d, args);
+    run_ok(&[&["--link", &d.link_arg()][..], args].concat())
+}
+
+/// Runs presencectl with `args` as they are; its stdout, once it succeeded.
+fn run_ok(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_presencectl"))
+        .args(args)
+        .output()
+        .expect("run presencectl");
     assert!(
         out.status.success(),
         "presencectl {args:?}: {}",
@@ -232,27 +243,260 @@ fn history_arguments_are_checked_before_connecting() {
     }
 }
 
-/// Whatever push-link version the daemon speaks, `history` connects (falling back to version 1
-/// if need be) and either answers or says plainly why it cannot.
 #[test]
-fn history_answers_or_says_why_not() {
+fn history_gives_spans_last_seen_and_pages() {
     let d = InProcess::start(CALM);
     ok(&d, &["send", "42"]);
     std::thread::sleep(Duration::from_millis(50));
-    let out = ctl(&d, &["history", "42", "--json"]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    ok(&d, &["send", "42", "--state", "offline"]);
+    // The store answers from the transitions it has been handed; give it a moment.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let history = loop {
+        let v: serde_json::Value =
+            serde_json::from_str(ok(&d, &["history", "42", "--json"]).trim()).expect("JSON");
+        if v["spans"].as_array().map_or(0, Vec::len) >= 2 || Instant::now() > deadline {
+            break v;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(history["user"], 42, "{history}");
+    assert_eq!(history["more"], false, "{history}");
+    let spans = history["spans"].as_array().expect("spans");
+    assert_eq!(spans.len(), 2, "{history}");
+    assert_eq!(spans[0]["state"], "online", "{history}");
+    assert_eq!(spans[0]["cause"], "first_heartbeat", "{history}");
+    assert_eq!(spans[0]["devices"], 1, "{history}");
+    assert_eq!(spans[1]["state"], "offline", "{history}");
+    assert_eq!(spans[1]["cause"], "logout", "{history}");
+    assert_eq!(spans[1]["devices"], 0, "{history}");
+    // Spans abut; the last one goes on; the logout set last seen.
+    assert_eq!(spans[0]["end_ms"], spans[1]["start_ms"], "{history}");
+    assert!(spans[1]["end_ms"].is_null(), "{history}");
+    assert!(spans[0]["version"].as_u64() < spans[1]["version"].as_u64());
+    assert_eq!(history["last_seen_ms"], spans[1]["start_ms"], "{history}");
+
+    // One span at most: the oldest, and word that more follow.
+    let out = ctl(&d, &["history", "42", "--json", "--max", "1"]);
+    assert!(out.status.success());
+    let first: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(first["more"], true, "{first}");
+    assert_eq!(first["spans"].as_array().map(Vec::len), Some(1), "{first}");
+    assert_eq!(first["spans"][0], spans[0], "{first}");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    if out.status.success() {
-        let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
-        assert_eq!(v["user"], 42, "{stdout}");
-        assert!(v["spans"].is_array(), "{stdout}");
-    } else {
-        assert_eq!(out.status.code(), Some(1), "{stderr}");
-        assert!(
-            stderr.contains(
-                "history of user 42: the daemon speaks only push-link protocol version 1"
-            ) || stderr.contains("history of user 42: the daemon keeps no history"),
-            "{stderr}"
-        );
+    assert!(
+        stderr.contains("more spans follow: raise --max (now 1)"),
+        "{stderr}"
+    );
+
+    // The table: last seen, then one row per span, the last one until now.
+    let table = ok(&d, &["history", "42"]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 4, "{table}");
+    assert!(lines[0].starts_with("user 42, last seen 20"), "{table}");
+    assert!(
+        lines[2].contains("online") && lines[2].contains("first_heartbeat"),
+        "{table}"
+    );
+    assert!(
+        lines[3].contains("now") && lines[3].contains("logout"),
+        "{table}"
+    );
+}
+
+#[test]
+fn history_of_a_daemon_without_state_says_it_keeps_none() {
+    let mut settings = CALM.to_vec();
+    settings.push(("state.enabled", "false"));
+    let d = InProcess::start(&settings);
+    ok(&d, &["send", "42"]);
+    let out = ctl(&d, &["history", "42"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(out.stdout.is_empty());
+    assert!(
+        stderr.contains("history of user 42: the daemon keeps no history"),
+        "{stderr}"
+    );
+}
+
+/// A gateway heartbeating users every 100 ms from a thread of its own, until dropped.
+struct Gateway {
+    logouts: Option<mpsc::Sender<u64>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Gateway {
+    fn start(addr: std::net::SocketAddr, users: &[u64]) -> Gateway {
+        let mut users = users.to_vec();
+        let (logouts, logged_out) = mpsc::channel::<u64>();
+        let mut sender = HeartbeatClient::new(1, 1, addr).expect("heartbeat socket");
+        let thread = std::thread::spawn(move || loop {
+            loop {
+                match logged_out.try_recv() {
+                    Ok(user) => {
+                        users.retain(|&u| u != user);
+                        sender.push(entry(user, 1, State::Offline, true)).unwrap();
+                    }
+                    Err(mpsc::TryRecvError::Empty) => break,
+                    Err(mpsc::TryRecvError::Disconnected) => return,
+                }
+            }
+            for &user in &users {
+                sender.push(entry(user, 1, State::Online, true)).unwrap();
+            }
+            // While the daemon is down, datagrams are lost (or refused by the kernel).
+            let _ = sender.flush();
+            std::thread::sleep(Duration::from_millis(100));
+        });
+        Gateway {
+            logouts: Some(logouts),
+            thread: Some(thread),
+        }
     }
+
+    /// The user's device logs out (and is heartbeated no more).
+    fn log_out(&self, user: u64) {
+        self.logouts.as_ref().unwrap().send(user).unwrap();
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.logouts.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Lines of a child's output, as they come, read by a thread.
+fn lines_of(out: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// The next line within `within`, or a panic saying what was awaited.
+fn next_line(lines: &mpsc::Receiver<String>, within: Duration, what: &str) -> String {
+    lines
+        .recv_timeout(within)
+        .unwrap_or_else(|e| panic!("no {what} within {within:?}: {e}"))
+}
+
+#[test]
+fn watch_survives_a_daemon_restart_and_prints_no_transition_for_it() {
+    let state = StateDir::new();
+    let mut d = Restartable::start(state.path(), CALM);
+    let users = [101u64, 102, 103];
+    let gateway = Gateway::start(d.heartbeat, &users);
+    let link = d.link_arg();
+    let query = ["--link", &link, "query", "101", "102", "103", "--json"];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while json_lines(&run_ok(&query))
+        .iter()
+        .any(|r| r["state"] != "online")
+    {
+        assert!(Instant::now() < deadline, "users not online within 10 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let mut watch = Command::new(env!("CARGO_BIN_EXE_presencectl"))
+        .args(["--link", &link, "watch", "101", "102", "103", "--json"])
+        .args(["--timeout", "60s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start watch");
+    let stdout = lines_of(watch.stdout.take().unwrap());
+    let stderr = lines_of(watch.stderr.take().unwrap());
+    let wait = Duration::from_secs(20);
+    for user in users {
+        let record: serde_json::Value =
+            serde_json::from_str(&next_line(&stdout, wait, "record")).expect("JSON");
+        assert_eq!(record["user"], user, "{record}");
+        assert_eq!(record["state"], "online", "{record}");
+    }
+    let watching = next_line(&stderr, wait, "watching line");
+    assert_eq!(watching, "watching 3 user(s); interrupt to stop");
+
+    // SIGTERM's shutdown, then the daemon again on the same ports and state, while the
+    // gateway keeps heartbeating.
+    d.stop();
+    d.start_again();
+    let gone = next_line(&stderr, wait, "line about the link going");
+    assert!(
+        gone.starts_with("the daemon went away (GOAWAY restarting: "),
+        "{gone}"
+    );
+    let back = next_line(&stderr, Duration::from_secs(40), "reconnected line");
+    assert!(
+        back.starts_with("reconnected after ") && back.ends_with(" ms; 0 changes"),
+        "{back}"
+    );
+    assert_eq!(
+        stdout.try_recv().ok(),
+        None,
+        "nothing printed for the restart"
+    );
+
+    // Live again: a logout shows up.
+    gateway.log_out(103);
+    let event: serde_json::Value =
+        serde_json::from_str(&next_line(&stdout, wait, "logout event")).expect("JSON");
+    assert_eq!(event["user"], 103, "{event}");
+    assert_eq!(event["prev"], "online", "{event}");
+    assert_eq!(event["state"], "offline", "{event}");
+    assert_eq!(event["cause"], "logout", "{event}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(stdout.try_recv().ok(), None, "one transition only");
+    assert_eq!(stderr.try_recv().ok(), None, "nothing more to say");
+    let _ = watch.kill();
+    let _ = watch.wait();
+}
+
+#[test]
+fn watch_gives_up_when_told_to() {
+    let state = StateDir::new();
+    let mut d = Restartable::start(state.path(), CALM);
+    let link = d.link_arg();
+    let mut watch = Command::new(env!("CARGO_BIN_EXE_presencectl"))
+        .args(["--link", &link, "watch", "7", "--give-up-after", "1500ms"])
+        .args(["--timeout", "60s"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start watch");
+    let stderr = lines_of(watch.stderr.take().unwrap());
+    let wait = Duration::from_secs(20);
+    assert_eq!(
+        next_line(&stderr, wait, "watching line"),
+        "watching 1 user(s); interrupt to stop"
+    );
+    let stopped = Instant::now();
+    d.stop();
+    let status = watch.wait().expect("watch exits");
+    let said: Vec<String> = stderr.try_iter().collect();
+    assert_eq!(status.code(), Some(1), "{said:?}");
+    assert!(
+        stopped.elapsed() >= Duration::from_millis(1500),
+        "gave up too soon: {said:?}"
+    );
+    // Maybe a word about the daemon warming first (it just started, and user 7 reads offline).
+    assert!(
+        said.iter()
+            .any(|l| l.starts_with("the daemon went away (GOAWAY restarting: ")),
+        "{said:?}"
+    );
+    let last = said.last().expect("a last word");
+    assert!(
+        last.starts_with("presencectl: gave up: no link for "),
+        "{said:?}"
+    );
 }

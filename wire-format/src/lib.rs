@@ -1,6 +1,7 @@
 //! presenced wire format: the heartbeat datagram, version 1 (this module), its authentication
 //! ([`auth`]), the push link, protocol versions 1 and 2 ([`link`]), the user → shard owner
-//! function ([`shard_of`]) and the typed STATS schema ([`stats`]).
+//! function ([`shard_of`]), the typed STATS schema ([`stats`]) and the metrics endpoint's
+//! health answer ([`health`]).
 //!
 //! The normative description is `wire-format/SPEC.md`; this crate implements it exactly.
 //!
@@ -50,6 +51,7 @@ use bytes::BytesMut;
 
 pub mod auth;
 pub mod hash;
+pub mod health;
 mod le;
 pub mod link;
 mod list;

@@ -14,6 +14,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 
 /// Everything STATS reports.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -157,6 +158,10 @@ pub struct StateStats {
     pub history_requests: u64,
     /// Storage errors, by kind (`no_space`, `permission_denied`, `checksum`, ...).
     pub errors: BTreeMap<String, u64>,
+    /// The last write to each shard's log, each shard's snapshots and the replay marks
+    /// succeeded (false while any of them is failing: the directory became unwritable, the
+    /// disk is full or failing; `errors` says how; false too when state is not kept).
+    pub writable: bool,
 }
 
 /// Datagram authentication (SPEC.md § 9).
@@ -206,6 +211,34 @@ pub struct LinkStats {
     pub links_unauthorized: u64,
     /// Transition latency, from datagram receipt to the EVENTS frame written, microseconds.
     pub latency_us: LatencySummary,
+    /// Each open link, by id. A STATS_REPLY, whose JSON is limited to 60 000 bytes, may carry
+    /// only some of them (the metrics endpoint, which has no such limit, gets them all).
+    pub per_link: Vec<PerLinkStats>,
+    /// Open links left out of `per_link` to fit the STATS_REPLY limit.
+    pub per_link_omitted: u64,
+}
+
+/// One open gateway link.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PerLinkStats {
+    /// The link's id (the daemon numbers links as they connect).
+    pub id: u32,
+    /// The name the gateway gave in HELLO (with `[links]` grants, the granted link's name).
+    pub name: String,
+    /// The gateway's address.
+    pub peer: SocketAddr,
+    /// Frames queued for the link and not yet written (at most `link.queue_depth`).
+    pub queued_frames: u64,
+    /// Users the link is subscribed to.
+    pub subscribed_users: u64,
+    /// Whether the link is subscribed to everyone.
+    pub firehose: bool,
+    /// Events queued to the link.
+    pub events_sent: u64,
+    /// Events dropped because the link's queue was full.
+    pub events_dropped: u64,
+    /// LAGGED frames sent to the link.
+    pub lag_signals: u64,
 }
 
 /// A latency distribution, microseconds.
@@ -251,6 +284,17 @@ mod tests {
             shards: vec![shard],
             link: LinkStats {
                 events_dropped: 4,
+                per_link: vec![PerLinkStats {
+                    id: 3,
+                    name: "gw-eu-1".into(),
+                    peer: "127.0.0.1:4433".parse().unwrap(),
+                    queued_frames: 2,
+                    subscribed_users: 10,
+                    firehose: false,
+                    events_sent: 9,
+                    events_dropped: 1,
+                    lag_signals: 1,
+                }],
                 ..LinkStats::default()
             },
         }
@@ -265,6 +309,7 @@ mod tests {
             json.contains(r#""per_gateway":{"7":{"accepted":3"#),
             "{json}"
         );
+        assert!(json.contains(r#""peer":"127.0.0.1:4433""#), "{json}");
         assert_eq!(Stats::from_json(&json).unwrap(), stats);
     }
 

@@ -3,13 +3,17 @@
 //! - `vectors`: writes `wire-format/vectors/*.txt` from their generators (after a deliberate
 //!   change to one; the committed files are the source of truth);
 //! - `vectors --check`: writes nothing, fails if a committed file differs from its generator;
-//! - `spec-dumps`: prints the hex dumps of the push link's worked example (SPEC.md § P8).
+//! - `spec-dumps`: prints the hex dumps of the push link's worked example (SPEC.md § P8);
+//! - `dist`: writes `target/dist/`: the man pages presenced(8) and presencectl(1) and
+//!   presenced's shell completions, which the Debian package installs (run it before
+//!   `cargo deb`).
 
+mod dist;
 mod vectors;
 
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: cargo run -p xtask -- vectors [--check] | spec-dumps";
+const USAGE: &str = "usage: cargo run -p xtask -- vectors [--check] | spec-dumps | dist";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -21,6 +25,7 @@ fn main() -> ExitCode {
             print!("{}", vectors::spec_dumps());
             Ok(())
         }
+        ["dist"] => write_dist(),
         _ => Err(USAGE.to_string()),
     };
     match result {
@@ -30,6 +35,14 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Writes the man pages and completions into `target/dist/`.
+fn write_dist() -> Result<(), String> {
+    for path in dist::write_all(&dist::dir())? {
+        println!("wrote {}", path.display());
+    }
+    Ok(())
 }
 
 /// Writes every vector file.

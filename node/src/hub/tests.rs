@@ -61,6 +61,16 @@ fn frames(hub: &mut Hub) -> Vec<(u32, Seen)> {
         .collect()
 }
 
+/// Opens link `link` (version 1), named `gw-<link>`, from 127.0.0.1:<5000 + link>.
+fn open(hub: &mut Hub, link: u32) {
+    hub.handle_command(Command::Open {
+        link,
+        version: presenced_wire::link::Version::V1,
+        name: format!("gw-{link}"),
+        peer: SocketAddr::from(([127, 0, 0, 1], 5000 + link as u16)),
+    });
+}
+
 fn requests(hub: &mut Hub) -> Vec<(usize, Request)> {
     std::iter::from_fn(|| hub.poll_request()).collect()
 }
@@ -119,10 +129,7 @@ fn subscribe(hub: &mut Hub, link: u32, request: u32, users: &[u64]) {
 #[test]
 fn subscribe_is_atomic_with_its_snapshot() {
     let mut hub = hub(1, 16);
-    hub.handle_command(Command::Open {
-        link: 1,
-        version: presenced_wire::link::Version::V1,
-    });
+    open(&mut hub, 1);
     hub.handle_command(Command::Subscribe {
         link: 1,
         request: 9,
@@ -157,10 +164,7 @@ fn subscribe_is_atomic_with_its_snapshot() {
 fn each_link_gets_a_transition_once() {
     let mut hub = hub(2, 16);
     for link in [1, 2, 3] {
-        hub.handle_command(Command::Open {
-            link,
-            version: presenced_wire::link::Version::V1,
-        });
+        open(&mut hub, link);
     }
     // Link 1: subscribed twice and on the firehose; link 2: once; link 3: firehose only.
     subscribe(&mut hub, 1, 1, &[5, 6]);
@@ -213,10 +217,7 @@ fn each_link_gets_a_transition_once() {
 #[test]
 fn a_full_queue_loses_events_and_the_link_is_told_who_lagged() {
     let mut hub = hub(1, 2);
-    hub.handle_command(Command::Open {
-        link: 1,
-        version: presenced_wire::link::Version::V1,
-    });
+    open(&mut hub, 1);
     subscribe(&mut hub, 1, 1, &[1, 2, 3, 4]);
     // The PRESENCE answer is one frame queued (not yet written).
     assert_eq!(frames(&mut hub).len(), 1);
@@ -245,10 +246,7 @@ fn a_full_queue_loses_events_and_the_link_is_told_who_lagged() {
 fn transitions_shed_by_a_shard_make_every_watching_link_lag() {
     let mut hub = hub(1, 8);
     for link in [1, 2, 3] {
-        hub.handle_command(Command::Open {
-            link,
-            version: presenced_wire::link::Version::V1,
-        });
+        open(&mut hub, link);
     }
     subscribe(&mut hub, 1, 1, &[1]);
     hub.handle_command(Command::Firehose {
@@ -268,10 +266,7 @@ fn transitions_shed_by_a_shard_make_every_watching_link_lag() {
 #[test]
 fn queries_ask_each_owning_shard_and_the_last_answer_is_final() {
     let mut hub = hub(4, 8);
-    hub.handle_command(Command::Open {
-        link: 1,
-        version: presenced_wire::link::Version::V1,
-    });
+    open(&mut hub, 1);
     let users: Vec<u64> = (1..=40).collect();
     hub.handle_command(Command::Query {
         link: 1,
@@ -313,10 +308,7 @@ fn queries_ask_each_owning_shard_and_the_last_answer_is_final() {
 #[test]
 fn subscriptions_past_the_limit_are_refused() {
     let mut hub = hub(1, 8);
-    hub.handle_command(Command::Open {
-        link: 1,
-        version: presenced_wire::link::Version::V1,
-    });
+    open(&mut hub, 1);
     let users: Vec<u64> = (1..=100).collect();
     subscribe(&mut hub, 1, 1, &users);
     frames(&mut hub);
@@ -335,10 +327,7 @@ fn subscriptions_past_the_limit_are_refused() {
 #[test]
 fn stats_gather_every_shard_and_the_servers_figures() {
     let mut hub = hub(3, 8);
-    hub.handle_command(Command::Open {
-        link: 1,
-        version: presenced_wire::link::Version::V1,
-    });
+    open(&mut hub, 1);
     let server = ServerStats {
         links_refused: 2,
         ..ServerStats::default()
@@ -353,7 +342,7 @@ fn stats_gather_every_shard_and_the_servers_figures() {
     // Answers arrive in any order; the reply lists shards in order.
     for (shard, _) in asked.iter().rev() {
         hub.handle_shard(ToHub::Stats {
-            link: 1,
+            link: Some(1),
             request: 4,
             stats: Box::new(ShardStats {
                 shard: *shard as u32,
@@ -379,10 +368,7 @@ fn stats_gather_every_shard_and_the_servers_figures() {
 #[test]
 fn a_closed_link_leaves_nothing_behind() {
     let mut hub = hub(2, 8);
-    hub.handle_command(Command::Open {
-        link: 1,
-        version: presenced_wire::link::Version::V1,
-    });
+    open(&mut hub, 1);
     subscribe(&mut hub, 1, 1, &[1, 2, 3]);
     hub.handle_command(Command::Query {
         link: 1,
@@ -399,4 +385,128 @@ fn a_closed_link_leaves_nothing_behind() {
     hub.handle_shard(transitions(&[online(1, 1)]));
     assert_eq!(frames(&mut hub), vec![]);
     assert!(hub.subscribers.is_empty() && hub.pending.is_empty());
+}
+
+/// Answers every stats request the hub has for the shards with a shard's empty counters.
+fn answer_stats(hub: &mut Hub) {
+    for (shard, request) in requests(hub) {
+        let Request::Stats { link, request } = request else {
+            panic!("not a stats request: {request:?}")
+        };
+        hub.handle_shard(ToHub::Stats {
+            link,
+            request,
+            stats: Box::new(ShardStats {
+                shard: shard as u32,
+                ..ShardStats::default()
+            }),
+        });
+    }
+}
+
+#[test]
+fn the_daemons_scrape_gets_every_links_figures_and_no_link_a_frame() {
+    let mut hub = hub(1, 2);
+    open(&mut hub, 1);
+    open(&mut hub, 2);
+    subscribe(&mut hub, 1, 1, &[1, 2, 3, 4]);
+    hub.handle_command(Command::Firehose {
+        link: 2,
+        request: 1,
+        on: true,
+    });
+    frames(&mut hub);
+    // Link 1 has its PRESENCE answer queued; link 2 its ACK. One EVENTS frame each fills
+    // both queues; the next transitions are dropped for both.
+    hub.handle_shard(transitions(&[online(1, 1)]));
+    frames(&mut hub);
+    hub.handle_shard(transitions(&[online(2, 1), online(3, 1)]));
+    frames(&mut hub);
+    hub.handle_command(Command::Written { link: 1, frames: 1 });
+    assert_eq!(frames(&mut hub), vec![(1, Seen::Lagged(vec![2, 3]))]);
+
+    hub.handle_command(Command::Scrape {
+        request: 9,
+        server: Box::new(ServerStats {
+            links_refused: 5,
+            ..ServerStats::default()
+        }),
+    });
+    answer_stats(&mut hub);
+    assert_eq!(frames(&mut hub), vec![]);
+    let (request, stats) = hub.poll_scrape().expect("the scrape is answered");
+    assert_eq!(request, 9);
+    assert!(hub.poll_scrape().is_none());
+    assert_eq!(stats.shards.len(), 1);
+    assert_eq!(stats.link.links_refused, 5);
+    assert_eq!(stats.link.per_link_omitted, 0);
+    let peer = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+    assert_eq!(
+        stats.link.per_link,
+        vec![
+            PerLinkStats {
+                id: 1,
+                name: "gw-1".into(),
+                peer: peer(5001),
+                queued_frames: 2,
+                subscribed_users: 4,
+                firehose: false,
+                events_sent: 1,
+                events_dropped: 2,
+                lag_signals: 1,
+            },
+            PerLinkStats {
+                id: 2,
+                name: "gw-2".into(),
+                peer: peer(5002),
+                queued_frames: 2,
+                subscribed_users: 0,
+                firehose: true,
+                events_sent: 1,
+                events_dropped: 2,
+                lag_signals: 0,
+            },
+        ]
+    );
+    assert_eq!(stats.link.events_dropped, 4);
+}
+
+#[test]
+fn only_the_newest_scrapes_are_kept_waiting() {
+    let mut hub = hub(1, 8);
+    for request in 1..=SCRAPES_PENDING as u32 + 1 {
+        hub.handle_command(Command::Scrape {
+            request,
+            server: Box::default(),
+        });
+    }
+    answer_stats(&mut hub);
+    let answered: Vec<u32> = std::iter::from_fn(|| hub.poll_scrape())
+        .map(|(r, _)| r)
+        .collect();
+    let newest: Vec<u32> = (2..=SCRAPES_PENDING as u32 + 1).collect();
+    assert_eq!(answered, newest);
+}
+
+#[test]
+fn a_stats_reply_with_too_many_links_for_its_limit_leaves_some_out() {
+    let mut hub = hub(1, 8);
+    let links = 1_000;
+    for link in 1..=links {
+        open(&mut hub, link);
+    }
+    hub.handle_command(Command::Stats {
+        link: 1,
+        request: 2,
+        server: Box::default(),
+    });
+    answer_stats(&mut hub);
+    let got = frames(&mut hub);
+    let [(1, Seen::Stats(2, stats))] = &got[..] else {
+        panic!("{got:?}")
+    };
+    let kept = stats.link.per_link.len() as u64;
+    assert!(kept > 0 && kept < u64::from(links), "{kept}");
+    assert_eq!(kept + stats.link.per_link_omitted, u64::from(links));
+    assert_eq!(stats.link.links, u64::from(links));
 }

@@ -274,6 +274,31 @@ fn the_receive_counters_add_up() {
     assert_eq!((stats.recv_calls, stats.kernel_dropped), (2, 12));
 }
 
+#[test]
+fn losses_are_reported_at_most_once_per_kind_per_period_with_the_count_since() {
+    let mut node = node(config(0, 2));
+    let theirs: Vec<u64> = owned_by(1, 2).take(4).collect();
+    node.handle_receive(12);
+    node.handle_datagram(at(SEC), &datagram(&theirs, State::Online));
+    let t = node.poll_transmit().unwrap();
+    node.handle_refused(t);
+    node.handle_timeout(at(SEC));
+    let lost = |loss, count| Some(NodeEvent::Lost { loss, count });
+    assert_eq!(node.poll_event(), lost(Loss::KernelDropped, 12));
+    assert_eq!(node.poll_event(), lost(Loss::CrossShardShed, 4));
+    assert_eq!(node.poll_event(), None);
+    // More losses within the period wait; nothing lost, nothing said.
+    node.handle_receive(3);
+    node.handle_timeout(at(2 * SEC));
+    assert_eq!(node.poll_event(), None);
+    let later = SEC + REFUSAL_REPORT_EVERY_MS * 1000;
+    node.handle_timeout(at(later));
+    assert_eq!(node.poll_event(), lost(Loss::KernelDropped, 3));
+    assert_eq!(node.poll_event(), None);
+    node.handle_timeout(at(later + REFUSAL_REPORT_EVERY_MS * 1000));
+    assert_eq!(node.poll_event(), None, "no new loss, no report");
+}
+
 fn with_store(queue_transitions: usize) -> NodeConfig {
     NodeConfig {
         store: Some(StoreLimits {
@@ -352,7 +377,7 @@ fn restored_users_come_back_with_their_logged_state() {
     live.handle_datagram(at(SEC), &datagram(&[1, 2], State::Online));
     let mut bytes = Vec::new();
     live.handle_inbox(at(SEC), Inbox::Snapshot);
-    live.snapshot_all(at(SEC));
+    while live.snapshot_final(at(SEC)) {}
     let (_, _, snapshot) = logged(&drain(&mut live).store);
     bytes.extend(snapshot);
     live.handle_datagram(at(2 * SEC), &datagram(&[1], State::Offline));
@@ -372,6 +397,37 @@ fn restored_users_come_back_with_their_logged_state() {
         Err(SavedError::Truncated)
     );
     assert_eq!(back.stats().restore_refused, 1);
+}
+
+#[test]
+fn the_final_snapshot_comes_in_bounded_chunks_one_per_call() {
+    const USERS: u64 = 100_000;
+    let mut cfg = with_store(1 << 20);
+    cfg.core.user_capacity = USERS as u32;
+    let mut node = node(cfg);
+    let users: Vec<u64> = (1..=USERS).collect();
+    for chunk in users.chunks(89) {
+        node.handle_datagram(at(SEC), &datagram(chunk, State::Online));
+    }
+    drain(&mut node);
+    let (mut calls, mut chunks, mut records) = (0, 0, 0);
+    loop {
+        calls += 1;
+        let more = node.snapshot_final(at(SEC));
+        for m in drain(&mut node).store {
+            if let ToStore::SnapshotChunk { bytes, records: r } = m {
+                assert!(bytes.len() <= MAX_SNAPSHOT_CHUNK_BYTES);
+                assert!(r as usize <= MAX_SNAPSHOT_SLOTS_PER_ROUND);
+                chunks += 1;
+                records += u64::from(r);
+            }
+        }
+        if !more {
+            break;
+        }
+    }
+    // 114,286 slots: two chunks, each handed over before the next is cut.
+    assert_eq!((calls, chunks, records), (2, 2, USERS));
 }
 
 #[test]

@@ -224,6 +224,32 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub seed: u64,
 
+    /// Restart the target mid-run with this shell command (run by `sh -c`; steady only),
+    /// while the simulated gateways keep heartbeating every user. For presenced the observers
+    /// then reconnect by themselves (presenced_client::Watcher: jittered backoff, subscribe
+    /// again, only records whose version differs are reported), and the run counts false
+    /// transitions: any transition or changed record an observer sees that the simulation did
+    /// not cause (a user going offline, or offline and online again, across the restart); it
+    /// reports each observer's reconnect time and the watched users whose state or version
+    /// changed, or whose last seen went back, across the restart (read before and after). With
+    /// durable state none may. For Redis (--target) the command restarts redis-server, and every device whose key
+    /// is missing after it (keys vanish without persistence) counts as a false offline. The
+    /// command must return once the restart is under way; the target is waited for
+    /// (--restart-wait). Examples: `systemctl restart presenced`;
+    /// `kill -TERM $(cat presenced.pid) && while kill -0 $(cat presenced.pid) 2>/dev/null; do
+    /// sleep 0.1; done && (presenced --config presenced.toml & echo $! > presenced.pid)`;
+    /// `redis-cli -p 6379 shutdown nosave; redis-server --port 6379 --daemonize yes`.
+    #[arg(long, value_name = "CMD")]
+    pub restart_cmd: Option<String>,
+
+    /// When --restart-cmd runs, from the start of the heartbeats. Default: half of --duration.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "restart_cmd")]
+    pub restart_after: Option<Duration>,
+
+    /// After --restart-cmd, how long the target and the observers are waited for.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub restart_wait: Duration,
+
     /// Print the summary as one JSON object on stdout instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -391,6 +417,7 @@ mod tests {
     fn the_command_line_is_consistent() {
         Args::command().debug_assert();
         assert!(Args::try_parse_from(["x", "--rate", "10k", "--max"]).is_err());
+        assert!(Args::try_parse_from(["x", "--restart-after", "5s"]).is_err());
         let a = Args::try_parse_from(["x", "--scenario", "flap", "--users", "2k"]).unwrap();
         assert_eq!((a.scenario, a.users), (Scenario::Flap, 2000));
     }

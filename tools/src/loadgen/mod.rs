@@ -24,12 +24,14 @@ pub mod population;
 pub mod progress;
 pub mod redis_target;
 pub mod report;
+pub mod restart;
 pub mod rng;
 pub mod schedule;
 pub mod sender;
 pub mod users;
 pub mod verdict;
 pub mod warmup;
+pub mod watch_observer;
 
 use cli::Args;
 use clock::Clock;
@@ -43,11 +45,13 @@ use presenced_client::{entry, ConnectOptions, HeartbeatClient, LinkClient, Trust
 use presenced_wire::State;
 use progress::ProgressMeter;
 use report::{Percentiles, Summary};
+use restart::RestartHook;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use verdict::{check, merge, sent_of, setup_of, warnings};
 use warmup::Warmup;
+use watch_observer::WatchObserver;
 
 /// Exit status: violations found.
 pub const EXIT_VIOLATIONS: u8 = 1;
@@ -81,12 +85,22 @@ impl RunError {
     }
 }
 
-/// Runs, prints the summary and returns the exit status.
+/// Runs, prints the summary and returns the exit status. With `--restart-cmd`, the restart
+/// runs the command.
 pub fn main(args: &Args) -> u8 {
+    let mut shell;
+    let hook: Option<RestartHook<'_>> = match &args.restart_cmd {
+        Some(command) => {
+            shell = move || restart::run_command(command);
+            Some(&mut shell)
+        }
+        None => None,
+    };
     let outcome = match &args.target {
-        Some(url) => redis_target::run(args, url)
+        Some(url) => redis_target::run(args, url, hook)
             .map(|summary| (summary.to_json(), summary.table(), summary.violations())),
-        None => run(args).map(|summary| (summary.to_json(), summary.table(), summary.violations())),
+        None => run(args, hook)
+            .map(|summary| (summary.to_json(), summary.table(), summary.violations())),
     };
     match outcome {
         Ok((json, table, bad)) => {
@@ -142,8 +156,10 @@ async fn connect(args: &Args) -> Result<LinkClient, RunError> {
         })
 }
 
-/// Runs the load described by `args` and returns its summary.
-pub fn run(args: &Args) -> Result<Summary, RunError> {
+/// Runs the load described by `args` and returns its summary. With `restart`, the daemon is
+/// restarted by it mid-run (steady only; see `--restart-cmd`): the observers are then
+/// [`WatchObserver`]s, which reconnect by themselves.
+pub fn run(args: &Args, mut restart: Option<RestartHook<'_>>) -> Result<Summary, RunError> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("loadgen-link")
@@ -151,7 +167,7 @@ pub fn run(args: &Args) -> Result<Summary, RunError> {
         .build()
         .map_err(|e| RunError::failed(format!("cannot start the async runtime: {e}")))?;
     let clock = Clock::start();
-    let control_link = Arc::new(rt.block_on(connect(args))?);
+    let mut control_link = Arc::new(rt.block_on(connect(args))?);
     let welcome = control_link.welcome().clone();
 
     let mut rng = rng::Rng::new(args.seed);
@@ -165,6 +181,20 @@ pub fn run(args: &Args) -> Result<Summary, RunError> {
             "--user-base + --users runs past the largest user id",
         ));
     }
+    if restart.is_some() && plan.scenario != cli::Scenario::Steady {
+        return Err(RunError::usage(
+            "--restart-cmd runs with --scenario steady only",
+        ));
+    }
+    if restart.is_some()
+        && args
+            .restart_after
+            .is_some_and(|d| d.as_micros() as u64 >= plan.duration_us)
+    {
+        return Err(RunError::usage(
+            "--restart-after must come before the end of --duration",
+        ));
+    }
     let pop = Arc::new(Population::new(
         plan.user_base,
         devices,
@@ -175,33 +205,50 @@ pub fn run(args: &Args) -> Result<Summary, RunError> {
         .duration_since(UNIX_EPOCH)
         .map_or(1, |d| d.as_secs() as u32);
 
-    // Observers.
+    // Observers: plain push links, or watchers that survive the restart.
     let shared = Arc::new(observer::Shared::default());
+    let (stop_observers, stop) = tokio::sync::watch::channel(false);
     let mut links = Vec::new();
-    let mut observers = Vec::new();
+    let mut stale = Vec::new();
+    let mut hists: Vec<Arc<Mutex<Hists>>> = Vec::new();
+    let mut tasks = Vec::new();
     for _ in 0..plan.observers {
-        let link = Arc::new(rt.block_on(connect(args))?);
-        let o = rt
-            .block_on(Observer::subscribe(
-                link.clone(),
-                pop.clone(),
-                clock,
-                shared.clone(),
-                plan.firehose,
-            ))
-            .map_err(|e| RunError::failed(format!("cannot subscribe an observer: {e}")))?;
-        links.push(link);
-        observers.push(o);
+        let subscribe_failed =
+            |e: String| RunError::failed(format!("cannot subscribe an observer: {e}"));
+        if restart.is_some() {
+            let o = rt
+                .block_on(WatchObserver::subscribe(
+                    args.link,
+                    connect_options(args)?,
+                    pop.clone(),
+                    clock,
+                    shared.clone(),
+                    plan.firehose,
+                    args.restart_wait,
+                ))
+                .map_err(subscribe_failed)?;
+            stale.extend(o.stale_users());
+            hists.push(o.hists());
+            tasks.push(rt.spawn(o.run(stop.clone())));
+        } else {
+            let link = Arc::new(rt.block_on(connect(args))?);
+            let o = rt
+                .block_on(Observer::subscribe(
+                    link.clone(),
+                    pop.clone(),
+                    clock,
+                    shared.clone(),
+                    plan.firehose,
+                ))
+                .map_err(|e| subscribe_failed(e.to_string()))?;
+            links.push(link);
+            stale.extend(o.stale_users());
+            hists.push(o.hists());
+            tasks.push(rt.spawn(o.run(stop.clone())));
+        }
     }
-    let mut stale: Vec<u64> = observers.iter().flat_map(Observer::stale_users).collect();
     stale.sort_unstable();
     stale.dedup();
-    let hists: Vec<Arc<Mutex<Hists>>> = observers.iter().map(Observer::hists).collect();
-    let (stop_observers, stop) = tokio::sync::watch::channel(false);
-    let tasks: Vec<_> = observers
-        .into_iter()
-        .map(|o| rt.spawn(o.run(stop.clone())))
-        .collect();
     if !stale.is_empty() {
         log_out_stale(&plan, &shared, &stale, boot_epoch, args.quiet)?;
     }
@@ -209,8 +256,8 @@ pub fn run(args: &Args) -> Result<Summary, RunError> {
 
     // Daemon counters: a baseline now, a reading every second.
     let readings: Reading = Arc::new(Mutex::new(Vec::new()));
-    let poller = rt.spawn(poll_stats(control_link.clone(), readings.clone(), clock));
-    let baseline = rt.block_on(read_stats(&control_link))?;
+    let mut poller = rt.spawn(poll_stats(control_link.clone(), readings.clone(), clock));
+    let mut baseline = rt.block_on(read_stats(&control_link))?;
 
     // Senders.
     let control = Arc::new(Control::default());
@@ -253,9 +300,36 @@ pub fn run(args: &Args) -> Result<Summary, RunError> {
     let mut progress = ProgressMeter::new(clock, start_us, args.quiet || args.json);
     let threads = plan.threads;
     let mut warmup = Warmup::new(&plan, &pop, start_us);
+    let restart_at_us = start_us
+        + args
+            .restart_after
+            .map_or(plan.duration_us / 2, |d| d.as_micros() as u64);
+    let mut restarted = None;
     while control.stopped() < threads {
         progress.tick(&counters, &readings, &hists, &shared, &pop);
         warmup.check(&pop, clock.now_us());
+        if clock.now_us() < restart_at_us {
+            continue;
+        }
+        let Some(hook) = restart.take() else {
+            continue;
+        };
+        // The restarted daemon's counters start from zero: they are read from it alone.
+        poller.abort();
+        let _ = rt.block_on(poller);
+        let old = Arc::try_unwrap(control_link)
+            .map_err(|_| RunError::failed("the control link is still in use"))?;
+        let at_s = clock.now_us().saturating_sub(start_us) as f64 / 1e6;
+        let users: Vec<u64> = (0..pop.watch).map(|i| pop.id(i)).collect();
+        let observers = u64::from(plan.observers);
+        let (mut report, link) =
+            restart::presenced(&rt, args, old, hook, &users, &shared, observers)?;
+        report.at_s = at_s;
+        restarted = Some(report);
+        control_link = Arc::new(link);
+        lock(&readings).clear();
+        baseline = daemon_stats::DaemonCounters::default();
+        poller = rt.spawn(poll_stats(control_link.clone(), readings.clone(), clock));
     }
     let stop_us = clock.now_us();
     // Senders publish before they report stopping: these are the send window's figures.
@@ -316,7 +390,10 @@ pub fn run(args: &Args) -> Result<Summary, RunError> {
     interrupts.abort();
     let was_interrupted = control.interrupted();
 
-    let lossy = SendCounters::get(&counters.datagrams) > after_all.since(&baseline).datagrams
+    // Across a restart the daemon's counters start again: datagrams sent to the first daemon
+    // are not among the second's.
+    let lossy = (restarted.is_none()
+        && SendCounters::get(&counters.datagrams) > after_all.since(&baseline).datagrams)
         || after_all.since(&baseline).cross_shard_shed > 0;
     let mut summary = Summary {
         setup: setup_of(&plan, args),
@@ -333,6 +410,14 @@ pub fn run(args: &Args) -> Result<Summary, RunError> {
     summary.latency = Percentiles::of(&latency);
     summary.lateness = Percentiles::of(&lateness);
     summary.timed_from_s = warmup.started_us.map(|us| us as f64 / 1e6);
+    summary.restart = restarted.map(|mut r| {
+        r.reconnects = findings.iter().map(|f| f.reconnects.clone()).collect();
+        r.reconnects.resize(plan.observers as usize, Vec::new());
+        r.not_reconnected = r.reconnects.iter().filter(|d| d.is_empty()).count() as u64;
+        r.changed_records = findings.iter().map(|f| f.changed_records).sum();
+        r.false_transitions = summary.checks.spurious;
+        r
+    });
     summary.warnings = warnings(&summary, was_interrupted, findings.len(), &plan);
     drop(rt);
     Ok(summary)

@@ -6,7 +6,7 @@ use super::clock::Clock;
 use super::population::{Population, TIMEOUT, TIME_MASK, UNTIMED};
 use hdrhistogram::Histogram;
 use presenced_client::{ClientError, LinkClient, Push};
-use presenced_wire::link::{PresenceRecord, WireCause, WireState};
+use presenced_wire::link::{Event, PresenceRecord, WireCause, WireState};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::watch;
@@ -59,6 +59,8 @@ pub struct Shared {
     pub ended: AtomicBool,
     /// Transitions ignored because they came after the end (see `ended`).
     pub after_end: AtomicU64,
+    /// Reconnections of observers that survive a restart ([`WatchObserver`]), all observers.
+    pub reconnected: AtomicU64,
 }
 
 /// What one observer found, returned when its link closes.
@@ -82,6 +84,12 @@ pub struct Findings {
     pub closed: Option<String>,
     /// Events the client library dropped (this observer fell behind).
     pub dropped_by_client: u64,
+    /// How long each of this observer's links was down before it reconnected (observers
+    /// that survive a restart only).
+    pub reconnects: Vec<std::time::Duration>,
+    /// Records that differed from what the observer knew when it reconnected (or when a
+    /// warming daemon finished): changes the simulation did not cause.
+    pub changed_records: u64,
 }
 
 /// One transition as an observer received it, whatever carried it (a presenced push link or
@@ -99,6 +107,19 @@ pub struct Seen {
     pub version: Option<u64>,
     /// Whether it says its cause was a timeout.
     pub timeout: bool,
+}
+
+impl Seen {
+    /// A transition pushed by presenced, of watched user `index`.
+    pub fn pushed(index: u32, e: &Event) -> Seen {
+        Seen {
+            index,
+            state: e.state,
+            prev: Some(e.prev),
+            version: Some(e.version),
+            timeout: e.cause == WireCause::Timeout,
+        }
+    }
 }
 
 /// What one observer tracks per watched user and the checks it makes on every transition it
@@ -129,6 +150,8 @@ impl Tally {
                 logout_timed_out: 0,
                 closed: None,
                 dropped_by_client: 0,
+                reconnects: Vec::new(),
+                changed_records: 0,
             },
         }
     }
@@ -149,6 +172,39 @@ impl Tally {
     pub fn into_findings(mut self, dropped_by_client: u64) -> Findings {
         self.findings.dropped_by_client = dropped_by_client;
         self.findings
+    }
+
+    /// Takes `record` as what is now known of its user (a first record, or one read again
+    /// after a reconnection or lag), without counting it as a transition; false if the user is
+    /// not watched.
+    pub fn resync(&mut self, record: &PresenceRecord) -> bool {
+        let Some(i) = self.pop.watched_index(record.user) else {
+            return false;
+        };
+        let i = i as usize;
+        // A record replaces what was known, even with a lower version (a daemon that lost
+        // its state): later transitions continue from it.
+        self.versions[i] = record.version;
+        let offline = WireState::Offline.to_u8();
+        let (before, after) = (self.findings.states[i], record.state.to_u8());
+        if before == offline && after != offline {
+            self.shared.not_offline.fetch_add(1, Ordering::AcqRel);
+        } else if before != offline && after == offline {
+            self.shared.not_offline.fetch_sub(1, Ordering::AcqRel);
+        }
+        self.findings.states[i] = after;
+        true
+    }
+
+    /// Watched users last seen online or idle.
+    pub fn stale_users(&self) -> Vec<u64> {
+        self.findings
+            .states
+            .iter()
+            .enumerate()
+            .filter(|(_, &s)| s != WireState::Offline.to_u8())
+            .map(|(i, _)| self.pop.id(i as u32))
+            .collect()
     }
 
     /// Checks transition `e`, received at `now`; `running` is false during the initial
@@ -267,34 +323,14 @@ impl Observer {
     }
 
     fn baseline(&mut self, records: &[PresenceRecord]) {
-        let mut not_offline = 0;
         for r in records {
-            let Some(i) = self.pop.watched_index(r.user) else {
-                continue;
-            };
-            let i = i as usize;
-            let t = &mut self.tally;
-            t.versions[i] = t.versions[i].max(r.version);
-            t.findings.states[i] = r.state.to_u8();
-            if r.state != WireState::Offline {
-                not_offline += 1;
-            }
+            self.tally.resync(r);
         }
-        self.shared
-            .not_offline
-            .fetch_add(not_offline, Ordering::AcqRel);
     }
 
     /// Watched users this observer last saw online or idle.
     pub fn stale_users(&self) -> Vec<u64> {
-        self.tally
-            .findings
-            .states
-            .iter()
-            .enumerate()
-            .filter(|(_, &s)| s != WireState::Offline.to_u8())
-            .map(|(i, _)| self.pop.id(i as u32))
-            .collect()
+        self.tally.stale_users()
     }
 
     /// The histograms, for the progress line.
@@ -333,18 +369,10 @@ impl Observer {
                 let mut h = lock(&hists);
                 for e in events {
                     match self.pop.watched_index(e.user) {
-                        Some(index) => self.tally.note(
-                            Seen {
-                                index,
-                                state: e.state,
-                                prev: Some(e.prev),
-                                version: Some(e.version),
-                                timeout: e.cause == WireCause::Timeout,
-                            },
-                            now,
-                            running,
-                            &mut h,
-                        ),
+                        Some(index) => {
+                            self.tally
+                                .note(Seen::pushed(index, &e), now, running, &mut h)
+                        }
                         None => self.tally.foreign(),
                     }
                 }

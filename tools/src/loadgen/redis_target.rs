@@ -59,6 +59,7 @@ use super::plan::Plan;
 use super::population::{self, Population};
 use super::progress::ProgressMeter;
 use super::report::Percentiles;
+use super::restart::RestartHook;
 use super::rng::Rng;
 use super::verdict::setup_of;
 use super::verdict::{check, merge, sent_of};
@@ -226,7 +227,16 @@ fn wait_ready(rx: &mpsc::Receiver<Result<(), String>>, what: &str) -> Result<(),
 }
 
 /// Runs the load described by `args` against the Redis server `url`.
-pub fn run(args: &Args, url: &str) -> Result<RedisSummary, RunError> {
+pub fn run(
+    args: &Args,
+    url: &str,
+    restart: Option<RestartHook<'_>>,
+) -> Result<RedisSummary, RunError> {
+    if restart.is_some() {
+        return Err(RunError::usage(
+            "--restart-cmd is not supported with --target yet",
+        ));
+    }
     let interval = args.interval.unwrap_or(DEFAULT_INTERVAL);
     let grace = args.grace.unwrap_or(DEFAULT_GRACE);
     let ttl_ms = ((interval + 2 * grace).as_millis() as u64).max(1);

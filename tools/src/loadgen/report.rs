@@ -2,6 +2,7 @@
 //! progress line printed once a second on stderr.
 
 use super::daemon_stats::DaemonCounters;
+use super::restart::RestartReport;
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 use std::fmt::Write as _;
@@ -229,6 +230,8 @@ pub struct Summary {
     pub lateness: Percentiles,
     /// Things the reader should know (refusals, excused users, interrupted run).
     pub warnings: Vec<String>,
+    /// The restart (`--restart-cmd`), if there was one.
+    pub restart: Option<RestartReport>,
 }
 
 /// The latency row: the percentiles, and when timing started (`None`: it never did).
@@ -284,7 +287,7 @@ fn ratio(part: u64, whole: u64) -> f64 {
 impl Summary {
     /// Violations found.
     pub fn violations(&self) -> u64 {
-        self.checks.violations()
+        self.checks.violations() + self.restart.as_ref().map_or(0, RestartReport::violations)
     }
 
     /// Heartbeats per second offered.
@@ -427,6 +430,9 @@ impl Summary {
         ));
         rows.push(("latency", latency_line(&self.latency, self.timed_from_s)));
         rows.push(("offline late", self.lateness.line()));
+        if let Some(r) = &self.restart {
+            rows.extend(r.rows());
+        }
         let v = self.violations();
         rows.push((
             "result",
@@ -488,6 +494,7 @@ impl Summary {
             "timed_from_s": self.timed_from_s,
             "latency_us": self.latency.to_json(),
             "offline_lateness_us": self.lateness.to_json(),
+            "restart": self.restart.as_ref().map(RestartReport::to_json),
             "violations": self.violations(),
             "ok": self.violations() == 0,
             "warnings": self.warnings,

@@ -2,7 +2,7 @@
 //! history as a table or JSON, the daemon's stats as tables; and what `history` says when the
 //! daemon has none.
 
-use presenced_client::{ClientError, HistoryPage};
+use presenced_client::{ClientError, GoAway, GoAwayReason, HistoryPage};
 use presenced_wire::link::{ErrorCode, Event, PresenceRecord};
 use presenced_wire::stats::{CoreStats, LinkStats, ShardStats, Stats};
 use presenced_wire::State;
@@ -206,6 +206,36 @@ fn last_seen(r: &PresenceRecord) -> String {
     r.last_seen_ms.map_or_else(|| "-".to_string(), utc)
 }
 
+/// What `watch` says when its link goes away: why, and when it tries again.
+pub fn link_lost(reason: &str, go_away: Option<&GoAway>, retry_in: Duration) -> String {
+    match go_away {
+        Some(g) => format!(
+            "the daemon went away (GOAWAY {}: {reason}); reconnecting in {} ms (it asked for {} \
+             ms at least)",
+            match g.reason {
+                GoAwayReason::Restarting => "restarting",
+                GoAwayReason::ShuttingDown => "shutting_down",
+            },
+            retry_in.as_millis(),
+            g.reconnect_after.as_millis()
+        ),
+        None => format!(
+            "link lost: {reason}; reconnecting in {} ms",
+            retry_in.as_millis()
+        ),
+    }
+}
+
+/// What `watch` says when its link is back: how long it was down and how many watched users
+/// changed meanwhile (their records are printed).
+pub fn reconnected(down: Duration, changes: usize) -> String {
+    format!(
+        "reconnected after {} ms; {changes} change{}",
+        down.as_millis(),
+        if changes == 1 { "" } else { "s" }
+    )
+}
+
 /// A record as one line, for `watch`: `user U  is STATE  (last seen …)  v=V`.
 pub fn record_line(r: &PresenceRecord) -> String {
     format!(
@@ -406,6 +436,31 @@ mod tests {
             last_seen_ms: Some(1_700_000_100_000),
             more: false,
         }
+    }
+
+    #[test]
+    fn link_comings_and_goings() {
+        let restarting = GoAway {
+            reason: GoAwayReason::Restarting,
+            reconnect_after: Duration::from_millis(250),
+        };
+        assert_eq!(
+            link_lost("bye", Some(&restarting), Duration::from_millis(900)),
+            "the daemon went away (GOAWAY restarting: bye); reconnecting in 900 ms (it asked for \
+             250 ms at least)"
+        );
+        assert_eq!(
+            link_lost("timed out", None, Duration::from_millis(7)),
+            "link lost: timed out; reconnecting in 7 ms"
+        );
+        assert_eq!(
+            reconnected(Duration::from_millis(180), 0),
+            "reconnected after 180 ms; 0 changes"
+        );
+        assert_eq!(
+            reconnected(Duration::from_secs(2), 1),
+            "reconnected after 2000 ms; 1 change"
+        );
     }
 
     #[test]

@@ -1,12 +1,16 @@
 //! `presencectl`: look at and drive a running presenced. `query` and `watch` presence over the
-//! push link, read a user's `history`, read the daemon's `stats`, and `send` heartbeats by
-//! hand to try it out. Built on the daemon's client library, like every gateway.
+//! push link (`watch` reconnects when the daemon restarts), read a user's `history`, read the
+//! daemon's `stats`, and `send` heartbeats by hand to try it out. Built on the daemon's client
+//! library, like every gateway. `health`
+//! asks the metrics endpoint instead (`health.rs`).
 
 mod format;
+mod health;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use presenced_client::{
-    entry, read_key_file, read_token_file, ConnectOptions, HeartbeatClient, LinkClient, Push, Trust,
+    entry, read_key_file, read_token_file, ConnectOptions, HeartbeatClient, LinkClient, Trust,
+    WatchConfig, WatchEvent, Watcher,
 };
 use presenced_wire::link::PresenceRecord;
 use presenced_wire::State;
@@ -68,7 +72,13 @@ enum Command {
         json: bool,
     },
     /// Prints transitions as they arrive: of the given users (after their current presence),
-    /// or of everyone with --all.
+    /// or of everyone with --all; carries on across restarts of the daemon.
+    ///
+    /// When the link goes away (the daemon restarts, say) it says so on stderr and reconnects
+    /// (after the daemon's GOAWAY delay plus up to 1 s of jitter, then backing off from 1 s to
+    /// 30 s), subscribes again, prints the users whose presence changed meanwhile and says how
+    /// many did ("reconnected after 180 ms; 0 changes"). While a daemon that lost its state is
+    /// warming, an offline it shows for a user known online is held back until it is sure.
     Watch {
         /// User ids to watch (nonzero).
         #[arg(value_parser = user_id, required_unless_present = "all")]
@@ -82,6 +92,10 @@ enum Command {
         /// Exit after this long, e.g. 30s (default: run until interrupted).
         #[arg(long, value_name = "DURATION", value_parser = presenced_tools::parse_duration)]
         timeout: Option<Duration>,
+        /// Give up (exit status 1) once the link has been down this long, e.g. 5m (default:
+        /// keep trying to reconnect).
+        #[arg(long, value_name = "DURATION", value_parser = presenced_tools::parse_duration)]
+        give_up_after: Option<Duration>,
         /// One JSON object per line.
         #[arg(long)]
         json: bool,
@@ -119,6 +133,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The daemon's health from its metrics endpoint (GET /healthz, 1 s at most): exit status
+    /// 0 ok, 1 degraded (the reasons are printed), 2 down (no answer).
+    Health(health::HealthArgs),
     /// Sends heartbeats by hand: each user's device reports a state.
     Send {
         /// User ids (nonzero).
@@ -184,6 +201,9 @@ fn user_id(text: &str) -> Result<u64, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Health(args) = &cli.command {
+        return health::run(args);
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -218,22 +238,27 @@ async fn run(cli: Cli) -> Fallible {
             all,
             count,
             timeout,
+            give_up_after,
             json,
         } => {
-            let link = connect(&cli.link).await?;
-            let watch = watch(&link, &users, all, count, json);
-            match timeout {
-                Some(t) => {
-                    if let Ok(result) = tokio::time::timeout(t, watch).await {
-                        result?;
-                    }
-                }
+            let config = WatchConfig {
+                firehose: all,
+                give_up_after,
+                ..WatchConfig::users(users)
+            };
+            let mut watcher = Watcher::connect(cli.link.link, connect_options(&cli.link)?, config)
+                .await
+                .map_err(|e| format!("push link {}: {e}", cli.link.link))?;
+            let watch = watch(&mut watcher, count, json);
+            let result = match timeout {
+                Some(t) => tokio::time::timeout(t, watch).await.unwrap_or(Ok(())),
                 None => tokio::select! {
-                    result = watch => result?,
-                    _ = tokio::signal::ctrl_c() => {}
+                    result = watch => result,
+                    _ = tokio::signal::ctrl_c() => Ok(()),
                 },
-            }
-            link.close().await;
+            };
+            watcher.close().await;
+            result?;
         }
         Command::History {
             user,
@@ -309,18 +334,21 @@ async fn run(cli: Cli) -> Fallible {
                 _ = tokio::signal::ctrl_c() => {}
             }
         }
+        // `main` answers it: its exit status says ok, degraded or down.
+        Command::Health(_) => {}
     }
     Ok(())
 }
 
-async fn connect(args: &LinkArgs) -> Result<LinkClient, Box<dyn std::error::Error>> {
+/// How to connect, from the command line.
+fn connect_options(args: &LinkArgs) -> Result<ConnectOptions, Box<dyn std::error::Error>> {
     let token = match &args.token_file {
         Some(path) => Some(
             read_token_file(path).map_err(|e| format!("--token-file {}: {e}", path.display()))?,
         ),
         None => None,
     };
-    let options = ConnectOptions {
+    Ok(ConnectOptions {
         client_name: args.name.clone(),
         token,
         trust: match &args.ca {
@@ -328,8 +356,11 @@ async fn connect(args: &LinkArgs) -> Result<LinkClient, Box<dyn std::error::Erro
             None => Trust::InsecureLocal,
         },
         server_name: args.server_name.clone(),
-    };
-    LinkClient::connect(args.link, options)
+    })
+}
+
+async fn connect(args: &LinkArgs) -> Result<LinkClient, Box<dyn std::error::Error>> {
+    LinkClient::connect(args.link, connect_options(args)?)
         .await
         .map_err(|e| format!("push link {}: {e}", args.link).into())
 }
@@ -353,60 +384,83 @@ async fn heartbeat_client(
         .with_first_sequence(first))
 }
 
-async fn watch(
-    link: &LinkClient,
-    users: &[u64],
-    all: bool,
-    count: Option<u64>,
-    json: bool,
-) -> Fallible {
-    if all {
-        link.subscribe_all().await?;
-    }
-    if !users.is_empty() {
-        let records = link.subscribe(users).await?;
-        print_records(&records, json, true);
-    }
-    eprintln!(
-        "watching {}; interrupt to stop",
-        if all {
-            "every user".to_string()
-        } else {
-            format!("{} user(s)", users.len())
-        }
-    );
+/// Prints what the watcher reports: presence and transitions on stdout, the link's comings
+/// and goings on stderr; returns after `count` transitions, or with the error that stopped it.
+async fn watch(watcher: &mut Watcher, count: Option<u64>, json: bool) -> Fallible {
     let mut seen = 0u64;
     while count.map_or(true, |c| seen < c) {
-        match link.next_push().await {
-            Some(Push::Events(events)) => {
-                for e in events {
-                    println!("{}", format::event_line(&e, json));
-                    seen += 1;
-                    if count.is_some_and(|c| seen >= c) {
-                        break;
-                    }
-                }
+        let Some(event) = watcher.next().await else {
+            return Err("the watcher stopped".into());
+        };
+        match event {
+            WatchEvent::Record { record, .. } => print_records(&[record], json, true),
+            WatchEvent::Transition(e) => {
+                println!("{}", format::event_line(&e, json));
+                seen += 1;
             }
-            Some(Push::Lagged { users: lagged }) => {
+            WatchEvent::Watching {
+                users,
+                firehose,
+                unsure,
+            } => {
                 eprintln!(
-                    "lagged: transitions of {} user(s) were dropped; querying them",
-                    lagged.len()
+                    "watching {}; interrupt to stop",
+                    if firehose {
+                        "every user".to_string()
+                    } else {
+                        format!("{users} user(s)")
+                    }
                 );
-                print_records(&link.query(&lagged).await?, json, true);
+                warming_note(unsure);
             }
-            Some(Push::LaggedAll) => {
+            WatchEvent::Lagged { users: Some(n) } => {
+                eprintln!("lagged: transitions of {n} user(s) were dropped; querying them");
+            }
+            WatchEvent::Lagged { users: None } => {
                 eprintln!("lagged: transitions were dropped; querying the watched users");
-                if !users.is_empty() {
-                    print_records(&link.query(users).await?, json, true);
-                }
             }
-            Some(Push::Closed { message, .. }) => {
-                return Err(format!("the daemon closed the link: {message}").into())
+            WatchEvent::Disconnected {
+                reason,
+                go_away,
+                retry_in,
+            } => eprintln!("{}", format::link_lost(&reason, go_away.as_ref(), retry_in)),
+            WatchEvent::ConnectFailed {
+                attempt,
+                error,
+                retry_in,
+            } => eprintln!(
+                "reconnection attempt {attempt} failed: {error}; next in {} ms",
+                retry_in.as_millis()
+            ),
+            WatchEvent::Reconnected {
+                down,
+                changes,
+                unsure,
+            } => {
+                eprintln!("{}", format::reconnected(down, changes));
+                warming_note(unsure);
             }
-            None => return Err("the link ended".into()),
+            WatchEvent::GaveUp { down, error } => {
+                return Err(format!(
+                    "gave up: no link for {} ms; last error: {error}",
+                    down.as_millis()
+                )
+                .into())
+            }
+            WatchEvent::Failed { error } => return Err(error.into()),
         }
     }
     Ok(())
+}
+
+/// Says that some watched users shown offline may be online.
+fn warming_note(unsure: usize) {
+    if unsure > 0 {
+        eprintln!(
+            "the daemon is warming (it started without its saved state): {unsure} user(s) it \
+             shows offline may be online; asking again when it is sure"
+        );
+    }
 }
 
 fn print_records(records: &[PresenceRecord], json: bool, as_state: bool) {
@@ -429,6 +483,41 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("presencectl").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn watch_arguments() {
+        let Command::Watch {
+            users,
+            all,
+            give_up_after,
+            ..
+        } = parse(&["watch", "5", "6"]).unwrap().command
+        else {
+            panic!("not watch")
+        };
+        assert_eq!((users, all, give_up_after), (vec![5, 6], false, None));
+        let Command::Watch {
+            users,
+            all,
+            give_up_after,
+            ..
+        } = parse(&["watch", "--all", "--give-up-after", "2m"])
+            .unwrap()
+            .command
+        else {
+            panic!("not watch")
+        };
+        assert!(users.is_empty() && all);
+        assert_eq!(give_up_after, Some(Duration::from_secs(120)));
+        for bad in [
+            &["watch"][..],
+            &["watch", "0"],
+            &["watch", "1", "--give-up-after", "soon"],
+        ] {
+            let e = parse(bad).expect_err(&format!("{bad:?}"));
+            assert_eq!(e.exit_code(), 2, "{bad:?}: {e}");
+        }
     }
 
     #[test]
