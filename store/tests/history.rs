@@ -12,30 +12,30 @@ use presenced_store::{
 
 const T0: u64 = 1_700_000_000_000;
 
-/// The answer computed from every transition, the slow way.
+/// The answer computed from every transition, the slow way, as SPEC.md § P6.12 words it:
+/// every span (a transition to the next), then those selected, then the first `max_spans`.
 fn model(all: &[Transition], q: &HistoryQuery) -> History {
     let mut ts: Vec<Transition> = all.iter().filter(|t| t.user == q.user).copied().collect();
     ts.sort_by_key(|t| t.version);
-    let mut spans = Vec::new();
-    let mut more = false;
-    for (i, t) in ts.iter().enumerate() {
-        let end_ms = ts.get(i + 1).map(|n| n.at_ms.max(t.at_ms));
-        if t.version <= q.after_version || end_ms.is_some_and(|e| e < q.since_ms) {
-            continue;
-        }
-        if spans.len() == q.max_spans {
-            more = true;
-            break;
-        }
-        spans.push(Span {
+    let every: Vec<Span> = ts
+        .iter()
+        .zip(ts.iter().skip(1).map(Some).chain([None]))
+        .map(|(t, next)| Span {
             version: t.version,
             start_ms: t.at_ms,
-            end_ms,
+            end_ms: next.map(|n| n.at_ms.max(t.at_ms)),
             state: t.state,
             cause: t.cause,
             devices: t.devices,
-        });
-    }
+        })
+        .collect();
+    let selected: Vec<Span> = every
+        .into_iter()
+        .filter(|s| s.version > q.after_version)
+        .filter(|s| s.end_ms.map_or(true, |e| e >= q.since_ms))
+        .collect();
+    let more = selected.len() > q.max_spans;
+    let spans: Vec<Span> = selected.into_iter().take(q.max_spans).collect();
     let last_seen_ms = ts.iter().rev().find(|t| t.seen).map(|t| t.at_ms);
     History {
         spans,
