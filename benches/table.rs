@@ -1,7 +1,12 @@
 //! Criterion benches of the presence table with a 32-byte value (the size of a user record),
 //! at 1M and 10M entries in tables sized to hold exactly that many (`capacity = n`).
 //!
-//! - `insert_empty`: insert n keys into an empty table (mean cost over fills 0 → 100%).
+//! - `insert_empty`: insert n keys into an empty table (mean cost over fills 0 → 100%), which
+//!   starts small and doubles on the way, as a shard's does while its users arrive.
+//! - `insert_reserved`: the same into a table grown to full size first ([`Table::reserve`], as
+//!   a restore does): the ratio of the two is what the doublings cost over a fill.
+//! - `last_doubling`: one insert into a table whose next new key doubles it into its full
+//!   size: the longest stall growth puts on a shard.
 //! - `get_hit` / `get_miss`: lookups in the full table (present keys / absent keys).
 //! - `insert_churn` / `remove_churn`: the table slides a window of n − n/10 .. n live keys:
 //!   inserts of fresh keys and removals of the oldest ones, so the fill stays at 90–100%.
@@ -40,7 +45,8 @@ fn record(i: u64) -> Record {
     [i, !i, i.rotate_left(17), 1]
 }
 
-/// An empty table with the daemon's page policy for a table being filled (huge pages).
+/// An empty table. The daemon advises huge pages for each array the table grows into; here
+/// an array grown into keeps the system's default, and a full table is advised once built.
 fn table(capacity: u32) -> Table<Record> {
     let t = Table::<Record>::new(capacity, TABLE_SEED);
     advise(t.region(), Pages::Huge);
@@ -98,9 +104,47 @@ fn bench_size(c: &mut Criterion, n: u64, label: &str) {
         )
     });
 
+    group.bench_function("insert_reserved", |b| {
+        b.iter_batched(
+            || {
+                let mut t = table(capacity);
+                t.reserve(n as usize);
+                advise(t.region(), Pages::Huge);
+                t
+            },
+            |mut t| {
+                fill(&mut t, 0..n);
+                t
+            },
+            BatchSize::PerIteration,
+        )
+    });
+
+    // The doubling into full size: one insert, timed alone, per table built to the brink.
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("last_doubling", |b| {
+        b.iter_batched(
+            || {
+                let mut t = table(capacity);
+                let mut i = 0;
+                while t.slots() * 2 < t.full_slots() || t.grows_at() != Some(t.len()) {
+                    t.insert(key(i), record(i)).expect("below capacity");
+                    i += 1;
+                }
+                (t, i)
+            },
+            |(mut t, i)| {
+                t.insert(key(i), record(i)).expect("below capacity");
+                t
+            },
+            BatchSize::PerIteration,
+        )
+    });
+
     let start = Instant::now();
     let mut t = table(capacity);
     fill(&mut t, 0..n);
+    advise(t.region(), Pages::Huge);
     eprintln!("table {label}: built in {:.2?}", start.elapsed());
     report(label, "full", &t);
 

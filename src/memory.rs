@@ -1,25 +1,18 @@
-//! The daemon's page policy for the core's large arrays. Each shard's table, wheel and overflow
-//! blocks are reserved up front and zeroed by the allocator, so they cost memory only once
-//! used, and resident memory follows the users present. Transparent huge pages would break
-//! that: the table is written at random, so with huge pages (THP `always`, or advised) a few
-//! thousand users make every 2 MiB page of it resident (about 100 MB per shard at the default
-//! size, whatever the population).
+//! The daemon's page policy for the core's large arrays. Each shard's wheel and overflow blocks
+//! are reserved up front, zeroed by the allocator and handed out from their low end, so they
+//! cost memory only once used; its table starts small and doubles as users arrive, so it is
+//! always at least 7/16 full (after its first doubling) and written all over.
 //!
-//! So every array starts with small pages (`MADV_NOHUGEPAGE`), and a shard's table switches
-//! to huge pages ([`HugePages`]) once it is dense enough that its small pages are nearly all
-//! resident anyway: from then on huge pages cost no memory and spare most of the table's
-//! random reads a TLB miss. The wheel and the blocks are handed out from their low end, so
-//! small pages follow their use exactly; they keep them.
+//! Transparent huge pages would break the first: on a sparse array, every 2 MiB page a few
+//! records touch becomes resident. So every array starts with small pages
+//! (`MADV_NOHUGEPAGE`). The table is dense whatever its size, so huge pages cost it no memory
+//! and spare most of its random reads a TLB miss: each time it grows into a new array, that
+//! array is advised huge pages ([`TablePages`]).
 
 use presenced_core::slab::Region;
 
 /// Bytes in a transparent huge page on x86-64 and aarch64 (4 KiB base pages).
 const HUGE_PAGE_BYTES: usize = 2 << 20;
-
-/// The table switches to huge pages when it holds at least this fraction (1/n) of its
-/// capacity: with 40-byte slots, a 4 KiB page has about 100 slots, so at 1/16 full a page
-/// holds six entries on average and all but 0.3 % of pages are resident already.
-pub const HUGE_PAGES_AT_FRACTION: usize = 16;
 
 /// The kernel's page size for a region.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,27 +43,18 @@ pub fn advise(region: Region, pages: Pages) {
     }
 }
 
-/// When one shard's table switches to huge pages (see the module docs).
-#[derive(Clone, Copy, Debug)]
-pub struct HugePages {
-    at_users: usize,
-    switched: bool,
+/// Follows one shard's table from array to array as it grows (a restore may have moved it
+/// before the shard thread starts), so that each array is advised huge pages once.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TablePages {
+    advised: Option<Region>,
 }
 
-impl HugePages {
-    /// For a table of `capacity` users.
-    pub fn new(capacity: usize) -> HugePages {
-        HugePages {
-            at_users: (capacity / HUGE_PAGES_AT_FRACTION).max(1),
-            switched: false,
-        }
-    }
-
-    /// Whether the table, now holding `users`, should switch now (true once).
-    pub fn due(&mut self, users: usize) -> bool {
-        let due = !self.switched && users >= self.at_users;
-        self.switched |= due;
-        due
+impl TablePages {
+    /// Whether the table's array, which lies at `region` now, is one not advised yet (true
+    /// once per array).
+    pub fn moved(&mut self, region: Region) -> bool {
+        self.advised.replace(region) != Some(region)
     }
 }
 
@@ -79,13 +63,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_table_switches_once_when_a_sixteenth_full() {
-        let mut h = HugePages::new(1_000_000);
-        assert!(!h.due(0));
-        assert!(!h.due(62_499));
-        assert!(h.due(62_500));
-        assert!(!h.due(70_000), "once");
-        assert!(!h.due(0), "and never back");
+    fn a_table_is_advised_once_each_time_it_moves() {
+        let at = |start| Region {
+            start,
+            len_bytes: 4096,
+        };
+        let mut pages = TablePages::default();
+        assert!(pages.moved(at(1 << 20)));
+        assert!(!pages.moved(at(1 << 20)));
+        assert!(pages.moved(at(8 << 20)));
+        assert!(!pages.moved(at(8 << 20)), "once");
     }
 
     /// Residency is what the policy is for: a table with few users keeps small pages.

@@ -120,7 +120,7 @@ pub fn run(setup: ShardSetup) -> io::Result<()> {
     let mut readable = vec![true; sockets.len()];
     // Per socket: the kernel's drop count last seen (SO_RXQ_OVFL).
     let mut kernel_drops = vec![0u32; sockets.len()];
-    let mut huge_pages = memory::HugePages::new(node.shard().table().capacity());
+    let mut table_pages = memory::TablePages::default();
     while !stop.load(Ordering::Relaxed) {
         beat.bump();
         let busy = readable.iter().any(|&r| r) || !inbox.is_empty();
@@ -167,8 +167,9 @@ pub fn run(setup: ShardSetup) -> io::Result<()> {
             node.handle_inbox(clock.now(), message);
         }
         node.handle_timeout(clock.now());
-        if huge_pages.due(node.shard().table().len()) {
-            memory::advise(node.regions()[0], memory::Pages::Huge);
+        let table = node.regions()[0];
+        if table_pages.moved(table) {
+            memory::advise(table, memory::Pages::Huge);
         }
         out.send(&mut node);
         out.wake_peers();

@@ -97,6 +97,10 @@ pub fn restore(dir: &Path, nodes: &mut [ShardNode], now: Now) -> Result<Restored
                     scope.spawn(move || {
                         let mut counts = Counts::default();
                         restore_dir(&d.path, &mut counts, |_, item| match item {
+                            Item::Claimed(users) => {
+                                node.reserve_users(usize::try_from(users).unwrap_or(usize::MAX));
+                                true
+                            }
                             Item::User(u) => node.restore_user(now, u),
                             Item::Transition(t) => {
                                 node.restore_logged(now, t);
@@ -121,6 +125,8 @@ pub fn restore(dir: &Path, nodes: &mut [ShardNode], now: Now) -> Result<Restored
             restore_dir(&d.path, &mut counts, |user, item| {
                 let node = &mut nodes[owner(user, shards as usize)];
                 match item {
+                    // The users spread over every shard: the tables grow as they come.
+                    Item::Claimed(_) => true,
                     Item::User(u) => node.restore_user(now, u),
                     Item::Transition(t) => {
                         node.restore_logged(now, t);
@@ -191,12 +197,15 @@ impl Counts {
 
 /// One thing read back from a shard directory.
 enum Item<'a> {
+    /// The users the snapshot says it holds (a hint, so that a table grows once for them).
+    Claimed(u64),
     User(&'a SavedUser),
     Transition(&'a presenced_core::event::Transition),
 }
 
 /// Reads one shard directory's snapshot and then its log, in order, handing each saved user
-/// and logged transition to `apply` (with the user id, for routing).
+/// and logged transition to `apply` (with the user id, for routing), after the number of
+/// users the snapshot claims (user id 0).
 fn restore_dir(
     dir: &Path,
     counts: &mut Counts,
@@ -205,6 +214,9 @@ fn restore_dir(
     let recovery = store::recover(dir, RECORD_ENCODING)?;
     note_skipped(counts, &recovery.skipped);
     if let Some(mut reader) = recovery.snapshot()? {
+        if let Some(users) = reader.records_claimed() {
+            apply(0, Item::Claimed(users));
+        }
         while let Some(chunk) = reader.next_chunk()? {
             let mut bytes = chunk.bytes;
             while !bytes.is_empty() {

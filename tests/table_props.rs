@@ -2,8 +2,10 @@
 //!
 //! Capacities are small (1..300) so that tables run full and `Full` is exercised; keys come
 //! mostly from a small range (repeats, replacements, removals of present keys, dense
-//! clusters) and sometimes from the whole nonzero `u64` range. The structural invariants
-//! (every entry reachable, Robin Hood order, entry count) are checked after every op.
+//! clusters) and sometimes from the whole nonzero `u64` range. Tables start with 1 to 32
+//! slots, so they double on the way to full size. The structural invariants (every entry
+//! reachable, Robin Hood order, entry count, load under 7/8 before full size) are checked
+//! after every op.
 
 use std::collections::HashMap;
 
@@ -39,14 +41,21 @@ fn capacity() -> impl Strategy<Value = u32> {
     prop_oneof![1u32..8, 8u32..64, 64u32..300]
 }
 
-/// (capacity, seed, ops): up to ~4 ops per entry of capacity, keys mostly below 2 × capacity.
-fn scenario() -> impl Strategy<Value = (u32, u64, Vec<Op>)> {
+/// Slots a table starts with, before it grows.
+fn initial_slots() -> impl Strategy<Value = usize> {
+    1usize..=32
+}
+
+/// (capacity, seed, initial slots, ops): up to ~4 ops per entry of capacity, keys mostly
+/// below 2 × capacity.
+fn scenario() -> impl Strategy<Value = (u32, u64, usize, Vec<Op>)> {
     capacity().prop_flat_map(|cap| {
         let small_max = u64::from(cap) * 2 + 2;
         let max_ops = cap as usize * 4 + 40;
         (
             Just(cap),
             any::<u64>(),
+            initial_slots(),
             prop::collection::vec(op(small_max), 0..max_ops),
         )
     })
@@ -136,8 +145,8 @@ proptest! {
 
     /// Random op sequences agree with the HashMap model, op by op and in full at the end.
     #[test]
-    fn matches_hashmap((cap, seed, ops) in scenario()) {
-        let mut t: Table<u64> = Table::new(cap, seed);
+    fn matches_hashmap((cap, seed, initial, ops) in scenario()) {
+        let mut t: Table<u64> = Table::try_starting_with(cap, seed, initial).unwrap();
         prop_assert_eq!(t.capacity(), cap as usize);
         let mut model = HashMap::new();
         for op in &ops {
@@ -156,10 +165,11 @@ proptest! {
     fn fill_then_drain(
         cap in capacity(),
         seed in any::<u64>(),
+        initial in initial_slots(),
         dense in any::<bool>(),
         order_seed in any::<u64>(),
     ) {
-        let mut t: Table<u64> = Table::new(cap, seed);
+        let mut t: Table<u64> = Table::try_starting_with(cap, seed, initial).unwrap();
         // Dense sequential ids (like user ids) or scattered ones.
         let keys: Vec<u64> = (1..=u64::from(cap))
             .map(|i| if dense { i } else { i.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1 })

@@ -255,19 +255,26 @@ impl Shard {
         }
     }
 
-    /// Bytes allocated for the table, the wheel and the overflow blocks.
+    /// Bytes allocated for the table's slots in use, the wheel and the overflow blocks.
     pub fn memory_bytes(&self) -> usize {
         self.table.memory_bytes() + self.wheel.memory_bytes() + self.blocks.memory_bytes()
     }
 
-    /// Where the table, the wheel and the overflow blocks lie: reserved at construction and
-    /// never moved, so the daemon may advise the kernel on their pages.
+    /// Where the table's slots in use, the wheel and the overflow blocks lie, so the daemon may
+    /// advise the kernel on their pages. The wheel and the blocks never move; the table moves
+    /// when it grows.
     pub fn regions(&self) -> [crate::slab::Region; 3] {
         [
             self.table.region(),
             self.wheel.region(),
             self.blocks.region(),
         ]
+    }
+
+    /// Grows the table now so that `users` more fit without a doubling on the way (a restore
+    /// that knows how many records it brings).
+    pub fn reserve_users(&mut self, users: usize) {
+        self.table.reserve(users);
     }
 
     /// The presence table (for probe statistics).

@@ -1,8 +1,19 @@
-//! The open-addressed presence table: `u64` key → `V: Copy`, fixed capacity.
+//! The open-addressed presence table: `u64` key → `V: Copy`, up to a fixed capacity.
 //!
-//! All slots are reserved up front (`ceil(capacity × 8 / 7)` of them, so the load factor
-//! never exceeds 7/8) and the table never grows; pages cost memory once used. A key is mapped to its home slot with
-//! *fastrange* (`(h × slots) >> 64`), so the slot count need not be a power of two.
+//! A table of capacity `c` ends at `ceil(c × 8 / 7)` slots, so the load factor never exceeds
+//! 7/8. It starts far smaller ([`INITIAL_SLOTS`]) and doubles, rehashing every entry into a
+//! fresh array, when an insert would take it past 7/8 of the slots it has: its memory follows
+//! the users present (a table written at random is all resident once each page holds a few
+//! entries, so a sparse full-size table would cost its whole size for a few thousand users).
+//! The full-size array is reserved at construction, untouched until the table grows into it,
+//! so a capacity the machine cannot hold is refused at once and the last doubling cannot fail.
+//! A doubling is a stall of one pass over the entries (a stream: fastrange keeps the entries
+//! in home order, and a home doubles with the slot count); it happens `log2(c × 8 / 7 ÷
+//! INITIAL_SLOTS)` times at most in a table's life (it never shrinks), and [`Table::reserve`] does the growth for
+//! a known number of inserts (a restore) in one pass.
+//!
+//! A key is mapped to its home slot with *fastrange* (`(h × slots) >> 64`), so the slot count
+//! need not be a power of two.
 //! Collisions are resolved with Robin Hood linear probing (an insert takes the slot of the
 //! first entry that sits closer to its own home than the new key would) and removals use
 //! backward-shift deletion, so there are no tombstones. Probing wraps at the end of the array.
@@ -93,10 +104,21 @@ fn prefetch<V>(slot: &Slot<V>) {
     std::hint::black_box(slot.tag);
 }
 
-/// A fixed-capacity open-addressed hash map from nonzero `u64` keys to `V` (see module docs).
-#[derive(Clone)]
+/// Slots a table starts with (160 KiB of 40-byte slots), or all of them when it has fewer.
+pub const INITIAL_SLOTS: usize = 4096;
+
+/// An open-addressed hash map from nonzero `u64` keys to `V`, up to a fixed capacity, that
+/// grows into its memory (see module docs).
 pub struct Table<V> {
+    /// The slots in use: a power-of-two multiple of the initial count, or the full size.
     slots: Box<[Slot<V>]>,
+    /// The full-size array, reserved at construction and untouched (no memory) until the
+    /// table grows into it; `None` once it has.
+    reserve: Option<Box<[Slot<V>]>>,
+    /// Slots at full size: `ceil(capacity × 8 / 7)`, at least 1.
+    full_slots: usize,
+    /// An insert that finds this many entries grows the table first (`usize::MAX` at full size).
+    grow_at: usize,
     len: usize,
     capacity: usize,
     seed: u64,
@@ -122,8 +144,9 @@ struct Sweep {
 impl<V: Copy + Zeroable> Table<V> {
     /// An empty table that will hold up to `capacity` entries, with hash seed `seed`.
     ///
-    /// Reserves all `ceil(capacity × 8 / 7)` slots (at least one) now, zeroed by the allocator
-    /// ([`crate::slab::zeroed`]): a page costs memory once an entry lands in it.
+    /// Starts with [`INITIAL_SLOTS`] slots and reserves the full `ceil(capacity × 8 / 7)`
+    /// (at least one) now, zeroed by the allocator ([`crate::slab::zeroed`]): a page costs
+    /// memory once an entry lands in it.
     ///
     /// # Panics
     /// When the machine refuses the address space; [`Table::try_new`] returns the error.
@@ -133,10 +156,30 @@ impl<V: Copy + Zeroable> Table<V> {
 
     /// [`Table::new`], or the error when the machine refuses the address space.
     pub fn try_new(capacity: u32, seed: u64) -> Result<Table<V>, OutOfMemory> {
-        let slots = (u64::from(capacity) * 8).div_ceil(7).max(1);
-        let slots = usize::try_from(slots).map_err(|_| OutOfMemory { bytes: usize::MAX })?;
+        Table::try_starting_with(capacity, seed, INITIAL_SLOTS)
+    }
+
+    /// [`Table::try_new`] starting with `initial_slots` slots (at least one) instead of
+    /// [`INITIAL_SLOTS`]: small tables that grow, for tests.
+    pub fn try_starting_with(
+        capacity: u32,
+        seed: u64,
+        initial_slots: usize,
+    ) -> Result<Table<V>, OutOfMemory> {
+        let full = (u64::from(capacity) * 8).div_ceil(7).max(1);
+        let full = usize::try_from(full).map_err(|_| OutOfMemory { bytes: usize::MAX })?;
+        let reserve = crate::slab::zeroed(full)?;
+        let initial = initial_slots.max(1);
+        let (slots, reserve) = if initial >= full {
+            (reserve, None)
+        } else {
+            (crate::slab::zeroed(initial)?, Some(reserve))
+        };
         Ok(Table {
-            slots: crate::slab::zeroed(slots)?,
+            grow_at: grow_at(slots.len(), full),
+            slots,
+            reserve,
+            full_slots: full,
             len: 0,
             capacity: capacity as usize,
             seed,
@@ -147,7 +190,7 @@ impl<V: Copy + Zeroable> Table<V> {
     }
 }
 
-impl<V: Copy> Table<V> {
+impl<V: Copy + Zeroable> Table<V> {
     /// The value stored under `key`, if any. Panics if `key == 0`.
     #[inline]
     pub fn get(&self, key: u64) -> Option<&V> {
@@ -192,6 +235,7 @@ impl<V: Copy> Table<V> {
                 if self.len == self.capacity {
                     return Err(Full);
                 }
+                let (index, dist) = self.room_for(tag, index, dist);
                 self.place(index, dist, tag, value);
                 Ok(None)
             }
@@ -216,6 +260,7 @@ impl<V: Copy> Table<V> {
                 if self.len == self.capacity {
                     return Err(Full);
                 }
+                let (index, dist) = self.room_for(tag, index, dist);
                 let value = make();
                 self.place(index, dist, tag, value);
                 // `place` shifts the entries after `index`, never the new one.
@@ -276,18 +321,40 @@ impl<V: Copy> Table<V> {
         self.capacity
     }
 
-    /// Slots allocated: `ceil(capacity × 8 / 7)`, at least 1.
+    /// Slots in use now: [`INITIAL_SLOTS`] doubled as the table grew, at most
+    /// [`Table::full_slots`].
     #[inline]
     pub fn slots(&self) -> usize {
         self.slots.len()
     }
 
-    /// Bytes of the slot array (`slots() × (8 + size_of::<V>())`, padding included).
+    /// Slots at full size: `ceil(capacity × 8 / 7)`, at least 1.
+    pub fn full_slots(&self) -> usize {
+        self.full_slots
+    }
+
+    /// Bytes of the slots in use (`slots() × (8 + size_of::<V>())`, padding included); the
+    /// reserved full-size array costs none until the table grows into it.
     pub fn memory_bytes(&self) -> usize {
         std::mem::size_of_val::<[Slot<V>]>(&self.slots)
     }
 
-    /// Where the slot array lies (for the daemon's page policy).
+    /// The entry count at which the next insert of a new key doubles the table first; `None`
+    /// at full size.
+    pub fn grows_at(&self) -> Option<usize> {
+        (self.grow_at != usize::MAX).then_some(self.grow_at)
+    }
+
+    /// Grows the table now, if need be, so that `additional` more entries fit without a
+    /// doubling on the way (one rehash for a known number of inserts, as a restore makes).
+    pub fn reserve(&mut self, additional: usize) {
+        let entries = self.len.saturating_add(additional);
+        if entries > self.grow_at {
+            self.grow_to_hold(entries);
+        }
+    }
+
+    /// Where the slots in use lie (for the daemon's page policy); moves when the table grows.
     pub fn region(&self) -> crate::slab::Region {
         crate::slab::Region::of(&self.slots)
     }
@@ -302,6 +369,8 @@ impl<V: Copy> Table<V> {
 
     /// Starts a pass over every entry present now that inserts and removals may interleave
     /// with (a snapshot taken without stopping the shard). Restarts a pass already going on.
+    /// A doubling during the pass starts it again from the first slot of the new array, so
+    /// entries visited before it are visited again (later, so a later copy is newer).
     pub fn sweep_begin(&mut self) {
         self.sweep = Some(Sweep {
             cursor: 0,
@@ -397,7 +466,19 @@ impl<V: Copy> Table<V> {
     pub fn check_invariants(&self) {
         let n = self.slots.len();
         assert!(self.len <= self.capacity, "len {} > capacity", self.len);
-        assert!(self.capacity < n, "no free slot");
+        assert!(n <= self.full_slots, "{n} slots > full size");
+        if n == self.full_slots {
+            assert!(self.capacity < n, "no free slot");
+        } else {
+            assert!(
+                self.len <= self.grow_at && self.grow_at < n,
+                "over 7/8 full"
+            );
+            assert!(
+                self.reserve.is_some(),
+                "the reserve is gone before full size"
+            );
+        }
         let mut count = 0;
         for (i, s) in self.slots.iter().enumerate() {
             if s.tag == 0 {
@@ -490,6 +571,62 @@ impl<V: Copy> Table<V> {
         }
     }
 
+    /// Where an absent `tag` goes once the table has room for one more entry: `(index, dist)`
+    /// as probed, or as probed again after a doubling.
+    #[inline]
+    fn room_for(&mut self, tag: u64, index: usize, dist: usize) -> (usize, usize) {
+        if self.len < self.grow_at {
+            return (index, dist);
+        }
+        self.grow_to_hold(self.len + 1);
+        self.vacancy(tag)
+    }
+
+    /// The probe result for a tag known to be absent.
+    #[inline]
+    fn vacancy(&self, tag: u64) -> (usize, usize) {
+        match self.probe(tag) {
+            Probe::Vacant { index, dist } => (index, dist),
+            Probe::Found(_) => unreachable!("the tag is absent"),
+        }
+    }
+
+    /// Doubles the slots in use (into the reserved full-size array at the end, or when a fresh
+    /// array is refused) until `entries` fit under 7/8 of them, and rehashes every entry into
+    /// the new array; the old one is freed. A pass going on starts again.
+    #[cold]
+    #[inline(never)]
+    fn grow_to_hold(&mut self, entries: usize) {
+        let mut target = self.slots.len();
+        while target < self.full_slots && grow_at(target, self.full_slots) < entries {
+            target = target.saturating_mul(2).min(self.full_slots);
+        }
+        if target == self.slots.len() {
+            return;
+        }
+        let fresh = if target < self.full_slots {
+            crate::slab::zeroed(target).ok()
+        } else {
+            None
+        };
+        let fresh = match fresh.or_else(|| self.reserve.take()) {
+            Some(array) => array,
+            // Neither a fresh array nor the reserve: the table already is at full size.
+            None => return,
+        };
+        let old = std::mem::replace(&mut self.slots, fresh);
+        self.grow_at = grow_at(self.slots.len(), self.full_slots);
+        if let Some(sweep) = &mut self.sweep {
+            sweep.cursor = 0;
+            sweep.late.clear();
+        }
+        self.len = 0;
+        for slot in old.iter().filter(|s| s.tag != 0) {
+            let (index, dist) = self.vacancy(slot.tag);
+            self.place(index, dist, slot.tag, slot.value);
+        }
+    }
+
     /// Stores an absent `tag` at `index` (from [`Probe::Vacant`]), shifting the rest of the
     /// cluster one slot right. Requires `len < capacity`.
     fn place(&mut self, index: usize, dist: usize, tag: u64, value: V) {
@@ -533,12 +670,23 @@ impl<V: Copy> Table<V> {
     }
 }
 
+/// The entry count at which a table of `slots` (of `full` at full size) grows: past 7/8 of its
+/// slots, never at full size (the capacity bounds it there).
+fn grow_at(slots: usize, full: usize) -> usize {
+    if slots >= full {
+        usize::MAX
+    } else {
+        slots / 8 * 7 + slots % 8 * 7 / 8
+    }
+}
+
 impl<V> fmt::Debug for Table<V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Table")
             .field("len", &self.len)
             .field("capacity", &self.capacity)
             .field("slots", &self.slots.len())
+            .field("full_slots", &self.full_slots)
             .field("max_probe_seen", &self.max_probe_seen)
             .finish_non_exhaustive()
     }
@@ -594,7 +742,9 @@ mod tests {
         assert_eq!(t.slots(), 8);
         assert_eq!(t.memory_bytes(), 8 * 40);
         let t: Table<u64> = Table::new(1_000_000, 1);
-        assert_eq!(t.slots(), 1_142_858); // ceil(8_000_000 / 7)
+        assert_eq!(t.full_slots(), 1_142_858); // ceil(8_000_000 / 7)
+        assert_eq!(t.slots(), INITIAL_SLOTS);
+        assert_eq!(t.memory_bytes(), INITIAL_SLOTS * 16);
         assert_eq!(Table::<u64>::new(0, 1).slots(), 1);
         assert_eq!(Table::<u64>::new(1, 1).slots(), 2);
     }
@@ -785,6 +935,62 @@ mod tests {
     }
 
     #[test]
+    fn memory_follows_the_entries_and_growth_keeps_every_one() {
+        let mut t: Table<u64> = Table::new(1_000_000, SEED);
+        let mut sizes = vec![t.slots()];
+        for k in 1..=10_000u64 {
+            t.insert(k, k * 3).unwrap();
+            if sizes.last() != Some(&t.slots()) {
+                sizes.push(t.slots());
+            }
+        }
+        // 3,584 entries fill 4,096 slots to 7/8; 10,000 fit in 16,384.
+        assert_eq!(sizes, [4096, 8192, 16_384]);
+        assert_eq!(t.grows_at(), Some(14_336));
+        assert_eq!(t.memory_bytes(), 16_384 * 16);
+        t.check_invariants();
+        assert!((1..=10_000u64).all(|k| t.get(k) == Some(&(k * 3))));
+        // Removals never shrink it.
+        for k in 1..=10_000u64 {
+            t.remove(k).unwrap();
+        }
+        assert_eq!(t.slots(), 16_384);
+        t.check_invariants();
+    }
+
+    #[test]
+    fn a_table_grows_into_its_full_size_and_is_bounded_there() {
+        let cap = 20_000;
+        let mut t: Table<u64> = Table::try_starting_with(cap, SEED, 100).unwrap();
+        for k in 1..=u64::from(cap) {
+            t.insert(k, k).unwrap();
+        }
+        assert_eq!(t.slots(), t.full_slots());
+        assert_eq!(t.grows_at(), None);
+        assert_eq!(t.insert(u64::from(cap) + 1, 0), Err(Full));
+        t.check_invariants();
+    }
+
+    #[test]
+    fn reserve_grows_once_for_the_inserts_to_come() {
+        let mut t: Table<u64> = Table::new(1_000_000, SEED);
+        t.insert(1, 1).unwrap();
+        t.reserve(100_000);
+        let slots = t.slots();
+        assert!(
+            (100_001 * 8 / 7..100_001 * 8 / 7 * 2).contains(&slots),
+            "{slots}"
+        );
+        for k in 2..=100_001u64 {
+            t.insert(k, k).unwrap();
+        }
+        assert_eq!(t.slots(), slots, "no doubling on the way");
+        t.reserve(10_000_000);
+        assert_eq!(t.slots(), t.full_slots(), "never past the full size");
+        t.check_invariants();
+    }
+
+    #[test]
     #[should_panic(expected = "key 0 is reserved")]
     fn zero_key_panics() {
         let t: Table<u64> = Table::new(4, SEED);
@@ -800,7 +1006,9 @@ mod tests {
             let mut rng = rand_xoshiro::Xoshiro256StarStar::seed_from_u64(seed);
             let cap = 1 + (rng.next_u64() % 64) as u32;
             let pool = u64::from(cap) * 2 + 2;
-            let mut t: Table<u64> = Table::new(cap, seed);
+            // Starting small, so that inserts during the pass double the table under it.
+            let initial = 1 + (rng.next_u64() % 8) as usize;
+            let mut t: Table<u64> = Table::try_starting_with(cap, seed, initial).unwrap();
             let mut present = BTreeSet::new();
             for _ in 0..cap * 2 {
                 let k = 1 + rng.next_u64() % pool;

@@ -666,6 +666,11 @@ impl ShardNode {
         Ok(restored)
     }
 
+    /// Grows the table for `users` restored records to come (see [`Shard::reserve_users`]).
+    pub fn reserve_users(&mut self, users: usize) {
+        self.shard.reserve_users(users);
+    }
+
     /// Restores one saved record as of `now`; false (counted) when it is not this shard's or
     /// the table has no room.
     pub fn restore_user(&mut self, now: Now, user: &SavedUser) -> bool {

@@ -359,6 +359,21 @@ fn prune_snapshots(shard_dir: &Path, keep: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The record count of the trailer at the end of a file `file_len` bytes long, if it reads and
+/// its checksum holds.
+fn claimed_records(file: &File, file_len: u64) -> Option<u64> {
+    use std::os::unix::fs::FileExt;
+    let at = file_len.checked_sub(SNAPSHOT_TRAILER as u64)?;
+    let mut t = [0u8; SNAPSHOT_TRAILER];
+    file.read_exact_at(&mut t, at).ok()?;
+    let stored = u32::from_le_bytes(t[SNAPSHOT_TRAILER - 4..].try_into().ok()?);
+    if t[..4] != [0; 4] || crc(&[&t[..SNAPSHOT_TRAILER - 4]]) != stored {
+        return None;
+    }
+    let mut r = Rd::new(&t[12..]);
+    r.u64()
+}
+
 /// One chunk read back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Chunk<'a> {
@@ -381,6 +396,8 @@ pub struct SnapshotReader {
     records: u64,
     bytes: u64,
     done: bool,
+    /// The records the trailer claims, when it reads and checks at open.
+    records_claimed: Option<u64>,
 }
 
 impl SnapshotReader {
@@ -392,6 +409,7 @@ impl SnapshotReader {
             .metadata()
             .map_err(|e| Error::io(path, "cannot stat the snapshot", e))?
             .len();
+        let records_claimed = claimed_records(&file, file_len);
         let mut file = BufReader::with_capacity(1 << 20, file);
         let mut head = Vec::with_capacity(SNAPSHOT_HEADER);
         (&mut file)
@@ -422,7 +440,15 @@ impl SnapshotReader {
             records: 0,
             bytes: 0,
             done: false,
+            records_claimed,
         })
+    }
+
+    /// How many records the trailer says the file holds, read ahead at open: a hint for
+    /// sizing what the records go into, not yet checked against the blocks (the read through
+    /// does that); `None` when the trailer is cut short or its checksum fails.
+    pub fn records_claimed(&self) -> Option<u64> {
+        self.records_claimed
     }
 
     /// The header.

@@ -56,6 +56,7 @@ fn round_trip() {
     assert_eq!(read_all(&info.path).unwrap(), chunks());
     let r = SnapshotReader::open(&info.path, None).unwrap();
     assert_eq!(*r.meta(), meta(77));
+    assert_eq!(r.records_claimed(), Some(15));
     assert_eq!(SnapshotMeta::read(&info.path).unwrap(), meta(77));
     assert_eq!(SnapshotReader::verify(&info.path, Some(1)).unwrap(), info);
 }
@@ -68,6 +69,10 @@ fn truncated_at_every_byte_is_refused() {
     let case = dir.path().join("case.snap");
     for cut in 0..bytes.len() {
         std::fs::write(&case, &bytes[..cut]).unwrap();
+        if let Ok(r) = SnapshotReader::open(&case, Some(1)) {
+            // No trailer at the end: no count read ahead.
+            assert_eq!(r.records_claimed(), None, "cut at {cut}");
+        }
         let err = match SnapshotReader::verify(&case, Some(1)) {
             Ok(_) => panic!("cut at {cut} accepted"),
             Err(e) => e,
