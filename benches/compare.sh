@@ -13,14 +13,17 @@
 # REDIS_PORT (6399), GATEWAYS (4), NO_BUILD=1 (use the binaries already in
 # $CARGO_TARGET_DIR/release, default target/release).
 # Scale up with `--users 1M` (memory and expiry lateness with 1M users expiring together).
-# RESTART_DURATION (20s): the restart runs (steady, the server restarted halfway: presenced by
-# SIGTERM and started again with the same arguments and state directory; its observers
-# reconnect by themselves): false transitions, users changed across the restart, reconnect
-# time. RESTART=0 skips them.
+# RESTART_DURATION (20s): the restart runs (steady on schedule, the server restarted halfway
+# while the gateways keep beating): presenced by SIGTERM and started again with the same
+# arguments and state directory (its observers reconnect by themselves); redis-server by
+# SHUTDOWN NOSAVE and started again on the same port, once without persistence and once with
+# an append-only file (appendfsync everysec; a clean shutdown flushes it). Second table: false
+# transitions, users changed across the restart (presenced), keys missing after it (Redis),
+# reconnect times, beats lost while the server was down (Redis). RESTART=0 skips them.
 #
-# Needs: cargo, python3 (to read the JSON summaries), redis-server (installed with apt-get if
-# missing). Loopback only: presenced on 127.0.0.1:7070 (heartbeats) and :7060 (push link),
-# redis-server on 127.0.0.1:$REDIS_PORT. Both are stopped on exit.
+# Needs: cargo, python3 (to read the JSON summaries), redis-server and redis-cli (installed
+# with apt-get if missing). Loopback only: presenced on 127.0.0.1:7070 (heartbeats) and :7060
+# (push link), redis-server on 127.0.0.1:$REDIS_PORT. Both are stopped on exit.
 set -euo pipefail
 
 USERS=${USERS:-100k}
@@ -36,14 +39,15 @@ while [ $# -gt 0 ]; do
         --duration) DURATION=$2; shift 2 ;;
         --interval) INTERVAL=$2; shift 2 ;;
         --grace) GRACE=$2; shift 2 ;;
-        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
         *) echo "compare.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
 
 cd "$(dirname "$0")/.."
 command -v python3 >/dev/null || { echo "compare.sh: python3 is needed to read the summaries" >&2; exit 1; }
-command -v redis-server >/dev/null || (apt-get update && apt-get install -y redis-server)
+command -v redis-server >/dev/null && command -v redis-cli >/dev/null ||
+    (apt-get update && apt-get install -y redis-server)
 
 if [ "${NO_BUILD:-0}" != 1 ]; then
     cargo build --release -p presenced -p presenced-tools --bin presenced --bin presence-loadgen
@@ -56,6 +60,7 @@ cleanup() {
     [ -n "$PD_PID" ] && kill "$PD_PID" 2>/dev/null || true
     [ -f "$WORK/presenced.pid" ] && kill "$(cat "$WORK/presenced.pid")" 2>/dev/null || true
     [ -n "$RD_PID" ] && kill "$RD_PID" 2>/dev/null || true
+    [ -f "$WORK/redis.pid" ] && kill "$(cat "$WORK/redis.pid")" 2>/dev/null || true
     wait 2>/dev/null || true
     rm -rf "$WORK"
 }
@@ -173,6 +178,44 @@ RD_PID=$!
 wait_port tcp "$REDIS_PORT" "$RD_PID" "$WORK/redis.log"
 measure redis "$RD_PID" "--watch $STEADY_WATCH" --target "redis://127.0.0.1:$REDIS_PORT" \
     --grace "$GRACE"
+kill "$RD_PID"
+wait "$RD_PID" 2>/dev/null || true
+RD_PID=
+
+# The Redis restart runs: redis-server daemonized by a start script (its pid in
+# $WORK/redis.pid), restarted by a script that stops it without an RDB save, waits until it no
+# longer answers and runs the start script again.
+redis_restart() { # name "persistence arguments (shell words)"
+    local name=$1 dir=$WORK/$1
+    mkdir -p "$dir"
+    cat >"$dir/start.sh" <<EOF
+#!/bin/sh
+exec redis-server --bind 127.0.0.1 --port $REDIS_PORT --dir "$dir" $2 \\
+    --daemonize yes --pidfile "$WORK/redis.pid" --logfile "$dir/redis.log"
+EOF
+    cat >"$dir/restart.sh" <<EOF
+#!/bin/sh
+redis-cli -p $REDIS_PORT shutdown nosave >/dev/null 2>&1
+while redis-cli -p $REDIS_PORT ping >/dev/null 2>&1; do sleep 0.05; done
+exec sh "$dir/start.sh"
+EOF
+    sh "$dir/start.sh"
+    for _ in $(seq 100); do
+        redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+    echo "compare.sh: $name: steady for $RESTART_DURATION, SHUTDOWN NOSAVE restart halfway" >&2
+    lg --target "redis://127.0.0.1:$REDIS_PORT" --interval "$INTERVAL" --grace "$GRACE" \
+        --watch "$CHURN_WATCH" --scenario steady --duration "$RESTART_DURATION" \
+        --restart-cmd "sh $dir/restart.sh" >"$WORK/$name.restart.json"
+    redis-cli -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
+    while redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; do sleep 0.05; done
+    rm -f "$WORK/redis.pid"
+}
+if [ "$RESTART" = 1 ]; then
+    redis_restart redis "--save '' --appendonly no"
+    redis_restart redis-aof "--save '' --appendonly yes --appendfsync everysec"
+fi
 
 python3 - "$WORK" "$USERS" "$DURATION" "$INTERVAL" "$GRACE" "$CHURN" "$CHURN_DURATION" <<'EOF'
 import json, sys
@@ -205,22 +248,6 @@ def load(name):
     if name == "redis":
         r["used_memory per online user (B)"] = steady["daemon"]["bytes_per_user"]
         r["expiries missing (storm)"] = storm["expiries"]["missing"]
-    try:
-        restart = json.load(open(f"{work}/{name}.restart.json"))["restart"]
-    except FileNotFoundError:
-        return r
-    r["restart: false transitions + changed records"] = restart["false_total"]
-    if restart["false_offline"] is not None:
-        r["restart: false offline (devices)"] = restart["false_offline"]
-    else:
-        c = restart["compared"]
-        r["restart: users with state changed"] = c["state_changed"]
-        r["restart: users with version changed"] = c["version_changed"]
-        r["restart: users with last seen gone back"] = c["last_seen_back"]
-        downs = [d for o in restart["reconnect_down_ms"] for d in o]
-        r["restart: observer reconnect, max (ms)"] = max(downs) if downs else None
-        r["restart: observers not reconnected"] = restart["not_reconnected"]
-    r["restart: server answering again after (ms)"] = restart["back_after_s"] * 1000
     return r
 p, r = load("presenced"), load("redis")
 keys = list(p) + [k for k in r if k not in p]
@@ -237,4 +264,49 @@ for k in keys:
     a, b = p.get(k), r.get(k)
     ratio = f"{a / b:.2f}×" if isinstance(a, float) and isinstance(b, float) and b else "–"
     print(f"| {k:<38} | {fmt(a):>14} | {fmt(b):>14} | {ratio:>17} |")
+
+def restart_rows(name):
+    try:
+        run = json.load(open(f"{work}/{name}.restart.json"))
+    except FileNotFoundError:
+        return None
+    r = run["restart"]
+    downs = [d for o in r["reconnect_down_ms"] for d in o]
+    rows = {
+        "restart at (s into the run)": r["at_s"],
+        "restart command (ms)": r["command_s"] * 1000,
+        "server answering again after (ms)": r["back_after_s"] * 1000,
+        "observer reconnect, max (ms)": float(max(downs)) if downs else None,
+        "observers not reconnected": r["not_reconnected"],
+        "false transitions (observers)": r["false_transitions"],
+        "violations (whole run)": run["violations"],
+    }
+    if r["compared"] is not None:
+        c = r["compared"]
+        rows["changed records (observers)"] = r["changed_records"]
+        rows["users read before and after"] = c["users"]
+        rows["users with state changed"] = c["state_changed"]
+        rows["users with version changed"] = c["version_changed"]
+        rows["users with last seen gone back"] = c["last_seen_back"]
+    else:
+        rows["devices read after the restart"] = r["devices_read"]
+        rows["false offline (keys missing)"] = r["false_offline"]
+        rows["commands unsent (connection down)"] = run["sent"]["unsent"]
+        rows["gateway reconnect, max (ms)"] = run["connections"]["gateway_down_max_us"] / 1000
+        rows["spurious expiries"] = run["expiries"]["spurious"]
+    return rows
+names = [("presenced", "presenced"), ("redis", "redis, no persistence"),
+         ("redis-aof", "redis, appendonly")]
+runs = [(title, restart_rows(n)) for n, title in names]
+runs = [(t, rows) for t, rows in runs if rows is not None]
+if runs:
+    print(f"\nRestart: steady on schedule (interval {interval}, grace {grace}), {users} users, "
+          f"the server restarted halfway\n")
+    print(f"| {'metric':<38} | " + " | ".join(f"{t:>22}" for t, _ in runs) + " |")
+    print(f"|{'-'*40}|" + "|".join(f"{'-'*23}:" for _ in runs) + "|")
+    keys = []
+    for _, rows in runs:
+        keys += [k for k in rows if k not in keys]
+    for k in keys:
+        print(f"| {k:<38} | " + " | ".join(f"{fmt(rows.get(k)):>22}" for _, rows in runs) + " |")
 EOF

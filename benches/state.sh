@@ -183,7 +183,7 @@ part1() {
     python3 - "$TARGET/criterion/shard_state" "$WORK/criterion.log" <<'PY' >"$WORK/part1.md"
 import json, re, sys
 base, log = sys.argv[1], open(sys.argv[2]).read()
-print("| users | snapshot pass, shard side (per round of 16Ki slots) | snapshot written (file) | restore |")
+print("| users | snapshot pass, shard side (per round of 4Ki slots) | snapshot written (file) | restore |")
 print("|---|---|---|---|")
 for label, n in (("1M_users", 1e6), ("10M_users", 1e7)):
     med = {}

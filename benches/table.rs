@@ -5,8 +5,10 @@
 //!   starts small and doubles on the way, as a shard's does while its users arrive.
 //! - `insert_reserved`: the same into a table grown to full size first ([`Table::reserve`], as
 //!   a restore does): the ratio of the two is what the doublings cost over a fill.
-//! - `last_doubling`: one insert into a table whose next new key doubles it into its full
-//!   size: the longest stall growth puts on a shard.
+//! - the largest move (printed, not a criterion bench: a move happens once per table): a table
+//!   filled to the brink of its doubling into full size, then the insert that starts the move
+//!   and every `move_step(MOVE_SLOTS_PER_ROUND)` a shard's rounds make until it ends, each
+//!   timed: the longest a doubling holds up a shard at once.
 //! - `get_hit` / `get_miss`: lookups in the full table (present keys / absent keys).
 //! - `insert_churn` / `remove_churn`: the table slides a window of n − n/10 .. n live keys:
 //!   inserts of fresh keys and removals of the oldest ones, so the fill stays at 90–100%.
@@ -22,6 +24,7 @@ use criterion::{
     criterion_group, criterion_main, BatchSize, BenchmarkGroup, Criterion, SamplingMode, Throughput,
 };
 use presenced::memory::{advise, Pages};
+use presenced_core::shard::MOVE_SLOTS_PER_ROUND;
 use presenced_core::table::Table;
 
 /// Stand-in for the 32-byte `#[repr(C)]` user record.
@@ -79,6 +82,41 @@ fn report(label: &str, what: &str, t: &Table<Record>) {
     );
 }
 
+/// Times the doubling into full size of a table of `capacity`, one step at a time (module docs).
+fn largest_move(label: &str, capacity: u32) {
+    let mut t = table(capacity);
+    let mut i = 0;
+    while t.slots() * 2 < t.full_slots() || t.grows_at() != Some(t.len()) {
+        t.insert(key(i), record(i)).expect("below capacity");
+        i += 1;
+    }
+    let start = Instant::now();
+    t.insert(key(i), record(i)).expect("below capacity");
+    let first = start.elapsed();
+    assert!(t.moving());
+    let mut steps = Vec::new();
+    loop {
+        let start = Instant::now();
+        let done = t.move_step(MOVE_SLOTS_PER_ROUND);
+        steps.push(start.elapsed());
+        if done {
+            break;
+        }
+    }
+    steps.sort_unstable();
+    eprintln!(
+        "table {label} largest move: {} entries into {} slots; the insert that began it {:.2?}; \
+         {} steps of {MOVE_SLOTS_PER_ROUND} slots: median {:.2?}, max {:.2?}, total {:.2?}",
+        t.len(),
+        t.slots(),
+        first,
+        steps.len(),
+        steps[steps.len() / 2],
+        steps[steps.len() - 1],
+        steps.iter().sum::<Duration>(),
+    );
+}
+
 /// Live keys are `key(lo..hi)`; keeps `len` between `n - chunk` and `n`.
 struct Window {
     lo: u64,
@@ -120,26 +158,7 @@ fn bench_size(c: &mut Criterion, n: u64, label: &str) {
         )
     });
 
-    // The doubling into full size: one insert, timed alone, per table built to the brink.
-    group.throughput(Throughput::Elements(1));
-    group.bench_function("last_doubling", |b| {
-        b.iter_batched(
-            || {
-                let mut t = table(capacity);
-                let mut i = 0;
-                while t.slots() * 2 < t.full_slots() || t.grows_at() != Some(t.len()) {
-                    t.insert(key(i), record(i)).expect("below capacity");
-                    i += 1;
-                }
-                (t, i)
-            },
-            |(mut t, i)| {
-                t.insert(key(i), record(i)).expect("below capacity");
-                t
-            },
-            BatchSize::PerIteration,
-        )
-    });
+    largest_move(label, capacity);
 
     let start = Instant::now();
     let mut t = table(capacity);

@@ -450,6 +450,7 @@ impl PresenceSettings {
             max_devices_per_user: self.max_devices_per_user,
             multi_device_users: self.multi_device_users.unwrap_or(self.users_per_shard / 4),
             hash_seed: 0,
+            table_initial_slots: presenced_core::table::INITIAL_SLOTS,
         };
         core.validate()
             .map_err(|e| error(&format!("presence.{}", e.key), e.problem))?;

@@ -21,6 +21,7 @@ fn config() -> CoreConfig {
         max_devices_per_user: 3,
         multi_device_users: 2,
         hash_seed: 7,
+        table_initial_slots: 1,
     }
 }
 

@@ -32,6 +32,9 @@ pub struct CoreConfig {
     pub multi_device_users: u32,
     /// Seed of the table's hash (random in the daemon, fixed in tests).
     pub hash_seed: u64,
+    /// Slots the presence table starts with before it grows ([`crate::table::INITIAL_SLOTS`]
+    /// in the daemon; tests start smaller, so that growth runs under every rule).
+    pub table_initial_slots: usize,
 }
 
 impl Default for CoreConfig {
@@ -46,6 +49,7 @@ impl Default for CoreConfig {
             max_devices_per_user: 8,
             multi_device_users: 250_000,
             hash_seed: 0x5eed_0f9e_5ece_5d00,
+            table_initial_slots: crate::table::INITIAL_SLOTS,
         }
     }
 }

@@ -22,6 +22,11 @@ use crate::wheel::{TimerId, Wheel};
 /// Timers fired per batch in `advance`.
 const FIRE_BATCH: usize = 32;
 
+/// Old table slots moved per `advance` while the table grows ([`Table::move_step`]): a few
+/// tens of microseconds a round, so a move of millions of slots ends within seconds of busy
+/// rounds however few new users come.
+pub const MOVE_SLOTS_PER_ROUND: usize = 4096;
+
 /// Counters of one shard; every refusal has its own. The STATS schema's type: the daemon
 /// reports it as it is.
 pub use presenced_wire::stats::CoreStats;
@@ -56,8 +61,12 @@ impl Shard {
             idle_after_us: config.idle_after_us,
             retention_ticks: config.last_seen_retention_us / config.tick_us + 1,
             max_devices: config.max_devices_per_user as usize,
-            table: Table::try_new(config.user_capacity, config.hash_seed)
-                .map_err(|e| e.too_big("users_per_shard", "the presence table"))?,
+            table: Table::try_starting_with(
+                config.user_capacity,
+                config.hash_seed,
+                config.table_initial_slots,
+            )
+            .map_err(|e| e.too_big("users_per_shard", "the presence table"))?,
             wheel: Wheel::try_new(config.user_capacity, now.mono_us / config.tick_us)
                 .map_err(|e| e.too_big("users_per_shard", "the timing wheel"))?,
             blocks: Blocks::new(blocks, config.max_devices_per_user)
@@ -184,7 +193,8 @@ impl Shard {
         }
     }
 
-    /// Fires every timer due up to `now`; transitions are appended to `out`.
+    /// Fires every timer due up to `now`; transitions are appended to `out`. Also moves a
+    /// step of a growing table's entries.
     pub fn advance(&mut self, now: Now, out: &mut Vec<Transition>) {
         if now.mono_us < self.now_us {
             self.stats.clock_backwards += 1;
@@ -206,6 +216,8 @@ impl Shard {
                 self.fire(user, at, now.wall_ms, out);
             }
         }
+        // A doubling's move ends even when no new user comes to drive it.
+        self.table.move_step(MOVE_SLOTS_PER_ROUND);
     }
 
     /// The monotonic time (µs) from which [`Shard::advance`] has timers to fire (the start of

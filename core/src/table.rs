@@ -1,16 +1,19 @@
 //! The open-addressed presence table: `u64` key → `V: Copy`, up to a fixed capacity.
 //!
 //! A table of capacity `c` ends at `ceil(c × 8 / 7)` slots, so the load factor never exceeds
-//! 7/8. It starts far smaller ([`INITIAL_SLOTS`]) and doubles, rehashing every entry into a
-//! fresh array, when an insert would take it past 7/8 of the slots it has: its memory follows
-//! the users present (a table written at random is all resident once each page holds a few
-//! entries, so a sparse full-size table would cost its whole size for a few thousand users).
-//! The full-size array is reserved at construction, untouched until the table grows into it,
-//! so a capacity the machine cannot hold is refused at once and the last doubling cannot fail.
-//! A doubling is a stall of one pass over the entries (a stream: fastrange keeps the entries
-//! in home order, and a home doubles with the slot count); it happens `log2(c × 8 / 7 ÷
-//! INITIAL_SLOTS)` times at most in a table's life (it never shrinks), and [`Table::reserve`] does the growth for
-//! a known number of inserts (a restore) in one pass.
+//! 7/8. It starts far smaller ([`INITIAL_SLOTS`]) and doubles when an insert would take it past
+//! 7/8 of the slots it has: its memory follows the entries present (a table written at random
+//! is all resident once each page holds a few entries, so a sparse full-size table would cost
+//! its whole size for a few thousand users). The full-size array is reserved at construction,
+//! untouched until the table grows into it, so a capacity the machine cannot hold is refused at
+//! once and the last doubling cannot fail; it never shrinks.
+//!
+//! A doubling never stalls its caller for a pass over every entry: the entries move from the
+//! old array to the new one a few clusters at a time ([`MOVE_SLOTS_PER_INSERT`] old slots per
+//! insert of a new key, and [`Table::move_step`] from the owner's rounds), long before the new
+//! array can need to grow. Meanwhile a key lives in exactly one of the two (see [`Old`]), a
+//! lookup of a key whose old home has not moved yet probes the old array first, and new keys go
+//! to the new one. [`Table::reserve`] grows for a known number of inserts (a restore) at once.
 //!
 //! A key is mapped to its home slot with *fastrange* (`(h × slots) >> 64`), so the slot count
 //! need not be a power of two.
@@ -107,11 +110,18 @@ fn prefetch<V>(slot: &Slot<V>) {
 /// Slots a table starts with (160 KiB of 40-byte slots), or all of them when it has fewer.
 pub const INITIAL_SLOTS: usize = 4096;
 
+/// Old slots moved into the new array per insert of a new key while the table grows: the move
+/// ends after at most `old slots / 16` such inserts, when the new array (twice the old one's
+/// slots) is at most 7/16 + 1/32 full, so it never has to grow before the move is done.
+pub const MOVE_SLOTS_PER_INSERT: usize = 16;
+
 /// An open-addressed hash map from nonzero `u64` keys to `V`, up to a fixed capacity, that
 /// grows into its memory (see module docs).
 pub struct Table<V> {
     /// The slots in use: a power-of-two multiple of the initial count, or the full size.
     slots: Box<[Slot<V>]>,
+    /// The array the table is growing out of, while its entries move into `slots`.
+    old: Option<Old<V>>,
     /// The full-size array, reserved at construction and untouched (no memory) until the
     /// table grows into it; `None` once it has.
     reserve: Option<Box<[Slot<V>]>>,
@@ -127,6 +137,35 @@ pub struct Table<V> {
     max_probe_seen: usize,
     /// A pass over every entry in progress, if any (see [`Table::sweep_begin`]).
     sweep: Option<Sweep>,
+}
+
+/// The array a growing table moves out of. Its slots are emptied in cyclic order from `start`
+/// (a slot that was empty, so no cluster spans it) a whole cluster at a time: the `moved` slots
+/// from `start` on are empty, and the next one is empty or begins a cluster. A cluster holds
+/// the homes of its entries, so a key is still here exactly when its home here has not moved,
+/// and is never in both arrays. Nothing is inserted here, and a removal's backward shift stays
+/// inside its cluster, so the slots that are empty stay empty.
+struct Old<V> {
+    slots: Box<[Slot<V>]>,
+    start: usize,
+    moved: usize,
+}
+
+impl<V> Old<V> {
+    /// Whether the entries whose home here is `home` have moved to the new array.
+    #[inline]
+    fn moved_home(&self, home: usize) -> bool {
+        let n = self.slots.len();
+        (home + n - self.start) % n < self.moved
+    }
+}
+
+/// Where a tag is, or would go.
+enum Where {
+    /// In the old array of a growing table, at this index.
+    Old(usize),
+    /// In the slots in use, as probed there.
+    New(Probe),
 }
 
 /// A pass over every entry that inserts and removals may interleave with. Slots below
@@ -160,7 +199,7 @@ impl<V: Copy + Zeroable> Table<V> {
     }
 
     /// [`Table::try_new`] starting with `initial_slots` slots (at least one) instead of
-    /// [`INITIAL_SLOTS`]: small tables that grow, for tests.
+    /// [`INITIAL_SLOTS`] (tests start small, so that tables grow).
     pub fn try_starting_with(
         capacity: u32,
         seed: u64,
@@ -178,6 +217,7 @@ impl<V: Copy + Zeroable> Table<V> {
         Ok(Table {
             grow_at: grow_at(slots.len(), full),
             slots,
+            old: None,
             reserve,
             full_slots: full,
             len: 0,
@@ -194,9 +234,10 @@ impl<V: Copy + Zeroable> Table<V> {
     /// The value stored under `key`, if any. Panics if `key == 0`.
     #[inline]
     pub fn get(&self, key: u64) -> Option<&V> {
-        match self.probe(self.tag(key)) {
-            Probe::Found(i) => Some(&self.slots[i].value),
-            Probe::Vacant { .. } => None,
+        match self.find(self.tag(key)) {
+            Where::Old(i) => self.old.as_ref().map(|old| &old.slots[i].value),
+            Where::New(Probe::Found(i)) => Some(&self.slots[i].value),
+            Where::New(Probe::Vacant { .. }) => None,
         }
     }
 
@@ -205,20 +246,26 @@ impl<V: Copy + Zeroable> Table<V> {
     /// accesses overlap. Panics if `key == 0`.
     #[inline]
     pub fn prefetch(&self, key: u64) {
-        let home = self.home(self.tag(key));
+        let tag = self.tag(key);
+        let slots = match &self.old {
+            Some(old) if !old.moved_home(home_of(tag, old.slots.len())) => &old.slots,
+            _ => &self.slots,
+        };
+        let home = home_of(tag, slots.len());
         // A probe reads ~3.5 slots past home on average at full load (~180 bytes): the home
         // slot's line and the two after it.
         for step in [0, 2, 4] {
-            prefetch(&self.slots[(home + step) % self.slots.len()]);
+            prefetch(&slots[(home + step) % slots.len()]);
         }
     }
 
     /// The value stored under `key`, mutably, if any. Panics if `key == 0`.
     #[inline]
     pub fn get_mut(&mut self, key: u64) -> Option<&mut V> {
-        match self.probe(self.tag(key)) {
-            Probe::Found(i) => Some(&mut self.slots[i].value),
-            Probe::Vacant { .. } => None,
+        match self.find(self.tag(key)) {
+            Where::Old(i) => self.old.as_mut().map(|old| &mut old.slots[i].value),
+            Where::New(Probe::Found(i)) => Some(&mut self.slots[i].value),
+            Where::New(Probe::Vacant { .. }) => None,
         }
     }
 
@@ -228,17 +275,9 @@ impl<V: Copy + Zeroable> Table<V> {
     /// Panics if `key == 0`.
     #[inline]
     pub fn insert(&mut self, key: u64, value: V) -> Result<Option<V>, Full> {
-        let tag = self.tag(key);
-        match self.probe(tag) {
-            Probe::Found(i) => Ok(Some(std::mem::replace(&mut self.slots[i].value, value))),
-            Probe::Vacant { index, dist } => {
-                if self.len == self.capacity {
-                    return Err(Full);
-                }
-                let (index, dist) = self.room_for(tag, index, dist);
-                self.place(index, dist, tag, value);
-                Ok(None)
-            }
+        match self.get_or_insert_with(key, || value)? {
+            (_, true) => Ok(None),
+            (slot, false) => Ok(Some(std::mem::replace(slot, value))),
         }
     }
 
@@ -254,15 +293,20 @@ impl<V: Copy + Zeroable> Table<V> {
         make: impl FnOnce() -> V,
     ) -> Result<(&mut V, bool), Full> {
         let tag = self.tag(key);
-        match self.probe(tag) {
-            Probe::Found(i) => Ok((&mut self.slots[i].value, false)),
-            Probe::Vacant { index, dist } => {
+        match self.find(tag) {
+            Where::Old(i) => match self.old.as_mut() {
+                Some(old) => Ok((&mut old.slots[i].value, false)),
+                None => unreachable!("found in the old array"),
+            },
+            Where::New(Probe::Found(i)) => Ok((&mut self.slots[i].value, false)),
+            Where::New(Probe::Vacant { index, dist }) => {
                 if self.len == self.capacity {
                     return Err(Full);
                 }
                 let (index, dist) = self.room_for(tag, index, dist);
                 let value = make();
                 self.place(index, dist, tag, value);
+                self.len += 1;
                 // `place` shifts the entries after `index`, never the new one.
                 Ok((&mut self.slots[index].value, true))
             }
@@ -272,33 +316,22 @@ impl<V: Copy + Zeroable> Table<V> {
     /// Removes `key`, returning its value if it was present. Panics if `key == 0`.
     #[inline]
     pub fn remove(&mut self, key: u64) -> Option<V> {
-        let Probe::Found(mut hole) = self.probe(self.tag(key)) else {
-            return None;
+        let (seed, salt) = (self.seed, self.salt);
+        let value = match self.find(self.tag(key)) {
+            Where::New(Probe::Vacant { .. }) => return None,
+            Where::New(Probe::Found(hole)) => {
+                let value = self.slots[hole].value;
+                shift_back(&mut self.slots, hole, self.sweep.as_mut(), seed, salt);
+                value
+            }
+            Where::Old(hole) => {
+                let old = self.old.as_mut()?;
+                let value = old.slots[hole].value;
+                // No pass runs over the old array (a pass waits for the move to end).
+                shift_back(&mut old.slots, hole, None, seed, salt);
+                value
+            }
         };
-        let value = self.slots[hole].value;
-        // Backward shift: pull each following displaced entry one slot nearer its home,
-        // until an empty slot or an entry already at home ends the cluster.
-        loop {
-            let next = self.next(hole);
-            let tag = self.slots[next].tag;
-            if tag == 0 || self.displacement(next, tag) == 0 {
-                break;
-            }
-            if self
-                .sweep
-                .as_ref()
-                .is_some_and(|s| s.cursor == next && next != 0)
-            {
-                // Carried from the first unvisited slot into the visited ones.
-                let key = self.key_of(tag);
-                if let Some(sweep) = &mut self.sweep {
-                    sweep.late.push(key);
-                }
-            }
-            self.slots[hole] = self.slots[next];
-            hole = next;
-        }
-        self.slots[hole].tag = 0;
         self.len -= 1;
         Some(value)
     }
@@ -322,7 +355,7 @@ impl<V: Copy + Zeroable> Table<V> {
     }
 
     /// Slots in use now: [`INITIAL_SLOTS`] doubled as the table grew, at most
-    /// [`Table::full_slots`].
+    /// [`Table::full_slots`] (while a doubling's move goes on, the new array's).
     #[inline]
     pub fn slots(&self) -> usize {
         self.slots.len()
@@ -333,25 +366,85 @@ impl<V: Copy + Zeroable> Table<V> {
         self.full_slots
     }
 
-    /// Bytes of the slots in use (`slots() × (8 + size_of::<V>())`, padding included); the
-    /// reserved full-size array costs none until the table grows into it.
+    /// Bytes of the slots in use (`slots() × (8 + size_of::<V>())`, padding included), and of
+    /// the old array while a doubling's move goes on; the reserved full-size array costs none
+    /// until the table grows into it.
     pub fn memory_bytes(&self) -> usize {
-        std::mem::size_of_val::<[Slot<V>]>(&self.slots)
+        let old = self
+            .old
+            .as_ref()
+            .map_or(0, |old| std::mem::size_of_val::<[Slot<V>]>(&old.slots));
+        std::mem::size_of_val::<[Slot<V>]>(&self.slots) + old
     }
 
-    /// The entry count at which the next insert of a new key doubles the table first; `None`
-    /// at full size.
+    /// The entry count at which the next insert of a new key doubles the table; `None` at full
+    /// size.
     pub fn grows_at(&self) -> Option<usize> {
         (self.grow_at != usize::MAX).then_some(self.grow_at)
     }
 
+    /// Whether a doubling's move is going on.
+    pub fn moving(&self) -> bool {
+        self.old.is_some()
+    }
+
     /// Grows the table now, if need be, so that `additional` more entries fit without a
-    /// doubling on the way (one rehash for a known number of inserts, as a restore makes).
+    /// doubling on the way, and moves every entry at once (one pass for a known number of
+    /// inserts, as a restore makes).
     pub fn reserve(&mut self, additional: usize) {
         let entries = self.len.saturating_add(additional);
         if entries > self.grow_at {
             self.grow_to_hold(entries);
         }
+        self.move_step(usize::MAX);
+    }
+
+    /// Moves the entries of at least `max_slots` more old slots (whole clusters) into the new
+    /// array, if a doubling's move is going on; `true` once none is. The table's owner calls
+    /// it from its rounds, so that a move ends even when no new key arrives.
+    pub fn move_step(&mut self, max_slots: usize) -> bool {
+        let Table {
+            slots,
+            old: old_slot,
+            sweep,
+            max_probe_seen,
+            seed,
+            salt,
+            ..
+        } = self;
+        let Some(old) = old_slot else {
+            return true;
+        };
+        let n = old.slots.len();
+        let mut stepped = 0;
+        while old.moved < n {
+            let i = (old.start + old.moved) % n;
+            let slot = old.slots[i];
+            old.moved += 1;
+            stepped += 1;
+            if slot.tag == 0 {
+                // Between clusters: the only place a step may end.
+                if stepped >= max_slots {
+                    break;
+                }
+                continue;
+            }
+            old.slots[i].tag = 0;
+            let (index, dist) = vacancy(slots, slot.tag);
+            place(
+                slots,
+                (index, dist),
+                slot,
+                sweep.as_mut(),
+                max_probe_seen,
+                (*seed, *salt),
+            );
+        }
+        if old.moved == n {
+            *old_slot = None;
+            return true;
+        }
+        false
     }
 
     /// Where the slots in use lie (for the daemon's page policy); moves when the table grows.
@@ -359,18 +452,19 @@ impl<V: Copy + Zeroable> Table<V> {
         crate::slab::Region::of(&self.slots)
     }
 
-    /// The present entries, in slot order (unspecified, changes with every insert/remove).
+    /// The present entries (unspecified order, changes with every insert/remove).
     pub fn iter(&self) -> impl Iterator<Item = (u64, &V)> + '_ {
-        self.slots
-            .iter()
+        let old = self.old.iter().flat_map(|old| old.slots.iter());
+        old.chain(self.slots.iter())
             .filter(|s| s.tag != 0)
             .map(move |s| (self.key_of(s.tag), &s.value))
     }
 
     /// Starts a pass over every entry present now that inserts and removals may interleave
     /// with (a snapshot taken without stopping the shard). Restarts a pass already going on.
-    /// A doubling during the pass starts it again from the first slot of the new array, so
-    /// entries visited before it are visited again (later, so a later copy is newer).
+    /// A pass's steps first finish a doubling's move; a doubling during the pass starts it
+    /// again from the first slot of the new array, so entries visited before it are visited
+    /// again (later, so a later copy is newer).
     pub fn sweep_begin(&mut self) {
         self.sweep = Some(Sweep {
             cursor: 0,
@@ -386,6 +480,7 @@ impl<V: Copy + Zeroable> Table<V> {
     /// Visits up to `max_slots` more slots of the pass, calling `visit` for each entry there;
     /// after the last slot, visits the entries shifts carried behind the cursor meanwhile
     /// (looked up again: one removed since is skipped) and ends the pass, returning `true`.
+    /// While a doubling's move goes on, moves `max_slots` old slots instead and visits none.
     /// Every entry present from `sweep_begin` to the end of the pass is visited at least
     /// once, as it was at its visit; entries inserted meanwhile may or may not be. Returns
     /// `true` at once when no pass is going on.
@@ -393,6 +488,10 @@ impl<V: Copy + Zeroable> Table<V> {
         let Some(cursor) = self.sweep.as_ref().map(|s| s.cursor) else {
             return true;
         };
+        if self.old.is_some() {
+            self.move_step(max_slots);
+            return false;
+        }
         let end = cursor.saturating_add(max_slots).min(self.slots.len());
         for slot in &self.slots[cursor..end] {
             if slot.tag != 0 {
@@ -421,18 +520,22 @@ impl<V: Copy + Zeroable> Table<V> {
         self.max_probe_seen
     }
 
-    /// Displacement statistics of the present entries, by a scan of every slot.
+    /// Displacement statistics of the present entries, by a scan of every slot (of both
+    /// arrays while a doubling's move goes on).
     pub fn probe_stats(&self) -> ProbeStats {
         let mut histogram: Vec<usize> = Vec::new();
         let mut total: u64 = 0;
-        for (i, s) in self.slots.iter().enumerate() {
-            if s.tag != 0 {
-                let d = self.displacement(i, s.tag);
-                if d >= histogram.len() {
-                    histogram.resize(d + 1, 0);
+        let old = self.old.as_ref().map(|old| &old.slots[..]);
+        for slots in old.into_iter().chain([&self.slots[..]]) {
+            for (i, s) in slots.iter().enumerate() {
+                if s.tag != 0 {
+                    let d = displacement_of(i, s.tag, slots.len());
+                    if d >= histogram.len() {
+                        histogram.resize(d + 1, 0);
+                    }
+                    histogram[d] += 1;
+                    total += d as u64;
                 }
-                histogram[d] += 1;
-                total += d as u64;
             }
         }
         let (mut mean, mut p99) = (0.0, 0);
@@ -461,7 +564,9 @@ impl<V: Copy + Zeroable> Table<V> {
     /// Checks every structural invariant, panicking on the first violation (for tests):
     /// the entry count, each entry reachable by lookup, the Robin Hood order (an entry is
     /// at most one slot farther from home than its predecessor, with no gap before it),
-    /// and `max_probe_seen` bounding every displacement.
+    /// `max_probe_seen` bounding every displacement, the load under 7/8 before full size, and
+    /// during a move, the old array's moved slots empty and every entry left there at an
+    /// unmoved home.
     #[doc(hidden)]
     pub fn check_invariants(&self) {
         let n = self.slots.len();
@@ -479,24 +584,62 @@ impl<V: Copy + Zeroable> Table<V> {
                 "the reserve is gone before full size"
             );
         }
+        let mut count = self.check_array(&self.slots);
+        if let Some(old) = &self.old {
+            let m = old.slots.len();
+            assert!(old.moved < m, "a finished move is kept");
+            assert_eq!(
+                old.slots[old.start].tag, 0,
+                "the move starts at a full slot"
+            );
+            for k in 0..old.moved {
+                assert_eq!(
+                    old.slots[(old.start + k) % m].tag,
+                    0,
+                    "moved slot not empty"
+                );
+            }
+            for (i, s) in old.slots.iter().enumerate() {
+                if s.tag != 0 {
+                    let home = home_of(s.tag, m);
+                    assert!(!old.moved_home(home), "old slot {i}: its home has moved");
+                    assert!(
+                        matches!(self.find(s.tag), Where::Old(j) if j == i),
+                        "old slot {i}: not reachable"
+                    );
+                    assert!(
+                        matches!(probe_in(&self.slots, s.tag), Probe::Vacant { .. }),
+                        "old slot {i}: also in the new array"
+                    );
+                }
+            }
+            count += self.check_array(&old.slots);
+        }
+        assert_eq!(count, self.len, "occupied slots vs len");
+    }
+
+    /// [`Table::check_invariants`] for one array: its entries, in Robin Hood order, each found
+    /// where it is; returns how many.
+    fn check_array(&self, slots: &[Slot<V>]) -> usize {
+        let n = slots.len();
         let mut count = 0;
-        for (i, s) in self.slots.iter().enumerate() {
+        for (i, s) in slots.iter().enumerate() {
             if s.tag == 0 {
                 continue;
             }
             count += 1;
-            let d = self.displacement(i, s.tag);
+            let d = displacement_of(i, s.tag, n);
             assert!(
                 d <= self.max_probe_seen,
                 "slot {i}: displacement {d} > max seen"
             );
             if d > 0 {
-                let prev = &self.slots[(i + n - 1) % n];
+                let prev = &slots[(i + n - 1) % n];
                 assert!(
                     prev.tag != 0,
                     "slot {i}: displaced by {d} after an empty slot"
                 );
-                let pd = self.displacement((i + n - 1) % n, prev.tag);
+                let pd = displacement_of((i + n - 1) % n, prev.tag, n);
                 assert!(
                     d <= pd + 1,
                     "slot {i}: displacement {d} after {pd} (Robin Hood)"
@@ -506,11 +649,11 @@ impl<V: Copy + Zeroable> Table<V> {
             assert_ne!(key, 0);
             assert_eq!(self.tag(key), s.tag, "slot {i}: tag does not round-trip");
             assert!(
-                matches!(self.probe(s.tag), Probe::Found(j) if j == i),
+                matches!(probe_in(slots, s.tag), Probe::Found(j) if j == i),
                 "slot {i}: key {key} not reachable"
             );
         }
-        assert_eq!(count, self.len, "occupied slots vs len");
+        count
     }
 
     /// The tag of a (nonzero) key.
@@ -523,80 +666,56 @@ impl<V: Copy + Zeroable> Table<V> {
     /// The key whose tag this is (inverse of [`Table::tag`]).
     #[inline]
     fn key_of(&self, tag: u64) -> u64 {
-        unmix(tag ^ self.salt).wrapping_mul(PRE_INV) ^ self.seed
+        key_of(tag, self.seed, self.salt)
     }
 
-    /// Home slot of a tag (fastrange).
-    #[inline]
+    /// Home slot of a tag in the slots in use (fastrange).
+    #[cfg(test)]
     fn home(&self, tag: u64) -> usize {
-        ((u128::from(tag) * self.slots.len() as u128) >> 64) as usize
+        home_of(tag, self.slots.len())
     }
 
-    /// Distance from its home of the entry with tag `tag` stored at `index`.
+    /// Where `tag` is: in the old array when its home there has not moved and it is there,
+    /// otherwise as probed in the slots in use.
     #[inline]
-    fn displacement(&self, index: usize, tag: u64) -> usize {
-        let home = self.home(tag);
-        if index >= home {
-            index - home
-        } else {
-            index + self.slots.len() - home
+    fn find(&self, tag: u64) -> Where {
+        if let Some(old) = &self.old {
+            if !old.moved_home(home_of(tag, old.slots.len())) {
+                if let Probe::Found(i) = probe_in(&old.slots, tag) {
+                    return Where::Old(i);
+                }
+            }
         }
+        Where::New(probe_in(&self.slots, tag))
     }
 
-    #[inline]
-    fn next(&self, i: usize) -> usize {
-        if i + 1 == self.slots.len() {
-            0
-        } else {
-            i + 1
-        }
-    }
-
-    /// Probes for `tag`. Terminates: there is always an empty slot (`len <= capacity < slots`).
-    #[inline]
+    /// Probes the slots in use for `tag`.
+    #[cfg(test)]
     fn probe(&self, tag: u64) -> Probe {
-        let mut index = self.home(tag);
-        let mut dist = 0;
-        loop {
-            let t = self.slots[index].tag;
-            if t == tag {
-                return Probe::Found(index);
-            }
-            // Robin Hood order: past an entry nearer its home than we are, `tag` cannot be.
-            if t == 0 || self.displacement(index, t) < dist {
-                return Probe::Vacant { index, dist };
-            }
-            dist += 1;
-            index = self.next(index);
-        }
+        probe_in(&self.slots, tag)
     }
 
     /// Where an absent `tag` goes once the table has room for one more entry: `(index, dist)`
-    /// as probed, or as probed again after a doubling.
+    /// as probed, or as probed again after a step of a move or a doubling.
     #[inline]
     fn room_for(&mut self, tag: u64, index: usize, dist: usize) -> (usize, usize) {
-        if self.len < self.grow_at {
+        if self.old.is_none() && self.len < self.grow_at {
             return (index, dist);
         }
-        self.grow_to_hold(self.len + 1);
-        self.vacancy(tag)
-    }
-
-    /// The probe result for a tag known to be absent.
-    #[inline]
-    fn vacancy(&self, tag: u64) -> (usize, usize) {
-        match self.probe(tag) {
-            Probe::Vacant { index, dist } => (index, dist),
-            Probe::Found(_) => unreachable!("the tag is absent"),
+        self.move_step(MOVE_SLOTS_PER_INSERT);
+        if self.len >= self.grow_at {
+            self.grow_to_hold(self.len + 1);
         }
+        vacancy(&self.slots, tag)
     }
 
     /// Doubles the slots in use (into the reserved full-size array at the end, or when a fresh
-    /// array is refused) until `entries` fit under 7/8 of them, and rehashes every entry into
-    /// the new array; the old one is freed. A pass going on starts again.
+    /// array is refused) until `entries` fit under 7/8 of them, and starts moving the entries
+    /// into the new array (a move going on is finished first). A pass going on starts again.
     #[cold]
     #[inline(never)]
     fn grow_to_hold(&mut self, entries: usize) {
+        self.move_step(usize::MAX);
         let mut target = self.slots.len();
         while target < self.full_slots && grow_at(target, self.full_slots) < entries {
             target = target.saturating_mul(2).min(self.full_slots);
@@ -620,54 +739,150 @@ impl<V: Copy + Zeroable> Table<V> {
             sweep.cursor = 0;
             sweep.late.clear();
         }
-        self.len = 0;
-        for slot in old.iter().filter(|s| s.tag != 0) {
-            let (index, dist) = self.vacancy(slot.tag);
-            self.place(index, dist, slot.tag, slot.value);
-        }
+        // There is always an empty slot (the load was at most 7/8).
+        let start = old.iter().position(|s| s.tag == 0).unwrap_or(0);
+        self.old = Some(Old {
+            slots: old,
+            start,
+            moved: 0,
+        });
     }
 
-    /// Stores an absent `tag` at `index` (from [`Probe::Vacant`]), shifting the rest of the
-    /// cluster one slot right. Requires `len < capacity`.
+    /// Stores an absent `tag` at `index` (from [`Probe::Vacant`]) of the slots in use.
     fn place(&mut self, index: usize, dist: usize, tag: u64, value: V) {
         debug_assert!(self.len < self.capacity);
-        let mut max = dist;
-        if self.slots[index].tag != 0 {
-            let n = self.slots.len();
-            let mut empty = self.next(index);
-            while self.slots[empty].tag != 0 {
-                empty = self.next(empty);
-            }
-            // Shift [index, empty) right by one, last first; each moved entry is one
-            // slot farther from home.
-            let mut j = empty;
-            while j != index {
-                let prev = if j == 0 { n - 1 } else { j - 1 };
-                let moved = self.slots[prev];
-                self.slots[j] = moved;
-                max = max.max(self.displacement(j, moved.tag));
-                j = prev;
-            }
-            if empty < index {
-                // The run wrapped: the last slot's entry now sits in slot 0.
-                if self
-                    .sweep
-                    .as_ref()
-                    .is_some_and(|s| s.cursor > 0 && s.cursor < n)
-                {
-                    let key = self.key_of(self.slots[0].tag);
-                    if let Some(sweep) = &mut self.sweep {
-                        sweep.late.push(key);
-                    }
-                }
-            }
+        place(
+            &mut self.slots,
+            (index, dist),
+            Slot { tag, value },
+            self.sweep.as_mut(),
+            &mut self.max_probe_seen,
+            (self.seed, self.salt),
+        );
+    }
+}
+
+/// Home slot of a tag in an array of `n` slots (fastrange).
+#[inline]
+fn home_of(tag: u64, n: usize) -> usize {
+    ((u128::from(tag) * n as u128) >> 64) as usize
+}
+
+/// Distance from its home of the entry with tag `tag` stored at `index` of `n` slots.
+#[inline]
+fn displacement_of(index: usize, tag: u64, n: usize) -> usize {
+    let home = home_of(tag, n);
+    if index >= home {
+        index - home
+    } else {
+        index + n - home
+    }
+}
+
+/// The key whose tag this is, under `seed` and its `salt`.
+#[inline]
+fn key_of(tag: u64, seed: u64, salt: u64) -> u64 {
+    unmix(tag ^ salt).wrapping_mul(PRE_INV) ^ seed
+}
+
+/// Probes `slots` for `tag`. Terminates: an array always has an empty slot (its load is at
+/// most 7/8).
+#[inline]
+fn probe_in<V>(slots: &[Slot<V>], tag: u64) -> Probe {
+    let n = slots.len();
+    let mut index = home_of(tag, n);
+    let mut dist = 0;
+    loop {
+        let t = slots[index].tag;
+        if t == tag {
+            return Probe::Found(index);
         }
-        self.slots[index] = Slot { tag, value };
-        self.len += 1;
-        if max > self.max_probe_seen {
-            self.max_probe_seen = max;
+        // Robin Hood order: past an entry nearer its home than we are, `tag` cannot be.
+        if t == 0 || displacement_of(index, t, n) < dist {
+            return Probe::Vacant { index, dist };
+        }
+        dist += 1;
+        index = if index + 1 == n { 0 } else { index + 1 };
+    }
+}
+
+/// The probe result in `slots` for a tag known to be absent from them.
+#[inline]
+fn vacancy<V>(slots: &[Slot<V>], tag: u64) -> (usize, usize) {
+    match probe_in(slots, tag) {
+        Probe::Vacant { index, dist } => (index, dist),
+        Probe::Found(_) => unreachable!("the tag is absent"),
+    }
+}
+
+/// Stores `slot` (an absent tag) at `index` of `slots`, `dist` from its home, shifting the rest
+/// of the cluster one slot right; an entry a wrapping shift carries behind a pass's cursor is
+/// remembered in `sweep`. Raises `max_probe_seen` to the largest displacement made.
+fn place<V: Copy>(
+    slots: &mut [Slot<V>],
+    (index, dist): (usize, usize),
+    slot: Slot<V>,
+    sweep: Option<&mut Sweep>,
+    max_probe_seen: &mut usize,
+    (seed, salt): (u64, u64),
+) {
+    let n = slots.len();
+    let mut max = dist;
+    if slots[index].tag != 0 {
+        let mut empty = if index + 1 == n { 0 } else { index + 1 };
+        while slots[empty].tag != 0 {
+            empty = if empty + 1 == n { 0 } else { empty + 1 };
+        }
+        // Shift [index, empty) right by one, last first; each moved entry is one slot farther
+        // from home.
+        let mut j = empty;
+        while j != index {
+            let prev = if j == 0 { n - 1 } else { j - 1 };
+            let moved = slots[prev];
+            slots[j] = moved;
+            max = max.max(displacement_of(j, moved.tag, n));
+            j = prev;
+        }
+        if empty < index {
+            // The run wrapped: the last slot's entry now sits in slot 0.
+            if let Some(sweep) = sweep.filter(|s| s.cursor > 0 && s.cursor < n) {
+                sweep.late.push(key_of(slots[0].tag, seed, salt));
+            }
         }
     }
+    slots[index] = slot;
+    if max > *max_probe_seen {
+        *max_probe_seen = max;
+    }
+}
+
+/// Removes the entry at `hole` of `slots` by backward shift: pulls each following displaced
+/// entry one slot nearer its home, until an empty slot or an entry already at home ends the
+/// cluster. An entry pulled from a pass's cursor to behind it is remembered in `sweep`.
+fn shift_back<V: Copy>(
+    slots: &mut [Slot<V>],
+    mut hole: usize,
+    mut sweep: Option<&mut Sweep>,
+    seed: u64,
+    salt: u64,
+) {
+    let n = slots.len();
+    loop {
+        let next = if hole + 1 == n { 0 } else { hole + 1 };
+        let tag = slots[next].tag;
+        if tag == 0 || displacement_of(next, tag, n) == 0 {
+            break;
+        }
+        if let Some(sweep) = sweep.as_deref_mut() {
+            if sweep.cursor == next && next != 0 {
+                // Carried from the first unvisited slot into the visited ones.
+                sweep.late.push(key_of(tag, seed, salt));
+            }
+        }
+        slots[hole] = slots[next];
+        hole = next;
+    }
+    slots[hole].tag = 0;
 }
 
 /// The entry count at which a table of `slots` (of `full` at full size) grows: past 7/8 of its
@@ -956,6 +1171,78 @@ mod tests {
         }
         assert_eq!(t.slots(), 16_384);
         t.check_invariants();
+    }
+
+    #[test]
+    fn lookups_inserts_and_removals_during_moves_agree_with_a_model() {
+        use rand_xoshiro::rand_core::{RngCore, SeedableRng};
+        use std::collections::HashMap;
+        let mut rng = rand_xoshiro::Xoshiro256StarStar::seed_from_u64(7);
+        let cap = 50_000;
+        let mut t: Table<u64> = Table::try_starting_with(cap, SEED, 1024).unwrap();
+        let mut model: HashMap<u64, u64> = HashMap::new();
+        let (mut moves, mut was_moving, mut checked_moving) = (0, false, 0);
+        for step in 0..150_000u64 {
+            let k = 1 + rng.next_u64() % 60_000;
+            match rng.next_u64() % 8 {
+                0..=4 => {
+                    let v = rng.next_u64();
+                    match t.insert(k, v) {
+                        Ok(prev) => assert_eq!(prev, model.insert(k, v), "step {step}"),
+                        Err(Full) => assert!(!model.contains_key(&k) && model.len() == 50_000),
+                    }
+                }
+                5 => assert_eq!(t.remove(k), model.remove(&k), "step {step}"),
+                6 => assert_eq!(t.get(k), model.get(&k), "step {step}"),
+                _ => match (t.get_mut(k), model.get_mut(&k)) {
+                    (Some(a), Some(b)) => {
+                        *a += 1;
+                        *b += 1;
+                    }
+                    (None, None) => {}
+                    (a, b) => panic!("step {step}: {a:?} vs {b:?}"),
+                },
+            }
+            moves += usize::from(t.moving() && !was_moving);
+            was_moving = t.moving();
+            if step % 4999 == 0 || (t.moving() && step % 97 == 0) {
+                t.check_invariants();
+                checked_moving += usize::from(t.moving());
+            }
+        }
+        assert!(
+            moves >= 5 && checked_moving > 20,
+            "{moves} moves, {checked_moving} checks"
+        );
+        t.check_invariants();
+        let mut got: Vec<(u64, u64)> = t.iter().map(|(k, &v)| (k, v)).collect();
+        let mut want: Vec<(u64, u64)> = model.into_iter().collect();
+        got.sort_unstable();
+        want.sort_unstable();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn a_move_ends_by_steps_alone_and_frees_the_old_array() {
+        let mut t: Table<u64> = Table::try_starting_with(100_000, SEED, 1024).unwrap();
+        let mut k = 0;
+        while !t.moving() {
+            k += 1;
+            t.insert(k, k).unwrap();
+        }
+        assert_eq!(
+            t.memory_bytes(),
+            (2048 + 1024) * 16,
+            "both arrays while moving"
+        );
+        let mut steps = 0;
+        while !t.move_step(64) {
+            steps += 1;
+            t.check_invariants();
+        }
+        assert!(steps >= 1024 / 64 / 2, "{steps} steps");
+        assert_eq!(t.memory_bytes(), 2048 * 16);
+        assert!((1..=k).all(|k| t.get(k) == Some(&k)));
     }
 
     #[test]

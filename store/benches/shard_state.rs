@@ -3,7 +3,7 @@
 //!
 //! - `pass`: the shard side of a snapshot alone. `Inbox::Snapshot` into a `ShardNode` that
 //!   keeps state, then `handle_timeout` rounds (each cuts `state.snapshot_slots_per_round`,
-//!   16Ki table slots, the default) until `SnapshotEnd`; the chunks are dropped. This is the
+//!   4Ki table slots, the default) until `SnapshotEnd`; the chunks are dropped. This is the
 //!   time the shard thread spends on a pass, spread over its rounds.
 //! - `write`: the same pass with every chunk handed to a `SnapshotWriter` in a shard directory
 //!   with an open `LogWriter`, and the end handled as the store thread does (log sync, then
@@ -43,7 +43,7 @@ use presenced_node::node::{NodeConfig, ShardNode, StoreLimits, Transmit};
 use presenced_store::{LogOptions, LogWriter, SnapshotMeta, SnapshotWriter};
 
 /// The daemon's default `state.snapshot_slots_per_round`.
-const SLOTS_PER_ROUND: usize = 16 << 10;
+const SLOTS_PER_ROUND: usize = 4 << 10;
 /// The daemon's monotonic origin (`daemon::start`): past the longest timer horizon.
 const MONO0: u64 = MAX_HORIZON_TICKS * 10_000;
 
@@ -182,6 +182,9 @@ fn restore(shard_dir: &Path, n: &mut ShardNode, now: Now, parts: &mut Parts) -> 
     let t = Instant::now();
     let mut users = 0;
     let mut reader = recovery.snapshot().unwrap().expect("a snapshot");
+    if let Some(claimed) = reader.records_claimed() {
+        n.reserve_users(claimed as usize);
+    }
     while let Some(chunk) = reader.next_chunk().unwrap() {
         let mut bytes = chunk.bytes;
         while !bytes.is_empty() {

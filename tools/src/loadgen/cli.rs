@@ -232,10 +232,11 @@ pub struct Args {
     /// not cause (a user going offline, or offline and online again, across the restart); it
     /// reports each observer's reconnect time and the watched users whose state or version
     /// changed, or whose last seen went back, across the restart (read before and after). With
-    /// durable state none may. For Redis (--target) the command restarts redis-server, and every device whose key
-    /// is missing after it (keys vanish without persistence) counts as a false offline. The
-    /// command must return once the restart is under way; the target is waited for
-    /// (--restart-wait). Examples: `systemctl restart presenced`;
+    /// durable state none may. For Redis (--target) the command restarts redis-server; the
+    /// generator's connections reconnect by themselves (beats that found no connection are
+    /// counted unsent), and every device whose key is missing once the server answers again
+    /// (keys vanish without persistence) counts as a false offline. The command must return
+    /// once the restart is under way; the target is waited for (--restart-wait). Examples: `systemctl restart presenced`;
     /// `kill -TERM $(cat presenced.pid) && while kill -0 $(cat presenced.pid) 2>/dev/null; do
     /// sleep 0.1; done && (presenced --config presenced.toml & echo $! > presenced.pid)`;
     /// `redis-cli -p 6379 shutdown nosave; redis-server --port 6379 --daemonize yes`.

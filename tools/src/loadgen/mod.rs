@@ -181,19 +181,8 @@ pub fn run(args: &Args, mut restart: Option<RestartHook<'_>>) -> Result<Summary,
             "--user-base + --users runs past the largest user id",
         ));
     }
-    if restart.is_some() && plan.scenario != cli::Scenario::Steady {
-        return Err(RunError::usage(
-            "--restart-cmd runs with --scenario steady only",
-        ));
-    }
-    if restart.is_some()
-        && args
-            .restart_after
-            .is_some_and(|d| d.as_micros() as u64 >= plan.duration_us)
-    {
-        return Err(RunError::usage(
-            "--restart-after must come before the end of --duration",
-        ));
+    if restart.is_some() {
+        restart::check_args(args, &plan)?;
     }
     let pop = Arc::new(Population::new(
         plan.user_base,

@@ -41,14 +41,21 @@
 //! presenced's flap, since per-device presence would make those real transitions) and `storm`
 //! (beats for `--storm-after`, then silence until every key has expired; one cycle, no
 //! reconnect). Keys of this run's users left by an earlier run are deleted first.
+//!
+//! Restart (`--restart-cmd`, steady only; [`restart`]): mid-run the command restarts
+//! redis-server while the gateways go on; every connection reconnects by itself
+//! ([`reconnect`]), beats that found no connection are counted unsent, and every device's
+//! key is read once the server is back: a missing key is a false offline.
 
 mod gateway;
+mod reconnect;
+mod restart;
 mod sender;
 mod summary;
 mod watch;
 
 pub use gateway::BATCH;
-pub use summary::RedisSummary;
+pub use summary::{Connections, RedisSummary};
 
 use super::cli::Args;
 use super::clock::Clock;
@@ -59,7 +66,7 @@ use super::plan::Plan;
 use super::population::{self, Population};
 use super::progress::ProgressMeter;
 use super::report::Percentiles;
-use super::restart::RestartHook;
+use super::restart::{check_args, RestartHook};
 use super::rng::Rng;
 use super::verdict::setup_of;
 use super::verdict::{check, merge, sent_of};
@@ -137,6 +144,16 @@ struct Shared {
     spurious_expiries: AtomicU64,
     excused_expiries: AtomicU64,
     lateness: Mutex<Histogram<u64>>,
+    /// Set by the restart step: gateways do not reconnect while it is.
+    hold: AtomicBool,
+    /// Commands that got no reply because their gateway's connection was down or broke.
+    unsent: AtomicU64,
+    /// Gateway connections opened again after a break.
+    gateway_reconnects: AtomicU64,
+    /// The longest a gateway's connection was down, µs.
+    gateway_down_max_us: AtomicU64,
+    /// Subscriptions (observers', the expiry watcher's) made again after a break.
+    resubscribed: AtomicU64,
 }
 
 impl Shared {
@@ -198,6 +215,16 @@ fn dbsize(con: &mut redis::Connection) -> Result<u64, RunError> {
     redis::cmd("DBSIZE").query(con).map_err(failed)
 }
 
+/// Turns on the keyspace `expired` events the expiry watcher listens to.
+fn notify_expiries(con: &mut redis::Connection) -> Result<(), RunError> {
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("notify-keyspace-events")
+        .arg("Ex")
+        .query::<()>(con)
+        .map_err(failed)
+}
+
 /// The WELCOME presenced would send with these timings: what [`Plan::resolve`] needs.
 fn welcome(interval: Duration, grace: Duration) -> WelcomeInfo {
     WelcomeInfo {
@@ -226,17 +253,13 @@ fn wait_ready(rx: &mpsc::Receiver<Result<(), String>>, what: &str) -> Result<(),
     }
 }
 
-/// Runs the load described by `args` against the Redis server `url`.
+/// Runs the load described by `args` against the Redis server `url`; with `restart`, the
+/// server is restarted by it mid-run (steady only; see `--restart-cmd`).
 pub fn run(
     args: &Args,
     url: &str,
-    restart: Option<RestartHook<'_>>,
+    mut restart: Option<RestartHook<'_>>,
 ) -> Result<RedisSummary, RunError> {
-    if restart.is_some() {
-        return Err(RunError::usage(
-            "--restart-cmd is not supported with --target yet",
-        ));
-    }
     let interval = args.interval.unwrap_or(DEFAULT_INTERVAL);
     let grace = args.grace.unwrap_or(DEFAULT_GRACE);
     let ttl_ms = ((interval + 2 * grace).as_millis() as u64).max(1);
@@ -258,6 +281,9 @@ pub fn run(
         return Err(RunError::usage(
             "--user-base + --users runs past the largest user id",
         ));
+    }
+    if restart.is_some() {
+        check_args(args, &plan)?;
     }
     let plan = Arc::new(plan);
     let watch_slots = offsets[plan.watch as usize];
@@ -302,6 +328,11 @@ pub fn run(
         spurious_expiries: AtomicU64::new(0),
         excused_expiries: AtomicU64::new(0),
         lateness: Mutex::new(observer::histogram()),
+        hold: AtomicBool::new(false),
+        unsent: AtomicU64::new(0),
+        gateway_reconnects: AtomicU64::new(0),
+        gateway_down_max_us: AtomicU64::new(0),
+        resubscribed: AtomicU64::new(0),
     });
 
     // Keys an earlier run left: this run's first SET of each device must be a login.
@@ -320,20 +351,14 @@ pub fn run(
     }
 
     // The expiry watcher.
-    redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("notify-keyspace-events")
-        .arg("Ex")
-        .query::<()>(&mut control)
-        .map_err(failed)?;
+    notify_expiries(&mut control)?;
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
     let watcher = {
-        let sh = sh.clone();
-        let ready = ready_tx.clone();
-        let mut con = connect()?;
+        let (sh, ready, client) = (sh.clone(), ready_tx.clone(), client.clone());
+        let con = connect()?;
         std::thread::Builder::new()
             .name("redis-expiry".into())
-            .spawn(move || watch::watch_expiries(&mut con, db, &sh, &ready))
+            .spawn(move || watch::watch_expiries(&client, con, db, &sh, &ready))
             .map_err(failed)?
     };
     wait_ready(&ready_rx, "the expiry subscription")?;
@@ -345,18 +370,21 @@ pub fn run(
     for i in 0..plan.observers {
         let con = connect()?;
         let h = Arc::new(Mutex::new(Hists::default()));
-        let (sh, pop, oshared, h2, ready) = (
+        let (sh, pop, oshared, h2, ready, client) = (
             sh.clone(),
             pop.clone(),
             oshared.clone(),
             h.clone(),
             ready_tx.clone(),
+            client.clone(),
         );
         let firehose = plan.firehose;
         observers.push(
             std::thread::Builder::new()
                 .name(format!("redis-observer-{i}"))
-                .spawn(move || watch::observe(con, &sh, pop, oshared, &h2, firehose, &ready))
+                .spawn(move || {
+                    watch::observe(&client, con, &sh, pop, oshared, &h2, firehose, &ready)
+                })
                 .map_err(failed)?,
         );
         hists.push(h);
@@ -404,7 +432,7 @@ pub fn run(
         let g1 = (t + 1) * plan.gateways / plan.threads;
         let mut gws = Vec::new();
         for _ in g0..g1 {
-            gws.push(gateway::Gw::new(connect()?));
+            gws.push(gateway::Gw::new(client.clone(), connect()?));
         }
         let mut s = Sender::new(
             t,
@@ -430,6 +458,11 @@ pub fn run(
     let mut warmup = Warmup::new(&plan, &pop, start_us);
     let mut memory_online = 0;
     let mut keys_online = 0;
+    let restart_at_us = start_us
+        + args
+            .restart_after
+            .map_or(plan.duration_us / 2, |d| d.as_micros() as u64);
+    let mut restarted = None;
     while !handles.iter().all(|h| h.is_finished()) {
         progress.tick(&sh.counters, &readings, &hists, &oshared, &pop);
         warmup.check(&pop, clock.now_us());
@@ -437,6 +470,20 @@ pub fn run(
             memory_online = used_memory(&mut control)?;
             keys_online = dbsize(&mut control)?;
         }
+        if clock.now_us() < restart_at_us {
+            continue;
+        }
+        let Some(hook) = restart.take() else {
+            continue;
+        };
+        let at_s = clock.now_us().saturating_sub(start_us) as f64 / 1e6;
+        // The observers and the expiry watcher subscribe again.
+        let subscribers = u64::from(plan.observers) + 1;
+        let (mut report, con) = restart::restart(&client, args, hook, &sh, subscribers)
+            .inspect_err(|_| sh.stop.store(true, Ordering::Release))?;
+        report.at_s = at_s;
+        restarted = Some(report);
+        control = con;
     }
     let stop_us = clock.now_us();
     let mut sent = sent_of(&sh.counters, stop_us.saturating_sub(start_us) as f64 / 1e6);
@@ -480,6 +527,20 @@ pub fn run(
     let lateness = Percentiles::of(&lock(&sh.lateness));
     sent.last_error = lock(&sh.last_error).clone();
     sent.send_errors = SendCounters::get(&sh.counters.send_errors);
+    let checks = check(&pop, &findings, &oshared, false);
+    let connections = Connections {
+        unsent: sh.unsent.load(Ordering::Relaxed),
+        gateway_reconnects: sh.gateway_reconnects.load(Ordering::Relaxed),
+        gateway_down_max_us: sh.gateway_down_max_us.load(Ordering::Relaxed),
+        observer_reconnects: findings.iter().map(|f| f.reconnects.len() as u64).sum(),
+    };
+    let restart_report = restarted.map(|mut r| {
+        r.reconnects = findings.iter().map(|f| f.reconnects.clone()).collect();
+        r.reconnects.resize(plan.observers as usize, Vec::new());
+        r.not_reconnected = r.reconnects.iter().filter(|d| d.is_empty()).count() as u64;
+        r.false_transitions = checks.spurious;
+        r
+    });
     Ok(RedisSummary {
         target: url.to_string(),
         setup: setup_of(&plan, args),
@@ -495,7 +556,9 @@ pub fn run(
         foreign_expiries: sh.foreign.load(Ordering::Relaxed),
         spurious_expiries: sh.spurious_expiries.load(Ordering::Relaxed),
         excused_expiries: sh.excused_expiries.load(Ordering::Relaxed),
-        checks: check(&pop, &findings, &oshared, false),
+        checks,
+        connections,
+        restart: restart_report,
         timed_from_s: warmup.started_us.map(|us| us as f64 / 1e6),
         latency: Percentiles::of(&latency),
         lateness,

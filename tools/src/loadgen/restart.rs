@@ -1,13 +1,16 @@
-//! The restart step (`--restart-cmd`): mid-run, while the simulated gateways keep
-//! heartbeating every user, the target is restarted by a command (or, in tests, by a closure),
-//! and the run checks that nobody's presence moved. For presenced the observers are
+//! The restart step (`--restart-cmd`): mid-run, while the simulated gateways keep heartbeating
+//! every user, the target is restarted by a command (or, in tests, by a closure), and the run
+//! checks that nobody's presence moved. For presenced the observers are
 //! [`WatchObserver`](super::watch_observer::WatchObserver)s, which reconnect by themselves;
 //! the watched users are read before and after the restart and compared (state, version, last
-//! seen). For Redis the keys of every device are read after the restart: a missing key is a
-//! device that now reads offline although its gateway never stopped (a false offline).
+//! seen). For Redis (`redis_target::restart`) every connection reconnects by itself and the
+//! keys of every device are read after the restart: a missing key is a device that now reads
+//! offline although its gateway never stopped (a false offline); the login its gateway's next
+//! beat then publishes is a false transition.
 
-use super::cli::Args;
+use super::cli::{Args, Scenario};
 use super::observer::Shared;
+use super::plan::Plan;
 use super::report::{grouped, ms};
 use super::{connect, RunError};
 use presenced_client::LinkClient;
@@ -34,6 +37,24 @@ pub fn run_command(command: &str) -> Result<(), String> {
     } else {
         Err(format!("`{command}` exited with {status}"))
     }
+}
+
+/// Refuses a restart the run cannot do: only steady runs restart, before their end.
+pub(super) fn check_args(args: &Args, plan: &Plan) -> Result<(), RunError> {
+    if plan.scenario != Scenario::Steady {
+        return Err(RunError::usage(
+            "--restart-cmd runs with --scenario steady only",
+        ));
+    }
+    if args
+        .restart_after
+        .is_some_and(|d| d.as_micros() as u64 >= plan.duration_us)
+    {
+        return Err(RunError::usage(
+            "--restart-after must come before the end of --duration",
+        ));
+    }
+    Ok(())
 }
 
 /// What the restart did to the watched users, as read before and after it.
@@ -83,23 +104,24 @@ pub struct RestartReport {
     /// Until the target answered again (a new control link, or a Redis PING), from the start
     /// of the command.
     pub back_after_s: f64,
-    /// Per observer: how long its link was down before it reconnected (presenced only;
-    /// empty for an observer that did not reconnect).
+    /// Per observer: how long its link (Redis: its pub/sub connection) was down before it
+    /// reconnected; empty for an observer that did not reconnect.
     pub reconnects: Vec<Vec<Duration>>,
-    /// Observers that did not reconnect (presenced only).
+    /// Observers that did not reconnect.
     pub not_reconnected: u64,
     /// Transitions beyond those the simulation caused (the checks' spurious transitions),
-    /// all observers (presenced only).
+    /// all observers. Redis: the logins republished when the gateways re-created vanished
+    /// keys.
     pub false_transitions: u64,
     /// Records that a reconnection (or the end of warming) reported changed, all observers
-    /// (presenced only).
+    /// (presenced only: Redis's observers get no records).
     pub changed_records: u64,
     /// The watched users read before and after the restart (presenced only).
-    pub compared: Compared,
+    pub compared: Option<Compared>,
     /// Redis: devices whose key was missing after the restart although their gateway kept
     /// heartbeating (they read offline).
     pub false_offline: Option<u64>,
-    /// Redis: devices whose key was read after the restart.
+    /// Redis: live devices whose key was read after the restart.
     pub devices_read: Option<u64>,
 }
 
@@ -125,7 +147,6 @@ impl RestartReport {
 
     /// The restart as JSON.
     pub fn to_json(&self) -> Value {
-        let c = &self.compared;
         json!({
             "command": self.command,
             "at_s": self.at_s,
@@ -136,11 +157,11 @@ impl RestartReport {
             "false_transitions": self.false_transitions,
             "changed_records": self.changed_records,
             "false_total": self.false_total(),
-            "compared": {
+            "compared": self.compared.map(|c| json!({
                 "users": c.users, "state_changed": c.state_changed,
                 "version_changed": c.version_changed, "last_seen_back": c.last_seen_back,
                 "last_seen_forward": c.last_seen_forward,
-            },
+            })),
             "false_offline": self.false_offline,
             "devices_read": self.devices_read,
         })
@@ -158,17 +179,6 @@ impl RestartReport {
                 ms((self.back_after_s * 1e6) as u64)
             ),
         )];
-        if let (Some(missing), Some(read)) = (self.false_offline, self.devices_read) {
-            rows.push((
-                "false offline",
-                format!(
-                    "{} of {} devices read offline (key missing) after the restart",
-                    grouped(missing),
-                    grouped(read)
-                ),
-            ));
-            return rows;
-        }
         let downs: Vec<String> = self
             .reconnects
             .iter()
@@ -197,7 +207,19 @@ impl RestartReport {
                 grouped(self.changed_records)
             ),
         ));
-        let c = &self.compared;
+        if let (Some(missing), Some(read)) = (self.false_offline, self.devices_read) {
+            rows.push((
+                "false offline",
+                format!(
+                    "{} of {} devices read offline (key missing) after the restart",
+                    grouped(missing),
+                    grouped(read)
+                ),
+            ));
+        }
+        let Some(c) = &self.compared else {
+            return rows;
+        };
         rows.push((
             "across restart",
             format!(
@@ -261,7 +283,7 @@ pub(super) fn presenced(
         command: args.restart_cmd.clone(),
         command_s,
         back_after_s,
-        compared: Compared::of(&before, &after),
+        compared: Some(Compared::of(&before, &after)),
         ..RestartReport::default()
     };
     Ok((report, link))

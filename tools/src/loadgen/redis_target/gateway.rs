@@ -3,7 +3,13 @@
 //! from its send); when its replies are back, every login (`SET … GET` answered nil: the key
 //! was absent) and every logout that found its key (`GETDEL` answered a value) is published on
 //! the user's channel in a second pipeline, sent at once.
+//!
+//! A broken connection (the server restarted) is dropped and opened again after a bounded
+//! backoff ([`reconnect`](super::reconnect)), never while the restart step holds the gateways
+//! back ([`Shared::hold`]); the commands of pipelines that got no reply meanwhile are counted
+//! as unsent, and the sender goes on with its schedule.
 
+use super::reconnect::{self, Backoff};
 use super::Shared;
 use crate::loadgen::population::Population;
 use redis::Value;
@@ -24,19 +30,30 @@ struct Op {
     stamp: Option<u64>,
 }
 
-/// A gateway: a connection, its pipeline and what each queued command is.
+/// A gateway: a connection (none while it is being re-established), its pipeline and what
+/// each queued command is.
 pub struct Gw {
-    con: redis::Connection,
+    client: redis::Client,
+    con: Option<redis::Connection>,
+    backoff: Backoff,
+    /// No attempt to reconnect before this (µs on the shared clock).
+    retry_at_us: u64,
+    /// When the connection broke (µs on the shared clock), while it is down.
+    down_since_us: Option<u64>,
     pipe: redis::Pipeline,
     ops: Vec<Op>,
     publish: redis::Pipeline,
 }
 
 impl Gw {
-    /// A gateway on connection `con`.
-    pub fn new(con: redis::Connection) -> Gw {
+    /// A gateway on connection `con`, opened again from `client` if it breaks.
+    pub fn new(client: redis::Client, con: redis::Connection) -> Gw {
         Gw {
-            con,
+            client,
+            con: Some(con),
+            backoff: Backoff::default(),
+            retry_at_us: 0,
+            down_since_us: None,
             pipe: redis::pipe(),
             ops: Vec::with_capacity(BATCH),
             publish: redis::pipe(),
@@ -94,13 +111,28 @@ impl Gw {
     }
 
     /// Sends the pipeline, waits for its replies, and publishes the transitions they reveal.
+    /// Without a connection (or when it breaks) the commands are counted unsent instead.
     pub fn flush(&mut self, sh: &Shared, pop: &Population) {
         let n = self.ops.len() as u64;
         if n == 0 {
             return;
         }
+        sh.counters.entries.fetch_add(n, Ordering::Relaxed);
+        sh.counters.datagrams.fetch_add(1, Ordering::Relaxed);
+        let ops = std::mem::take(&mut self.ops);
+        if self.connection(sh) {
+            self.send(sh, pop, &ops);
+        } else {
+            sh.unsent.fetch_add(n, Ordering::Relaxed);
+        }
+        self.pipe.clear();
+        self.ops = ops;
+        self.ops.clear();
+    }
+
+    fn send(&mut self, sh: &Shared, pop: &Population, ops: &[Op]) {
         let now = sh.clock.now_us().max(1);
-        for op in &self.ops {
+        for op in ops {
             if op.set {
                 if let Some(s) = sh.last_send.get(op.slot as usize) {
                     s.store(now, Ordering::Relaxed);
@@ -112,12 +144,10 @@ impl Gw {
                 (None, _) => {}
             }
         }
-        sh.counters.entries.fetch_add(n, Ordering::Relaxed);
-        sh.counters.datagrams.fetch_add(1, Ordering::Relaxed);
-        let replies = self.pipe.query::<Vec<Value>>(&mut self.con);
-        self.pipe.clear();
-        let ops = std::mem::take(&mut self.ops);
-        match replies {
+        let Some(con) = self.con.as_mut() else {
+            return;
+        };
+        match self.pipe.query::<Vec<Value>>(con) {
             Ok(replies) => {
                 sh.accepted
                     .fetch_add(replies.len() as u64, Ordering::Relaxed);
@@ -134,17 +164,57 @@ impl Gw {
                     }
                 }
             }
-            Err(e) => sh.error(&e),
+            Err(e) => self.failed(sh, &e, ops.len(), now),
         }
-        self.ops = ops;
-        self.ops.clear();
-        let published = self.publish.len() as u64;
+        let published = self.publish.len();
         if published > 0 {
-            if let Err(e) = self.publish.query::<()>(&mut self.con) {
-                sh.error(&e);
+            if let Some(con) = self.con.as_mut() {
+                if let Err(e) = self.publish.query::<()>(con) {
+                    self.failed(sh, &e, published, now);
+                }
             }
-            sh.publishes.fetch_add(published, Ordering::Relaxed);
+            sh.publishes.fetch_add(published as u64, Ordering::Relaxed);
             self.publish.clear();
+        }
+    }
+
+    /// A pipeline of `commands` failed: a broken connection is dropped (its commands are
+    /// unsent), any other error counted.
+    fn failed(&mut self, sh: &Shared, e: &redis::RedisError, commands: usize, now: u64) {
+        if reconnect::broken(e) {
+            sh.unsent.fetch_add(commands as u64, Ordering::Relaxed);
+            self.con = None;
+            self.down_since_us = Some(now);
+            self.retry_at_us = now + self.backoff.next().as_micros() as u64;
+        } else {
+            sh.error(e);
+        }
+    }
+
+    /// Whether there is a connection, after trying to open one again if it is down, the
+    /// backoff has passed and the gateways are not held back.
+    fn connection(&mut self, sh: &Shared) -> bool {
+        if self.con.is_some() {
+            return true;
+        }
+        let now = sh.clock.now_us();
+        if now < self.retry_at_us || sh.hold.load(Ordering::Acquire) {
+            return false;
+        }
+        match reconnect::connect(&self.client) {
+            Ok(con) => {
+                self.con = Some(con);
+                self.backoff.reset();
+                let since = self.down_since_us.take().unwrap_or(now);
+                sh.gateway_reconnects.fetch_add(1, Ordering::Relaxed);
+                sh.gateway_down_max_us
+                    .fetch_max(sh.clock.now_us().saturating_sub(since), Ordering::Relaxed);
+                true
+            }
+            Err(_) => {
+                self.retry_at_us = sh.clock.now_us() + self.backoff.next().as_micros() as u64;
+                false
+            }
         }
     }
 }

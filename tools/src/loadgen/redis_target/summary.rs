@@ -1,10 +1,26 @@
 //! What a Redis run reports: a table, or one JSON object whose fields follow presenced's where
 //! they mean the same (`daemon.accepted_per_s`, `transitions`, `latency_us`,
-//! `offline_lateness_us`, `violations`).
+//! `offline_lateness_us`, `violations`, `restart`).
 
 use crate::loadgen::report::{grouped, latency_line, ms, si, Checks, Percentiles, Sent, Setup};
+use crate::loadgen::restart::RestartReport;
 use serde_json::{json, Value};
 use std::fmt::Write as _;
+
+/// What the generator's connections went through: breaks (a restarted server) and what they
+/// cost.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Connections {
+    /// Commands (SET, GETDEL, PUBLISH) that got no reply because their gateway's connection
+    /// was down or broke: beats that did not reach Redis.
+    pub unsent: u64,
+    /// Gateway connections opened again after a break.
+    pub gateway_reconnects: u64,
+    /// The longest a gateway's connection was down, µs.
+    pub gateway_down_max_us: u64,
+    /// Observer connections subscribed again after a break.
+    pub observer_reconnects: u64,
+}
 
 /// What a Redis run reports.
 #[derive(Clone, Debug, Default)]
@@ -41,6 +57,10 @@ pub struct RedisSummary {
     pub excused_expiries: u64,
     /// What the observers saw against what the simulation caused.
     pub checks: Checks,
+    /// Breaks of the generator's connections and what they cost.
+    pub connections: Connections,
+    /// The restart (`--restart-cmd`), if there was one.
+    pub restart: Option<RestartReport>,
     /// When transitions started being timed (seconds into the run), if they did.
     pub timed_from_s: Option<f64>,
     /// Transition latency: send of the pipeline causing a login or logout → its publication's
@@ -67,15 +87,19 @@ impl RedisSummary {
         self.expected_expiries.saturating_sub(self.expired)
     }
 
-    /// Violations: the observers' (missing, spurious, links lost), missing expiries and
-    /// spurious expiries.
+    /// Violations: the observers' (missing, spurious, links lost), missing expiries,
+    /// spurious expiries and the restart's (false offlines, observers not back).
     pub fn violations(&self) -> u64 {
-        self.checks.violations() + self.missing() + self.spurious_expiries
+        self.checks.violations()
+            + self.missing()
+            + self.spurious_expiries
+            + self.restart.as_ref().map_or(0, RestartReport::violations)
     }
 
     /// The summary as one JSON object.
     pub fn to_json(&self) -> Value {
         let t = &self.sent;
+        let c = &self.connections;
         json!({
             "target": self.target,
             "scenario": self.setup.scenario,
@@ -94,6 +118,12 @@ impl RedisSummary {
                 "logins": t.logins, "logouts": t.logouts, "churn_skipped": t.churn_skipped,
                 "publishes": self.publishes,
                 "send_errors": t.send_errors, "last_error": t.last_error,
+                "unsent": c.unsent,
+            },
+            "connections": {
+                "gateway_reconnects": c.gateway_reconnects,
+                "gateway_down_max_us": c.gateway_down_max_us,
+                "observer_reconnects": c.observer_reconnects,
             },
             "daemon": {
                 "heartbeats": self.accepted, "accepted_per_s": self.accepted_per_s(),
@@ -110,6 +140,7 @@ impl RedisSummary {
             "timed_from_s": self.timed_from_s,
             "latency_us": self.latency.to_json(),
             "offline_lateness_us": self.lateness.to_json(),
+            "restart": self.restart.as_ref().map(RestartReport::to_json),
             "violations": self.violations(),
             "ok": self.violations() == 0,
         })
@@ -182,6 +213,20 @@ impl RedisSummary {
                     .map_or(String::new(), |e| format!(" (last: {e})"))
             ),
         ));
+        let c = &self.connections;
+        if c.unsent + c.gateway_reconnects + c.observer_reconnects > 0 {
+            rows.push((
+                "connections",
+                format!(
+                    "{} commands unsent (connection down); gateways reconnected {} times \
+                     (down at most {}), observers {} times",
+                    grouped(c.unsent),
+                    grouped(c.gateway_reconnects),
+                    ms(c.gateway_down_max_us),
+                    grouped(c.observer_reconnects)
+                ),
+            ));
+        }
         rows.push((
             "accepted",
             format!(
@@ -228,6 +273,9 @@ impl RedisSummary {
             ),
         ));
         rows.push(("lateness", self.lateness.line()));
+        if let Some(r) = &self.restart {
+            rows.extend(r.rows());
+        }
         let v = self.violations();
         rows.push((
             "result",
