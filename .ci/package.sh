@@ -69,6 +69,9 @@ for path in \
   /usr/share/bash-completion/completions/presenced \
   /usr/share/zsh/vendor-completions/_presenced \
   /usr/share/fish/vendor_completions.d/presenced.fish \
+  /usr/share/bash-completion/completions/presencectl \
+  /usr/share/zsh/vendor-completions/_presencectl \
+  /usr/share/fish/vendor_completions.d/presencectl.fish \
   /usr/share/doc/presenced/README.md /usr/share/doc/presenced/ARCHITECTURE.md \
   /usr/share/doc/presenced/wire-format/SPEC.md /usr/share/doc/presenced/benches/README.md \
   /usr/share/doc/presenced/copyright; do
@@ -101,6 +104,8 @@ done
 zcat /usr/share/man/man8/presenced.8.gz | grep -q 'check\\-config' || fail "presenced.8 lacks --check-config"
 zcat /usr/share/man/man1/presencectl.1.gz | grep -q 'PRESENCECTL QUERY' || fail "presencectl.1 lacks query"
 grep -q 'presenced' /usr/share/bash-completion/completions/presenced || fail "bash completion"
+grep -q 'history' /usr/share/bash-completion/completions/presencectl ||
+  fail "presencectl's bash completion lacks history"
 
 echo "== presenced --check-config /etc/presenced/presenced.toml"
 /usr/bin/presenced --check-config /etc/presenced/presenced.toml

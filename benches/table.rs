@@ -103,17 +103,21 @@ fn largest_move(label: &str, capacity: u32) {
             break;
         }
     }
+    // The last step also frees the old array.
+    let last = steps.pop().expect("a step");
     steps.sort_unstable();
     eprintln!(
         "table {label} largest move: {} entries into {} slots; the insert that began it {:.2?}; \
-         {} steps of {MOVE_SLOTS_PER_ROUND} slots: median {:.2?}, max {:.2?}, total {:.2?}",
+         {} steps of {MOVE_SLOTS_PER_ROUND} slots: median {:.2?}, max {:.2?}, then the last \
+         (freeing the old array) {:.2?}; total {:.2?}",
         t.len(),
         t.slots(),
         first,
-        steps.len(),
+        steps.len() + 1,
         steps[steps.len() / 2],
         steps[steps.len() - 1],
-        steps.iter().sum::<Duration>(),
+        last,
+        steps.iter().sum::<Duration>() + last,
     );
 }
 

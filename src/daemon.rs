@@ -2,8 +2,10 @@
 //! threads, and the push link.
 
 use crate::ingest::bind_udp;
-use crate::link;
+use crate::link::{self, LinkLimits};
+use crate::log::Log;
 use crate::notify::Beat;
+use crate::reload::Reload;
 use crate::settings::Settings;
 use crate::shard_thread::{self, Peer, ShardSetup, WAKER};
 use crate::state;
@@ -87,8 +89,13 @@ pub fn start(settings: Settings) -> io::Result<Running> {
     {
         let mut addr = addr;
         for sockets in shared.iter_mut() {
-            let socket = bind_udp(addr, true, settings.ingest.socket_recv_buffer_bytes)
-                .map_err(|e| annotate(e, "ingest.listen", addr))?;
+            let socket = bind_udp(
+                addr,
+                true,
+                settings.ingest.socket_recv_buffer_bytes,
+                &settings.ingest.allow,
+            )
+            .map_err(|e| annotate(e, "ingest.listen", addr))?;
             addr = socket.local_addr()?;
             sockets.push(socket);
         }
@@ -101,8 +108,13 @@ pub fn start(settings: Settings) -> io::Result<Running> {
             if addr.port() != 0 {
                 addr.set_port(addr.port() + 1 + i as u16);
             }
-            let socket = bind_udp(addr, false, settings.ingest.socket_recv_buffer_bytes)
-                .map_err(|e| annotate(e, "ingest.shard_ports", addr))?;
+            let socket = bind_udp(
+                addr,
+                false,
+                settings.ingest.socket_recv_buffer_bytes,
+                &settings.ingest.allow,
+            )
+            .map_err(|e| annotate(e, "ingest.shard_ports", addr))?;
             shard_ports.push(socket.local_addr()?);
             sockets.push(socket);
         }
@@ -427,12 +439,54 @@ impl Running {
         result.and(r).and(m)
     }
 
-    /// Reads the gateway key file again and hands the new keys to every shard; gateways that
-    /// remain keep their replay windows. Returns the number of gateways now configured.
-    pub fn reload_keys(&self) -> Result<usize, String> {
-        let Some(path) = &self.settings.auth.keys_file else {
-            return Err("auth.keys_file is not set: authentication is off".into());
+    /// SIGHUP: puts in force what can change without a restart from `fresh` (the settings
+    /// just read): `log.level` (on `log`), the link limits (each as [`LinkLimits`] says), and
+    /// the gateway keys (`auth.keys_file`'s contents, read again). What fails to reload keeps
+    /// its old value; the changed keys that need a restart are named, not applied.
+    pub fn reload(&mut self, fresh: &Settings, log: &Log) -> Reload {
+        let changed = self.settings.reloadable_differences(fresh);
+        let mut report = Reload {
+            restart: self.settings.differences_needing_restart(fresh),
+            ..Reload::default()
         };
+        if changed.iter().any(|key| key == "log.level") {
+            log.set_level(fresh.log.level);
+            Arc::make_mut(&mut self.settings).log.level = fresh.log.level;
+            report.reloaded.push("log.level".into());
+        }
+        let link_keys: Vec<&String> = changed.iter().filter(|k| k.starts_with("link.")).collect();
+        if !link_keys.is_empty() {
+            let limits = fresh.link.limits();
+            match self.link_handle.set_limits(limits) {
+                Ok(()) => {
+                    Arc::make_mut(&mut self.settings).link.set_limits(limits);
+                    report.reloaded.extend(
+                        link_keys
+                            .iter()
+                            .map(|key| format!("{key} ({})", LinkLimits::applies_to(key))),
+                    );
+                }
+                Err(e) => {
+                    let keys: Vec<&str> = link_keys.iter().map(|k| k.as_str()).collect();
+                    report.failed.push(format!("{} ({e})", keys.join(", ")));
+                }
+            }
+        }
+        if let Some(path) = &self.settings.auth.keys_file {
+            match self.reload_keys(path) {
+                Ok(n) => report
+                    .reloaded
+                    .push(format!("auth.keys_file ({n} gateways)")),
+                Err(e) => report.failed.push(format!("auth.keys_file ({e})")),
+            }
+        }
+        report
+    }
+
+    /// Reads the gateway key file at `path` again and hands the new keys to every shard;
+    /// gateways that remain keep their replay windows. Returns the number of gateways now
+    /// configured.
+    fn reload_keys(&self, path: &std::path::Path) -> Result<usize, String> {
         let previous = self
             .key_ring
             .lock()
@@ -466,7 +520,7 @@ impl Running {
         }
     }
 
-    /// The settings it runs with.
+    /// The settings in force: those it started with, and what reloads changed since.
     pub fn settings(&self) -> &Settings {
         &self.settings
     }

@@ -1,9 +1,13 @@
-//! Heartbeat sockets: creation with socket2 (SO_REUSEPORT group, large receive buffer,
-//! non-blocking) and batched receive with `recvmmsg` (many datagrams per system call).
+//! Heartbeat sockets: creation with socket2 (SO_REUSEPORT group, large receive buffer, the
+//! `ingest.allow` filter, non-blocking) and batched receive with `recvmmsg` (many datagrams
+//! and their source addresses per system call).
 
+pub mod allow;
+
+use allow::Cidr;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsRawFd;
 
 /// Receive buffer per datagram: larger than the largest valid datagram, so an oversized one is
@@ -12,11 +16,14 @@ pub const SLOT_LEN: usize = 2048;
 const _: () = assert!(SLOT_LEN > presenced_wire::MAX_DATAGRAM_LEN);
 
 /// Binds a non-blocking UDP socket for heartbeats; `reuse_port` joins the SO_REUSEPORT group
-/// in which the kernel spreads datagrams over the shards by source address.
+/// in which the kernel spreads datagrams over the shards by source address. A non-empty
+/// `allow` (at most [`allow::MAX_ALLOW_ENTRIES`]) is attached as a socket filter before the
+/// socket is bound, so no datagram from elsewhere is ever queued.
 pub fn bind_udp(
     addr: SocketAddr,
     reuse_port: bool,
     recv_buffer_bytes: usize,
+    allow: &[Cidr],
 ) -> io::Result<std::net::UdpSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() {
@@ -30,6 +37,9 @@ pub fn bind_udp(
         force_recv_buffer(&socket, recv_buffer_bytes);
     }
     enable_drop_counter(&socket)?;
+    if !allow.is_empty() {
+        attach_filter(&socket, &allow::program(allow, addr.ip()))?;
+    }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     Ok(socket.into())
@@ -39,6 +49,34 @@ pub fn bind_udp(
 /// dropped for want of buffer room, which the shard turns into its `kernel_dropped` counter.
 fn enable_drop_counter(socket: &Socket) -> io::Result<()> {
     set_int_option(socket, libc::SO_RXQ_OVFL, 1)
+}
+
+/// SO_ATTACH_FILTER: the kernel runs `program` on every datagram before queueing it.
+fn attach_filter(socket: &Socket, program: &[allow::Insn]) -> io::Result<()> {
+    let len = u16::try_from(program.len())
+        .ok()
+        .filter(|&n| usize::from(n) <= allow::BPF_MAXINSNS)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "socket filter too long"))?;
+    let fprog = libc::sock_fprog {
+        len,
+        // The kernel copies the program and never writes through this pointer.
+        filter: program.as_ptr().cast_mut().cast(),
+    };
+    // SAFETY: `fprog` points at `len` instructions laid out as `struct sock_filter` (checked
+    // in `allow`), alive for the call; the kernel reads `size_of::<sock_fprog>()` bytes.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            std::ptr::from_ref(&fprog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// A SOL_SOCKET option whose value is a C int (socket2 has no setter for these two).
@@ -85,10 +123,12 @@ pub struct RecvBatch {
     headers: Box<[libc::mmsghdr]>,
     /// Control messages, `CONTROL_WORDS` per datagram (u64 words: cmsghdr alignment).
     control: Box<[u64]>,
+    /// Each datagram's source address.
+    names: Box<[libc::sockaddr_storage]>,
     received: usize,
 }
 
-// SAFETY: the raw pointers inside `iovecs`/`headers` point into `buffers`/`iovecs`/`control`,
+// SAFETY: the raw pointers inside `iovecs`/`headers` point into `buffers`/`iovecs`/`control`/`names`,
 // which are owned by the same struct and never reallocated; moving the struct moves only the
 // boxes.
 unsafe impl Send for RecvBatch {}
@@ -120,6 +160,9 @@ impl RecvBatch {
             iovecs,
             headers,
             control: vec![0u64; batch * CONTROL_WORDS].into_boxed_slice(),
+            // SAFETY: sockaddr_storage is plain data; all-zero is a valid value.
+            names: vec![unsafe { std::mem::zeroed::<libc::sockaddr_storage>() }; batch]
+                .into_boxed_slice(),
             received: 0,
         }
     }
@@ -128,12 +171,15 @@ impl RecvBatch {
     /// none is waiting).
     pub fn recv(&mut self, socket: &impl AsRawFd) -> io::Result<usize> {
         let controls = self.control.chunks_mut(CONTROL_WORDS);
-        for ((h, iov), control) in self
+        for (((h, iov), control), name) in self
             .headers
             .iter_mut()
             .zip(self.iovecs.iter_mut())
             .zip(controls)
+            .zip(self.names.iter_mut())
         {
+            h.msg_hdr.msg_name = std::ptr::from_mut(name).cast();
+            h.msg_hdr.msg_namelen = std::mem::size_of_val(name) as libc::socklen_t;
             h.msg_hdr.msg_iov = iov;
             h.msg_hdr.msg_iovlen = 1;
             h.msg_hdr.msg_control = control.as_mut_ptr().cast();
@@ -142,7 +188,8 @@ impl RecvBatch {
             h.msg_len = 0;
         }
         // SAFETY: `headers` holds `len` valid mmsghdr whose iovecs point at SLOT_LEN-byte
-        // regions of `buffers` and whose control buffers at `control`, all alive for the call;
+        // regions of `buffers`, whose control buffers at `control` and whose names at `names`,
+        // all alive for the call;
         // a null timeout is allowed.
         let n = unsafe {
             libc::recvmmsg(
@@ -174,6 +221,27 @@ impl RecvBatch {
         &self.buffers[i * SLOT_LEN..i * SLOT_LEN + len]
     }
 
+    /// The source address of datagram `i` of the last `recv` (unspecified in the unexpected
+    /// case of an address that is neither IPv4 nor IPv6).
+    pub fn source(&self, i: usize) -> IpAddr {
+        assert!(i < self.received);
+        let name = &self.names[i];
+        match libc::c_int::from(name.ss_family) {
+            libc::AF_INET => {
+                // SAFETY: the kernel wrote a sockaddr_in here (its family says so), which
+                // sockaddr_storage is large and aligned enough to hold.
+                let v4 = unsafe { &*std::ptr::from_ref(name).cast::<libc::sockaddr_in>() };
+                IpAddr::V4(Ipv4Addr::from(v4.sin_addr.s_addr.to_ne_bytes()))
+            }
+            libc::AF_INET6 => {
+                // SAFETY: as above, a sockaddr_in6.
+                let v6 = unsafe { &*std::ptr::from_ref(name).cast::<libc::sockaddr_in6>() };
+                IpAddr::V6(Ipv6Addr::from(v6.sin6_addr.s6_addr))
+            }
+            _ => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        }
+    }
+
     /// The socket's running count of datagrams the kernel dropped (SO_RXQ_OVFL), as carried
     /// by the last datagram of the last `recv`; `None` if it carried none (no drop yet).
     pub fn kernel_drops(&self) -> Option<u32> {
@@ -203,7 +271,7 @@ mod tests {
 
     #[test]
     fn receives_a_batch_over_loopback() {
-        let rx = bind_udp("127.0.0.1:0".parse().unwrap(), false, 1 << 20).unwrap();
+        let rx = bind_udp("127.0.0.1:0".parse().unwrap(), false, 1 << 20, &[]).unwrap();
         let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let to = rx.local_addr().unwrap();
         for i in 0..5u8 {
@@ -216,6 +284,7 @@ mod tests {
             let n = batch.recv(&rx).unwrap();
             for i in 0..n {
                 got.push(batch.datagram(i).len());
+                assert_eq!(batch.source(i), tx.local_addr().unwrap().ip());
             }
             if got.len() == 6 {
                 break;
@@ -230,13 +299,13 @@ mod tests {
     #[test]
     fn reports_the_receive_buffer_it_set() {
         // 64 KiB is below every kernel's default rmem_max: it is granted exactly.
-        let socket = bind_udp("127.0.0.1:0".parse().unwrap(), false, 64 << 10).unwrap();
+        let socket = bind_udp("127.0.0.1:0".parse().unwrap(), false, 64 << 10, &[]).unwrap();
         assert_eq!(recv_buffer_of(&socket), 64 << 10);
     }
 
     #[test]
     fn counts_what_the_kernel_dropped() {
-        let rx = bind_udp("127.0.0.1:0".parse().unwrap(), false, 4096).unwrap();
+        let rx = bind_udp("127.0.0.1:0".parse().unwrap(), false, 4096, &[]).unwrap();
         let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let to = rx.local_addr().unwrap();
         let mut batch = RecvBatch::new(64);
@@ -264,5 +333,34 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         assert_eq!(drops, Some(200 - queued as u32));
+    }
+
+    #[test]
+    fn the_allow_list_filters_in_the_kernel() {
+        let allow = ["127.0.0.2/32".parse().unwrap()];
+        let rx = bind_udp("127.0.0.1:0".parse().unwrap(), false, 1 << 20, &allow).unwrap();
+        let to = rx.local_addr().unwrap();
+        // Every address of 127.0.0.0/8 is loopback on Linux.
+        let listed = std::net::UdpSocket::bind("127.0.0.2:0").unwrap();
+        let unlisted = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        for i in 0..3u8 {
+            unlisted.send_to(&[i; 10], to).unwrap();
+            listed.send_to(&[i; 20], to).unwrap();
+        }
+        let mut batch = RecvBatch::new(8);
+        let mut got = Vec::new();
+        for _ in 0..100 {
+            let n = batch.recv(&rx).unwrap();
+            got.extend((0..n).map(|i| (batch.source(i), batch.datagram(i).len())));
+            if got.len() >= 3 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        // Anything unlisted would be queued before the last listed one: none was.
+        let from = listed.local_addr().unwrap().ip();
+        assert_eq!(got, vec![(from, 20); 3]);
+        // The kernel counts what the filter dropped among the socket's drops.
+        assert_eq!(batch.kernel_drops(), Some(3));
     }
 }

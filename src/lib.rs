@@ -14,6 +14,7 @@ pub mod log;
 pub mod memory;
 pub mod metrics;
 pub mod notify;
+pub mod reload;
 pub mod settings;
 pub mod shard_thread;
 pub mod state;

@@ -66,7 +66,7 @@ fn main() -> ExitCode {
         }
     };
     let shards = settings.shards.count;
-    let running = match daemon::start(settings) {
+    let mut running = match daemon::start(settings) {
         Ok(r) => r,
         Err(e) => {
             tracing::error!("not started: {e}");
@@ -94,7 +94,7 @@ fn main() -> ExitCode {
     let reason = 'run: loop {
         for signal in signals.pending() {
             match signal {
-                signal_hook::consts::SIGHUP => reload(&cli, &running, &log),
+                signal_hook::consts::SIGHUP => reload(&cli, &mut running, &log),
                 signal_hook::consts::SIGINT => break 'run "SIGINT".to_string(),
                 _ => break 'run "SIGTERM".to_string(),
             }
@@ -194,11 +194,11 @@ impl Status {
     }
 }
 
-/// SIGHUP: reads the settings again (the file, then the command line) and applies what can
-/// change without a restart: `log.level` and the gateway keys (`auth.keys_file`'s contents).
-/// Says what it applied, and which changed settings wait for a restart; on an error the old
-/// settings stay in force.
-fn reload(cli: &Cli, running: &daemon::Running, log: &Log) {
+/// SIGHUP: reads the settings again (the file, then the command line) and puts in force what
+/// can change without a restart ([`daemon::Running::reload`]); one line says what it reloaded,
+/// what it could not, and which changed settings wait for a restart. On an error reading the
+/// settings the old ones all stay in force.
+fn reload(cli: &Cli, running: &mut daemon::Running, log: &Log) {
     let fresh = match settings(cli) {
         Ok(s) => s,
         Err(e) => {
@@ -206,23 +206,10 @@ fn reload(cli: &Cli, running: &daemon::Running, log: &Log) {
             return;
         }
     };
-    log.set_level(fresh.log.level);
-    let pending = running.settings().differences_needing_restart(&fresh);
-    if !pending.is_empty() {
-        tracing::warn!(
-            "SIGHUP: changed settings that need a restart: {}",
-            pending.join(", ")
-        );
-    }
-    match running.reload_keys() {
-        Ok(n) => tracing::info!(
-            gateways = n,
-            log_level = ?fresh.log.level,
-            "SIGHUP: reloaded log.level and auth.keys_file"
-        ),
-        Err(e) => tracing::warn!(
-            log_level = ?fresh.log.level,
-            "SIGHUP: reloaded log.level; keys not reloaded, the old ones stay: {e}"
-        ),
+    let report = running.reload(&fresh, log);
+    if report.is_complete() {
+        tracing::info!("{report}");
+    } else {
+        tracing::warn!("{report}");
     }
 }

@@ -636,7 +636,7 @@ type Figure = (&'static str, &'static str, MetricType, u64);
 
 /// A shard's figures but the refusals and drops by reason (the destructuring makes a field
 /// added to the schema a compile error here until it is exported).
-fn shard_figures(s: &ShardStats) -> [Figure; 20] {
+fn shard_figures(s: &ShardStats) -> [Figure; 21] {
     use MetricType::{Counter, Gauge};
     let ShardStats {
         shard: _,
@@ -660,6 +660,7 @@ fn shard_figures(s: &ShardStats) -> [Figure; 20] {
         datagrams,
         // By reason, below.
         dropped: _,
+        sources_blocked,
         recv_calls,
         kernel_dropped,
         routed_out,
@@ -699,9 +700,16 @@ fn shard_figures(s: &ShardStats) -> [Figure; 20] {
         (
             "presenced_shard_kernel_dropped_datagrams",
             "Datagrams the kernel dropped: the receive buffer was full \
-             (ingest.socket_recv_buffer).",
+             (ingest.socket_recv_buffer), or the source is not in ingest.allow.",
             Counter,
             kernel_dropped,
+        ),
+        (
+            "presenced_shard_sources_blocked",
+            "Times a source address was blocked for failing authentication (its datagrams \
+             then dropped unread, reason source_blocked).",
+            Counter,
+            sources_blocked,
         ),
         (
             "presenced_shard_routed_out_entries",
@@ -793,7 +801,7 @@ fn shard_figures(s: &ShardStats) -> [Figure; 20] {
 
 /// Every per-shard figure, labelled by shard.
 fn shards(out: &mut Out<'_>, shards: &[ShardStats]) -> fmt::Result {
-    let figures: Vec<(u32, [Figure; 20])> =
+    let figures: Vec<(u32, [Figure; 21])> =
         shards.iter().map(|s| (s.shard, shard_figures(s))).collect();
     let Some((_, first)) = figures.first() else {
         return Ok(());

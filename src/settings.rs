@@ -8,6 +8,8 @@
 //! ([`parse_count`]: `_` separators, k/M/G and Ki/Mi/Gi suffixes); every duration by humantime
 //! (`500us`, `10ms`, `20s`, `5m`, `2h`, `30d`).
 
+use crate::ingest::allow::{Cidr, MAX_ALLOW_ENTRIES};
+use crate::link::LinkLimits;
 use presenced_core::config::{CoreConfig, MAX_DEVICES_LIMIT};
 use presenced_wire::link::{Timings, MIN_MAX_FRAME_LEN};
 use serde::de::{self, Visitor};
@@ -82,12 +84,39 @@ macro_rules! settings {
         }
 
         impl Settings {
-    /// Keys SIGHUP applies to a running daemon (besides the key file's contents).
-    pub const RELOADABLE: &'static [&'static str] = &["log.level"];
+    /// Keys SIGHUP applies to a running daemon (besides the key file's contents); the link
+    /// limits each as [`LinkLimits`] says (some to new links only).
+    pub const RELOADABLE: &'static [&'static str] = &[
+        "log.level",
+        "link.max_links",
+        "link.max_frame_len",
+        "link.max_users_per_request",
+        "link.max_subscriptions",
+        "link.max_requests_in_flight",
+        "link.queue_depth",
+        "link.idle_timeout",
+    ];
 
     /// The keys whose values differ between `self` (running) and `other` (just read) and
     /// that only a restart applies (every key but [`Settings::RELOADABLE`]), sorted.
     pub fn differences_needing_restart(&self, other: &Settings) -> Vec<String> {
+        self.differences(other)
+            .into_iter()
+            .filter(|key| !Self::RELOADABLE.contains(&key.as_str()))
+            .collect()
+    }
+
+    /// The keys of [`Settings::RELOADABLE`] whose values differ between `self` (running) and
+    /// `other` (just read), sorted.
+    pub fn reloadable_differences(&self, other: &Settings) -> Vec<String> {
+        self.differences(other)
+            .into_iter()
+            .filter(|key| Self::RELOADABLE.contains(&key.as_str()))
+            .collect()
+    }
+
+    /// The keys whose values differ between `self` and `other`, sorted.
+    fn differences(&self, other: &Settings) -> Vec<String> {
         let table = |s: &Settings| toml::Table::try_from(s).unwrap_or_default();
         let (old, new) = (table(self), table(other));
         let mut keys = Vec::new();
@@ -99,9 +128,8 @@ macro_rules! settings {
                 continue;
             };
             for (key, value) in body {
-                let name = format!("{section}.{key}");
-                if fresh.get(key) != Some(value) && !Self::RELOADABLE.contains(&name.as_str()) {
-                    keys.push(name);
+                if fresh.get(key) != Some(value) {
+                    keys.push(format!("{section}.{key}"));
                 }
             }
         }
@@ -170,6 +198,11 @@ settings! {
         /// warning at start.
         socket_recv_buffer_bytes as "socket_recv_buffer": usize = 32 << 20,
             range 4096..=1 << 30;
+        /// Source networks heartbeats are accepted from, e.g. ["10.0.0.0/8", "2001:db8::/32"]
+        /// ([]: everyone); a kernel socket filter drops the rest before they take buffer room
+        /// (counted in kernel_dropped). The filter sees the source address as the kernel
+        /// delivers the packet (after NAT on this host); an IPv4-mapped network counts as IPv4.
+        allow: Vec<Cidr> = Vec::new();
     }
 
     /// `[shards]`: the shard threads and the channels between them.
@@ -432,6 +465,41 @@ impl Settings {
             );
         }
         out
+    }
+}
+
+impl LinkSettings {
+    /// The limits a reload can replace.
+    pub fn limits(&self) -> LinkLimits {
+        LinkLimits {
+            max_links: self.max_links,
+            max_frame_len: self.max_frame_len,
+            max_users_per_request: self.max_users_per_request,
+            max_subscriptions: self.max_subscriptions,
+            max_requests_in_flight: self.max_requests_in_flight,
+            queue_depth: self.queue_depth,
+            idle_timeout: self.idle_timeout,
+        }
+    }
+
+    /// Records `limits` as in force (after a reload put them there).
+    pub fn set_limits(&mut self, limits: LinkLimits) {
+        let LinkLimits {
+            max_links,
+            max_frame_len,
+            max_users_per_request,
+            max_subscriptions,
+            max_requests_in_flight,
+            queue_depth,
+            idle_timeout,
+        } = limits;
+        self.max_links = max_links;
+        self.max_frame_len = max_frame_len;
+        self.max_users_per_request = max_users_per_request;
+        self.max_subscriptions = max_subscriptions;
+        self.max_requests_in_flight = max_requests_in_flight;
+        self.queue_depth = queue_depth;
+        self.idle_timeout = idle_timeout;
     }
 }
 
@@ -765,6 +833,7 @@ enum Scalar {
     Float(f64),
     Bool(bool),
     Str(String),
+    List(Vec<Scalar>),
 }
 
 impl fmt::Display for Scalar {
@@ -775,6 +844,10 @@ impl fmt::Display for Scalar {
             Scalar::Bool(b) => write!(f, "{b}"),
             Scalar::Str(s) if s.is_empty() => f.write_str("\"\""),
             Scalar::Str(s) => f.write_str(s),
+            Scalar::List(items) => {
+                let items: Vec<String> = items.iter().map(|i| format!("\"{i}\"")).collect();
+                write!(f, "[{}]", items.join(", "))
+            }
         }
     }
 }
@@ -786,14 +859,17 @@ impl Serialize for Scalar {
             Scalar::Float(x) => s.serialize_f64(*x),
             Scalar::Bool(b) => s.serialize_bool(*b),
             Scalar::Str(t) => s.serialize_str(t),
+            Scalar::List(items) => s.collect_seq(items),
         }
     }
 }
 
-/// Reads any scalar; `0` says what the key expects, for the error on anything else.
+/// Reads any scalar, or a list of them; `0` says what the key expects, for the error on
+/// anything else.
+#[derive(Clone, Copy)]
 struct ScalarVisitor(&'static str);
 
-impl Visitor<'_> for ScalarVisitor {
+impl<'de> Visitor<'de> for ScalarVisitor {
     type Value = Scalar;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -820,6 +896,22 @@ impl Visitor<'_> for ScalarVisitor {
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
         Ok(Scalar::Str(v.to_string()))
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Scalar, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element_seed(self)? {
+            items.push(item);
+        }
+        Ok(Scalar::List(items))
+    }
+}
+
+impl<'de> de::DeserializeSeed<'de> for ScalarVisitor {
+    type Value = Scalar;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Scalar, D::Error> {
+        d.deserialize_any(self)
     }
 }
 
@@ -1017,6 +1109,42 @@ impl Value for Option<PathBuf> {
                 .map(|p| p.to_string_lossy().into_owned())
                 .unwrap_or_default(),
         )
+    }
+}
+
+const NETWORKS: &str = "a list of networks such as [\"10.0.0.0/8\", \"2001:db8::/32\"]";
+
+/// `ingest.allow`: networks, from a TOML list or, on the command line, separated by commas.
+impl Value for Vec<Cidr> {
+    const EXPECTED: &'static str = NETWORKS;
+    fn from_scalar(scalar: Scalar) -> Result<Self, String> {
+        let items: Vec<String> = match scalar {
+            Scalar::List(items) => items
+                .into_iter()
+                .map(|item| match item {
+                    Scalar::Str(t) => Ok(t),
+                    other => Err(format!("`{other}` is not a network (write it in quotes)")),
+                })
+                .collect::<Result<_, _>>()?,
+            Scalar::Str(t) => t
+                .split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(String::from)
+                .collect(),
+            other => return Err(format!("`{other}` is not {NETWORKS}")),
+        };
+        if items.len() > MAX_ALLOW_ENTRIES {
+            return Err(format!(
+                "lists {} networks; at most {MAX_ALLOW_ENTRIES} fit the kernel's socket filter \
+                 (merge neighbouring networks into shorter prefixes)",
+                items.len()
+            ));
+        }
+        items.iter().map(|t| t.parse()).collect()
+    }
+    fn to_scalar(&self) -> Scalar {
+        Scalar::List(self.iter().map(|c| Scalar::Str(c.to_string())).collect())
     }
 }
 
@@ -1249,6 +1377,41 @@ mod tests {
         assert!(!s.shards.pin);
         assert_eq!(s.shards.count, 3);
         assert!(s.ingest.shard_ports, "untouched keys keep their default");
+    }
+
+    #[test]
+    fn the_allow_list_reads_networks_and_names_a_bad_one() {
+        let mut sources = Sources::default();
+        sources
+            .merge_toml(
+                "[ingest]\nallow = [\"10.0.0.0/8\", \"2001:db8::/32\"]\n",
+                "f",
+            )
+            .unwrap();
+        let s = sources.build(1).unwrap();
+        let shown: Vec<String> = s.ingest.allow.iter().map(|c| c.to_string()).collect();
+        assert_eq!(shown, ["10.0.0.0/8", "2001:db8::/32"]);
+        assert!(Sources::default().build(1).unwrap().ingest.allow.is_empty());
+        let s = build(&["ingest.allow=127.0.0.2/32, 192.0.2.0/24"]).unwrap();
+        assert_eq!(s.ingest.allow.len(), 2);
+        let s = build(&["ingest.allow=[\"127.0.0.2\"]"]).unwrap();
+        assert_eq!(s.ingest.allow, ["127.0.0.2/32".parse().unwrap()]);
+
+        let e = build(&["ingest.allow=10.0.0.1/8"]).unwrap_err();
+        assert_eq!(e.key, "ingest.allow");
+        assert!(e.problem.contains("10.0.0.0/8"), "{e}");
+        let e = build(&["ingest.allow=[1]"]).unwrap_err();
+        assert_eq!(e.key, "ingest.allow");
+        let many: Vec<String> = (0..=MAX_ALLOW_ENTRIES)
+            .map(|i| format!("10.{}.{}.0/24", i / 256, i % 256))
+            .collect();
+        let e = build(&[&format!("ingest.allow={}", many.join(","))]).unwrap_err();
+        assert_eq!(e.key, "ingest.allow");
+        assert!(
+            e.problem.contains(&format!("at most {MAX_ALLOW_ENTRIES}")),
+            "{e}"
+        );
+        build(&[&format!("ingest.allow={}", many[1..].join(","))]).unwrap();
     }
 
     #[test]
@@ -1499,11 +1662,33 @@ mod tests {
         let running = read("[log]\nlevel = \"info\"\n[presence]\ngrace = \"12s\"\n");
         let same = read("[log]\nlevel = \"debug\"\n[presence]\ngrace = \"12s\"\n");
         assert!(running.differences_needing_restart(&same).is_empty());
-        let changed = read("[presence]\ngrace = \"5s\"\n[link]\nmax_links = 7\n");
+        assert_eq!(running.reloadable_differences(&same), vec!["log.level"]);
+        let changed = read(
+            "[presence]\ngrace = \"5s\"\n[link]\nmax_links = 7\nqueue_depth = 8\n\
+             listen = \"127.0.0.1:7061\"\n",
+        );
         assert_eq!(
             running.differences_needing_restart(&changed),
-            vec!["link.max_links", "presence.grace"]
+            vec!["link.listen", "presence.grace"]
         );
+        assert_eq!(
+            running.reloadable_differences(&changed),
+            vec!["link.max_links", "link.queue_depth"]
+        );
+    }
+
+    #[test]
+    fn every_reloadable_key_is_a_key_and_the_link_limits_round_trip() {
+        for key in Settings::RELOADABLE {
+            assert!(KEYS.iter().any(|k| k.name == *key), "{key}");
+        }
+        let mut limits = LinkSettings::default().limits();
+        limits.max_links = 3;
+        limits.idle_timeout = Duration::from_secs(9);
+        let mut link = LinkSettings::default();
+        link.set_limits(limits);
+        assert_eq!(link.limits(), limits);
+        assert_eq!(link.listen, LinkSettings::default().listen);
     }
 
     #[test]

@@ -158,7 +158,7 @@ pub fn run(setup: ShardSetup) -> io::Result<()> {
                 }
                 let now = clock.now();
                 for d in 0..n {
-                    node.handle_datagram(now, recv.datagram(d));
+                    node.handle_datagram(now, recv.source(d), recv.datagram(d));
                     out.send(&mut node);
                 }
             }
@@ -185,6 +185,15 @@ pub fn run(setup: ShardSetup) -> io::Result<()> {
                     count,
                     latest_gateway = gateway,
                     "datagrams refused"
+                ),
+                NodeEvent::SourcesBlocked { count, latest } => tracing::warn!(
+                    shard = index,
+                    count,
+                    latest = %latest,
+                    "source addresses blocked for {} s: they kept failing authentication \
+                     (their datagrams are dropped unread; a gateway's own address here means \
+                     a wrong key, clock or replays, or a forged source)",
+                    presenced_node::auth::sources::BLOCK_MS / 1000
                 ),
                 NodeEvent::Lost { loss, count } => tracing::warn!(
                     shard = index,

@@ -454,6 +454,39 @@ async fn a_slow_gateway_is_told_it_lagged_while_another_keeps_receiving() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_listed_sources_reach_the_daemon() {
+    let mut args = FAST.to_vec();
+    args.extend(["--set", "ingest.allow=127.0.0.2/32"]);
+    let d = Daemon::start(&args);
+    let link = link(&d).await;
+    link.subscribe_all().await.unwrap();
+    let datagram = |user: u64| {
+        let mut enc = presenced_wire::Encoder::new(presenced_wire::Header::new(1, 1, 0, 0));
+        enc.push(entry(user, 1, State::Online, true)).unwrap();
+        enc.finish().unwrap().to_vec()
+    };
+    // From 127.0.0.1, unlisted, to the shared port and a shard's own; then from 127.0.0.2.
+    let unlisted = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    unlisted.send_to(&datagram(5), d.heartbeat).unwrap();
+    unlisted.send_to(&datagram(5), d.shard_ports[0]).unwrap();
+    let listed = std::net::UdpSocket::bind("127.0.0.2:0").unwrap();
+    listed.send_to(&datagram(6), d.heartbeat).unwrap();
+    let got = events(&link, 1, WAIT).await;
+    assert_eq!(
+        states(&got),
+        [(6, WireState::Online, WireCause::FirstHeartbeat)]
+    );
+    quiet(&link, Duration::from_millis(200)).await;
+    let stats = link.stats().await.unwrap();
+    let received: u64 = stats.shards.iter().map(|s| s.datagrams).sum();
+    assert_eq!(
+        received, 1,
+        "the kernel dropped the unlisted ones: {stats:?}"
+    );
+    assert_eq!(link.query(&[5]).await.unwrap()[0].version, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeats_arrive_over_ipv6_too() {
     let mut args = FAST.to_vec();
     args.extend(["--set", "ingest.listen_v6=[::1]:0"]);

@@ -1,8 +1,8 @@
 //! The real binary as an operator runs it: systemd's notify protocol on a real notify socket
 //! (READY=1 only once serving, STATUS= lines, WATCHDOG=1 while the shards turn, even idle
 //! ones, STOPPING=1), the log's two formats (journald's priorities, or timestamps), a size the
-//! machine cannot hold refused with a clear error before READY, and risky settings refused or
-//! warned about.
+//! machine cannot hold refused with a clear error before READY, risky settings refused or
+//! warned about, and SIGHUP putting edited link limits in force for new links.
 
 mod common;
 
@@ -244,4 +244,96 @@ fn a_daemon_reachable_beyond_loopback_without_keys_is_refused_and_risky_values_w
     wait_line(&stdout, "presenced ready");
     sigterm(&child);
     assert_eq!(wait_exit(&mut child), Some(0));
+}
+
+/// The push link's address in the ready line.
+fn link_addr(ready: &str) -> std::net::SocketAddr {
+    let field = ready.split(' ').find_map(|f| f.strip_prefix("link="));
+    field.expect("link= in the ready line").parse().unwrap()
+}
+
+#[test]
+fn sighup_reloads_the_link_limits_for_new_links_and_says_which_keys() {
+    use presenced_client::{ConnectOptions, LinkClient, RawLink};
+    use presenced_wire::link::{encode_subscribe, ErrorCode};
+
+    let state = StateDir::new();
+    let config = state.path().with_extension("toml");
+    std::fs::write(
+        &config,
+        "[link]\nmax_users_per_request = 100\nidle_timeout = \"30s\"\n",
+    )
+    .unwrap();
+    let config_arg = config.display().to_string();
+    let mut child = spawn(&state, &["--config", &config_arg], &[])
+        .spawn()
+        .unwrap();
+    let stdout = lines(child.stdout.take().unwrap());
+    let stderr = lines(child.stderr.take().unwrap());
+    let link = link_addr(&wait_line(&stdout, "presenced ready"));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let old = runtime
+        .block_on(LinkClient::connect(link, ConnectOptions::local("old")))
+        .unwrap();
+    assert_eq!(old.welcome().limits.max_users_per_request, 100);
+
+    std::fs::write(
+        &config,
+        "[link]\nmax_users_per_request = 10\nidle_timeout = \"20s\"\nmax_links = 2\n\
+         [presence]\ngrace = \"5s\"\n",
+    )
+    .unwrap();
+    // SAFETY: kill(2) on our own child's pid has no memory effects.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGHUP);
+    }
+    let said = wait_line(&stderr, "SIGHUP:");
+    assert!(
+        said.contains(
+            "SIGHUP: reloaded link.idle_timeout (new links), link.max_links (new links), \
+             link.max_users_per_request (new links); changed settings that need a restart: \
+             presence.grace"
+        ),
+        "{said}"
+    );
+
+    runtime.block_on(async {
+        // A new link is told the new limits and held to them.
+        let mut new = RawLink::connect(link, ConnectOptions::local("new"), 1 << 20)
+            .await
+            .unwrap();
+        assert_eq!(new.link_info().idle_timeout, Some(Duration::from_secs(20)));
+        let mut frame = bytes::BytesMut::new();
+        let eleven: Vec<u64> = (1..=11).collect();
+        encode_subscribe(&mut frame, 7, &eleven).unwrap();
+        new.send_raw(&frame).await.unwrap();
+        let (request, code, message) = new
+            .next_error(Duration::from_secs(10))
+            .await
+            .unwrap()
+            .expect("the 11-user SUBSCRIBE is refused");
+        assert_eq!((request, code), (7, Some(ErrorCode::TooManyUsers)));
+        assert!(
+            message.contains("link.max_users_per_request is 10"),
+            "{message}"
+        );
+        // The open link keeps what its WELCOME announced: 50 users in one request.
+        let users: Vec<u64> = (1..=50).collect();
+        assert_eq!(old.subscribe(&users).await.unwrap().len(), 50);
+        // Two links are open: a third is refused, and neither open one is closed.
+        let third = tokio::time::timeout(
+            Duration::from_secs(10),
+            LinkClient::connect(link, ConnectOptions::local("third")),
+        )
+        .await
+        .expect("refused at once");
+        assert!(third.is_err());
+        assert_eq!(old.query(&[1]).await.unwrap().len(), 1);
+    });
+    sigterm(&child);
+    assert_eq!(wait_exit(&mut child), Some(0));
+    let _ = std::fs::remove_file(&config);
 }

@@ -272,7 +272,7 @@ impl Node {
 impl Core for Node {
     fn heartbeat(&mut self, now: Now, hb: &Heartbeat, out: &mut Vec<Transition>) {
         let bytes = self.datagram(hb);
-        self.node.handle_datagram(now, &bytes);
+        self.node.handle_datagram(now, GATEWAY, &bytes);
         if hb.user == 0 {
             self.zero_user += 1;
             // The node refuses a datagram naming user 0 when it decodes it (SPEC.md § 8); the
@@ -386,6 +386,8 @@ struct Scenario {
 
 const MS: u64 = 1_000;
 const SEC: u64 = 1_000_000;
+/// The source address of every datagram.
+const GATEWAY: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
 /// The shipped timings and a fixed hash seed, but small capacities (every scenario sets its own
 /// on top of these), and a table that starts at two slots, so that it grows, and moves its

@@ -1,7 +1,8 @@
-//! Large fixed arrays that cost memory only once used: zeroed by the allocator (fresh pages
-//! from the kernel, not written here). A shard sized for millions of users starts small and
-//! its resident size follows the users actually present; the address space is still reserved
-//! up front, so nothing grows or reallocates after construction.
+//! Large arrays that cost memory only once used: zeroed by the allocator (fresh pages from the
+//! kernel, not written here). A shard sized for millions of users reserves the address space
+//! for them up front and its resident size follows the users actually present: the wheel and
+//! the blocks are used from their low end, and the table grows into fresh arrays of these (the
+//! last into the full-size one reserved at start).
 //!
 //! Page policy (huge pages or not) is the daemon's: the core never calls the kernel, it only
 //! says where its arrays lie ([`Region`], `Shard::regions`).

@@ -15,6 +15,11 @@
 //! loses further events and is owed a LAGGED frame naming the users to re-query, sent as soon
 //! as its queue has room again.
 //!
+//! **A link keeps the limits its WELCOME announced.** `Command::Open` carries them (frame
+//! length, subscriptions), and a reload (SIGHUP) does not change them under an open link: its
+//! gateway was promised them. Only the queue depth, which no gateway is told, is the hub's
+//! own; `Command::QueueDepth` replaces it for every link at once.
+//!
 //! **The daemon asks too.** Its metrics endpoint gathers the same figures as STATS
 //! (`Command::Scrape`), answered as a typed [`Stats`] through `poll_scrape` rather than a frame;
 //! the figures of every open link (`LinkStats::per_link`) are kept here, where the frames are
@@ -43,16 +48,13 @@ const _: () = assert!(
 /// time and stops waiting after a timeout).
 pub const SCRAPES_PENDING: usize = 4;
 
-/// The hub's limits.
+/// The hub's shape and its own limit; each link's other limits come with `Command::Open`.
 #[derive(Clone, Debug)]
 pub struct HubConfig {
     /// Shards in the daemon (≥ 1).
     pub shards: usize,
-    /// Largest frame sent (`link.max_frame_len`).
-    pub max_frame_len: usize,
-    /// Users one link may be subscribed to (`link.max_subscriptions`).
-    pub max_subscriptions: usize,
-    /// Frames queued for one link before it loses events (`link.queue_depth`).
+    /// Frames queued for one link before it loses events (`link.queue_depth`; replaced by
+    /// `Command::QueueDepth`).
     pub queue_depth: usize,
 }
 
@@ -84,6 +86,10 @@ pub enum Command {
         name: String,
         /// The gateway's address.
         peer: SocketAddr,
+        /// The limits its WELCOME announced, kept for the link's life: no frame sent to it is
+        /// longer than `max_frame_len` (at least `wire::MIN_MAX_FRAME_LEN`: the settings
+        /// ensure it), and it may be subscribed to `max_subscriptions` users.
+        limits: wire::Limits,
     },
     /// SUBSCRIBE.
     Subscribe {
@@ -150,6 +156,14 @@ pub enum Command {
         /// The link.
         link: u32,
     },
+    /// A new `link.queue_depth` (SIGHUP), for every link from the next frame. Nothing already
+    /// queued is taken back: a link with as many frames queued as a lowered depth loses events
+    /// (and is owed LAGGED) until its gateway has read below it; a link owed LAGGED that a
+    /// raised depth gives room gets it at the next `poll_transmit`.
+    QueueDepth {
+        /// Frames queued for one link before it loses events (≥ 1).
+        frames: usize,
+    },
 }
 
 /// A frame for one link.
@@ -181,6 +195,8 @@ pub struct HubStats {
 struct Link {
     /// The protocol version the link speaks (WARMING exists from version 2).
     version: wire::Version,
+    /// The limits its WELCOME announced.
+    limits: wire::Limits,
     /// Its name in HELLO and its address, for the per-link figures.
     name: String,
     peer: SocketAddr,
@@ -217,7 +233,8 @@ struct Pending {
 
 /// The hub (see the module docs).
 pub struct Hub {
-    config: HubConfig,
+    /// Shards in the daemon.
+    shards: usize,
     links: HashMap<u32, Link>,
     subscribers: HashMap<u64, Vec<u32>>,
     firehose: Vec<u32>,
@@ -234,6 +251,7 @@ pub struct Hub {
 
 /// What the hub owes the links: the frames queued for them, and which are owed a LAGGED frame.
 struct Outbox {
+    /// Frames queued for one link before it loses events (`Command::QueueDepth` replaces it).
     queue_depth: usize,
     transmits: VecDeque<(u32, Outgoing)>,
     /// Links owed a LAGGED frame, checked when their queue has room.
@@ -293,13 +311,13 @@ impl Outbox {
 }
 
 impl Hub {
-    /// A hub with no link. Panics without a shard or with `max_frame_len` below the protocol's
-    /// minimum (the settings refuse both).
+    /// A hub with no link. Panics without a shard or with a queue depth of 0 (the settings
+    /// refuse both).
     pub fn new(config: HubConfig) -> Hub {
         assert!(config.shards >= 1, "at least one shard");
-        assert!(config.max_frame_len >= wire::MIN_MAX_FRAME_LEN as usize);
+        assert!(config.queue_depth >= 1, "room for a frame");
         Hub {
-            config: config.clone(),
+            shards: config.shards,
             links: HashMap::new(),
             subscribers: HashMap::new(),
             firehose: Vec::new(),
@@ -358,13 +376,15 @@ impl Hub {
                 version,
                 name,
                 peer,
+                limits,
             } => {
-                let events = wire::EventsWriter::new(self.config.max_frame_len as u32)
+                let events = wire::EventsWriter::new(limits.max_frame_len)
                     .expect("a frame limit of at least 64 KiB holds an event");
                 self.links.insert(
                     link,
                     Link {
                         version,
+                        limits,
                         name,
                         peer,
                         events_sent: 0,
@@ -434,12 +454,12 @@ impl Hub {
                 self.pending.insert(
                     (link, request),
                     Pending {
-                        shards_left: self.config.shards,
+                        shards_left: self.shards,
                         server: Some(server),
-                        shard_stats: Vec::with_capacity(self.config.shards),
+                        shard_stats: Vec::with_capacity(self.shards),
                     },
                 );
-                for shard in 0..self.config.shards {
+                for shard in 0..self.shards {
                     let link = Some(link);
                     self.requests
                         .push_back((shard, Request::Stats { link, request }));
@@ -452,12 +472,12 @@ impl Hub {
                 self.scrapes.insert(
                     request,
                     Pending {
-                        shards_left: self.config.shards,
+                        shards_left: self.shards,
                         server: Some(server),
-                        shard_stats: Vec::with_capacity(self.config.shards),
+                        shard_stats: Vec::with_capacity(self.shards),
                     },
                 );
-                for shard in 0..self.config.shards {
+                for shard in 0..self.shards {
                     let link = None;
                     self.requests
                         .push_back((shard, Request::Stats { link, request }));
@@ -470,6 +490,12 @@ impl Hub {
                         self.out.owing.push(id);
                     }
                 }
+            }
+            Command::QueueDepth { frames } => {
+                assert!(frames >= 1, "room for a frame");
+                self.out.queue_depth = frames;
+                let owing = self.links.iter().filter(|(_, link)| link.owes_lag());
+                self.out.owing.extend(owing.map(|(&id, _)| id));
             }
         }
     }
@@ -544,7 +570,7 @@ impl Hub {
     }
 
     fn signal_lag(&mut self) {
-        let depth = self.config.queue_depth;
+        let depth = self.out.queue_depth;
         let mut owing = std::mem::take(&mut self.out.owing);
         owing.sort_unstable();
         owing.dedup();
@@ -611,7 +637,7 @@ impl Hub {
         let records: Vec<wire::PresenceRecord> =
             presence.iter().map(|&(u, p)| wire_presence(u, p)).collect();
         let mut buf = BytesMut::new();
-        let max = self.config.max_frame_len as u32;
+        let max = link.limits.max_frame_len;
         // A version-1 link has no WARMING flag (its gateway would read a reserved bit).
         let warming = warming && link.version == wire::Version::V2;
         match wire::encode_presence_v2(&mut buf, request, &records, last, warming, max) {
@@ -666,18 +692,18 @@ impl Hub {
         };
         if subscribe {
             let total = link.users.len() + link.reserved + users.len();
-            if total > self.config.max_subscriptions {
+            let max = link.limits.max_subscriptions as usize;
+            if total > max {
                 let message = format!(
-                    "subscribing to {} more users would pass link.max_subscriptions ({})",
+                    "subscribing to {} more users would pass link.max_subscriptions ({max})",
                     users.len(),
-                    self.config.max_subscriptions
                 );
                 self.error(id, request, wire::ErrorCode::SubscriptionLimit, &message);
                 return;
             }
             link.reserved += users.len();
         }
-        let shards = self.config.shards;
+        let shards = self.shards;
         let mut groups: Vec<Vec<u64>> = vec![Vec::new(); shards];
         for user in users {
             groups[owner(user, shards)].push(user);
@@ -685,7 +711,7 @@ impl Hub {
         let asked = groups.iter().filter(|g| !g.is_empty()).count();
         if asked == 0 {
             let mut buf = BytesMut::new();
-            let max = self.config.max_frame_len as u32;
+            let max = link.limits.max_frame_len;
             if wire::encode_presence(&mut buf, request, &[], true, max).is_ok() {
                 self.out.send(id, link, buf, true, None);
             }

@@ -4,7 +4,8 @@
 //! blocks or spawns; the daemon's shard thread only moves bytes between the kernel, the
 //! channels and this type, so every rule here is tested with fake time.
 //!
-//! Per datagram: decode, verify (SPEC.md § 9), apply the entries this shard owns to the core
+//! Per datagram: drop it unread if its source address is blocked for failing authentication
+//! (`auth::sources`), decode, verify (SPEC.md § 9), apply the entries this shard owns to the core
 //! and batch the others for the shards that own them; the transitions it caused leave for the
 //! hub at once. Per round of input (`handle_timeout`): fire the timers due, release partial
 //! cross-shard batches and the transitions of entries from other shards.
@@ -15,9 +16,10 @@
 //! Limits, each counted when hit: the outbox to the hub holds `link_outbox` transitions beyond
 //! what the channel took (more are shed, `transitions_shed`, and the hub is told to make
 //! subscribers re-query); a full inbox of another shard sheds the batch (`cross_shard_shed`);
-//! refusals, and losses (kernel drops, shedding), are reported at most once per reason every
-//! [`REFUSAL_REPORT_EVERY_MS`].
+//! refusals, blocked sources, and losses (kernel drops, shedding), are reported at most once per
+//! reason every [`REFUSAL_REPORT_EVERY_MS`].
 
+use crate::auth::sources::{FailingSources, Source};
 use crate::auth::{AuthError, Verifier};
 use crate::bus::{owner, Blank, EntryBatch, Inbox, Request, ToHub, ToStore, TransitionBatch};
 use presenced_core::clock::Now;
@@ -29,10 +31,15 @@ use presenced_core::slab::Region;
 use presenced_wire::stats::ShardStats;
 use presenced_wire::DecodeError;
 use std::collections::VecDeque;
+use std::net::IpAddr;
 
 /// Refused datagrams, and each kind of loss, are reported at most once per reason per shard
 /// in this many ms.
 pub const REFUSAL_REPORT_EVERY_MS: u64 = 10_000;
+
+/// The `dropped` reason of datagrams dropped unread because their source address was blocked
+/// for failing authentication (`auth::sources`).
+pub const SOURCE_BLOCKED: &str = "source_blocked";
 
 /// Table slots in one snapshot chunk at most (`state.snapshot_slots_per_round` is at most
 /// this), so a chunk holds at most [`MAX_SNAPSHOT_CHUNK_BYTES`].
@@ -102,6 +109,13 @@ pub enum NodeEvent {
         count: u64,
         /// The gateway of the latest one.
         gateway: u32,
+    },
+    /// Source addresses blocked for failing authentication since the last report.
+    SourcesBlocked {
+        /// Sources blocked since the last report.
+        count: u64,
+        /// The latest one.
+        latest: IpAddr,
     },
     /// Heartbeats or transitions lost since the last report of this kind.
     Lost {
@@ -179,6 +193,12 @@ pub struct ShardNode {
     refused: [u64; AuthError::REASONS.len()],
     /// Per refusal reason: wall ms of the last report, and refusals since.
     refusal_reports: [(u64, u64); AuthError::REASONS.len()],
+    /// Sources failing authentication; datagrams of blocked ones dropped unread.
+    sources: FailingSources,
+    /// Datagrams dropped unread from blocked sources.
+    dropped_early: u64,
+    /// Wall ms of the last report of blocked sources, and sources blocked since.
+    block_reports: (u64, u64),
     events: VecDeque<NodeEvent>,
     /// Per kind of loss: wall ms of the last report, and the total reported so far.
     loss_reports: [(u64, u64); Loss::ALL.len()],
@@ -254,8 +274,11 @@ impl ShardNode {
             dropped: [0; DecodeError::REASONS.len()],
             refused: [0; AuthError::REASONS.len()],
             refusal_reports: [(0, 0); AuthError::REASONS.len()],
+            sources: FailingSources::new(),
+            dropped_early: 0,
+            block_reports: (0, 0),
             loss_reports: [(0, 0); Loss::ALL.len()],
-            events: VecDeque::with_capacity(AuthError::REASONS.len()),
+            events: VecDeque::with_capacity(AuthError::REASONS.len() + 1),
             journal: config.store.map(|limits| Journal {
                 limits,
                 outbox: VecDeque::with_capacity(OUTBOX_KEEP),
@@ -267,10 +290,17 @@ impl ShardNode {
         })
     }
 
-    /// One datagram as received (a datagram the kernel truncated arrives longer than any valid
-    /// one and is refused as too long). Its transitions are queued for the hub at once.
-    pub fn handle_datagram(&mut self, now: Now, bytes: &[u8]) {
+    /// One datagram as received from `source` (a datagram the kernel truncated arrives longer
+    /// than any valid one and is refused as too long). Its transitions are queued for the hub
+    /// at once.
+    pub fn handle_datagram(&mut self, now: Now, source: IpAddr, bytes: &[u8]) {
         self.stats.datagrams += 1;
+        let source = Source::from(source);
+        let now_ms = now.mono_us / 1000;
+        if !self.sources.admits(source, now_ms) {
+            self.dropped_early += 1;
+            return;
+        }
         let datagram = match presenced_wire::decode(bytes) {
             Ok(d) => d,
             Err(e) => {
@@ -280,6 +310,10 @@ impl ShardNode {
         };
         if let Err(e) = self.verifier.check(&datagram, now.wall_ms) {
             self.refuse(e, datagram.header().gateway, now.wall_ms);
+            if e.counts_against_source() && self.sources.handle_failure(source, now_ms) {
+                self.stats.sources_blocked += 1;
+                self.report_block(source, now.wall_ms);
+            }
             return;
         }
         let mut owned = [Heartbeat::BLANK; presenced_wire::MAX_ENTRIES];
@@ -474,6 +508,7 @@ impl ShardNode {
             .iter()
             .zip(self.dropped.iter())
             .chain(AuthError::REASONS.iter().zip(self.refused.iter()))
+            .chain([(&SOURCE_BLOCKED, &self.dropped_early)])
             .map(|(&reason, &n)| (reason.to_string(), n))
             .collect();
         s
@@ -500,6 +535,20 @@ impl ShardNode {
                 reason: e.reason(),
                 count: *since,
                 gateway,
+            });
+            *last = wall_ms;
+            *since = 0;
+        }
+    }
+
+    /// Queues a report of blocked sources, at most once every [`REFUSAL_REPORT_EVERY_MS`].
+    fn report_block(&mut self, source: Source, wall_ms: u64) {
+        let (last, since) = &mut self.block_reports;
+        *since += 1;
+        if wall_ms >= *last + REFUSAL_REPORT_EVERY_MS {
+            self.events.push_back(NodeEvent::SourcesBlocked {
+                count: *since,
+                latest: source.ip(),
             });
             *last = wall_ms;
             *since = 0;

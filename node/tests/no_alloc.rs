@@ -11,6 +11,10 @@ use presenced_node::node::{NodeConfig, ShardNode, StoreLimits, Transmit};
 use presenced_wire::{encode, Entry, Header, State, MAX_ENTRIES};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
+use std::net::{IpAddr, Ipv4Addr};
+
+/// The source address of the test's datagrams.
+const GATEWAY: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
 struct Counting;
 
@@ -97,7 +101,7 @@ fn datagrams_and_timers_allocate_nothing_once_warm() {
     let mut sent = (0u64, 0u64, 0u64);
     let mut run = |node: &mut ShardNode, round: usize, mono_us: u64| {
         for bytes in &rounds[round % 2] {
-            node.handle_datagram(at(mono_us), bytes);
+            node.handle_datagram(at(mono_us), GATEWAY, bytes);
             while let Some(t) = node.poll_transmit() {
                 match t {
                     Transmit::Peer { batch, .. } => sent.0 += batch.len() as u64,

@@ -53,6 +53,7 @@ pub fn run(
                             version,
                             name,
                             peer,
+                            limits,
                             frames,
                         } => {
                             links.insert(link, frames);
@@ -61,6 +62,7 @@ pub fn run(
                                 version,
                                 name,
                                 peer,
+                                limits,
                             });
                         }
                         LinkEvent::Scrape { server, reply } => {

@@ -8,6 +8,9 @@
 //!
 //! The daemon's metrics endpoint asks the hub for the same figures as STATS through a
 //! [`Scraper`], and reads the latency histogram it keeps here.
+//!
+//! SIGHUP replaces the per-link limits ([`LinkLimits`], [`Handle::set_limits`]) without
+//! closing a link: what an open link was promised in WELCOME stays its own.
 
 pub mod hub;
 pub mod server;
@@ -27,6 +30,67 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// How long a reload waits for the hub thread to take the new queue depth (it reads its
+/// channel continually; only a stopping daemon's is full this long).
+const RELOAD_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The `[link]` limits a running daemon can change (SIGHUP, [`Handle::set_limits`]), and when
+/// each takes effect:
+///
+/// - `max_links` is checked as each connection arrives: lowered, it refuses new links until
+///   fewer are open, and closes none.
+/// - `queue_depth` applies to every link's queue from its next frame (the hub's
+///   `Command::QueueDepth`); nothing already queued is dropped.
+/// - `max_frame_len`, `max_users_per_request`, `max_subscriptions`, `max_requests_in_flight`
+///   and `idle_timeout` apply to links that connect from then on. WELCOME announced them to
+///   each open link as terms its gateway may rely on (and QUIC agreed the idle timeout at the
+///   handshake), so an open link keeps them until it reconnects, as it keeps its grant
+///   (wire-format/SPEC.md § P5.1).
+///
+/// The channel from the links' tasks to the hub is sized at start for
+/// `max_links × (max_requests_in_flight + 3)` events. Raised beyond that product, a burst
+/// against a stalled hub can fill it, and a link's task then waits for the hub (no request is
+/// lost); a restart sizes it again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinkLimits {
+    /// Gateway links at once.
+    pub max_links: usize,
+    /// Largest frame accepted or sent, bytes.
+    pub max_frame_len: usize,
+    /// User ids in one subscribe, unsubscribe or query.
+    pub max_users_per_request: usize,
+    /// Users one link may be subscribed to.
+    pub max_subscriptions: usize,
+    /// Requests of one link being answered at once.
+    pub max_requests_in_flight: usize,
+    /// Frames queued for one link before it loses events.
+    pub queue_depth: usize,
+    /// QUIC idle timeout of a link.
+    pub idle_timeout: Duration,
+}
+
+impl LinkLimits {
+    /// Which links a reloaded limit (`link.<key>`) applies to, as the reload's log line says.
+    pub fn applies_to(key: &str) -> &'static str {
+        match key {
+            "link.queue_depth" => "every link",
+            _ => "new links",
+        }
+    }
+
+    /// What WELCOME announces to a link (the settings keep each within a u32).
+    pub fn announced(&self) -> presenced_wire::link::Limits {
+        let u32 = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        presenced_wire::link::Limits {
+            max_frame_len: u32(self.max_frame_len),
+            max_users_per_request: u32(self.max_users_per_request),
+            max_subscriptions: u32(self.max_subscriptions),
+            max_requests_in_flight: u32(self.max_requests_in_flight),
+        }
+    }
+}
 
 /// What the server tells a gateway in WELCOME about the daemon's shards.
 #[derive(Clone, Debug)]
@@ -69,6 +133,8 @@ pub enum LinkEvent {
         name: String,
         /// The gateway's address.
         peer: SocketAddr,
+        /// The limits its WELCOME announced.
+        limits: presenced_wire::link::Limits,
         /// Its task's frame queue (bounded by the hub's count of queued frames).
         frames: tokio::sync::mpsc::UnboundedSender<Frame>,
     },
@@ -207,6 +273,11 @@ pub struct Handle {
     pub scraper: Scraper,
     hub: JoinHandle<io::Result<()>>,
     server: JoinHandle<io::Result<()>>,
+    /// The hub thread's channel, for a new queue depth.
+    events: crossbeam_channel::Sender<LinkEvent>,
+    /// What new connections are admitted under.
+    terms: tokio::sync::watch::Sender<Arc<server::Terms>>,
+    tls: Arc<quinn::crypto::rustls::QuicServerConfig>,
 }
 
 impl Handle {
@@ -226,6 +297,26 @@ impl Handle {
     /// Whether either thread has stopped.
     pub fn is_finished(&self) -> bool {
         self.hub.is_finished() || self.server.is_finished()
+    }
+
+    /// Puts new limits in force, each as [`LinkLimits`] says; on an error the old ones stay.
+    pub fn set_limits(&self, limits: LinkLimits) -> Result<(), String> {
+        let quic = server::quic_config(self.tls.clone(), limits.idle_timeout)
+            .map_err(|e| e.to_string())?;
+        let depth = Command::QueueDepth {
+            frames: limits.queue_depth,
+        };
+        self.events
+            .send_timeout(LinkEvent::Command(depth), RELOAD_TIMEOUT)
+            .map_err(|_| {
+                format!(
+                    "the hub thread did not take them within {} s",
+                    RELOAD_TIMEOUT.as_secs()
+                )
+            })?;
+        self.terms
+            .send_replace(Arc::new(server::Terms { limits, quic }));
+        Ok(())
     }
 }
 
@@ -268,6 +359,9 @@ pub fn start(
     let (events_tx, events_rx) =
         crossbeam_channel::bounded(settings.max_links * (settings.max_requests_in_flight + 3) + 1);
     let tls = tls::server_config(&settings)?;
+    let limits = settings.limits();
+    let quic = server::quic_config(tls.clone(), limits.idle_timeout)?;
+    let (terms, admitted) = tokio::sync::watch::channel(Arc::new(server::Terms { limits, quic }));
     let shared = Shared {
         latency,
         links_refused: Arc::new(AtomicU64::new(0)),
@@ -278,19 +372,17 @@ pub fn start(
     };
     let hub = presenced_node::hub::Hub::new(HubConfig {
         shards: welcome.shards,
-        max_frame_len: settings.max_frame_len,
-        max_subscriptions: settings.max_subscriptions,
-        queue_depth: settings.queue_depth,
+        queue_depth: limits.queue_depth,
     });
     let scraper = Scraper {
         events: events_tx.clone(),
         shared: shared.clone(),
     };
     let (server, addr) = server::start(
-        settings,
+        settings.listen,
+        admitted,
         welcome,
-        tls,
-        events_tx,
+        events_tx.clone(),
         shared,
         clock,
         stop.clone(),
@@ -303,5 +395,8 @@ pub fn start(
         scraper,
         hub,
         server,
+        events: events_tx,
+        terms,
+        tls,
     })
 }

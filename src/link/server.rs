@@ -1,10 +1,14 @@
 //! The QUIC server: a tokio runtime on its own thread running quinn; one task per gateway link.
 //! A task reads frames, checks them and the per-link limits, forwards requests to the hub, and
 //! writes what the hub queues for it, coalescing queued frames into one write.
+//!
+//! Each connection is admitted under the [`Terms`] in force when it arrives: `max_links` is
+//! checked against them, the QUIC handshake uses their idle timeout, and the link announces
+//! and enforces their limits for its whole life. A reload replaces the terms for the
+//! connections that come after it.
 
-use super::{Frame, HistoryAsk, LinkEvent, Shared, Welcome};
+use super::{Frame, HistoryAsk, LinkEvent, LinkLimits, Shared, Welcome};
 use crate::log::Every;
-use crate::settings::LinkSettings;
 use crate::time::Clock;
 use bytes::{Bytes, BytesMut};
 use crossbeam_channel::{Sender, TrySendError};
@@ -34,8 +38,40 @@ const ACK_WAIT: Duration = Duration::from_millis(200);
 /// How soon a link's task tries again to report written frames to a busy hub.
 const REPORT_RETRY: Duration = Duration::from_millis(1);
 
+/// What new connections are admitted under: the limits, and the QUIC configuration that
+/// carries their idle timeout.
+pub struct Terms {
+    /// The limits.
+    pub limits: LinkLimits,
+    /// The endpoint's configuration for a connection admitted under them.
+    pub quic: Arc<quinn::ServerConfig>,
+}
+
+/// The endpoint's configuration: the TLS configuration, one bidirectional stream per link, and
+/// `idle_timeout`.
+pub fn quic_config(
+    tls: Arc<quinn::crypto::rustls::QuicServerConfig>,
+    idle_timeout: Duration,
+) -> io::Result<Arc<quinn::ServerConfig>> {
+    let mut server_config = quinn::ServerConfig::with_crypto(tls);
+    let mut transport = quinn::TransportConfig::default();
+    transport.max_concurrent_bidi_streams(1u8.into());
+    transport.max_concurrent_uni_streams(0u8.into());
+    transport.keep_alive_interval(Some(Duration::from_secs(5)));
+    let idle = quinn::IdleTimeout::try_from(idle_timeout).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "setting `link.idle_timeout`: too long for QUIC",
+        )
+    })?;
+    transport.max_idle_timeout(Some(idle));
+    server_config.transport_config(Arc::new(transport));
+    Ok(Arc::new(server_config))
+}
+
 struct Context {
-    settings: LinkSettings,
+    /// The terms in force for new connections (replaced by a reload).
+    terms: tokio::sync::watch::Receiver<Arc<Terms>>,
     welcome: Welcome,
     events: Sender<LinkEvent>,
     shared: Shared,
@@ -52,11 +88,12 @@ struct Context {
 /// A peer-caused refusal is logged at most this often (the rest are counted in the line).
 const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 
-/// Binds the endpoint and starts the server thread; returns it and the bound address.
+/// Binds the endpoint on `listen` and starts the server thread; returns it and the bound
+/// address.
 pub fn start(
-    settings: LinkSettings,
+    listen: SocketAddr,
+    terms: tokio::sync::watch::Receiver<Arc<Terms>>,
     welcome: Welcome,
-    tls: Arc<quinn::crypto::rustls::QuicServerConfig>,
     events: Sender<LinkEvent>,
     shared: Shared,
     clock: Clock,
@@ -67,20 +104,7 @@ pub fn start(
         .thread_name("link")
         .enable_all()
         .build()?;
-    let mut server_config = quinn::ServerConfig::with_crypto(tls);
-    let mut transport = quinn::TransportConfig::default();
-    transport.max_concurrent_bidi_streams(1u8.into());
-    transport.max_concurrent_uni_streams(0u8.into());
-    transport.keep_alive_interval(Some(Duration::from_secs(5)));
-    let idle = quinn::IdleTimeout::try_from(settings.idle_timeout).map_err(|_| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "setting `link.idle_timeout`: too long for QUIC",
-        )
-    })?;
-    transport.max_idle_timeout(Some(idle));
-    server_config.transport_config(Arc::new(transport));
-    let listen = settings.listen;
+    let server_config = (*terms.borrow().quic).clone();
     let endpoint = {
         let _guard = runtime.enter();
         quinn::Endpoint::server(server_config, listen).map_err(|e| {
@@ -93,7 +117,7 @@ pub fn start(
     let addr = endpoint.local_addr()?;
     let (drain, draining) = tokio::sync::watch::channel(false);
     let context = Arc::new(Context {
-        settings,
+        terms,
         welcome,
         events,
         shared,
@@ -136,7 +160,8 @@ pub fn start(
 
 async fn accept_loop(endpoint: quinn::Endpoint, context: Arc<Context>) {
     while let Some(incoming) = endpoint.accept().await {
-        let max = context.settings.max_links;
+        let terms = context.terms.borrow().clone();
+        let max = terms.limits.max_links;
         if context.links.fetch_add(1, Ordering::Relaxed) >= max {
             context.links.fetch_sub(1, Ordering::Relaxed);
             context.shared.links_refused.fetch_add(1, Ordering::Relaxed);
@@ -153,9 +178,11 @@ async fn accept_loop(endpoint: quinn::Endpoint, context: Arc<Context>) {
         }
         let context = context.clone();
         tokio::spawn(async move {
-            if let Ok(connection) = incoming.await {
-                let id = context.next_link.fetch_add(1, Ordering::Relaxed);
-                serve(connection, id, &context).await;
+            if let Ok(connecting) = incoming.accept_with(terms.quic.clone()) {
+                if let Ok(connection) = connecting.await {
+                    let id = context.next_link.fetch_add(1, Ordering::Relaxed);
+                    serve(connection, id, &context, terms.limits).await;
+                }
             }
             context.links.fetch_sub(1, Ordering::Relaxed);
         });
@@ -165,7 +192,7 @@ async fn accept_loop(endpoint: quinn::Endpoint, context: Arc<Context>) {
 /// Why a link ended, if it was the gateway's fault.
 struct Fatal(wire::ErrorCode, String);
 
-async fn serve(connection: quinn::Connection, id: u32, context: &Context) {
+async fn serve(connection: quinn::Connection, id: u32, context: &Context, limits: LinkLimits) {
     let opened = tokio::time::timeout(HELLO_TIMEOUT, connection.accept_bi()).await;
     let Ok(Ok((mut send, mut recv))) = opened else {
         connection.close((wire::ErrorCode::HelloRequired as u32).into(), b"no stream");
@@ -177,6 +204,7 @@ async fn serve(connection: quinn::Connection, id: u32, context: &Context) {
         name: String::new(),
         addr: connection.remote_address(),
         context,
+        limits,
         version: wire::Version::V1,
         buf: BytesMut::with_capacity(64 * 1024),
         in_flight: 0,
@@ -212,6 +240,7 @@ async fn serve(connection: quinn::Connection, id: u32, context: &Context) {
                 version,
                 name: link.name.clone(),
                 peer: link.addr,
+                limits: link.limits.announced(),
                 frames,
             })?;
         }
@@ -301,6 +330,8 @@ struct LinkTask<'a> {
     name: String,
     addr: SocketAddr,
     context: &'a Context,
+    /// The limits it was admitted under, announced in WELCOME: its own for its life.
+    limits: LinkLimits,
     /// The protocol version HELLO asked for (version 1 until then).
     version: wire::Version,
     buf: BytesMut,
@@ -316,7 +347,7 @@ struct LinkTask<'a> {
 impl LinkTask<'_> {
     /// Reads until one whole frame (type + body) is buffered; `None` at end of stream.
     async fn next_frame(&mut self, recv: &mut quinn::RecvStream) -> Result<Option<Bytes>, Fatal> {
-        let reader = wire::FrameReader::new(self.context.settings.max_frame_len as u32);
+        let reader = wire::FrameReader::new(self.limits.max_frame_len as u32);
         loop {
             match reader.next_frame(&self.buf) {
                 Ok(Some((_, consumed))) => {
@@ -348,14 +379,9 @@ impl LinkTask<'_> {
         self.authorize(&hello)?;
         self.name = hello.client_name.to_string();
         self.version = hello.version().unwrap_or(wire::Version::V1);
-        let s = &self.context.settings;
+        let s = &self.limits;
         let w = &self.context.welcome;
-        let limits = wire::Limits {
-            max_frame_len: s.max_frame_len as u32,
-            max_users_per_request: s.max_users_per_request as u32,
-            max_subscriptions: s.max_subscriptions as u32,
-            max_requests_in_flight: s.max_requests_in_flight as u32,
-        };
+        let limits = s.announced();
         let ports: Vec<u16> = if w.shard_ports.is_empty() {
             vec![0; w.shards]
         } else {
@@ -449,7 +475,7 @@ impl LinkTask<'_> {
     /// Checks one request frame against the link's limits, in SPEC.md § P6.8's order, and
     /// forwards it to the hub.
     fn request(&mut self, frame: &[u8]) -> Result<(), Fatal> {
-        let s = &self.context.settings;
+        let s = &self.limits;
         let link = self.id;
         let decoded = match self.version.decode_client(frame).map_err(fatal_frame)? {
             wire::GatewayFrame::Common(frame) => frame,
@@ -534,7 +560,7 @@ impl LinkTask<'_> {
     /// HISTORY (SPEC.md § P6.12): in flight like any request, answered by the store thread on
     /// the link's own queue; refused when no state is kept or the store is too busy.
     fn history(&mut self, request: wire::HistoryRequest) -> Result<(), Fatal> {
-        let s = &self.context.settings;
+        let s = &self.limits;
         let id = request.request_id;
         if self.in_flight >= s.max_requests_in_flight {
             let message = format!(

@@ -53,6 +53,8 @@ pub const MAX_OPS: usize = 600;
 
 const MS: u64 = 1_000;
 const SEC: u64 = 1_000_000;
+/// The source address of every datagram.
+const GATEWAY: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
 /// What one run exercised, for coverage checks.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -385,7 +387,7 @@ impl Harness {
             _ => {
                 self.summary.refused_datagrams += 1;
                 let before = (self.node.stats().dropped_total(), self.shard().stats());
-                self.node.handle_datagram(now, bytes);
+                self.node.handle_datagram(now, GATEWAY, bytes);
                 let after = (self.node.stats().dropped_total(), self.shard().stats());
                 if after.0 != before.0 + 1 || after.1 != before.1 {
                     self.fail(format!("a refused datagram: {before:?} -> {after:?}"));
@@ -418,7 +420,7 @@ impl Harness {
             self.advance(now);
         }
         let before = self.shard().stats();
-        self.node.handle_datagram(now, bytes);
+        self.node.handle_datagram(now, GATEWAY, bytes);
         let out = self.sent_transitions();
         self.entries += batch.len() as u64;
         self.last_entry_mono = Some(self.mono);

@@ -79,6 +79,8 @@ async fn a_flood_of_hostile_datagrams_misses_no_valid_transition() {
             "--json",
         ])
         .args(["--gateway", "1", "--key-file", key_1.to_str().unwrap()])
+        // Its own address: the daemon blocks it without blocking the valid gateway's.
+        .args(["--source", "127.0.0.3"])
         .output()
         .expect("run presence-flood");
     assert!(
@@ -113,8 +115,17 @@ async fn a_flood_of_hostile_datagrams_misses_no_valid_transition() {
     let stats = link.stats().await.unwrap();
     let g2 = &stats.auth.per_gateway[&2];
     let refused: u64 = stats.shards.iter().map(|s| s.dropped_total()).sum();
+    let dropped_early: u64 = stats
+        .shards
+        .iter()
+        .map(|s| s.dropped["source_blocked"])
+        .sum();
+    let blocked: u64 = stats.shards.iter().map(|s| s.sources_blocked).sum();
+    let kernel_dropped: u64 = stats.shards.iter().map(|s| s.kernel_dropped).sum();
     eprintln!(
-        "flood: {} | valid entries sent {sent}, gateway 2 datagrams accepted {}, refused {refused}",
+        "flood: {} | valid entries sent {sent}, gateway 2 datagrams accepted {}, refused \
+         {refused} ({dropped_early} dropped unread, {blocked} blocks), kernel dropped \
+         {kernel_dropped}",
         String::from_utf8_lossy(&flood.stdout).trim(),
         g2.accepted
     );
@@ -126,5 +137,13 @@ async fn a_flood_of_hostile_datagrams_misses_no_valid_transition() {
         "kept-alive users timed out during the flood: {timeouts:?}"
     );
     assert!(refused > 1000, "the flood reached the daemon: {stats:?}");
+    assert!(
+        blocked >= 1 && dropped_early > 0,
+        "the flooder was blocked: {stats:?}"
+    );
+    assert!(
+        g2.refused.values().all(|&n| n == 0),
+        "the valid gateway was never refused: {g2:?}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -83,9 +83,14 @@ pub struct ShardStats {
     pub core: CoreStats,
     /// Datagrams received on this shard's sockets.
     pub datagrams: u64,
-    /// Datagrams dropped, by reason: decode reasons (SPEC.md § 6), then authentication
-    /// reasons (§ 9).
+    /// Datagrams dropped, by reason: decode reasons (SPEC.md § 6), authentication reasons
+    /// (§ 9), and `source_blocked` (dropped unread: their source address kept failing
+    /// authentication).
     pub dropped: BTreeMap<String, u64>,
+    /// Times a source address was blocked for failing authentication (its datagrams then
+    /// dropped unread for a while, counted as `source_blocked`).
+    #[serde(default)]
+    pub sources_blocked: u64,
     /// Receive calls made.
     pub recv_calls: u64,
     /// Datagrams the kernel dropped on this shard's sockets because their receive buffers

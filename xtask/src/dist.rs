@@ -3,15 +3,17 @@
 //!
 //! - `man/presenced.8`, from presenced's own clap definition (`presenced::cli`) and its key
 //!   list (`presenced::settings::KEYS`), with the files, signals and exit status;
-//! - `man/presencectl.1`, from the built `presencectl`'s `--help` and each command's, as
-//!   help2man does (its clap definition is not in a library);
-//! - `completions/`: presenced's for bash, zsh and fish.
+//! - `man/presencectl.1`, from presencectl's `--help` and each command's, rendered by its clap
+//!   definition (`presenced_tools::presencectl_cli`) and read back as help2man does: a
+//!   section per command, the global options once;
+//! - `completions/`: presenced's and presencectl's for bash, zsh and fish, from their clap
+//!   definitions.
 
+use clap::error::ErrorKind;
 use clap_complete::Shell;
 use clap_mangen::roff::{bold, italic, line_break, roman, Roff};
 use clap_mangen::Man;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// `target/dist` in the repository, whatever CARGO_TARGET_DIR is: cargo-deb reads assets that
 /// it does not build from paths relative to the package.
@@ -39,20 +41,21 @@ pub fn write_all(out: &Path) -> Result<Vec<PathBuf>, String> {
             presencectl_man(&presencectl_help)?,
         ),
     ];
-    for (shell, name) in [
-        (Shell::Bash, "presenced.bash"),
-        (Shell::Zsh, "_presenced"),
-        (Shell::Fish, "presenced.fish"),
-    ] {
-        let mut text = Vec::new();
-        clap_complete::generate(
-            shell,
-            &mut presenced::cli::command(),
-            "presenced",
-            &mut text,
-        );
-        let text = String::from_utf8(text).map_err(|e| format!("{name}: {e}"))?;
-        files.push((out.join("completions").join(name), text));
+    let programs = [
+        ("presenced", presenced::cli::command()),
+        ("presencectl", presenced_tools::presencectl_cli::command()),
+    ];
+    for (program, command) in programs {
+        for (shell, name) in [
+            (Shell::Bash, format!("{program}.bash")),
+            (Shell::Zsh, format!("_{program}")),
+            (Shell::Fish, format!("{program}.fish")),
+        ] {
+            let mut text = Vec::new();
+            clap_complete::generate(shell, &mut command.clone(), program, &mut text);
+            let text = String::from_utf8(text).map_err(|e| format!("{name}: {e}"))?;
+            files.push((out.join("completions").join(name), text));
+        }
     }
     for (path, text) in &files {
         std::fs::write(path, text).map_err(|e| format!("writing {}: {e}", path.display()))?;
@@ -115,9 +118,12 @@ const SIGNALS: &[(&str, &str)] = &[
     ),
     (
         "SIGHUP",
-        "Re-read the settings and apply what needs no restart (log.level, the keys in \
-         auth.keys_file); the log names changed settings that wait for a restart. On an \
-         error the old keys stay in force and the log says why.",
+        "Re-read the settings and apply what needs no restart: log.level, the [link] limits \
+         (link.queue_depth for every link at once; the others for links that connect from \
+         then on, since an open link keeps the limits its WELCOME announced; a lowered \
+         link.max_links closes no link) and the keys in auth.keys_file. One log line names \
+         the keys reloaded, what could not be (its old value stays, and why) and the changed \
+         settings that wait for a restart.",
     ),
 ];
 
@@ -256,52 +262,18 @@ fn without_preamble(text: &str) -> &str {
 // ---------------------------------------------------------------------------------------------
 // presencectl(1), from its help text
 
-/// `presencectl ARGS...`, the release build cargo-deb packages: its standard output.
+/// What `presencectl ARGS...` prints for `--help` or `--version`, rendered by its clap
+/// definition as the binary renders it.
 fn presencectl_help(args: &[&str]) -> Result<String, String> {
-    let exe = presencectl()?;
-    let output = Command::new(&exe)
-        .args(args)
-        .output()
-        .map_err(|e| format!("running {}: {e}", exe.display()))?;
-    if !output.status.success() {
-        return Err(format!(
-            "presencectl {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr)
-        ));
+    let argv = std::iter::once("presencectl").chain(args.iter().copied());
+    let shown = |what: &str| format!("presencectl {}: {what}", args.join(" "));
+    match presenced_tools::presencectl_cli::command().try_get_matches_from(argv) {
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            Ok(e.to_string())
+        }
+        Err(e) => Err(shown(&e.to_string())),
+        Ok(_) => Err(shown("prints neither help nor version")),
     }
-    String::from_utf8(output.stdout).map_err(|e| format!("presencectl's help: {e}"))
-}
-
-/// Builds the release `presencectl` as `cargo deb` does (`--workspace`: the same features, so
-/// neither build undoes the other's) and returns its path, in the target directory this xtask
-/// was built in (`<target>/<profile>/xtask`).
-fn presencectl() -> Result<PathBuf, String> {
-    static BUILT: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-            let status = Command::new(cargo)
-                .args(["build", "--quiet", "--release", "--workspace"])
-                .args(["--bin", "presencectl"])
-                .status()
-                .map_err(|e| format!("running cargo build: {e}"))?;
-            if !status.success() {
-                return Err("cargo build --release --bin presencectl failed".to_string());
-            }
-            let exe = std::env::current_exe().map_err(|e| format!("this xtask's path: {e}"))?;
-            let target = exe
-                .parent()
-                .and_then(Path::parent)
-                .ok_or("this xtask is not in <target>/<profile>/")?;
-            let presencectl = target.join("release/presencectl");
-            if presencectl.is_file() {
-                Ok(presencectl)
-            } else {
-                Err(format!("{} was not built", presencectl.display()))
-            }
-        })
-        .clone()
 }
 
 /// One block of clap's help: a heading (`Options`) and its entries.
@@ -594,6 +566,29 @@ Options:
         assert!(page.contains("\\-\\-json"), "{page}");
         assert_eq!(page.matches("\\-\\-link <ADDR>").count(), 1, "{page}");
         assert!(!page.contains("PRESENCECTL HELP"), "{page}");
+    }
+
+    #[test]
+    fn presencectl_page_and_completions_come_from_its_clap_definition() {
+        let page = presencectl_man(&presencectl_help).unwrap();
+        for command in ["QUERY", "WATCH", "STATS", "HISTORY", "HEALTH", "SEND"] {
+            assert!(
+                page.contains(&format!(".SH \"PRESENCECTL {command}\"")),
+                "{command}"
+            );
+        }
+        let out = std::env::temp_dir().join(format!("xtask-dist-{}", std::process::id()));
+        let files = write_all(&out).unwrap();
+        let read = |name: &str| std::fs::read_to_string(out.join("completions").join(name));
+        for name in ["presencectl.bash", "_presencectl", "presencectl.fish"] {
+            let text = read(name).unwrap();
+            for word in ["history", "give-up-after", "key-file"] {
+                assert!(text.contains(word), "{name} lacks {word}");
+            }
+        }
+        assert!(read("presenced.bash").unwrap().contains("check-config"));
+        assert_eq!(files.len(), 8);
+        std::fs::remove_dir_all(&out).unwrap();
     }
 
     #[test]

@@ -4,8 +4,8 @@
 //!   change to one; the committed files are the source of truth);
 //! - `vectors --check`: writes nothing, fails if a committed file differs from its generator;
 //! - `spec-dumps`: prints the hex dumps of the push link's worked example (SPEC.md § P8);
-//! - `dist`: writes `target/dist/`: the man pages presenced(8) and presencectl(1) and
-//!   presenced's shell completions, which the Debian package installs (run it before
+//! - `dist`: writes `target/dist/`: the man pages presenced(8) and presencectl(1) and both
+//!   programs' shell completions, which the Debian package installs (run it before
 //!   `cargo deb`).
 
 mod dist;

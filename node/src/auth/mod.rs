@@ -8,6 +8,7 @@
 
 pub mod keys;
 pub mod replay;
+pub mod sources;
 
 pub use keys::{Keys, ReplayMark};
 
@@ -61,6 +62,13 @@ impl AuthError {
     /// The stable name, for counters and logs.
     pub const fn reason(self) -> &'static str {
         Self::REASONS[self as usize]
+    }
+
+    /// Whether the refusal counts against the datagram's source address
+    /// ([`sources::FailingSources`]): every refusal with a key file. `NotConfigured` (a signed
+    /// datagram at a daemon without one) is a gateway's configuration, and costs no MAC.
+    pub const fn counts_against_source(self) -> bool {
+        !matches!(self, AuthError::NotConfigured)
     }
 }
 

@@ -48,11 +48,17 @@ fn read(out: &Outgoing) -> Seen {
 fn hub(shards: usize, queue_depth: usize) -> Hub {
     Hub::new(HubConfig {
         shards,
-        max_frame_len: 1 << 16,
-        max_subscriptions: 100,
         queue_depth,
     })
 }
+
+/// The limits `open` announces: the smallest frame limit, 100 subscriptions.
+const LIMITS: wire::Limits = wire::Limits {
+    max_frame_len: wire::MIN_MAX_FRAME_LEN,
+    max_users_per_request: 1_000,
+    max_subscriptions: 100,
+    max_requests_in_flight: 8,
+};
 
 /// Every frame the hub has for links now, as `(link, frame)`.
 fn frames(hub: &mut Hub) -> Vec<(u32, Seen)> {
@@ -61,13 +67,20 @@ fn frames(hub: &mut Hub) -> Vec<(u32, Seen)> {
         .collect()
 }
 
-/// Opens link `link` (version 1), named `gw-<link>`, from 127.0.0.1:<5000 + link>.
+/// Opens link `link` (version 1), named `gw-<link>`, from 127.0.0.1:<5000 + link>, announced
+/// [`LIMITS`].
 fn open(hub: &mut Hub, link: u32) {
+    open_with(hub, link, LIMITS);
+}
+
+/// Opens link `link` as `open` does, announced `limits`.
+fn open_with(hub: &mut Hub, link: u32, limits: wire::Limits) {
     hub.handle_command(Command::Open {
         link,
         version: presenced_wire::link::Version::V1,
         name: format!("gw-{link}"),
         peer: SocketAddr::from(([127, 0, 0, 1], 5000 + link as u16)),
+        limits,
     });
 }
 
@@ -321,6 +334,85 @@ fn subscriptions_past_the_limit_are_refused() {
     assert_eq!(
         frames(&mut hub),
         vec![(1, Seen::Error(2, ErrorCode::SubscriptionLimit))]
+    );
+}
+
+#[test]
+fn each_link_keeps_the_limits_its_welcome_announced() {
+    let mut hub = hub(1, 64);
+    let small = wire::Limits {
+        max_subscriptions: 2,
+        ..LIMITS
+    };
+    let large = wire::Limits {
+        max_frame_len: 1 << 20,
+        ..LIMITS
+    };
+    open_with(&mut hub, 1, small);
+    open_with(&mut hub, 2, large);
+    // Link 1 was told 2 subscriptions, link 2 100.
+    subscribe(&mut hub, 1, 1, &[1, 2]);
+    subscribe(&mut hub, 2, 1, &[1, 2, 3]);
+    frames(&mut hub);
+    hub.handle_command(Command::Subscribe {
+        link: 1,
+        request: 2,
+        users: vec![3],
+    });
+    assert_eq!(requests(&mut hub), vec![]);
+    assert_eq!(
+        frames(&mut hub),
+        vec![(1, Seen::Error(2, ErrorCode::SubscriptionLimit))]
+    );
+    // Link 1 was told 64 KiB frames, link 2 1 MiB: 5000 events take link 1 several frames,
+    // none longer than its limit, and link 2 one.
+    for link in [1, 2] {
+        hub.handle_command(Command::Firehose {
+            link,
+            request: 3,
+            on: true,
+        });
+    }
+    frames(&mut hub);
+    let burst: Vec<Transition> = (1..=5_000).map(|u| online(u, 1)).collect();
+    for chunk in burst.chunks(32) {
+        hub.handle_shard(transitions(chunk));
+    }
+    let out: Vec<(u32, Outgoing)> = std::iter::from_fn(|| hub.poll_transmit()).collect();
+    let frames_of = |link: u32| out.iter().filter(move |(l, _)| *l == link);
+    assert_eq!(frames_of(2).count(), 1);
+    assert!(frames_of(1).count() > 1);
+    for (link, o) in &out {
+        let limit = if *link == 1 { small } else { large }.max_frame_len as usize;
+        assert!(o.frame.len() - 4 <= limit, "link {link}: {}", o.frame.len());
+    }
+}
+
+#[test]
+fn a_lowered_queue_depth_applies_from_the_next_frame_and_a_raised_one_frees_the_lag() {
+    let mut hub = hub(1, 4);
+    open(&mut hub, 1);
+    subscribe(&mut hub, 1, 1, &[1, 2, 3]);
+    hub.handle_shard(transitions(&[online(1, 1)]));
+    // Two frames queued (PRESENCE, EVENTS), under the depth of 4.
+    assert_eq!(frames(&mut hub).len(), 2);
+    // Lowered to 2: nothing queued is taken back, the next events are lost.
+    hub.handle_command(Command::QueueDepth { frames: 2 });
+    hub.handle_shard(transitions(&[online(2, 1)]));
+    assert_eq!(frames(&mut hub), vec![]);
+    assert_eq!(hub.stats().events_dropped, 1);
+    // Raised to 3: room for the LAGGED frame now, with nothing written.
+    hub.handle_command(Command::QueueDepth { frames: 3 });
+    assert_eq!(frames(&mut hub), vec![(1, Seen::Lagged(vec![2]))]);
+    // Three queued: full at 3, and events flow again once the gateway has read them.
+    hub.handle_shard(transitions(&[online(3, 1)]));
+    assert_eq!(frames(&mut hub), vec![]);
+    hub.handle_command(Command::Written { link: 1, frames: 3 });
+    assert_eq!(frames(&mut hub), vec![(1, Seen::Lagged(vec![3]))]);
+    hub.handle_shard(transitions(&[online(3, 2)]));
+    assert_eq!(
+        frames(&mut hub),
+        vec![(1, Seen::Events(vec![(3, WireState::Online)]))]
     );
 }
 

@@ -10,6 +10,8 @@ use std::sync::Arc;
 
 const WALL0: u64 = 1_700_000_000_000;
 const SEC: u64 = 1_000_000;
+/// The source address of the test's datagrams.
+const GATEWAY: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
 fn at(mono_us: u64) -> Now {
     Now {
@@ -90,7 +92,7 @@ fn entries_go_to_the_shard_that_owns_their_user() {
     let mine: Vec<u64> = owned_by(0, 3).take(2).collect();
     let theirs: Vec<u64> = owned_by(2, 3).take(5).collect();
     let users: Vec<u64> = mine.iter().chain(&theirs).copied().collect();
-    node.handle_datagram(at(SEC), &datagram(&users, State::Online));
+    node.handle_datagram(at(SEC), GATEWAY, &datagram(&users, State::Online));
     // Owned entries applied at once; a full batch of 4 for shard 2 ready at once.
     let sent = drain(&mut node);
     assert_eq!(sent.peers, vec![(2, theirs[..4].to_vec())]);
@@ -133,7 +135,7 @@ fn entries_from_another_shard_are_applied_and_timed_from_their_receipt() {
 fn a_full_inbox_sheds_and_counts_the_batch() {
     let mut node = node(config(0, 2));
     let theirs: Vec<u64> = owned_by(1, 2).take(4).collect();
-    node.handle_datagram(at(SEC), &datagram(&theirs, State::Online));
+    node.handle_datagram(at(SEC), GATEWAY, &datagram(&theirs, State::Online));
     let t = node.poll_transmit().unwrap();
     node.handle_refused(t);
     let stats = node.stats();
@@ -143,8 +145,8 @@ fn a_full_inbox_sheds_and_counts_the_batch() {
 #[test]
 fn a_hub_message_the_channel_refused_is_sent_again_first() {
     let mut node = node(config(0, 1));
-    node.handle_datagram(at(SEC), &datagram(&[1, 2], State::Online));
-    node.handle_datagram(at(SEC), &datagram(&[3], State::Online));
+    node.handle_datagram(at(SEC), GATEWAY, &datagram(&[1, 2], State::Online));
+    node.handle_datagram(at(SEC), GATEWAY, &datagram(&[3], State::Online));
     let first = node.poll_transmit().unwrap();
     node.handle_refused(first);
     let users: Vec<u64> = drain(&mut node)
@@ -160,13 +162,13 @@ fn transitions_past_the_outbox_are_shed_then_reported_before_the_next() {
     let mut cfg = config(0, 1);
     cfg.link_outbox = 2;
     let mut node = node(cfg);
-    node.handle_datagram(at(SEC), &datagram(&[1, 2], State::Online));
+    node.handle_datagram(at(SEC), GATEWAY, &datagram(&[1, 2], State::Online));
     // The outbox holds two transitions: three more are shed whole.
-    node.handle_datagram(at(SEC), &datagram(&[3, 4, 5], State::Online));
+    node.handle_datagram(at(SEC), GATEWAY, &datagram(&[3, 4, 5], State::Online));
     assert_eq!(node.stats().transitions_shed, 3);
     let sent = drain(&mut node);
     assert_eq!(sent.transitions.len(), 2);
-    node.handle_datagram(at(SEC), &datagram(&[6], State::Online));
+    node.handle_datagram(at(SEC), GATEWAY, &datagram(&[6], State::Online));
     let sent = drain(&mut node);
     assert_eq!(sent.other, vec!["shed 3"]);
     assert_eq!(sent.transitions[0].user, 6);
@@ -176,7 +178,7 @@ fn transitions_past_the_outbox_are_shed_then_reported_before_the_next() {
 fn transitions_travel_in_fixed_batches() {
     let mut node = node(config(0, 1));
     let users: Vec<u64> = (1..=89).collect();
-    node.handle_datagram(at(SEC), &datagram(&users, State::Online));
+    node.handle_datagram(at(SEC), GATEWAY, &datagram(&users, State::Online));
     let mut sizes = Vec::new();
     while let Some(Transmit::Hub(ToHub::Transitions(b))) = node.poll_transmit() {
         sizes.push(b.len());
@@ -194,7 +196,7 @@ fn transitions_travel_in_fixed_batches() {
 #[test]
 fn a_snapshot_answer_follows_the_transitions_before_it() {
     let mut node = node(config(0, 1));
-    node.handle_datagram(at(SEC), &datagram(&[7], State::Online));
+    node.handle_datagram(at(SEC), GATEWAY, &datagram(&[7], State::Online));
     node.handle_inbox(
         at(SEC),
         Inbox::Request(Request::Snapshot {
@@ -214,7 +216,7 @@ fn a_snapshot_answer_follows_the_transitions_before_it() {
 fn the_node_sleeps_until_its_next_timer() {
     let mut node = node(config(0, 1));
     assert_eq!(node.poll_timeout(), None);
-    node.handle_datagram(at(SEC), &datagram(&[7], State::Online));
+    node.handle_datagram(at(SEC), GATEWAY, &datagram(&[7], State::Online));
     assert_eq!(node.poll_timeout(), Some(0), "a transition to send");
     drain(&mut node);
     node.handle_timeout(at(SEC));
@@ -244,10 +246,10 @@ fn malformed_and_refused_datagrams_are_counted_by_reason_and_reported_once() {
         at(0),
     )
     .unwrap();
-    node.handle_datagram(at(SEC), b"not a datagram");
+    node.handle_datagram(at(SEC), GATEWAY, b"not a datagram");
     let unsigned = datagram(&[1], State::Online);
     for i in 0..3 {
-        node.handle_datagram(at(SEC + i), &unsigned);
+        node.handle_datagram(at(SEC + i), GATEWAY, &unsigned);
     }
     let stats = node.stats();
     assert_eq!(stats.dropped["unauthenticated"], 3);
@@ -261,8 +263,64 @@ fn malformed_and_refused_datagrams_are_counted_by_reason_and_reported_once() {
     };
     assert_eq!(node.poll_event(), Some(report(1)));
     assert_eq!(node.poll_event(), None);
-    node.handle_datagram(at(SEC + REFUSAL_REPORT_EVERY_MS * 1000), &unsigned);
+    node.handle_datagram(at(SEC + REFUSAL_REPORT_EVERY_MS * 1000), GATEWAY, &unsigned);
     assert_eq!(node.poll_event(), Some(report(3)));
+}
+
+#[test]
+fn a_source_that_keeps_failing_is_dropped_unread_and_others_are_not() {
+    use crate::auth::sources::{BLOCK_MS, FAILURE_BURST};
+    use presenced_wire::auth::Key;
+    let key = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+    let keys = Keys::parse(&format!("[gateways]\n1 = \"{key}\"\n"), 64, 10, None).unwrap();
+    let mut node = ShardNode::new(
+        config(0, 1),
+        Verifier::new(Some(Arc::new(keys)), 30_000),
+        at(0),
+    )
+    .unwrap();
+    let signed = |seq: u64, key: &str| {
+        let entry = Entry {
+            user: 5,
+            device: 1,
+            state: State::Online,
+            active: true,
+        };
+        let mut enc = presenced_wire::Encoder::new(Header::new(1, 1, seq, WALL0));
+        enc.push(entry).unwrap();
+        enc.finish_signed(&Key::from_hex(key).unwrap())
+            .unwrap()
+            .to_vec()
+    };
+    let forged = signed(0, &"a5".repeat(32));
+    let flooder: IpAddr = "192.0.2.66".parse().unwrap();
+    for _ in 0..=FAILURE_BURST {
+        node.handle_datagram(at(SEC), flooder, &forged);
+    }
+    // One failure past the burst blocked it: its next datagrams are not even decoded.
+    for _ in 0..5 {
+        node.handle_datagram(at(SEC), flooder, &forged);
+    }
+    // A valid gateway at another address, with a refused datagram now and then, goes on.
+    node.handle_datagram(at(SEC), GATEWAY, &signed(1, key));
+    node.handle_datagram(at(SEC), GATEWAY, &signed(1, key));
+    node.handle_datagram(at(SEC), GATEWAY, &signed(2, key));
+    let stats = node.stats();
+    assert_eq!(stats.dropped["bad_mac"], u64::from(FAILURE_BURST) + 1);
+    assert_eq!(stats.dropped[SOURCE_BLOCKED], 5);
+    assert_eq!(stats.dropped["replayed"], 1);
+    assert_eq!(stats.sources_blocked, 1);
+    assert_eq!(stats.core.heartbeats, 2);
+    let events: Vec<NodeEvent> = std::iter::from_fn(|| node.poll_event()).collect();
+    assert!(events.contains(&NodeEvent::SourcesBlocked {
+        count: 1,
+        latest: flooder
+    }));
+    // The block ends: the flooder's datagrams are checked (and refused) again.
+    node.handle_datagram(at(SEC + BLOCK_MS * 1000), flooder, &forged);
+    let stats = node.stats();
+    assert_eq!(stats.dropped["bad_mac"], u64::from(FAILURE_BURST) + 2);
+    assert_eq!(stats.dropped[SOURCE_BLOCKED], 5);
 }
 
 #[test]
@@ -279,7 +337,7 @@ fn losses_are_reported_at_most_once_per_kind_per_period_with_the_count_since() {
     let mut node = node(config(0, 2));
     let theirs: Vec<u64> = owned_by(1, 2).take(4).collect();
     node.handle_receive(12);
-    node.handle_datagram(at(SEC), &datagram(&theirs, State::Online));
+    node.handle_datagram(at(SEC), GATEWAY, &datagram(&theirs, State::Online));
     let t = node.poll_transmit().unwrap();
     node.handle_refused(t);
     node.handle_timeout(at(SEC));
@@ -327,9 +385,9 @@ fn logged(messages: &[ToStore]) -> (Vec<u64>, Vec<String>, Vec<u8>) {
 #[test]
 fn every_transition_is_logged_and_a_snapshot_marks_where_replay_starts() {
     let mut node = node(with_store(1000));
-    node.handle_datagram(at(SEC), &datagram(&[1, 2], State::Online));
+    node.handle_datagram(at(SEC), GATEWAY, &datagram(&[1, 2], State::Online));
     node.handle_inbox(at(SEC), Inbox::Snapshot);
-    node.handle_datagram(at(SEC), &datagram(&[3], State::Online));
+    node.handle_datagram(at(SEC), GATEWAY, &datagram(&[3], State::Online));
     let mut store = Vec::new();
     for round in 0..100 {
         node.handle_timeout(at(SEC + round));
@@ -357,15 +415,15 @@ fn every_transition_is_logged_and_a_snapshot_marks_where_replay_starts() {
 #[test]
 fn a_full_log_queue_loses_transitions_as_a_gap_never_the_hubs() {
     let mut node = node(with_store(2));
-    node.handle_datagram(at(SEC), &datagram(&[1, 2], State::Online));
-    node.handle_datagram(at(SEC), &datagram(&[3, 4, 5], State::Online));
+    node.handle_datagram(at(SEC), GATEWAY, &datagram(&[1, 2], State::Online));
+    node.handle_datagram(at(SEC), GATEWAY, &datagram(&[3, 4, 5], State::Online));
     assert_eq!(node.stats().log_shed, 3);
     let sent = drain(&mut node);
     assert_eq!(sent.transitions.len(), 5, "the hub gets every transition");
     let (users, marks, _) = logged(&sent.store);
     assert_eq!((users, marks.len()), (vec![1, 2], 0));
     // The next transitions that fit are logged after a gap the store must cover.
-    node.handle_datagram(at(SEC), &datagram(&[6], State::Online));
+    node.handle_datagram(at(SEC), GATEWAY, &datagram(&[6], State::Online));
     let store = drain(&mut node).store;
     assert!(matches!(store[0], ToStore::Gap(3)));
     assert_eq!(logged(&store).0, vec![6]);
@@ -374,14 +432,14 @@ fn a_full_log_queue_loses_transitions_as_a_gap_never_the_hubs() {
 #[test]
 fn restored_users_come_back_with_their_logged_state() {
     let mut live = node(with_store(1000));
-    live.handle_datagram(at(SEC), &datagram(&[1, 2], State::Online));
+    live.handle_datagram(at(SEC), GATEWAY, &datagram(&[1, 2], State::Online));
     let mut bytes = Vec::new();
     live.handle_inbox(at(SEC), Inbox::Snapshot);
     while live.snapshot_final(at(SEC)) {}
     let (_, _, snapshot) = logged(&drain(&mut live).store);
     bytes.extend(snapshot);
-    live.handle_datagram(at(2 * SEC), &datagram(&[1], State::Offline));
-    live.handle_datagram(at(2 * SEC), &datagram(&[7], State::Idle));
+    live.handle_datagram(at(2 * SEC), GATEWAY, &datagram(&[1], State::Offline));
+    live.handle_datagram(at(2 * SEC), GATEWAY, &datagram(&[7], State::Idle));
     let log: Vec<Transition> = drain(&mut live).transitions;
     let mut back = node(with_store(1000));
     back.restore_saved(at(3 * SEC), &bytes).unwrap();
@@ -407,7 +465,7 @@ fn the_final_snapshot_comes_in_bounded_chunks_one_per_call() {
     let mut node = node(cfg);
     let users: Vec<u64> = (1..=USERS).collect();
     for chunk in users.chunks(89) {
-        node.handle_datagram(at(SEC), &datagram(chunk, State::Online));
+        node.handle_datagram(at(SEC), GATEWAY, &datagram(chunk, State::Online));
     }
     drain(&mut node);
     let (mut calls, mut chunks, mut records) = (0, 0, 0);

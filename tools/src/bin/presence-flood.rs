@@ -32,6 +32,10 @@ struct Cli {
     /// again, as an eavesdropper would.
     #[arg(long, value_name = "FILE")]
     key_file: Option<PathBuf>,
+    /// The local address to send from (default: any, the kernel picks): a flood from its own
+    /// address, e.g. 127.0.0.3 on loopback, next to gateways that send from others.
+    #[arg(long, value_name = "IP")]
+    source: Option<std::net::IpAddr>,
     /// Sending threads.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     threads: u16,
@@ -124,11 +128,12 @@ fn main() -> ExitCode {
             let (kinds, replays, forged_key) = (kinds.clone(), replays.clone(), forged_key.clone());
             let target = cli.target;
             let gateway = cli.gateway;
+            let source = cli.source;
             std::thread::spawn(move || {
-                let bind: SocketAddr = if target.is_ipv6() {
-                    "[::]:0".parse().unwrap_or(target)
-                } else {
-                    "0.0.0.0:0".parse().unwrap_or(target)
+                let bind: SocketAddr = match source {
+                    Some(ip) => (ip, 0).into(),
+                    None if target.is_ipv6() => "[::]:0".parse().unwrap_or(target),
+                    None => "0.0.0.0:0".parse().unwrap_or(target),
                 };
                 let Ok(socket) = UdpSocket::bind(bind) else {
                     errors.fetch_add(1, Ordering::Relaxed);

@@ -52,42 +52,6 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// `history --since`: a time ago, or a Unix time in milliseconds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Since {
-    /// This long before now.
-    Ago(Duration),
-    /// This Unix millisecond.
-    At(u64),
-}
-
-impl Since {
-    /// The Unix millisecond meant, `now_ms` being now.
-    pub fn unix_ms(self, now_ms: u64) -> u64 {
-        match self {
-            Since::Ago(d) => {
-                now_ms.saturating_sub(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-            }
-            Since::At(ms) => ms,
-        }
-    }
-}
-
-/// Parses `--since`: digits only are a Unix time in milliseconds, anything else a duration
-/// ago (`90m`, `2d`, `1h 30m`).
-pub fn parse_since(text: &str) -> Result<Since, String> {
-    let t = text.trim();
-    if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
-        return t
-            .parse()
-            .map(Since::At)
-            .map_err(|_| format!("`{text}` is too large for a Unix time in milliseconds"));
-    }
-    presenced_tools::parse_duration(t)
-        .map(Since::Ago)
-        .map_err(|e| format!("{e}; or give a Unix time in milliseconds"))
-}
-
 /// What `history` says when the daemon cannot answer: plainly for a daemon speaking only
 /// push-link protocol version 1 and for one without saved state.
 pub fn history_error(user: u64, e: &ClientError) -> String {
@@ -534,29 +498,6 @@ mod tests {
         assert!(v["last_seen_ms"].is_null());
         assert_eq!(v["more"], true);
         assert_eq!(v["spans"].as_array().unwrap().len(), 0);
-    }
-
-    #[test]
-    fn since_is_a_time_ago_or_a_unix_millisecond() {
-        assert_eq!(parse_since("0"), Ok(Since::At(0)));
-        assert_eq!(
-            parse_since("1700000000000"),
-            Ok(Since::At(1_700_000_000_000))
-        );
-        assert_eq!(
-            parse_since("90m"),
-            Ok(Since::Ago(Duration::from_secs(5400)))
-        );
-        assert_eq!(
-            parse_since(" 1h 30m "),
-            Ok(Since::Ago(Duration::from_secs(5400)))
-        );
-        assert!(parse_since("5x").unwrap_err().contains("not a duration"));
-        assert!(parse_since("").is_err());
-        assert!(parse_since("99999999999999999999").is_err());
-        assert_eq!(Since::Ago(Duration::from_secs(2)).unix_ms(10_000), 8_000);
-        assert_eq!(Since::Ago(Duration::from_secs(20)).unix_ms(10_000), 0);
-        assert_eq!(Since::At(5).unix_ms(10_000), 5);
     }
 
     #[test]

@@ -5,11 +5,11 @@
 //! The body is read into the daemon's own typed schema (`presenced_wire::health`), never by
 //! hand. HTTP is hyper's client, the implementation the daemon's endpoint serves with.
 
-use clap::Args;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
+use presenced_tools::presencectl_cli::HealthArgs;
 use presenced_wire::health::{Health, Status};
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -17,14 +17,6 @@ use std::time::Duration;
 
 /// How long the whole exchange may take: connect, ask, read the answer.
 pub const TIMEOUT: Duration = Duration::from_secs(1);
-
-/// `presencectl health`'s options.
-#[derive(Args, Debug)]
-pub struct HealthArgs {
-    /// The daemon's metrics endpoint (its `metrics.listen`).
-    #[arg(long, default_value = "127.0.0.1:9464", value_name = "ADDR")]
-    pub metrics: SocketAddr,
-}
 
 /// Asks, prints the answer, and gives the exit status: 0 ok, 1 degraded, 2 down.
 pub fn run(args: &HealthArgs) -> ExitCode {
