@@ -63,9 +63,11 @@ for n in $SHARDS; do
     last=$((n + gen < CORES ? n : n - 1))
     for run in $(seq "$RUNS"); do
         # Shards pin themselves to the first n cores the process may use; the hub and QUIC
-        # threads float over the daemon's cores; the generator gets the cores after them.
+        # threads float over the daemon's cores (no core kept for them, as when the curve was
+        # first recorded); the generator gets the cores after them.
         taskset -c "0-$last" "$BIN/presenced" --shards "$n" --listen 127.0.0.1:7270 \
             --link-listen 127.0.0.1:7260 --set "presence.users_per_shard=$USERS" \
+            --set shards.service_cores=0 \
             >"$WORK/presenced.log" 2>&1 &
         PD_PID=$!
         wait_port udp 7260 "$PD_PID" "$WORK/presenced.log"

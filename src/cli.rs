@@ -107,7 +107,11 @@ pub fn summary(settings: &Settings, file: &Path, gateways: Option<usize>) -> Str
     } else {
         "in memory only (state.enabled = false)".to_string()
     };
-    let pinned = if settings.shards.pin { ", pinned" } else { "" };
+    let pinned = match (settings.shards.pin, settings.shards.service_cores) {
+        (false, _) => String::new(),
+        (true, 0) => ", pinned".to_string(),
+        (true, n) => format!(", pinned, {n} core(s) kept for the service threads"),
+    };
     format!(
         "presenced: {}: settings valid\n  \
          heartbeats  {heartbeats}\n  \
@@ -153,11 +157,14 @@ mod tests {
         let text = summary(&settings, Path::new("presenced.toml"), None);
         assert!(text.starts_with("presenced: presenced.toml: settings valid\n"));
         assert!(
-            text.contains("udp 127.0.0.1:7070, shard ports 7071-7074"),
+            text.contains("udp 127.0.0.1:7070, shard ports 7071-7073"),
             "{text}"
         );
         assert!(text.contains("quic 127.0.0.1:7060"), "{text}");
-        assert!(text.contains("shards      4, pinned"), "{text}");
+        assert!(
+            text.contains("shards      3, pinned, 1 core(s) kept for the service threads"),
+            "{text}"
+        );
         assert!(text.contains("/var/lib/presenced"), "{text}");
     }
 

@@ -52,6 +52,8 @@ pub struct Running {
     pub recv_buffer_bytes: usize,
     /// The metrics endpoint's address, if `metrics.listen` is set.
     pub metrics: Option<SocketAddr>,
+    /// The cores the shards and the service threads were given.
+    pub cores: crate::cpu::Layout,
     metrics_handle: Option<crate::metrics::Handle>,
     stop: Arc<AtomicBool>,
     shards: Vec<JoinHandle<io::Result<()>>>,
@@ -78,7 +80,14 @@ pub fn start(settings: Settings) -> io::Result<Running> {
     // start (a user offline for weeks) then still lie after zero.
     let clock = Clock::start_at(MAX_HORIZON_TICKS * core.tick_us);
     let stop = Arc::new(AtomicBool::new(false));
-    let cpus = crate::cpu::allowed_cpus();
+    let cores = crate::cpu::Layout::new(
+        &crate::cpu::allowed_cpus(),
+        if settings.shards.pin {
+            settings.shards.service_cores
+        } else {
+            0
+        },
+    );
 
     // The shared port: the first bind picks the port if it is 0, the others join its group.
     let mut shared: Vec<Vec<std::net::UdpSocket>> = (0..n).map(|_| Vec::new()).collect();
@@ -285,7 +294,7 @@ pub fn start(settings: Settings) -> io::Result<Running> {
             cpu: settings
                 .shards
                 .pin
-                .then(|| cpus.get(index % cpus.len().max(1)).copied())
+                .then(|| cores.shard_core(index))
                 .flatten(),
         };
         shards.push(
@@ -294,6 +303,9 @@ pub fn start(settings: Settings) -> io::Result<Running> {
                 .spawn(move || shard_thread::run(setup))?,
         );
     }
+    // The store, the hub, the link's runtime and the metrics thread, spawned from here on,
+    // keep to the service cores; this thread gets its own back at the end of the scope.
+    let confined = crate::cpu::Confined::to(&cores.service);
     let (history_tx, history_rx) = crossbeam_channel::bounded(HISTORY_QUEUE);
     let store = match &state_dir {
         Some(dir) => {
@@ -354,7 +366,9 @@ pub fn start(settings: Settings) -> io::Result<Running> {
         )?),
         None => None,
     };
+    drop(confined);
     Ok(Running {
+        cores,
         heartbeat,
         shard_ports,
         link: link_handle.addr,
@@ -380,6 +394,30 @@ fn annotate(e: io::Error, key: &str, addr: SocketAddr) -> io::Error {
 }
 
 impl Running {
+    /// Which cores the shards and the service threads run on, for the start log.
+    pub fn cores_line(&self) -> String {
+        let list = |cpus: &[usize]| {
+            cpus.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let shards = if self.settings.shards.pin {
+            format!("shards pinned to {}", list(&self.cores.shards))
+        } else {
+            "shards not pinned (shards.pin = false)".to_string()
+        };
+        let service = if self.cores.service.is_empty() {
+            "hub, link, store and metrics threads on any core".to_string()
+        } else {
+            format!(
+                "hub, link, store and metrics threads on {}",
+                list(&self.cores.service)
+            )
+        };
+        format!("{shards}; {service}")
+    }
+
     /// A warning if the kernel capped the heartbeat sockets' receive buffers below
     /// `ingest.socket_recv_buffer` (bursts then overflow sooner), naming the fix.
     pub fn recv_buffer_warning(&self) -> Option<String> {

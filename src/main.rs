@@ -76,6 +76,7 @@ fn main() -> ExitCode {
     if let Some(warning) = running.recv_buffer_warning() {
         tracing::warn!("{warning}");
     }
+    tracing::info!("cores: {}", running.cores_line());
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         shards,

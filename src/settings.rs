@@ -208,10 +208,16 @@ settings! {
     /// `[shards]`: the shard threads and the channels between them.
     [shards] ShardSettings {
         // `Sources::build` resolves 0 to the cores available.
-        /// Shard threads; 0 = one per available core.
+        /// Shard threads; 0 = one per available core not kept by shards.service_cores.
         count: usize = 0, range 0..=MAX_SHARDS;
-        /// Pin shard i to the i-th core this process may run on.
+        /// Pin each shard to a core of its own (shard i to the i-th core left after
+        /// shards.service_cores).
         pin: bool = true;
+        /// With shards.pin, the first cores this process may run on kept for the hub, the push
+        /// link, the store and the metrics threads, so no shard shares its core with them; kept
+        /// only while a core is left for the shards. shards.count = 0 makes one shard per
+        /// other core.
+        service_cores: usize = 1, range 0..=64;
         /// Batches a shard's inbox holds; beyond it entries are shed and counted.
         cross_shard_queue: usize = 1024, range 1..=1 << 20;
         /// Heartbeat entries per batch sent to another shard (a batch holds at most 64).
@@ -370,11 +376,17 @@ const fn days(n: u64) -> Duration {
 // Rules across keys, and what the components are given.
 
 impl Settings {
-    /// Replaces `shards.count = 0` by `cores` (at least 1, at most [`MAX_SHARDS`]), then
-    /// checks everything ([`validate`](Settings::validate)).
+    /// Replaces `shards.count = 0` by `cores`, less `shards.service_cores` when the shards are
+    /// pinned and a core is left for them (at least 1, at most [`MAX_SHARDS`]), then checks
+    /// everything ([`validate`](Settings::validate)).
     pub fn resolve(mut self, cores: usize) -> Result<Settings, SettingsError> {
         if self.shards.count == 0 {
-            self.shards.count = cores.clamp(1, MAX_SHARDS);
+            let service = if self.shards.pin && cores > self.shards.service_cores {
+                self.shards.service_cores
+            } else {
+                0
+            };
+            self.shards.count = (cores - service).clamp(1, MAX_SHARDS);
         }
         self.validate()?;
         Ok(self)
@@ -1288,7 +1300,11 @@ mod tests {
     #[test]
     fn defaults_build() {
         let s = Sources::default().build(4).unwrap();
-        assert_eq!(s.shards.count, 4);
+        assert_eq!(s.shards.count, 3, "one core kept for the service threads");
+        let mut unpinned = Sources::default();
+        unpinned.set("shards.pin", "false").unwrap();
+        assert_eq!(unpinned.build(4).unwrap().shards.count, 4);
+        assert_eq!(Sources::default().build(1).unwrap().shards.count, 1);
         let core = s.presence.core_config().unwrap();
         assert_eq!(core.timeout_us(), 44_000_000);
         assert_eq!(core.last_seen_retention_us, 30 * 86_400_000_000);
@@ -1742,7 +1758,10 @@ mod tests {
         let s = sources.build(2).unwrap();
         assert_eq!(s.ingest.listen, v4([127, 0, 0, 1], 7070));
         assert_eq!(s.link.listen.port(), 7060);
-        assert_eq!(s.shards.count, 2);
+        assert_eq!(
+            s.shards.count, 1,
+            "one core of two kept for the service threads"
+        );
         assert_eq!(s.state.dir, PathBuf::from("/var/lib/presenced"));
     }
 }

@@ -2,7 +2,8 @@
 //! (READY=1 only once serving, STATUS= lines, WATCHDOG=1 while the shards turn, even idle
 //! ones, STOPPING=1), the log's two formats (journald's priorities, or timestamps), a size the
 //! machine cannot hold refused with a clear error before READY, risky settings refused or
-//! warned about, and SIGHUP putting edited link limits in force for new links.
+//! warned about, SIGHUP putting edited link limits in force for new links, and the shards on
+//! cores of their own with the service threads kept off them.
 
 mod common;
 
@@ -336,4 +337,86 @@ fn sighup_reloads_the_link_limits_for_new_links_and_says_which_keys() {
     sigterm(&child);
     assert_eq!(wait_exit(&mut child), Some(0));
     let _ = std::fs::remove_file(&config);
+}
+
+/// Each thread of `pid` by name, with the CPUs it may run on (`Cpus_allowed_list`, as written).
+fn thread_cpus(pid: u32) -> Vec<(String, String)> {
+    let mut threads = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let dir = task.unwrap().path();
+        let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        let status = std::fs::read_to_string(dir.join("status")).unwrap_or_default();
+        let cpus = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .unwrap_or_default();
+        threads.push((name.trim().to_string(), cpus.trim().to_string()));
+    }
+    threads
+}
+
+#[test]
+fn pinned_shards_keep_their_cores_and_the_service_threads_keep_off_them() {
+    let allowed: Vec<usize> = {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let list = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .unwrap()
+            .trim()
+            .to_string();
+        list.split(',')
+            .flat_map(|part| match part.split_once('-') {
+                Some((a, b)) => (a.parse().unwrap()..=b.parse().unwrap()).collect::<Vec<_>>(),
+                None => vec![part.parse().unwrap()],
+            })
+            .collect()
+    };
+    let state = StateDir::new();
+    let mut child = spawn(
+        &state,
+        &[
+            "--set",
+            "shards.count=1",
+            "--set",
+            "shards.pin=true",
+            "--set",
+            "shards.service_cores=1",
+        ],
+        &[],
+    )
+    .spawn()
+    .unwrap();
+    let stderr = lines(child.stderr.take().unwrap());
+    let cores = wait_line(&stderr, "cores:");
+    wait_line(&stderr, "started");
+    let threads = thread_cpus(child.id());
+    let of = |name: &str| {
+        threads
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, cpus)| cpus.clone())
+            .unwrap_or_else(|| panic!("no thread {name} in {threads:?}"))
+    };
+    if allowed.len() >= 2 {
+        let (service, shard) = (allowed[0].to_string(), allowed[1].to_string());
+        assert!(
+            cores.contains(&format!(
+                "shards pinned to {shard}; hub, link, store and metrics threads on {service}"
+            )),
+            "{cores}"
+        );
+        assert_eq!(of("shard-0"), shard, "{threads:?}");
+        for name in ["hub", "link", "store"] {
+            assert_eq!(of(name), service, "{name}: {threads:?}");
+        }
+    } else {
+        assert!(
+            cores.contains("threads on any core"),
+            "one core: nothing kept; {cores}"
+        );
+        assert_eq!(of("shard-0"), allowed[0].to_string());
+    }
+    sigterm(&child);
+    assert_eq!(wait_exit(&mut child), Some(0));
 }
