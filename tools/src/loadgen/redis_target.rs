@@ -173,6 +173,17 @@ impl Shared {
         )
     }
 
+    /// The Redis keys of `slots`' devices.
+    fn keys_of(&self, slots: &[u32]) -> Vec<String> {
+        slots
+            .iter()
+            .map(|&s| {
+                let (u, d) = self.owner_of(s);
+                key(u, d)
+            })
+            .collect()
+    }
+
     /// The slots of the users of `gateways`.
     fn slots_of(&self, gateways: &Range<u32>) -> Range<u32> {
         let users = self.offsets.len() - 1;
@@ -337,15 +348,8 @@ pub fn run(
 
     // Keys an earlier run left: this run's first SET of each device must be a login.
     for chunk in (0..total).collect::<Vec<_>>().chunks(1000) {
-        let keys: Vec<String> = chunk
-            .iter()
-            .map(|&s| {
-                let (u, d) = sh.owner_of(s);
-                key(u, d)
-            })
-            .collect();
         redis::cmd("DEL")
-            .arg(keys)
+            .arg(sh.keys_of(chunk))
             .query::<()>(&mut control)
             .map_err(failed)?;
     }

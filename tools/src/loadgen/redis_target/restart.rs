@@ -11,7 +11,7 @@
 //! meanwhile count as unsent.
 
 use super::reconnect::{self, Backoff};
-use super::{failed, key, Shared, ALIVE};
+use super::{failed, Shared, ALIVE};
 use crate::loadgen::cli::Args;
 use crate::loadgen::restart::{RestartHook, RestartReport};
 use crate::loadgen::RunError;
@@ -97,15 +97,10 @@ fn read_live_keys(con: &mut Connection, sh: &Shared) -> Result<(u64, u64), RunEr
         .collect();
     let mut missing = 0;
     for chunk in live.chunks(READ_CHUNK) {
-        let keys: Vec<String> = chunk
-            .iter()
-            .map(|&s| {
-                let (u, d) = sh.owner_of(s);
-                key(u, d)
-            })
-            .collect();
-        let values: Vec<Option<String>> =
-            redis::cmd("MGET").arg(keys).query(con).map_err(failed)?;
+        let values: Vec<Option<String>> = redis::cmd("MGET")
+            .arg(sh.keys_of(chunk))
+            .query(con)
+            .map_err(failed)?;
         missing += values.iter().filter(|v| v.is_none()).count() as u64;
     }
     Ok((live.len() as u64, missing))
