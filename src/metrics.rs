@@ -1028,6 +1028,7 @@ fn link(out: &mut Out<'_>, link: &LinkStats) -> fmt::Result {
         shard_shed,
         links_refused,
         links_unauthorized,
+        links_stalled,
         // Exported as the histogram, from the samples themselves.
         latency_us: _,
         per_link,
@@ -1057,7 +1058,7 @@ fn link(out: &mut Out<'_>, link: &LinkStats) -> fmt::Result {
     )?;
     out.counter(
         "presenced_push_events_dropped",
-        "Events dropped because a link's queue was full (link.queue_depth), all links.",
+        "Events dropped because a link's queue was full (link.queue_bytes), all links.",
         *events_dropped,
     )?;
     out.counter(
@@ -1080,13 +1081,19 @@ fn link(out: &mut Out<'_>, link: &LinkStats) -> fmt::Result {
         "Links closed at HELLO for a bad name or token.",
         *links_unauthorized,
     )?;
+    out.counter(
+        "presenced_push_links_stalled",
+        "Links closed because they took nothing for link.stall_timeout with frames waiting.",
+        *links_stalled,
+    )?;
     type Field = fn(&PerLinkStats) -> Value;
     let per_link_metrics: [(&str, &str, MetricType, Field); 6] = [
         (
-            "presenced_link_queued_frames",
-            "Frames queued for the link and not yet written (at most link.queue_depth).",
+            "presenced_link_queued_bytes",
+            "Bytes queued for the link and not yet written, 64 a frame besides its own \
+             (link.queue_bytes, and one LAGGED frame above it).",
             MetricType::Gauge,
-            |l| l.queued_frames.into(),
+            |l| l.queued_bytes.into(),
         ),
         (
             "presenced_link_subscribed_users",
@@ -1134,7 +1141,7 @@ fn link_labels(l: &PerLinkStats) -> [(&'static str, String); 3] {
         id,
         name,
         peer,
-        queued_frames: _,
+        queued_bytes: _,
         subscribed_users: _,
         firehose: _,
         events_sent: _,

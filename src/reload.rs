@@ -8,7 +8,7 @@ use std::fmt;
 /// The outcome of one reload ([`crate::daemon::Running::reload`]).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Reload {
-    /// The keys put in force, as the line names them, e.g. `link.queue_depth (every link)`.
+    /// The keys put in force, as the line names them, e.g. `link.queue_bytes (every link)`.
     pub reloaded: Vec<String>,
     /// What could not be reloaded, and why: the old values stay.
     pub failed: Vec<String>,

@@ -93,7 +93,8 @@ macro_rules! settings {
         "link.max_users_per_request",
         "link.max_subscriptions",
         "link.max_requests_in_flight",
-        "link.queue_depth",
+        "link.queue_bytes",
+        "link.stall_timeout",
         "link.idle_timeout",
     ];
 
@@ -271,9 +272,13 @@ settings! {
         max_subscriptions: usize = 1_000_000, range 1..=1 << 28;
         /// Requests of one link being answered at once.
         max_requests_in_flight: usize = 64, range 1..=1 << 16;
-        /// Frames queued for one gateway; a gateway that falls further behind is told it
-        /// lagged.
-        queue_depth: usize = 1024, range 1..=1 << 20;
+        /// Bytes queued for one gateway (frames and 64 bytes each besides), and the most QUIC
+        /// holds for it unacknowledged; a gateway that falls further behind loses events and is
+        /// told it lagged.
+        queue_bytes: usize = 4 << 20, range 1..=1 << 32;
+        /// How long a gateway with frames waiting may take none of them before its link is
+        /// closed (counted in links_stalled).
+        stall_timeout: Duration = secs(10), range ms(100)..=hours(1);
         /// QUIC idle timeout of a link (sent in WELCOME from protocol version 2; gateways
         /// ping at least every third of it).
         idle_timeout: Duration = secs(30), range secs(1)..=mins(10);
@@ -489,7 +494,8 @@ impl LinkSettings {
             max_users_per_request: self.max_users_per_request,
             max_subscriptions: self.max_subscriptions,
             max_requests_in_flight: self.max_requests_in_flight,
-            queue_depth: self.queue_depth,
+            queue_bytes: self.queue_bytes,
+            stall_timeout: self.stall_timeout,
             idle_timeout: self.idle_timeout,
         }
     }
@@ -502,7 +508,8 @@ impl LinkSettings {
             max_users_per_request,
             max_subscriptions,
             max_requests_in_flight,
-            queue_depth,
+            queue_bytes,
+            stall_timeout,
             idle_timeout,
         } = limits;
         self.max_links = max_links;
@@ -510,7 +517,8 @@ impl LinkSettings {
         self.max_users_per_request = max_users_per_request;
         self.max_subscriptions = max_subscriptions;
         self.max_requests_in_flight = max_requests_in_flight;
-        self.queue_depth = queue_depth;
+        self.queue_bytes = queue_bytes;
+        self.stall_timeout = stall_timeout;
         self.idle_timeout = idle_timeout;
     }
 }
@@ -1680,7 +1688,7 @@ mod tests {
         assert!(running.differences_needing_restart(&same).is_empty());
         assert_eq!(running.reloadable_differences(&same), vec!["log.level"]);
         let changed = read(
-            "[presence]\ngrace = \"5s\"\n[link]\nmax_links = 7\nqueue_depth = 8\n\
+            "[presence]\ngrace = \"5s\"\n[link]\nmax_links = 7\nqueue_bytes = 8\n\
              listen = \"127.0.0.1:7061\"\n",
         );
         assert_eq!(
@@ -1689,7 +1697,7 @@ mod tests {
         );
         assert_eq!(
             running.reloadable_differences(&changed),
-            vec!["link.max_links", "link.queue_depth"]
+            vec!["link.max_links", "link.queue_bytes"]
         );
     }
 

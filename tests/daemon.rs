@@ -415,7 +415,7 @@ async fn a_slow_gateway_is_told_it_lagged_while_another_keeps_receiving() {
         "--shards",
         "2",
         "--set",
-        "link.queue_depth=32",
+        "link.queue_bytes=524288",
         "--set",
         "link.max_frame_len=65536",
     ]);
@@ -425,8 +425,8 @@ async fn a_slow_gateway_is_told_it_lagged_while_another_keeps_receiving() {
     slow.subscribe_all().await.unwrap();
     let fast = link(&d).await;
     fast.subscribe_all().await.unwrap();
-    // 20,000 users online then offline: 40,000 transitions, far more than the slow gateway's
-    // 16 KiB stream window and 32 queued frames hold.
+    // 20,000 users online then offline: 40,000 transitions (over 1 MB of events), far more
+    // than the slow gateway's 16 KiB stream window and 512 KiB queue hold.
     let mut gw = gateway(&d, 1);
     for round in [State::Online, State::Offline] {
         for chunk in (1..=20_000u64).collect::<Vec<_>>().chunks(890) {
@@ -434,8 +434,8 @@ async fn a_slow_gateway_is_told_it_lagged_while_another_keeps_receiving() {
                 gw.push(entry(u, 1, round, true)).unwrap();
             }
             gw.flush().unwrap();
-            // Each burst becomes at least one EVENTS frame: 90 frames overflow the slow
-            // gateway's queue, while the fast one has 32 frames (320 ms) of slack.
+            // Each burst becomes about 24 KB of EVENTS: 45 bursts overflow the slow gateway's
+            // queue, while the fast one has about 21 bursts (210 ms) of slack.
             std::thread::sleep(Duration::from_millis(10));
         }
     }

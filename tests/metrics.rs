@@ -223,7 +223,7 @@ async fn metrics_report_every_shard_the_links_by_name_and_the_latency_histogram(
         one(&s, "presenced_link_events_dropped_total", &link_labels),
         0.0
     );
-    assert!(one(&s, "presenced_link_queued_frames", &link_labels) <= 1024.0);
+    assert!(one(&s, "presenced_link_queued_bytes", &link_labels) <= f64::from(4u32 << 20));
     let peer = s
         .samples
         .iter()

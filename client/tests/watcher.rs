@@ -1,6 +1,7 @@
 //! The watcher against a real daemon started in this process on loopback: a link whose queue
-//! holds one frame (`link.queue_depth = 1`) loses transitions of a burst and is told LAGGED;
-//! the watcher queries those users again and its view ends up as the daemon's.
+//! holds one frame (`link.queue_bytes = 1`: an empty queue takes one frame, and no more)
+//! loses transitions of a burst and is told LAGGED; the watcher queries those users again and
+//! its view ends up as the daemon's.
 
 use presenced::daemon;
 use presenced::settings::Sources;
@@ -59,7 +60,7 @@ impl Drop for InProcess {
 
 #[tokio::test]
 async fn after_lagged_the_watcher_requeries_and_converges() {
-    let d = InProcess::start(&[("link.queue_depth", "1")]);
+    let d = InProcess::start(&[("link.queue_bytes", "1")]);
     let addr = d.running().link;
     let mut watcher = Watcher::connect(
         addr,

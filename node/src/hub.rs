@@ -10,15 +10,21 @@
 //! those after it reach the new subscriber. A link subscribed to a user many times, or both to
 //! the user and to everyone (the firehose), gets each transition once.
 //!
-//! **The hub never waits for a gateway.** It counts the frames queued for each link and not
-//! yet written (`Command::Written` gives them back); a link with `queue_depth` frames queued
-//! loses further events and is owed a LAGGED frame naming the users to re-query, sent as soon
-//! as its queue has room again.
+//! **The hub never waits for a gateway.** It counts the bytes queued for each link and not
+//! yet written (`Command::Written` gives them back); an EVENTS frame that would take a link
+//! past `queue_bytes` is dropped, and the link is owed a LAGGED frame naming the users to
+//! re-query.
+//!
+//! **A LAGGED frame is always deliverable.** It is not held to `queue_bytes`: a link that
+//! loses events is sent its LAGGED frame at once (at most [`LAGGED_MAX_BYTES`] above the
+//! limit), so even a gateway that has stopped reading finds it in order when it reads again.
+//! One is queued at a time: events lost after it are owed in the next, sent once the first is
+//! written.
 //!
 //! **A link keeps the limits its WELCOME announced.** `Command::Open` carries them (frame
 //! length, subscriptions), and a reload (SIGHUP) does not change them under an open link: its
-//! gateway was promised them. Only the queue depth, which no gateway is told, is the hub's
-//! own; `Command::QueueDepth` replaces it for every link at once.
+//! gateway was promised them. Only the queue limit, which no gateway is told, is the hub's
+//! own; `Command::QueueBytes` replaces it for every link at once.
 //!
 //! **The daemon asks too.** Its metrics endpoint gathers the same figures as STATS
 //! (`Command::Scrape`), answered as a typed [`Stats`] through `poll_scrape` rather than a frame;
@@ -43,6 +49,17 @@ const _: () = assert!(
         <= wire::MIN_MAX_FRAME_LEN as usize
 );
 
+/// What a queued frame costs beyond its bytes (its handle, its place in the link's channel),
+/// counted with them against `queue_bytes`.
+pub const FRAME_OVERHEAD_BYTES: usize = 64;
+
+/// The most a LAGGED frame takes in a link's queue, overhead included: the room it has above
+/// `queue_bytes`.
+pub const LAGGED_MAX_BYTES: usize = wire::LENGTH_PREFIX_LEN
+    + wire::LAGGED_HEADER_LEN
+    + LAG_USERS_LIMIT * wire::USER_ID_LEN
+    + FRAME_OVERHEAD_BYTES;
+
 /// The daemon's own stats requests (`Command::Scrape`) awaiting the shards' answers; a newer
 /// one beyond it drops the oldest (whose asker has given up: the metrics endpoint asks one at a
 /// time and stops waiting after a timeout).
@@ -53,9 +70,9 @@ pub const SCRAPES_PENDING: usize = 4;
 pub struct HubConfig {
     /// Shards in the daemon (≥ 1).
     pub shards: usize,
-    /// Frames queued for one link before it loses events (`link.queue_depth`; replaced by
-    /// `Command::QueueDepth`).
-    pub queue_depth: usize,
+    /// Bytes queued for one link (frames and their overhead) past which it loses events
+    /// (`link.queue_bytes`; replaced by `Command::QueueBytes`).
+    pub queue_bytes: usize,
 }
 
 /// What the server's part of STATS is: figures the link tasks and the store keep.
@@ -69,6 +86,8 @@ pub struct ServerStats {
     pub links_refused: u64,
     /// Links closed at HELLO for a bad name or token.
     pub links_unauthorized: u64,
+    /// Links closed for taking nothing for `link.stall_timeout`.
+    pub links_stalled: u64,
     /// Transition latency, receipt to frame written.
     pub latency_us: LatencySummary,
 }
@@ -144,25 +163,24 @@ pub enum Command {
         /// The server's part of the answer.
         server: Box<ServerStats>,
     },
-    /// The link's task wrote this many of the frames the hub queued for it.
+    /// The link's task wrote frames the hub queued for it.
     Written {
         /// The link.
         link: u32,
-        /// Frames written.
-        frames: usize,
+        /// What they took in the queue: the sum of [`Outgoing::queued_bytes`].
+        bytes: usize,
     },
     /// The link closed: its subscriptions end.
     Close {
         /// The link.
         link: u32,
     },
-    /// A new `link.queue_depth` (SIGHUP), for every link from the next frame. Nothing already
-    /// queued is taken back: a link with as many frames queued as a lowered depth loses events
-    /// (and is owed LAGGED) until its gateway has read below it; a link owed LAGGED that a
-    /// raised depth gives room gets it at the next `poll_transmit`.
-    QueueDepth {
-        /// Frames queued for one link before it loses events (≥ 1).
-        frames: usize,
+    /// A new `link.queue_bytes` (SIGHUP), for every link from the next frame. Nothing already
+    /// queued is taken back: a link with more queued than a lowered limit loses events (and
+    /// is owed LAGGED) until its gateway has read below it.
+    QueueBytes {
+        /// Bytes queued for one link past which it loses events (≥ 1).
+        bytes: usize,
     },
 }
 
@@ -175,6 +193,13 @@ pub struct Outgoing {
     pub completes: bool,
     /// For EVENTS frames: monotonic µs at which the earliest datagram behind them was received.
     pub since_us: Option<u64>,
+}
+
+impl Outgoing {
+    /// What the frame takes in its link's queue: its bytes and [`FRAME_OVERHEAD_BYTES`].
+    pub fn queued_bytes(&self) -> usize {
+        self.frame.len() + FRAME_OVERHEAD_BYTES
+    }
 }
 
 /// Counters of the hub.
@@ -208,8 +233,12 @@ struct Link {
     /// Subscriptions requested and not yet registered (counted against the limit).
     reserved: usize,
     firehose: bool,
-    /// Frames queued and not yet written.
-    queued: usize,
+    /// Bytes ever queued to the link, and ever written by its task (the difference is what
+    /// it holds now).
+    queued_total: u64,
+    written_total: u64,
+    /// While a LAGGED frame is queued and not yet written: `queued_total` once it is written.
+    lag_in_queue_until: Option<u64>,
     /// The open EVENTS frame and the users in it.
     events: wire::EventsWriter,
     event_users: Vec<u64>,
@@ -221,6 +250,11 @@ struct Link {
 impl Link {
     fn owes_lag(&self) -> bool {
         self.lagged_all || !self.lagged.is_empty()
+    }
+
+    /// Bytes queued and not yet written.
+    fn queued(&self) -> u64 {
+        self.queued_total - self.written_total
     }
 }
 
@@ -251,10 +285,11 @@ pub struct Hub {
 
 /// What the hub owes the links: the frames queued for them, and which are owed a LAGGED frame.
 struct Outbox {
-    /// Frames queued for one link before it loses events (`Command::QueueDepth` replaces it).
-    queue_depth: usize,
+    /// Bytes queued for one link past which it loses events (`Command::QueueBytes` replaces
+    /// it).
+    queue_bytes: usize,
     transmits: VecDeque<(u32, Outgoing)>,
-    /// Links owed a LAGGED frame, checked when their queue has room.
+    /// Links owed a LAGGED frame, checked when the one they have queued is written.
     owing: Vec<u32>,
     stats: HubStats,
 }
@@ -269,26 +304,27 @@ impl Outbox {
         completes: bool,
         since_us: Option<u64>,
     ) {
-        link.queued += 1;
-        self.transmits.push_back((
-            id,
-            Outgoing {
-                frame: frame.freeze(),
-                completes,
-                since_us,
-            },
-        ));
+        let out = Outgoing {
+            frame: frame.freeze(),
+            completes,
+            since_us,
+        };
+        link.queued_total += out.queued_bytes() as u64;
+        self.transmits.push_back((id, out));
     }
 
-    /// Queues the link's open EVENTS frame, or drops it and remembers its users if the link's
-    /// queue is full.
+    /// Queues the link's open EVENTS frame, or drops it and remembers its users if it would
+    /// take the link's queue past `queue_bytes` (an empty queue takes any frame) or the link
+    /// is owed a LAGGED frame not yet queued (no transition goes ahead of it).
     fn flush_events(&mut self, id: u32, link: &mut Link) {
         let Some(frame) = link.events.flush() else {
             return;
         };
         let users = std::mem::take(&mut link.event_users);
         let n = users.len() as u64;
-        if link.queued >= self.queue_depth {
+        let queued = link.queued();
+        let after = queued + (frame.len() + FRAME_OVERHEAD_BYTES) as u64;
+        if link.owes_lag() || (queued > 0 && after > self.queue_bytes as u64) {
             self.stats.events_dropped += n;
             link.events_dropped += n;
             if !link.owes_lag() {
@@ -315,7 +351,7 @@ impl Hub {
     /// refuse both).
     pub fn new(config: HubConfig) -> Hub {
         assert!(config.shards >= 1, "at least one shard");
-        assert!(config.queue_depth >= 1, "room for a frame");
+        assert!(config.queue_bytes >= 1, "room for a frame");
         Hub {
             shards: config.shards,
             links: HashMap::new(),
@@ -327,7 +363,7 @@ impl Hub {
             touched: Vec::new(),
             requests: VecDeque::new(),
             out: Outbox {
-                queue_depth: config.queue_depth,
+                queue_bytes: config.queue_bytes,
                 transmits: VecDeque::new(),
                 owing: Vec::new(),
                 stats: HubStats::default(),
@@ -393,7 +429,9 @@ impl Hub {
                         users: HashSet::new(),
                         reserved: 0,
                         firehose: false,
-                        queued: 0,
+                        queued_total: 0,
+                        written_total: 0,
+                        lag_in_queue_until: None,
                         events,
                         event_users: Vec::new(),
                         events_since_us: 0,
@@ -483,19 +521,25 @@ impl Hub {
                         .push_back((shard, Request::Stats { link, request }));
                 }
             }
-            Command::Written { link: id, frames } => {
+            Command::Written { link: id, bytes } => {
                 if let Some(link) = self.links.get_mut(&id) {
-                    link.queued = link.queued.saturating_sub(frames);
-                    if link.owes_lag() {
-                        self.out.owing.push(id);
+                    // A task never reports more than it was given; if it did, the queue reads
+                    // empty rather than negative.
+                    link.written_total = (link.written_total + bytes as u64).min(link.queued_total);
+                    if link
+                        .lag_in_queue_until
+                        .is_some_and(|until| link.written_total >= until)
+                    {
+                        link.lag_in_queue_until = None;
+                        if link.owes_lag() {
+                            self.out.owing.push(id);
+                        }
                     }
                 }
             }
-            Command::QueueDepth { frames } => {
-                assert!(frames >= 1, "room for a frame");
-                self.out.queue_depth = frames;
-                let owing = self.links.iter().filter(|(_, link)| link.owes_lag());
-                self.out.owing.extend(owing.map(|(&id, _)| id));
+            Command::QueueBytes { bytes } => {
+                assert!(bytes >= 1, "room for a frame");
+                self.out.queue_bytes = bytes;
             }
         }
     }
@@ -507,7 +551,7 @@ impl Hub {
 
     /// The next frame for a link: `(link, frame)`. The open EVENTS frames of the messages
     /// handled so far are queued first (so a driver that polls after each batch of messages
-    /// sends full frames), then the LAGGED frames owed to links whose queue has room.
+    /// sends full frames), then the LAGGED frames owed to links with none queued.
     pub fn poll_transmit(&mut self) -> Option<(u32, Outgoing)> {
         if self.out.transmits.is_empty() {
             for id in std::mem::take(&mut self.touched) {
@@ -570,7 +614,6 @@ impl Hub {
     }
 
     fn signal_lag(&mut self) {
-        let depth = self.out.queue_depth;
         let mut owing = std::mem::take(&mut self.out.owing);
         owing.sort_unstable();
         owing.dedup();
@@ -581,8 +624,8 @@ impl Hub {
             if !link.owes_lag() {
                 continue;
             }
-            if link.queued >= depth {
-                // Checked again when the link's task reports frames written.
+            if link.lag_in_queue_until.is_some() {
+                // Checked again when the link's task reports that one written.
                 continue;
             }
             let mut buf = BytesMut::new();
@@ -598,6 +641,7 @@ impl Hub {
             link.lagged_all = false;
             link.lagged.clear();
             self.out.send(id, link, buf, false, None);
+            link.lag_in_queue_until = Some(link.queued_total);
             self.out.stats.lag_signals += 1;
             link.lag_signals += 1;
         }
@@ -788,6 +832,7 @@ impl Hub {
                 shard_shed: s.shard_shed,
                 links_refused: server.links_refused,
                 links_unauthorized: server.links_unauthorized,
+                links_stalled: server.links_stalled,
                 latency_us: server.latency_us,
                 per_link: self.per_link(),
                 per_link_omitted: 0,
@@ -804,7 +849,7 @@ impl Hub {
                 id,
                 name: link.name.clone(),
                 peer: link.peer,
-                queued_frames: link.queued as u64,
+                queued_bytes: link.queued(),
                 subscribed_users: link.users.len() as u64,
                 firehose: link.firehose,
                 events_sent: link.events_sent,

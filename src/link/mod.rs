@@ -32,7 +32,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-/// How long a reload waits for the hub thread to take the new queue depth (it reads its
+/// How long a reload waits for the hub thread to take the new queue limit (it reads its
 /// channel continually; only a stopping daemon's is full this long).
 const RELOAD_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -41,10 +41,11 @@ const RELOAD_TIMEOUT: Duration = Duration::from_secs(5);
 ///
 /// - `max_links` is checked as each connection arrives: lowered, it refuses new links until
 ///   fewer are open, and closes none.
-/// - `queue_depth` applies to every link's queue from its next frame (the hub's
-///   `Command::QueueDepth`); nothing already queued is dropped.
-/// - `max_frame_len`, `max_users_per_request`, `max_subscriptions`, `max_requests_in_flight`
-///   and `idle_timeout` apply to links that connect from then on. WELCOME announced them to
+/// - `queue_bytes` applies to every link's queue from its next frame (the hub's
+///   `Command::QueueBytes`); nothing already queued is dropped. The QUIC send window, which
+///   is set to it too, applies to links that connect from then on.
+/// - `max_frame_len`, `max_users_per_request`, `max_subscriptions`, `max_requests_in_flight`,
+///   `stall_timeout` and `idle_timeout` apply to links that connect from then on. WELCOME announced them to
 ///   each open link as terms its gateway may rely on (and QUIC agreed the idle timeout at the
 ///   handshake), so an open link keeps them until it reconnects, as it keeps its grant
 ///   (wire-format/SPEC.md § P5.1).
@@ -65,8 +66,11 @@ pub struct LinkLimits {
     pub max_subscriptions: usize,
     /// Requests of one link being answered at once.
     pub max_requests_in_flight: usize,
-    /// Frames queued for one link before it loses events.
-    pub queue_depth: usize,
+    /// Bytes queued for one link past which it loses events; also the most QUIC holds for it
+    /// unacknowledged (its send window).
+    pub queue_bytes: usize,
+    /// How long a link with frames waiting may take none of them before it is closed.
+    pub stall_timeout: Duration,
     /// QUIC idle timeout of a link.
     pub idle_timeout: Duration,
 }
@@ -75,7 +79,7 @@ impl LinkLimits {
     /// Which links a reloaded limit (`link.<key>`) applies to, as the reload's log line says.
     pub fn applies_to(key: &str) -> &'static str {
         match key {
-            "link.queue_depth" => "every link",
+            "link.queue_bytes" => "every link",
             _ => "new links",
         }
     }
@@ -191,6 +195,8 @@ pub struct Shared {
     pub keys: KeyRing,
     /// Links closed at HELLO for a bad name or token.
     pub links_unauthorized: Arc<AtomicU64>,
+    /// Links closed for taking nothing for `link.stall_timeout`.
+    pub links_stalled: Arc<AtomicU64>,
     /// The store thread's history requests, when state is kept.
     pub history: Option<crossbeam_channel::Sender<HistoryAsk>>,
     /// The store's figures, for STATS.
@@ -220,6 +226,7 @@ impl Shared {
             state,
             links_refused: self.links_refused.load(Ordering::Relaxed),
             links_unauthorized: self.links_unauthorized.load(Ordering::Relaxed),
+            links_stalled: self.links_stalled.load(Ordering::Relaxed),
             latency_us,
         }
     }
@@ -301,13 +308,12 @@ impl Handle {
 
     /// Puts new limits in force, each as [`LinkLimits`] says; on an error the old ones stay.
     pub fn set_limits(&self, limits: LinkLimits) -> Result<(), String> {
-        let quic = server::quic_config(self.tls.clone(), limits.idle_timeout)
-            .map_err(|e| e.to_string())?;
-        let depth = Command::QueueDepth {
-            frames: limits.queue_depth,
+        let quic = server::quic_config(self.tls.clone(), &limits).map_err(|e| e.to_string())?;
+        let queue = Command::QueueBytes {
+            bytes: limits.queue_bytes,
         };
         self.events
-            .send_timeout(LinkEvent::Command(depth), RELOAD_TIMEOUT)
+            .send_timeout(LinkEvent::Command(queue), RELOAD_TIMEOUT)
             .map_err(|_| {
                 format!(
                     "the hub thread did not take them within {} s",
@@ -360,19 +366,20 @@ pub fn start(
         crossbeam_channel::bounded(settings.max_links * (settings.max_requests_in_flight + 3) + 1);
     let tls = tls::server_config(&settings)?;
     let limits = settings.limits();
-    let quic = server::quic_config(tls.clone(), limits.idle_timeout)?;
+    let quic = server::quic_config(tls.clone(), &limits)?;
     let (terms, admitted) = tokio::sync::watch::channel(Arc::new(server::Terms { limits, quic }));
     let shared = Shared {
         latency,
         links_refused: Arc::new(AtomicU64::new(0)),
         keys,
         links_unauthorized: Arc::new(AtomicU64::new(0)),
+        links_stalled: Arc::new(AtomicU64::new(0)),
         history,
         state,
     };
     let hub = presenced_node::hub::Hub::new(HubConfig {
         shards: welcome.shards,
-        queue_depth: limits.queue_depth,
+        queue_bytes: limits.queue_bytes,
     });
     let scraper = Scraper {
         events: events_tx.clone(),

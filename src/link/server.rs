@@ -47,12 +47,14 @@ pub struct Terms {
     pub quic: Arc<quinn::ServerConfig>,
 }
 
-/// The endpoint's configuration: the TLS configuration, one bidirectional stream per link, and
-/// `idle_timeout`.
+/// The endpoint's configuration: the TLS configuration, one bidirectional stream per link, the
+/// limits' `idle_timeout`, and their `queue_bytes` as the send window (what QUIC holds for a
+/// link unacknowledged, so a stuck link holds at most that beside its queue).
 pub fn quic_config(
     tls: Arc<quinn::crypto::rustls::QuicServerConfig>,
-    idle_timeout: Duration,
+    limits: &LinkLimits,
 ) -> io::Result<Arc<quinn::ServerConfig>> {
+    let idle_timeout = limits.idle_timeout;
     let mut server_config = quinn::ServerConfig::with_crypto(tls);
     let mut transport = quinn::TransportConfig::default();
     transport.max_concurrent_bidi_streams(1u8.into());
@@ -65,6 +67,7 @@ pub fn quic_config(
         )
     })?;
     transport.max_idle_timeout(Some(idle));
+    transport.send_window(limits.queue_bytes as u64);
     server_config.transport_config(Arc::new(transport));
     Ok(Arc::new(server_config))
 }
@@ -210,7 +213,7 @@ async fn serve(connection: quinn::Connection, id: u32, context: &Context, limits
         in_flight: 0,
         firehose_allowed: true,
         local: tx.clone(),
-        unreported: 0,
+        unreported_bytes: 0,
     };
     let mut opened = Some(tx);
     let mut draining = context.draining.clone();
@@ -267,12 +270,12 @@ async fn serve(connection: quinn::Connection, id: u32, context: &Context, limits
                         Frame::Hub(o) => o.frame.clone(),
                         Frame::Local { frame, .. } => frame.clone(),
                     }));
-                    if send.write_all_chunks(&mut chunks).await.is_err() {
+                    if !link.write(&mut send, &mut chunks).await? {
                         return Ok("the connection was lost");
                     }
                     link.written(&batch);
                 }
-                () = tokio::time::sleep(REPORT_RETRY), if link.unreported > 0 => {
+                () = tokio::time::sleep(REPORT_RETRY), if link.unreported_bytes > 0 => {
                     link.report_written();
                 }
                 _ = draining.changed() => {
@@ -292,6 +295,10 @@ async fn serve(connection: quinn::Connection, id: u32, context: &Context, limits
             tracing::info!(link = id, name = link.name, addr = %link.addr, "link closed: {why}");
         }
         Ok(_) => {}
+        Err(Fatal(wire::ErrorCode::Stalled, message)) => {
+            context.shared.links_stalled.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(link = id, name = link.name, addr = %link.addr, "link closed: {message}");
+        }
         Err(Fatal(code, message)) => tracing::info!(
             link = id,
             name = link.name,
@@ -301,20 +308,10 @@ async fn serve(connection: quinn::Connection, id: u32, context: &Context, limits
         ),
     }
     if let Err(Fatal(code, message)) = result {
-        let mut buf = BytesMut::new();
-        if code == wire::ErrorCode::ShuttingDown && link.version == wire::Version::V2 {
-            // SPEC.md § P6.11: the daemon is going away; reconnect, to this address.
-            let after = GOAWAY_RECONNECT_AFTER.as_millis() as u32;
-            wire::encode_goaway(&mut buf, wire::GoAwayReason::Restarting, after, &message);
-        } else {
-            wire::encode_error(&mut buf, 0, code, &message);
+        // SPEC.md § P6.7: a stalled link is not reading; the close alone says why.
+        if code != wire::ErrorCode::Stalled {
+            say_goodbye(&mut send, link.version, code, &message).await;
         }
-        // A gateway whose window is full never takes the frame: the close below says it too.
-        let _ = tokio::time::timeout(Duration::from_secs(1), send.write_all(&buf)).await;
-        let _ = send.finish();
-        // The close frame would discard stream data in flight: wait until the gateway has the
-        // ERROR frame (acknowledged), but not for long.
-        let _ = tokio::time::timeout(ACK_WAIT, send.stopped()).await;
         connection.close((code as u32).into(), message.as_bytes());
     }
     if opened.is_none() {
@@ -322,6 +319,31 @@ async fn serve(connection: quinn::Connection, id: u32, context: &Context, limits
             .events
             .send(LinkEvent::Command(Command::Close { link: id }));
     }
+}
+
+/// Writes the frame that ends a link for `code` (GOAWAY on a version-2 link the daemon leaves,
+/// else ERROR with request id 0) and finishes the stream, waiting a little for the gateway to
+/// have it before the connection closes.
+async fn say_goodbye(
+    send: &mut quinn::SendStream,
+    version: wire::Version,
+    code: wire::ErrorCode,
+    message: &str,
+) {
+    let mut buf = BytesMut::new();
+    if code == wire::ErrorCode::ShuttingDown && version == wire::Version::V2 {
+        // SPEC.md § P6.11: the daemon is going away; reconnect, to this address.
+        let after = GOAWAY_RECONNECT_AFTER.as_millis() as u32;
+        wire::encode_goaway(&mut buf, wire::GoAwayReason::Restarting, after, message);
+    } else {
+        wire::encode_error(&mut buf, 0, code, message);
+    }
+    // A gateway whose window is full never takes the frame: the close after says it too.
+    let _ = tokio::time::timeout(Duration::from_secs(1), send.write_all(&buf)).await;
+    let _ = send.finish();
+    // The close frame would discard stream data in flight: wait until the gateway has the
+    // frame (acknowledged), but not for long.
+    let _ = tokio::time::timeout(ACK_WAIT, send.stopped()).await;
 }
 
 struct LinkTask<'a> {
@@ -340,8 +362,9 @@ struct LinkTask<'a> {
     firehose_allowed: bool,
     /// This link's own frame queue, for the ERROR frames of requests the task refuses.
     local: mpsc::UnboundedSender<Frame>,
-    /// Hub frames written and not yet reported to the hub (its events channel was full).
-    unreported: usize,
+    /// What hub frames written and not yet reported to the hub took in its queue (its events
+    /// channel was full).
+    unreported_bytes: usize,
 }
 
 impl LinkTask<'_> {
@@ -590,6 +613,35 @@ impl LinkTask<'_> {
         Ok(())
     }
 
+    /// Writes `chunks` (each a whole frame); false if the connection was lost. Fails the link
+    /// if the gateway takes none of it for `stall_timeout`: every write that returns is
+    /// progress, and the wait starts again.
+    async fn write(
+        &mut self,
+        send: &mut quinn::SendStream,
+        chunks: &mut [Bytes],
+    ) -> Result<bool, Fatal> {
+        let stall = self.limits.stall_timeout;
+        let mut first = 0;
+        while first < chunks.len() {
+            match tokio::time::timeout(stall, send.write_chunks(&mut chunks[first..])).await {
+                Ok(Ok(written)) => first += written.chunks,
+                Ok(Err(_)) => return Ok(false),
+                Err(_) => {
+                    return Err(Fatal(
+                        wire::ErrorCode::Stalled,
+                        format!(
+                            "the gateway took nothing for link.stall_timeout ({} ms) with \
+                             frames waiting",
+                            stall.as_millis()
+                        ),
+                    ))
+                }
+            }
+        }
+        Ok(true)
+    }
+
     /// After a write: requests answered leave the in-flight count, EVENTS frames give latency
     /// samples, and the hub learns how many of its frames were written.
     fn written(&mut self, batch: &[Frame]) {
@@ -605,7 +657,7 @@ impl LinkTask<'_> {
                     continue;
                 }
             };
-            self.unreported += 1;
+            self.unreported_bytes += out.queued_bytes();
             if out.completes {
                 self.in_flight = self.in_flight.saturating_sub(1);
             }
@@ -630,15 +682,15 @@ impl LinkTask<'_> {
     /// Tells the hub how many of its frames were written. Never waits for the hub: with its
     /// channel full the count is kept, and the task's loop tries again shortly.
     fn report_written(&mut self) {
-        if self.unreported == 0 {
+        if self.unreported_bytes == 0 {
             return;
         }
         let report = Command::Written {
             link: self.id,
-            frames: self.unreported,
+            bytes: self.unreported_bytes,
         };
         match self.context.events.try_send(LinkEvent::Command(report)) {
-            Ok(()) | Err(TrySendError::Disconnected(_)) => self.unreported = 0,
+            Ok(()) | Err(TrySendError::Disconnected(_)) => self.unreported_bytes = 0,
             Err(TrySendError::Full(_)) => {}
         }
     }

@@ -148,6 +148,26 @@ impl Daemon {
         }
     }
 
+    /// The daemon's resident memory now and at its peak so far (VmRSS, VmHWM), in bytes.
+    pub fn memory(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("the daemon's /proc status");
+        let field = |name: &str| -> u64 {
+            let line = status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .unwrap_or_else(|| panic!("no {name} in /proc status"));
+            let kib: u64 = line[name.len()..]
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse()
+                .expect("a size in kB");
+            kib * 1024
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
     /// Sends the daemon a signal (e.g. `libc::SIGHUP`).
     pub fn signal(&self, signal: i32) {
         // SAFETY: kill(2) on our own child's pid has no memory effects.

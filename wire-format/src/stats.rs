@@ -204,7 +204,7 @@ pub struct LinkStats {
     pub transitions: u64,
     /// Events queued to links.
     pub events_sent: u64,
-    /// Events dropped because a link's queue was full (`link.queue_depth`).
+    /// Events dropped because a link's queue was full (`link.queue_bytes`).
     pub events_dropped: u64,
     /// LAGGED frames sent.
     pub lag_signals: u64,
@@ -214,6 +214,8 @@ pub struct LinkStats {
     pub links_refused: u64,
     /// Links closed at HELLO for a bad name or token.
     pub links_unauthorized: u64,
+    /// Links closed because they took nothing for `link.stall_timeout` with frames waiting.
+    pub links_stalled: u64,
     /// Transition latency, from datagram receipt to the EVENTS frame written, microseconds.
     pub latency_us: LatencySummary,
     /// Each open link, by id. A STATS_REPLY, whose JSON is limited to 60 000 bytes, may carry
@@ -232,8 +234,9 @@ pub struct PerLinkStats {
     pub name: String,
     /// The gateway's address.
     pub peer: SocketAddr,
-    /// Frames queued for the link and not yet written (at most `link.queue_depth`).
-    pub queued_frames: u64,
+    /// Bytes queued for the link and not yet written, frames and their overhead (at most
+    /// `link.queue_bytes` and one LAGGED frame above it, besides answers to its requests).
+    pub queued_bytes: u64,
     /// Users the link is subscribed to.
     pub subscribed_users: u64,
     /// Whether the link is subscribed to everyone.
@@ -293,7 +296,7 @@ mod tests {
                     id: 3,
                     name: "gw-eu-1".into(),
                     peer: "127.0.0.1:4433".parse().unwrap(),
-                    queued_frames: 2,
+                    queued_bytes: 2,
                     subscribed_users: 10,
                     firehose: false,
                     events_sent: 9,

@@ -1213,6 +1213,7 @@ fn error_codes_and_frame_error_mapping() {
             "frame_too_large",
             "protocol_version",
             "hello_required",
+            "stalled",
         ]
     );
     // `unauthorized` closes the link at HELLO (request id 0) but only refuses a SUBSCRIBE_ALL

@@ -119,7 +119,7 @@ const SIGNALS: &[(&str, &str)] = &[
     (
         "SIGHUP",
         "Re-read the settings and apply what needs no restart: log.level, the [link] limits \
-         (link.queue_depth for every link at once; the others for links that connect from \
+         (link.queue_bytes for every link at once; the others for links that connect from \
          then on, since an open link keeps the limits its WELCOME announced; a lowered \
          link.max_links closes no link) and the keys in auth.keys_file. One log line names \
          the keys reloaded, what could not be (its old value stays, and why) and the changed \

@@ -45,12 +45,15 @@ fn read(out: &Outgoing) -> Seen {
     }
 }
 
-fn hub(shards: usize, queue_depth: usize) -> Hub {
+fn hub(shards: usize, queue_bytes: usize) -> Hub {
     Hub::new(HubConfig {
         shards,
-        queue_depth,
+        queue_bytes,
     })
 }
+
+/// A queue limit no test below reaches.
+const ROOM: usize = 1 << 20;
 
 /// The limits `open` announces: the smallest frame limit, 100 subscriptions.
 const LIMITS: wire::Limits = wire::Limits {
@@ -62,9 +65,23 @@ const LIMITS: wire::Limits = wire::Limits {
 
 /// Every frame the hub has for links now, as `(link, frame)`.
 fn frames(hub: &mut Hub) -> Vec<(u32, Seen)> {
+    sized(hub).into_iter().map(|(l, f, _)| (l, f)).collect()
+}
+
+/// Every frame the hub has for links now, as `(link, frame, what it takes in the queue)`.
+fn sized(hub: &mut Hub) -> Vec<(u32, Seen, usize)> {
     std::iter::from_fn(|| hub.poll_transmit())
-        .map(|(link, out)| (link, read(&out)))
+        .map(|(link, out)| (link, read(&out), out.queued_bytes()))
         .collect()
+}
+
+/// The one frame the hub has now, for link 1, and what it takes in the queue.
+fn one(hub: &mut Hub) -> (Seen, usize) {
+    let mut got = sized(hub);
+    assert_eq!(got.len(), 1, "{got:?}");
+    let (link, seen, bytes) = got.remove(0);
+    assert_eq!(link, 1);
+    (seen, bytes)
 }
 
 /// Opens link `link` (version 1), named `gw-<link>`, from 127.0.0.1:<5000 + link>, announced
@@ -141,7 +158,7 @@ fn subscribe(hub: &mut Hub, link: u32, request: u32, users: &[u64]) {
 
 #[test]
 fn subscribe_is_atomic_with_its_snapshot() {
-    let mut hub = hub(1, 16);
+    let mut hub = hub(1, ROOM);
     open(&mut hub, 1);
     hub.handle_command(Command::Subscribe {
         link: 1,
@@ -175,7 +192,7 @@ fn subscribe_is_atomic_with_its_snapshot() {
 
 #[test]
 fn each_link_gets_a_transition_once() {
-    let mut hub = hub(2, 16);
+    let mut hub = hub(2, ROOM);
     for link in [1, 2, 3] {
         open(&mut hub, link);
     }
@@ -228,36 +245,68 @@ fn each_link_gets_a_transition_once() {
 }
 
 #[test]
-fn a_full_queue_loses_events_and_the_link_is_told_who_lagged() {
-    let mut hub = hub(1, 2);
+fn a_full_queue_loses_events_and_the_lagged_frame_goes_out_at_once() {
+    let mut hub = hub(1, 300);
     open(&mut hub, 1);
     subscribe(&mut hub, 1, 1, &[1, 2, 3, 4]);
-    // The PRESENCE answer is one frame queued (not yet written).
-    assert_eq!(frames(&mut hub).len(), 1);
+    // The PRESENCE answer (4 + 10 + 4 × 26 bytes) and one EVENTS frame (4 + 5 + 27), each
+    // with its 64 bytes of overhead, fit under 300.
+    let (_, presence) = one(&mut hub);
     hub.handle_shard(transitions(&[online(1, 1)]));
-    assert_eq!(frames(&mut hub).len(), 1);
-    // Two frames queued now: the next ones are dropped, and no LAGGED fits yet.
+    let (_, events) = one(&mut hub);
+    assert_eq!((presence, events), (182, 100));
+    // The next EVENTS frame would pass 300: dropped, and LAGGED goes out at once, above the
+    // limit.
     hub.handle_shard(transitions(&[online(2, 1), online(3, 1)]));
-    assert_eq!(frames(&mut hub), vec![]);
+    let (seen, lagged) = one(&mut hub);
+    assert_eq!(seen, Seen::Lagged(vec![2, 3]));
+    // With that LAGGED frame unwritten, no transition goes ahead of the next one.
     hub.handle_shard(transitions(&[online(4, 1)]));
     assert_eq!(frames(&mut hub), vec![]);
     assert_eq!(hub.stats().events_dropped, 3);
-    // The task wrote one frame: room for the LAGGED frame, naming every user dropped.
-    hub.handle_command(Command::Written { link: 1, frames: 1 });
-    assert_eq!(frames(&mut hub), vec![(1, Seen::Lagged(vec![2, 3, 4]))]);
-    assert_eq!(hub.stats().lag_signals, 1);
+    // The task wrote everything: the next LAGGED names the user dropped since.
+    let bytes = presence + events + lagged;
+    hub.handle_command(Command::Written { link: 1, bytes });
+    let (seen, lagged) = one(&mut hub);
+    assert_eq!(seen, Seen::Lagged(vec![4]));
+    assert_eq!(hub.stats().lag_signals, 2);
     // Caught up: events flow again.
-    hub.handle_command(Command::Written { link: 1, frames: 2 });
+    hub.handle_command(Command::Written {
+        link: 1,
+        bytes: lagged,
+    });
     hub.handle_shard(transitions(&[online(4, 2)]));
-    assert_eq!(
-        frames(&mut hub),
-        vec![(1, Seen::Events(vec![(4, WireState::Online)]))]
-    );
+    assert_eq!(one(&mut hub).0, Seen::Events(vec![(4, WireState::Online)]));
+}
+
+#[test]
+fn an_empty_queue_takes_any_frame_and_a_stuck_link_still_gets_its_lagged_frame() {
+    // A limit smaller than any frame: the link holds one EVENTS frame at a time.
+    let mut hub = hub(1, 1);
+    open(&mut hub, 1);
+    subscribe(&mut hub, 1, 1, &[1, 2]);
+    // Request answers are never held to the limit.
+    let (_, presence) = one(&mut hub);
+    hub.handle_command(Command::Written {
+        link: 1,
+        bytes: presence,
+    });
+    hub.handle_shard(transitions(&[online(1, 1)]));
+    assert_eq!(one(&mut hub).0, Seen::Events(vec![(1, WireState::Online)]));
+    // The gateway reads no more: every later event is lost, and it is told so at once.
+    hub.handle_shard(transitions(&[online(2, 1)]));
+    assert_eq!(one(&mut hub).0, Seen::Lagged(vec![2]));
+    for version in 2..100 {
+        hub.handle_shard(transitions(&[online(1, version), online(2, version)]));
+        assert_eq!(frames(&mut hub), vec![]);
+    }
+    assert_eq!(hub.stats().events_dropped, 1 + 2 * 98);
+    assert_eq!(hub.stats().lag_signals, 1);
 }
 
 #[test]
 fn transitions_shed_by_a_shard_make_every_watching_link_lag() {
-    let mut hub = hub(1, 8);
+    let mut hub = hub(1, ROOM);
     for link in [1, 2, 3] {
         open(&mut hub, link);
     }
@@ -278,7 +327,7 @@ fn transitions_shed_by_a_shard_make_every_watching_link_lag() {
 
 #[test]
 fn queries_ask_each_owning_shard_and_the_last_answer_is_final() {
-    let mut hub = hub(4, 8);
+    let mut hub = hub(4, ROOM);
     open(&mut hub, 1);
     let users: Vec<u64> = (1..=40).collect();
     hub.handle_command(Command::Query {
@@ -320,7 +369,7 @@ fn queries_ask_each_owning_shard_and_the_last_answer_is_final() {
 
 #[test]
 fn subscriptions_past_the_limit_are_refused() {
-    let mut hub = hub(1, 8);
+    let mut hub = hub(1, ROOM);
     open(&mut hub, 1);
     let users: Vec<u64> = (1..=100).collect();
     subscribe(&mut hub, 1, 1, &users);
@@ -339,7 +388,7 @@ fn subscriptions_past_the_limit_are_refused() {
 
 #[test]
 fn each_link_keeps_the_limits_its_welcome_announced() {
-    let mut hub = hub(1, 64);
+    let mut hub = hub(1, ROOM);
     let small = wire::Limits {
         max_subscriptions: 2,
         ..LIMITS
@@ -389,27 +438,21 @@ fn each_link_keeps_the_limits_its_welcome_announced() {
 }
 
 #[test]
-fn a_lowered_queue_depth_applies_from_the_next_frame_and_a_raised_one_frees_the_lag() {
-    let mut hub = hub(1, 4);
+fn a_lowered_queue_limit_applies_from_the_next_frame_and_a_raised_one_lets_events_through() {
+    let mut hub = hub(1, 1_000);
     open(&mut hub, 1);
     subscribe(&mut hub, 1, 1, &[1, 2, 3]);
     hub.handle_shard(transitions(&[online(1, 1)]));
-    // Two frames queued (PRESENCE, EVENTS), under the depth of 4.
-    assert_eq!(frames(&mut hub).len(), 2);
-    // Lowered to 2: nothing queued is taken back, the next events are lost.
-    hub.handle_command(Command::QueueDepth { frames: 2 });
+    // PRESENCE and EVENTS queued: 156 + 100 bytes, under 1,000.
+    assert_eq!(sized(&mut hub).iter().map(|f| f.2).sum::<usize>(), 256);
+    // Lowered to 200: nothing queued is taken back, the next events are lost.
+    hub.handle_command(Command::QueueBytes { bytes: 200 });
     hub.handle_shard(transitions(&[online(2, 1)]));
-    assert_eq!(frames(&mut hub), vec![]);
-    assert_eq!(hub.stats().events_dropped, 1);
-    // Raised to 3: room for the LAGGED frame now, with nothing written.
-    hub.handle_command(Command::QueueDepth { frames: 3 });
     assert_eq!(frames(&mut hub), vec![(1, Seen::Lagged(vec![2]))]);
-    // Three queued: full at 3, and events flow again once the gateway has read them.
+    assert_eq!(hub.stats().events_dropped, 1);
+    // Raised to 1,000: room again, with nothing written.
+    hub.handle_command(Command::QueueBytes { bytes: 1_000 });
     hub.handle_shard(transitions(&[online(3, 1)]));
-    assert_eq!(frames(&mut hub), vec![]);
-    hub.handle_command(Command::Written { link: 1, frames: 3 });
-    assert_eq!(frames(&mut hub), vec![(1, Seen::Lagged(vec![3]))]);
-    hub.handle_shard(transitions(&[online(3, 2)]));
     assert_eq!(
         frames(&mut hub),
         vec![(1, Seen::Events(vec![(3, WireState::Online)]))]
@@ -418,7 +461,7 @@ fn a_lowered_queue_depth_applies_from_the_next_frame_and_a_raised_one_frees_the_
 
 #[test]
 fn stats_gather_every_shard_and_the_servers_figures() {
-    let mut hub = hub(3, 8);
+    let mut hub = hub(3, ROOM);
     open(&mut hub, 1);
     let server = ServerStats {
         links_refused: 2,
@@ -459,7 +502,7 @@ fn stats_gather_every_shard_and_the_servers_figures() {
 
 #[test]
 fn a_closed_link_leaves_nothing_behind() {
-    let mut hub = hub(2, 8);
+    let mut hub = hub(2, ROOM);
     open(&mut hub, 1);
     subscribe(&mut hub, 1, 1, &[1, 2, 3]);
     hub.handle_command(Command::Query {
@@ -498,7 +541,7 @@ fn answer_stats(hub: &mut Hub) {
 
 #[test]
 fn the_daemons_scrape_gets_every_links_figures_and_no_link_a_frame() {
-    let mut hub = hub(1, 2);
+    let mut hub = hub(1, 1);
     open(&mut hub, 1);
     open(&mut hub, 2);
     subscribe(&mut hub, 1, 1, &[1, 2, 3, 4]);
@@ -507,15 +550,27 @@ fn the_daemons_scrape_gets_every_links_figures_and_no_link_a_frame() {
         request: 1,
         on: true,
     });
-    frames(&mut hub);
-    // Link 1 has its PRESENCE answer queued; link 2 its ACK. One EVENTS frame each fills
-    // both queues; the next transitions are dropped for both.
+    // Link 1's PRESENCE answer and link 2's ACK, written.
+    for (link, _, bytes) in sized(&mut hub) {
+        hub.handle_command(Command::Written { link, bytes });
+    }
+    // One EVENTS frame each fills both queues; the next transitions are dropped for both,
+    // and both are told.
     hub.handle_shard(transitions(&[online(1, 1)]));
-    frames(&mut hub);
+    let mut got = sized(&mut hub);
     hub.handle_shard(transitions(&[online(2, 1), online(3, 1)]));
-    frames(&mut hub);
-    hub.handle_command(Command::Written { link: 1, frames: 1 });
-    assert_eq!(frames(&mut hub), vec![(1, Seen::Lagged(vec![2, 3]))]);
+    got.extend(sized(&mut hub));
+    let queued: usize = got.iter().filter(|f| f.0 == 1).map(|f| f.2).sum();
+    let seen: Vec<(u32, Seen)> = got.into_iter().map(|(l, f, _)| (l, f)).collect();
+    assert_eq!(
+        seen,
+        vec![
+            (1, Seen::Events(vec![(1, WireState::Online)])),
+            (2, Seen::Events(vec![(1, WireState::Online)])),
+            (1, Seen::Lagged(vec![2, 3])),
+            (2, Seen::Lagged(vec![2, 3])),
+        ]
+    );
 
     hub.handle_command(Command::Scrape {
         request: 9,
@@ -540,7 +595,7 @@ fn the_daemons_scrape_gets_every_links_figures_and_no_link_a_frame() {
                 id: 1,
                 name: "gw-1".into(),
                 peer: peer(5001),
-                queued_frames: 2,
+                queued_bytes: queued as u64,
                 subscribed_users: 4,
                 firehose: false,
                 events_sent: 1,
@@ -551,12 +606,12 @@ fn the_daemons_scrape_gets_every_links_figures_and_no_link_a_frame() {
                 id: 2,
                 name: "gw-2".into(),
                 peer: peer(5002),
-                queued_frames: 2,
+                queued_bytes: queued as u64,
                 subscribed_users: 0,
                 firehose: true,
                 events_sent: 1,
                 events_dropped: 2,
-                lag_signals: 0,
+                lag_signals: 1,
             },
         ]
     );
@@ -565,7 +620,7 @@ fn the_daemons_scrape_gets_every_links_figures_and_no_link_a_frame() {
 
 #[test]
 fn only_the_newest_scrapes_are_kept_waiting() {
-    let mut hub = hub(1, 8);
+    let mut hub = hub(1, ROOM);
     for request in 1..=SCRAPES_PENDING as u32 + 1 {
         hub.handle_command(Command::Scrape {
             request,
@@ -582,7 +637,7 @@ fn only_the_newest_scrapes_are_kept_waiting() {
 
 #[test]
 fn a_stats_reply_with_too_many_links_for_its_limit_leaves_some_out() {
-    let mut hub = hub(1, 8);
+    let mut hub = hub(1, ROOM);
     let links = 1_000;
     for link in 1..=links {
         open(&mut hub, link);

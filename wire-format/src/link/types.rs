@@ -391,11 +391,14 @@ pub enum ErrorCode {
     /// 11 (version 2): the daemon keeps no history (it runs without saved state); refuses the
     /// HISTORY request.
     HistoryUnavailable = 11,
+    /// 12: the gateway took nothing of the frames waiting for it for the daemon's stall
+    /// timeout; only ever a QUIC close code (the link is not reading), which closes the link.
+    Stalled = 12,
 }
 
 impl ErrorCode {
     /// Every code, in wire-value order.
-    pub const ALL: [ErrorCode; 11] = [
+    pub const ALL: [ErrorCode; 12] = [
         ErrorCode::BadFrame,
         ErrorCode::FrameTooLarge,
         ErrorCode::ProtocolVersion,
@@ -407,9 +410,10 @@ impl ErrorCode {
         ErrorCode::ShuttingDown,
         ErrorCode::Internal,
         ErrorCode::HistoryUnavailable,
+        ErrorCode::Stalled,
     ];
 
-    /// The wire value (1–11).
+    /// The wire value (1–12).
     #[inline]
     pub const fn to_u16(self) -> u16 {
         match self {
@@ -424,6 +428,7 @@ impl ErrorCode {
             ErrorCode::ShuttingDown => 9,
             ErrorCode::Internal => 10,
             ErrorCode::HistoryUnavailable => 11,
+            ErrorCode::Stalled => 12,
         }
     }
 
@@ -443,12 +448,13 @@ impl ErrorCode {
             9 => ErrorCode::ShuttingDown,
             10 => ErrorCode::Internal,
             11 => ErrorCode::HistoryUnavailable,
+            12 => ErrorCode::Stalled,
             _ => return None,
         })
     }
 
     /// Whether this code always closes the link (bad_frame, frame_too_large,
-    /// protocol_version, hello_required). `unauthorized`, `shutting_down` and `internal`
+    /// protocol_version, hello_required, stalled). `unauthorized`, `shutting_down` and `internal`
     /// close it only when sent with request id 0.
     #[inline]
     pub const fn closes_link(self) -> bool {
@@ -458,10 +464,11 @@ impl ErrorCode {
                 | ErrorCode::FrameTooLarge
                 | ErrorCode::ProtocolVersion
                 | ErrorCode::HelloRequired
+                | ErrorCode::Stalled
         )
     }
 
-    /// Stable snake_case name (`bad_frame`, …, `history_unavailable`).
+    /// Stable snake_case name (`bad_frame`, …, `stalled`).
     pub const fn name(self) -> &'static str {
         match self {
             ErrorCode::BadFrame => "bad_frame",
@@ -475,6 +482,7 @@ impl ErrorCode {
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::Internal => "internal",
             ErrorCode::HistoryUnavailable => "history_unavailable",
+            ErrorCode::Stalled => "stalled",
         }
     }
 }
@@ -803,7 +811,7 @@ mod tests {
             assert_eq!(ErrorCode::from_u16(c.to_u16()), Some(*c));
         }
         assert_eq!(ErrorCode::from_u16(0), None);
-        assert_eq!(ErrorCode::from_u16(12), None);
+        assert_eq!(ErrorCode::from_u16(13), None);
         for (i, r) in GoAwayReason::ALL.iter().enumerate() {
             assert_eq!(usize::from(r.to_u16()), i);
             assert_eq!(*r as u16, r.to_u16());

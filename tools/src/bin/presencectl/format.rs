@@ -279,10 +279,11 @@ const CORE_TIMERS: [Counter<CoreStats>; 2] = [
 ];
 
 /// The push link's counters, in the order printed.
-const LINK_COUNTERS: [Counter<LinkStats>; 10] = [
+const LINK_COUNTERS: [Counter<LinkStats>; 11] = [
     ("links", |l| l.links),
     ("links_refused", |l| l.links_refused),
     ("links_unauthorized", |l| l.links_unauthorized),
+    ("links_stalled", |l| l.links_stalled),
     ("subscribed_users", |l| l.subscribed_users),
     ("firehose_links", |l| l.firehose_links),
     ("transitions", |l| l.transitions),

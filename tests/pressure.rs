@@ -1,0 +1,181 @@
+//! The push link under pressure, on the real binary over QUIC on loopback: gateways that stop
+//! reading cost a bounded amount of memory and are closed after `link.stall_timeout`, while
+//! the gateways that keep reading lose nothing; connections opened and closed by the
+//! thousand leave the daemon's memory where it was.
+
+mod common;
+
+use common::Daemon;
+use presenced_client::{entry, ConnectOptions, HeartbeatClient, LinkClient, Push, RawLink, Trust};
+use presenced_wire::link::WireState;
+use presenced_wire::State;
+use std::time::{Duration, Instant};
+
+fn options(name: &str) -> ConnectOptions {
+    ConnectOptions {
+        client_name: name.into(),
+        trust: Trust::InsecureLocal,
+        server_name: "localhost".into(),
+        token: None,
+    }
+}
+
+const MIB: u64 = 1 << 20;
+
+/// Links that keep reading, each subscribed to one user of its own.
+const READERS: u64 = 900;
+/// Links that subscribe to everyone and then read nothing.
+const STUCK: u64 = 100;
+/// Users brought online and then offline: two transitions each.
+const USERS: u64 = 40_000;
+/// Each link's queue limit, which is also QUIC's send window for it.
+const QUEUE_BYTES: u64 = 128 * 1024;
+/// The stuck links' receive window.
+const STUCK_WINDOW: u32 = 16 * 1024;
+/// The set of users a lagging link is owed (`hub::LAG_USERS_LIMIT`, 8,000 user ids in a hash
+/// set of 16,384 slots of 9 bytes).
+const LAGGED_USERS_BYTES: u64 = 16_384 * 9;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stuck_links_cost_bounded_memory_and_are_closed_while_readers_lose_nothing() {
+    let queue = QUEUE_BYTES.to_string();
+    let d = Daemon::start(&[
+        "--shards",
+        "1",
+        "--set",
+        "link.max_links=1100",
+        "--set",
+        &format!("link.queue_bytes={queue}"),
+        "--set",
+        "link.stall_timeout=2s",
+        "--set",
+        "link.max_frame_len=65536",
+        "--set",
+        "presence.heartbeat_interval=30s",
+    ]);
+    let started = d.memory().0;
+    let addr = d.link;
+    let mut readers = Vec::new();
+    for chunk in (1..=READERS).collect::<Vec<_>>().chunks(50) {
+        let opened = futures_join(chunk.iter().map(move |&user| async move {
+            let link = LinkClient::connect(addr, options(&format!("reader-{user}")))
+                .await
+                .expect("connect a reader");
+            link.subscribe(&[user]).await.expect("subscribe");
+            (user, link)
+        }))
+        .await;
+        readers.extend(opened);
+    }
+    // Every user online and offline once before the stuck links open, so that the state the
+    // daemon keeps for them (records, last seen, log) is in place before the measurement.
+    let mut gw = HeartbeatClient::new(1, 1, d.heartbeat).expect("udp");
+    churn(&mut gw, 1);
+    for (user, link) in &readers {
+        expect_online_then_offline(*user, link).await;
+    }
+    let mut stuck = Vec::new();
+    for i in 0..STUCK {
+        let mut link = RawLink::connect(d.link, options(&format!("stuck-{i}")), STUCK_WINDOW)
+            .await
+            .expect("connect a stuck link");
+        link.subscribe_all().await.expect("firehose");
+        stuck.push(link);
+    }
+    let (open, _) = d.memory();
+
+    // Every user online, then offline: far more than each stuck link may hold. Each reader
+    // sees its user online and then offline.
+    churn(&mut gw, 2);
+    for (user, link) in &readers {
+        expect_online_then_offline(*user, link).await;
+    }
+
+    // The stuck links are closed once they have taken nothing for the stall timeout.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let stats = loop {
+        let stats = readers[0].1.stats().await.expect("stats");
+        let closed = stats.link.links_stalled == STUCK && stats.link.links == READERS;
+        if closed || Instant::now() > deadline {
+            break stats;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(stats.link.links_stalled, STUCK, "{:?}", stats.link);
+    assert_eq!(stats.link.links, READERS);
+    assert!(stats.link.per_link.iter().all(|l| l.events_dropped == 0));
+    assert!(stats.link.events_dropped > 0, "the stuck links lost events");
+    let (after, peak) = d.memory();
+    let growth = peak.saturating_sub(open);
+    // What the stuck links may hold: each its queue, one LAGGED frame (64 KiB at most),
+    // QUIC's send window of the same size as the queue, and the set of users it lagged on;
+    // the transitions they would have been sent, 27 bytes an event, are many times that.
+    let bound = STUCK * (2 * QUEUE_BYTES + 64 * 1024 + LAGGED_USERS_BYTES);
+    let unbounded = STUCK * 2 * USERS * 27;
+    eprintln!(
+        "RSS: started {} MiB, {} links open {} MiB, peak {} MiB (+{} MiB), after {} MiB; \
+         stuck links' bound {} MiB, their events {} MiB",
+        started / MIB,
+        READERS + STUCK,
+        open / MIB,
+        peak / MIB,
+        growth / MIB,
+        after / MIB,
+        bound / MIB,
+        unbounded / MIB,
+    );
+    assert!(
+        growth < bound + 16 * MIB,
+        "RSS grew {} MiB with stuck links (bound {} MiB)",
+        growth / MIB,
+        bound / MIB
+    );
+    for link in stuck {
+        drop(link);
+    }
+}
+
+/// Every user online, then offline, as device `round` of each, in datagrams of 890 entries.
+fn churn(gw: &mut HeartbeatClient, round: u32) {
+    for state in [State::Online, State::Offline] {
+        for chunk in (1..=USERS).collect::<Vec<_>>().chunks(890) {
+            for &user in chunk {
+                gw.push(entry(user, round, state, true)).unwrap();
+            }
+            gw.flush().unwrap();
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+/// Waits for `user` online and then offline on `link`, and nothing else.
+async fn expect_online_then_offline(user: u64, link: &LinkClient) {
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        match tokio::time::timeout(Duration::from_secs(20), link.next_push()).await {
+            Ok(Some(Push::Events(events))) => {
+                seen.extend(events.iter().map(|e| (e.user, e.state)));
+            }
+            other => panic!("reader {user}: {other:?} after {seen:?}"),
+        }
+    }
+    assert_eq!(
+        seen,
+        [(user, WireState::Online), (user, WireState::Offline)],
+        "reader {user}"
+    );
+}
+
+/// Runs the futures concurrently and returns their outputs in order.
+async fn futures_join<F>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for handle in handles {
+        out.push(handle.await.expect("task"));
+    }
+    out
+}
