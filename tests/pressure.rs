@@ -179,3 +179,52 @@ where
     }
     out
 }
+
+/// Connections opened and closed, 50 at a time, after a warm-up of 1,000 (the allocator's
+/// and QUIC's tables settle at their working size), each subscribing to a user of its own.
+const CHURNED: u64 = 10_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_connections_opened_and_closed_leave_memory_where_it_was() {
+    let d = Daemon::start(&["--shards", "1"]);
+    let addr = d.link;
+    let round = |first: u64, count: u64| async move {
+        for chunk in (first..first + count).collect::<Vec<_>>().chunks(50) {
+            futures_join(chunk.iter().map(move |&i| async move {
+                let link = LinkClient::connect(addr, options(&format!("churn-{i}")))
+                    .await
+                    .expect("connect");
+                link.subscribe(&[i]).await.expect("subscribe");
+                link.close().await;
+            }))
+            .await;
+        }
+    };
+    let (idle, _) = d.memory();
+    round(1, 1_000).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (warm, _) = d.memory();
+    let started = Instant::now();
+    let mut samples = Vec::new();
+    for k in 0..10 {
+        round(1_001 + k * CHURNED / 10, CHURNED / 10).await;
+        samples.push(d.memory().0 / 1024);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (after, peak) = d.memory();
+    eprintln!(
+        "RSS idle {} KiB; after a warm-up of 1,000 connections {} KiB; every 1,000 more {:?} \
+         KiB; after {CHURNED} more {} KiB (peak {} KiB) in {:?}",
+        idle / 1024,
+        warm / 1024,
+        samples,
+        after / 1024,
+        peak / 1024,
+        started.elapsed()
+    );
+    assert!(
+        after < warm + 8 * MIB,
+        "RSS grew {} KiB over {CHURNED} connections",
+        (after - warm) / 1024
+    );
+}
