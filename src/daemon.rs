@@ -208,6 +208,7 @@ pub fn start(settings: Settings) -> io::Result<Running> {
             link_outbox: settings.shards.link_outbox,
             store: store_limits,
             warming_until_us,
+            sources: settings.ingest.source_limits(),
         };
         let node = ShardNode::new(config, verifier.clone(), clock.now()).map_err(|e| {
             io::Error::new(

@@ -11,6 +11,7 @@
 use crate::ingest::allow::{Cidr, MAX_ALLOW_ENTRIES};
 use crate::link::LinkLimits;
 use presenced_core::config::{CoreConfig, MAX_DEVICES_LIMIT};
+use presenced_node::auth::sources::SourceLimits;
 use presenced_wire::link::{Timings, MIN_MAX_FRAME_LEN};
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
@@ -204,6 +205,16 @@ settings! {
         /// (counted in kernel_dropped). The filter sees the source address as the kernel
         /// delivers the packet (after NAT on this host); an IPv4-mapped network counts as IPv4.
         allow: Vec<Cidr> = Vec::new();
+        /// Source addresses each shard tracks for failed datagrams (undecodable or failing
+        /// authentication), 48 bytes each, in sets of 8.
+        failing_sources: usize = 4096, range PowerOfTwo(8..=1 << 20);
+        /// Failures a source may have in a burst before it is blocked.
+        source_failure_burst: u32 = 100, range 1..=1 << 20;
+        /// Failures per second a source is allowed beyond its burst.
+        source_failures_per_sec: u32 = 10, range 1..=1 << 20;
+        /// How long a blocked source's datagrams are dropped unread (counted in
+        /// dropped.source_blocked).
+        source_block: Duration = secs(10), range ms(1)..=days(1);
     }
 
     /// `[shards]`: the shard threads and the channels between them.
@@ -482,6 +493,18 @@ impl Settings {
             );
         }
         out
+    }
+}
+
+impl IngestSettings {
+    /// Each shard's budget for sources that keep failing.
+    pub fn source_limits(&self) -> SourceLimits {
+        SourceLimits {
+            entries: self.failing_sources,
+            failure_burst: self.source_failure_burst,
+            failures_per_sec: self.source_failures_per_sec,
+            block_ms: u64::try_from(self.source_block.as_millis()).unwrap_or(u64::MAX),
+        }
     }
 }
 

@@ -186,14 +186,19 @@ pub fn run(setup: ShardSetup) -> io::Result<()> {
                     latest_gateway = gateway,
                     "datagrams refused"
                 ),
-                NodeEvent::SourcesBlocked { count, latest } => tracing::warn!(
+                NodeEvent::SourcesBlocked {
+                    count,
+                    latest,
+                    block_ms,
+                } => tracing::warn!(
                     shard = index,
                     count,
                     latest = %latest,
-                    "source addresses blocked for {} s: they kept failing authentication \
-                     (their datagrams are dropped unread; a gateway's own address here means \
-                     a wrong key, clock or replays, or a forged source)",
-                    presenced_node::auth::sources::BLOCK_MS / 1000
+                    block_ms,
+                    "source addresses blocked (ingest.source_block): they kept sending \
+                     datagrams that fail decoding or authentication (their datagrams are \
+                     dropped unread; a gateway's own address here means a wrong key, clock or \
+                     replays, a broken encoder, or a forged source)"
                 ),
                 NodeEvent::Lost { loss, count } => tracing::warn!(
                     shard = index,

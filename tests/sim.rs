@@ -184,6 +184,7 @@ impl Node {
                 snapshot_slots_per_round: 64,
             }),
             warming_until_us: None,
+            sources: presenced_node::auth::sources::SourceLimits::default(),
         };
         let node =
             ShardNode::new(config.clone(), Verifier::new(None, u64::MAX), now).expect("config");

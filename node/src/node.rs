@@ -19,7 +19,7 @@
 //! refusals, blocked sources, and losses (kernel drops, shedding), are reported at most once per
 //! reason every [`REFUSAL_REPORT_EVERY_MS`].
 
-use crate::auth::sources::{FailingSources, Source};
+use crate::auth::sources::{FailingSources, Source, SourceLimits};
 use crate::auth::{AuthError, Verifier};
 use crate::bus::{owner, Blank, EntryBatch, Inbox, Request, ToHub, ToStore, TransitionBatch};
 use presenced_core::clock::Now;
@@ -68,6 +68,8 @@ pub struct NodeConfig {
     pub store: Option<StoreLimits>,
     /// A cold start (no saved state): answers are marked warming until this monotonic µs.
     pub warming_until_us: Option<u64>,
+    /// The table of sources failing authentication or decoding, and their budget.
+    pub sources: SourceLimits,
 }
 
 /// What the node may hold for the store.
@@ -116,6 +118,8 @@ pub enum NodeEvent {
         count: u64,
         /// The latest one.
         latest: IpAddr,
+        /// How long each is blocked, ms.
+        block_ms: u64,
     },
     /// Heartbeats or transitions lost since the last report of this kind.
     Lost {
@@ -274,7 +278,7 @@ impl ShardNode {
             dropped: [0; DecodeError::REASONS.len()],
             refused: [0; AuthError::REASONS.len()],
             refusal_reports: [(0, 0); AuthError::REASONS.len()],
-            sources: FailingSources::new(),
+            sources: FailingSources::new(config.sources),
             dropped_early: 0,
             block_reports: (0, 0),
             loss_reports: [(0, 0); Loss::ALL.len()],
@@ -305,14 +309,14 @@ impl ShardNode {
             Ok(d) => d,
             Err(e) => {
                 self.dropped[e.code()] += 1;
+                self.source_failed(source, now_ms, now.wall_ms);
                 return;
             }
         };
         if let Err(e) = self.verifier.check(&datagram, now.wall_ms) {
             self.refuse(e, datagram.header().gateway, now.wall_ms);
-            if e.counts_against_source() && self.sources.handle_failure(source, now_ms) {
-                self.stats.sources_blocked += 1;
-                self.report_block(source, now.wall_ms);
+            if e.counts_against_source() {
+                self.source_failed(source, now_ms, now.wall_ms);
             }
             return;
         }
@@ -541,6 +545,15 @@ impl ShardNode {
         }
     }
 
+    /// A datagram from `source` did not decode or failed authentication: counted against the
+    /// source, which may block it.
+    fn source_failed(&mut self, source: Source, now_ms: u64, wall_ms: u64) {
+        if self.sources.handle_failure(source, now_ms) {
+            self.stats.sources_blocked += 1;
+            self.report_block(source, wall_ms);
+        }
+    }
+
     /// Queues a report of blocked sources, at most once every [`REFUSAL_REPORT_EVERY_MS`].
     fn report_block(&mut self, source: Source, wall_ms: u64) {
         let (last, since) = &mut self.block_reports;
@@ -549,6 +562,7 @@ impl ShardNode {
             self.events.push_back(NodeEvent::SourcesBlocked {
                 count: *since,
                 latest: source.ip(),
+                block_ms: self.sources.limits().block_ms,
             });
             *last = wall_ms;
             *since = 0;

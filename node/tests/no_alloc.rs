@@ -74,6 +74,7 @@ fn datagrams_and_timers_allocate_nothing_once_warm() {
             snapshot_slots_per_round: 16 << 10,
         }),
         warming_until_us: None,
+        sources: presenced_node::auth::sources::SourceLimits::default(),
     };
     let mut node = ShardNode::new(config, Verifier::new(None, 30_000), at(0)).unwrap();
     // Full datagrams of users of both shards, each state flipping every round, so that every

@@ -79,6 +79,7 @@ fn node(users: u64, now: Now) -> ShardNode {
             snapshot_slots_per_round: SLOTS_PER_ROUND,
         }),
         warming_until_us: None,
+        sources: presenced_node::auth::sources::SourceLimits::default(),
     };
     ShardNode::new(config, Verifier::new(None, 30_000), now).unwrap()
 }

@@ -84,11 +84,11 @@ pub struct ShardStats {
     /// Datagrams received on this shard's sockets.
     pub datagrams: u64,
     /// Datagrams dropped, by reason: decode reasons (SPEC.md § 6), authentication reasons
-    /// (§ 9), and `source_blocked` (dropped unread: their source address kept failing
-    /// authentication).
+    /// (§ 9), and `source_blocked` (dropped unread: their source address kept sending
+    /// datagrams that failed decoding or authentication).
     pub dropped: BTreeMap<String, u64>,
-    /// Times a source address was blocked for failing authentication (its datagrams then
-    /// dropped unread for a while, counted as `source_blocked`).
+    /// Times a source address was blocked for failing decoding or authentication (its
+    /// datagrams then dropped unread for a while, counted as `source_blocked`).
     #[serde(default)]
     pub sources_blocked: u64,
     /// Receive calls made.

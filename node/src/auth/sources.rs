@@ -2,13 +2,13 @@
 //!
 //! A forged datagram costs its receiver a MAC (about 1 µs for a full one, `benches/README.md`
 //! "Authentication cost"): a flood of them from one address can take a shard's CPU from the
-//! valid gateways it serves. Each source address that fails authentication gets a token bucket
-//! of failures ([`FAILURE_BURST`], refilled at [`FAILURES_REFILL_PER_SEC`]); a failure with the
-//! bucket empty blocks the source for [`BLOCK_MS`], during which its datagrams are dropped
-//! before they are decoded. A source that fails now and then (a duplicated datagram, a clock
+//! valid gateways it serves. Each source address that fails authentication, or sends a
+//! datagram that does not decode, gets a token bucket of failures ([`SourceLimits`]: a burst
+//! of 100 refilled at 10 a second by default); a failure with the bucket empty blocks the
+//! source (10 s by default), during which its datagrams are dropped before they are decoded. A source that fails now and then (a duplicated datagram, a clock
 //! step) never empties its bucket; a gateway that never fails never has an entry at all.
 //!
-//! The table has a fixed capacity ([`FAILING_SOURCES`] entries per shard, allocated once) in
+//! The table has a fixed capacity (`SourceLimits::entries` per shard, allocated once) in
 //! sets of [`WAYS`]: a source lives in the set its address hashes to. An entry whose bucket is
 //! full again and that is not blocked is free. When a set has no free entry, the new source
 //! takes the place of the least suspect one: the unblocked entry with the fewest recent
@@ -25,24 +25,39 @@
 
 use std::net::IpAddr;
 
-/// Entries in one shard's table (48 bytes each: 192 KiB per shard).
-pub const FAILING_SOURCES: usize = 4096;
 /// Entries per set: a lookup reads at most this many.
 pub const WAYS: usize = 8;
-/// Failures a source may have in a burst before it is blocked.
-pub const FAILURE_BURST: u32 = 100;
-/// Failures per second a source's bucket regains, up to [`FAILURE_BURST`].
-pub const FAILURES_REFILL_PER_SEC: u32 = 10;
-/// How long a blocked source's datagrams are dropped unread, ms.
-pub const BLOCK_MS: u64 = 10_000;
 
-const SETS: usize = FAILING_SOURCES / WAYS;
-const _: () = assert!(SETS.is_power_of_two() && SETS * WAYS == FAILING_SOURCES);
+/// The table's size and each source's budget (`ingest.failing_sources`,
+/// `ingest.source_failure_burst`, `ingest.source_failures_per_sec`, `ingest.source_block`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SourceLimits {
+    /// Entries in one shard's table (48 bytes each): a power of two, at least [`WAYS`].
+    pub entries: usize,
+    /// Failures a source may have in a burst before it is blocked (≥ 1).
+    pub failure_burst: u32,
+    /// Failures per second a source's bucket regains, up to `failure_burst` (≥ 1).
+    pub failures_per_sec: u32,
+    /// How long a blocked source's datagrams are dropped unread, ms.
+    pub block_ms: u64,
+}
+
+impl Default for SourceLimits {
+    /// 4096 entries (192 KiB per shard), a burst of 100 failures refilled at 10 a second, and
+    /// blocks of 10 s.
+    fn default() -> Self {
+        SourceLimits {
+            entries: 4096,
+            failure_burst: 100,
+            failures_per_sec: 10,
+            block_ms: 10_000,
+        }
+    }
+}
 
 /// A bucket's content is counted in thousandths of a failure, so that refilling by the ms is
-/// exact: `FAILURES_REFILL_PER_SEC` thousandths a ms.
+/// exact: `failures_per_sec` thousandths a ms.
 const MILLI: u64 = 1000;
-const BURST_MILLI: u64 = FAILURE_BURST as u64 * MILLI;
 
 /// A datagram's source address, IPv4 as its IPv4-mapped IPv6 form (one key space).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -63,10 +78,11 @@ impl Source {
         std::net::Ipv6Addr::from_bits(self.0).to_canonical()
     }
 
-    /// The set the source lives in (multiplicative hashing of both halves).
+    /// The source's hash, whose low bits pick its set (multiplicative hashing of both
+    /// halves).
     fn set(self) -> usize {
         let folded = (self.0 as u64) ^ ((self.0 >> 64) as u64).rotate_left(29);
-        (folded.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as usize & (SETS - 1)
+        (folded.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as usize
     }
 }
 
@@ -85,9 +101,9 @@ struct Entry {
 const _: () = assert!(std::mem::size_of::<Entry>() == 48);
 
 impl Entry {
-    /// Thousandths of a failure still taken at `now_ms`.
-    fn spent_at(&self, now_ms: u64) -> u64 {
-        let refill = now_ms.saturating_sub(self.at_ms) * u64::from(FAILURES_REFILL_PER_SEC);
+    /// Thousandths of a failure still taken at `now_ms`, refilled at `per_sec`.
+    fn spent_at(&self, now_ms: u64, per_sec: u32) -> u64 {
+        let refill = now_ms.saturating_sub(self.at_ms) * u64::from(per_sec);
         self.spent.saturating_sub(refill)
     }
 
@@ -96,31 +112,39 @@ impl Entry {
     }
 
     /// Neither blocked nor owing failures: as good as free.
-    fn free(&self, now_ms: u64) -> bool {
-        !self.blocked(now_ms) && self.spent_at(now_ms) == 0
+    fn free(&self, now_ms: u64, per_sec: u32) -> bool {
+        !self.blocked(now_ms) && self.spent_at(now_ms, per_sec) == 0
     }
 }
 
 /// One shard's table of sources failing authentication (see the module docs).
 pub struct FailingSources {
+    limits: SourceLimits,
     entries: Box<[Entry]>,
+    /// Sets in the table, less one (a mask).
+    sets_mask: usize,
     /// No source is blocked from this time on (a datagram's check is then one comparison).
     blocks_end_ms: u64,
 }
 
-impl Default for FailingSources {
-    fn default() -> Self {
-        FailingSources::new()
-    }
-}
-
 impl FailingSources {
-    /// An empty table of [`FAILING_SOURCES`] entries.
-    pub fn new() -> FailingSources {
+    /// An empty table of `limits.entries` entries. Panics unless that is a power of two of at
+    /// least [`WAYS`] and the budget is at least one failure a burst and a second (the
+    /// settings ensure both).
+    pub fn new(limits: SourceLimits) -> FailingSources {
+        assert!(limits.entries.is_power_of_two() && limits.entries >= WAYS);
+        assert!(limits.failure_burst >= 1 && limits.failures_per_sec >= 1);
         FailingSources {
-            entries: vec![Entry::default(); FAILING_SOURCES].into_boxed_slice(),
+            limits,
+            entries: vec![Entry::default(); limits.entries].into_boxed_slice(),
+            sets_mask: limits.entries / WAYS - 1,
             blocks_end_ms: 0,
         }
+    }
+
+    /// The limits it was made with.
+    pub fn limits(&self) -> SourceLimits {
+        self.limits
     }
 
     /// Whether a datagram from `source` at `now_ms` is to be checked; `false`: the source is
@@ -138,14 +162,20 @@ impl FailingSources {
     /// A datagram from `source` failed authentication at `now_ms`; returns whether this
     /// failure blocked the source.
     pub fn handle_failure(&mut self, source: Source, now_ms: u64) -> bool {
-        let set = source.set() * WAYS;
+        let SourceLimits {
+            failure_burst,
+            failures_per_sec,
+            block_ms,
+            ..
+        } = self.limits;
+        let set = (source.set() & self.sets_mask) * WAYS;
         let ways = &mut self.entries[set..set + WAYS];
         let at = ways
             .iter()
             .position(|e| e.source == source.0)
-            .unwrap_or_else(|| Self::victim(ways, now_ms));
+            .unwrap_or_else(|| Self::victim(ways, now_ms, failures_per_sec));
         let entry = &mut ways[at];
-        if entry.source != source.0 || entry.free(now_ms) {
+        if entry.source != source.0 || entry.free(now_ms, failures_per_sec) {
             *entry = Entry {
                 source: source.0,
                 ..Entry::default()
@@ -155,13 +185,13 @@ impl FailingSources {
             // Its datagrams are dropped unread ([`FailingSources::admits`]): nothing to count.
             return false;
         }
-        let spent = entry.spent_at(now_ms) + MILLI;
+        let spent = entry.spent_at(now_ms, failures_per_sec) + MILLI;
         entry.at_ms = now_ms;
-        if spent > BURST_MILLI {
+        if spent > u64::from(failure_burst) * MILLI {
             // The bucket was empty: blocked, with a full bucket when the block ends.
             entry.spent = 0;
-            entry.blocked_until_ms = now_ms + BLOCK_MS;
-            self.blocks_end_ms = self.blocks_end_ms.max(now_ms + BLOCK_MS);
+            entry.blocked_until_ms = now_ms + block_ms;
+            self.blocks_end_ms = self.blocks_end_ms.max(now_ms + block_ms);
             return true;
         }
         entry.spent = spent;
@@ -170,12 +200,12 @@ impl FailingSources {
 
     /// The entry a new source takes in a set without its own: a free one, else the least
     /// suspect (module docs).
-    fn victim(ways: &[Entry], now_ms: u64) -> usize {
+    fn victim(ways: &[Entry], now_ms: u64, per_sec: u32) -> usize {
         let suspicion = |e: &Entry| {
             if e.blocked(now_ms) {
                 (1, e.blocked_until_ms)
             } else {
-                (0, e.spent_at(now_ms))
+                (0, e.spent_at(now_ms, per_sec))
             }
         };
         (0..ways.len())
@@ -184,7 +214,7 @@ impl FailingSources {
     }
 
     fn set(&self, source: Source) -> &[Entry] {
-        let set = source.set() * WAYS;
+        let set = (source.set() & self.sets_mask) * WAYS;
         &self.entries[set..set + WAYS]
     }
 }
@@ -193,6 +223,28 @@ impl FailingSources {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// The budget these tests are written for (the defaults).
+    const FAILURE_BURST: u32 = 100;
+    const FAILURES_REFILL_PER_SEC: u32 = 10;
+    const BLOCK_MS: u64 = 10_000;
+    const ENTRIES: usize = 4096;
+
+    fn table() -> FailingSources {
+        let limits = SourceLimits {
+            entries: ENTRIES,
+            failure_burst: FAILURE_BURST,
+            failures_per_sec: FAILURES_REFILL_PER_SEC,
+            block_ms: BLOCK_MS,
+        };
+        assert_eq!(limits, SourceLimits::default());
+        FailingSources::new(limits)
+    }
+
+    /// The set `source` lives in, in a table of `ENTRIES`.
+    fn set_of(source: Source) -> usize {
+        source.set() & (ENTRIES / WAYS - 1)
+    }
 
     fn ip(text: &str) -> Source {
         Source::from(text.parse::<IpAddr>().unwrap())
@@ -207,7 +259,7 @@ mod tests {
 
     #[test]
     fn blocks_a_source_past_its_burst_for_a_while() {
-        let mut t = FailingSources::new();
+        let mut t = table();
         let flooder = ip("192.0.2.7");
         let gateway = ip("198.51.100.1");
         assert_eq!(fail(&mut t, flooder, 1000, FAILURE_BURST), 0);
@@ -226,8 +278,27 @@ mod tests {
     }
 
     #[test]
+    fn the_limits_are_the_tables_own() {
+        let mut t = FailingSources::new(SourceLimits {
+            entries: WAYS,
+            failure_burst: 3,
+            failures_per_sec: 1,
+            block_ms: 500,
+        });
+        let source = ip("192.0.2.9");
+        assert_eq!(fail(&mut t, source, 0, 3), 0);
+        assert!(t.handle_failure(source, 0));
+        // One set of WAYS entries: as many new sources take the others, never the blocked one.
+        for i in 0..WAYS as u32 {
+            t.handle_failure(Source::from(IpAddr::from((i + 1).to_be_bytes())), 1);
+        }
+        assert!(!t.admits(source, 499));
+        assert!(t.admits(source, 500));
+    }
+
+    #[test]
     fn the_bucket_refills() {
-        let mut t = FailingSources::new();
+        let mut t = table();
         let source = ip("2001:db8::5");
         assert_eq!(fail(&mut t, source, 0, FAILURE_BURST), 0);
         // One failure's worth comes back every 1000 / FAILURES_REFILL_PER_SEC ms.
@@ -250,12 +321,12 @@ mod tests {
 
     #[test]
     fn a_full_set_gives_up_its_least_suspect_entry() {
-        let mut t = FailingSources::new();
+        let mut t = table();
         // WAYS + 2 sources of one set.
-        let set = ip("192.0.2.1").set();
+        let set = set_of(ip("192.0.2.1"));
         let same: Vec<Source> = (0..u32::MAX)
             .map(|i| Source::from(IpAddr::from(i.to_be_bytes())))
-            .filter(|s| s.set() == set)
+            .filter(|&s| set_of(s) == set)
             .take(WAYS + 2)
             .collect();
         // Every entry of the set blocked but the last, which failed once.
@@ -304,7 +375,7 @@ mod tests {
             gaps in proptest::collection::vec(0u64..250, 1..1000),
             flood in proptest::collection::vec((0u32..5000, 1u32..150), 0..50),
         ) {
-            let mut t = FailingSources::new();
+            let mut t = table();
             let honest = ip("198.51.100.1");
             // One failure's margin for the float reference's rounding.
             let times = under_budget(&gaps, f64::from(FAILURE_BURST) - 1.0);

@@ -33,6 +33,7 @@ fn config(index: usize, shards: usize) -> NodeConfig {
         link_outbox: 1000,
         store: None,
         warming_until_us: None,
+        sources: crate::auth::sources::SourceLimits::default(),
     }
 }
 
@@ -269,8 +270,9 @@ fn malformed_and_refused_datagrams_are_counted_by_reason_and_reported_once() {
 
 #[test]
 fn a_source_that_keeps_failing_is_dropped_unread_and_others_are_not() {
-    use crate::auth::sources::{BLOCK_MS, FAILURE_BURST};
     use presenced_wire::auth::Key;
+    let limits = config(0, 1).sources;
+    let (burst, block_ms) = (limits.failure_burst, limits.block_ms);
     let key = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
     let keys = Keys::parse(&format!("[gateways]\n1 = \"{key}\"\n"), 64, 10, None).unwrap();
     let mut node = ShardNode::new(
@@ -294,7 +296,7 @@ fn a_source_that_keeps_failing_is_dropped_unread_and_others_are_not() {
     };
     let forged = signed(0, &"a5".repeat(32));
     let flooder: IpAddr = "192.0.2.66".parse().unwrap();
-    for _ in 0..=FAILURE_BURST {
+    for _ in 0..=burst {
         node.handle_datagram(at(SEC), flooder, &forged);
     }
     // One failure past the burst blocked it: its next datagrams are not even decoded.
@@ -306,7 +308,7 @@ fn a_source_that_keeps_failing_is_dropped_unread_and_others_are_not() {
     node.handle_datagram(at(SEC), GATEWAY, &signed(1, key));
     node.handle_datagram(at(SEC), GATEWAY, &signed(2, key));
     let stats = node.stats();
-    assert_eq!(stats.dropped["bad_mac"], u64::from(FAILURE_BURST) + 1);
+    assert_eq!(stats.dropped["bad_mac"], u64::from(burst) + 1);
     assert_eq!(stats.dropped[SOURCE_BLOCKED], 5);
     assert_eq!(stats.dropped["replayed"], 1);
     assert_eq!(stats.sources_blocked, 1);
@@ -314,13 +316,39 @@ fn a_source_that_keeps_failing_is_dropped_unread_and_others_are_not() {
     let events: Vec<NodeEvent> = std::iter::from_fn(|| node.poll_event()).collect();
     assert!(events.contains(&NodeEvent::SourcesBlocked {
         count: 1,
-        latest: flooder
+        latest: flooder,
+        block_ms,
     }));
     // The block ends: the flooder's datagrams are checked (and refused) again.
-    node.handle_datagram(at(SEC + BLOCK_MS * 1000), flooder, &forged);
+    node.handle_datagram(at(SEC + block_ms * 1000), flooder, &forged);
     let stats = node.stats();
-    assert_eq!(stats.dropped["bad_mac"], u64::from(FAILURE_BURST) + 2);
+    assert_eq!(stats.dropped["bad_mac"], u64::from(burst) + 2);
     assert_eq!(stats.dropped[SOURCE_BLOCKED], 5);
+}
+
+#[test]
+fn a_source_of_undecodable_datagrams_is_blocked_by_its_own_budget() {
+    let limits = SourceLimits {
+        failure_burst: 3,
+        block_ms: 2_000,
+        ..SourceLimits::default()
+    };
+    let mut node = node(NodeConfig {
+        sources: limits,
+        ..config(0, 1)
+    });
+    let sprayer: IpAddr = "192.0.2.70".parse().unwrap();
+    for _ in 0..4 {
+        node.handle_datagram(at(SEC), sprayer, b"not a heartbeat datagram");
+    }
+    node.handle_datagram(at(SEC), sprayer, b"not a heartbeat datagram");
+    let stats = node.stats();
+    assert_eq!(stats.sources_blocked, 1);
+    assert_eq!(stats.dropped[SOURCE_BLOCKED], 1);
+    assert_eq!(stats.dropped.values().sum::<u64>(), 5);
+    // Two seconds on, its datagrams are read again.
+    node.handle_datagram(at(3 * SEC), sprayer, b"still not one");
+    assert_eq!(node.stats().dropped[SOURCE_BLOCKED], 1);
 }
 
 #[test]

@@ -245,7 +245,7 @@ pub fn records_table(records: &[PresenceRecord]) -> String {
 type Counter<T> = (&'static str, fn(&T) -> u64);
 
 /// The shard table's columns: a title and how to read the counter from a shard.
-const SHARD_COLUMNS: [Counter<ShardStats>; 12] = [
+const SHARD_COLUMNS: [Counter<ShardStats>; 13] = [
     ("SHARD", |s| u64::from(s.shard)),
     ("DATAGRAMS", |s| s.datagrams),
     ("KERNEL_DROP", |s| s.kernel_dropped),
@@ -258,6 +258,7 @@ const SHARD_COLUMNS: [Counter<ShardStats>; 12] = [
     ("SHED_IN", |s| s.cross_shard_shed),
     ("SHED_OUT", |s| s.transitions_shed),
     ("DROPPED", ShardStats::dropped_total),
+    ("SRC_BLOCKED", |s| s.sources_blocked),
 ];
 
 /// The presence core's refusals (and other lost work), summed over shards under "dropped or
@@ -547,6 +548,7 @@ mod tests {
             .push(shard(1, 7, &[("bad_magic", 1), ("too_short", 4)]));
         stats.shards[0].kernel_dropped = 912;
         stats.shards[1].core.refused_device_limit = 6;
+        stats.shards[1].sources_blocked = 8;
         stats.link.links = 1;
         stats.link.latency_us = LatencySummary {
             p50: 10,
@@ -574,9 +576,9 @@ mod tests {
         assert!(table.contains("10/20/30"), "{table}");
         assert!(table.contains("KERNEL_DROP"), "{table}");
         assert!(table.contains("         912           5"), "{table}");
-        // Shard 1: 1 + 4 dropped, in the last column.
+        // Shard 1: 1 + 4 dropped, then 8 sources blocked in the last column.
         assert!(
-            table.contains("           5\n\ndropped or refused"),
+            table.contains("           5           8\n\ndropped or refused"),
             "{table}"
         );
         assert!(!table.contains("authenticated gateways"), "{table}");
