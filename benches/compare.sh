@@ -21,9 +21,16 @@
 # transitions, users changed across the restart (presenced), keys missing after it (Redis),
 # reconnect times, beats lost while the server was down (Redis). RESTART=0 skips them.
 #
-# Needs: cargo, python3 (to read the JSON summaries), redis-server and redis-cli (installed
-# with apt-get if missing). Loopback only: presenced on 127.0.0.1:7070 (heartbeats) and :7060
-# (push link), redis-server on 127.0.0.1:$REDIS_PORT. Both are stopped on exit.
+# Cores: each server and the generator run on cores of their own, as benches/scaling.sh does:
+# SERVER_CORES (default "0-1" with four cores or more, else "0") for presenced and for
+# redis-server alike, GEN_CORES (default: the cores after them) for presence-loadgen. With two
+# server cores presenced keeps the first for its hub, link and store threads
+# (shards.service_cores = 1) and pins its shard to the second; with one, everything shares it.
+#
+# Needs: cargo, python3 (to read the JSON summaries), taskset (util-linux), redis-server and
+# redis-cli (installed with apt-get if missing). Loopback only: presenced on 127.0.0.1:7070
+# (heartbeats) and :7060 (push link), redis-server on 127.0.0.1:$REDIS_PORT. Both are stopped
+# on exit.
 set -euo pipefail
 
 USERS=${USERS:-100k}
@@ -39,13 +46,22 @@ while [ $# -gt 0 ]; do
         --duration) DURATION=$2; shift 2 ;;
         --interval) INTERVAL=$2; shift 2 ;;
         --grace) GRACE=$2; shift 2 ;;
-        -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
         *) echo "compare.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
 
 cd "$(dirname "$0")/.."
 command -v python3 >/dev/null || { echo "compare.sh: python3 is needed to read the summaries" >&2; exit 1; }
+command -v taskset >/dev/null || { echo "compare.sh: taskset (util-linux) is needed to pin" >&2; exit 1; }
+CORES=$(nproc)
+[ "$CORES" -ge 2 ] || { echo "compare.sh: needs two cores (one for the server, one for the generator)" >&2; exit 1; }
+if [ "$CORES" -ge 4 ]; then SERVER_CORES=${SERVER_CORES:-0-1}; else SERVER_CORES=${SERVER_CORES:-0}; fi
+GEN_CORES=${GEN_CORES:-$(python3 -c 'import sys; last = int(sys.argv[1].split("-")[-1]); n = int(sys.argv[2])
+print(f"{last + 1}-{n - 1}" if last + 1 < n - 1 else str(last + 1))' "$SERVER_CORES" "$CORES")}
+# One service core when the servers have two or more, none with one.
+SERVICE_CORES=$([ "${SERVER_CORES#*-}" != "$SERVER_CORES" ] && echo 1 || echo 0)
+echo "compare.sh: servers on cores $SERVER_CORES, presence-loadgen on $GEN_CORES" >&2
 command -v redis-server >/dev/null && command -v redis-cli >/dev/null ||
     (apt-get update && apt-get install -y redis-server)
 
@@ -69,7 +85,7 @@ trap cleanup EXIT INT TERM
 # shellcheck source=benches/lib.sh
 . benches/lib.sh
 
-LG=("$BIN/presence-loadgen" --users "$USERS" --devices 1 --gateways "$GATEWAYS" --quiet --json)
+LG=(taskset -c "$GEN_CORES" "$BIN/presence-loadgen" --users "$USERS" --devices 1 --gateways "$GATEWAYS" --quiet --json)
 # The users as a number (USERS may be 100k, 1M).
 N=$(python3 -c 'import sys; t = sys.argv[1].replace("_", ""); m = {"k": 1e3, "K": 1e3, "M": 1e6}
 print(int(float(t[:-1]) * m[t[-1]]) if t[-1] in m else int(t))' "$USERS")
@@ -130,7 +146,8 @@ measure() { # name pid "storm-only-args" target-args...
 # The table is sized to the users of the run, as an operator sizes it to the users expected
 # (Redis grows with its keys): a table's slots fill at random, so once it holds a few users per
 # page all of it is resident, and a 1M-slot table under 100k users would be mostly empty room.
-"$BIN/presenced" --shards 1 --listen 127.0.0.1:7070 --link-listen 127.0.0.1:7060 \
+taskset -c "$SERVER_CORES" "$BIN/presenced" --shards 1 --listen 127.0.0.1:7070 \
+    --link-listen 127.0.0.1:7060 --set "shards.service_cores=$SERVICE_CORES" \
     --set "presence.heartbeat_interval=$INTERVAL" --set "presence.grace=$GRACE" \
     --set "presence.users_per_shard=$N" \
     >"$WORK/presenced.log" 2>&1 &
@@ -148,7 +165,8 @@ RESTART_DURATION=${RESTART_DURATION:-20s}
 if [ "$RESTART" = 1 ]; then
     cat >"$WORK/presenced-start.sh" <<EOF
 #!/bin/sh
-exec "$(realpath "$BIN")/presenced" --shards 1 --listen 127.0.0.1:7070 --link-listen 127.0.0.1:7060 \\
+exec taskset -c "$SERVER_CORES" "$(realpath "$BIN")/presenced" --shards 1 \\
+    --listen 127.0.0.1:7070 --link-listen 127.0.0.1:7060 --set "shards.service_cores=$SERVICE_CORES" \\
     --set "presence.heartbeat_interval=$INTERVAL" --set "presence.grace=$GRACE" \\
     --set "presence.users_per_shard=$N" --set "state.dir=$WORK/state" \\
     >>"$WORK/presenced-restart.log" 2>&1
@@ -172,8 +190,8 @@ EOF
     rm -f "$WORK/presenced.pid"
 fi
 
-redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no \
-    >"$WORK/redis.log" 2>&1 &
+taskset -c "$SERVER_CORES" redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' \
+    --appendonly no >"$WORK/redis.log" 2>&1 &
 RD_PID=$!
 wait_port tcp "$REDIS_PORT" "$RD_PID" "$WORK/redis.log"
 measure redis "$RD_PID" "--watch $STEADY_WATCH" --target "redis://127.0.0.1:$REDIS_PORT" \
@@ -190,7 +208,7 @@ redis_restart() { # name "persistence arguments (shell words)"
     mkdir -p "$dir"
     cat >"$dir/start.sh" <<EOF
 #!/bin/sh
-exec redis-server --bind 127.0.0.1 --port $REDIS_PORT --dir "$dir" $2 \\
+exec taskset -c "$SERVER_CORES" redis-server --bind 127.0.0.1 --port $REDIS_PORT --dir "$dir" $2 \\
     --daemonize yes --pidfile "$WORK/redis.pid" --logfile "$dir/redis.log"
 EOF
     cat >"$dir/restart.sh" <<EOF
