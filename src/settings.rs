@@ -281,8 +281,11 @@ settings! {
 
     /// `[auth]`: signed heartbeats and push-link tokens.
     [auth] AuthSettings {
-        /// Gateway key file (TOML [gateways] id = "<64 hex digits>", mode 0600; reloaded on
-        /// SIGHUP); set, every datagram must be signed ("": unauthenticated datagrams only).
+        /// Key file (TOML, mode 0600, reloaded on SIGHUP; wire-format/SPEC.md § 9.5):
+        /// [gateways] id = "<64 hex digits>", or a list of up to 4 keys during a rotation;
+        /// [links] name = { token = "<16 to 256 bytes of text>", firehose = true } makes push
+        /// links authenticate. Set, every datagram must be signed ("": unauthenticated
+        /// datagrams only).
         keys_file: Option<PathBuf> = None;
         /// A signed datagram's send time may differ from the daemon's clock by this much.
         max_clock_skew: Duration = secs(30), range ms(1)..=days(1);

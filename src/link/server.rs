@@ -47,7 +47,8 @@ pub struct Terms {
     pub quic: Arc<quinn::ServerConfig>,
 }
 
-/// The endpoint's configuration: the TLS configuration, one bidirectional stream per link, and
+/// The endpoint's configuration: the TLS configuration, one bidirectional stream per link and
+/// no other (SPEC.md § P1: a gateway gets no credit for a second one), no QUIC datagrams, and
 /// `idle_timeout`.
 pub fn quic_config(
     tls: Arc<quinn::crypto::rustls::QuicServerConfig>,
@@ -57,6 +58,8 @@ pub fn quic_config(
     let mut transport = quinn::TransportConfig::default();
     transport.max_concurrent_bidi_streams(1u8.into());
     transport.max_concurrent_uni_streams(0u8.into());
+    // The link uses no QUIC datagrams: not advertised (no max_datagram_frame_size parameter).
+    transport.datagram_receive_buffer_size(None);
     transport.keep_alive_interval(Some(Duration::from_secs(5)));
     let idle = quinn::IdleTimeout::try_from(idle_timeout).map_err(|_| {
         io::Error::new(
@@ -146,10 +149,9 @@ pub fn start(
                     }
                 };
                 let _ = tokio::time::timeout(DRAIN_TIMEOUT, told).await;
-                endpoint.close(
-                    (wire::ErrorCode::ShuttingDown as u32).into(),
-                    b"shutting down",
-                );
+                let code = wire::ErrorCode::ShuttingDown;
+                let message = wire::error_message(code.name(), "the daemon is stopping");
+                endpoint.close((code as u32).into(), message.as_bytes());
                 let _ = tokio::time::timeout(DRAIN_TIMEOUT, endpoint.wait_idle()).await;
             });
             runtime.shutdown_timeout(Duration::from_secs(1));
@@ -189,13 +191,36 @@ async fn accept_loop(endpoint: quinn::Endpoint, context: Arc<Context>) {
     }
 }
 
-/// Why a link ended, if it was the gateway's fault.
-struct Fatal(wire::ErrorCode, String);
+/// Why a link ended, if it was the gateway's fault: the ERROR code, the reason name its
+/// message starts with (SPEC.md § P4), and the detail after it.
+struct Fatal {
+    code: wire::ErrorCode,
+    reason: &'static str,
+    detail: String,
+}
+
+impl Fatal {
+    /// A link error whose reason is its code's name.
+    fn new(code: wire::ErrorCode, detail: String) -> Fatal {
+        Fatal {
+            code,
+            reason: code.name(),
+            detail,
+        }
+    }
+
+    /// The ERROR's message, also the QUIC close's reason.
+    fn message(&self) -> String {
+        wire::error_message(self.reason, &self.detail)
+    }
+}
 
 async fn serve(connection: quinn::Connection, id: u32, context: &Context, limits: LinkLimits) {
     let opened = tokio::time::timeout(HELLO_TIMEOUT, connection.accept_bi()).await;
     let Ok(Ok((mut send, mut recv))) = opened else {
-        connection.close((wire::ErrorCode::HelloRequired as u32).into(), b"no stream");
+        let code = wire::ErrorCode::HelloRequired;
+        let message = wire::error_message(code.name(), "no stream was opened in time");
+        connection.close((code as u32).into(), message.as_bytes());
         return;
     };
     let (tx, mut rx) = mpsc::unbounded_channel::<Frame>();
@@ -219,10 +244,16 @@ async fn serve(connection: quinn::Connection, id: u32, context: &Context, limits
         match hello {
             Ok(Ok(Some(frame))) => link.hello(&frame, &mut send).await?,
             Ok(Err(fatal)) => return Err(fatal),
-            _ => {
-                return Err(Fatal(
+            Ok(Ok(None)) => {
+                return Err(Fatal::new(
                     wire::ErrorCode::HelloRequired,
-                    "HELLO was not sent in time".into(),
+                    "the stream ended before HELLO".into(),
+                ))
+            }
+            Err(_) => {
+                return Err(Fatal::new(
+                    wire::ErrorCode::HelloRequired,
+                    format!("HELLO was not sent within {} s", HELLO_TIMEOUT.as_secs()),
                 ))
             }
         }
@@ -276,7 +307,7 @@ async fn serve(connection: quinn::Connection, id: u32, context: &Context, limits
                     link.report_written();
                 }
                 _ = draining.changed() => {
-                    return Err(Fatal(
+                    return Err(Fatal::new(
                         wire::ErrorCode::ShuttingDown,
                         "the daemon is going away (a restart or a stop); reconnect after a \
                          short, jittered backoff"
@@ -292,20 +323,24 @@ async fn serve(connection: quinn::Connection, id: u32, context: &Context, limits
             tracing::info!(link = id, name = link.name, addr = %link.addr, "link closed: {why}");
         }
         Ok(_) => {}
-        Err(Fatal(code, message)) => tracing::info!(
+        Err(fatal) => tracing::info!(
             link = id,
             name = link.name,
             addr = %link.addr,
-            code = %code,
-            "link closed: {message}"
+            code = %fatal.code,
+            "link closed: {}",
+            fatal.message()
         ),
     }
-    if let Err(Fatal(code, message)) = result {
+    if let Err(fatal) = result {
+        let (code, message) = (fatal.code, fatal.message());
         let mut buf = BytesMut::new();
         if code == wire::ErrorCode::ShuttingDown && link.version == wire::Version::V2 {
-            // SPEC.md § P6.11: the daemon is going away; reconnect, to this address.
+            // SPEC.md § P6.11: the daemon is going away; reconnect, to this address. GOAWAY
+            // carries its reason in a field of its own: the message is the detail alone.
             let after = GOAWAY_RECONNECT_AFTER.as_millis() as u32;
-            wire::encode_goaway(&mut buf, wire::GoAwayReason::Restarting, after, &message);
+            let detail = &fatal.detail;
+            wire::encode_goaway(&mut buf, wire::GoAwayReason::Restarting, after, detail);
         } else {
             wire::encode_error(&mut buf, 0, code, &message);
         }
@@ -345,7 +380,9 @@ struct LinkTask<'a> {
 }
 
 impl LinkTask<'_> {
-    /// Reads until one whole frame (type + body) is buffered; `None` at end of stream.
+    /// Reads until one whole frame (type + body) is buffered; `None` at end of stream between
+    /// frames, or when the stream or connection is lost. A stream that ends inside a frame cut
+    /// it short: `too_short` (SPEC.md § P7).
     async fn next_frame(&mut self, recv: &mut quinn::RecvStream) -> Result<Option<Bytes>, Fatal> {
         let reader = wire::FrameReader::new(self.limits.max_frame_len as u32);
         loop {
@@ -360,6 +397,13 @@ impl LinkTask<'_> {
             // quinn hands over its own buffer (no zeroed scratch buffer per read); cancel-safe.
             match recv.read_chunk(64 * 1024, true).await {
                 Ok(Some(chunk)) => self.buf.extend_from_slice(&chunk.bytes),
+                Ok(None) if !self.buf.is_empty() => {
+                    return Err(Fatal {
+                        code: wire::ErrorCode::BadFrame,
+                        reason: wire::FrameError::TooShort.reason(),
+                        detail: "the stream ended inside a frame".into(),
+                    })
+                }
                 Ok(None) | Err(_) => return Ok(None),
             }
         }
@@ -371,7 +415,7 @@ impl LinkTask<'_> {
             .decode_client(frame)
             .map_err(fatal_frame)?;
         let wire::GatewayFrame::Common(wire::ClientFrame::Hello(hello)) = frame else {
-            return Err(Fatal(
+            return Err(Fatal::new(
                 wire::ErrorCode::HelloRequired,
                 "the first frame must be HELLO".into(),
             ));
@@ -405,10 +449,10 @@ impl LinkTask<'_> {
                 wire::encode_welcome_v2(&mut buf, w.heartbeat_port, &ports, &limits, timings, &v2)
             }
         };
-        encoded.map_err(|e| Fatal(wire::ErrorCode::Internal, e.to_string()))?;
+        encoded.map_err(|e| Fatal::new(wire::ErrorCode::Internal, e.to_string()))?;
         send.write_all(&buf)
             .await
-            .map_err(|e| Fatal(wire::ErrorCode::Internal, e.to_string()))
+            .map_err(|e| Fatal::new(wire::ErrorCode::Internal, e.to_string()))
     }
 
     /// With `[links]` grants in the key file, HELLO must name a granted link and carry its
@@ -444,7 +488,7 @@ impl LinkTask<'_> {
                         "link refused: unknown link name or wrong token"
                     );
                 }
-                Err(Fatal(
+                Err(Fatal::new(
                     wire::ErrorCode::Unauthorized,
                     "unknown link name or wrong token (see [links] in auth.keys_file)".into(),
                 ))
@@ -454,7 +498,7 @@ impl LinkTask<'_> {
 
     fn event(&self, event: LinkEvent) -> Result<(), Fatal> {
         self.context.events.send(event).map_err(|_| {
-            Fatal(
+            Fatal::new(
                 wire::ErrorCode::ShuttingDown,
                 "the daemon is stopping".into(),
             )
@@ -464,7 +508,12 @@ impl LinkTask<'_> {
     /// Refuses one request with an ERROR frame of its own (the hub never sees it).
     fn refuse(&self, request: u32, code: wire::ErrorCode, message: &str) {
         let mut buf = BytesMut::new();
-        wire::encode_error(&mut buf, request, code, message);
+        wire::encode_error(
+            &mut buf,
+            request,
+            code,
+            &wire::error_message(code.name(), message),
+        );
         // The receiver lives as long as this task.
         let _ = self.local.send(Frame::Local {
             frame: buf.freeze(),
@@ -482,7 +531,7 @@ impl LinkTask<'_> {
             wire::GatewayFrame::History(history) => return self.history(history),
         };
         let hello_again = || {
-            Fatal(
+            Fatal::new(
                 wire::ErrorCode::HelloRequired,
                 "HELLO was already sent".into(),
             )
@@ -644,19 +693,22 @@ impl LinkTask<'_> {
     }
 }
 
+/// A refused frame's link error: its reason is the § P7 reason (SPEC.md § P4).
 fn fatal_frame(e: wire::FrameError) -> Fatal {
-    match e {
-        // SPEC.md § P4: the message lists the versions this daemon speaks.
-        wire::FrameError::UnsupportedVersion(_) => {
+    let detail = match e {
+        // SPEC.md § P5.2: the message lists the versions this daemon speaks.
+        wire::FrameError::UnsupportedVersion(asked) => {
             let supported: Vec<String> = wire::Version::ALL
                 .iter()
                 .map(|v| v.to_u16().to_string())
                 .collect();
-            Fatal(
-                e.error_code(),
-                format!("supported: {}", supported.join(", ")),
-            )
+            format!("version {asked}; supported: {}", supported.join(", "))
         }
-        _ => Fatal(e.error_code(), format!("malformed frame: {e}")),
+        _ => e.to_string(),
+    };
+    Fatal {
+        code: e.error_code(),
+        reason: e.reason(),
+        detail,
     }
 }
