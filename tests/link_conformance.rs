@@ -315,6 +315,18 @@ async fn link_errors_carry_their_reason_names() {
         "hello_required",
     );
 
+    // No frame at all: the stream ends before HELLO.
+    let mut raw = Raw::connect(link).await;
+    raw.send.finish().unwrap();
+    let got = raw.error("no HELLO").await;
+    check(
+        "no HELLO",
+        &got,
+        0,
+        ErrorCode::HelloRequired,
+        "hello_required",
+    );
+
     // A second HELLO.
     let mut raw = named(hello(2, "conformance", &[])).await;
     raw.send(&hello(2, "conformance", &[])).await;
