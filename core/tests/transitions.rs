@@ -443,6 +443,13 @@ fn the_clocks_of_section_5_4() {
     s.wait(100);
     assert!(s.beat(2, Idle, true).is_empty());
     assert_eq!(s.shard.query(USER).last_seen_ms, Some(WALL0 + 600));
+    // A transition to idle moves it only when its heartbeat carries ACTIVITY.
+    s.wait(100);
+    assert_eq!(s.beat(2, Invisible, false).len(), 1, "online -> offline");
+    assert_eq!(s.beat(2, Offline, false).len(), 1, "offline -> online");
+    s.wait(100);
+    assert_eq!(s.beat(1, Idle, true).len(), 1, "online -> idle");
+    assert_eq!(s.shard.query(USER).last_seen_ms, Some(WALL0 + 800));
     // A timeout's at_ms is the time the daemon processed the tick, not the deadline.
     let mut s = Sim::new();
     s.beat(1, Online, false);
