@@ -284,8 +284,8 @@ settings! {
         /// Requests of one link being answered at once.
         max_requests_in_flight: usize = 64, range 1..=1 << 16;
         /// Bytes queued for one gateway (frames and 64 bytes each besides), and the most QUIC
-        /// holds for it unacknowledged; a gateway that falls further behind loses events and is
-        /// told it lagged.
+        /// holds for it unacknowledged (at least 64 KiB); a gateway that falls further behind
+        /// loses events and is told it lagged.
         queue_bytes: usize = 4 << 20, range 1..=1 << 32;
         /// How long a gateway with frames waiting may take none of them before its link is
         /// closed (counted in links_stalled).
@@ -297,8 +297,11 @@ settings! {
 
     /// `[auth]`: signed heartbeats and push-link tokens.
     [auth] AuthSettings {
-        /// Gateway key file (TOML [gateways] id = "<64 hex digits>", mode 0600; reloaded on
-        /// SIGHUP); set, every datagram must be signed ("": unauthenticated datagrams only).
+        /// Key file (TOML, mode 0600, reloaded on SIGHUP; wire-format/SPEC.md § 9.5):
+        /// [gateways] id = "<64 hex digits>", or a list of up to 4 keys during a rotation;
+        /// [links] name = { token = "<16 to 256 bytes of text>", firehose = true } makes push
+        /// links authenticate. Set, every datagram must be signed ("": unauthenticated
+        /// datagrams only).
         keys_file: Option<PathBuf> = None;
         /// A signed datagram's send time may differ from the daemon's clock by this much.
         max_clock_skew: Duration = secs(30), range ms(1)..=days(1);

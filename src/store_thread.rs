@@ -503,18 +503,17 @@ impl Store {
                 );
                 if let Err(e) = encoded {
                     buf.clear();
-                    wire::encode_error(
-                        &mut buf,
-                        r.request_id,
-                        wire::ErrorCode::Internal,
-                        &e.to_string(),
-                    );
+                    let code = wire::ErrorCode::Internal;
+                    let message = wire::error_message(code.name(), &e.to_string());
+                    wire::encode_error(&mut buf, r.request_id, code, &message);
                 }
             }
             Err(e) => {
                 self.error(&e);
-                let message = format!("the history could not be read: {e}");
-                wire::encode_error(&mut buf, r.request_id, wire::ErrorCode::Internal, &message);
+                let code = wire::ErrorCode::Internal;
+                let detail = format!("the history could not be read: {e}");
+                let message = wire::error_message(code.name(), &detail);
+                wire::encode_error(&mut buf, r.request_id, code, &message);
             }
         }
         self.figures().history_requests += 1;

@@ -236,11 +236,11 @@ impl fmt::Display for ClientError {
             ClientError::Connect(m) => write!(f, "cannot connect: {m}"),
             ClientError::Protocol(m) => write!(f, "protocol error: {m}"),
             ClientError::Refused { code, message } => match code {
-                Some(code) => write!(f, "refused ({code}): {message}"),
+                Some(code) => write!(f, "refused ({code}){}", detail(*code, message)),
                 None => write!(f, "refused: {message}"),
             },
             ClientError::Closed { code, message } => match code {
-                Some(code) => write!(f, "link closed ({code}): {message}"),
+                Some(code) => write!(f, "link closed ({code}){}", detail(*code, message)),
                 None => write!(f, "link closed: {message}"),
             },
             ClientError::Encode(m) => write!(f, "cannot encode: {m}"),
@@ -255,6 +255,23 @@ impl fmt::Display for ClientError {
 }
 
 impl std::error::Error for ClientError {}
+
+/// `: ` and the daemon's message for a display that already names `code`, without the reason
+/// name the message starts with when that is the code's own (SPEC.md § P4): `refused
+/// (too_many_users): 11 users …`, not `… (too_many_users): too_many_users: 11 users …`. Other
+/// reasons (the § P7 reason of a `bad_frame`) stay.
+fn detail(code: ErrorCode, message: &str) -> String {
+    let rest = match message.strip_prefix(code.name()) {
+        Some(rest) if rest.is_empty() || rest.starts_with(':') => rest.trim_start_matches(':'),
+        _ => message,
+    };
+    let rest = rest.trim_start();
+    if rest.is_empty() {
+        String::new()
+    } else {
+        format!(": {rest}")
+    }
+}
 
 impl From<std::io::Error> for ClientError {
     fn from(e: std::io::Error) -> Self {
@@ -271,5 +288,35 @@ impl From<presenced_wire::EncodeError> for ClientError {
 impl From<presenced_wire::link::EncodeError> for ClientError {
     fn from(e: presenced_wire::link::EncodeError) -> Self {
         ClientError::Encode(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_show_the_reason_name_once() {
+        let refused = |message: &str| ClientError::Refused {
+            code: Some(ErrorCode::TooManyUsers),
+            message: message.into(),
+        };
+        let shown = refused("too_many_users: 11 users").to_string();
+        assert_eq!(shown, "refused (too_many_users): 11 users");
+        assert_eq!(
+            refused("too_many_users").to_string(),
+            "refused (too_many_users)"
+        );
+        let older = refused("11 users in one request").to_string();
+        assert_eq!(older, "refused (too_many_users): 11 users in one request");
+        let closed = ClientError::Closed {
+            code: Some(ErrorCode::BadFrame),
+            message: "zero_request_id: request id is 0".into(),
+        };
+        let shown = closed.to_string();
+        assert_eq!(
+            shown,
+            "link closed (bad_frame): zero_request_id: request id is 0"
+        );
     }
 }

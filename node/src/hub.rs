@@ -805,7 +805,13 @@ impl Hub {
 
     fn error(&mut self, id: u32, request: u32, code: wire::ErrorCode, message: &str) {
         let mut buf = BytesMut::new();
-        wire::encode_error(&mut buf, request, code, message);
+        // SPEC.md § P4: the message starts with the code's name.
+        wire::encode_error(
+            &mut buf,
+            request,
+            code,
+            &wire::error_message(code.name(), message),
+        );
         if let Some(link) = self.links.get_mut(&id) {
             self.out.send(id, link, buf, true, None);
         }

@@ -35,6 +35,9 @@ const DRAIN_TIMEOUT: Duration = Duration::from_millis(500);
 const GOAWAY_RECONNECT_AFTER: Duration = Duration::from_millis(250);
 /// How long a link's last frame may wait for the gateway's acknowledgement before the close.
 const ACK_WAIT: Duration = Duration::from_millis(200);
+/// The least QUIC send window a link gets, whatever `link.queue_bytes` says: below a few
+/// packets' worth a link could not keep its frames moving at all.
+const MIN_SEND_WINDOW_BYTES: usize = wire::MIN_MAX_FRAME_LEN as usize;
 /// How soon a link's task tries again to report written frames to a busy hub.
 const REPORT_RETRY: Duration = Duration::from_millis(1);
 
@@ -47,9 +50,11 @@ pub struct Terms {
     pub quic: Arc<quinn::ServerConfig>,
 }
 
-/// The endpoint's configuration: the TLS configuration, one bidirectional stream per link, the
+/// The endpoint's configuration: the TLS configuration, one bidirectional stream per link and
+/// no other (SPEC.md § P1: a gateway gets no credit for a second one), no QUIC datagrams, the
 /// limits' `idle_timeout`, and their `queue_bytes` as the send window (what QUIC holds for a
-/// link unacknowledged, so a stuck link holds at most that beside its queue).
+/// link unacknowledged, so a stuck link holds at most that beside its queue; at least
+/// [`MIN_SEND_WINDOW_BYTES`]).
 pub fn quic_config(
     tls: Arc<quinn::crypto::rustls::QuicServerConfig>,
     limits: &LinkLimits,
@@ -59,6 +64,8 @@ pub fn quic_config(
     let mut transport = quinn::TransportConfig::default();
     transport.max_concurrent_bidi_streams(1u8.into());
     transport.max_concurrent_uni_streams(0u8.into());
+    // The link uses no QUIC datagrams: not advertised (no max_datagram_frame_size parameter).
+    transport.datagram_receive_buffer_size(None);
     transport.keep_alive_interval(Some(Duration::from_secs(5)));
     let idle = quinn::IdleTimeout::try_from(idle_timeout).map_err(|_| {
         io::Error::new(
@@ -67,7 +74,7 @@ pub fn quic_config(
         )
     })?;
     transport.max_idle_timeout(Some(idle));
-    transport.send_window(limits.queue_bytes as u64);
+    transport.send_window(limits.queue_bytes.max(MIN_SEND_WINDOW_BYTES) as u64);
     server_config.transport_config(Arc::new(transport));
     Ok(Arc::new(server_config))
 }
@@ -149,10 +156,9 @@ pub fn start(
                     }
                 };
                 let _ = tokio::time::timeout(DRAIN_TIMEOUT, told).await;
-                endpoint.close(
-                    (wire::ErrorCode::ShuttingDown as u32).into(),
-                    b"shutting down",
-                );
+                let code = wire::ErrorCode::ShuttingDown;
+                let message = wire::error_message(code.name(), "the daemon is stopping");
+                endpoint.close((code as u32).into(), message.as_bytes());
                 let _ = tokio::time::timeout(DRAIN_TIMEOUT, endpoint.wait_idle()).await;
             });
             runtime.shutdown_timeout(Duration::from_secs(1));
@@ -192,13 +198,36 @@ async fn accept_loop(endpoint: quinn::Endpoint, context: Arc<Context>) {
     }
 }
 
-/// Why a link ended, if it was the gateway's fault.
-struct Fatal(wire::ErrorCode, String);
+/// Why a link ended, if it was the gateway's fault: the ERROR code, the reason name its
+/// message starts with (SPEC.md § P4), and the detail after it.
+struct Fatal {
+    code: wire::ErrorCode,
+    reason: &'static str,
+    detail: String,
+}
+
+impl Fatal {
+    /// A link error whose reason is its code's name.
+    fn new(code: wire::ErrorCode, detail: String) -> Fatal {
+        Fatal {
+            code,
+            reason: code.name(),
+            detail,
+        }
+    }
+
+    /// The ERROR's message, also the QUIC close's reason.
+    fn message(&self) -> String {
+        wire::error_message(self.reason, &self.detail)
+    }
+}
 
 async fn serve(connection: quinn::Connection, id: u32, context: &Context, limits: LinkLimits) {
     let opened = tokio::time::timeout(HELLO_TIMEOUT, connection.accept_bi()).await;
     let Ok(Ok((mut send, mut recv))) = opened else {
-        connection.close((wire::ErrorCode::HelloRequired as u32).into(), b"no stream");
+        let code = wire::ErrorCode::HelloRequired;
+        let message = wire::error_message(code.name(), "no stream was opened in time");
+        connection.close((code as u32).into(), message.as_bytes());
         return;
     };
     let (tx, mut rx) = mpsc::unbounded_channel::<Frame>();
@@ -222,10 +251,16 @@ async fn serve(connection: quinn::Connection, id: u32, context: &Context, limits
         match hello {
             Ok(Ok(Some(frame))) => link.hello(&frame, &mut send).await?,
             Ok(Err(fatal)) => return Err(fatal),
-            _ => {
-                return Err(Fatal(
+            Ok(Ok(None)) => {
+                return Err(Fatal::new(
                     wire::ErrorCode::HelloRequired,
-                    "HELLO was not sent in time".into(),
+                    "the stream ended before HELLO".into(),
+                ))
+            }
+            Err(_) => {
+                return Err(Fatal::new(
+                    wire::ErrorCode::HelloRequired,
+                    format!("HELLO was not sent within {} s", HELLO_TIMEOUT.as_secs()),
                 ))
             }
         }
@@ -279,7 +314,7 @@ async fn serve(connection: quinn::Connection, id: u32, context: &Context, limits
                     link.report_written();
                 }
                 _ = draining.changed() => {
-                    return Err(Fatal(
+                    return Err(Fatal::new(
                         wire::ErrorCode::ShuttingDown,
                         "the daemon is going away (a restart or a stop); reconnect after a \
                          short, jittered backoff"
@@ -295,22 +330,30 @@ async fn serve(connection: quinn::Connection, id: u32, context: &Context, limits
             tracing::info!(link = id, name = link.name, addr = %link.addr, "link closed: {why}");
         }
         Ok(_) => {}
-        Err(Fatal(wire::ErrorCode::Stalled, message)) => {
+        Err(fatal) if fatal.code == wire::ErrorCode::Stalled => {
             context.shared.links_stalled.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(link = id, name = link.name, addr = %link.addr, "link closed: {message}");
+            tracing::warn!(
+                link = id,
+                name = link.name,
+                addr = %link.addr,
+                "link closed: {}",
+                fatal.message()
+            );
         }
-        Err(Fatal(code, message)) => tracing::info!(
+        Err(fatal) => tracing::info!(
             link = id,
             name = link.name,
             addr = %link.addr,
-            code = %code,
-            "link closed: {message}"
+            code = %fatal.code,
+            "link closed: {}",
+            fatal.message()
         ),
     }
-    if let Err(Fatal(code, message)) = result {
+    if let Err(fatal) = result {
+        let (code, message) = (fatal.code, fatal.message());
         // SPEC.md § P6.7: a stalled link is not reading; the close alone says why.
         if code != wire::ErrorCode::Stalled {
-            say_goodbye(&mut send, link.version, code, &message).await;
+            say_goodbye(&mut send, link.version, &fatal).await;
         }
         connection.close((code as u32).into(), message.as_bytes());
     }
@@ -321,22 +364,19 @@ async fn serve(connection: quinn::Connection, id: u32, context: &Context, limits
     }
 }
 
-/// Writes the frame that ends a link for `code` (GOAWAY on a version-2 link the daemon leaves,
-/// else ERROR with request id 0) and finishes the stream, waiting a little for the gateway to
-/// have it before the connection closes.
-async fn say_goodbye(
-    send: &mut quinn::SendStream,
-    version: wire::Version,
-    code: wire::ErrorCode,
-    message: &str,
-) {
+/// Writes the frame that ends a link for `fatal` (GOAWAY on a version-2 link the daemon
+/// leaves, else ERROR with request id 0) and finishes the stream, waiting a little for the
+/// gateway to have it before the connection closes.
+async fn say_goodbye(send: &mut quinn::SendStream, version: wire::Version, fatal: &Fatal) {
     let mut buf = BytesMut::new();
-    if code == wire::ErrorCode::ShuttingDown && version == wire::Version::V2 {
-        // SPEC.md § P6.11: the daemon is going away; reconnect, to this address.
+    if fatal.code == wire::ErrorCode::ShuttingDown && version == wire::Version::V2 {
+        // SPEC.md § P6.11: the daemon is going away; reconnect, to this address. GOAWAY
+        // carries its reason in a field of its own: the message is the detail alone.
         let after = GOAWAY_RECONNECT_AFTER.as_millis() as u32;
-        wire::encode_goaway(&mut buf, wire::GoAwayReason::Restarting, after, message);
+        let detail = &fatal.detail;
+        wire::encode_goaway(&mut buf, wire::GoAwayReason::Restarting, after, detail);
     } else {
-        wire::encode_error(&mut buf, 0, code, message);
+        wire::encode_error(&mut buf, 0, fatal.code, &fatal.message());
     }
     // A gateway whose window is full never takes the frame: the close after says it too.
     let _ = tokio::time::timeout(Duration::from_secs(1), send.write_all(&buf)).await;
@@ -368,7 +408,9 @@ struct LinkTask<'a> {
 }
 
 impl LinkTask<'_> {
-    /// Reads until one whole frame (type + body) is buffered; `None` at end of stream.
+    /// Reads until one whole frame (type + body) is buffered; `None` at end of stream between
+    /// frames, or when the stream or connection is lost. A stream that ends inside a frame cut
+    /// it short: `too_short` (SPEC.md § P7).
     async fn next_frame(&mut self, recv: &mut quinn::RecvStream) -> Result<Option<Bytes>, Fatal> {
         let reader = wire::FrameReader::new(self.limits.max_frame_len as u32);
         loop {
@@ -383,6 +425,13 @@ impl LinkTask<'_> {
             // quinn hands over its own buffer (no zeroed scratch buffer per read); cancel-safe.
             match recv.read_chunk(64 * 1024, true).await {
                 Ok(Some(chunk)) => self.buf.extend_from_slice(&chunk.bytes),
+                Ok(None) if !self.buf.is_empty() => {
+                    return Err(Fatal {
+                        code: wire::ErrorCode::BadFrame,
+                        reason: wire::FrameError::TooShort.reason(),
+                        detail: "the stream ended inside a frame".into(),
+                    })
+                }
                 Ok(None) | Err(_) => return Ok(None),
             }
         }
@@ -394,7 +443,7 @@ impl LinkTask<'_> {
             .decode_client(frame)
             .map_err(fatal_frame)?;
         let wire::GatewayFrame::Common(wire::ClientFrame::Hello(hello)) = frame else {
-            return Err(Fatal(
+            return Err(Fatal::new(
                 wire::ErrorCode::HelloRequired,
                 "the first frame must be HELLO".into(),
             ));
@@ -428,10 +477,10 @@ impl LinkTask<'_> {
                 wire::encode_welcome_v2(&mut buf, w.heartbeat_port, &ports, &limits, timings, &v2)
             }
         };
-        encoded.map_err(|e| Fatal(wire::ErrorCode::Internal, e.to_string()))?;
+        encoded.map_err(|e| Fatal::new(wire::ErrorCode::Internal, e.to_string()))?;
         send.write_all(&buf)
             .await
-            .map_err(|e| Fatal(wire::ErrorCode::Internal, e.to_string()))
+            .map_err(|e| Fatal::new(wire::ErrorCode::Internal, e.to_string()))
     }
 
     /// With `[links]` grants in the key file, HELLO must name a granted link and carry its
@@ -467,7 +516,7 @@ impl LinkTask<'_> {
                         "link refused: unknown link name or wrong token"
                     );
                 }
-                Err(Fatal(
+                Err(Fatal::new(
                     wire::ErrorCode::Unauthorized,
                     "unknown link name or wrong token (see [links] in auth.keys_file)".into(),
                 ))
@@ -477,7 +526,7 @@ impl LinkTask<'_> {
 
     fn event(&self, event: LinkEvent) -> Result<(), Fatal> {
         self.context.events.send(event).map_err(|_| {
-            Fatal(
+            Fatal::new(
                 wire::ErrorCode::ShuttingDown,
                 "the daemon is stopping".into(),
             )
@@ -487,7 +536,12 @@ impl LinkTask<'_> {
     /// Refuses one request with an ERROR frame of its own (the hub never sees it).
     fn refuse(&self, request: u32, code: wire::ErrorCode, message: &str) {
         let mut buf = BytesMut::new();
-        wire::encode_error(&mut buf, request, code, message);
+        wire::encode_error(
+            &mut buf,
+            request,
+            code,
+            &wire::error_message(code.name(), message),
+        );
         // The receiver lives as long as this task.
         let _ = self.local.send(Frame::Local {
             frame: buf.freeze(),
@@ -505,7 +559,7 @@ impl LinkTask<'_> {
             wire::GatewayFrame::History(history) => return self.history(history),
         };
         let hello_again = || {
-            Fatal(
+            Fatal::new(
                 wire::ErrorCode::HelloRequired,
                 "HELLO was already sent".into(),
             )
@@ -628,7 +682,7 @@ impl LinkTask<'_> {
                 Ok(Ok(written)) => first += written.chunks,
                 Ok(Err(_)) => return Ok(false),
                 Err(_) => {
-                    return Err(Fatal(
+                    return Err(Fatal::new(
                         wire::ErrorCode::Stalled,
                         format!(
                             "the gateway took nothing for link.stall_timeout ({} ms) with \
@@ -696,19 +750,22 @@ impl LinkTask<'_> {
     }
 }
 
+/// A refused frame's link error: its reason is the § P7 reason (SPEC.md § P4).
 fn fatal_frame(e: wire::FrameError) -> Fatal {
-    match e {
-        // SPEC.md § P4: the message lists the versions this daemon speaks.
-        wire::FrameError::UnsupportedVersion(_) => {
+    let detail = match e {
+        // SPEC.md § P5.2: the message lists the versions this daemon speaks.
+        wire::FrameError::UnsupportedVersion(asked) => {
             let supported: Vec<String> = wire::Version::ALL
                 .iter()
                 .map(|v| v.to_u16().to_string())
                 .collect();
-            Fatal(
-                e.error_code(),
-                format!("supported: {}", supported.join(", ")),
-            )
+            format!("version {asked}; supported: {}", supported.join(", "))
         }
-        _ => Fatal(e.error_code(), format!("malformed frame: {e}")),
+        _ => e.to_string(),
+    };
+    Fatal {
+        code: e.error_code(),
+        reason: e.reason(),
+        detail,
     }
 }

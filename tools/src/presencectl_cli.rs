@@ -51,7 +51,8 @@ pub struct LinkArgs {
         value_name = "NAME"
     )]
     pub name: String,
-    /// File holding this link's token, for a daemon whose key file lists `[links]`.
+    /// File holding this link's token as text (whitespace around it ignored), for a daemon
+    /// whose key file lists `[links]`.
     #[arg(long, global = true, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
 }

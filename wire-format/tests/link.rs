@@ -640,15 +640,19 @@ fn vectors() {
     assert_eq!(reasons, all_reasons);
 }
 
-/// Every hex dump of SPEC.md's push link example is the vector it names.
+/// Every hex dump of SPEC.md's push link example (§ P8) is the vector it names (which
+/// `vectors` runs through the codec), and every row of the field-by-field table before it lies
+/// at its offset in it.
 #[test]
 fn spec_example_matches_vectors() {
     let spec = std::fs::read_to_string(common::crate_path("SPEC.md")).unwrap();
     let blocks = load("link.txt");
     let marker = "<!-- link-example:";
     let mut seen = BTreeSet::new();
-    let mut rest = spec.as_str();
+    let mut tables = 0;
+    let mut rest = &spec[spec.find("### P8. Worked example").expect("§ P8")..];
     while let Some(at) = rest.find(marker) {
+        let rows = common::table_bytes(&rest[..at]);
         rest = &rest[at + marker.len()..];
         let end = rest.find("-->").expect("marker end");
         let name = rest[..end].trim().to_string();
@@ -668,8 +672,13 @@ fn spec_example_matches_vectors() {
             .find(|v| v.name == name)
             .unwrap_or_else(|| panic!("no vector {name}"));
         assert_eq!(to_hex(&bytes), to_hex(&v.bytes), "SPEC example {name}");
+        common::check_table(&name, &rows, &v.bytes);
+        tables += usize::from(!rows.is_empty());
+        rest = &body[close..];
         seen.insert(name);
     }
+    // Every frame of the example has its table but version 2's HELLO (told in prose).
+    assert_eq!(tables, 9);
     let want: BTreeSet<String> = [
         "spec_hello",
         "spec_welcome",

@@ -172,7 +172,9 @@ fn vector_names_are_unique() {
     }
 }
 
-/// The hex dump in SPEC.md's worked example is the `spec_example` vector.
+/// The hex dump in SPEC.md's worked example (§ 7) is the `spec_example` vector (which
+/// `valid_vectors` runs through the codec), and every row of its field-by-field table lies at
+/// its offset in it.
 #[test]
 fn spec_example_matches_vector() {
     let spec = std::fs::read_to_string(common::crate_path("SPEC.md")).unwrap();
@@ -191,4 +193,8 @@ fn spec_example_matches_vector() {
     let vectors = load("valid.txt");
     let v = vectors.iter().find(|v| v.name == "spec_example").unwrap();
     assert_eq!(to_hex(&bytes), to_hex(&v.bytes));
+    let section = spec.find("## 7. Worked example").expect("§ 7");
+    let rows = common::table_bytes(&spec[section..spec.find(begin).unwrap()]);
+    assert_eq!(rows.len(), 19, "the rows of § 7's table");
+    common::check_table("§ 7", &rows, &v.bytes);
 }

@@ -726,6 +726,30 @@ fn error_frame(out: &mut BytesMut, request_id: u32, code: u16, message: &str) {
     });
 }
 
+/// An ERROR message laid out as SPEC.md § P4 says a daemon writes it: the reason's name, then
+/// `: ` and the detail, or the name alone when the detail is empty. The reason is the § P7
+/// reason of the refused frame for `bad_frame`, `frame_too_large` and `protocol_version`
+/// ([`FrameError::reason`](super::FrameError::reason)), else the code's
+/// [`name`](ErrorCode::name).
+pub fn error_message(reason: &str, detail: &str) -> String {
+    if detail.is_empty() {
+        reason.to_string()
+    } else {
+        format!("{reason}: {detail}")
+    }
+}
+
+/// The reason name an ERROR message starts with (SPEC.md § P4): the text before the first
+/// `:`, or the whole message when it has none; `None` when that is not a snake_case name.
+pub fn error_reason(message: &str) -> Option<&str> {
+    let reason = message.split(':').next().unwrap_or_default();
+    let snake = !reason.is_empty()
+        && reason
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    snake.then_some(reason)
+}
+
 /// Appends an ERROR frame: `request_id` 0 for an error about the link (the daemon then closes
 /// it), else the request refused. A message longer than [`MAX_ERROR_MESSAGE_LEN`] bytes is cut
 /// at a character boundary, so this cannot fail.
@@ -907,6 +931,17 @@ mod tests {
         assert_eq!(truncate_str("héllo", 2), "h");
         assert_eq!(truncate_str("héllo", 3), "hé");
         assert_eq!(truncate_str("abc", 10), "abc");
+    }
+
+    #[test]
+    fn error_messages_start_with_their_reason() {
+        let message = error_message("too_many_users", "11 users; the limit is 10");
+        assert_eq!(message, "too_many_users: 11 users; the limit is 10");
+        assert_eq!(error_reason(&message), Some("too_many_users"));
+        assert_eq!(error_message("hello_required", ""), "hello_required");
+        assert_eq!(error_reason("hello_required"), Some("hello_required"));
+        assert_eq!(error_reason("Prose: no name"), None);
+        assert_eq!(error_reason(""), None);
     }
 
     #[test]

@@ -69,8 +69,9 @@ pub use encode::{
     encode_ack, encode_error, encode_events, encode_goaway, encode_hello, encode_history,
     encode_history_reply, encode_lagged, encode_lagged_all, encode_presence, encode_presence_v2,
     encode_query, encode_stats, encode_stats_reply, encode_subscribe, encode_subscribe_all,
-    encode_unsubscribe, encode_unsubscribe_all, encode_welcome, encode_welcome_v2, max_events,
-    max_history_spans, max_lagged_users, max_presence_records, max_request_users,
+    encode_unsubscribe, encode_unsubscribe_all, encode_welcome, encode_welcome_v2, error_message,
+    error_reason, max_events, max_history_spans, max_lagged_users, max_presence_records,
+    max_request_users,
 };
 pub use error::{EncodeError, FrameError};
 pub use types::{

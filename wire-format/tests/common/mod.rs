@@ -174,3 +174,43 @@ pub fn load(file: &str) -> Vec<Block> {
         .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     parse_vectors(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
+
+/// The `(offset, bytes)` of each row of SPEC.md's field-by-field tables in `text` (rows
+/// `| <offset> | <bytes> | …`, where the bytes are hex in backquotes, possibly followed by
+/// `× <count>` for a repeated group); rows whose first cell is not a number are skipped.
+pub fn table_bytes(text: &str) -> Vec<(usize, Vec<u8>)> {
+    let mut rows = Vec::new();
+    for line in text.lines() {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        let (Some(offset), Some(bytes)) = (cells.get(1), cells.get(2)) else {
+            continue;
+        };
+        let Ok(offset) = offset.parse::<usize>() else {
+            continue;
+        };
+        let mut quoted = bytes.split('`');
+        let (Some(""), Some(hex), Some(rest)) = (quoted.next(), quoted.next(), quoted.next())
+        else {
+            panic!("SPEC.md table row {line:?}: the bytes are not in backquotes");
+        };
+        let group = parse_hex(hex).unwrap_or_else(|e| panic!("SPEC.md table row {line:?}: {e}"));
+        let times = match rest.trim().strip_prefix('×') {
+            None => 1,
+            Some(n) => n.trim().parse().expect("a count after ×"),
+        };
+        rows.push((offset, group.repeat(times)));
+    }
+    rows
+}
+
+/// Asserts that each `(offset, bytes)` row lies at its offset in `frame`.
+pub fn check_table(what: &str, rows: &[(usize, Vec<u8>)], frame: &[u8]) {
+    for (offset, bytes) in rows {
+        let at = frame.get(*offset..offset + bytes.len());
+        assert_eq!(
+            at.map(to_hex),
+            Some(to_hex(bytes)),
+            "{what}: the table's row at offset {offset}"
+        );
+    }
+}

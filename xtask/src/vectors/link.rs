@@ -1123,9 +1123,10 @@ const HEADER: &str = "\
 # ignored; an indented line continues the previous value. `hex:` is one whole frame, length
 # prefix included (whitespace between digits ignored). `dir:` says who sends it: `client`
 # (gateway -> daemon) or `server` (daemon -> gateway).
-# A block with `error:` is invalid: reading it with max_frame_len (`max_frame_len:`, default
-# 1048576) and decoding it for its direction fails with that reason and details. Any other
-# block is valid: it decodes to exactly the `type:` and fields listed, and encoding those
+# A block with `error:` is invalid: reading it with the frame limit its `max_frame_len:`
+# gives (default 1048576) and decoding it for its direction fails with that reason and
+# details. Any other block is valid: read with the limit 1048576, it decodes to exactly the
+# `type:` and fields listed (a WELCOME's `max_frame_len:` is its field), and encoding those
 # gives exactly `hex:`.
 # `version:` is the protocol version of the link the frame is read on (SPEC.md § P5, P7): 1
 # or 2; a block without it is for version 1. Before WELCOME that is, for a daemon reading
