@@ -1,0 +1,271 @@
+//! The reference gateway in a real browser: a daemon (in this process, loopback ports), the
+//! `presence-gateway` binary, and headless Chromium driven through chromedriver (WebDriver,
+//! with fantoccini). Two pages as users 1 and 2 see each other online; a page that really
+//! goes hidden (its window minimized: the Page Visibility API reports `hidden`) shows its
+//! user idle on the other; closing its browser shows the user offline at once (the gateway
+//! logs the device out; the daemon's timeout is made far longer than the wait allowed); a bad
+//! and an expired token are refused with the close reason shown. Needs `chromium` and
+//! `chromium-driver` (Debian's packages; CI installs them). Set
+//! `PRESENCE_GATEWAY_SCREENSHOT=path.png` to save the roster page's screenshot.
+
+mod common;
+
+use fantoccini::{Client, ClientBuilder};
+use presenced_tools::gateway::token::Secret;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// The whole test, browsers included, ends within this.
+const TEST_LIMIT: Duration = Duration::from_secs(120);
+/// How long a page may take to show what the test waits for.
+const SHOW_WITHIN: Duration = Duration::from_secs(10);
+/// "At once": the offline after a close must come well before the daemon's timeout (6 s).
+const LOGOUT_WITHIN: Duration = Duration::from_secs(2);
+
+/// A child process killed and reaped when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn find(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(program))
+            .find(|p| p.is_file())
+    })
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+fn wait_listening(addr: SocketAddr, what: &str) {
+    let deadline = Instant::now() + SHOW_WITHIN;
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} is not listening on {addr}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn start_chromedriver() -> (Proc, String, PathBuf) {
+    let install = "install them: `apt-get install -y chromium chromium-driver` (CI does)";
+    let chromium = find("chromium")
+        .or_else(|| find("chromium-browser"))
+        .unwrap_or_else(|| {
+            panic!("this test needs Chromium, and no `chromium` is on PATH: {install}")
+        });
+    let driver = find("chromedriver")
+        .unwrap_or_else(|| panic!("this test needs chromedriver, and none is on PATH: {install}"));
+    let port = free_port();
+    let child = Command::new(driver)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver starts");
+    let proc = Proc(child);
+    wait_listening(SocketAddr::from(([127, 0, 0, 1], port)), "chromedriver");
+    (proc, format!("http://127.0.0.1:{port}"), chromium)
+}
+
+fn start_gateway(link: SocketAddr, secret: &Path) -> (Proc, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_presence-gateway"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--create-secret"])
+        .arg("--link")
+        .arg(link.to_string())
+        .arg("--secret-file")
+        .arg(secret)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("presence-gateway starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let proc = Proc(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let line = rx
+        .recv_timeout(SHOW_WITHIN)
+        .expect("the gateway says where it listens");
+    let base = line
+        .strip_prefix("presence-gateway: listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line: {line}"))
+        .trim_end_matches('/')
+        .to_string();
+    (proc, base)
+}
+
+async fn browser(driver: &str, chromium: &Path, profile: &Path) -> Result<Client, String> {
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": chromium,
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--window-size=760,400", format!("--user-data-dir={}", profile.display()),
+            ],
+        }),
+    );
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(driver)
+        .await
+        .map_err(|e| format!("cannot start a browser session: {e}"))
+}
+
+/// Runs `script` in the page until it returns `want`; how long that took.
+async fn wait_for(page: &Client, what: &str, script: &str, want: &str) -> Result<Duration, String> {
+    let start = Instant::now();
+    let mut last = Value::Null;
+    while start.elapsed() < SHOW_WITHIN {
+        last = page
+            .execute(script, vec![])
+            .await
+            .map_err(|e| e.to_string())?;
+        if last.as_str() == Some(want) {
+            return Ok(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Err(format!(
+        "{what}: still {last} after {SHOW_WITHIN:?}, wanted {want}"
+    ))
+}
+
+fn state_of(user: u64) -> String {
+    format!(
+        "const r = document.getElementById('user-{user}'); return r ? r.dataset.state : 'no row';"
+    )
+}
+
+async fn go(page: &Client, url: &str) -> Result<(), String> {
+    page.goto(url).await.map_err(|e| e.to_string())
+}
+
+const STATUS: &str = "return document.getElementById('status').textContent;";
+
+fn unix_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+async fn scenario(base: &str, secret: &Secret, one: &Client, two: &Client) -> Result<(), String> {
+    let url = |user: u64, watch: &str| {
+        format!(
+            "{base}/?token={}&watch={watch}",
+            secret.mint(user, unix_s() + 600)
+        )
+    };
+    go(one, &url(1, "2,3")).await?;
+    go(two, &url(2, "1")).await?;
+    wait_for(one, "page 1 sees user 2", &state_of(2), "online").await?;
+    wait_for(two, "page 2 sees user 1", &state_of(1), "online").await?;
+    wait_for(one, "page 1 sees user 3", &state_of(3), "offline").await?;
+
+    // Page 2 really goes hidden: its window is minimized.
+    two.minimize_window().await.map_err(|e| e.to_string())?;
+    wait_for(
+        two,
+        "page 2's visibility",
+        "return document.visibilityState;",
+        "hidden",
+    )
+    .await?;
+    wait_for(one, "page 1 sees user 2 idle", &state_of(2), "idle").await?;
+    if let Some(path) = std::env::var_os("PRESENCE_GATEWAY_SCREENSHOT") {
+        let png = one.screenshot().await.map_err(|e| e.to_string())?;
+        std::fs::write(&path, png).map_err(|e| e.to_string())?;
+    }
+    let two = two.clone();
+    two.close().await.map_err(|e| e.to_string())?;
+    let took = wait_for(one, "page 1 sees user 2 offline", &state_of(2), "offline").await?;
+    if took > LOGOUT_WITHIN {
+        return Err(format!(
+            "user 2 went offline {took:?} after the browser closed: a timeout, not a logout"
+        ));
+    }
+
+    // Refused tokens: the page shows the close reason.
+    let forged = Secret::new(vec![3; 32])
+        .expect("secret")
+        .mint(1, unix_s() + 600);
+    go(one, &format!("{base}/?token={forged}")).await?;
+    wait_for(
+        one,
+        "a forged token",
+        STATUS,
+        "disconnected (1008: bad token signature)",
+    )
+    .await?;
+    let expired = secret.mint(1, unix_s() - 1);
+    go(one, &format!("{base}/?token={expired}")).await?;
+    wait_for(
+        one,
+        "an expired token",
+        STATUS,
+        "disconnected (1008: token expired)",
+    )
+    .await?;
+    Ok(())
+}
+
+#[test]
+fn two_browsers_see_each_other_come_go_idle_and_leave() {
+    let (_driver, driver_url, chromium) = start_chromedriver();
+    // The daemon's timeout (2 s + 2 × 2 s) is far longer than LOGOUT_WITHIN.
+    let daemon = common::InProcess::start(&[
+        ("presence.heartbeat_interval", "2s"),
+        ("presence.grace", "2s"),
+        ("presence.idle_after", "30s"),
+    ]);
+    let dir = std::env::temp_dir().join(format!("presence-gateway-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temporary directory");
+    let secret_file = dir.join("gateway.secret");
+    let (_gateway, base) = start_gateway(daemon.running().link, &secret_file);
+    let secret = Secret::from_file(&secret_file).expect("the gateway wrote its secret");
+
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let outcome = runtime.block_on(async {
+        tokio::time::timeout(TEST_LIMIT, async {
+            let one = browser(&driver_url, &chromium, &dir.join("profile-1")).await?;
+            let two = match browser(&driver_url, &chromium, &dir.join("profile-2")).await {
+                Ok(two) => two,
+                Err(e) => {
+                    let _ = one.close().await;
+                    return Err(e);
+                }
+            };
+            let outcome = scenario(&base, &secret, &one, &two).await;
+            let _ = one.close().await;
+            let _ = two.close().await;
+            outcome
+        })
+        .await
+        .unwrap_or_else(|_| Err(format!("not done within {TEST_LIMIT:?}")))
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    if let Err(e) = outcome {
+        panic!("{e}");
+    }
+}
