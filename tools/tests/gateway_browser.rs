@@ -3,15 +3,20 @@
 //! with fantoccini). Two pages as users 1 and 2 see each other online; a page that really
 //! goes hidden (its window minimized: the Page Visibility API reports `hidden`) shows its
 //! user idle on the other; closing its browser shows the user offline at once (the gateway
-//! logs the device out; the daemon's timeout is made far longer than the wait allowed); a bad
-//! and an expired token are refused with the close reason shown. Needs `chromium` and
+//! logs the device out; the daemon's timeout is made far longer than the wait allowed); a
+//! message that is not JSON gets its page an error and no one else anything; a bad
+//! and an expired token are refused with the close reason shown. A page keeps following its
+//! roster across a daemon restart (the gateway reconnects its push link and subscribes
+//! again). Needs `chromium` and
 //! `chromium-driver` (Debian's packages; CI installs them). Set
 //! `PRESENCE_GATEWAY_SCREENSHOT=path.png` to save the roster page's screenshot.
 
 mod common;
 
 use fantoccini::{Client, ClientBuilder};
+use presenced_client::{entry, HeartbeatClient};
 use presenced_tools::gateway::token::Secret;
+use presenced_wire::State;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -182,6 +187,14 @@ async fn scenario(base: &str, secret: &Secret, one: &Client, two: &Client) -> Re
     wait_for(two, "page 2 sees user 1", &state_of(1), "online").await?;
     wait_for(one, "page 1 sees user 3", &state_of(3), "offline").await?;
 
+    // Nonsense from page 1 gets page 1 an error, and changes nothing for anyone.
+    one.execute("socket.send('not json'); return true;", vec![])
+        .await
+        .map_err(|e| e.to_string())?;
+    let error_code = "return document.getElementById('error').dataset.code || '';";
+    wait_for(one, "page 1's error", error_code, "bad_json").await?;
+    wait_for(two, "page 2 after page 1's nonsense", error_code, "").await?;
+
     // Page 2 really goes hidden: its window is minimized.
     two.minimize_window().await.map_err(|e| e.to_string())?;
     wait_for(
@@ -259,6 +272,79 @@ fn two_browsers_see_each_other_come_go_idle_and_leave() {
             let outcome = scenario(&base, &secret, &one, &two).await;
             let _ = one.close().await;
             let _ = two.close().await;
+            outcome
+        })
+        .await
+        .unwrap_or_else(|_| Err(format!("not done within {TEST_LIMIT:?}")))
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    if let Err(e) = outcome {
+        panic!("{e}");
+    }
+}
+
+/// Heartbeats from the test itself, as another gateway would send them.
+fn send(heartbeat: SocketAddr, user: u64, state: State) {
+    let mut client = HeartbeatClient::new(9, 1, heartbeat).expect("socket");
+    client.push(entry(user, 1, state, true)).expect("entry");
+    client.flush().expect("sent");
+}
+
+async fn follows_restart(
+    base: &str,
+    secret: &Secret,
+    page: &Client,
+    daemon: &mut common::Restartable,
+) -> Result<(), String> {
+    go(
+        page,
+        &format!("{base}/?token={}&watch=2", secret.mint(1, unix_s() + 600)),
+    )
+    .await?;
+    wait_for(page, "user 2 before", &state_of(2), "offline").await?;
+    send(daemon.heartbeat, 2, State::Online);
+    wait_for(page, "user 2 online", &state_of(2), "online").await?;
+    // The daemon stops (GOAWAY to the gateway's link) and starts again with its state.
+    daemon.stop();
+    daemon.start_again();
+    // Only a link subscribed again hears this.
+    send(daemon.heartbeat, 2, State::Offline);
+    wait_for(
+        page,
+        "user 2 offline after the restart",
+        &state_of(2),
+        "offline",
+    )
+    .await?;
+    Ok(())
+}
+
+#[test]
+fn a_page_follows_its_roster_across_a_daemon_restart() {
+    let (_driver, driver_url, chromium) = start_chromedriver();
+    let dir = std::env::temp_dir().join(format!("presence-gateway-restart-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temporary directory");
+    let state = common::StateDir::new();
+    // No timeout falls within the test: user 2 goes offline only by the logout.
+    let mut daemon = common::Restartable::start(
+        state.path(),
+        &[
+            ("presence.heartbeat_interval", "5s"),
+            ("presence.grace", "5s"),
+            ("presence.idle_after", "30s"),
+        ],
+    );
+    let secret_file = dir.join("gateway.secret");
+    let (_gateway, base) = start_gateway(daemon.link, &secret_file);
+    let secret = Secret::from_file(&secret_file).expect("the gateway wrote its secret");
+
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let outcome = runtime.block_on(async {
+        tokio::time::timeout(TEST_LIMIT, async {
+            let page = browser(&driver_url, &chromium, &dir.join("profile")).await?;
+            let outcome = follows_restart(&base, &secret, &page, &mut daemon).await;
+            let _ = page.close().await;
             outcome
         })
         .await

@@ -5,6 +5,7 @@
 //! user or one expiry cannot be edited into another.
 //!
 //! Format: `v1.<user>.<expiry, Unix seconds>.<MAC, 64 hex digits>`, all ASCII, safe in a URL.
+//! A token is checked when the socket opens; the connection then lasts until it closes.
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
