@@ -15,8 +15,8 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use presenced_client::watcher::{RECONNECT_JITTER_MS, RECONNECT_MAX_MS, RECONNECT_MIN_MS};
-use presenced_client::{ConnectOptions, HeartbeatClient, LinkClient, Push};
-use presenced_wire::link::{Event, PresenceRecord};
+use presenced_client::{ClientError, ConnectOptions, HeartbeatClient, LinkClient, Push};
+use presenced_wire::link::{ErrorCode, Event, PresenceRecord};
 use serde::Deserialize;
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
@@ -270,6 +270,7 @@ impl Hub {
                         let (tx, rx) = mpsc::channel(OUTBOX_MESSAGES);
                         self.browsers.insert(id, tx);
                         if reply.send(Ok((id, rx))).is_err() {
+                            self.browsers.remove(&id);
                             self.core.close(id);
                         }
                     }
@@ -360,6 +361,13 @@ async fn run_link(
                             }
                         }
                         Ok(None) => {}
+                        // Refused (over the daemon's max_subscriptions, say): reconnecting
+                        // would only be refused again.
+                        Err(ClientError::Refused { code, message })
+                            if code != Some(ErrorCode::ShuttingDown) =>
+                        {
+                            eprintln!("presence-gateway: the daemon refused a request: {message}");
+                        }
                         Err(e) => {
                             eprintln!("presence-gateway: push link request failed: {e}");
                             break Duration::ZERO;
