@@ -13,15 +13,16 @@
 
 mod common;
 
+use common::gateway::{start_gateway, Proc};
+
 use fantoccini::{Client, ClientBuilder};
 use presenced_client::{entry, HeartbeatClient};
 use presenced_tools::gateway::token::Secret;
 use presenced_wire::State;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The whole test, browsers included, ends within this.
@@ -30,16 +31,6 @@ const TEST_LIMIT: Duration = Duration::from_secs(120);
 const SHOW_WITHIN: Duration = Duration::from_secs(10);
 /// "At once": the offline after a close must come well before the daemon's timeout (6 s).
 const LOGOUT_WITHIN: Duration = Duration::from_secs(2);
-
-/// A child process killed and reaped when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn find(program: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|paths| {
@@ -86,35 +77,6 @@ fn start_chromedriver() -> (Proc, String, PathBuf) {
     let proc = Proc(child);
     wait_listening(SocketAddr::from(([127, 0, 0, 1], port)), "chromedriver");
     (proc, format!("http://127.0.0.1:{port}"), chromium)
-}
-
-fn start_gateway(link: SocketAddr, secret: &Path) -> (Proc, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_presence-gateway"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--create-secret"])
-        .arg("--link")
-        .arg(link.to_string())
-        .arg("--secret-file")
-        .arg(secret)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("presence-gateway starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let proc = Proc(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let line = rx
-        .recv_timeout(SHOW_WITHIN)
-        .expect("the gateway says where it listens");
-    let base = line
-        .strip_prefix("presence-gateway: listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line: {line}"))
-        .trim_end_matches('/')
-        .to_string();
-    (proc, base)
 }
 
 async fn browser(driver: &str, chromium: &Path, profile: &Path) -> Result<Client, String> {
