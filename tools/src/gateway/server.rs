@@ -31,6 +31,9 @@ const PAGE: &str = include_str!("page.html");
 /// Messages queued for one browser at most; a browser that lets more pile up is disconnected.
 const OUTBOX_MESSAGES: usize = 1024;
 
+/// Inputs handled at most before the heartbeats they caused are flushed.
+const BATCH_INPUTS: usize = 256;
+
 /// Inputs queued for the hub at most (browser tasks wait when it is full).
 const HUB_QUEUE: usize = 4096;
 
@@ -246,11 +249,25 @@ impl Hub {
                     continue;
                 }
             };
-            let Some(input) = input else { break };
-            if !self.handle(input) {
+            let Some(mut input) = input else { break };
+            // What is already queued is handled before the heartbeats are flushed, so that a
+            // busy gateway fills its datagrams; an idle one sends at once.
+            let mut going_on = true;
+            for _ in 0..BATCH_INPUTS {
+                going_on = self.handle(input);
+                if !going_on {
+                    break;
+                }
+                self.carry_out_queued();
+                match inputs.try_recv() {
+                    Ok(next) => input = next,
+                    Err(_) => break,
+                }
+            }
+            self.flush();
+            if !going_on {
                 break;
             }
-            self.carry_out();
         }
         // Every browser logs out: the daemon's watchers see them offline at once.
         let ids: Vec<ConnId> = self.browsers.keys().copied().collect();
@@ -297,8 +314,23 @@ impl Hub {
         true
     }
 
+    /// Carries out the core's outputs and sends the heartbeats they queued.
     fn carry_out(&mut self) {
-        let mut beats = false;
+        self.carry_out_queued();
+        self.flush();
+    }
+
+    /// Sends any heartbeats queued.
+    fn flush(&mut self) {
+        if self.heartbeats.pending() > 0 {
+            if let Err(e) = self.heartbeats.flush() {
+                eprintln!("presence-gateway: heartbeats not sent: {e}");
+            }
+        }
+    }
+
+    /// Carries out the core's outputs; heartbeats wait in their datagrams (full ones go).
+    fn carry_out_queued(&mut self) {
         while let Some(output) = self.core.poll_output() {
             match output {
                 Output::Send(id, message) => {
@@ -315,17 +347,11 @@ impl Hub {
                     let _ = self.link.send(request);
                 }
                 Output::Heartbeat(entry) => {
-                    beats = true;
                     if let Err(e) = self.heartbeats.push(entry) {
                         eprintln!("presence-gateway: heartbeat not sent: {e}");
                     }
                 }
                 Output::Notice(line) => eprintln!("presence-gateway: {line}"),
-            }
-        }
-        if beats {
-            if let Err(e) = self.heartbeats.flush() {
-                eprintln!("presence-gateway: heartbeats not sent: {e}");
             }
         }
     }
