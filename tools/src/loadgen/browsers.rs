@@ -320,3 +320,14 @@ impl Browser {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::partner;
+
+    #[test]
+    fn browsers_pair_up_and_an_odd_one_watches_the_first() {
+        let watched: Vec<u64> = (0..5).map(|i| partner(100, i, 5)).collect();
+        assert_eq!(watched, [101, 100, 103, 102, 100]);
+    }
+}
