@@ -23,9 +23,9 @@ cargo build --release --bin presenced -p presenced >&2
 cargo build --release -p presenced-tools --bin presence-loadgen --bin presence-gateway >&2
 BIN="$TARGET/release"
 WORK=$(mktemp -d)
-trap 'kill "${GW_PID:-0}" "${PD_PID:-0}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
-# Two sockets per browser in this one process tree (the loadgen's and the gateway's).
-ulimit -n 65536
+trap 'for p in ${GW_PID:-} ${PD_PID:-}; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"' EXIT
+# A socket per browser in the loadgen and one in the gateway: as many files as allowed.
+ulimit -n "$(ulimit -Hn)"
 
 echo "| browsers | flips/s | gateway cores busy | browsers per gateway core | latency p50 / p99 / p99.9 / max (ms) | missed |"
 echo "|---:|---:|---:|---:|---|---:|"
@@ -49,6 +49,7 @@ for n in $BROWSERS; do
     cpu1=$(cpu_s "$GW_PID")
     kill "$GW_PID" "$PD_PID"
     wait "$GW_PID" "$PD_PID" 2>/dev/null || true
+    GW_PID= PD_PID=
     python3 - "$WORK/lg.json" "$cpu0" "$cpu1" "$t0" "$t1" <<'PY'
 import json, sys
 s = json.load(open(sys.argv[1]))
