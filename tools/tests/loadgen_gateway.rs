@@ -1,27 +1,46 @@
 //! `presence-loadgen --target ws://…` against a real `presence-gateway` in front of a daemon
-//! (in this process), all on loopback: a few browsers flip their visibility and every flip
-//! reaches the partner watching it, with its latency measured.
+//! (in this process) that requires signed heartbeats, all on loopback: a few browsers flip
+//! their visibility and every flip reaches the partner watching it, with its latency
+//! measured.
 
 mod common;
 
-use common::gateway::start_gateway;
+use common::gateway::start_gateway_with;
 use common::InProcess;
 use serde_json::Value;
+use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
+
+/// Gateway 1's heartbeat key (test data only).
+const KEY: &str = "8f3a6c21d94e07b5a1c3e5f7092b4d6f8a0c2e4f6b8d0a2c4e6f8b0d2a4c6e8f";
 
 #[test]
 fn browsers_flip_and_their_partners_see_every_flip() {
+    let dir = std::env::temp_dir().join(format!("presence-loadgen-gw-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temporary directory");
+    // The daemon takes only datagrams signed with gateway 1's key: the gateway's heartbeats
+    // must be signed, or no browser would ever see its partner online.
+    let keys = dir.join("keys.toml");
+    std::fs::write(&keys, format!("[gateways]\n1 = \"{KEY}\"\n")).expect("key file");
+    std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o600)).expect("mode");
+    let key_file = dir.join("gateway.key");
+    std::fs::write(&key_file, KEY).expect("gateway key file");
+    let keys_setting = keys.display().to_string();
     // Idle only when a page says so; no one times out within the run.
     let daemon = InProcess::start(&[
         ("presence.heartbeat_interval", "2s"),
         ("presence.grace", "2s"),
         ("presence.idle_after", "60s"),
+        ("auth.keys_file", &keys_setting),
     ]);
-    let dir = std::env::temp_dir().join(format!("presence-loadgen-gw-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temporary directory");
     let secret = dir.join("gateway.secret");
-    let (_gateway, base) = start_gateway(daemon.running().link, &secret);
+    let key_arg = key_file.display().to_string();
+    let (_gateway, base) = start_gateway_with(
+        daemon.running().link,
+        &secret,
+        &["--gateway-id", "1", "--key-file", &key_arg],
+    );
     let target = base.replacen("http://", "ws://", 1);
     let out = Command::new(env!("CARGO_BIN_EXE_presence-loadgen"))
         .args(["--target", &target, "--users", "6", "--duration", "2s"])

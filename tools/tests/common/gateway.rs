@@ -23,8 +23,14 @@ impl Drop for Proc {
 /// Starts the gateway with a new secret in `secret` (created); the process and its base URL
 /// (`http://127.0.0.1:PORT`).
 pub fn start_gateway(link: SocketAddr, secret: &Path) -> (Proc, String) {
+    start_gateway_with(link, secret, &[])
+}
+
+/// As [`start_gateway`], with `extra` arguments to `serve`.
+pub fn start_gateway_with(link: SocketAddr, secret: &Path, extra: &[&str]) -> (Proc, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_presence-gateway"))
         .args(["serve", "--listen", "127.0.0.1:0", "--create-secret"])
+        .args(extra)
         .arg("--link")
         .arg(link.to_string())
         .arg("--secret-file")
