@@ -10,7 +10,10 @@
 //! last browser naming them drops them (or closes). The core keeps one view per subscribed
 //! user, moving only forwards (a record if its version is at least the one known, a transition
 //! if greater); after the link comes back (`link_up`) every view is stale and the next record
-//! replaces it whatever its version, and after LAGGED the users named are queried again.
+//! replaces it whatever its version, and after LAGGED the users named are queried again. A
+//! daemon that started without its saved state ("warming") may answer offline for users who
+//! are online: such an offline is not applied to a user known online or idle, and every
+//! watched user is queried again when warming ends (as the client's watcher does).
 //!
 //! Heartbeats: each browser is one device of its user. It is announced online when it
 //! connects, idle while its page is hidden, re-announced every heartbeat interval (a visible
@@ -83,6 +86,9 @@ pub struct Counters {
     pub link_ups: u64,
     /// LAGGED signals received (each answered with a query).
     pub lagged: u64,
+    /// Offline records of users known online or idle, held back because the daemon was
+    /// warming (SPEC.md § P6.10).
+    pub held_while_warming: u64,
 }
 
 /// A request for the push link.
@@ -367,12 +373,19 @@ impl GatewayCore {
         }
     }
 
-    /// Records answering a subscribe or query.
-    pub fn link_records(&mut self, records: &[PresenceRecord]) {
+    /// Records answering a subscribe or query; `warming`: the daemon marked some of them
+    /// warming (SPEC.md § P6.10), so an offline among them may be wrong.
+    pub fn link_records(&mut self, records: &[PresenceRecord], warming: bool) {
         for record in records {
             let Some(sub) = self.subs.get_mut(&record.user) else {
                 continue;
             };
+            let known_present = sub.view.is_some_and(|v| v.state != State::Offline);
+            if warming && record.state == WireState::Offline && known_present {
+                // Held back: [`link_warming_over`](GatewayCore::link_warming_over) asks again.
+                self.counters.held_while_warming += 1;
+                continue;
+            }
             let newer = match sub.view {
                 None => true,
                 Some(view) => view.stale || record.version >= view.version,
@@ -409,6 +422,16 @@ impl GatewayCore {
                 stale: false,
             });
             self.tell_watchers(event.user);
+        }
+    }
+
+    /// The daemon is no longer warming: query every watched user again, so that offlines
+    /// held back while it was are now applied or corrected.
+    pub fn link_warming_over(&mut self) {
+        if !self.subs.is_empty() {
+            let users = self.subs.keys().copied().collect();
+            self.outputs
+                .push_back(Output::Link(LinkRequest::Query(users)));
         }
     }
 
@@ -746,7 +769,7 @@ mod tests {
             links(&drain(&mut core)),
             [LinkRequest::Subscribe(vec![10, 11])]
         );
-        core.link_records(&[record(10, WireState::Online, 3)]);
+        core.link_records(&[record(10, WireState::Online, 3)], false);
         drain(&mut core);
         // b names 10 (already subscribed: answered from the view, no request) and 12.
         core.message(t0, b, r#"{"type":"roster","users":[10,12]}"#);
@@ -782,7 +805,7 @@ mod tests {
         let a = open(&mut core, t0, 1);
         let b = open(&mut core, t0, 2);
         core.message(t0, a, r#"{"type":"roster","users":[5]}"#);
-        core.link_records(&[record(5, WireState::Online, 4)]);
+        core.link_records(&[record(5, WireState::Online, 4)], false);
         drain(&mut core);
         core.link_events(&[event(5, WireState::Idle, WireState::Online, 5)]);
         let out = drain(&mut core);
@@ -798,7 +821,7 @@ mod tests {
             }]
         ));
         // An older record (a late answer) and a repeated event change nothing.
-        core.link_records(&[record(5, WireState::Online, 4)]);
+        core.link_records(&[record(5, WireState::Online, 4)], false);
         core.link_events(&[event(5, WireState::Idle, WireState::Online, 5)]);
         assert!(drain(&mut core).is_empty());
         // Events of users no one watches are counted and dropped.
@@ -813,7 +836,7 @@ mod tests {
         let mut core = core(Limits::default(), t0);
         let a = open(&mut core, t0, 1);
         core.message(t0, a, r#"{"type":"roster","users":[5,6]}"#);
-        core.link_records(&[record(5, WireState::Online, 9)]);
+        core.link_records(&[record(5, WireState::Online, 9)], false);
         drain(&mut core);
         core.link_up();
         assert_eq!(
@@ -821,7 +844,7 @@ mod tests {
             [LinkRequest::Subscribe(vec![5, 6])]
         );
         // A daemon that lost its state answers with a lower version: it still wins.
-        core.link_records(&[record(5, WireState::Offline, 1)]);
+        core.link_records(&[record(5, WireState::Offline, 1)], false);
         assert!(matches!(
             sent_to(&drain(&mut core), a)[..],
             [GatewayMessage::Presence {
@@ -835,6 +858,49 @@ mod tests {
         assert_eq!(links(&drain(&mut core)), [LinkRequest::Query(vec![6])]);
         core.link_lagged(None);
         assert_eq!(links(&drain(&mut core)), [LinkRequest::Query(vec![5, 6])]);
+    }
+
+    #[test]
+    fn a_warming_offline_is_held_back_until_warming_ends() {
+        let t0 = Instant::now();
+        let mut core = core(Limits::default(), t0);
+        let a = open(&mut core, t0, 1);
+        core.message(t0, a, r#"{"type":"roster","users":[5,6]}"#);
+        core.link_records(&[record(5, WireState::Online, 9)], false);
+        drain(&mut core);
+        core.link_up();
+        drain(&mut core);
+        // 5 is known online: its warming offline waits; 6 is unknown: shown as answered.
+        core.link_records(
+            &[
+                record(5, WireState::Offline, 9),
+                record(6, WireState::Offline, 0),
+            ],
+            true,
+        );
+        let out = drain(&mut core);
+        assert!(matches!(
+            sent_to(&out, a)[..],
+            [GatewayMessage::Presence {
+                user: 6,
+                state: State::Offline,
+                ..
+            }]
+        ));
+        assert_eq!(core.counters().held_while_warming, 1);
+        core.link_warming_over();
+        assert_eq!(links(&drain(&mut core)), [LinkRequest::Query(vec![5, 6])]);
+        // The answer after warming is applied, offline included.
+        core.link_records(&[record(5, WireState::Offline, 10)], false);
+        assert!(matches!(
+            sent_to(&drain(&mut core), a)[..],
+            [GatewayMessage::Presence {
+                user: 5,
+                state: State::Offline,
+                version: 10,
+                ..
+            }]
+        ));
     }
 
     #[test]
@@ -868,7 +934,7 @@ mod tests {
         let mut core = core(Limits::default(), t0);
         let a = open(&mut core, t0, 1);
         core.message(t0, a, r#"{"type":"roster","users":[2]}"#);
-        core.link_records(&[record(2, WireState::Online, 1)]);
+        core.link_records(&[record(2, WireState::Online, 1)], false);
         drain(&mut core);
         let b = core.open(t0, 100, &secret().mint(2, 1_000)).unwrap();
         assert!(matches!(

@@ -14,7 +14,9 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use presenced_client::watcher::{RECONNECT_JITTER_MS, RECONNECT_MAX_MS, RECONNECT_MIN_MS};
+use presenced_client::watcher::{
+    RECONNECT_JITTER_MS, RECONNECT_MAX_MS, RECONNECT_MIN_MS, WARMING_RECHECK_MS,
+};
 use presenced_client::{ClientError, ConnectOptions, HeartbeatClient, LinkClient, Push};
 use presenced_wire::link::{ErrorCode, Event, PresenceRecord};
 use serde::Deserialize;
@@ -47,7 +49,8 @@ enum Input {
     Binary(ConnId, usize),
     Closed(ConnId),
     LinkUp,
-    Records(Vec<PresenceRecord>),
+    Records(Vec<PresenceRecord>, bool),
+    WarmingOver,
     Events(Vec<Event>),
     Lagged(Option<Vec<u64>>),
     Stats(oneshot::Sender<Counters>),
@@ -303,7 +306,8 @@ impl Hub {
                 self.core.close(id);
             }
             Input::LinkUp => self.core.link_up(),
-            Input::Records(records) => self.core.link_records(&records),
+            Input::Records(records, warming) => self.core.link_records(&records, warming),
+            Input::WarmingOver => self.core.link_warming_over(),
             Input::Events(events) => self.core.link_events(&events),
             Input::Lagged(users) => self.core.link_lagged(users.as_deref()),
             Input::Stats(reply) => {
@@ -358,7 +362,9 @@ impl Hub {
 }
 
 /// The push link: requests out, records and pushes in; reconnected with jittered backoff
-/// whenever it ends, after which the hub subscribes everyone again.
+/// whenever it ends, after which the hub subscribes everyone again. After an answer marked
+/// warming it looks every `WARMING_RECHECK_MS` whether the daemon still is, and tells the hub
+/// when it no longer is.
 async fn run_link(
     mut link: LinkClient,
     addr: SocketAddr,
@@ -371,18 +377,40 @@ async fn run_link(
         if hub.send(Input::LinkUp).await.is_err() {
             return;
         }
+        // While the daemon is warming: when to look again whether it still is.
+        let mut warm_check: Option<tokio::time::Instant> = None;
         let wait_first = loop {
+            let check_at = warm_check.unwrap_or_else(tokio::time::Instant::now);
             tokio::select! {
+                () = tokio::time::sleep_until(check_at), if warm_check.is_some() => {
+                    if link.is_warming() {
+                        warm_check = Some(check_at + Duration::from_millis(WARMING_RECHECK_MS));
+                    } else {
+                        warm_check = None;
+                        if hub.send(Input::WarmingOver).await.is_err() {
+                            return;
+                        }
+                    }
+                }
                 request = requests.recv() => {
                     let Some(request) = request else { return };
                     let answer = match request {
-                        LinkRequest::Subscribe(users) => link.subscribe(&users).await.map(Some),
-                        LinkRequest::Query(users) => link.query(&users).await.map(Some),
+                        LinkRequest::Subscribe(users) => {
+                            link.subscribe_snapshot(&users).await.map(Some)
+                        }
+                        LinkRequest::Query(users) => link.query_snapshot(&users).await.map(Some),
                         LinkRequest::Unsubscribe(users) => link.unsubscribe(&users).await.map(|()| None),
                     };
                     match answer {
-                        Ok(Some(records)) => {
-                            if hub.send(Input::Records(records)).await.is_err() {
+                        Ok(Some(snapshot)) => {
+                            if snapshot.warming && warm_check.is_none() {
+                                warm_check = Some(
+                                    tokio::time::Instant::now()
+                                        + Duration::from_millis(WARMING_RECHECK_MS),
+                                );
+                            }
+                            let input = Input::Records(snapshot.records, snapshot.warming);
+                            if hub.send(input).await.is_err() {
                                 return;
                             }
                         }
