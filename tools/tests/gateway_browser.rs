@@ -4,12 +4,12 @@
 //! goes hidden (its window minimized: the Page Visibility API reports `hidden`) shows its
 //! user idle on the other; closing its browser shows the user offline at once (the gateway
 //! logs the device out; the daemon's timeout is made far longer than the wait allowed); a
-//! message that is not JSON gets its page an error and no one else anything; a bad
-//! and an expired token are refused with the close reason shown. A page keeps following its
-//! roster across a daemon restart (the gateway reconnects its push link and subscribes
-//! again). Needs `chromium` and
-//! `chromium-driver` (Debian's packages; CI installs them). Set
-//! `PRESENCE_GATEWAY_SCREENSHOT=path.png` to save the roster page's screenshot.
+//! message that is not JSON gets its page an error and no one else anything; a bad and an
+//! expired token are refused with the close reason shown, and `/stats` counts it all. A page
+//! keeps following its roster across a daemon restart (the gateway reconnects its push link
+//! and subscribes again). Needs `chromium` and `chromium-driver` (Debian's packages; CI
+//! installs them). Set `PRESENCE_GATEWAY_SCREENSHOT=path.png` to save the roster page's
+//! screenshot.
 
 mod common;
 
@@ -201,6 +201,38 @@ async fn scenario(base: &str, secret: &Secret, one: &Client, two: &Client) -> Re
         "disconnected (1008: token expired)",
     )
     .await?;
+
+    // The gateway's counters: no one left, so nothing subscribed; what was refused, counted.
+    // (Page 1 went to other pages: without closing its socket at `pagehide`, Chromium keeps
+    // the first page, connected, in its back/forward cache, and user 1 would stay online.)
+    let stats = "const r = new XMLHttpRequest(); r.open('GET', '/stats', false); r.send(); \
+                 return r.responseText;";
+    // The page leaving closes its socket (pagehide), which the gateway hears a moment later.
+    let start = Instant::now();
+    let counters = loop {
+        let text = one
+            .execute(stats, vec![])
+            .await
+            .map_err(|e| e.to_string())?;
+        let counters: Value = serde_json::from_str(text.as_str().unwrap_or_default())
+            .map_err(|e| format!("/stats is not JSON: {e}: {text}"))?;
+        if counters["connections"] == 0 || start.elapsed() > SHOW_WITHIN {
+            break counters;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let expected = json!({
+        "connections": 0, "connections_opened": 2, "refused_token": 2, "bad_messages": 1,
+        "subscribed_users": 0,
+    });
+    for (name, want) in expected.as_object().expect("an object") {
+        if &counters[name] != want {
+            return Err(format!(
+                "/stats {name}: {}, wanted {want}: {counters}",
+                counters[name]
+            ));
+        }
+    }
     Ok(())
 }
 
