@@ -26,7 +26,7 @@ pub struct Args {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the gateway.
-    Serve(Serve),
+    Serve(Box<Serve>),
     /// Print a token for a user (and the page's address with it, given --url).
     Token {
         /// The secret file the gateway checks tokens with.
@@ -99,12 +99,23 @@ pub struct Serve {
     /// Messages one browser may send per second.
     #[arg(long, default_value_t = Limits::default().max_messages_per_second)]
     pub max_messages_per_second: u32,
+    /// A browser silent this long (it is pinged every third of it) is closed and logged out.
+    #[arg(long, default_value = "45s", value_parser = parse_timeout)]
+    pub browser_silence_timeout: Duration,
+}
+
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    let timeout = crate::parse_duration(text)?;
+    if timeout < Duration::from_millis(30) {
+        return Err(format!("`{text}` is too short: at least 30ms"));
+    }
+    Ok(timeout)
 }
 
 /// Runs the command; the exit status.
 pub fn main(args: Args) -> u8 {
     let result = match args.command {
-        Command::Serve(serve) => run_serve(serve),
+        Command::Serve(serve) => run_serve(*serve),
         Command::Token {
             secret_file,
             user,
@@ -196,6 +207,7 @@ fn run_serve(serve: Serve) -> Result<(), String> {
             max_message_bytes: serve.max_message_bytes,
             max_messages_per_second: serve.max_messages_per_second,
         },
+        silence_timeout: serve.browser_silence_timeout,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -33,4 +33,6 @@ pub struct Settings {
     pub secret: token::Secret,
     /// The limits on browsers.
     pub limits: core::Limits,
+    /// A browser silent this long (no message, no answer to pings) is closed and logged out.
+    pub silence_timeout: std::time::Duration,
 }

@@ -127,6 +127,7 @@ pub async fn start(settings: Settings) -> Result<Running, String> {
         .with_state(AppState {
             hub: hub_tx.clone(),
             max_message_bytes,
+            silence_timeout: settings.silence_timeout,
         });
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
     Ok(Running {
@@ -147,6 +148,7 @@ fn unix_now() -> Duration {
 struct AppState {
     hub: mpsc::Sender<Input>,
     max_message_bytes: usize,
+    silence_timeout: Duration,
 }
 
 #[derive(Deserialize)]
@@ -165,7 +167,7 @@ async fn upgrade(
     let token = query.token.unwrap_or_default();
     ws.max_message_size(cap)
         .max_frame_size(cap)
-        .on_upgrade(move |socket| browser(socket, token, state.hub))
+        .on_upgrade(move |socket| browser(socket, token, state.hub, state.silence_timeout))
 }
 
 async fn stats(State(state): State<AppState>) -> Response {
@@ -191,8 +193,15 @@ async fn close(mut socket: WebSocket, code: u16, reason: &str) {
     let _ = socket.send(Message::Close(Some(frame))).await;
 }
 
-/// One browser's socket: the hub's messages out, the browser's in.
-async fn browser(mut socket: WebSocket, token: String, hub: mpsc::Sender<Input>) {
+/// One browser's socket: the hub's messages out, the browser's in. The browser is pinged
+/// every third of `silence_timeout` and closed (so logged out) once it has been silent that
+/// long: a browser whose network went away would otherwise stay online for ever.
+async fn browser(
+    mut socket: WebSocket,
+    token: String,
+    hub: mpsc::Sender<Input>,
+    silence_timeout: Duration,
+) {
     let (reply, answer) = oneshot::channel();
     if hub.send(Input::Open { token, reply }).await.is_err() {
         return close(socket, 1001, "gateway stopping").await;
@@ -202,8 +211,19 @@ async fn browser(mut socket: WebSocket, token: String, hub: mpsc::Sender<Input>)
         Ok(Err(refusal)) => return close(socket, refusal.code, &refusal.reason).await,
         Err(_) => return close(socket, 1001, "gateway stopping").await,
     };
+    let mut ping = tokio::time::interval(silence_timeout / 3);
+    ping.tick().await;
+    let mut heard = tokio::time::Instant::now();
     let ending = loop {
         tokio::select! {
+            now = ping.tick() => {
+                if now.duration_since(heard) >= silence_timeout {
+                    break Some("no answer to pings");
+                }
+                if socket.send(Message::Ping(Default::default())).await.is_err() {
+                    break None;
+                }
+            }
             out = outbox.recv() => match out {
                 Some(message) => {
                     let text = serde_json::to_string(&message).unwrap_or_default();
@@ -214,6 +234,7 @@ async fn browser(mut socket: WebSocket, token: String, hub: mpsc::Sender<Input>)
                 None => break Some("gateway stopping, or this browser fell behind"),
             },
             incoming = socket.recv() => {
+                heard = tokio::time::Instant::now();
                 let input = match incoming {
                     Some(Ok(Message::Text(text))) => Input::Text(id, text.to_string()),
                     Some(Ok(Message::Binary(bytes))) => Input::Binary(id, bytes.len()),
