@@ -1,10 +1,12 @@
 //! `presenced-tools`: the operator and capacity tools of presenced. The binaries live in
 //! `src/bin/`; the load generator's logic lives in [`loadgen`] so that it can be split into
 //! small modules and tested, and presencectl's command line in [`presencectl_cli`] so that the
-//! xtask can render its man page and completions.
+//! xtask can render its man page and completions. The reference gateway's logic lives in
+//! [`gateway`].
 
 #![warn(missing_docs)]
 
+pub mod gateway;
 pub mod loadgen;
 pub mod presencectl_cli;
 

@@ -103,8 +103,21 @@ pub struct Args {
     /// has no WELCOME: the timings come from --interval (default 20s) and --grace (default
     /// 12s). Storm runs one cycle (no reconnect); flap drops no devices. Keys of this run's
     /// users are deleted first.
+    ///
+    /// Or a presence-gateway given as `ws://HOST:PORT`: each of --users is one browser on a
+    /// WebSocket, watching a partner, flipping its page's visibility every --toggle-every;
+    /// latency is browser → gateway → daemon → gateway → browser (needs
+    /// --gateway-secret-file; the gateway's own --link names the daemon).
     #[arg(long, value_name = "URL", value_parser = parse_target)]
     pub target: Option<String>,
+
+    /// ws:// target only: the gateway's token secret file, to mint the browsers' tokens.
+    #[arg(long, value_name = "FILE")]
+    pub gateway_secret_file: Option<std::path::PathBuf>,
+
+    /// ws:// target only: how often each browser flips its visibility (hidden, visible, …).
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
+    pub toggle_every: Duration,
 
     /// Redis target only: the grace of the simulated deadline (a key's TTL is --interval +
     /// 2 × GRACE). Default: 12s, presenced's default.
@@ -379,11 +392,12 @@ fn parse_churn(text: &str) -> Result<f64, String> {
 
 fn parse_target(text: &str) -> Result<String, String> {
     let t = text.trim();
-    if t.starts_with("redis://") {
+    if t.starts_with("redis://") || t.starts_with("ws://") {
         Ok(t.to_string())
     } else {
         Err(format!(
-            "`{text}` is not a target: give redis://HOST:PORT (or leave --target out for presenced)"
+            "`{text}` is not a target: give redis://HOST:PORT, ws://HOST:PORT (a \
+             presence-gateway), or leave --target out for presenced"
         ))
     }
 }

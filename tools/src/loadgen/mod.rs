@@ -11,7 +11,11 @@
 //! 5. at the end, wait for the daemon to drain its sockets and read its counters again;
 //! 6. log every simulated user out, wait for the outstanding transitions, close the links;
 //! 7. compare what each observer saw with what the simulation caused ([`report`]).
+//!
+//! `--target redis://…` runs the same scenarios against the Redis design ([`redis_target`]);
+//! `--target ws://…` loads a `presence-gateway` with browsers instead ([`browsers`]).
 
+pub mod browsers;
 pub mod cli;
 pub mod clock;
 pub mod control;
@@ -97,6 +101,8 @@ pub fn main(args: &Args) -> u8 {
         None => None,
     };
     let outcome = match &args.target {
+        Some(url) if url.starts_with("ws://") => browsers::run(args, url)
+            .map(|summary| (summary.to_json(), summary.table(), summary.violations())),
         Some(url) => redis_target::run(args, url, hook)
             .map(|summary| (summary.to_json(), summary.table(), summary.violations())),
         None => run(args, hook)

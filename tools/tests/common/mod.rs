@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod gateway;
+
 use presenced::daemon::{self, Running};
 use presenced::settings::Sources;
 
