@@ -184,7 +184,11 @@ impl Node {
                 snapshot_slots_per_round: 64,
             }),
             warming_until_us: None,
-            sources: presenced_node::auth::sources::SourceLimits::default(),
+            // The source defence is not the model's: a source is never blocked here.
+            sources: presenced_node::auth::sources::SourceLimits {
+                failure_burst: u32::MAX,
+                ..presenced_node::auth::sources::SourceLimits::default()
+            },
         };
         let node =
             ShardNode::new(config.clone(), Verifier::new(None, u64::MAX), now).expect("config");

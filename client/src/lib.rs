@@ -14,6 +14,7 @@ pub mod watcher;
 pub use heartbeat::{entry, HeartbeatClient};
 pub use link::{LinkClient, RawLink};
 pub use presenced_wire::link::{GoAwayReason, Span, Version};
+pub use tls::client_config;
 pub use watcher::{RecordReason, WatchConfig, WatchEvent, Watcher};
 
 use presenced_wire::link::{ErrorCode, Event, Limits, PresenceRecord, Timings};

@@ -928,7 +928,11 @@ pub fn run(data: &[u8]) -> Summary {
         link_outbox: usize::MAX,
         store: None,
         warming_until_us: None,
-        sources: presenced_node::auth::sources::SourceLimits::default(),
+        // The source defence is not the model's: a source is never blocked here.
+        sources: presenced_node::auth::sources::SourceLimits {
+            failure_burst: u32::MAX,
+            ..presenced_node::auth::sources::SourceLimits::default()
+        },
     };
     let node = ShardNode::new(node_config, Verifier::new(None, u64::MAX), now)
         .expect("the harness's configs are valid");

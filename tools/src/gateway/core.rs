@@ -78,6 +78,8 @@ pub struct Counters {
     pub message_too_large: u64,
     /// Refused: over `max_messages_per_second`.
     pub rate_limited: u64,
+    /// Browsers disconnected because they fell behind: their socket's outbox was full.
+    pub fell_behind: u64,
     /// Users subscribed on the push link now (each once, however many browsers watch them).
     pub subscribed_users: u64,
     /// Transitions received from the daemon.
@@ -300,6 +302,13 @@ impl GatewayCore {
         *self.devices_here.entry(user).or_default() += 1;
         self.tell_watchers(user);
         Ok(id)
+    }
+
+    /// A browser could not take what it was sent (its outbox was full): the driver drops its
+    /// socket, and `close` follows when its task ends.
+    pub fn fell_behind(&mut self, conn: ConnId) {
+        self.counters.fell_behind += 1;
+        self.notice(format!("browser {conn} fell behind: disconnected"));
     }
 
     /// A browser's socket closed: its device logs out and its roster is released.
@@ -677,6 +686,24 @@ mod tests {
             .collect()
     }
 
+    /// What `outputs` show browser `conn`: each a presence, as (user, state, version, devices
+    /// here).
+    fn shown(outputs: &[Output], conn: ConnId) -> Vec<(u64, State, u64, u32)> {
+        sent_to(outputs, conn)
+            .into_iter()
+            .map(|m| match m {
+                GatewayMessage::Presence {
+                    user,
+                    state,
+                    version,
+                    devices_here,
+                    ..
+                } => (user, state, version, devices_here),
+                other => panic!("not a presence: {other:?}"),
+            })
+            .collect()
+    }
+
     fn heartbeats(outputs: &[Output]) -> Vec<Entry> {
         outputs
             .iter()
@@ -775,15 +802,7 @@ mod tests {
         core.message(t0, b, r#"{"type":"roster","users":[10,12]}"#);
         let out = drain(&mut core);
         assert_eq!(links(&out), [LinkRequest::Subscribe(vec![12])]);
-        assert!(matches!(
-            sent_to(&out, b)[..],
-            [GatewayMessage::Presence {
-                user: 10,
-                state: State::Online,
-                version: 3,
-                ..
-            }]
-        ));
+        assert_eq!(shown(&out, b), [(10, State::Online, 3, 0)]);
         assert_eq!(core.counters().subscribed_users, 3);
         // a drops 10 and 11: only 11 goes (b still watches 10).
         core.message(t0, a, r#"{"type":"roster","users":[]}"#);
@@ -845,15 +864,7 @@ mod tests {
         );
         // A daemon that lost its state answers with a lower version: it still wins.
         core.link_records(&[record(5, WireState::Offline, 1)], false);
-        assert!(matches!(
-            sent_to(&drain(&mut core), a)[..],
-            [GatewayMessage::Presence {
-                user: 5,
-                state: State::Offline,
-                version: 1,
-                ..
-            }]
-        ));
+        assert_eq!(shown(&drain(&mut core), a), [(5, State::Offline, 1, 0)]);
         core.link_lagged(Some(&[6, 99]));
         assert_eq!(links(&drain(&mut core)), [LinkRequest::Query(vec![6])]);
         core.link_lagged(None);
@@ -879,28 +890,13 @@ mod tests {
             true,
         );
         let out = drain(&mut core);
-        assert!(matches!(
-            sent_to(&out, a)[..],
-            [GatewayMessage::Presence {
-                user: 6,
-                state: State::Offline,
-                ..
-            }]
-        ));
+        assert_eq!(shown(&out, a), [(6, State::Offline, 0, 0)]);
         assert_eq!(core.counters().held_while_warming, 1);
         core.link_warming_over();
         assert_eq!(links(&drain(&mut core)), [LinkRequest::Query(vec![5, 6])]);
         // The answer after warming is applied, offline included.
         core.link_records(&[record(5, WireState::Offline, 10)], false);
-        assert!(matches!(
-            sent_to(&drain(&mut core), a)[..],
-            [GatewayMessage::Presence {
-                user: 5,
-                state: State::Offline,
-                version: 10,
-                ..
-            }]
-        ));
+        assert_eq!(shown(&drain(&mut core), a), [(5, State::Offline, 10, 0)]);
     }
 
     #[test]
@@ -937,23 +933,9 @@ mod tests {
         core.link_records(&[record(2, WireState::Online, 1)], false);
         drain(&mut core);
         let b = core.open(t0, 100, &secret().mint(2, 1_000)).unwrap();
-        assert!(matches!(
-            sent_to(&drain(&mut core), a)[..],
-            [GatewayMessage::Presence {
-                user: 2,
-                devices_here: 1,
-                ..
-            }]
-        ));
+        assert_eq!(shown(&drain(&mut core), a), [(2, State::Online, 1, 1)]);
         core.close(b);
-        assert!(matches!(
-            sent_to(&drain(&mut core), a)[..],
-            [GatewayMessage::Presence {
-                user: 2,
-                devices_here: 0,
-                ..
-            }]
-        ));
+        assert_eq!(shown(&drain(&mut core), a), [(2, State::Online, 1, 0)]);
     }
 
     #[test]

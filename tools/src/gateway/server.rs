@@ -365,7 +365,7 @@ impl Hub {
                     if tx.try_send(message).is_err() {
                         // Dropping its sender ends its task, which reports it closed.
                         self.browsers.remove(&id);
-                        eprintln!("presence-gateway: browser {id} fell behind: disconnected");
+                        self.core.fell_behind(id);
                     }
                 }
                 Output::Link(request) => {
