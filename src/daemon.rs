@@ -6,7 +6,7 @@ use crate::link::{self, LinkLimits};
 use crate::log::Log;
 use crate::notify::Beat;
 use crate::reload::Reload;
-use crate::settings::Settings;
+use crate::settings::{LinkSockets, Settings};
 use crate::shard_thread::{self, Peer, ShardSetup, WAKER};
 use crate::state;
 use crate::store_thread::{Figures, StoreSetup};
@@ -54,6 +54,8 @@ pub struct Running {
     pub metrics: Option<SocketAddr>,
     /// The cores the shards and the service threads were given.
     pub cores: crate::cpu::Layout,
+    /// The push link's endpoints, threads and socket buffers.
+    pub link_sockets: LinkSockets,
     metrics_handle: Option<crate::metrics::Handle>,
     stop: Arc<AtomicBool>,
     shards: Vec<JoinHandle<io::Result<()>>>,
@@ -332,8 +334,10 @@ pub fn start(settings: Settings) -> io::Result<Running> {
         }
         None => None,
     };
+    let link_sockets = settings.link.sockets(cores.service.len());
     let link_handle = link::start(
         settings.link.clone(),
+        link_sockets,
         link::Welcome {
             shards: n,
             heartbeat_port: heartbeat.first().map_or(0, SocketAddr::port),
@@ -370,6 +374,7 @@ pub fn start(settings: Settings) -> io::Result<Running> {
     drop(confined);
     Ok(Running {
         cores,
+        link_sockets,
         heartbeat,
         shard_ports,
         link: link_handle.addr,
@@ -408,13 +413,16 @@ impl Running {
         } else {
             "shards not pinned (shards.pin = false)".to_string()
         };
+        let count = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+        let threads = format!(
+            "hub, link ({}, {}), store and metrics threads",
+            count(self.link_sockets.endpoints, "endpoint"),
+            count(self.link_sockets.threads, "thread")
+        );
         let service = if self.cores.service.is_empty() {
-            "hub, link, store and metrics threads on any core".to_string()
+            format!("{threads} on any core")
         } else {
-            format!(
-                "hub, link, store and metrics threads on {}",
-                list(&self.cores.service)
-            )
+            format!("{threads} on {}", list(&self.cores.service))
         };
         format!("{shards}; {service}")
     }

@@ -293,6 +293,16 @@ settings! {
         /// QUIC idle timeout of a link (sent in WELCOME from protocol version 2; gateways
         /// ping at least every third of it).
         idle_timeout: Duration = secs(30), range secs(1)..=mins(10);
+        /// QUIC endpoints on link.listen, each its own UDP socket in one SO_REUSEPORT group
+        /// with its own receive driver (the kernel keeps each gateway's packets on one);
+        /// auto: one per service core (shards.service_cores), at least 1.
+        endpoints: Option<u32> = None, range AutoOr(1..=64);
+        /// Threads of the push link's runtime, which run the links' tasks and QUIC
+        /// connections; auto: as many as endpoints, at least 2.
+        threads: Option<u32> = None, range AutoOr(1..=256);
+        /// Receive and send buffer of each push-link socket, bytes (capped by the kernel's
+        /// net.core.rmem_max and wmem_max unless the daemon has CAP_NET_ADMIN).
+        socket_buffer_bytes: usize = 4 << 20, range (64 << 10)..=1 << 30;
     }
 
     /// `[auth]`: signed heartbeats and push-link tokens.
@@ -512,6 +522,17 @@ impl IngestSettings {
 }
 
 impl LinkSettings {
+    /// The push link's sockets and threads with `service_cores` cores kept for the service
+    /// threads (`auto` resolved).
+    pub fn sockets(&self, service_cores: usize) -> LinkSockets {
+        let endpoints = self.endpoints.map_or(service_cores.max(1), |n| n as usize);
+        LinkSockets {
+            endpoints,
+            threads: self.threads.map_or(endpoints.max(2), |n| n as usize),
+            buffer_bytes: self.socket_buffer_bytes,
+        }
+    }
+
     /// The limits a reload can replace.
     pub fn limits(&self) -> LinkLimits {
         LinkLimits {
@@ -1027,7 +1048,18 @@ macro_rules! count_value {
 
 count_value!(u8, u32, usize);
 
-/// `multi_device_users`: `auto` (`None`) or a count.
+/// The push link's endpoints, runtime threads and socket buffers ([`LinkSettings::sockets`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinkSockets {
+    /// QUIC endpoints (UDP sockets sharing `link.listen`).
+    pub endpoints: usize,
+    /// Worker threads of the link's runtime.
+    pub threads: usize,
+    /// Receive and send buffer of each socket, bytes.
+    pub buffer_bytes: usize,
+}
+
+/// `multi_device_users`, `link.endpoints`, `link.threads`: `auto` (`None`) or a count.
 impl Value for Option<u32> {
     const EXPECTED: &'static str = "auto, or a whole number (suffixes k, M, G, Ki, Mi, Gi allowed)";
     fn from_scalar(scalar: Scalar) -> Result<Self, String> {

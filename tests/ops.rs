@@ -402,7 +402,8 @@ fn pinned_shards_keep_their_cores_and_the_service_threads_keep_off_them() {
         let (service, shard) = (allowed[0].to_string(), allowed[1].to_string());
         assert!(
             cores.contains(&format!(
-                "shards pinned to {shard}; hub, link, store and metrics threads on {service}"
+                "shards pinned to {shard}; hub, link (1 endpoint, 2 threads), store and \
+                 metrics threads on {service}"
             )),
             "{cores}"
         );

@@ -17,7 +17,7 @@ pub mod server;
 pub mod tls;
 
 use crate::daemon::KeyRing;
-use crate::settings::LinkSettings;
+use crate::settings::{LinkSettings, LinkSockets};
 use crate::shard_thread::Peer;
 use crate::time::Clock;
 use bytes::Bytes;
@@ -343,6 +343,7 @@ pub struct Wiring {
 /// Starts the hub thread and the QUIC server thread with the push link's settings.
 pub fn start(
     settings: LinkSettings,
+    sockets: LinkSockets,
     welcome: Welcome,
     wiring: Wiring,
     clock: Clock,
@@ -387,6 +388,7 @@ pub fn start(
     };
     let (server, addr) = server::start(
         settings.listen,
+        sockets,
         admitted,
         welcome,
         events_tx.clone(),

@@ -9,11 +9,13 @@
 
 use super::{Frame, HistoryAsk, LinkEvent, LinkLimits, Shared, Welcome};
 use crate::log::Every;
+use crate::settings::LinkSockets;
 use crate::time::Clock;
 use bytes::{Bytes, BytesMut};
 use crossbeam_channel::{Sender, TrySendError};
 use presenced_node::hub::Command;
 use presenced_wire::link as wire;
+use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
@@ -98,10 +100,11 @@ struct Context {
 /// A peer-caused refusal is logged at most this often (the rest are counted in the line).
 const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 
-/// Binds the endpoint on `listen` and starts the server thread; returns it and the bound
+/// Binds the endpoints on `listen` and starts the server thread; returns it and the bound
 /// address.
 pub fn start(
     listen: SocketAddr,
+    sockets: LinkSockets,
     terms: tokio::sync::watch::Receiver<Arc<Terms>>,
     welcome: Welcome,
     events: Sender<LinkEvent>,
@@ -110,21 +113,31 @@ pub fn start(
     stop: Arc<AtomicBool>,
 ) -> io::Result<(JoinHandle<io::Result<()>>, SocketAddr)> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(sockets.threads)
         .thread_name("link")
         .enable_all()
         .build()?;
     let server_config = (*terms.borrow().quic).clone();
-    let endpoint = {
+    let bound = bind_sockets(listen, &sockets).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("setting `link.listen`: cannot bind {listen}: {e}"),
+        )
+    })?;
+    let addr = bound[0].local_addr()?;
+    let endpoints = {
         let _guard = runtime.enter();
-        quinn::Endpoint::server(server_config, listen).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("setting `link.listen`: cannot bind {listen}: {e}"),
-            )
-        })?
+        let mut endpoints = Vec::with_capacity(bound.len());
+        for socket in bound {
+            endpoints.push(quinn::Endpoint::new(
+                quinn::EndpointConfig::default(),
+                Some(server_config.clone()),
+                socket,
+                Arc::new(quinn::TokioRuntime),
+            )?);
+        }
+        endpoints
     };
-    let addr = endpoint.local_addr()?;
     let (drain, draining) = tokio::sync::watch::channel(false);
     let context = Arc::new(Context {
         terms,
@@ -142,13 +155,18 @@ pub fn start(
         .name("link".into())
         .spawn(move || {
             runtime.block_on(async move {
-                let accept = tokio::spawn(accept_loop(endpoint.clone(), context.clone()));
+                let accepts: Vec<_> = endpoints
+                    .iter()
+                    .map(|endpoint| tokio::spawn(accept_loop(endpoint.clone(), context.clone())))
+                    .collect();
                 while !stop.load(Ordering::Relaxed) {
                     tokio::time::sleep(STOP_POLL).await;
                 }
                 // Going away: no new link; every link is told, then closed; the closes are
                 // sent before the thread ends, so gateways know at once, not at an idle timeout.
-                accept.abort();
+                for accept in &accepts {
+                    accept.abort();
+                }
                 let _ = drain.send(true);
                 let told = async {
                     while context.links.load(Ordering::Relaxed) > 0 {
@@ -158,13 +176,44 @@ pub fn start(
                 let _ = tokio::time::timeout(DRAIN_TIMEOUT, told).await;
                 let code = wire::ErrorCode::ShuttingDown;
                 let message = wire::error_message(code.name(), "the daemon is stopping");
-                endpoint.close((code as u32).into(), message.as_bytes());
-                let _ = tokio::time::timeout(DRAIN_TIMEOUT, endpoint.wait_idle()).await;
+                for endpoint in &endpoints {
+                    endpoint.close((code as u32).into(), message.as_bytes());
+                }
+                let idle = async {
+                    for endpoint in &endpoints {
+                        endpoint.wait_idle().await;
+                    }
+                };
+                let _ = tokio::time::timeout(DRAIN_TIMEOUT, idle).await;
             });
             runtime.shutdown_timeout(Duration::from_secs(1));
             Ok(())
         })?;
     Ok((thread, addr))
+}
+
+/// The endpoints' sockets: `sockets.endpoints` UDP sockets on `listen` (the first one's port
+/// when `listen` asks for any), in one SO_REUSEPORT group when there are several, so the
+/// kernel spreads gateways over them by address and keeps each gateway's packets on one.
+fn bind_sockets(listen: SocketAddr, sockets: &LinkSockets) -> io::Result<Vec<std::net::UdpSocket>> {
+    let mut bound: Vec<std::net::UdpSocket> = Vec::with_capacity(sockets.endpoints);
+    let mut addr = listen;
+    for _ in 0..sockets.endpoints.max(1) {
+        let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+        if addr.is_ipv6() {
+            socket.set_only_v6(true)?;
+        }
+        socket.set_reuse_port(sockets.endpoints > 1)?;
+        // Capped by the kernel's rmem_max / wmem_max: a smaller buffer only drops more in a
+        // burst, so the cap is not an error.
+        socket.set_recv_buffer_size(sockets.buffer_bytes)?;
+        socket.set_send_buffer_size(sockets.buffer_bytes)?;
+        socket.bind(&addr.into())?;
+        let socket: std::net::UdpSocket = socket.into();
+        addr = socket.local_addr()?;
+        bound.push(socket);
+    }
+    Ok(bound)
 }
 
 async fn accept_loop(endpoint: quinn::Endpoint, context: Arc<Context>) {
