@@ -1364,6 +1364,32 @@ mod tests {
     }
 
     #[test]
+    fn link_endpoints_and_threads_follow_the_service_cores_unless_set() {
+        let s = build(&[]).unwrap();
+        let auto = |cores| s.link.sockets(cores);
+        assert_eq!((auto(0).endpoints, auto(0).threads), (1, 2));
+        assert_eq!((auto(1).endpoints, auto(1).threads), (1, 2));
+        assert_eq!((auto(4).endpoints, auto(4).threads), (4, 4));
+        assert_eq!(auto(4).buffer_bytes, 4 << 20);
+        let s = build(&["link.endpoints=3", "link.threads=auto"]).unwrap();
+        assert_eq!(
+            (s.link.sockets(8).endpoints, s.link.sockets(8).threads),
+            (3, 3)
+        );
+        let s = build(&["link.endpoints=auto", "link.threads=1"]).unwrap();
+        assert_eq!(
+            (s.link.sockets(2).endpoints, s.link.sockets(2).threads),
+            (2, 1)
+        );
+        assert_eq!(key_of(&["link.endpoints=0"]), "link.endpoints");
+        assert_eq!(key_of(&["link.threads=many"]), "link.threads");
+        assert_eq!(
+            key_of(&["link.socket_buffer_bytes=1k"]),
+            "link.socket_buffer_bytes"
+        );
+    }
+
+    #[test]
     fn defaults_build() {
         let s = Sources::default().build(4).unwrap();
         assert_eq!(s.shards.count, 3, "one core kept for the service threads");

@@ -1,7 +1,8 @@
 //! The push link under pressure, on the real binary over QUIC on loopback: gateways that stop
 //! reading cost a bounded amount of memory and are closed after `link.stall_timeout`, while
 //! the gateways that keep reading lose nothing; connections opened and closed by the
-//! thousand leave the daemon's memory where it was.
+//! thousand leave the daemon's memory where it was; links spread over several QUIC endpoints
+//! sharing the port each get every event.
 
 mod common;
 
@@ -227,4 +228,86 @@ async fn ten_thousand_connections_opened_and_closed_leave_memory_where_it_was() 
         "RSS grew {} KiB over {CHURNED} connections",
         (after - warm) / 1024
     );
+}
+
+/// The UDP sockets of process `pid` bound to `port` on loopback (from its descriptors and
+/// /proc/net/udp).
+fn udp_sockets_on(pid: u32, port: u16) -> usize {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("the daemon's descriptors")
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter_map(|target| {
+            let target = target.to_string_lossy().into_owned();
+            Some(
+                target
+                    .strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .to_string(),
+            )
+        })
+        .collect();
+    let table = std::fs::read_to_string(format!("/proc/{pid}/net/udp")).expect("/proc/net/udp");
+    let local = format!("0100007F:{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f.len() > 9 && f[1] == local && inodes.iter().any(|i| i == f[9]))
+        .count()
+}
+
+/// Links connected to a daemon with three endpoints on the link port.
+const SPREAD_LINKS: u64 = 24;
+/// Users each of them watches.
+const SPREAD_USERS: u64 = 500;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_spread_over_several_endpoints_each_get_every_event() {
+    let d = Daemon::start(&[
+        "--shards",
+        "1",
+        "--set",
+        "link.endpoints=3",
+        "--set",
+        "link.threads=3",
+    ]);
+    assert_eq!(
+        udp_sockets_on(d.pid(), d.link.port()),
+        3,
+        "three endpoints on the port"
+    );
+    let users: Vec<u64> = (1..=SPREAD_USERS).collect();
+    let mut links = Vec::new();
+    for i in 0..SPREAD_LINKS {
+        // Each link its own client socket, so the kernel spreads them by source port.
+        let link = LinkClient::connect(d.link, options(&format!("spread-{i}")))
+            .await
+            .expect("connect");
+        link.subscribe(&users).await.expect("subscribe");
+        links.push(link);
+    }
+    let mut gw = HeartbeatClient::new(1, 1, d.heartbeat).expect("udp");
+    for state in [State::Online, State::Offline] {
+        for &user in &users {
+            gw.push(entry(user, 1, state, true)).unwrap();
+        }
+        gw.flush().unwrap();
+    }
+    for (i, link) in links.iter().enumerate() {
+        let mut seen = Vec::new();
+        while seen.len() < 2 * users.len() {
+            match tokio::time::timeout(Duration::from_secs(20), link.next_push()).await {
+                Ok(Some(Push::Events(events))) => {
+                    seen.extend(events.iter().map(|e| (e.user, e.state)));
+                }
+                other => panic!("link {i}: {other:?} after {} events", seen.len()),
+            }
+        }
+        let online: Vec<_> = users.iter().map(|&u| (u, WireState::Online)).collect();
+        let offline: Vec<_> = users.iter().map(|&u| (u, WireState::Offline)).collect();
+        assert_eq!(seen, [online, offline].concat(), "link {i}");
+    }
+    let stats = links[0].stats().await.expect("stats");
+    assert_eq!(stats.link.links, SPREAD_LINKS);
+    assert_eq!(stats.link.events_dropped, 0);
 }

@@ -168,6 +168,11 @@ impl Daemon {
         (field("VmRSS:"), field("VmHWM:"))
     }
 
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends the daemon a signal (e.g. `libc::SIGHUP`).
     pub fn signal(&self, signal: i32) {
         // SAFETY: kill(2) on our own child's pid has no memory effects.

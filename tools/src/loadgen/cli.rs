@@ -223,6 +223,12 @@ pub struct Args {
     #[arg(long, value_name = "N", value_parser = parse_threads)]
     pub threads: Option<u32>,
 
+    /// Threads of the push links' runtime, which receives and checks what the observers are
+    /// pushed. Default: one per observer (and the control link), at most one per core, at
+    /// least 2: with fewer, the observers limit a fan-out measurement before the daemon does.
+    #[arg(long, value_name = "N", value_parser = parse_threads)]
+    pub observer_threads: Option<u32>,
+
     /// After the run, how long to wait at most for outstanding transitions. Default: the
     /// daemon's timeout plus 2 s (the wait ends as soon as every transition has arrived).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]

@@ -166,8 +166,13 @@ async fn connect(args: &Args) -> Result<LinkClient, RunError> {
 /// restarted by it mid-run (steady only; see `--restart-cmd`): the observers are then
 /// [`WatchObserver`]s, which reconnect by themselves.
 pub fn run(args: &Args, mut restart: Option<RestartHook<'_>>) -> Result<Summary, RunError> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    let observer_threads = args.observer_threads.unwrap_or_else(|| {
+        let links = plan::observers_asked(args) + 1;
+        links.min(cores).max(2)
+    });
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(observer_threads as usize)
         .thread_name("loadgen-link")
         .enable_all()
         .build()
@@ -179,7 +184,6 @@ pub fn run(args: &Args, mut restart: Option<RestartHook<'_>>) -> Result<Summary,
     let mut rng = rng::Rng::new(args.seed);
     let devices = population::draw_devices(args.users, args.devices, &mut rng);
     let total_devices = devices.iter().map(|&d| u64::from(d)).sum();
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
     let plan =
         Arc::new(Plan::resolve(args, &welcome, total_devices, cores).map_err(RunError::usage)?);
     if !plan.ids_fit() {

@@ -261,9 +261,7 @@ impl Plan {
         if duration_us == 0 {
             return Err("--duration must be more than 0".into());
         }
-        let observers = args
-            .observers
-            .unwrap_or(if scenario == Scenario::Fanout { 8 } else { 1 });
+        let observers = observers_asked(args);
         let watch = args.watch.unwrap_or(args.users);
         if watch > args.users {
             return Err(format!(
@@ -390,4 +388,14 @@ impl Plan {
     pub fn ids_fit(&self) -> bool {
         self.user_base.checked_add(u64::from(self.users)).is_some()
     }
+}
+
+/// The observers `args` ask for: `--observers`, by default 8 for fanout and 1 otherwise.
+pub fn observers_asked(args: &Args) -> u32 {
+    args.observers
+        .unwrap_or(if args.scenario == Scenario::Fanout {
+            8
+        } else {
+            1
+        })
 }

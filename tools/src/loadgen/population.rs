@@ -155,12 +155,24 @@ impl Population {
             .map_or(0, |e| e.load(Ordering::Acquire))
     }
 
-    /// Notes that an observer has seen a transition of user `index`.
+    /// Notes that an observer has seen a transition of user `index`; true if the user is
+    /// one of the population's, to be added to the total with [`saw_total`](Self::saw_total).
     #[inline]
-    pub fn saw(&self, index: u32) {
-        if let Some(s) = self.seen.get(index as usize) {
-            s.fetch_add(1, Ordering::Relaxed);
-            self.seen_total.fetch_add(1, Ordering::Relaxed);
+    pub fn saw(&self, index: u32) -> bool {
+        match self.seen.get(index as usize) {
+            Some(s) => {
+                s.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Adds `n` transitions [`saw`](Self::saw) noted to the total seen.
+    #[inline]
+    pub fn saw_total(&self, n: u64) {
+        if n != 0 {
+            self.seen_total.fetch_add(n, Ordering::Relaxed);
         }
     }
 
@@ -239,11 +251,14 @@ mod tests {
         assert_eq!(p.watched_index(9), None);
         p.expect(1);
         assert!(!p.settled(1));
-        p.saw(1);
+        assert!(p.saw(1));
         assert!(!p.settled(1));
-        p.saw(1);
+        assert!(p.saw(1));
         assert!(p.settled(1));
         assert!(p.settled(3));
+        assert_eq!(p.in_flight(), 2);
+        p.saw_total(2);
         assert_eq!(p.in_flight(), 0);
+        assert!(!p.saw(10), "not one of the population's users");
     }
 }
