@@ -522,11 +522,12 @@ impl IngestSettings {
 }
 
 impl LinkSettings {
-    /// The push link's sockets and threads with `service_cores` cores kept for the service
+    /// The push link's address, sockets and threads with `service_cores` cores kept for the service
     /// threads (`auto` resolved).
     pub fn sockets(&self, service_cores: usize) -> LinkSockets {
         let endpoints = self.endpoints.map_or(service_cores.max(1), |n| n as usize);
         LinkSockets {
+            listen: self.listen,
             endpoints,
             threads: self.threads.map_or(endpoints.max(2), |n| n as usize),
             buffer_bytes: self.socket_buffer_bytes,
@@ -1051,7 +1052,9 @@ count_value!(u8, u32, usize);
 /// The push link's endpoints, runtime threads and socket buffers ([`LinkSettings::sockets`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LinkSockets {
-    /// QUIC endpoints (UDP sockets sharing `link.listen`).
+    /// The address they share (`link.listen`).
+    pub listen: SocketAddr,
+    /// QUIC endpoints (UDP sockets sharing `listen`).
     pub endpoints: usize,
     /// Worker threads of the link's runtime.
     pub threads: usize,

@@ -387,7 +387,6 @@ pub fn start(
         shared: shared.clone(),
     };
     let (server, addr) = server::start(
-        settings.listen,
         sockets,
         admitted,
         welcome,

@@ -100,10 +100,9 @@ struct Context {
 /// A peer-caused refusal is logged at most this often (the rest are counted in the line).
 const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 
-/// Binds the endpoints on `listen` and starts the server thread; returns it and the bound
+/// Binds the endpoints on `sockets.listen` and starts the server thread; returns it and the bound
 /// address.
 pub fn start(
-    listen: SocketAddr,
     sockets: LinkSockets,
     terms: tokio::sync::watch::Receiver<Arc<Terms>>,
     welcome: Welcome,
@@ -118,7 +117,8 @@ pub fn start(
         .enable_all()
         .build()?;
     let server_config = (*terms.borrow().quic).clone();
-    let bound = bind_sockets(listen, &sockets).map_err(|e| {
+    let listen = sockets.listen;
+    let bound = bind_sockets(&sockets).map_err(|e| {
         io::Error::new(
             e.kind(),
             format!("setting `link.listen`: cannot bind {listen}: {e}"),
@@ -192,12 +192,12 @@ pub fn start(
     Ok((thread, addr))
 }
 
-/// The endpoints' sockets: `sockets.endpoints` UDP sockets on `listen` (the first one's port
-/// when `listen` asks for any), in one SO_REUSEPORT group when there are several, so the
+/// The endpoints' sockets: `sockets.endpoints` UDP sockets on `sockets.listen` (the first
+/// one's port when it asks for any), in one SO_REUSEPORT group when there are several, so the
 /// kernel spreads gateways over them by address and keeps each gateway's packets on one.
-fn bind_sockets(listen: SocketAddr, sockets: &LinkSockets) -> io::Result<Vec<std::net::UdpSocket>> {
+fn bind_sockets(sockets: &LinkSockets) -> io::Result<Vec<std::net::UdpSocket>> {
     let mut bound: Vec<std::net::UdpSocket> = Vec::with_capacity(sockets.endpoints);
-    let mut addr = listen;
+    let mut addr = sockets.listen;
     for _ in 0..sockets.endpoints.max(1) {
         let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
         if addr.is_ipv6() {
