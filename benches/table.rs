@@ -2,13 +2,13 @@
 //! at 1M and 10M entries in tables sized to hold exactly that many (`capacity = n`).
 //!
 //! - `insert_empty`: insert n keys into an empty table (mean cost over fills 0 → 100%), which
-//!   starts small and doubles on the way, as a shard's does while its users arrive.
+//!   starts small and grows by quarters on the way, as a shard's does while its users arrive.
 //! - `insert_reserved`: the same into a table grown to full size first ([`Table::reserve`], as
-//!   a restore does): the ratio of the two is what the doublings cost over a fill.
+//!   a restore does): the ratio of the two is what the growths cost over a fill.
 //! - the largest move (printed, not a criterion bench: a move happens once per table): a table
-//!   filled to the brink of its doubling into full size, then the insert that starts the move
+//!   filled to the brink of its growth into full size, then the insert that starts the move
 //!   and every `move_step(MOVE_SLOTS_PER_ROUND)` a shard's rounds make until it ends, each
-//!   timed: the longest a doubling holds up a shard at once.
+//!   timed: the longest a growth holds up a shard at once.
 //! - `get_hit` / `get_miss`: lookups in the full table (present keys / absent keys).
 //! - `insert_churn` / `remove_churn`: the table slides a window of n − n/10 .. n live keys:
 //!   inserts of fresh keys and removals of the oldest ones, so the fill stays at 90–100%.
@@ -25,7 +25,7 @@ use criterion::{
 };
 use presenced::memory::{advise, Pages};
 use presenced_core::shard::MOVE_SLOTS_PER_ROUND;
-use presenced_core::table::Table;
+use presenced_core::table::{grown, Table};
 
 /// Stand-in for the 32-byte `#[repr(C)]` user record.
 type Record = [u64; 4];
@@ -82,11 +82,11 @@ fn report(label: &str, what: &str, t: &Table<Record>) {
     );
 }
 
-/// Times the doubling into full size of a table of `capacity`, one step at a time (module docs).
+/// Times the growth into full size of a table of `capacity`, one step at a time (module docs).
 fn largest_move(label: &str, capacity: u32) {
     let mut t = table(capacity);
     let mut i = 0;
-    while t.slots() * 2 < t.full_slots() || t.grows_at() != Some(t.len()) {
+    while grown(t.slots()) < t.full_slots() || t.grows_at() != Some(t.len()) {
         t.insert(key(i), record(i)).expect("below capacity");
         i += 1;
     }

@@ -212,7 +212,7 @@ pub fn start(settings: Settings) -> io::Result<Running> {
             warming_until_us,
             sources: settings.ingest.source_limits(),
         };
-        let node = ShardNode::new(config, verifier.clone(), clock.now()).map_err(|e| {
+        let mut node = ShardNode::new(config, verifier.clone(), clock.now()).map_err(|e| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("setting `presence.{}`: {}", e.key, e.problem),
@@ -221,6 +221,7 @@ pub fn start(settings: Settings) -> io::Result<Running> {
         for region in node.regions() {
             crate::memory::advise(region, crate::memory::Pages::Small);
         }
+        node.set_table_advice(crate::memory::huge);
         nodes.push(node);
     }
     let mut figures = match &state_dir {

@@ -1,13 +1,15 @@
 //! The daemon's page policy for the core's large arrays. Each shard's wheel and overflow blocks
 //! are reserved up front, zeroed by the allocator and handed out from their low end, so they
-//! cost memory only once used; its table starts small and doubles as users arrive, so it is
-//! always at least 7/16 full (after its first doubling) and written all over.
+//! cost memory only once used; its table starts small and grows by quarters as users arrive,
+//! so it is always at least 7/10 full (after its first growth) and written all over.
 //!
 //! Transparent huge pages would break the first: on a sparse array, every 2 MiB page a few
 //! records touch becomes resident. So every array starts with small pages
 //! (`MADV_NOHUGEPAGE`). The table is dense whatever its size, so huge pages cost it no memory
-//! and spare most of its random reads a TLB miss: each time it grows into a new array, that
-//! array is advised huge pages ([`TablePages`]).
+//! and spare most of its random reads a TLB miss: the table shows each array it grows into to
+//! [`huge`] before writing it (`Table::set_advice`), and its reserved full-size array at once.
+//! (Advice given after the table had moved its entries in found the pages already faulted in
+//! small: the 1M-user table had no huge page at all.)
 
 use presenced_core::slab::Region;
 
@@ -43,37 +45,14 @@ pub fn advise(region: Region, pages: Pages) {
     }
 }
 
-/// Follows one shard's table from array to array as it grows (a restore may have moved it
-/// before the shard thread starts), so that each array is advised huge pages once.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct TablePages {
-    advised: Option<Region>,
-}
-
-impl TablePages {
-    /// Whether the table's array, which lies at `region` now, is one not advised yet (true
-    /// once per array).
-    pub fn moved(&mut self, region: Region) -> bool {
-        self.advised.replace(region) != Some(region)
-    }
+/// [`advise`] huge pages: the table's page advice (`ShardNode::set_table_advice`).
+pub fn huge(region: Region) {
+    advise(region, Pages::Huge);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_table_is_advised_once_each_time_it_moves() {
-        let at = |start| Region {
-            start,
-            len_bytes: 4096,
-        };
-        let mut pages = TablePages::default();
-        assert!(pages.moved(at(1 << 20)));
-        assert!(!pages.moved(at(1 << 20)));
-        assert!(pages.moved(at(8 << 20)));
-        assert!(!pages.moved(at(8 << 20)), "once");
-    }
 
     /// Residency is what the policy is for: a table with few users keeps small pages.
     #[test]

@@ -5,7 +5,6 @@
 //! node's next deadline comes. Pinned to its core; never blocks on anything downstream.
 
 use crate::ingest::RecvBatch;
-use crate::memory;
 use crate::notify::Beat;
 use crate::time::Clock;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
@@ -120,7 +119,6 @@ pub fn run(setup: ShardSetup) -> io::Result<()> {
     let mut readable = vec![true; sockets.len()];
     // Per socket: the kernel's drop count last seen (SO_RXQ_OVFL).
     let mut kernel_drops = vec![0u32; sockets.len()];
-    let mut table_pages = memory::TablePages::default();
     while !stop.load(Ordering::Relaxed) {
         beat.bump();
         let busy = readable.iter().any(|&r| r) || !inbox.is_empty();
@@ -167,10 +165,6 @@ pub fn run(setup: ShardSetup) -> io::Result<()> {
             node.handle_inbox(clock.now(), message);
         }
         node.handle_timeout(clock.now());
-        let table = node.regions()[0];
-        if table_pages.moved(table) {
-            memory::advise(table, memory::Pages::Huge);
-        }
         out.send(&mut node);
         out.wake_peers();
         while let Some(event) = node.poll_event() {

@@ -3,7 +3,7 @@
 //! Capacities are small (1..300) so that tables run full and `Full` is exercised; keys come
 //! mostly from a small range (repeats, replacements, removals of present keys, dense
 //! clusters) and sometimes from the whole nonzero `u64` range. Tables start with 1 to 32
-//! slots, so they double on the way to full size. The structural invariants (every entry
+//! slots, so they grow (by quarters) on the way to full size. The structural invariants (every entry
 //! reachable, Robin Hood order, entry count, load under 7/8 before full size) are checked
 //! after every op.
 

@@ -1,14 +1,18 @@
 //! The open-addressed presence table: `u64` key → `V: Copy`, up to a fixed capacity.
 //!
 //! A table of capacity `c` ends at `ceil(c × 8 / 7)` slots, so the load factor never exceeds
-//! 7/8. It starts far smaller ([`INITIAL_SLOTS`]) and doubles when an insert would take it past
-//! 7/8 of the slots it has: its memory follows the entries present (a table written at random
-//! is all resident once each page holds a few entries, so a sparse full-size table would cost
-//! its whole size for a few thousand users). The full-size array is reserved at construction,
-//! untouched until the table grows into it, so a capacity the machine cannot hold is refused at
-//! once and the last doubling cannot fail; it never shrinks.
+//! 7/8. It starts far smaller ([`INITIAL_SLOTS`]) and grows by a quarter ([`grown`]) when an
+//! insert would take it past 7/8 of the slots it has: its memory follows the entries present
+//! (a table written at random is all resident once each page holds a few entries, so a sparse
+//! full-size table would cost its whole size for a few thousand users). Growing by a quarter
+//! rather than doubling keeps the load between 7/10 and 7/8 (40-byte slots: 45.7 to 57.1 bytes
+//! an entry; doubling let it fall to 7/16, 91.4 bytes) for about four times the moves over a fill.
+//! The full-size array is reserved at construction, untouched until the table grows into it,
+//! so a capacity the machine cannot hold is refused at once and the last growth cannot fail;
+//! it never shrinks. Every array is shown to the owner's page advice ([`Table::set_advice`])
+//! before its first entry is written, so the daemon's huge pages apply from the first fault.
 //!
-//! A doubling never stalls its caller for a pass over every entry: the entries move from the
+//! A growth never stalls its caller for a pass over every entry: the entries move from the
 //! old array to the new one a few clusters at a time ([`MOVE_SLOTS_PER_INSERT`] old slots per
 //! insert of a new key, and [`Table::move_step`] from the owner's rounds), long before the new
 //! array can need to grow. Meanwhile a key lives in exactly one of the two (see [`Old`]), a
@@ -31,7 +35,7 @@
 //! The seed spreads sequential user ids; it is not a keyed PRF, so it does not make the table
 //! proof against an adversary who can choose keys *and* learn the seed.
 
-use crate::slab::OutOfMemory;
+use crate::slab::{OutOfMemory, Region};
 use bytemuck::Zeroable;
 use presenced_wire::hash::{mix64 as mix, mod_inverse, unmix64 as unmix};
 use std::fmt;
@@ -111,14 +115,21 @@ fn prefetch<V>(slot: &Slot<V>) {
 pub const INITIAL_SLOTS: usize = 4096;
 
 /// Old slots moved into the new array per insert of a new key while the table grows: the move
-/// ends after at most `old slots / 16` such inserts, when the new array (twice the old one's
-/// slots) is at most 7/16 + 1/32 full, so it never has to grow before the move is done.
+/// ends after at most `old slots / 16` such inserts, when the new array (at least 5/4 of the
+/// old one's slots, see [`grown`]) is at most 7/10 + 1/20 full, so it never has to grow before
+/// the move is done.
 pub const MOVE_SLOTS_PER_INSERT: usize = 16;
+
+/// A growing table's next size: a quarter more slots (at least one more), before the cap at
+/// full size.
+pub fn grown(slots: usize) -> usize {
+    slots.saturating_add((slots / 4).max(1))
+}
 
 /// An open-addressed hash map from nonzero `u64` keys to `V`, up to a fixed capacity, that
 /// grows into its memory (see module docs).
 pub struct Table<V> {
-    /// The slots in use: a power-of-two multiple of the initial count, or the full size.
+    /// The slots in use: the initial count grown by quarters ([`grown`]), or the full size.
     slots: Box<[Slot<V>]>,
     /// The array the table is growing out of, while its entries move into `slots`.
     old: Option<Old<V>>,
@@ -137,6 +148,8 @@ pub struct Table<V> {
     max_probe_seen: usize,
     /// A pass over every entry in progress, if any (see [`Table::sweep_begin`]).
     sweep: Option<Sweep>,
+    /// The owner's page advice for each array before its first entry is written, if any.
+    advice: Option<fn(Region)>,
 }
 
 /// The array a growing table moves out of. Its slots are emptied in cyclic order from `start`
@@ -226,6 +239,7 @@ impl<V: Copy + Zeroable> Table<V> {
             salt: mix(seed),
             max_probe_seen: 0,
             sweep: None,
+            advice: None,
         })
     }
 }
@@ -354,8 +368,8 @@ impl<V: Copy + Zeroable> Table<V> {
         self.capacity
     }
 
-    /// Slots in use now: [`INITIAL_SLOTS`] doubled as the table grew, at most
-    /// [`Table::full_slots`] (while a doubling's move goes on, the new array's).
+    /// Slots in use now: [`INITIAL_SLOTS`] grown by quarters as the table grew, at most
+    /// [`Table::full_slots`] (while a growth's move goes on, the new array's).
     #[inline]
     pub fn slots(&self) -> usize {
         self.slots.len()
@@ -367,7 +381,7 @@ impl<V: Copy + Zeroable> Table<V> {
     }
 
     /// Bytes of the slots in use (`slots() × (8 + size_of::<V>())`, padding included), and of
-    /// the old array while a doubling's move goes on; the reserved full-size array costs none
+    /// the old array while a growth's move goes on; the reserved full-size array costs none
     /// until the table grows into it.
     pub fn memory_bytes(&self) -> usize {
         let old = self
@@ -377,19 +391,19 @@ impl<V: Copy + Zeroable> Table<V> {
         std::mem::size_of_val::<[Slot<V>]>(&self.slots) + old
     }
 
-    /// The entry count at which the next insert of a new key doubles the table; `None` at full
+    /// The entry count at which the next insert of a new key grows the table; `None` at full
     /// size.
     pub fn grows_at(&self) -> Option<usize> {
         (self.grow_at != usize::MAX).then_some(self.grow_at)
     }
 
-    /// Whether a doubling's move is going on.
+    /// Whether a growth's move is going on.
     pub fn moving(&self) -> bool {
         self.old.is_some()
     }
 
     /// Grows the table now, if need be, so that `additional` more entries fit without a
-    /// doubling on the way, and moves every entry at once (one pass for a known number of
+    /// growth on the way, and moves every entry at once (one pass for a known number of
     /// inserts, as a restore makes).
     pub fn reserve(&mut self, additional: usize) {
         let entries = self.len.saturating_add(additional);
@@ -400,7 +414,7 @@ impl<V: Copy + Zeroable> Table<V> {
     }
 
     /// Moves the entries of at least `max_slots` more old slots (whole clusters) into the new
-    /// array, if a doubling's move is going on; `true` once none is. The table's owner calls
+    /// array, if a growth's move is going on; `true` once none is. The table's owner calls
     /// it from its rounds, so that a move ends even when no new key arrives.
     pub fn move_step(&mut self, max_slots: usize) -> bool {
         let Table {
@@ -448,8 +462,20 @@ impl<V: Copy + Zeroable> Table<V> {
     }
 
     /// Where the slots in use lie (for the daemon's page policy); moves when the table grows.
-    pub fn region(&self) -> crate::slab::Region {
-        crate::slab::Region::of(&self.slots)
+    pub fn region(&self) -> Region {
+        Region::of(&self.slots)
+    }
+
+    /// Has `advice` called on the slots in use and the reserved full-size array now, and on
+    /// every array the table grows into before any entry is written there (the daemon's page
+    /// policy: advice given after the move had written the array would find its pages already
+    /// faulted in small).
+    pub fn set_advice(&mut self, advice: fn(Region)) {
+        self.advice = Some(advice);
+        advice(Region::of(&self.slots));
+        if let Some(reserve) = &self.reserve {
+            advice(Region::of(reserve));
+        }
     }
 
     /// The present entries (unspecified order, changes with every insert/remove).
@@ -462,7 +488,7 @@ impl<V: Copy + Zeroable> Table<V> {
 
     /// Starts a pass over every entry present now that inserts and removals may interleave
     /// with (a snapshot taken without stopping the shard). Restarts a pass already going on.
-    /// A pass's steps first finish a doubling's move; a doubling during the pass starts it
+    /// A pass's steps first finish a growth's move; a growth during the pass starts it
     /// again from the first slot of the new array, so entries visited before it are visited
     /// again (later, so a later copy is newer).
     pub fn sweep_begin(&mut self) {
@@ -480,7 +506,7 @@ impl<V: Copy + Zeroable> Table<V> {
     /// Visits up to `max_slots` more slots of the pass, calling `visit` for each entry there;
     /// after the last slot, visits the entries shifts carried behind the cursor meanwhile
     /// (looked up again: one removed since is skipped) and ends the pass, returning `true`.
-    /// While a doubling's move goes on, moves `max_slots` old slots instead and visits none.
+    /// While a growth's move goes on, moves `max_slots` old slots instead and visits none.
     /// Every entry present from `sweep_begin` to the end of the pass is visited at least
     /// once, as it was at its visit; entries inserted meanwhile may or may not be. Returns
     /// `true` at once when no pass is going on.
@@ -521,7 +547,7 @@ impl<V: Copy + Zeroable> Table<V> {
     }
 
     /// Displacement statistics of the present entries, by a scan of every slot (of both
-    /// arrays while a doubling's move goes on).
+    /// arrays while a growth's move goes on).
     pub fn probe_stats(&self) -> ProbeStats {
         let mut histogram: Vec<usize> = Vec::new();
         let mut total: u64 = 0;
@@ -696,7 +722,7 @@ impl<V: Copy + Zeroable> Table<V> {
     }
 
     /// Where an absent `tag` goes once the table has room for one more entry: `(index, dist)`
-    /// as probed, or as probed again after a step of a move or a doubling.
+    /// as probed, or as probed again after a step of a move or a growth.
     #[inline]
     fn room_for(&mut self, tag: u64, index: usize, dist: usize) -> (usize, usize) {
         if self.old.is_none() && self.len < self.grow_at {
@@ -709,16 +735,17 @@ impl<V: Copy + Zeroable> Table<V> {
         vacancy(&self.slots, tag)
     }
 
-    /// Doubles the slots in use (into the reserved full-size array at the end, or when a fresh
-    /// array is refused) until `entries` fit under 7/8 of them, and starts moving the entries
-    /// into the new array (a move going on is finished first). A pass going on starts again.
+    /// Grows the slots in use by quarters ([`grown`]; into the reserved full-size array at the
+    /// end, or when a fresh array is refused) until `entries` fit under 7/8 of them, and starts
+    /// moving the entries into the new array (a move going on is finished first). A pass going
+    /// on starts again.
     #[cold]
     #[inline(never)]
     fn grow_to_hold(&mut self, entries: usize) {
         self.move_step(usize::MAX);
         let mut target = self.slots.len();
         while target < self.full_slots && grow_at(target, self.full_slots) < entries {
-            target = target.saturating_mul(2).min(self.full_slots);
+            target = grown(target).min(self.full_slots);
         }
         if target == self.slots.len() {
             return;
@@ -733,6 +760,9 @@ impl<V: Copy + Zeroable> Table<V> {
             // Neither a fresh array nor the reserve: the table already is at full size.
             None => return,
         };
+        if let Some(advice) = self.advice {
+            advice(Region::of(&fresh));
+        }
         let old = std::mem::replace(&mut self.slots, fresh);
         self.grow_at = grow_at(self.slots.len(), self.full_slots);
         if let Some(sweep) = &mut self.sweep {
@@ -1159,18 +1189,53 @@ mod tests {
                 sizes.push(t.slots());
             }
         }
-        // 3,584 entries fill 4,096 slots to 7/8; 10,000 fit in 16,384.
-        assert_eq!(sizes, [4096, 8192, 16_384]);
-        assert_eq!(t.grows_at(), Some(14_336));
-        assert_eq!(t.memory_bytes(), 16_384 * 16);
+        // 3,584 entries fill 4,096 slots to 7/8; each growth adds a quarter; 10,000 fit in
+        // 12,500 (7/8 of 10,000 is 8,750).
+        assert_eq!(sizes, [4096, 5120, 6400, 8000, 10_000, 12_500]);
+        assert_eq!(t.grows_at(), Some(10_937));
+        assert_eq!(t.memory_bytes(), 12_500 * 16);
         t.check_invariants();
         assert!((1..=10_000u64).all(|k| t.get(k) == Some(&(k * 3))));
         // Removals never shrink it.
         for k in 1..=10_000u64 {
             t.remove(k).unwrap();
         }
-        assert_eq!(t.slots(), 16_384);
+        assert_eq!(t.slots(), 12_500);
         t.check_invariants();
+    }
+
+    thread_local! {
+        static ADVISED: std::cell::RefCell<Vec<Region>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+
+    fn record_advice(region: Region) {
+        ADVISED.with(|a| a.borrow_mut().push(region));
+    }
+
+    fn advised() -> Vec<Region> {
+        ADVISED.with(|a| a.borrow().clone())
+    }
+
+    #[test]
+    fn every_array_is_advised_before_its_first_entry() {
+        let mut t: Table<u64> = Table::try_starting_with(4000, SEED, 1024).unwrap();
+        t.set_advice(record_advice);
+        let full = t.reserve.as_ref().map(|r| Region::of(r)).unwrap();
+        assert_eq!(advised(), [t.region(), full], "now: in use and reserved");
+        for k in 1..=4000u64 {
+            let before = t.region();
+            t.insert(k, k).unwrap();
+            if t.region() != before {
+                // Advised in the growth, while the new array held only the entries moved in
+                // by the same insert (none of which had been advised away).
+                assert_eq!(advised().last(), Some(&t.region()), "at key {k}");
+            }
+        }
+        let seen = advised();
+        // 1,024 slots grown by quarters six times (3,906), then into the reserve (4,572).
+        assert_eq!(seen.len(), 2 + 7, "{seen:?}");
+        assert_eq!(t.region(), full, "the last growth is into the reserve");
+        assert_eq!(seen.last(), Some(&full));
     }
 
     #[test]
@@ -1232,7 +1297,7 @@ mod tests {
         }
         assert_eq!(
             t.memory_bytes(),
-            (2048 + 1024) * 16,
+            (1280 + 1024) * 16,
             "both arrays while moving"
         );
         let mut steps = 0;
@@ -1241,7 +1306,7 @@ mod tests {
             t.check_invariants();
         }
         assert!(steps >= 1024 / 64 / 2, "{steps} steps");
-        assert_eq!(t.memory_bytes(), 2048 * 16);
+        assert_eq!(t.memory_bytes(), 1280 * 16);
         assert!((1..=k).all(|k| t.get(k) == Some(&k)));
     }
 
@@ -1265,13 +1330,13 @@ mod tests {
         t.reserve(100_000);
         let slots = t.slots();
         assert!(
-            (100_001 * 8 / 7..100_001 * 8 / 7 * 2).contains(&slots),
+            (100_001 * 8 / 7..100_001 * 8 / 7 * 5 / 4 + 1).contains(&slots),
             "{slots}"
         );
         for k in 2..=100_001u64 {
             t.insert(k, k).unwrap();
         }
-        assert_eq!(t.slots(), slots, "no doubling on the way");
+        assert_eq!(t.slots(), slots, "no growth on the way");
         t.reserve(10_000_000);
         assert_eq!(t.slots(), t.full_slots(), "never past the full size");
         t.check_invariants();
@@ -1293,7 +1358,7 @@ mod tests {
             let mut rng = rand_xoshiro::Xoshiro256StarStar::seed_from_u64(seed);
             let cap = 1 + (rng.next_u64() % 64) as u32;
             let pool = u64::from(cap) * 2 + 2;
-            // Starting small, so that inserts during the pass double the table under it.
+            // Starting small, so that inserts during the pass grow the table under it.
             let initial = 1 + (rng.next_u64() % 8) as usize;
             let mut t: Table<u64> = Table::try_starting_with(cap, seed, initial).unwrap();
             let mut present = BTreeSet::new();

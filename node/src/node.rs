@@ -528,6 +528,12 @@ impl ShardNode {
         self.shard.regions()
     }
 
+    /// The daemon's page advice for each array the core's table grows into
+    /// (`Shard::set_table_advice`).
+    pub fn set_table_advice(&mut self, advice: fn(Region)) {
+        self.shard.set_table_advice(advice);
+    }
+
     /// Counts a refused datagram and queues a report, at most once per reason every
     /// [`REFUSAL_REPORT_EVERY_MS`].
     fn refuse(&mut self, e: AuthError, gateway: u32, wall_ms: u64) {
