@@ -293,6 +293,7 @@ pub fn start(settings: Settings) -> io::Result<Running> {
             to_hub,
             to_store,
             recv_batch: settings.ingest.recv_batch,
+            allow: settings.ingest.allow.clone(),
             clock,
             stop: stop.clone(),
             cpu: settings

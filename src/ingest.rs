@@ -8,7 +8,7 @@ use allow::Cidr;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 
 /// Receive buffer per datagram: larger than the largest valid datagram, so an oversized one is
 /// seen as oversized (and refused) instead of silently truncated to a length that may pass.
@@ -38,7 +38,7 @@ pub fn bind_udp(
     }
     enable_drop_counter(&socket)?;
     if !allow.is_empty() {
-        attach_filter(&socket, &allow::program(allow, addr.ip()))?;
+        attach_filter(&socket, &allow::program(allow, &[], addr.ip()))?;
     }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
@@ -51,7 +51,21 @@ fn enable_drop_counter(socket: &Socket) -> io::Result<()> {
     set_int_option(socket, libc::SO_RXQ_OVFL, 1)
 }
 
-/// SO_ATTACH_FILTER: the kernel runs `program` on every datagram before queueing it.
+/// Replaces the filter of a bound heartbeat socket with `allow` and the blocked sources
+/// `deny` (at most [`allow::MAX_KERNEL_BLOCKS`]); with neither, the socket takes every
+/// datagram again.
+pub fn set_filter(socket: &impl AsFd, allow: &[Cidr], deny: &[IpAddr]) -> io::Result<()> {
+    let socket = socket2::SockRef::from(socket);
+    let family = socket
+        .local_addr()?
+        .as_socket()
+        .map(|a| a.ip())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not an IP socket"))?;
+    attach_filter(&socket, &allow::program(allow, deny, family))
+}
+
+/// SO_ATTACH_FILTER: the kernel runs `program` on every datagram before queueing it (a
+/// filter attached before is replaced).
 fn attach_filter(socket: &Socket, program: &[allow::Insn]) -> io::Result<()> {
     let len = u16::try_from(program.len())
         .ok()
@@ -103,6 +117,32 @@ pub fn recv_buffer_of(socket: impl std::os::fd::AsFd) -> usize {
     socket2::SockRef::from(&socket)
         .recv_buffer_size()
         .map_or(0, |doubled| doubled / 2)
+}
+
+/// The socket's count of datagrams the kernel dropped (full buffer or its filter), read with
+/// SO_MEMINFO: the same count SO_RXQ_OVFL hands out with each datagram received, for a socket
+/// that receives none (its filter drops all that comes).
+pub fn socket_drops(socket: &impl AsFd) -> io::Result<u32> {
+    let mut info = [0u32; libc::SK_MEMINFO_DROPS as usize + 1];
+    let mut len = std::mem::size_of_val(&info) as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `info`, a live local, and the
+    // length it wrote into `len`.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_fd().as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_MEMINFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if (len as usize) < std::mem::size_of_val(&info) {
+        return Err(io::Error::other("SO_MEMINFO without the drop count"));
+    }
+    Ok(info[libc::SK_MEMINFO_DROPS as usize])
 }
 
 /// SO_RCVBUFFORCE: sets the receive buffer past net.core.rmem_max (needs CAP_NET_ADMIN).
@@ -362,5 +402,38 @@ mod tests {
         assert_eq!(got, vec![(from, 20); 3]);
         // The kernel counts what the filter dropped among the socket's drops.
         assert_eq!(batch.kernel_drops(), Some(3));
+    }
+
+    #[test]
+    fn blocked_sources_are_dropped_in_the_kernel_and_counted_without_a_receive() {
+        let rx = bind_udp("127.0.0.1:0".parse().unwrap(), false, 1 << 20, &[]).unwrap();
+        let to = rx.local_addr().unwrap();
+        let flooder = std::net::UdpSocket::bind("127.0.0.3:0").unwrap();
+        let gateway = std::net::UdpSocket::bind("127.0.0.2:0").unwrap();
+        let blocked = [flooder.local_addr().unwrap().ip()];
+        set_filter(&rx, &[], &blocked).unwrap();
+        for i in 0..5u8 {
+            flooder.send_to(&[i; 10], to).unwrap();
+        }
+        // Nothing to receive, and yet the drops are known.
+        let mut batch = RecvBatch::new(8);
+        assert_eq!(batch.recv(&rx).unwrap(), 0);
+        assert_eq!(socket_drops(&rx).unwrap(), 5);
+        gateway.send_to(&[9; 20], to).unwrap();
+        // The block ends: the filter takes everyone again.
+        set_filter(&rx, &[], &[]).unwrap();
+        flooder.send_to(&[7; 30], to).unwrap();
+        let mut got = Vec::new();
+        for _ in 0..100 {
+            let n = batch.recv(&rx).unwrap();
+            got.extend((0..n).map(|i| (batch.source(i), batch.datagram(i).len())));
+            if got.len() >= 2 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let gateway = gateway.local_addr().unwrap().ip();
+        assert_eq!(got, vec![(gateway, 20), (blocked[0], 30)]);
+        assert_eq!(socket_drops(&rx).unwrap(), 5);
     }
 }

@@ -636,7 +636,7 @@ type Figure = (&'static str, &'static str, MetricType, u64);
 
 /// A shard's figures but the refusals and drops by reason (the destructuring makes a field
 /// added to the schema a compile error here until it is exported).
-fn shard_figures(s: &ShardStats) -> [Figure; 21] {
+fn shard_figures(s: &ShardStats) -> [Figure; 22] {
     use MetricType::{Counter, Gauge};
     let ShardStats {
         shard: _,
@@ -661,6 +661,7 @@ fn shard_figures(s: &ShardStats) -> [Figure; 21] {
         // By reason, below.
         dropped: _,
         sources_blocked,
+        kernel_blocks_full,
         recv_calls,
         kernel_dropped,
         routed_out,
@@ -710,6 +711,13 @@ fn shard_figures(s: &ShardStats) -> [Figure; 21] {
              then dropped unread, reason source_blocked).",
             Counter,
             sources_blocked,
+        ),
+        (
+            "presenced_shard_kernel_blocks_full",
+            "Blocks that found ingest.kernel_blocks sources already in the kernel's socket \
+             filter (that source's datagrams dropped unread by the shard instead).",
+            Counter,
+            kernel_blocks_full,
         ),
         (
             "presenced_shard_routed_out_entries",
@@ -801,7 +809,7 @@ fn shard_figures(s: &ShardStats) -> [Figure; 21] {
 
 /// Every per-shard figure, labelled by shard.
 fn shards(out: &mut Out<'_>, shards: &[ShardStats]) -> fmt::Result {
-    let figures: Vec<(u32, [Figure; 21])> =
+    let figures: Vec<(u32, [Figure; 22])> =
         shards.iter().map(|s| (s.shard, shard_figures(s))).collect();
     let Some((_, first)) = figures.first() else {
         return Ok(());

@@ -8,7 +8,7 @@
 //! ([`parse_count`]: `_` separators, k/M/G and Ki/Mi/Gi suffixes); every duration by humantime
 //! (`500us`, `10ms`, `20s`, `5m`, `2h`, `30d`).
 
-use crate::ingest::allow::{Cidr, MAX_ALLOW_ENTRIES};
+use crate::ingest::allow::{Cidr, MAX_ALLOW_ENTRIES, MAX_KERNEL_BLOCKS};
 use crate::link::LinkLimits;
 use presenced_core::config::{CoreConfig, MAX_DEVICES_LIMIT};
 use presenced_node::auth::sources::SourceLimits;
@@ -215,6 +215,11 @@ settings! {
         /// How long a blocked source's datagrams are dropped unread (counted in
         /// dropped.source_blocked).
         source_block: Duration = secs(10), range ms(1)..=days(1);
+        /// Blocked source addresses each shard also drops in the kernel, in its sockets'
+        /// filter (re-attached as blocks begin and end), so that a flood from them takes no
+        /// receive-buffer room and no shard time; blocks beyond these are dropped unread in
+        /// the shard (counted in kernel_blocks_full).
+        kernel_blocks: usize = 64, range 0..=MAX_KERNEL_BLOCKS;
     }
 
     /// `[shards]`: the shard threads and the channels between them.
@@ -517,6 +522,7 @@ impl IngestSettings {
             failure_burst: self.source_failure_burst,
             failures_per_sec: self.source_failures_per_sec,
             block_ms: u64::try_from(self.source_block.as_millis()).unwrap_or(u64::MAX),
+            kernel_blocks: self.kernel_blocks,
         }
     }
 }

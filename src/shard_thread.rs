@@ -4,6 +4,7 @@
 //! sends what the node hands out, and sleeps until a socket or the inbox has input or the
 //! node's next deadline comes. Pinned to its core; never blocks on anything downstream.
 
+use crate::ingest::allow::Cidr;
 use crate::ingest::RecvBatch;
 use crate::notify::Beat;
 use crate::time::Clock;
@@ -21,6 +22,8 @@ use std::time::Duration;
 pub const WAKER: Token = Token(usize::MAX);
 /// Receive calls per socket per round before the loop serves its inbox and timers.
 const RECV_ROUNDS: usize = 16;
+/// How often the sockets' drop counts are read when no datagram brings them.
+const DROPS_READ_EVERY: Duration = Duration::from_millis(100);
 /// Inbox messages per round before the loop serves its sockets and timers.
 const INBOX_ROUND: usize = 1024;
 /// At shutdown, how long one message may wait for room in the store's channel.
@@ -79,6 +82,8 @@ pub struct ShardSetup {
     pub cpu: Option<usize>,
     /// Bumped every turn of the loop (the watchdog's and the health check's sign of life).
     pub beat: Arc<Beat>,
+    /// `ingest.allow`, compiled into the sockets' filter with the sources the node blocks.
+    pub allow: Vec<Cidr>,
 }
 
 /// Runs a shard thread until `stop` is set.
@@ -98,6 +103,7 @@ pub fn run(setup: ShardSetup) -> io::Result<()> {
         clock,
         stop,
         beat,
+        allow,
         ..
     } = setup;
     let index = node.stats().shard;
@@ -117,8 +123,10 @@ pub fn run(setup: ShardSetup) -> io::Result<()> {
     let mut events = Events::with_capacity(64);
     // Edge-triggered readiness: a socket stays "readable" until a read finds it empty.
     let mut readable = vec![true; sockets.len()];
-    // Per socket: the kernel's drop count last seen (SO_RXQ_OVFL).
+    // Per socket: the kernel's drop count last seen (SO_RXQ_OVFL, or SO_MEMINFO every
+    // DROPS_READ_EVERY for a socket whose filter leaves it nothing to receive).
     let mut kernel_drops = vec![0u32; sockets.len()];
+    let mut drops_read_us = 0;
     while !stop.load(Ordering::Relaxed) {
         beat.bump();
         let busy = readable.iter().any(|&r| r) || !inbox.is_empty();
@@ -161,12 +169,40 @@ pub fn run(setup: ShardSetup) -> io::Result<()> {
                 }
             }
         }
+        let now_us = clock.mono_us();
+        if now_us >= drops_read_us + DROPS_READ_EVERY.as_micros() as u64 {
+            drops_read_us = now_us;
+            for (i, socket) in sockets.iter().enumerate() {
+                if let Ok(drops) = crate::ingest::socket_drops(socket) {
+                    let dropped =
+                        drops.wrapping_sub(std::mem::replace(&mut kernel_drops[i], drops));
+                    node.handle_kernel_drops(u64::from(dropped));
+                }
+            }
+        }
         for message in inbox.try_iter().take(INBOX_ROUND) {
             node.handle_inbox(clock.now(), message);
         }
         node.handle_timeout(clock.now());
         out.send(&mut node);
         out.wake_peers();
+        if let Some(blocked) = node.poll_kernel_blocks() {
+            for socket in &sockets {
+                if let Err(e) = crate::ingest::set_filter(socket, &allow, &blocked) {
+                    tracing::warn!(
+                        shard = index,
+                        error = %e,
+                        "cannot update the socket filter of blocked sources (their datagrams \
+                         are still dropped unread by the shard)"
+                    );
+                }
+            }
+            tracing::debug!(
+                shard = index,
+                blocked = blocked.len(),
+                "kernel filter updated"
+            );
+        }
         while let Some(event) = node.poll_event() {
             match event {
                 NodeEvent::Refused {

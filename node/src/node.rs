@@ -201,6 +201,8 @@ pub struct ShardNode {
     sources: FailingSources,
     /// Datagrams dropped unread from blocked sources.
     dropped_early: u64,
+    /// Blocked sources for the kernel's socket filter.
+    kernel: KernelBlocks,
     /// Wall ms of the last report of blocked sources, and sources blocked since.
     block_reports: (u64, u64),
     events: VecDeque<NodeEvent>,
@@ -208,6 +210,16 @@ pub struct ShardNode {
     loss_reports: [(u64, u64); Loss::ALL.len()],
     journal: Option<Journal>,
     warming_until_us: Option<u64>,
+}
+
+/// The blocked sources the shard thread puts in its sockets' filter, so that the kernel drops
+/// their datagrams before they take receive-buffer room: at most
+/// `SourceLimits::kernel_blocks`, each until its block ends.
+struct KernelBlocks {
+    /// Each source and the monotonic ms its block ends.
+    sources: Vec<(Source, u64)>,
+    /// The list changed since [`ShardNode::poll_kernel_blocks`] last gave it out.
+    changed: bool,
 }
 
 /// What the node holds for the store: log records and the snapshot pass's chunks, in order.
@@ -280,6 +292,10 @@ impl ShardNode {
             refusal_reports: [(0, 0); AuthError::REASONS.len()],
             sources: FailingSources::new(config.sources),
             dropped_early: 0,
+            kernel: KernelBlocks {
+                sources: Vec::with_capacity(config.sources.kernel_blocks),
+                changed: false,
+            },
             block_reports: (0, 0),
             loss_reports: [(0, 0); Loss::ALL.len()],
             events: VecDeque::with_capacity(AuthError::REASONS.len() + 1),
@@ -358,6 +374,13 @@ impl ShardNode {
     /// for want of buffer room since the previous call (SO_RXQ_OVFL).
     pub fn handle_receive(&mut self, kernel_dropped: u64) {
         self.stats.recv_calls += 1;
+        self.handle_kernel_drops(kernel_dropped);
+    }
+
+    /// Datagrams the kernel dropped on this shard's sockets (a full buffer, or their filter:
+    /// `ingest.allow` and the blocked sources) since the count was last given, read from a
+    /// socket between receive calls (SO_MEMINFO).
+    pub fn handle_kernel_drops(&mut self, kernel_dropped: u64) {
         self.stats.kernel_dropped += kernel_dropped;
     }
 
@@ -404,6 +427,12 @@ impl ShardNode {
     /// the transitions of this round are released. Call it when [`ShardNode::poll_timeout`]
     /// has passed and after each round of input.
     pub fn handle_timeout(&mut self, now: Now) {
+        let now_ms = now.mono_us / 1000;
+        let blocked = self.kernel.sources.len();
+        self.kernel
+            .sources
+            .retain(|&(_, until_ms)| until_ms > now_ms);
+        self.kernel.changed |= self.kernel.sources.len() != blocked;
         self.shard.advance(now, &mut self.out);
         for to in 0..self.routes.len() {
             if !self.routes[to].is_empty() {
@@ -492,10 +521,18 @@ impl ShardNode {
             || self.routes.iter().any(|b| !b.is_empty())
             || self.journal.as_ref().is_some_and(|j| !j.outbox.is_empty())
             || self.shard.snapshotting();
-        if pending {
-            Some(0)
-        } else {
-            self.shard.next_deadline_us()
+        if pending || self.kernel.changed {
+            return Some(0);
+        }
+        let unblock_us = self
+            .kernel
+            .sources
+            .iter()
+            .map(|&(_, until_ms)| until_ms * 1000)
+            .min();
+        match (self.shard.next_deadline_us(), unblock_us) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
@@ -556,8 +593,27 @@ impl ShardNode {
     fn source_failed(&mut self, source: Source, now_ms: u64, wall_ms: u64) {
         if self.sources.handle_failure(source, now_ms) {
             self.stats.sources_blocked += 1;
+            if self.kernel.sources.len() < self.sources.limits().kernel_blocks {
+                let until_ms = now_ms + self.sources.limits().block_ms;
+                self.kernel.sources.push((source, until_ms));
+                self.kernel.changed = true;
+            } else {
+                self.stats.kernel_blocks_full += 1;
+            }
             self.report_block(source, wall_ms);
         }
+    }
+
+    /// The blocked sources to drop in the kernel, when they changed since the last call (a
+    /// block began or ended): the shard thread compiles them into its sockets' filter with
+    /// `ingest.allow`. A block ends at the first [`ShardNode::handle_timeout`] after it is
+    /// due, which [`ShardNode::poll_timeout`] asks for: no datagram of a source the kernel
+    /// drops comes to end it.
+    pub fn poll_kernel_blocks(&mut self) -> Option<Vec<IpAddr>> {
+        if !std::mem::take(&mut self.kernel.changed) {
+            return None;
+        }
+        Some(self.kernel.sources.iter().map(|(s, _)| s.ip()).collect())
     }
 
     /// Queues a report of blocked sources, at most once every [`REFUSAL_REPORT_EVERY_MS`].

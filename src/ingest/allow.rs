@@ -1,5 +1,6 @@
 //! `ingest.allow`: the source networks heartbeat sockets accept, compiled to a classic BPF
-//! socket filter.
+//! socket filter, with the source addresses the shard has blocked for failing decoding or
+//! authentication (`ingest.kernel_blocks` of them, re-attached as blocks begin and end).
 //!
 //! The filter runs in the kernel before a datagram is queued on the socket, so a datagram from
 //! an unlisted source takes no receive-buffer room and costs the daemon nothing: a flood from
@@ -24,9 +25,14 @@ pub const BPF_MAXINSNS: usize = 4096;
 /// The most instructions one entry compiles to: an IPv6 prefix compares up to four 32-bit
 /// words, each a load and a jump, the last also a mask (a partial word); then the accept.
 pub const MAX_ENTRY_INSNS: usize = 4 * 2 + 1 + 1;
+/// The most blocked sources a filter drops (`ingest.kernel_blocks` at most): each an exact
+/// address, at most [`MAX_ENTRY_INSNS`].
+pub const MAX_KERNEL_BLOCKS: usize = 64;
 /// The most entries `ingest.allow` may list: any such list compiles within [`BPF_MAXINSNS`]
-/// (each entry at most [`MAX_ENTRY_INSNS`], and the final drop).
-pub const MAX_ALLOW_ENTRIES: usize = (BPF_MAXINSNS - 1) / MAX_ENTRY_INSNS;
+/// beside [`MAX_KERNEL_BLOCKS`] blocked sources (each entry at most [`MAX_ENTRY_INSNS`], and
+/// the final return).
+pub const MAX_ALLOW_ENTRIES: usize =
+    (BPF_MAXINSNS - 1 - MAX_KERNEL_BLOCKS * MAX_ENTRY_INSNS) / MAX_ENTRY_INSNS;
 
 /// One classic BPF instruction, laid out as the kernel's `struct sock_filter`.
 #[repr(C)]
@@ -124,50 +130,66 @@ impl std::str::FromStr for Cidr {
     }
 }
 
-/// The filter for a socket of `family` (the address it is bound to): accepts a datagram whose
-/// source lies in one of `allow`'s networks of that family, drops the rest. At most
-/// `allow.len() × MAX_ENTRY_INSNS + 1` instructions.
-pub fn program(allow: &[Cidr], family: IpAddr) -> Vec<Insn> {
+/// The filter for a socket of `family` (the address it is bound to): drops a datagram whose
+/// source is one of `deny`'s addresses (at most [`MAX_KERNEL_BLOCKS`]); then, with `allow`
+/// empty, accepts the rest; otherwise accepts a source that lies in one of `allow`'s networks
+/// of that family and drops the rest. At most `(deny.len() + allow.len()) × MAX_ENTRY_INSNS
+/// + 1` instructions.
+pub fn program(allow: &[Cidr], deny: &[IpAddr], family: IpAddr) -> Vec<Insn> {
     let mut program = Vec::new();
-    for cidr in allow {
-        let (words, source): (Vec<u32>, u32) = match (cidr.addr, family) {
-            (IpAddr::V4(net), IpAddr::V4(_)) => (vec![net.to_bits()], IPV4_SOURCE),
-            (IpAddr::V6(net), IpAddr::V6(_)) => {
-                let o = net.octets();
-                let words = o
-                    .chunks(4)
-                    .map(|w| u32::from_be_bytes([w[0], w[1], w[2], w[3]]))
-                    .collect();
-                (words, IPV6_SOURCE)
-            }
-            _ => continue,
-        };
-        let start = program.len();
-        let mut jumps = Vec::new();
-        let mut left = cidr.prefix;
-        for (i, word) in words.into_iter().enumerate() {
-            if left == 0 {
-                break;
-            }
-            let bits = left.min(32);
-            left -= bits;
-            program.push(insn(LD_W_ABS, SKF_NET_OFF + source + 4 * i as u32));
-            if bits < 32 {
-                program.push(insn(AND_K, mask32(bits)));
-            }
-            jumps.push(program.len());
-            program.push(insn(JEQ_K, word));
-        }
+    for &addr in deny {
+        let prefix = if addr.is_ipv4() { 32 } else { 128 };
+        entry(&mut program, Cidr { addr, prefix }, family, 0);
+    }
+    if allow.is_empty() {
         program.push(insn(RET_K, ACCEPT));
-        // A word that differs skips to the next entry.
-        let next = program.len();
-        for at in jumps {
-            program[at].jf = u8::try_from(next - at - 1).expect("an entry is short");
-        }
-        debug_assert!(program.len() - start <= MAX_ENTRY_INSNS);
+        return program;
+    }
+    for &cidr in allow {
+        entry(&mut program, cidr, family, ACCEPT);
     }
     program.push(insn(RET_K, 0));
     program
+}
+
+/// Appends the test of one network, which returns `verdict` for a source in it and goes on to
+/// what follows for any other; nothing for a network of the other family.
+fn entry(program: &mut Vec<Insn>, cidr: Cidr, family: IpAddr, verdict: u32) {
+    let (words, source): (Vec<u32>, u32) = match (cidr.addr, family) {
+        (IpAddr::V4(net), IpAddr::V4(_)) => (vec![net.to_bits()], IPV4_SOURCE),
+        (IpAddr::V6(net), IpAddr::V6(_)) => {
+            let o = net.octets();
+            let words = o
+                .chunks(4)
+                .map(|w| u32::from_be_bytes([w[0], w[1], w[2], w[3]]))
+                .collect();
+            (words, IPV6_SOURCE)
+        }
+        _ => return,
+    };
+    let start = program.len();
+    let mut jumps = Vec::new();
+    let mut left = cidr.prefix;
+    for (i, word) in words.into_iter().enumerate() {
+        if left == 0 {
+            break;
+        }
+        let bits = left.min(32);
+        left -= bits;
+        program.push(insn(LD_W_ABS, SKF_NET_OFF + source + 4 * i as u32));
+        if bits < 32 {
+            program.push(insn(AND_K, mask32(bits)));
+        }
+        jumps.push(program.len());
+        program.push(insn(JEQ_K, word));
+    }
+    program.push(insn(RET_K, verdict));
+    // A word that differs skips to the next entry.
+    let next = program.len();
+    for at in jumps {
+        program[at].jf = u8::try_from(next - at - 1).expect("an entry is short");
+    }
+    debug_assert!(program.len() - start <= MAX_ENTRY_INSNS);
 }
 
 fn insn(code: u16, k: u32) -> Insn {
@@ -221,7 +243,11 @@ mod tests {
     }
 
     fn accepts(allow: &[Cidr], source: IpAddr) -> bool {
-        let program = program(allow, source);
+        accepts_unless(allow, &[], source)
+    }
+
+    fn accepts_unless(allow: &[Cidr], deny: &[IpAddr], source: IpAddr) -> bool {
+        let program = program(allow, deny, source);
         run(&program, &header(source)).expect("the program runs to a return") != 0
     }
 
@@ -276,7 +302,41 @@ mod tests {
         let everyone = cidrs(&["0.0.0.0/0", "::/0"]);
         assert!(accepts(&everyone, "203.0.113.9".parse().unwrap()));
         assert!(accepts(&everyone, "fe80::1".parse().unwrap()));
-        assert_eq!(program(&everyone, "127.0.0.1".parse().unwrap()).len(), 2);
+        assert_eq!(
+            program(&everyone, &[], "127.0.0.1".parse().unwrap()).len(),
+            2
+        );
+    }
+
+    #[test]
+    fn blocked_sources_are_dropped_and_the_rest_judged_by_the_list() {
+        let blocked: Vec<IpAddr> = ["127.0.0.3", "10.1.2.3", "2001:db8::7"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        let allow = cidrs(&["10.0.0.0/8", "2001:db8::/32"]);
+        for (source, everyone, listed) in [
+            ("127.0.0.3", false, false),
+            ("127.0.0.1", true, false),
+            ("10.1.2.3", false, false),
+            ("10.1.2.4", true, true),
+            ("2001:db8::7", false, false),
+            ("2001:db8::8", true, true),
+            ("fe80::1", true, false),
+        ] {
+            let ip: IpAddr = source.parse().unwrap();
+            assert_eq!(
+                accepts_unless(&[], &blocked, ip),
+                everyone,
+                "{source}, no list"
+            );
+            assert_eq!(
+                accepts_unless(&allow, &blocked, ip),
+                listed,
+                "{source}, listed"
+            );
+        }
+        assert_eq!(program(&[], &[], "::1".parse().unwrap()).len(), 1);
     }
 
     #[test]
@@ -301,9 +361,12 @@ mod tests {
         // The longest entry: an IPv6 prefix ending inside its last word.
         let longest: Cidr = "2001:db8::/127".parse().unwrap();
         let family: IpAddr = "::1".parse().unwrap();
-        assert_eq!(program(&[longest], family).len(), MAX_ENTRY_INSNS + 1);
-        let program = program(&vec![longest; MAX_ALLOW_ENTRIES], family);
-        assert_eq!(program.len(), MAX_ALLOW_ENTRIES * MAX_ENTRY_INSNS + 1);
+        assert_eq!(program(&[longest], &[], family).len(), MAX_ENTRY_INSNS + 1);
+        let blocked: Vec<IpAddr> = (1..=MAX_KERNEL_BLOCKS as u128)
+            .map(|n| IpAddr::V6(Ipv6Addr::from_bits(n)))
+            .collect();
+        let program = program(&vec![longest; MAX_ALLOW_ENTRIES], &blocked, family);
+        assert!(program.len() <= BPF_MAXINSNS, "{}", program.len());
     }
 
     fn any_cidr() -> impl Strategy<Value = Cidr> {
@@ -343,7 +406,7 @@ mod tests {
             v6 in any::<u128>(),
         ) {
             let source = source_near(&allow, pick, flip, v4, v6);
-            let expected = allow.iter().any(|&c| contains(c, source));
+            let expected = allow.is_empty() || allow.iter().any(|&c| contains(c, source));
             prop_assert_eq!(accepts(&allow, source), expected);
         }
     }

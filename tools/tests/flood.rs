@@ -136,10 +136,16 @@ async fn a_flood_of_hostile_datagrams_misses_no_valid_transition() {
         timeouts.iter().all(|u| logged_out.contains(u) || *u > 500),
         "kept-alive users timed out during the flood: {timeouts:?}"
     );
-    assert!(refused > 1000, "the flood reached the daemon: {stats:?}");
     assert!(
-        blocked >= 1 && dropped_early > 0,
-        "the flooder was blocked: {stats:?}"
+        refused + kernel_dropped > 1000,
+        "the flood reached the daemon: {stats:?}"
+    );
+    assert!(blocked >= 1, "the flooder was blocked: {stats:?}");
+    // Once blocked, its datagrams are dropped by the sockets' filter in the kernel (a few
+    // already queued by then are dropped unread by the shard).
+    assert!(
+        kernel_dropped > 0,
+        "the kernel's filter dropped the blocked flooder's datagrams: {stats:?}"
     );
     assert!(
         g2.refused.values().all(|&n| n == 0),

@@ -91,6 +91,10 @@ pub struct ShardStats {
     /// datagrams then dropped unread for a while, counted as `source_blocked`).
     #[serde(default)]
     pub sources_blocked: u64,
+    /// Blocks that found no room in the kernel's socket filter (`ingest.kernel_blocks` were
+    /// in it): that source's datagrams were dropped unread by the shard instead.
+    #[serde(default)]
+    pub kernel_blocks_full: u64,
     /// Receive calls made.
     pub recv_calls: u64,
     /// Datagrams the kernel dropped on this shard's sockets because their receive buffers

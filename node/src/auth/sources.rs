@@ -40,17 +40,21 @@ pub struct SourceLimits {
     pub failures_per_sec: u32,
     /// How long a blocked source's datagrams are dropped unread, ms.
     pub block_ms: u64,
+    /// Blocked sources also dropped in the kernel's socket filter, at most
+    /// (`ShardNode::poll_kernel_blocks`).
+    pub kernel_blocks: usize,
 }
 
 impl Default for SourceLimits {
-    /// 4096 entries (192 KiB per shard), a burst of 100 failures refilled at 10 a second, and
-    /// blocks of 10 s.
+    /// 4096 entries (192 KiB per shard), a burst of 100 failures refilled at 10 a second,
+    /// blocks of 10 s, and 64 of them in the kernel.
     fn default() -> Self {
         SourceLimits {
             entries: 4096,
             failure_burst: 100,
             failures_per_sec: 10,
             block_ms: 10_000,
+            kernel_blocks: 64,
         }
     }
 }
@@ -236,6 +240,7 @@ mod tests {
             failure_burst: FAILURE_BURST,
             failures_per_sec: FAILURES_REFILL_PER_SEC,
             block_ms: BLOCK_MS,
+            kernel_blocks: 64,
         };
         assert_eq!(limits, SourceLimits::default());
         FailingSources::new(limits)
@@ -284,6 +289,7 @@ mod tests {
             failure_burst: 3,
             failures_per_sec: 1,
             block_ms: 500,
+            kernel_blocks: 0,
         });
         let source = ip("192.0.2.9");
         assert_eq!(fail(&mut t, source, 0, 3), 0);

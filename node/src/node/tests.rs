@@ -352,6 +352,44 @@ fn a_source_of_undecodable_datagrams_is_blocked_by_its_own_budget() {
 }
 
 #[test]
+fn blocked_sources_go_to_the_kernel_filter_while_there_is_room_and_leave_it_when_unblocked() {
+    let limits = SourceLimits {
+        failure_burst: 1,
+        block_ms: 2_000,
+        kernel_blocks: 2,
+        ..SourceLimits::default()
+    };
+    let mut node = node(NodeConfig {
+        sources: limits,
+        ..config(0, 1)
+    });
+    assert_eq!(node.poll_kernel_blocks(), None);
+    let sprayers: Vec<IpAddr> = ["192.0.2.70", "2001:db8::70", "192.0.2.71"]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
+    for (i, &sprayer) in sprayers.iter().enumerate() {
+        for _ in 0..2 {
+            node.handle_datagram(at(SEC + i as u64 * 100_000), sprayer, b"garbage");
+        }
+    }
+    assert_eq!(node.stats().sources_blocked, 3);
+    // Two fit the kernel's list; the third is dropped by the shard only, and counted.
+    assert_eq!(node.poll_kernel_blocks(), Some(sprayers[..2].to_vec()));
+    assert_eq!(node.poll_kernel_blocks(), None, "given out once per change");
+    assert_eq!(node.stats().kernel_blocks_full, 1);
+    // No datagram of theirs comes again: the node's own deadline ends the first block.
+    assert_eq!(node.poll_timeout(), Some(3 * SEC));
+    node.handle_timeout(at(3 * SEC - 1000));
+    assert_eq!(node.poll_kernel_blocks(), None);
+    node.handle_timeout(at(3 * SEC));
+    assert_eq!(node.poll_kernel_blocks(), Some(sprayers[1..2].to_vec()));
+    node.handle_timeout(at(3 * SEC + 100_000));
+    assert_eq!(node.poll_kernel_blocks(), Some(Vec::new()));
+    assert_eq!(node.poll_timeout(), None);
+}
+
+#[test]
 fn the_receive_counters_add_up() {
     let mut node = node(config(0, 1));
     node.handle_receive(0);
