@@ -636,7 +636,7 @@ type Figure = (&'static str, &'static str, MetricType, u64);
 
 /// A shard's figures but the refusals and drops by reason (the destructuring makes a field
 /// added to the schema a compile error here until it is exported).
-fn shard_figures(s: &ShardStats) -> [Figure; 21] {
+fn shard_figures(s: &ShardStats) -> [Figure; 22] {
     use MetricType::{Counter, Gauge};
     let ShardStats {
         shard: _,
@@ -656,6 +656,7 @@ fn shard_figures(s: &ShardStats) -> [Figure; 21] {
                 records_dropped,
                 timers_fired,
                 timers_cascaded,
+                deadlines_extended,
             },
         datagrams,
         // By reason, below.
@@ -778,6 +779,12 @@ fn shard_figures(s: &ShardStats) -> [Figure; 21] {
             timers_cascaded,
         ),
         (
+            "presenced_shard_deadlines_extended",
+            "Fired timers re-armed by the back-off deadline extension.",
+            Counter,
+            deadlines_extended,
+        ),
+        (
             "presenced_shard_users",
             "Records held (online, or offline and remembered).",
             Gauge,
@@ -801,7 +808,7 @@ fn shard_figures(s: &ShardStats) -> [Figure; 21] {
 
 /// Every per-shard figure, labelled by shard.
 fn shards(out: &mut Out<'_>, shards: &[ShardStats]) -> fmt::Result {
-    let figures: Vec<(u32, [Figure; 21])> =
+    let figures: Vec<(u32, [Figure; 22])> =
         shards.iter().map(|s| (s.shard, shard_figures(s))).collect();
     let Some((_, first)) = figures.first() else {
         return Ok(());

@@ -71,6 +71,9 @@ pub struct CoreStats {
     pub timers_fired: u64,
     /// Far timers (last-seen retention) moved down a level of the wheel as their time came.
     pub timers_cascaded: u64,
+    /// Fired timers re-armed by the back-off deadline extension: a device's deadline had
+    /// passed but its extended deadline had not (ARCHITECTURE.md "Back-off under load").
+    pub deadlines_extended: u64,
 }
 
 /// One shard thread: its presence core's counters and its ingest's.

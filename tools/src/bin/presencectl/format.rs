@@ -274,9 +274,10 @@ const CORE_REFUSALS: [Counter<CoreStats>; 7] = [
 ];
 
 /// The presence core's timer counters, summed over shards.
-const CORE_TIMERS: [Counter<CoreStats>; 2] = [
+const CORE_TIMERS: [Counter<CoreStats>; 3] = [
     ("timers_fired", |c| c.timers_fired),
     ("timers_cascaded", |c| c.timers_cascaded),
+    ("deadlines_extended", |c| c.deadlines_extended),
 ];
 
 /// The push link's counters, in the order printed.
