@@ -683,7 +683,7 @@ impl Hub {
         let mut buf = BytesMut::new();
         let max = link.limits.max_frame_len;
         // A version-1 link has no WARMING flag (its gateway would read a reserved bit).
-        let warming = warming && link.version == wire::Version::V2;
+        let warming = warming && link.version >= wire::Version::V2;
         match wire::encode_presence_v2(&mut buf, request, &records, last, warming, max) {
             Ok(0) => {}
             Ok(_) => self.out.send(id, link, buf, last, None),
