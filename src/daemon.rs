@@ -209,6 +209,9 @@ pub fn start(settings: Settings) -> io::Result<Running> {
             store: store_limits,
             warming_until_us,
             sources: settings.ingest.source_limits(),
+            backoff: settings
+                .ingest
+                .backoff_config(settings.presence.heartbeat_interval),
         };
         let node = ShardNode::new(config, verifier.clone(), clock.now()).map_err(|e| {
             io::Error::new(

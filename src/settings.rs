@@ -12,6 +12,7 @@ use crate::ingest::allow::{Cidr, MAX_ALLOW_ENTRIES};
 use crate::link::LinkLimits;
 use presenced_core::config::{CoreConfig, MAX_DEVICES_LIMIT};
 use presenced_node::auth::sources::SourceLimits;
+use presenced_node::backoff::BackoffConfig;
 use presenced_wire::link::{Timings, MIN_MAX_FRAME_LEN};
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
@@ -215,6 +216,18 @@ settings! {
         /// How long a blocked source's datagrams are dropped unread (counted in
         /// dropped.source_blocked).
         source_block: Duration = secs(10), range ms(1)..=days(1);
+        /// While a shard runs hot (the kernel drops its datagrams, its receive calls keep
+        /// finding a backlog, entries are shed between shards), ask gateways for a longer
+        /// heartbeat interval (PACE, wire-format/SPEC.md § P6.13) and extend every deadline to
+        /// match: presence stays right, only less fresh. Counted in backoff_entered.
+        backoff: bool = true;
+        /// The heartbeat interval gateways are asked for while backing off (asked at once,
+        /// in one step, when a shard runs hot); above presence.heartbeat_interval. Deadlines
+        /// grow by the difference: offline by silence is detected that much later.
+        backoff_interval: Duration = secs(80), range secs(1)..=hours(1);
+        /// How long no shard may run hot before gateways are asked for the normal interval
+        /// again.
+        backoff_calm: Duration = secs(60), range secs(1)..=hours(1);
     }
 
     /// `[shards]`: the shard threads and the channels between them.
@@ -456,7 +469,19 @@ impl Settings {
                 ),
             ));
         }
-        self.presence.core_config()?;
+        let core = self.presence.core_config()?;
+        // The longest deadline back-off makes must fit the core's horizon.
+        let extended = CoreConfig {
+            heartbeat_interval_us: u64::try_from(self.ingest.backoff_interval.as_micros())
+                .unwrap_or(u64::MAX),
+            ..core
+        };
+        extended.validate().map_err(|e| {
+            error(
+                "ingest.backoff_interval",
+                format!("gives deadlines too far ahead: {}", e.problem),
+            )
+        })?;
         Ok(())
     }
 
@@ -487,6 +512,15 @@ impl Settings {
                 show_duration(self.auth.max_clock_skew)
             ));
         }
+        if self.ingest.backoff && self.ingest.backoff_interval <= self.presence.heartbeat_interval {
+            out.push(format!(
+                "ingest.backoff_interval = {} is not above presence.heartbeat_interval = {}: \
+                 a shard that runs hot cannot ask gateways to back off, and loses heartbeats \
+                 instead; raise it (e.g. to 4 × the interval)",
+                show_duration(self.ingest.backoff_interval),
+                show_duration(self.presence.heartbeat_interval)
+            ));
+        }
         if self.auth.keys_file.is_none() && self.exposed().is_some() {
             out.push(
                 "auth.allow_unauthenticated = true: the listen addresses reach beyond this \
@@ -500,6 +534,18 @@ impl Settings {
 }
 
 impl IngestSettings {
+    /// When and how far a shard asks gateways to back off, for a normal interval of
+    /// `heartbeat_interval`.
+    pub fn backoff_config(&self, heartbeat_interval: Duration) -> BackoffConfig {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        BackoffConfig {
+            enabled: self.backoff,
+            normal_ms: ms(heartbeat_interval),
+            interval_ms: ms(self.backoff_interval),
+            calm_ms: ms(self.backoff_calm),
+        }
+    }
+
     /// Each shard's budget for sources that keep failing.
     pub fn source_limits(&self) -> SourceLimits {
         SourceLimits {

@@ -5,9 +5,9 @@
 //! keeps every device's presence right; a gateway that ignored it would keep the daemon
 //! overloaded, and one that stretched every device's next beat at the same moment would make
 //! them all beat together. So each gap between two beats of a device is drawn uniformly in
-//! [`JITTER_MIN`, 1] × the interval in force, and when the interval is lowered the beats
-//! already scheduled later than a new gap allows are brought forward
-//! ([`Pacer::reschedule`]).
+//! [`JITTER_MIN`, 1] × the interval in force. Beats already scheduled keep their time when the
+//! interval changes: the daemon's deadlines cover them (it keeps a longer extension for one
+//! extended timeout after lowering the interval).
 
 use std::time::{Duration, Instant};
 
@@ -36,12 +36,9 @@ impl Pacer {
     }
 
     /// Takes the interval the daemon asks for now ([`LinkClient::pace`](crate::LinkClient::pace):
-    /// `None` for the normal one). Returns whether the interval in force got shorter: the
-    /// caller then brings its scheduled beats forward with [`Pacer::reschedule`].
-    pub fn set_asked(&mut self, asked: Option<Duration>) -> bool {
-        let before = self.interval();
+    /// `None` for the normal one); the gaps drawn from now on follow it.
+    pub fn set_asked(&mut self, asked: Option<Duration>) {
         self.asked = asked;
-        self.interval() < before
     }
 
     /// The interval in force: the asked one, no shorter than the normal one and no longer
@@ -69,12 +66,6 @@ impl Pacer {
             .interval()
             .mul_f64(JITTER_MIN + (1.0 - JITTER_MIN) * unit)
     }
-
-    /// A beat scheduled at `scheduled`, after the interval was lowered at `now`: kept if it
-    /// comes soon enough, else moved to a fresh gap from `now`.
-    pub fn reschedule(&self, scheduled: Instant, now: Instant, unit: f64) -> Instant {
-        scheduled.min(self.next_beat(now, unit))
-    }
 }
 
 #[cfg(test)]
@@ -89,7 +80,7 @@ mod tests {
         let mut p = Pacer::new(20 * S, 120 * S);
         assert_eq!(p.next_beat(now, 0.0), now + 15 * S);
         assert_eq!(p.next_beat(now, 1.0), now + 20 * S);
-        assert!(!p.set_asked(Some(40 * S)));
+        p.set_asked(Some(40 * S));
         assert!(p.is_backed_off());
         assert_eq!(p.next_beat(now, 0.0), now + 30 * S);
         assert_eq!(p.next_beat(now, f64::NAN), now + 40 * S);
@@ -98,17 +89,5 @@ mod tests {
         assert_eq!(p.interval(), 120 * S);
         p.set_asked(Some(S));
         assert_eq!(p.interval(), 20 * S);
-    }
-
-    #[test]
-    fn lowering_brings_late_beats_forward() {
-        let now = Instant::now();
-        let mut p = Pacer::new(20 * S, 120 * S);
-        p.set_asked(Some(80 * S));
-        let scheduled = p.next_beat(now, 1.0);
-        assert!(p.set_asked(None));
-        assert!(!p.is_backed_off());
-        assert_eq!(p.reschedule(scheduled, now, 1.0), now + 20 * S);
-        assert_eq!(p.reschedule(now + S, now, 1.0), now + S);
     }
 }

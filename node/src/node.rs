@@ -13,6 +13,11 @@
 //! Nothing on this path allocates per datagram: entries and transitions travel in fixed
 //! batches, the routing queue and the transition buffer keep their capacity.
 //!
+//! Back-off (SPEC.md § P6.13, [`crate::backoff`]): the node judges from its receive calls and
+//! shed entries whether the shard runs hot, and tells the hub the heartbeat interval it asks
+//! for (`ToHub::Pace`); the hub answers every shard with the interval asked of the gateways
+//! (`Request::Pace`), by which the core extends every deadline.
+//!
 //! Limits, each counted when hit: the outbox to the hub holds `link_outbox` transitions beyond
 //! what the channel took (more are shed, `transitions_shed`, and the hub is told to make
 //! subscribers re-query); a full inbox of another shard sheds the batch (`cross_shard_shed`);
@@ -21,6 +26,7 @@
 
 use crate::auth::sources::{FailingSources, Source, SourceLimits};
 use crate::auth::{AuthError, Verifier};
+use crate::backoff::{Backoff, BackoffConfig};
 use crate::bus::{owner, Blank, EntryBatch, Inbox, Request, ToHub, ToStore, TransitionBatch};
 use presenced_core::clock::Now;
 use presenced_core::config::{ConfigError, CoreConfig};
@@ -70,6 +76,8 @@ pub struct NodeConfig {
     pub warming_until_us: Option<u64>,
     /// The table of sources failing authentication or decoding, and their budget.
     pub sources: SourceLimits,
+    /// When and how far to ask gateways for a longer heartbeat interval (`ingest.backoff*`).
+    pub backoff: BackoffConfig,
 }
 
 /// What the node may hold for the store.
@@ -208,6 +216,12 @@ pub struct ShardNode {
     loss_reports: [(u64, u64); Loss::ALL.len()],
     journal: Option<Journal>,
     warming_until_us: Option<u64>,
+    /// Whether this shard runs hot, and the interval it asks for.
+    backoff: Backoff,
+    /// The core's tick and normal heartbeat interval, µs (to turn an asked interval into a
+    /// deadline extension).
+    tick_us: u64,
+    interval_us: u64,
 }
 
 /// What the node holds for the store: log records and the snapshot pass's chunks, in order.
@@ -256,6 +270,7 @@ impl ShardNode {
             (1..=crate::bus::MAX_ENTRY_BATCH).contains(&config.cross_shard_batch),
             "cross_shard_batch is checked by the settings"
         );
+        let (tick_us, interval_us) = (config.core.tick_us, config.core.heartbeat_interval_us);
         let shard = Shard::new(config.core, now)?;
         Ok(ShardNode {
             index: config.index,
@@ -291,6 +306,9 @@ impl ShardNode {
                 pass_records: 0,
             }),
             warming_until_us: config.warming_until_us,
+            backoff: Backoff::new(config.backoff),
+            tick_us,
+            interval_us,
         })
     }
 
@@ -354,11 +372,13 @@ impl ShardNode {
         }
     }
 
-    /// One receive call on this shard's sockets, and how many datagrams the kernel dropped
-    /// for want of buffer room since the previous call (SO_RXQ_OVFL).
-    pub fn handle_receive(&mut self, kernel_dropped: u64) {
+    /// One receive call on this shard's sockets: whether it filled its batch (more were
+    /// waiting), and how many datagrams the kernel dropped for want of buffer room since the
+    /// previous call (SO_RXQ_OVFL).
+    pub fn handle_receive(&mut self, full: bool, kernel_dropped: u64) {
         self.stats.recv_calls += 1;
         self.stats.kernel_dropped += kernel_dropped;
+        self.backoff.handle_receive(full, kernel_dropped);
     }
 
     /// One message from this shard's inbox.
@@ -371,6 +391,13 @@ impl ShardNode {
             }
             Inbox::Keys(keys) => self.verifier.set_keys(keys),
             Inbox::Snapshot => self.snapshot_begin(now),
+            Inbox::Request(Request::Pace { interval_ms }) => {
+                // The interval every gateway is asked for: deadlines extended to match.
+                let extra_us = (u64::from(interval_ms) * 1000).saturating_sub(self.interval_us);
+                let ticks = extra_us.div_ceil(self.tick_us);
+                // The settings bound the interval so that the extension fits the horizon.
+                let _ = self.shard.set_deadline_extension(ticks);
+            }
             Inbox::Request(request) => {
                 // Transitions emitted so far must reach the hub before this answer.
                 self.shard.advance(now, &mut self.out);
@@ -393,6 +420,7 @@ impl ShardNode {
                         request,
                         stats: Box::new(self.stats()),
                     },
+                    Request::Pace { .. } => unreachable!("handled above"),
                 };
                 // Answers are bounded by the hub's requests in flight: never shed.
                 self.outbox.push_back(answer);
@@ -417,6 +445,18 @@ impl ShardNode {
         }
         self.snapshot_round(now);
         self.report_losses(now.wall_ms);
+        if let Some(asked_ms) = self.backoff.handle_round(now.mono_us / 1000) {
+            let interval_ms = if self.backoff.is_active() {
+                u32::try_from(asked_ms).unwrap_or(u32::MAX)
+            } else {
+                0
+            };
+            // One message per change, a few per minute at most: never shed.
+            self.outbox.push_back(ToHub::Pace {
+                shard: self.index,
+                interval_ms,
+            });
+        }
     }
 
     /// Queues a report of each kind of loss that grew, at most once per kind every
@@ -464,6 +504,7 @@ impl ShardNode {
             Transmit::Peer { batch, .. } => {
                 self.stats.routed_out -= batch.len() as u64;
                 self.stats.cross_shard_shed += batch.len() as u64;
+                self.backoff.handle_shed();
             }
             Transmit::Hub(message) => {
                 if let ToHub::Transitions(batch) = &message {
@@ -515,6 +556,13 @@ impl ShardNode {
             .chain([(&SOURCE_BLOCKED, &self.dropped_early)])
             .map(|(&reason, &n)| (reason.to_string(), n))
             .collect();
+        s.backoff_interval_ms = if self.backoff.is_active() {
+            self.backoff.asked_ms()
+        } else {
+            0
+        };
+        s.backoff_entered = self.backoff.entered();
+        s.deadline_extension_ms = self.shard.deadline_extension_ticks() * self.tick_us / 1000;
         s
     }
 

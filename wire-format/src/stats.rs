@@ -117,6 +117,14 @@ pub struct ShardStats {
     /// Saved users or logged transitions not restored: the table was full, or the bytes did
     /// not decode.
     pub restore_refused: u64,
+    /// The heartbeat interval this shard asks gateways for because it runs hot, ms; 0: none
+    /// (SPEC.md § P6.13; `ingest.backoff`).
+    pub backoff_interval_ms: u64,
+    /// Times this shard began asking for a longer interval.
+    pub backoff_entered: u64,
+    /// How much later than normal every device's deadline is now, ms (the interval asked of
+    /// the gateways, less the normal one; kept one extended timeout longer when lowered).
+    pub deadline_extension_ms: u64,
 }
 
 impl ShardStats {
@@ -226,6 +234,13 @@ pub struct LinkStats {
     pub per_link: Vec<PerLinkStats>,
     /// Open links left out of `per_link` to fit the STATS_REPLY limit.
     pub per_link_omitted: u64,
+    /// Whether the daemon asks gateways for a longer heartbeat interval (back-off under
+    /// load, SPEC.md § P6.13).
+    pub backoff_active: bool,
+    /// The heartbeat interval asked of the gateways, ms; 0: the normal one.
+    pub pace_interval_ms: u64,
+    /// PACE frames sent to links.
+    pub pace_frames: u64,
 }
 
 /// One open gateway link.
