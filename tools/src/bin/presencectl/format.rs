@@ -594,7 +594,7 @@ mod tests {
         );
         assert!(table.contains("10/20/30"), "{table}");
         assert!(
-            table.contains("interval asked                     40000 ms"),
+            table.contains("interval asked                  40000 ms"),
             "{table}"
         );
         assert!(table.contains("entered      2"), "{table}");
