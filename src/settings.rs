@@ -224,10 +224,10 @@ settings! {
         /// The heartbeat interval gateways are asked for while backing off (asked at once,
         /// in one step, when a shard runs hot); above presence.heartbeat_interval. Deadlines
         /// grow by the difference: offline by silence is detected that much later.
-        backoff_interval: Duration = secs(80), range secs(1)..=hours(1);
+        backoff_interval: Duration = secs(80), range ms(1)..=hours(1);
         /// How long no shard may run hot before gateways are asked for the normal interval
         /// again.
-        backoff_calm: Duration = secs(60), range secs(1)..=hours(1);
+        backoff_calm: Duration = secs(60), range ms(1)..=hours(1);
     }
 
     /// `[shards]`: the shard threads and the channels between them.
@@ -470,6 +470,18 @@ impl Settings {
             ));
         }
         let core = self.presence.core_config()?;
+        if self.ingest.backoff && self.ingest.backoff_interval >= self.presence.idle_after {
+            return Err(error(
+                "ingest.backoff_interval",
+                format!(
+                    "is {} but presence.idle_after is {}: devices that report activity at every \
+                     heartbeat would go idle between two paced ones; keep it below idle_after, \
+                     or set ingest.backoff = false",
+                    show_duration(self.ingest.backoff_interval),
+                    show_duration(self.presence.idle_after)
+                ),
+            ));
+        }
         // The longest deadline back-off makes must fit the core's horizon.
         let extended = CoreConfig {
             heartbeat_interval_us: u64::try_from(self.ingest.backoff_interval.as_micros())

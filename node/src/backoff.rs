@@ -16,7 +16,7 @@
 //! sooner deadlines are extended and gateways beat less often, the fewer devices lose more
 //! beats in a row than the deadline allows. After `calm` without a hot round the normal
 //! interval is asked again (and the shard backs off again if that brings it back to hot). The hub asks every gateway for the longest interval any shard
-//! asks, and every shard extends its deadlines by that much.
+//! asks, and every shard stretches its deadlines in proportion (SPEC.md § P6.13).
 
 /// Receive calls in a row that fill their batch before the shard counts as hot: the socket
 /// keeps more waiting than one call takes, round after round.

@@ -218,10 +218,11 @@ pub struct ShardNode {
     warming_until_us: Option<u64>,
     /// Whether this shard runs hot, and the interval it asks for.
     backoff: Backoff,
-    /// The core's tick and normal heartbeat interval, µs (to turn an asked interval into a
-    /// deadline extension).
+    /// The core's tick, normal heartbeat interval and timeout, µs (to turn an asked interval
+    /// into a deadline extension).
     tick_us: u64,
     interval_us: u64,
+    timeout_us: u64,
 }
 
 /// What the node holds for the store: log records and the snapshot pass's chunks, in order.
@@ -271,6 +272,7 @@ impl ShardNode {
             "cross_shard_batch is checked by the settings"
         );
         let (tick_us, interval_us) = (config.core.tick_us, config.core.heartbeat_interval_us);
+        let timeout_us = config.core.timeout_us();
         let shard = Shard::new(config.core, now)?;
         Ok(ShardNode {
             index: config.index,
@@ -309,6 +311,7 @@ impl ShardNode {
             backoff: Backoff::new(config.backoff),
             tick_us,
             interval_us,
+            timeout_us,
         })
     }
 
@@ -392,9 +395,15 @@ impl ShardNode {
             Inbox::Keys(keys) => self.verifier.set_keys(keys),
             Inbox::Snapshot => self.snapshot_begin(now),
             Inbox::Request(Request::Pace { interval_ms }) => {
-                // The interval every gateway is asked for: deadlines extended to match.
-                let extra_us = (u64::from(interval_ms) * 1000).saturating_sub(self.interval_us);
-                let ticks = extra_us.div_ceil(self.tick_us);
+                // The interval every gateway is asked for: the timeout stretched in the same
+                // proportion (SPEC.md § P6.13), so that as many beats in a row may be lost.
+                let asked_us = u64::from(interval_ms) * 1000;
+                let extra_us = u128::from(asked_us.saturating_sub(self.interval_us))
+                    * u128::from(self.timeout_us)
+                    / u128::from(self.interval_us.max(1));
+                let ticks = u64::try_from(extra_us)
+                    .unwrap_or(u64::MAX)
+                    .div_ceil(self.tick_us);
                 // The settings bound the interval so that the extension fits the horizon.
                 let _ = self.shard.set_deadline_extension(ticks);
             }

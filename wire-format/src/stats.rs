@@ -122,8 +122,9 @@ pub struct ShardStats {
     pub backoff_interval_ms: u64,
     /// Times this shard began asking for a longer interval.
     pub backoff_entered: u64,
-    /// How much later than normal every device's deadline is now, ms (the interval asked of
-    /// the gateways, less the normal one; kept one extended timeout longer when lowered).
+    /// How much later than normal every device's deadline is now, ms: the timeout stretched
+    /// by the interval asked of the gateways over the normal one, less the timeout (kept one
+    /// extended timeout longer when lowered).
     pub deadline_extension_ms: u64,
 }
 

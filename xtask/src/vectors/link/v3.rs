@@ -101,68 +101,68 @@ pub(super) fn valid() -> Vec<V> {
 }
 
 pub(super) fn invalid() -> Vec<V> {
-    let mut v = Vec::new();
-    v.push(err(
-        at(
-            V::new(
-                "v2_pace",
-                "server",
-                "a valid PACE on a version-2 link",
-                &pace_frame(40_000),
+    vec![
+        err(
+            at(
+                V::new(
+                    "v2_pace",
+                    "server",
+                    "a valid PACE on a version-2 link",
+                    &pace_frame(40_000),
+                ),
+                2,
             ),
-            2,
+            "unknown_type value=138",
         ),
-        "unknown_type value=138",
-    ));
-    v.push(err(
-        at(
-            V::new(
-                "v3_pace_to_daemon",
-                "client",
-                "a PACE sent by a gateway",
-                &pace_frame(40_000),
+        err(
+            at(
+                V::new(
+                    "v3_pace_to_daemon",
+                    "client",
+                    "a PACE sent by a gateway",
+                    &pace_frame(40_000),
+                ),
+                3,
             ),
-            3,
+            "unknown_type value=138",
         ),
-        "unknown_type value=138",
-    ));
-    v.push(err(
-        at(
-            V::new(
-                "v3_pace_too_short",
-                "server",
-                "PACE with 3 bytes of interval",
-                &Frame::new(PACE).line(vec![vec![0x40, 0x9c, 0x00]]),
+        err(
+            at(
+                V::new(
+                    "v3_pace_too_short",
+                    "server",
+                    "PACE with 3 bytes of interval",
+                    &Frame::new(PACE).line(vec![vec![0x40, 0x9c, 0x00]]),
+                ),
+                3,
             ),
-            3,
+            "too_short",
         ),
-        "too_short",
-    ));
-    v.push(err(
-        at(
-            V::new(
-                "v3_pace_trailing",
-                "server",
-                "PACE with a byte after its interval",
-                &Frame::new(PACE).line(vec![le32(40_000), b(0)]),
+        err(
+            at(
+                V::new(
+                    "v3_pace_trailing",
+                    "server",
+                    "PACE with a byte after its interval",
+                    &Frame::new(PACE).line(vec![le32(40_000), b(0)]),
+                ),
+                3,
             ),
-            3,
+            "trailing_bytes extra=1",
         ),
-        "trailing_bytes extra=1",
-    ));
-    v.push(err(
-        at(
-            V::new(
-                "v3_hello_version_4",
-                "client",
-                "version 4: refused before the rest is read (here: nothing follows)",
-                &Frame::new(HELLO).line(vec![le16(4)]),
+        err(
+            at(
+                V::new(
+                    "v3_hello_version_4",
+                    "client",
+                    "version 4: refused before the rest is read (here: nothing follows)",
+                    &Frame::new(HELLO).line(vec![le16(4)]),
+                ),
+                3,
             ),
-            3,
+            "unsupported_version value=4",
         ),
-        "unsupported_version value=4",
-    ));
-    v
+    ]
 }
 
 /// The worked example's PACE (SPEC.md § P8).
