@@ -222,8 +222,10 @@ settings! {
         /// match: presence stays right, only less fresh. Counted in backoff_entered.
         backoff: bool = true;
         /// The heartbeat interval gateways are asked for while backing off (asked at once,
-        /// in one step, when a shard runs hot); above presence.heartbeat_interval. Deadlines
-        /// grow by the difference: offline by silence is detected that much later.
+        /// in one step, when a shard runs hot); above presence.heartbeat_interval, and at most
+        /// half of presence.idle_after (a longer one is asked as that, so that activity
+        /// reported at every heartbeat keeps devices active). The timeout stretches in
+        /// proportion: offline by silence is detected that much later.
         backoff_interval: Duration = secs(80), range ms(1)..=hours(1);
         /// How long no shard may run hot before gateways are asked for the normal interval
         /// again.
@@ -470,22 +472,12 @@ impl Settings {
             ));
         }
         let core = self.presence.core_config()?;
-        if self.ingest.backoff && self.ingest.backoff_interval >= self.presence.idle_after {
-            return Err(error(
-                "ingest.backoff_interval",
-                format!(
-                    "is {} but presence.idle_after is {}: devices that report activity at every \
-                     heartbeat would go idle between two paced ones; keep it below idle_after, \
-                     or set ingest.backoff = false",
-                    show_duration(self.ingest.backoff_interval),
-                    show_duration(self.presence.idle_after)
-                ),
-            ));
-        }
         // The longest deadline back-off makes must fit the core's horizon.
         let extended = CoreConfig {
-            heartbeat_interval_us: u64::try_from(self.ingest.backoff_interval.as_micros())
-                .unwrap_or(u64::MAX),
+            heartbeat_interval_us: u64::try_from(
+                self.ingest.backoff_interval_for(&self.presence).as_micros(),
+            )
+            .unwrap_or(u64::MAX),
             ..core
         };
         extended.validate().map_err(|e| {
@@ -524,13 +516,22 @@ impl Settings {
                 show_duration(self.auth.max_clock_skew)
             ));
         }
-        if self.ingest.backoff && self.ingest.backoff_interval <= self.presence.heartbeat_interval {
+        let backoff = self.ingest.backoff_interval_for(&self.presence);
+        if self.ingest.backoff && backoff <= self.presence.heartbeat_interval {
             out.push(format!(
-                "ingest.backoff_interval = {} is not above presence.heartbeat_interval = {}: \
-                 a shard that runs hot cannot ask gateways to back off, and loses heartbeats \
-                 instead; raise it (e.g. to 4 × the interval)",
+                "ingest.backoff_interval = {} (at most half of presence.idle_after = {}) is not \
+                 above presence.heartbeat_interval = {}: a shard that runs hot cannot ask \
+                 gateways to back off, and loses heartbeats instead",
                 show_duration(self.ingest.backoff_interval),
+                show_duration(self.presence.idle_after),
                 show_duration(self.presence.heartbeat_interval)
+            ));
+        } else if self.ingest.backoff && backoff < self.ingest.backoff_interval {
+            out.push(format!(
+                "ingest.backoff_interval = {} is asked as {}, half of presence.idle_after: \
+                 longer, devices active at every heartbeat would go idle between two",
+                show_duration(self.ingest.backoff_interval),
+                show_duration(backoff)
             ));
         }
         if self.auth.keys_file.is_none() && self.exposed().is_some() {
@@ -546,16 +547,21 @@ impl Settings {
 }
 
 impl IngestSettings {
-    /// When and how far a shard asks gateways to back off, for a normal interval of
-    /// `heartbeat_interval`.
-    pub fn backoff_config(&self, heartbeat_interval: Duration) -> BackoffConfig {
+    /// When and how far a shard asks gateways to back off, for `presence`'s timings.
+    pub fn backoff_config(&self, presence: &PresenceSettings) -> BackoffConfig {
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         BackoffConfig {
             enabled: self.backoff,
-            normal_ms: ms(heartbeat_interval),
-            interval_ms: ms(self.backoff_interval),
+            normal_ms: ms(presence.heartbeat_interval),
+            interval_ms: ms(self.backoff_interval_for(presence)),
             calm_ms: ms(self.backoff_calm),
         }
+    }
+
+    /// The interval asked while backing off: `backoff_interval`, at most half of
+    /// `presence.idle_after`.
+    pub fn backoff_interval_for(&self, presence: &PresenceSettings) -> Duration {
+        self.backoff_interval.min(presence.idle_after / 2)
     }
 
     /// Each shard's budget for sources that keep failing.
