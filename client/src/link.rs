@@ -123,7 +123,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// A connected push link (SPEC.md, "Push link"). Methods take `&self` and may be called from
 /// many tasks at once; answers are matched to requests by id.
 ///
-/// [`connect`](LinkClient::connect) negotiates the newest protocol version the daemon speaks ([`link_info`](LinkClient::link_info) says which).
+/// [`connect`](LinkClient::connect) negotiates the newest protocol version the daemon speaks
+/// ([`link_info`](LinkClient::link_info) says which).
 /// Pushes (transitions, lag signals) queue in the client until taken with
 /// [`next_push`](LinkClient::next_push); if the application falls more than
 /// [`MAX_BUFFERED_EVENTS`](LinkClient::MAX_BUFFERED_EVENTS) events behind, further events are

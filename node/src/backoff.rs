@@ -15,8 +15,9 @@
 //! once, in one step: heartbeats lost while the load is still high are lost at random, and the
 //! sooner deadlines are extended and gateways beat less often, the fewer devices lose more
 //! beats in a row than the deadline allows. After `calm` without a hot round the normal
-//! interval is asked again (and the shard backs off again if that brings it back to hot). The hub asks every gateway for the longest interval any shard
-//! asks, and every shard stretches its deadlines in proportion (SPEC.md § P6.13).
+//! interval is asked again (and the shard backs off again if that brings it back to hot).
+//! The hub asks every gateway for the longest interval any shard asks, and every shard
+//! stretches its deadlines in proportion (SPEC.md § P6.13).
 
 /// Receive calls in a row that fill their batch before the shard counts as hot: the socket
 /// keeps more waiting than one call takes, round after round.
