@@ -211,6 +211,7 @@ pub fn start(settings: Settings) -> io::Result<Running> {
             store: store_limits,
             warming_until_us,
             sources: settings.ingest.source_limits(),
+            backoff: settings.ingest.backoff_config(&settings.presence),
         };
         let mut node = ShardNode::new(config, verifier.clone(), clock.now()).map_err(|e| {
             io::Error::new(

@@ -207,6 +207,11 @@ impl RecvBatch {
         }
     }
 
+    /// Datagrams one call receives at most (the batch size).
+    pub fn capacity(&self) -> usize {
+        self.headers.len()
+    }
+
     /// Receives up to the batch size of datagrams without blocking; returns how many (0 when
     /// none is waiting).
     pub fn recv(&mut self, socket: &impl AsRawFd) -> io::Result<usize> {

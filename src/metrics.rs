@@ -636,7 +636,7 @@ type Figure = (&'static str, &'static str, MetricType, u64);
 
 /// A shard's figures but the refusals and drops by reason (the destructuring makes a field
 /// added to the schema a compile error here until it is exported).
-fn shard_figures(s: &ShardStats) -> [Figure; 22] {
+fn shard_figures(s: &ShardStats) -> [Figure; 26] {
     use MetricType::{Counter, Gauge};
     let ShardStats {
         shard: _,
@@ -656,6 +656,7 @@ fn shard_figures(s: &ShardStats) -> [Figure; 22] {
                 records_dropped,
                 timers_fired,
                 timers_cascaded,
+                deadlines_extended,
             },
         datagrams,
         // By reason, below.
@@ -672,6 +673,9 @@ fn shard_figures(s: &ShardStats) -> [Figure; 22] {
         snapshots,
         restored_users,
         restore_refused,
+        backoff_interval_ms,
+        backoff_entered,
+        deadline_extension_ms,
     } = *s;
     [
         (
@@ -786,6 +790,30 @@ fn shard_figures(s: &ShardStats) -> [Figure; 22] {
             timers_cascaded,
         ),
         (
+            "presenced_shard_deadlines_extended",
+            "Fired timers re-armed by the back-off deadline extension.",
+            Counter,
+            deadlines_extended,
+        ),
+        (
+            "presenced_shard_backoff_interval_ms",
+            "The heartbeat interval this shard asks for because it runs hot, ms; 0: none.",
+            Gauge,
+            backoff_interval_ms,
+        ),
+        (
+            "presenced_shard_backoff_entered",
+            "Times this shard began asking gateways for a longer heartbeat interval.",
+            Counter,
+            backoff_entered,
+        ),
+        (
+            "presenced_shard_deadline_extension_ms",
+            "How much later than normal every device's deadline is now (back-off), ms.",
+            Gauge,
+            deadline_extension_ms,
+        ),
+        (
             "presenced_shard_users",
             "Records held (online, or offline and remembered).",
             Gauge,
@@ -809,7 +837,7 @@ fn shard_figures(s: &ShardStats) -> [Figure; 22] {
 
 /// Every per-shard figure, labelled by shard.
 fn shards(out: &mut Out<'_>, shards: &[ShardStats]) -> fmt::Result {
-    let figures: Vec<(u32, [Figure; 22])> =
+    let figures: Vec<(u32, [Figure; 26])> =
         shards.iter().map(|s| (s.shard, shard_figures(s))).collect();
     let Some((_, first)) = figures.first() else {
         return Ok(());
@@ -1042,7 +1070,25 @@ fn link(out: &mut Out<'_>, link: &LinkStats) -> fmt::Result {
         per_link,
         // Only a STATS_REPLY leaves links out.
         per_link_omitted: _,
+        backoff_active,
+        pace_interval_ms,
+        pace_frames,
     } = link;
+    out.gauge(
+        "presenced_backoff_active",
+        "1 while gateways are asked for a longer heartbeat interval (back-off under load).",
+        u64::from(*backoff_active),
+    )?;
+    out.gauge(
+        "presenced_backoff_interval_ms",
+        "The heartbeat interval asked of the gateways, ms; 0: the normal one.",
+        *pace_interval_ms,
+    )?;
+    out.counter(
+        "presenced_push_pace_frames",
+        "PACE frames sent to links (back-off under load), all links.",
+        *pace_frames,
+    )?;
     out.gauge("presenced_push_links", "Gateway links open.", *links)?;
     out.gauge(
         "presenced_push_subscribed_users",

@@ -12,6 +12,7 @@ use crate::ingest::allow::{Cidr, MAX_ALLOW_ENTRIES, MAX_KERNEL_BLOCKS};
 use crate::link::LinkLimits;
 use presenced_core::config::{CoreConfig, MAX_DEVICES_LIMIT};
 use presenced_node::auth::sources::SourceLimits;
+use presenced_node::backoff::BackoffConfig;
 use presenced_wire::link::{Timings, MIN_MAX_FRAME_LEN};
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
@@ -220,6 +221,20 @@ settings! {
         /// receive-buffer room and no shard time; blocks beyond these are dropped unread in
         /// the shard (counted in kernel_blocks_full).
         kernel_blocks: usize = 64, range 0..=MAX_KERNEL_BLOCKS;
+        /// While a shard runs hot (the kernel drops its datagrams, its receive calls keep
+        /// finding a backlog, entries are shed between shards), ask gateways for a longer
+        /// heartbeat interval (PACE, wire-format/SPEC.md § P6.13) and extend every deadline to
+        /// match: presence stays right, only less fresh. Counted in backoff_entered.
+        backoff: bool = true;
+        /// The heartbeat interval gateways are asked for while backing off (asked at once,
+        /// in one step, when a shard runs hot); above presence.heartbeat_interval, and at most
+        /// half of presence.idle_after (a longer one is asked as that, so that activity
+        /// reported at every heartbeat keeps devices active). The timeout stretches in
+        /// proportion: offline by silence is detected that much later.
+        backoff_interval: Duration = secs(80), range ms(1)..=hours(1);
+        /// How long no shard may run hot before gateways are asked for the normal interval
+        /// again.
+        backoff_calm: Duration = secs(60), range ms(1)..=hours(1);
     }
 
     /// `[shards]`: the shard threads and the channels between them.
@@ -471,7 +486,21 @@ impl Settings {
                 ),
             ));
         }
-        self.presence.core_config()?;
+        let core = self.presence.core_config()?;
+        // The longest deadline back-off makes must fit the core's horizon.
+        let extended = CoreConfig {
+            heartbeat_interval_us: u64::try_from(
+                self.ingest.backoff_interval_for(&self.presence).as_micros(),
+            )
+            .unwrap_or(u64::MAX),
+            ..core
+        };
+        extended.validate().map_err(|e| {
+            error(
+                "ingest.backoff_interval",
+                format!("gives deadlines too far ahead: {}", e.problem),
+            )
+        })?;
         Ok(())
     }
 
@@ -502,6 +531,24 @@ impl Settings {
                 show_duration(self.auth.max_clock_skew)
             ));
         }
+        let backoff = self.ingest.backoff_interval_for(&self.presence);
+        if self.ingest.backoff && backoff <= self.presence.heartbeat_interval {
+            out.push(format!(
+                "ingest.backoff_interval = {} (at most half of presence.idle_after = {}) is not \
+                 above presence.heartbeat_interval = {}: a shard that runs hot cannot ask \
+                 gateways to back off, and loses heartbeats instead",
+                show_duration(self.ingest.backoff_interval),
+                show_duration(self.presence.idle_after),
+                show_duration(self.presence.heartbeat_interval)
+            ));
+        } else if self.ingest.backoff && backoff < self.ingest.backoff_interval {
+            out.push(format!(
+                "ingest.backoff_interval = {} is asked as {}, half of presence.idle_after: \
+                 longer, devices active at every heartbeat would go idle between two",
+                show_duration(self.ingest.backoff_interval),
+                show_duration(backoff)
+            ));
+        }
         if self.auth.keys_file.is_none() && self.exposed().is_some() {
             out.push(
                 "auth.allow_unauthenticated = true: the listen addresses reach beyond this \
@@ -515,6 +562,23 @@ impl Settings {
 }
 
 impl IngestSettings {
+    /// When and how far a shard asks gateways to back off, for `presence`'s timings.
+    pub fn backoff_config(&self, presence: &PresenceSettings) -> BackoffConfig {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        BackoffConfig {
+            enabled: self.backoff,
+            normal_ms: ms(presence.heartbeat_interval),
+            interval_ms: ms(self.backoff_interval_for(presence)),
+            calm_ms: ms(self.backoff_calm),
+        }
+    }
+
+    /// The interval asked while backing off: `backoff_interval`, at most half of
+    /// `presence.idle_after`.
+    pub fn backoff_interval_for(&self, presence: &PresenceSettings) -> Duration {
+        self.backoff_interval.min(presence.idle_after / 2)
+    }
+
     /// Each shard's budget for sources that keep failing.
     pub fn source_limits(&self) -> SourceLimits {
         SourceLimits {

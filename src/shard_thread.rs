@@ -157,7 +157,7 @@ pub fn run(setup: ShardSetup) -> io::Result<()> {
                 let dropped = recv.kernel_drops().map_or(0, |drops| {
                     drops.wrapping_sub(std::mem::replace(&mut kernel_drops[i], drops))
                 });
-                node.handle_receive(u64::from(dropped));
+                node.handle_receive(n == recv.capacity(), u64::from(dropped));
                 if n == 0 {
                     readable[i] = false;
                     break;

@@ -189,6 +189,7 @@ impl Node {
                 failure_burst: u32::MAX,
                 ..presenced_node::auth::sources::SourceLimits::default()
             },
+            backoff: presenced_node::backoff::BackoffConfig::disabled(),
         };
         let node =
             ShardNode::new(config.clone(), Verifier::new(None, u64::MAX), now).expect("config");

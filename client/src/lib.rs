@@ -8,11 +8,13 @@
 
 mod heartbeat;
 mod link;
+mod pace;
 mod tls;
 pub mod watcher;
 
 pub use heartbeat::{entry, HeartbeatClient};
 pub use link::{LinkClient, RawLink};
+pub use pace::Pacer;
 pub use presenced_wire::link::{GoAwayReason, Span, Version};
 pub use tls::client_config;
 pub use watcher::{RecordReason, WatchConfig, WatchEvent, Watcher};
@@ -115,7 +117,7 @@ pub struct GoAway {
 /// ([`LinkClient::link_info`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LinkInfo {
-    /// The link's protocol version: 2 with a daemon that speaks it, else 1.
+    /// The link's protocol version: the newest both sides speak (3, 2 or 1).
     pub version: Version,
     /// Whether WELCOME said the daemon was warming: it started without its saved state, so
     /// for `warm_remaining` its answers may show users offline who are online (SPEC.md

@@ -2,9 +2,11 @@
 //! matches answers to requests and queues pushes, and request methods that split user lists to
 //! the daemon's limits and keep within its in-flight limit.
 //!
-//! Connecting offers protocol version 2 and falls back to version 1 when the daemon answers
-//! ERROR `protocol_version` (SPEC.md § P5.2); every frame is then read as of the link's
-//! version.
+//! Connecting offers the newest protocol version (3) and falls back one version at a time
+//! when the daemon answers ERROR `protocol_version` (SPEC.md § P5.2); every frame is then read
+//! as of the link's version. A version-3 daemon under load asks for a longer heartbeat
+//! interval (PACE, § P6.13): the client publishes it on a watch channel
+//! ([`LinkClient::pace`]) for the gateway's heartbeat schedule ([`crate::Pacer`]).
 
 use super::{
     tls, ClientError, ConnectOptions, GoAway, HistoryPage, LinkInfo, Push, Snapshot, Trust,
@@ -107,6 +109,11 @@ struct Shared {
     /// Until when the daemon is warming, as far as this link knows: from WELCOME, and cleared
     /// by a PRESENCE frame read after warming ended.
     warm_until: Mutex<Option<Instant>>,
+    /// The heartbeat interval the daemon asks for (PACE), when longer than WELCOME's; `None`:
+    /// the normal one, and again once the link has ended (SPEC.md § P6.13).
+    pace: tokio::sync::watch::Sender<Option<Duration>>,
+    /// WELCOME's heartbeat interval.
+    normal_interval: Duration,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -116,8 +123,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// A connected push link (SPEC.md, "Push link"). Methods take `&self` and may be called from
 /// many tasks at once; answers are matched to requests by id.
 ///
-/// [`connect`](LinkClient::connect) negotiates protocol version 2 with a daemon that speaks it
-/// and version 1 with one that does not ([`link_info`](LinkClient::link_info) says which).
+/// [`connect`](LinkClient::connect) negotiates the newest protocol version the daemon speaks
+/// ([`link_info`](LinkClient::link_info) says which).
 /// Pushes (transitions, lag signals) queue in the client until taken with
 /// [`next_push`](LinkClient::next_push); if the application falls more than
 /// [`MAX_BUFFERED_EVENTS`](LinkClient::MAX_BUFFERED_EVENTS) events behind, further events are
@@ -143,9 +150,9 @@ impl LinkClient {
     pub const HISTORY_PAGE: u32 = 10_000;
 
     /// Connects to the daemon's push link at `addr`: QUIC, TLS, HELLO asking for protocol
-    /// version 2 ([`Version::LATEST`]), WELCOME. A daemon that speaks only version 1 refuses
-    /// that HELLO (ERROR `protocol_version`); the client then connects again asking for
-    /// version 1 (SPEC.md § P5.2).
+    /// version 3 ([`Version::LATEST`]), WELCOME. An older daemon refuses that HELLO (ERROR
+    /// `protocol_version`); the client then connects again asking for the next lower version
+    /// (SPEC.md § P5.2).
     pub async fn connect(
         addr: SocketAddr,
         options: ConnectOptions,
@@ -173,6 +180,10 @@ impl LinkClient {
                     .warming
                     .then(|| open.welcomed + open.info.warm_remaining),
             ),
+            pace: tokio::sync::watch::Sender::new(None),
+            normal_interval: Duration::from_millis(u64::from(
+                open.welcome.timings.heartbeat_interval_ms,
+            )),
         });
         let reader = tokio::spawn(read_loop(
             shared.clone(),
@@ -209,6 +220,14 @@ impl LinkClient {
     /// The link's protocol version.
     pub fn version(&self) -> Version {
         self.info.version
+    }
+
+    /// The heartbeat interval the daemon asks for (PACE, version 3; SPEC.md § P6.13), as it
+    /// changes: `Some` while it asks for a longer interval than WELCOME's, `None` for the
+    /// normal one (always on a link of version 1 or 2, and once the link has ended). Feed it
+    /// to the gateway's [`Pacer`](crate::Pacer).
+    pub fn pace(&self) -> tokio::sync::watch::Receiver<Option<Duration>> {
+        self.shared.pace.subscribe()
     }
 
     /// Whether the daemon may still be warming (SPEC.md § P6.10): WELCOME said so and its
@@ -606,6 +625,8 @@ async fn read_loop(
     for (_, p) in pending {
         let _ = p.done.send(Err(end.error()));
     }
+    // The asked interval holds only while the link lives (SPEC.md § P6.13).
+    shared.pace.send_replace(None);
     queue_push(
         &shared,
         Push::Closed {
@@ -712,6 +733,12 @@ fn dispatch(shared: &Shared, frame: ServerFrame<'_>) -> Option<End> {
             },
         ),
         ServerFrame::LaggedAll => queue_push(shared, Push::LaggedAll),
+        ServerFrame::Pace { interval_ms } => {
+            let asked = Duration::from_millis(u64::from(interval_ms));
+            shared
+                .pace
+                .send_replace((asked > shared.normal_interval).then_some(asked));
+        }
         ServerFrame::Welcome(_) => {
             return Some(End::new(None, "the daemon sent a second WELCOME"));
         }
@@ -791,7 +818,12 @@ impl Opened {
                         // The daemon spoke this version: ask for it again.
                         version = opened.info.version;
                     }
-                    Attempt::VersionRefused(_) if version > Version::V1 => version = Version::V1,
+                    // The next lower version (SPEC.md § P5.2: a gateway that does not read the
+                    // daemon's list of versions steps down).
+                    Attempt::VersionRefused(_) if version > Version::V1 => {
+                        version = Version::ALL
+                            [Version::ALL.iter().position(|v| *v == version).unwrap_or(1) - 1];
+                    }
                     Attempt::VersionRefused(e) | Attempt::Failed(e) => return Err(e),
                 }
             }

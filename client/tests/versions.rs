@@ -49,6 +49,8 @@ struct Script {
     idle_timeout_ms: u32,
     /// Whether it keeps history (else HISTORY gets `history_unavailable`).
     history: bool,
+    /// On version-3 links: a PACE with this interval right after WELCOME.
+    pace_ms: Option<u32>,
 }
 
 impl Script {
@@ -58,6 +60,7 @@ impl Script {
             warming_ms: None,
             idle_timeout_ms: 30_000,
             history: true,
+            pace_ms: None,
         }
     }
 }
@@ -192,21 +195,25 @@ async fn serve(connection: quinn::Connection, script: Script, hellos: Arc<Mutex<
                     idle_after_ms: 300_000,
                     tick_us: 10_000,
                 };
+                let v2 = WelcomeV2 {
+                    warm_remaining_ms: script.warming_ms,
+                    idle_timeout_ms: script.idle_timeout_ms,
+                };
                 match v {
                     Version::V1 => wire::encode_welcome(&mut out, 7400, &[0], &limits, &timings),
-                    Version::V2 => wire::encode_welcome_v2(
-                        &mut out,
-                        7400,
-                        &[0],
-                        &limits,
-                        &timings,
-                        &WelcomeV2 {
-                            warm_remaining_ms: script.warming_ms,
-                            idle_timeout_ms: script.idle_timeout_ms,
-                        },
-                    ),
+                    Version::V2 => {
+                        wire::encode_welcome_v2(&mut out, 7400, &[0], &limits, &timings, &v2)
+                    }
+                    Version::V3 => {
+                        wire::encode_welcome_v3(&mut out, 7400, &[0], &limits, &timings, &v2)
+                    }
                 }
                 .unwrap();
+                if v == Version::V3 {
+                    if let Some(ms) = script.pace_ms {
+                        wire::encode_pace(&mut out, ms);
+                    }
+                }
             }
             Ok(GatewayFrame::Common(ClientFrame::Query { request_id, users }))
             | Ok(GatewayFrame::Common(ClientFrame::Subscribe { request_id, users })) => {
@@ -218,7 +225,7 @@ async fn serve(connection: quinn::Connection, script: Script, hellos: Arc<Mutex<
                             ErrorCode::ShuttingDown,
                             "the daemon is stopping",
                         ),
-                        Version::V2 => wire::encode_goaway(
+                        Version::V2 | Version::V3 => wire::encode_goaway(
                             &mut out,
                             GoAwayReason::Restarting,
                             1500,
@@ -244,7 +251,7 @@ async fn serve(connection: quinn::Connection, script: Script, hellos: Arc<Mutex<
                         version: user % 2,
                     })
                     .collect();
-                let warming = version == Version::V2 && script.warming_ms.is_some();
+                let warming = version >= Version::V2 && script.warming_ms.is_some();
                 wire::encode_presence_v2(&mut out, request_id, &records, true, warming, 1 << 20)
                     .unwrap();
             }
@@ -295,7 +302,7 @@ async fn a_version_1_daemon_gets_version_1_after_one_refused_hello() {
         ..Script::v2()
     });
     let link = LinkClient::connect(d.addr, options()).await.unwrap();
-    assert_eq!(d.hellos(), [2, 1], "HELLO 2 refused, then HELLO 1");
+    assert_eq!(d.hellos(), [3, 2, 1], "HELLO 3 and 2 refused, then HELLO 1");
     assert_eq!(link.version(), Version::V1);
     let info = *link.link_info();
     assert!(!info.warming && !link.is_warming());
@@ -337,7 +344,7 @@ async fn a_version_2_daemon_says_warming_history_and_goaway() {
         ..Script::v2()
     });
     let link = LinkClient::connect(d.addr, options()).await.unwrap();
-    assert_eq!(d.hellos(), [2]);
+    assert_eq!(d.hellos(), [3, 2], "HELLO 3 refused, then HELLO 2");
     let info = *link.link_info();
     assert_eq!(info.version, Version::V2);
     assert!(info.warming && link.is_warming());
@@ -439,11 +446,45 @@ async fn a_short_idle_timeout_shortens_the_keep_alive() {
     });
     let link = LinkClient::connect(d.addr, options()).await.unwrap();
     // The first connection pinged every 5 s, too seldom for 6 s: one more, pinging every 2 s.
-    assert_eq!(d.hellos(), [2, 2]);
+    assert_eq!(d.hellos(), [3, 2, 2]);
     let info = *link.link_info();
     assert_eq!(info.idle_timeout, Some(Duration::from_secs(6)));
     assert_eq!(info.keep_alive, Duration::from_secs(2));
     assert_eq!(link.query(&[1]).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_version_3_daemon_paces_the_link_until_it_ends() {
+    let d = Daemon::start(Script {
+        speaks: Version::V3,
+        pace_ms: Some(40_000),
+        ..Script::v2()
+    });
+    let link = LinkClient::connect(d.addr, options()).await.unwrap();
+    assert_eq!(d.hellos(), [3]);
+    assert_eq!(link.version(), Version::V3);
+    let mut pace = link.pace();
+    let asked = *pace
+        .wait_for(Option::is_some)
+        .await
+        .expect("the link's pace");
+    assert_eq!(asked, Some(Duration::from_secs(40)));
+    // The link ends: back to the normal interval (SPEC.md § P6.13).
+    assert!(link.query(&[GO_AWAY_USER]).await.is_err());
+    let asked = *pace
+        .wait_for(Option::is_none)
+        .await
+        .expect("the link's pace");
+    assert_eq!(asked, None);
+
+    // A version-2 daemon never paces.
+    let d = Daemon::start(Script {
+        pace_ms: Some(40_000),
+        ..Script::v2()
+    });
+    let link = LinkClient::connect(d.addr, options()).await.unwrap();
+    assert_eq!(link.query(&[1]).await.unwrap().len(), 1);
+    assert_eq!(*link.pace().borrow(), None);
 }
 
 #[tokio::test]

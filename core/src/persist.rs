@@ -75,6 +75,7 @@ impl Shard {
             wheel,
             stats,
             retention_ticks,
+            extension_ticks,
             ..
         } = self;
         let (rec, created) = table.get_or_insert_with(saved.user, Record::new)?;
@@ -121,7 +122,7 @@ impl Shard {
         if created {
             stats.users += 1;
         }
-        let at = next_wake(&devices, n, *retention_ticks);
+        let at = next_wake(&devices, n, *retention_ticks, *extension_ticks);
         schedule(wheel, devices.rec, saved.user, at);
         Ok(Imported {
             created,
@@ -146,6 +147,7 @@ impl Shard {
             wheel,
             stats,
             retention_ticks,
+            extension_ticks,
             ..
         } = self;
         let (rec, created) = table.get_or_insert_with(t.user, Record::new)?;
@@ -188,7 +190,7 @@ impl Shard {
         let agg = evaluate(&mut devices, n);
         debug_assert_eq!(agg.public(), t.state, "a replayed record reads as logged");
         devices.rec.set_aggregate(agg);
-        let at = next_wake(&devices, n, *retention_ticks);
+        let at = next_wake(&devices, n, *retention_ticks, *extension_ticks);
         schedule(wheel, devices.rec, t.user, at);
         Ok(true)
     }

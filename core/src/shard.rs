@@ -9,6 +9,14 @@
 //! one wheel timer stays where it is and, when it fires early, is re-checked and moved to the
 //! user's next real deadline (the delayed-trigger check). The wheel is touched only when a
 //! user's next deadline moves earlier (a new device, a state change, activity after a lapse).
+//!
+//! Back-off (ARCHITECTURE.md "Back-off under load"): while the daemon asks gateways for a
+//! longer heartbeat interval, [`Shard::set_deadline_extension`] makes every device's deadline
+//! that much later. The extension is applied when a timer fires (a device is expired only once
+//! `deadline + extension` has passed; a timer set before the extension is re-armed at the later
+//! tick), so changing it touches neither the table nor the wheel. Raising it takes effect at
+//! once; lowering it waits one whole extended timeout, so that a device which last heard the
+//! longer interval keeps the deadline it was promised.
 
 use crate::clock::{Now, Tick};
 use crate::config::{ConfigError, CoreConfig};
@@ -44,6 +52,18 @@ pub struct Shard {
     /// Largest monotonic time seen.
     pub(crate) now_us: u64,
     pub(crate) stats: CoreStats,
+    /// Ticks added to every device's deadline when its timer fires (back-off; 0 normally).
+    pub(crate) extension_ticks: u64,
+    /// A lowered extension waiting to take over: (ticks, from tick).
+    pub(crate) lower_extension: Option<(u64, Tick)>,
+}
+
+/// An extension [`Shard::set_deadline_extension`] refuses: with it a deadline would lie beyond
+/// the horizon deadlines are stored with ([`crate::config::MAX_HORIZON_TICKS`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExtensionTooLong {
+    /// The largest extension this shard takes, ticks.
+    pub max_ticks: u64,
 }
 
 impl Shard {
@@ -73,6 +93,8 @@ impl Shard {
                 .map_err(|e| e.too_big("multi_device_users", "the device blocks"))?,
             now_us: now.mono_us,
             stats: CoreStats::default(),
+            extension_ticks: 0,
+            lower_extension: None,
         })
     }
 
@@ -175,7 +197,7 @@ impl Shard {
             stats,
         );
         if earlier || devices.rec.timer == NO_TIMER {
-            let at = next_wake(&devices, n, self.retention_ticks);
+            let at = next_wake(&devices, n, self.retention_ticks, self.extension_ticks);
             schedule(wheel, devices.rec, hb.user, at);
         }
     }
@@ -202,6 +224,12 @@ impl Shard {
             self.now_us = now.mono_us;
         }
         let target = self.tick();
+        if let Some((ticks, from)) = self.lower_extension {
+            if target >= from {
+                self.extension_ticks = ticks;
+                self.lower_extension = None;
+            }
+        }
         // Timers due in one tick are fired as a batch whose table slots are touched first. The
         // batch's buffer is filled only once a timer is due: every heartbeat calls this, and
         // zeroing it each time was, most likely, the 4.7 % `memset` of a shard's profile under
@@ -219,6 +247,34 @@ impl Shard {
         }
         // A growth's move ends even when no new user comes to drive it.
         self.table.move_step(MOVE_SLOTS_PER_ROUND);
+    }
+
+    /// Asks for every device's deadline to be `ticks` later than its heartbeat set it (0: no
+    /// extension), as of the shard's latest time. A longer extension than the one in force
+    /// applies at once; a shorter one once the extension in force has covered one whole
+    /// extended timeout more (`timeout + extension in force`), so that a device which beat at
+    /// the longer interval just before it was lowered is not expired before its next beat.
+    /// Until then the extension in force stays. Refused when `timeout + ticks` would exceed
+    /// the deadline horizon.
+    pub fn set_deadline_extension(&mut self, ticks: u64) -> Result<(), ExtensionTooLong> {
+        let max_ticks = (crate::config::MAX_HORIZON_TICKS - 1)
+            .saturating_sub(self.timeout_us / self.tick_us + 2);
+        if ticks > max_ticks {
+            return Err(ExtensionTooLong { max_ticks });
+        }
+        if ticks >= self.extension_ticks {
+            self.extension_ticks = ticks;
+            self.lower_extension = None;
+        } else {
+            let from = self.due(self.timeout_us) + self.extension_ticks;
+            self.lower_extension = Some((ticks, from));
+        }
+        Ok(())
+    }
+
+    /// The deadline extension in force, ticks ([`Shard::set_deadline_extension`]).
+    pub fn deadline_extension_ticks(&self) -> u64 {
+        self.extension_ticks
     }
 
     /// The monotonic time (µs) from which [`Shard::advance`] has timers to fire (the start of
@@ -347,7 +403,7 @@ impl Shard {
             stats,
         );
         // Fewer devices only move deadlines later, except retention, which may be shorter.
-        let at = next_wake(&devices, n, self.retention_ticks);
+        let at = next_wake(&devices, n, self.retention_ticks, self.extension_ticks);
         schedule(wheel, devices.rec, hb.user, at);
     }
 
@@ -360,6 +416,7 @@ impl Shard {
             wheel,
             stats,
             retention_ticks,
+            extension_ticks,
             ..
         } = self;
         let rec = table
@@ -379,16 +436,20 @@ impl Shard {
             return;
         }
         let mut removed = 0;
+        let mut extended = false;
         let mut i = 0;
         while i < devices.len() {
-            if widen(devices.get(i).deadline_tick, t) <= t {
+            let deadline = widen(devices.get(i).deadline_tick, t);
+            if deadline + *extension_ticks <= t {
                 devices.swap_remove(i);
                 removed += 1;
             } else {
+                extended |= deadline <= t;
                 i += 1;
             }
         }
         stats.devices -= removed;
+        stats.deadlines_extended += u64::from(extended);
         if devices.is_empty() {
             devices.rec.set_offline_since(t);
         }
@@ -410,7 +471,7 @@ impl Shard {
             out,
             stats,
         );
-        let at = next_wake(&devices, t, *retention_ticks);
+        let at = next_wake(&devices, t, *retention_ticks, *extension_ticks);
         schedule(wheel, devices.rec, user, at);
     }
 }
@@ -442,15 +503,21 @@ pub(crate) fn evaluate(devices: &mut Devices<'_>, t: Tick) -> Aggregate {
     }
 }
 
-/// The next tick after `t` at which the user's state may change (call after `evaluate`).
-pub(crate) fn next_wake(devices: &Devices<'_>, t: Tick, retention_ticks: u64) -> Tick {
+/// The next tick after `t` at which the user's state may change (call after `evaluate`), each
+/// deadline extended by `extension_ticks`.
+pub(crate) fn next_wake(
+    devices: &Devices<'_>,
+    t: Tick,
+    retention_ticks: u64,
+    extension_ticks: u64,
+) -> Tick {
     if devices.is_empty() {
         return devices.rec.offline_since(t) + retention_ticks;
     }
     let mut at = Tick::MAX;
     for i in 0..devices.len() {
         let dev = devices.get(i);
-        at = at.min(widen(dev.deadline_tick, t));
+        at = at.min(widen(dev.deadline_tick, t) + extension_ticks);
         if dev.state == DeviceState::Online && !dev.lapsed {
             at = at.min(widen(dev.active_until_tick, t));
         }

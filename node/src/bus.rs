@@ -134,6 +134,12 @@ pub enum Request {
         /// The asker's request id.
         request: u32,
     },
+    /// The heartbeat interval every gateway is now asked for (SPEC.md § P6.13), ms; 0: the
+    /// normal one. The shard extends its deadlines to match; no answer.
+    Pace {
+        /// The interval, ms.
+        interval_ms: u32,
+    },
 }
 
 /// What reaches a shard's inbox.
@@ -181,6 +187,14 @@ pub enum ToHub {
     /// The shard dropped this many transitions since its last message (outbox full): the hub
     /// must tell subscribers to re-query.
     Shed(u64),
+    /// The heartbeat interval this shard asks gateways for changed (back-off under load,
+    /// `crate::backoff`), ms; 0: the normal one.
+    Pace {
+        /// The shard.
+        shard: usize,
+        /// The interval, ms.
+        interval_ms: u32,
+    },
 }
 
 /// What a shard sends the store (its transition log and its snapshots), in order: a snapshot's

@@ -26,6 +26,12 @@
 //! gateway was promised them. Only the queue limit, which no gateway is told, is the hub's
 //! own; `Command::QueueBytes` replaces it for every link at once.
 //!
+//! **Back-off is daemon-wide.** Each shard says which heartbeat interval it asks for
+//! (`ToHub::Pace`, [`crate::backoff`]); the hub asks every gateway for the longest of them
+//! with a PACE frame on each version-3 link (and on each new one while it is not the normal
+//! one), and tells every shard (`Request::Pace`) so that all extend their deadlines alike: a
+//! gateway paces all its users at one interval, whichever shard owns them (SPEC.md § P6.13).
+//!
 //! **The daemon asks too.** Its metrics endpoint gathers the same figures as STATS
 //! (`Command::Scrape`), answered as a typed [`Stats`] through `poll_scrape` rather than a frame;
 //! the figures of every open link (`LinkStats::per_link`) are kept here, where the frames are
@@ -220,6 +226,8 @@ pub struct HubStats {
     pub lag_signals: u64,
     /// Transitions the shards shed before they reached the hub.
     pub shard_shed: u64,
+    /// PACE frames sent to links.
+    pub pace_frames: u64,
 }
 
 struct Link {
@@ -286,6 +294,10 @@ pub struct Hub {
     touched: Vec<u32>,
     requests: VecDeque<(usize, Request)>,
     out: Outbox,
+    /// The interval each shard asks for, ms (0: the normal one), and the longest of them: the
+    /// one asked of the gateways.
+    paces: Vec<u32>,
+    pace_ms: u32,
 }
 
 /// What the hub owes the links: the frames queued for them, and which are owed a LAGGED frame.
@@ -375,6 +387,8 @@ impl Hub {
                 owing: Vec::new(),
                 stats: HubStats::default(),
             },
+            paces: vec![0; config.shards],
+            pace_ms: 0,
         }
     }
 
@@ -399,6 +413,23 @@ impl Hub {
                 request,
                 stats,
             } => self.shard_stats(link, request, *stats),
+            ToHub::Pace { shard, interval_ms } => {
+                if let Some(pace) = self.paces.get_mut(shard) {
+                    *pace = interval_ms;
+                }
+                let asked = self.paces.iter().copied().max().unwrap_or(0);
+                if asked != self.pace_ms {
+                    self.pace_ms = asked;
+                    for shard in 0..self.shards {
+                        let request = Request::Pace { interval_ms: asked };
+                        self.requests.push_back((shard, request));
+                    }
+                    let ids: Vec<u32> = self.links.keys().copied().collect();
+                    for id in ids {
+                        self.send_pace(id);
+                    }
+                }
+            }
             ToHub::Shed(n) => {
                 self.out.stats.shard_shed += n;
                 for (&id, link) in &mut self.links {
@@ -446,6 +477,9 @@ impl Hub {
                         lagged_all: false,
                     },
                 );
+                if self.pace_ms != 0 {
+                    self.send_pace(link);
+                }
             }
             Command::Close { link } => self.close(link),
             Command::Subscribe {
@@ -690,7 +724,7 @@ impl Hub {
         let mut buf = BytesMut::new();
         let max = link.limits.max_frame_len;
         // A version-1 link has no WARMING flag (its gateway would read a reserved bit).
-        let warming = warming && link.version == wire::Version::V2;
+        let warming = warming && link.version >= wire::Version::V2;
         match wire::encode_presence_v2(&mut buf, request, &records, last, warming, max) {
             Ok(0) => {}
             Ok(_) => self.out.send(id, link, buf, last, None),
@@ -849,8 +883,26 @@ impl Hub {
                 latency_us: server.latency_us,
                 per_link: self.per_link(),
                 per_link_omitted: 0,
+                backoff_active: self.pace_ms != 0,
+                pace_interval_ms: u64::from(self.pace_ms),
+                pace_frames: s.pace_frames,
             },
         }
+    }
+
+    /// Queues a PACE frame with the interval asked now for the link, if its version has PACE
+    /// (SPEC.md § P6.13; links of versions 1 and 2 are never paced).
+    fn send_pace(&mut self, id: u32) {
+        let Some(link) = self.links.get_mut(&id) else {
+            return;
+        };
+        if !link.version.has(wire::FrameType::Pace) {
+            return;
+        }
+        let mut frame = BytesMut::new();
+        wire::encode_pace(&mut frame, self.pace_ms);
+        self.out.stats.pace_frames += 1;
+        self.out.send(id, link, frame, false, None);
     }
 
     /// Every open link's figures, by id.

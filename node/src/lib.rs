@@ -11,8 +11,10 @@
 //! - [`hub::Hub`]: subscriptions and fan-out; the shards' messages and the links' commands in,
 //!   requests for the shards and frames for the links out.
 //! - [`bus`]: the messages between them. [`auth`]: the checks of signed datagrams.
+//!   [`backoff`]: whether a shard runs hot, and the heartbeat interval it asks for.
 
 pub mod auth;
+pub mod backoff;
 pub mod bus;
 pub mod hub;
 pub mod node;

@@ -13,6 +13,11 @@
 //! Nothing on this path allocates per datagram: entries and transitions travel in fixed
 //! batches, the routing queue and the transition buffer keep their capacity.
 //!
+//! Back-off (SPEC.md § P6.13, [`crate::backoff`]): the node judges from its receive calls and
+//! shed entries whether the shard runs hot, and tells the hub the heartbeat interval it asks
+//! for (`ToHub::Pace`); the hub answers every shard with the interval asked of the gateways
+//! (`Request::Pace`), by which the core extends every deadline.
+//!
 //! Limits, each counted when hit: the outbox to the hub holds `link_outbox` transitions beyond
 //! what the channel took (more are shed, `transitions_shed`, and the hub is told to make
 //! subscribers re-query); a full inbox of another shard sheds the batch (`cross_shard_shed`);
@@ -21,6 +26,7 @@
 
 use crate::auth::sources::{FailingSources, Source, SourceLimits};
 use crate::auth::{AuthError, Verifier};
+use crate::backoff::{Backoff, BackoffConfig};
 use crate::bus::{owner, Blank, EntryBatch, Inbox, Request, ToHub, ToStore, TransitionBatch};
 use presenced_core::clock::Now;
 use presenced_core::config::{ConfigError, CoreConfig};
@@ -70,6 +76,8 @@ pub struct NodeConfig {
     pub warming_until_us: Option<u64>,
     /// The table of sources failing authentication or decoding, and their budget.
     pub sources: SourceLimits,
+    /// When and how far to ask gateways for a longer heartbeat interval (`ingest.backoff*`).
+    pub backoff: BackoffConfig,
 }
 
 /// What the node may hold for the store.
@@ -210,6 +218,13 @@ pub struct ShardNode {
     loss_reports: [(u64, u64); Loss::ALL.len()],
     journal: Option<Journal>,
     warming_until_us: Option<u64>,
+    /// Whether this shard runs hot, and the interval it asks for.
+    backoff: Backoff,
+    /// The core's tick, normal heartbeat interval and timeout, µs (to turn an asked interval
+    /// into a deadline extension).
+    tick_us: u64,
+    interval_us: u64,
+    timeout_us: u64,
 }
 
 /// The blocked sources the shard thread puts in its sockets' filter, so that the kernel drops
@@ -268,6 +283,8 @@ impl ShardNode {
             (1..=crate::bus::MAX_ENTRY_BATCH).contains(&config.cross_shard_batch),
             "cross_shard_batch is checked by the settings"
         );
+        let (tick_us, interval_us) = (config.core.tick_us, config.core.heartbeat_interval_us);
+        let timeout_us = config.core.timeout_us();
         let shard = Shard::new(config.core, now)?;
         Ok(ShardNode {
             index: config.index,
@@ -307,6 +324,10 @@ impl ShardNode {
                 pass_records: 0,
             }),
             warming_until_us: config.warming_until_us,
+            backoff: Backoff::new(config.backoff),
+            tick_us,
+            interval_us,
+            timeout_us,
         })
     }
 
@@ -370,16 +391,19 @@ impl ShardNode {
         }
     }
 
-    /// One receive call on this shard's sockets, and how many datagrams the kernel dropped
-    /// for want of buffer room since the previous call (SO_RXQ_OVFL).
-    pub fn handle_receive(&mut self, kernel_dropped: u64) {
+    /// One receive call on this shard's sockets: whether it filled its batch (more were
+    /// waiting), and how many datagrams the kernel dropped for want of buffer room since the
+    /// previous call (SO_RXQ_OVFL).
+    pub fn handle_receive(&mut self, full: bool, kernel_dropped: u64) {
         self.stats.recv_calls += 1;
-        self.handle_kernel_drops(kernel_dropped);
+        self.stats.kernel_dropped += kernel_dropped;
+        self.backoff.handle_receive(full, kernel_dropped);
     }
 
     /// Datagrams the kernel dropped on this shard's sockets (a full buffer, or their filter:
     /// `ingest.allow` and the blocked sources) since the count was last given, read from a
-    /// socket between receive calls (SO_MEMINFO).
+    /// socket between receive calls (SO_MEMINFO). Not a sign of load: a socket with nothing
+    /// to receive is not behind, so these are its filter's drops.
     pub fn handle_kernel_drops(&mut self, kernel_dropped: u64) {
         self.stats.kernel_dropped += kernel_dropped;
     }
@@ -394,6 +418,19 @@ impl ShardNode {
             }
             Inbox::Keys(keys) => self.verifier.set_keys(keys),
             Inbox::Snapshot => self.snapshot_begin(now),
+            Inbox::Request(Request::Pace { interval_ms }) => {
+                // The interval every gateway is asked for: the timeout stretched in the same
+                // proportion (SPEC.md § P6.13), so that as many beats in a row may be lost.
+                let asked_us = u64::from(interval_ms) * 1000;
+                let extra_us = u128::from(asked_us.saturating_sub(self.interval_us))
+                    * u128::from(self.timeout_us)
+                    / u128::from(self.interval_us.max(1));
+                let ticks = u64::try_from(extra_us)
+                    .unwrap_or(u64::MAX)
+                    .div_ceil(self.tick_us);
+                // The settings bound the interval so that the extension fits the horizon.
+                let _ = self.shard.set_deadline_extension(ticks);
+            }
             Inbox::Request(request) => {
                 // Transitions emitted so far must reach the hub before this answer.
                 self.shard.advance(now, &mut self.out);
@@ -416,6 +453,7 @@ impl ShardNode {
                         request,
                         stats: Box::new(self.stats()),
                     },
+                    Request::Pace { .. } => unreachable!("handled above"),
                 };
                 // Answers are bounded by the hub's requests in flight: never shed.
                 self.outbox.push_back(answer);
@@ -446,6 +484,18 @@ impl ShardNode {
         }
         self.snapshot_round(now);
         self.report_losses(now.wall_ms);
+        if let Some(asked_ms) = self.backoff.handle_round(now.mono_us / 1000) {
+            let interval_ms = if self.backoff.is_active() {
+                u32::try_from(asked_ms).unwrap_or(u32::MAX)
+            } else {
+                0
+            };
+            // One message per change, a few per minute at most: never shed.
+            self.outbox.push_back(ToHub::Pace {
+                shard: self.index,
+                interval_ms,
+            });
+        }
     }
 
     /// Queues a report of each kind of loss that grew, at most once per kind every
@@ -493,6 +543,7 @@ impl ShardNode {
             Transmit::Peer { batch, .. } => {
                 self.stats.routed_out -= batch.len() as u64;
                 self.stats.cross_shard_shed += batch.len() as u64;
+                self.backoff.handle_shed();
             }
             Transmit::Hub(message) => {
                 if let ToHub::Transitions(batch) = &message {
@@ -552,6 +603,13 @@ impl ShardNode {
             .chain([(&SOURCE_BLOCKED, &self.dropped_early)])
             .map(|(&reason, &n)| (reason.to_string(), n))
             .collect();
+        s.backoff_interval_ms = if self.backoff.is_active() {
+            self.backoff.asked_ms()
+        } else {
+            0
+        };
+        s.backoff_entered = self.backoff.entered();
+        s.deadline_extension_ms = self.shard.deadline_extension_ticks() * self.tick_us / 1000;
         s
     }
 

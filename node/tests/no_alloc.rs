@@ -75,6 +75,7 @@ fn datagrams_and_timers_allocate_nothing_once_warm() {
         }),
         warming_until_us: None,
         sources: presenced_node::auth::sources::SourceLimits::default(),
+        backoff: presenced_node::backoff::BackoffConfig::disabled(),
     };
     let mut node = ShardNode::new(config, Verifier::new(None, 30_000), at(0)).unwrap();
     // Full datagrams of users of both shards, each state flipping every round, so that every

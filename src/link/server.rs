@@ -418,7 +418,7 @@ async fn serve(connection: quinn::Connection, id: u32, context: &Context, limits
 /// gateway to have it before the connection closes.
 async fn say_goodbye(send: &mut quinn::SendStream, version: wire::Version, fatal: &Fatal) {
     let mut buf = BytesMut::new();
-    if fatal.code == wire::ErrorCode::ShuttingDown && version == wire::Version::V2 {
+    if fatal.code == wire::ErrorCode::ShuttingDown && version >= wire::Version::V2 {
         // SPEC.md § P6.11: the daemon is going away; reconnect, to this address. GOAWAY
         // carries its reason in a field of its own: the message is the detail alone.
         let after = GOAWAY_RECONNECT_AFTER.as_millis() as u32;
@@ -513,7 +513,7 @@ impl LinkTask<'_> {
             wire::Version::V1 => {
                 wire::encode_welcome(&mut buf, w.heartbeat_port, &ports, &limits, &w.timings)
             }
-            wire::Version::V2 => {
+            version @ (wire::Version::V2 | wire::Version::V3) => {
                 let now_us = self.context.clock.mono_us();
                 let v2 = wire::WelcomeV2 {
                     warm_remaining_ms: w
@@ -523,7 +523,25 @@ impl LinkTask<'_> {
                     idle_timeout_ms: s.idle_timeout.as_millis().min(u128::from(u32::MAX)) as u32,
                 };
                 let timings = &w.timings;
-                wire::encode_welcome_v2(&mut buf, w.heartbeat_port, &ports, &limits, timings, &v2)
+                if version == wire::Version::V2 {
+                    wire::encode_welcome_v2(
+                        &mut buf,
+                        w.heartbeat_port,
+                        &ports,
+                        &limits,
+                        timings,
+                        &v2,
+                    )
+                } else {
+                    wire::encode_welcome_v3(
+                        &mut buf,
+                        w.heartbeat_port,
+                        &ports,
+                        &limits,
+                        timings,
+                        &v2,
+                    )
+                }
             }
         };
         encoded.map_err(|e| Fatal::new(wire::ErrorCode::Internal, e.to_string()))?;

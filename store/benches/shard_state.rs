@@ -80,6 +80,7 @@ fn node(users: u64, now: Now) -> ShardNode {
         }),
         warming_until_us: None,
         sources: presenced_node::auth::sources::SourceLimits::default(),
+        backoff: presenced_node::backoff::BackoffConfig::disabled(),
     };
     ShardNode::new(config, Verifier::new(None, 30_000), now).unwrap()
 }

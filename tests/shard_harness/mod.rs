@@ -933,6 +933,7 @@ pub fn run(data: &[u8]) -> Summary {
             failure_burst: u32::MAX,
             ..presenced_node::auth::sources::SourceLimits::default()
         },
+        backoff: presenced_node::backoff::BackoffConfig::disabled(),
     };
     let node = ShardNode::new(node_config, Verifier::new(None, u64::MAX), now)
         .expect("the harness's configs are valid");

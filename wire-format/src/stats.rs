@@ -71,6 +71,9 @@ pub struct CoreStats {
     pub timers_fired: u64,
     /// Far timers (last-seen retention) moved down a level of the wheel as their time came.
     pub timers_cascaded: u64,
+    /// Fired timers re-armed by the back-off deadline extension: a device's deadline had
+    /// passed but its extended deadline had not (ARCHITECTURE.md "Back-off under load").
+    pub deadlines_extended: u64,
 }
 
 /// One shard thread: its presence core's counters and its ingest's.
@@ -118,6 +121,15 @@ pub struct ShardStats {
     /// Saved users or logged transitions not restored: the table was full, or the bytes did
     /// not decode.
     pub restore_refused: u64,
+    /// The heartbeat interval this shard asks gateways for because it runs hot, ms; 0: none
+    /// (SPEC.md § P6.13; `ingest.backoff`).
+    pub backoff_interval_ms: u64,
+    /// Times this shard began asking for a longer interval.
+    pub backoff_entered: u64,
+    /// How much later than normal every device's deadline is now, ms: the timeout stretched
+    /// by the interval asked of the gateways over the normal one, less the timeout (kept one
+    /// extended timeout longer when lowered).
+    pub deadline_extension_ms: u64,
 }
 
 impl ShardStats {
@@ -227,6 +239,13 @@ pub struct LinkStats {
     pub per_link: Vec<PerLinkStats>,
     /// Open links left out of `per_link` to fit the STATS_REPLY limit.
     pub per_link_omitted: u64,
+    /// Whether the daemon asks gateways for a longer heartbeat interval (back-off under
+    /// load, SPEC.md § P6.13).
+    pub backoff_active: bool,
+    /// The heartbeat interval asked of the gateways, ms; 0: the normal one.
+    pub pace_interval_ms: u64,
+    /// PACE frames sent to links.
+    pub pace_frames: u64,
 }
 
 /// One open gateway link.

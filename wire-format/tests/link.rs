@@ -36,6 +36,8 @@ enum C {
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum S {
     Welcome {
+        /// 1, 2 or 3; `v2` is `Some` exactly from 2 on.
+        version: u16,
         heartbeat_port: u16,
         ports: Vec<u16>,
         limits: Limits,
@@ -69,6 +71,7 @@ enum S {
         last_seen_ms: Option<u64>,
         spans: Vec<Span>,
     },
+    Pace(u32),
 }
 
 impl C {
@@ -85,6 +88,7 @@ impl S {
     /// The oldest version whose links carry this frame.
     fn since(&self) -> Version {
         match self {
+            S::Welcome { version: 3, .. } | S::Pace(_) => Version::V3,
             S::Welcome { v2: Some(_), .. }
             | S::Presence { warming: true, .. }
             | S::GoAway { .. }
@@ -125,6 +129,7 @@ fn c_of(f: &ClientFrame<'_>) -> C {
 fn s_of(f: &ServerFrame<'_>) -> S {
     match *f {
         ServerFrame::Welcome(w) => S::Welcome {
+            version: w.protocol_version,
             heartbeat_port: w.heartbeat_port,
             ports: w.shard_ports.iter().collect(),
             limits: w.limits,
@@ -158,6 +163,7 @@ fn s_of(f: &ServerFrame<'_>) -> S {
             last_seen_ms: h.last_seen_ms,
             spans: h.spans.iter().collect(),
         },
+        ServerFrame::Pace { interval_ms } => S::Pace(interval_ms),
     }
 }
 
@@ -192,6 +198,7 @@ fn encode_c(c: &C, out: &mut BytesMut) -> Result<(), EncodeError> {
 fn encode_s(s: &S, out: &mut BytesMut) -> Result<(), EncodeError> {
     match s {
         S::Welcome {
+            version: 1,
             heartbeat_port,
             ports,
             limits,
@@ -199,12 +206,26 @@ fn encode_s(s: &S, out: &mut BytesMut) -> Result<(), EncodeError> {
             v2: None,
         } => encode_welcome(out, *heartbeat_port, ports, limits, timings),
         S::Welcome {
+            version: 2,
             heartbeat_port,
             ports,
             limits,
             timings,
             v2: Some(v2),
         } => encode_welcome_v2(out, *heartbeat_port, ports, limits, timings, v2),
+        S::Welcome {
+            version: 3,
+            heartbeat_port,
+            ports,
+            limits,
+            timings,
+            v2: Some(v2),
+        } => encode_welcome_v3(out, *heartbeat_port, ports, limits, timings, v2),
+        S::Welcome { version, .. } => Err(EncodeError::UnsupportedVersion(*version)),
+        S::Pace(interval_ms) => {
+            encode_pace(out, *interval_ms);
+            Ok(())
+        }
         S::Presence {
             request_id,
             is_final,
@@ -322,6 +343,7 @@ fn version_of(v: &Block) -> Version {
     match v.get("version") {
         None | Some("1") => Version::V1,
         Some("2") => Version::V2,
+        Some("3") => Version::V3,
         Some(other) => panic!("{}: bad version {other:?}", v.name),
     }
 }
@@ -399,7 +421,7 @@ fn expected_server(v: &Block) -> S {
             let protocol_version = num::<u16>(v, "protocol_version");
             let v2 = match protocol_version {
                 1 => None,
-                2 => {
+                2 | 3 => {
                     let flags: u16 = num(v, "flags");
                     let remaining: u32 = num(v, "warm_remaining_ms");
                     Some(WelcomeV2 {
@@ -410,6 +432,7 @@ fn expected_server(v: &Block) -> S {
                 other => panic!("{}: bad protocol_version {other}", v.name),
             };
             S::Welcome {
+                version: protocol_version,
                 heartbeat_port: num(v, "heartbeat_port"),
                 ports: list(v.get("shard_ports").expect("shard_ports")),
                 limits: Limits {
@@ -481,6 +504,7 @@ fn expected_server(v: &Block) -> S {
             reconnect_after_ms: num(v, "reconnect_after_ms"),
             message: unquote(v.get("message").expect("message")),
         },
+        "pace" => S::Pace(num(v, "interval_ms")),
         "history_reply" => S::HistoryReply {
             request_id: rid(),
             more: flag(v, "more"),
@@ -569,9 +593,9 @@ fn check_valid(v: &Block) {
                 .unwrap_or_else(|e| panic!("{}: decode: {e}", v.name));
             assert_eq!(f.frame_type().name(), v.get("type").unwrap(), "{}", v.name);
             assert_eq!(g_of(&f), want, "{}: decoded", v.name);
-            // Every valid version-1 frame reads the same on a version-2 link.
-            let later = Version::V2.decode_client(frame).map(|f| g_of(&f));
-            assert_eq!(later, Ok(want.clone()), "{}: on a version-2 link", v.name);
+            // Every valid frame reads the same on a link of the latest version.
+            let later = Version::LATEST.decode_client(frame).map(|f| g_of(&f));
+            assert_eq!(later, Ok(want.clone()), "{}: on a version-3 link", v.name);
             if version == Version::V1 {
                 assert_eq!(decode_client(frame).map(|f| c_of(&f)), Ok(want.clone()));
             }
@@ -585,8 +609,8 @@ fn check_valid(v: &Block) {
                 .unwrap_or_else(|e| panic!("{}: decode: {e}", v.name));
             assert_eq!(f.frame_type().name(), v.get("type").unwrap(), "{}", v.name);
             assert_eq!(s_of(&f), want, "{}: decoded", v.name);
-            let later = Version::V2.decode_server(frame).map(|f| s_of(&f));
-            assert_eq!(later, Ok(want.clone()), "{}: on a version-2 link", v.name);
+            let later = Version::LATEST.decode_server(frame).map(|f| s_of(&f));
+            assert_eq!(later, Ok(want.clone()), "{}: on a version-3 link", v.name);
             if version == Version::V1 {
                 assert_eq!(decode_server(frame).map(|f| s_of(&f)), Ok(want.clone()));
             }
@@ -678,7 +702,7 @@ fn spec_example_matches_vectors() {
         seen.insert(name);
     }
     // Every frame of the example has its table but version 2's HELLO (told in prose).
-    assert_eq!(tables, 9);
+    assert_eq!(tables, 10);
     let want: BTreeSet<String> = [
         "spec_hello",
         "spec_welcome",
@@ -690,6 +714,7 @@ fn spec_example_matches_vectors() {
         "spec_v2_history",
         "spec_v2_history_reply",
         "spec_v2_goaway",
+        "spec_v3_pace",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -761,6 +786,7 @@ fn sample_client() -> Vec<C> {
 fn sample_server() -> Vec<S> {
     vec![
         S::Welcome {
+            version: 1,
             heartbeat_port: 7400,
             ports: vec![7401, 0, 7403],
             limits: Limits {
@@ -836,6 +862,7 @@ fn round_trip_version_2_frames() {
     };
     let servers = vec![
         S::Welcome {
+            version: 2,
             heartbeat_port,
             ports,
             limits,
@@ -935,11 +962,12 @@ fn version_2_accessors() {
     assert_eq!(f.request_id(), Some(9));
     assert_eq!(f.users().map(|u| u.len()), Some(1));
 
-    // A daemon speaking version 2 reads either HELLO; one speaking 1 refuses version 2.
+    // A daemon speaking version 3 reads every HELLO; one speaking 1 refuses versions 2 and 3.
     for version in Version::ALL {
         let mut out = BytesMut::new();
         encode_hello(&mut out, &Hello::new("gw").asking(version)).unwrap();
-        let Ok(GatewayFrame::Common(ClientFrame::Hello(h))) = Version::V2.decode_client(&out[4..])
+        let Ok(GatewayFrame::Common(ClientFrame::Hello(h))) =
+            Version::LATEST.decode_client(&out[4..])
         else {
             panic!()
         };
@@ -1270,7 +1298,7 @@ fn encode_refusals_leave_out_unchanged() {
             encode_hello(
                 &mut out,
                 &Hello {
-                    protocol_version: 3,
+                    protocol_version: 4,
                     ..Hello::new("")
                 },
             ),
@@ -1845,6 +1873,7 @@ fn arb_server() -> impl Strategy<Value = S> {
             prop::option::of((any::<Option<u32>>(), any::<u32>())),
         )
             .prop_map(|(heartbeat_port, ports, v, v2)| S::Welcome {
+                version: if v2.is_some() { 2 } else { 1 },
                 heartbeat_port,
                 ports,
                 v2: v2.map(|(warm_remaining_ms, idle_timeout_ms)| WelcomeV2 {

@@ -138,6 +138,7 @@ mod tests {
             "spec_v2_history",
             "spec_v2_history_reply",
             "spec_v2_goaway",
+            "spec_v3_pace",
         ] {
             assert!(dumps.contains(&format!("{name}:\n0000: ")), "{name}");
         }

@@ -20,10 +20,15 @@ enum Seen {
     Ack(u32),
     Error(u32, ErrorCode),
     Stats(u32, Box<Stats>),
+    Pace(u32),
 }
 
 fn read(out: &Outgoing) -> Seen {
-    match decode_server(&out.frame[4..]).expect("the hub writes valid frames") {
+    let frame = &out.frame[4..];
+    if let Ok(ServerFrame::Pace { interval_ms }) = wire::Version::V3.decode_server(frame) {
+        return Seen::Pace(interval_ms);
+    }
+    match decode_server(frame).expect("the hub writes valid frames") {
         ServerFrame::Presence(p) => Seen::Presence {
             request: p.request_id,
             last: p.is_final,
@@ -656,4 +661,62 @@ fn a_stats_reply_with_too_many_links_for_its_limit_leaves_some_out() {
     assert!(kept > 0 && kept < u64::from(links), "{kept}");
     assert_eq!(kept + stats.link.per_link_omitted, u64::from(links));
     assert_eq!(stats.link.links, u64::from(links));
+}
+
+#[test]
+fn the_longest_interval_any_shard_asks_goes_to_version_3_links_and_every_shard() {
+    let mut hub = hub(2, ROOM);
+    open(&mut hub, 1);
+    let open_v3 = |hub: &mut Hub, link: u32| {
+        hub.handle_command(Command::Open {
+            link,
+            version: wire::Version::V3,
+            name: format!("gw-{link}"),
+            peer: SocketAddr::from(([127, 0, 0, 1], 5000 + link as u16)),
+            limits: LIMITS,
+        })
+    };
+    open_v3(&mut hub, 2);
+    hub.handle_shard(ToHub::Pace {
+        shard: 1,
+        interval_ms: 40_000,
+    });
+    // Only the version-3 link is paced; every shard extends its deadlines.
+    assert_eq!(frames(&mut hub), [(2, Seen::Pace(40_000))]);
+    let asked = |ms| Request::Pace { interval_ms: ms };
+    assert_eq!(requests(&mut hub), [(0, asked(40_000)), (1, asked(40_000))]);
+    // A shorter ask of another shard changes nothing; a link opened now is paced at once.
+    hub.handle_shard(ToHub::Pace {
+        shard: 0,
+        interval_ms: 20_000,
+    });
+    assert!(frames(&mut hub).is_empty() && requests(&mut hub).is_empty());
+    open_v3(&mut hub, 3);
+    assert_eq!(frames(&mut hub), [(3, Seen::Pace(40_000))]);
+    assert_eq!(hub.stats().pace_frames, 2);
+    // Both calm: the normal interval again.
+    hub.handle_shard(ToHub::Pace {
+        shard: 1,
+        interval_ms: 0,
+    });
+    let mut got = frames(&mut hub);
+    got.sort_by_key(|(l, _)| *l);
+    assert_eq!(got, [(2, Seen::Pace(20_000)), (3, Seen::Pace(20_000))]);
+    hub.handle_shard(ToHub::Pace {
+        shard: 0,
+        interval_ms: 0,
+    });
+    let mut got = frames(&mut hub);
+    got.sort_by_key(|(l, _)| *l);
+    assert_eq!(got, [(2, Seen::Pace(0)), (3, Seen::Pace(0))]);
+    assert_eq!(
+        requests(&mut hub),
+        [
+            (0, asked(20_000)),
+            (1, asked(20_000)),
+            (0, asked(0)),
+            (1, asked(0))
+        ]
+    );
+    assert_eq!(hub.stats().pace_frames, 6);
 }

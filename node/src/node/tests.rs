@@ -34,6 +34,7 @@ fn config(index: usize, shards: usize) -> NodeConfig {
         store: None,
         warming_until_us: None,
         sources: crate::auth::sources::SourceLimits::default(),
+        backoff: crate::backoff::BackoffConfig::disabled(),
     }
 }
 
@@ -81,6 +82,9 @@ fn drain(node: &mut ShardNode) -> Sent {
                 sent.other.push(format!("snapshot {presence:?}"))
             }
             Transmit::Hub(ToHub::Stats { .. }) => sent.other.push("stats".into()),
+            Transmit::Hub(ToHub::Pace { shard, interval_ms }) => {
+                sent.other.push(format!("pace {shard} {interval_ms}"))
+            }
             Transmit::Store(message) => sent.store.push(message),
         }
     }
@@ -392,17 +396,53 @@ fn blocked_sources_go_to_the_kernel_filter_while_there_is_room_and_leave_it_when
 #[test]
 fn the_receive_counters_add_up() {
     let mut node = node(config(0, 1));
-    node.handle_receive(0);
-    node.handle_receive(12);
+    node.handle_receive(false, 0);
+    node.handle_receive(false, 12);
     let stats = node.stats();
     assert_eq!((stats.recv_calls, stats.kernel_dropped), (2, 12));
+}
+
+#[test]
+fn a_hot_shard_asks_for_a_longer_interval_and_the_hubs_answer_extends_its_deadlines() {
+    let mut node = node(NodeConfig {
+        backoff: crate::backoff::BackoffConfig {
+            enabled: true,
+            normal_ms: 20_000,
+            interval_ms: 40_000,
+            calm_ms: 60_000,
+        },
+        ..config(0, 1)
+    });
+    node.handle_timeout(at(SEC));
+    assert!(drain(&mut node).other.is_empty(), "calm: nothing asked");
+    node.handle_receive(true, 5);
+    node.handle_timeout(at(2 * SEC));
+    assert_eq!(drain(&mut node).other, ["pace 0 40000"]);
+    let stats = node.stats();
+    assert_eq!(
+        (stats.backoff_interval_ms, stats.backoff_entered),
+        (40_000, 1)
+    );
+    // The hub asks every shard to extend its deadlines to the gateways' interval.
+    node.handle_inbox(
+        at(2 * SEC),
+        Inbox::Request(Request::Pace {
+            interval_ms: 40_000,
+        }),
+    );
+    // Twice the interval: twice the timeout (20 s + 2 × 12 s), 44 s later.
+    assert_eq!(node.stats().deadline_extension_ms, 44_000);
+    // A minute without drops: the normal interval again.
+    node.handle_timeout(at(62 * SEC));
+    assert_eq!(drain(&mut node).other, ["pace 0 0"]);
+    assert_eq!(node.stats().backoff_interval_ms, 0);
 }
 
 #[test]
 fn losses_are_reported_at_most_once_per_kind_per_period_with_the_count_since() {
     let mut node = node(config(0, 2));
     let theirs: Vec<u64> = owned_by(1, 2).take(4).collect();
-    node.handle_receive(12);
+    node.handle_receive(false, 12);
     node.handle_datagram(at(SEC), GATEWAY, &datagram(&theirs, State::Online));
     let t = node.poll_transmit().unwrap();
     node.handle_refused(t);
@@ -412,7 +452,7 @@ fn losses_are_reported_at_most_once_per_kind_per_period_with_the_count_since() {
     assert_eq!(node.poll_event(), lost(Loss::CrossShardShed, 4));
     assert_eq!(node.poll_event(), None);
     // More losses within the period wait; nothing lost, nothing said.
-    node.handle_receive(3);
+    node.handle_receive(false, 3);
     node.handle_timeout(at(2 * SEC));
     assert_eq!(node.poll_event(), None);
     let later = SEC + REFUSAL_REPORT_EVERY_MS * 1000;

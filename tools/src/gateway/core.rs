@@ -16,14 +16,16 @@
 //! watched user is queried again when warming ends (as the client's watcher does).
 //!
 //! Heartbeats: each browser is one device of its user. It is announced online when it
-//! connects, idle while its page is hidden, re-announced every heartbeat interval (a visible
+//! connects, idle while its page is hidden, re-announced every heartbeat interval (the one the
+//! daemon asks for while it backs off under load, PACE, SPEC.md § P6.13, at most
+//! [`MAX_PACE_FACTOR`] times its normal one; a visible
 //! page counts as activity, SPEC.md § 5, so its user does not drift idle), and logged
 //! out (an `offline` entry, SPEC.md § 5) when its socket closes, so watchers see it offline at
 //! once rather than after the timeout.
 
 use super::protocol::{BrowserMessage, ErrorCode, GatewayMessage, State};
 use super::token::Secret;
-use presenced_client::entry;
+use presenced_client::{entry, Pacer};
 use presenced_wire::link::{Event, PresenceRecord, WireState};
 use presenced_wire::{Entry, State as DeviceState};
 use serde::Serialize;
@@ -153,11 +155,16 @@ struct Sub {
     view: Option<View>,
 }
 
+/// The longest heartbeat interval the gateway obeys, as a multiple of the daemon's normal one
+/// (SPEC.md § P6.13 lets a gateway bound it; beating more often is always allowed).
+pub const MAX_PACE_FACTOR: u32 = 16;
+
 /// The gateway's state (see the module's documentation).
 pub struct GatewayCore {
     limits: Limits,
     secret: Secret,
-    heartbeat_every: Duration,
+    /// The heartbeat interval: the daemon's, or the longer one it asks for (PACE).
+    pace: Pacer,
     next_heartbeat: Instant,
     conns: BTreeMap<ConnId, Conn>,
     next_conn: ConnId,
@@ -188,7 +195,7 @@ impl GatewayCore {
         GatewayCore {
             limits,
             secret,
-            heartbeat_every,
+            pace: Pacer::new(heartbeat_every, heartbeat_every * MAX_PACE_FACTOR),
             next_heartbeat: now + heartbeat_every,
             conns: BTreeMap::new(),
             next_conn: 1,
@@ -238,7 +245,13 @@ impl GatewayCore {
                 conn.visible,
             )));
         }
-        self.next_heartbeat = now + self.heartbeat_every;
+        self.next_heartbeat = now + self.pace.interval();
+    }
+
+    /// The daemon asks for a heartbeat interval (PACE, SPEC.md § P6.13; `None`: the normal
+    /// one, also when the link ends): the re-announcements after the next one follow it.
+    pub fn link_pace(&mut self, asked: Option<Duration>) {
+        self.pace.set_asked(asked);
     }
 
     /// A browser connects with `token` at `now` (`unix_s`: the wall clock, for the expiry).
@@ -922,6 +935,25 @@ mod tests {
         core.close(a);
         let hb = heartbeats(&drain(&mut core));
         assert_eq!((hb[0].user, hb[0].state), (1, DeviceState::Offline));
+    }
+
+    #[test]
+    fn re_announcements_follow_the_interval_the_daemon_asks_for() {
+        let t0 = Instant::now();
+        let mut core = core(Limits::default(), t0);
+        open(&mut core, t0, 1);
+        drain(&mut core);
+        core.link_pace(Some(3 * HB));
+        core.handle_timeout(t0 + HB);
+        assert_eq!(heartbeats(&drain(&mut core)).len(), 1);
+        assert_eq!(core.poll_timeout(), t0 + 4 * HB);
+        // Bounded by MAX_PACE_FACTOR; back to normal when the daemon (or the link's end) says.
+        core.link_pace(Some(1000 * HB));
+        core.handle_timeout(t0 + 4 * HB);
+        assert_eq!(core.poll_timeout(), t0 + (4 + MAX_PACE_FACTOR) * HB);
+        core.link_pace(None);
+        core.handle_timeout(t0 + (4 + MAX_PACE_FACTOR) * HB);
+        assert_eq!(core.poll_timeout(), t0 + (5 + MAX_PACE_FACTOR) * HB);
     }
 
     #[test]

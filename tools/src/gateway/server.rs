@@ -53,6 +53,8 @@ enum Input {
     WarmingOver,
     Events(Vec<Event>),
     Lagged(Option<Vec<u64>>),
+    /// The heartbeat interval the daemon asks for now (PACE; `None`: the normal one).
+    Pace(Option<Duration>),
     Stats(oneshot::Sender<Counters>),
     Shutdown,
 }
@@ -331,6 +333,7 @@ impl Hub {
             Input::WarmingOver => self.core.link_warming_over(),
             Input::Events(events) => self.core.link_events(&events),
             Input::Lagged(users) => self.core.link_lagged(users.as_deref()),
+            Input::Pace(asked) => self.core.link_pace(asked),
             Input::Stats(reply) => {
                 let _ = reply.send(self.core.counters());
             }
@@ -400,9 +403,17 @@ async fn run_link(
         }
         // While the daemon is warming: when to look again whether it still is.
         let mut warm_check: Option<tokio::time::Instant> = None;
+        // The interval the daemon asks for (SPEC.md § P6.13), back to normal with the link.
+        let mut pace = link.pace();
         let wait_first = loop {
             let check_at = warm_check.unwrap_or_else(tokio::time::Instant::now);
             tokio::select! {
+                changed = pace.changed() => {
+                    let asked = if changed.is_ok() { *pace.borrow_and_update() } else { None };
+                    if hub.send(Input::Pace(asked)).await.is_err() {
+                        return;
+                    }
+                }
                 () = tokio::time::sleep_until(check_at), if warm_check.is_some() => {
                     if link.is_warming() {
                         warm_check = Some(check_at + Duration::from_millis(WARMING_RECHECK_MS));
@@ -456,6 +467,9 @@ async fn run_link(
                         Some(Push::LaggedAll) => Input::Lagged(None),
                         Some(Push::Closed { message, go_away, .. }) => {
                             eprintln!("presence-gateway: push link closed: {message}");
+                            if hub.send(Input::Pace(None)).await.is_err() {
+                                return;
+                            }
                             break go_away.map_or(Duration::ZERO, |g| g.reconnect_after);
                         }
                         None => break Duration::ZERO,

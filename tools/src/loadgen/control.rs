@@ -1,7 +1,7 @@
 //! How the main thread steers the sender threads through a run: run the scenario, stop, log
 //! everyone out, done.
 
-use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::time::Duration;
 
 /// A phase of the run, as the senders see it.
@@ -24,6 +24,9 @@ pub struct Control {
     stopped: AtomicU32,
     drained: AtomicU32,
     interrupts: AtomicU32,
+    /// The heartbeat interval the daemon asks for (PACE, SPEC.md § P6.13), µs; 0: the normal
+    /// one. The senders stretch every device's next gap by it.
+    pace_us: AtomicU64,
 }
 
 impl Control {
@@ -40,6 +43,17 @@ impl Control {
     /// Moves to `phase` (never back).
     pub fn set(&self, phase: Phase) {
         self.phase.fetch_max(phase as u8, Ordering::AcqRel);
+    }
+
+    /// The daemon asks for `interval` between a device's heartbeats (`None`: the normal one).
+    pub fn set_pace(&self, interval: Option<Duration>) {
+        let us = interval.map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+        self.pace_us.store(us, Ordering::Release);
+    }
+
+    /// The interval the daemon asks for now, µs; 0: the normal one.
+    pub fn pace_us(&self) -> u64 {
+        self.pace_us.load(Ordering::Acquire)
     }
 
     /// A sender has finished the scenario.

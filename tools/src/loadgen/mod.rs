@@ -260,6 +260,15 @@ pub fn run(args: &Args, mut restart: Option<RestartHook<'_>>) -> Result<Summary,
 
     // Senders.
     let control = Arc::new(Control::default());
+    // The simulated gateways obey the daemon's PACE, read on the control link.
+    let mut pace = control_link.pace();
+    let paced = control.clone();
+    rt.spawn(async move {
+        while pace.changed().await.is_ok() {
+            let asked = *pace.borrow_and_update();
+            paced.set_pace(asked);
+        }
+    });
     let counters = Arc::new(SendCounters::default());
     let start_us = clock.now_us() + 20_000;
     let mut senders = Vec::new();

@@ -50,6 +50,10 @@ pub struct SenderSetup {
     pub boot_epoch: u32,
 }
 
+/// The longest interval the senders obey, as a multiple of the daemon's heartbeat interval
+/// (SPEC.md § P6.13 lets a gateway bound it): the schedule's horizon reaches this far.
+pub const MAX_PACE_FACTOR: u64 = 16;
+
 /// Starts a sender thread; its sockets are bound before it starts, so errors show here. The
 /// thread returns the last send error it saw, if any.
 pub fn spawn(setup: SenderSetup) -> io::Result<JoinHandle<Option<String>>> {
@@ -129,7 +133,7 @@ impl Sender {
                 ..
             } => Some(Wheel::new(
                 (period_us / 200).clamp(100, 1000),
-                gap_max_us.max(period_us),
+                gap_max_us.max(period_us) * MAX_PACE_FACTOR,
                 s.start_us,
             )),
             Pacing::Max => None,
@@ -313,11 +317,25 @@ impl Sender {
                 return true;
             }
         }
-        let next = at + self.plan.gap(&mut self.rng);
+        let gap = self.plan.gap(&mut self.rng);
+        let next = at + self.paced(gap);
         if let Some(w) = self.wheel.as_mut() {
             w.schedule(next, entry);
         }
         true
+    }
+
+    /// A gap drawn for the normal interval, stretched by the interval the daemon asks for now
+    /// (PACE, SPEC.md § P6.13; at most [`MAX_PACE_FACTOR`] times): the gateways this generator
+    /// simulates obey it, as a gateway built on presenced_client does.
+    fn paced(&self, gap: u64) -> u64 {
+        let normal = self.plan.daemon.interval_us.max(1);
+        let asked = self.control.pace_us().min(normal * MAX_PACE_FACTOR);
+        if asked > normal {
+            gap.saturating_mul(asked) / normal
+        } else {
+            gap
+        }
     }
 
     fn run_max(&mut self, end_us: u64) {

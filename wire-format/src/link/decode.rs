@@ -504,7 +504,7 @@ fn server(buf: &[u8], version: Version) -> Result<ServerFrame<'_>, FrameError> {
             };
             let v2 = match link {
                 Version::V1 => None,
-                Version::V2 => {
+                Version::V2 | Version::V3 => {
                     let flags = c.u16()?;
                     if flags & !WELCOME_FLAG_WARMING != 0 {
                         return Err(FrameError::ReservedFlags(flags));
@@ -537,7 +537,7 @@ fn server(buf: &[u8], version: Version) -> Result<ServerFrame<'_>, FrameError> {
             let flags = c.u8()?;
             let valid = match version {
                 Version::V1 => PRESENCE_FLAG_FINAL,
-                Version::V2 => PRESENCE_FLAG_FINAL | PRESENCE_FLAG_WARMING,
+                Version::V2 | Version::V3 => PRESENCE_FLAG_FINAL | PRESENCE_FLAG_WARMING,
             };
             if flags & !valid != 0 {
                 return Err(FrameError::ReservedFlags(u16::from(flags)));
@@ -609,6 +609,9 @@ fn server(buf: &[u8], version: Version) -> Result<ServerFrame<'_>, FrameError> {
                 spans: SpanList::from_validated(bytes),
             })
         }
+        FrameType::Pace => ServerFrame::Pace {
+            interval_ms: c.u32()?,
+        },
         // `frame_type` let only daemon → gateway types through.
         _ => return Err(FrameError::UnknownType(t)),
     };

@@ -544,25 +544,27 @@ pub fn encode_history(out: &mut BytesMut, request: &HistoryRequest) -> Result<()
 // ---------------------------------------------------------------------------------------------
 // Daemon → gateway frames
 
-/// WELCOME with its shard ports as values or as decoded: version 1, or version 2 with `v2`'s
-/// fields.
+/// WELCOME with its shard ports as values or as decoded: version 1, or version 2 or 3 with
+/// `v2`'s fields (`version` says which; `v2` is `None` exactly for version 1).
 fn welcome(
     out: &mut BytesMut,
+    version: Version,
     heartbeat_port: u16,
     shard_ports: impl Records<u16>,
     limits: &Limits,
     timings: &Timings,
     v2: Option<&WelcomeV2>,
 ) -> Result<(), EncodeError> {
+    let extra = match (version, v2) {
+        (Version::V1, None) => 0,
+        (Version::V2 | Version::V3, Some(_)) => 2 + 4 + 4,
+        _ => return Err(EncodeError::UnsupportedVersion(version.to_u16())),
+    };
     let count = match u16::try_from(shard_ports.count()) {
         Ok(n) if n > 0 => n,
         _ => return Err(EncodeError::BadShardCount(shard_ports.count())),
     };
     let ports = usize::from(count) * u16::LEN;
-    let (version, extra) = match v2 {
-        None => (Version::V1, 0),
-        Some(_) => (Version::V2, 2 + 4 + 4),
-    };
     put_frame(out, FrameType::Welcome, 6 + ports + 32 + extra, |out| {
         out.put_u16_le(version.to_u16());
         out.put_u16_le(count);
@@ -598,7 +600,15 @@ pub fn encode_welcome(
     limits: &Limits,
     timings: &Timings,
 ) -> Result<(), EncodeError> {
-    welcome(out, heartbeat_port, shard_ports, limits, timings, None)
+    welcome(
+        out,
+        Version::V1,
+        heartbeat_port,
+        shard_ports,
+        limits,
+        timings,
+        None,
+    )
 }
 
 /// Appends a version-2 WELCOME frame: [`encode_welcome`]'s fields, then `v2`'s (whether the
@@ -612,7 +622,36 @@ pub fn encode_welcome_v2(
     timings: &Timings,
     v2: &WelcomeV2,
 ) -> Result<(), EncodeError> {
-    welcome(out, heartbeat_port, shard_ports, limits, timings, Some(v2))
+    welcome(
+        out,
+        Version::V2,
+        heartbeat_port,
+        shard_ports,
+        limits,
+        timings,
+        Some(v2),
+    )
+}
+
+/// Appends a version-3 WELCOME frame: the layout of [`encode_welcome_v2`], with
+/// `protocol_version` 3. The answer to a HELLO asking for version 3.
+pub fn encode_welcome_v3(
+    out: &mut BytesMut,
+    heartbeat_port: u16,
+    shard_ports: &[u16],
+    limits: &Limits,
+    timings: &Timings,
+    v2: &WelcomeV2,
+) -> Result<(), EncodeError> {
+    welcome(
+        out,
+        Version::V3,
+        heartbeat_port,
+        shard_ports,
+        limits,
+        timings,
+        Some(v2),
+    )
 }
 
 /// How many records fit one PRESENCE frame no longer than `max_frame_len` (type + body):
@@ -712,6 +751,14 @@ pub fn encode_lagged_all(out: &mut BytesMut) {
 /// Appends an ACK frame. Refuses request id 0.
 pub fn encode_ack(out: &mut BytesMut, request_id: u32) -> Result<(), EncodeError> {
     request_only(out, FrameType::Ack, request_id)
+}
+
+/// Appends a PACE frame (version 3, SPEC.md § P6.13): the heartbeat interval the daemon asks
+/// gateways for, ms; 0 asks for the normal one (WELCOME's `heartbeat_interval_ms`). Any value
+/// is valid, so this cannot fail.
+pub fn encode_pace(out: &mut BytesMut, interval_ms: u32) {
+    // Cannot fail: 5 bytes.
+    let _ = put_frame(out, FrameType::Pace, 4, |out| out.put_u32_le(interval_ms));
 }
 
 /// ERROR with a raw code (a decoded frame may carry one this version does not define); the
@@ -865,24 +912,17 @@ impl ServerFrame<'_> {
     /// then. An ERROR or GOAWAY message is cut like [`encode_error`] does.
     pub fn encode(&self, out: &mut BytesMut) -> Result<(), EncodeError> {
         match *self {
-            ServerFrame::Welcome(ref w) => match (w.version(), &w.v2) {
-                (Version::V1, None) if w.protocol_version == Version::V1.to_u16() => welcome(
+            ServerFrame::Welcome(ref w) => match Version::from_u16(w.protocol_version) {
+                Some(version) => welcome(
                     out,
+                    version,
                     w.heartbeat_port,
                     w.shard_ports,
                     &w.limits,
                     &w.timings,
-                    None,
+                    w.v2.as_ref(),
                 ),
-                (Version::V2, Some(v2)) => welcome(
-                    out,
-                    w.heartbeat_port,
-                    w.shard_ports,
-                    &w.limits,
-                    &w.timings,
-                    Some(v2),
-                ),
-                _ => Err(EncodeError::UnsupportedVersion(w.protocol_version)),
+                None => Err(EncodeError::UnsupportedVersion(w.protocol_version)),
             },
             ServerFrame::Presence(ref p) => {
                 check_request_id(p.request_id)?;
@@ -904,6 +944,10 @@ impl ServerFrame<'_> {
             }
             ServerFrame::StatsReply { request_id, json } => {
                 encode_stats_reply(out, request_id, json)
+            }
+            ServerFrame::Pace { interval_ms } => {
+                encode_pace(out, interval_ms);
+                Ok(())
             }
             ServerFrame::GoAway(ref g) => {
                 goaway_frame(out, g.reason, g.reconnect_after_ms, g.message);

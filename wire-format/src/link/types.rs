@@ -22,8 +22,9 @@ use crate::list::{sealed, Record};
 /// § P9).
 ///
 /// A link speaks the version WELCOME names. Version 2 is version 1 plus GOAWAY, HISTORY and
-/// HISTORY_REPLY, WELCOME's warming and idle-timeout fields and PRESENCE's `WARMING` flag; a
-/// version-1 link carries exactly version 1's frames. Decoding needs the link's version where
+/// HISTORY_REPLY, WELCOME's warming and idle-timeout fields and PRESENCE's `WARMING` flag;
+/// version 3 is version 2 plus PACE (the daemon asks for a longer heartbeat interval under
+/// load). A link carries exactly its version's frames. Decoding needs the link's version where
 /// the two differ: see [`Version::decode_client`] and [`Version::decode_server`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Version {
@@ -31,14 +32,16 @@ pub enum Version {
     V1,
     /// Version 2: adds GOAWAY, HISTORY, HISTORY_REPLY, warming and the idle timeout.
     V2,
+    /// Version 3: adds PACE (back-off under load).
+    V3,
 }
 
 impl Version {
     /// Every version, oldest first.
-    pub const ALL: [Version; 2] = [Version::V1, Version::V2];
+    pub const ALL: [Version; 3] = [Version::V1, Version::V2, Version::V3];
 
     /// The newest version this module speaks.
-    pub const LATEST: Version = Version::V2;
+    pub const LATEST: Version = Version::V3;
 
     /// The wire value (`protocol_version`).
     #[inline]
@@ -46,6 +49,7 @@ impl Version {
         match self {
             Version::V1 => 1,
             Version::V2 => 2,
+            Version::V3 => 3,
         }
     }
 
@@ -55,6 +59,7 @@ impl Version {
         match value {
             1 => Some(Version::V1),
             2 => Some(Version::V2),
+            3 => Some(Version::V3),
             _ => None,
         }
     }
@@ -73,8 +78,8 @@ impl fmt::Display for Version {
 }
 
 /// Every frame type of the link. Gateway → daemon types are 0x01–0x08, daemon → gateway types
-/// 0x81–0x89; HISTORY (0x08), GOAWAY (0x88) and HISTORY_REPLY (0x89) exist from version 2 on
-/// ([`since`](FrameType::since)).
+/// 0x81–0x8A; HISTORY (0x08), GOAWAY (0x88) and HISTORY_REPLY (0x89) exist from version 2 on,
+/// PACE (0x8A) from version 3 on ([`since`](FrameType::since)).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum FrameType {
     /// 0x01, gateway → daemon: opens the link.
@@ -111,11 +116,13 @@ pub enum FrameType {
     GoAway,
     /// 0x89, daemon → gateway, version 2: answers HISTORY.
     HistoryReply,
+    /// 0x8A, daemon → gateway, version 3: the heartbeat interval the daemon asks for.
+    Pace,
 }
 
 impl FrameType {
     /// Every frame type, in wire-value order.
-    pub const ALL: [FrameType; 17] = [
+    pub const ALL: [FrameType; 18] = [
         FrameType::Hello,
         FrameType::Subscribe,
         FrameType::Unsubscribe,
@@ -133,6 +140,7 @@ impl FrameType {
         FrameType::StatsReply,
         FrameType::GoAway,
         FrameType::HistoryReply,
+        FrameType::Pace,
     ];
 
     /// The type byte.
@@ -156,6 +164,7 @@ impl FrameType {
             FrameType::StatsReply => 0x87,
             FrameType::GoAway => 0x88,
             FrameType::HistoryReply => 0x89,
+            FrameType::Pace => 0x8A,
         }
     }
 
@@ -180,6 +189,7 @@ impl FrameType {
             0x87 => FrameType::StatsReply,
             0x88 => FrameType::GoAway,
             0x89 => FrameType::HistoryReply,
+            0x8A => FrameType::Pace,
             _ => return None,
         })
     }
@@ -190,17 +200,18 @@ impl FrameType {
         self.to_u8() < 0x80
     }
 
-    /// The first protocol version with this frame type: [`Version::V2`] for HISTORY, GOAWAY
-    /// and HISTORY_REPLY, [`Version::V1`] for the others.
+    /// The first protocol version with this frame type: [`Version::V3`] for PACE,
+    /// [`Version::V2`] for HISTORY, GOAWAY and HISTORY_REPLY, [`Version::V1`] for the others.
     #[inline]
     pub const fn since(self) -> Version {
         match self {
+            FrameType::Pace => Version::V3,
             FrameType::History | FrameType::GoAway | FrameType::HistoryReply => Version::V2,
             _ => Version::V1,
         }
     }
 
-    /// Lower-case name (`hello`, `subscribe`, …, `history_reply`), for logs and test vectors.
+    /// Lower-case name (`hello`, `subscribe`, …, `pace`), for logs and test vectors.
     pub const fn name(self) -> &'static str {
         match self {
             FrameType::Hello => "hello",
@@ -220,6 +231,7 @@ impl FrameType {
             FrameType::StatsReply => "stats_reply",
             FrameType::GoAway => "goaway",
             FrameType::HistoryReply => "history_reply",
+            FrameType::Pace => "pace",
         }
     }
 }
@@ -822,8 +834,8 @@ mod tests {
             assert_eq!(Version::from_u16(v.to_u16()), Some(v));
         }
         assert_eq!(Version::from_u16(0), None);
-        assert_eq!(Version::from_u16(3), None);
-        assert_eq!(Version::LATEST, Version::V2);
+        assert_eq!(Version::from_u16(4), None);
+        assert_eq!(Version::LATEST, Version::V3);
         let v2_only: Vec<FrameType> = FrameType::ALL
             .into_iter()
             .filter(|t| !Version::V1.has(*t))
@@ -833,10 +845,12 @@ mod tests {
             [
                 FrameType::History,
                 FrameType::GoAway,
-                FrameType::HistoryReply
+                FrameType::HistoryReply,
+                FrameType::Pace
             ]
         );
-        assert!(FrameType::ALL.iter().all(|t| Version::V2.has(*t)));
+        assert!(!Version::V2.has(FrameType::Pace));
+        assert!(FrameType::ALL.iter().all(|t| Version::V3.has(*t)));
     }
 
     #[test]

@@ -407,6 +407,11 @@ pub enum ServerFrame<'a> {
     GoAway(GoAwayFrame<'a>),
     /// HISTORY_REPLY (0x89), version 2.
     HistoryReply(HistoryReply<'a>),
+    /// PACE (0x8A), version 3: the heartbeat interval the daemon asks for (SPEC.md § P6.13).
+    Pace {
+        /// The interval asked, ms; 0: the normal one (WELCOME's `heartbeat_interval_ms`).
+        interval_ms: u32,
+    },
 }
 
 impl ServerFrame<'_> {
@@ -422,10 +427,11 @@ impl ServerFrame<'_> {
             ServerFrame::StatsReply { .. } => FrameType::StatsReply,
             ServerFrame::GoAway(_) => FrameType::GoAway,
             ServerFrame::HistoryReply(_) => FrameType::HistoryReply,
+            ServerFrame::Pace { .. } => FrameType::Pace,
         }
     }
 
-    /// The request id the frame answers; `None` for WELCOME, EVENTS, LAGGED and GOAWAY, and
+    /// The request id the frame answers; `None` for WELCOME, EVENTS, LAGGED, GOAWAY and PACE, and
     /// for an ERROR about the link (request id 0).
     pub const fn request_id(&self) -> Option<u32> {
         match *self {

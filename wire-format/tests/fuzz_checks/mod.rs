@@ -13,13 +13,14 @@
 use bytes::BytesMut;
 use presenced_wire::link::{
     decode_client, decode_server, encode_ack, encode_events, encode_goaway, encode_hello,
-    encode_history, encode_history_reply, encode_lagged, encode_presence_v2, encode_query,
-    encode_stats, encode_stats_reply, encode_subscribe, encode_subscribe_all, encode_unsubscribe,
-    encode_unsubscribe_all, encode_welcome, encode_welcome_v2, ClientFrame, ErrorCode, Event,
-    EventsWriter, FrameError, FrameReader, FrameType, GatewayFrame, PresenceRecord, PresenceWriter,
-    ServerFrame, Span, Version, DEFAULT_MAX_FRAME_LEN, EVENT_LEN, LENGTH_PREFIX_LEN,
-    MAX_CLIENT_NAME_LEN, MAX_ERROR_MESSAGE_LEN, MAX_GOAWAY_MESSAGE_LEN, MAX_SPAN_DEVICES,
-    MAX_STATS_JSON_LEN, MAX_TOKEN_LEN, PRESENCE_RECORD_LEN, SPAN_LEN, USER_ID_LEN,
+    encode_history, encode_history_reply, encode_lagged, encode_pace, encode_presence_v2,
+    encode_query, encode_stats, encode_stats_reply, encode_subscribe, encode_subscribe_all,
+    encode_unsubscribe, encode_unsubscribe_all, encode_welcome, encode_welcome_v2,
+    encode_welcome_v3, ClientFrame, ErrorCode, Event, EventsWriter, FrameError, FrameReader,
+    FrameType, GatewayFrame, PresenceRecord, PresenceWriter, ServerFrame, Span, Version,
+    DEFAULT_MAX_FRAME_LEN, EVENT_LEN, LENGTH_PREFIX_LEN, MAX_CLIENT_NAME_LEN,
+    MAX_ERROR_MESSAGE_LEN, MAX_GOAWAY_MESSAGE_LEN, MAX_SPAN_DEVICES, MAX_STATS_JSON_LEN,
+    MAX_TOKEN_LEN, PRESENCE_RECORD_LEN, SPAN_LEN, USER_ID_LEN,
 };
 use presenced_wire::{
     auth, decode, encode, DecodeError, Encoder, Entry, Header, ENTRY_LEN, FLAG_AUTH, HEADER_LEN,
@@ -242,6 +243,23 @@ pub fn check_stream(bytes: &[u8], max_frame_len: u32) -> StreamSummary {
                 let server = check_server_frame(frame, Version::V1);
                 let client_v2 = check_client_frame(frame, Version::V2);
                 let server_v2 = check_server_frame(frame, Version::V2);
+                let client_v3 = check_client_frame(frame, Version::V3);
+                let server_v3 = check_server_frame(frame, Version::V3);
+                // Version 3 keeps every version-2 frame as it is.
+                assert!(
+                    client_v3 || !client_v2,
+                    "a version-2 frame refused on version 3"
+                );
+                assert!(
+                    server_v3 || !server_v2,
+                    "a version-2 frame refused on version 3"
+                );
+                if server_v2 {
+                    assert_eq!(
+                        Version::V2.decode_server(frame),
+                        Version::V3.decode_server(frame)
+                    );
+                }
                 summary.client_ok += usize::from(client);
                 summary.server_ok += usize::from(server);
                 summary.client_ok_v2 += usize::from(client_v2);
@@ -474,7 +492,7 @@ pub fn check_server_frame(frame: &[u8], version: Version) -> bool {
         ServerFrame::Welcome(w) => {
             assert!(w.version() <= version);
             assert_eq!(w.protocol_version, w.version().to_u16());
-            assert_eq!(w.v2.is_some(), w.version() == Version::V2);
+            assert_eq!(w.v2.is_some(), w.version() >= Version::V2);
             let ports: Vec<u16> = w.shard_ports.iter().collect();
             assert!(!ports.is_empty());
             assert_eq!(usize::from(w.shard_count()), ports.len());
@@ -493,6 +511,14 @@ pub fn check_server_frame(frame: &[u8], version: Version) -> bool {
             assert!(!f.completes_request());
             match &w.v2 {
                 None => encode_welcome(&mut typed, w.heartbeat_port, &ports, &w.limits, &w.timings),
+                Some(v2) if w.version() == Version::V3 => encode_welcome_v3(
+                    &mut typed,
+                    w.heartbeat_port,
+                    &ports,
+                    &w.limits,
+                    &w.timings,
+                    v2,
+                ),
                 Some(v2) => encode_welcome_v2(
                     &mut typed,
                     w.heartbeat_port,
@@ -506,7 +532,7 @@ pub fn check_server_frame(frame: &[u8], version: Version) -> bool {
         }
         ServerFrame::Presence(p) => {
             assert_ne!(p.request_id, 0);
-            assert!(!p.warming || version == Version::V2);
+            assert!(!p.warming || version >= Version::V2);
             assert_eq!(f.request_id(), Some(p.request_id));
             assert_eq!(f.completes_request(), p.is_final);
             let records: Vec<PresenceRecord> = p.records.iter().collect();
@@ -640,6 +666,12 @@ pub fn check_server_frame(frame: &[u8], version: Version) -> bool {
                 }
                 None => typed = out.clone(),
             }
+        }
+        ServerFrame::Pace { interval_ms } => {
+            assert!(version >= Version::V3);
+            assert_eq!(f.request_id(), None);
+            assert!(!f.completes_request());
+            encode_pace(&mut typed, interval_ms);
         }
         ServerFrame::HistoryReply(h) => {
             assert_ne!(h.request_id, 0);

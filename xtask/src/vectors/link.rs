@@ -4,9 +4,10 @@
 //! `presenced_wire::link`, and each invalid vector's error is stated by hand, so
 //! `wire-format/tests/link.rs` checks the codec against the spec, not against itself.
 //! [`spec_dumps`] prints the worked example's frames (SPEC.md § P8) as hex dumps. Version 2's
-//! blocks are in [`v2`], after version 1's.
+//! blocks are in [`v2`], after version 1's; version 3's in [`v3`], last.
 
 mod v2;
+mod v3;
 
 use std::fmt::Write as _;
 
@@ -1128,11 +1129,11 @@ const HEADER: &str = "\
 # details. Any other block is valid: read with the limit 1048576, it decodes to exactly the
 # `type:` and fields listed (a WELCOME's `max_frame_len:` is its field), and encoding those
 # gives exactly `hex:`.
-# `version:` is the protocol version of the link the frame is read on (SPEC.md § P5, P7): 1
-# or 2; a block without it is for version 1. Before WELCOME that is, for a daemon reading
+# `version:` is the protocol version of the link the frame is read on (SPEC.md § P5, P7): 1,
+# 2 or 3; a block without it is for version 1. Before WELCOME that is, for a daemon reading
 # HELLO, the newest version it speaks and, for a gateway reading WELCOME, the version its
-# HELLO asked for. Every valid version-1 block also decodes, to the same fields, on a
-# version-2 link. The version-2 blocks follow the version-1 ones.
+# HELLO asked for. Every valid block also decodes, to the same fields, on a link of a later
+# version. The version-2 blocks follow the version-1 ones, the version-3 blocks come last.
 ";
 
 /// `link.txt`.
@@ -1154,6 +1155,14 @@ pub fn render() -> String {
         "# ---- version 2: invalid, and version 2's frames and bits on a version-1 link\n\n",
     );
     for v in v2::invalid() {
+        v.render(&mut out);
+    }
+    out.push_str("# ---- version 3: valid\n\n");
+    for v in v3::valid() {
+        v.render(&mut out);
+    }
+    out.push_str("# ---- version 3: invalid, and PACE on a version-2 link\n\n");
+    for v in v3::invalid() {
         v.render(&mut out);
     }
     out.trim_end().to_string() + "\n"
@@ -1195,6 +1204,7 @@ pub fn spec_dumps() -> String {
             )
             .bytes(),
         ),
+        ("spec_v3_pace", v3::spec_pace().bytes()),
     ];
     let mut out = String::new();
     for (name, bytes) in frames {

@@ -274,9 +274,10 @@ const CORE_REFUSALS: [Counter<CoreStats>; 7] = [
 ];
 
 /// The presence core's timer counters, summed over shards.
-const CORE_TIMERS: [Counter<CoreStats>; 2] = [
+const CORE_TIMERS: [Counter<CoreStats>; 3] = [
     ("timers_fired", |c| c.timers_fired),
     ("timers_cascaded", |c| c.timers_cascaded),
+    ("deadlines_extended", |c| c.deadlines_extended),
 ];
 
 /// The push link's counters, in the order printed.
@@ -332,6 +333,22 @@ pub fn stats_table(stats: &Stats) -> String {
         let total: u64 = stats.shards.iter().map(|s| counter(&s.core)).sum();
         let _ = writeln!(out, "  {name:<28}{total:>12}");
     }
+    let link = &stats.link;
+    out.push_str("\nback-off under load (wire-format/SPEC.md § P6.13):\n");
+    let asked = match link.pace_interval_ms {
+        0 => "normal".to_string(),
+        ms => format!("{ms} ms"),
+    };
+    let _ = writeln!(out, "  {:<28}{:>12}", "active", link.backoff_active);
+    let _ = writeln!(out, "  {:<28}{asked:>12}", "interval asked");
+    let _ = writeln!(out, "  {:<28}{:>12}", "pace_frames", link.pace_frames);
+    for s in &stats.shards {
+        let _ = writeln!(
+            out,
+            "  shard {:<4} asks {:>8} ms  entered {:>6}  deadline extension {:>8} ms",
+            s.shard, s.backoff_interval_ms, s.backoff_entered, s.deadline_extension_ms
+        );
+    }
     let auth = &stats.auth;
     if auth.enabled || !auth.per_gateway.is_empty() {
         out.push_str("\nauthenticated gateways (accepted, then refusals by reason):\n");
@@ -355,7 +372,6 @@ pub fn stats_table(stats: &Stats) -> String {
             out.push('\n');
         }
     }
-    let link = &stats.link;
     out.push_str("\npush link:\n");
     for (name, counter) in LINK_COUNTERS {
         let _ = writeln!(out, "  {name:<28}{:>12}", counter(link));
@@ -550,6 +566,9 @@ mod tests {
         stats.shards[1].core.refused_device_limit = 6;
         stats.shards[1].sources_blocked = 8;
         stats.link.links = 1;
+        stats.link.backoff_active = true;
+        stats.link.pace_interval_ms = 40_000;
+        stats.shards[1].backoff_entered = 2;
         stats.link.latency_us = LatencySummary {
             p50: 10,
             p99: 20,
@@ -574,6 +593,11 @@ mod tests {
             "{table}"
         );
         assert!(table.contains("10/20/30"), "{table}");
+        assert!(
+            table.contains("interval asked                  40000 ms"),
+            "{table}"
+        );
+        assert!(table.contains("entered      2"), "{table}");
         assert!(table.contains("KERNEL_DROP"), "{table}");
         assert!(table.contains("         912           5"), "{table}");
         // Shard 1: 1 + 4 dropped, then 8 sources blocked in the last column.
