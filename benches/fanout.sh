@@ -51,17 +51,9 @@ command -v python3 >/dev/null || { echo "fanout.sh: python3 is needed to read th
 command -v taskset >/dev/null || { echo "fanout.sh: taskset (util-linux) is needed to pin" >&2; exit 1; }
 [ "$(nproc)" -ge 2 ] || { echo "fanout.sh: needs 2 cores (daemon and generator apart)" >&2; exit 1; }
 
-WORK=$(mktemp -d)
-PD_PID=
-cleanup() {
-    [ -n "$PD_PID" ] && kill "$PD_PID" 2>/dev/null || true
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT INT TERM
-
 # shellcheck source=benches/lib.sh
 . "$(dirname "$0")/lib.sh"
+work_dir
 
 # CPU seconds of each of a process's threads, one "name seconds" line each.
 thread_cpu() {

@@ -40,17 +40,9 @@ for dir in "$A" "$B"; do
 done
 command -v python3 >/dev/null || { echo "flood.sh: python3 is needed to read the summaries" >&2; exit 1; }
 
-WORK=$(mktemp -d)
-PD_PID=
-cleanup() {
-    [ -n "$PD_PID" ] && kill "$PD_PID" 2>/dev/null || true
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT INT TERM
-
 # shellcheck source=benches/lib.sh
 . "$(dirname "$0")/lib.sh"
+work_dir
 
 KEY=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 echo "$KEY" >"$WORK/key"

@@ -1,4 +1,5 @@
-# Shell helpers shared by the bench scripts (compare.sh, scaling.sh, ab.sh); sourced, not run.
+# Shell helpers shared by the bench scripts (compare.sh, scaling.sh, ab.sh, fanout.sh,
+# flood.sh); sourced, not run.
 
 # CPU seconds (user + system) a process has used.
 cpu_s() {
@@ -24,4 +25,17 @@ wait_port() {
     done
     echo "$(basename "$0"): nothing of pid $3 listens on $1 port $2" >&2
     exit 1
+}
+
+# A scratch directory in $WORK, and a trap that stops the daemon in $PD_PID (when set) and
+# removes the directory when the script exits.
+work_dir() {
+    WORK=$(mktemp -d)
+    PD_PID=
+    trap 'cleanup_work' EXIT INT TERM
+}
+cleanup_work() {
+    if [ -n "${PD_PID:-}" ]; then kill "$PD_PID" 2>/dev/null || true; fi
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
 }
