@@ -66,14 +66,7 @@ thread_cpu() {
 
 for run in $(seq "$RUNS"); do
     for side in A B; do
-        dir=$A
-        extra=${SET_A:-}
-        if [ "$side" = B ]; then
-            dir=$B
-            extra=${SET_B:-}
-        fi
-        sets=()
-        for pair in $extra; do sets+=(--set "$pair"); done
+        side_of "$side"
         taskset -c "$DAEMON_CORES" "$dir/presenced" --shards 1 --listen 127.0.0.1:7370 \
             --link-listen 127.0.0.1:7360 --set state.enabled=false "${sets[@]}" \
             >"$WORK/presenced.log" 2>&1 &

@@ -55,14 +55,7 @@ chmod 600 "$WORK/key" "$WORK/keys.toml"
 
 for run in $(seq "$RUNS"); do
     for side in A B; do
-        dir=$A
-        extra=${SET_A:-}
-        if [ "$side" = B ]; then
-            dir=$B
-            extra=${SET_B:-}
-        fi
-        sets=()
-        for pair in $extra; do sets+=(--set "$pair"); done
+        side_of "$side"
         "$dir/presenced" --set "auth.keys_file=$WORK/keys.toml" --set state.enabled=false \
             --set presence.heartbeat_interval=1s --set presence.grace=500ms "${sets[@]}" \
             >"$WORK/presenced.log" 2>&1 &

@@ -39,3 +39,13 @@ cleanup_work() {
     wait 2>/dev/null || true
     rm -rf "$WORK"
 }
+
+# side_of SIDE: for an A/B script given DIR_A in $A and DIR_B in $B, sets `dir` to SIDE's
+# build directory and `sets` to its extra daemon settings ($SET_A or $SET_B, "key=value"
+# words) as --set arguments.
+side_of() {
+    local extra pair
+    if [ "$1" = A ]; then dir=$A; extra=${SET_A:-}; else dir=$B; extra=${SET_B:-}; fi
+    sets=()
+    for pair in $extra; do sets+=(--set "$pair"); done
+}
