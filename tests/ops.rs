@@ -390,7 +390,18 @@ fn pinned_shards_keep_their_cores_and_the_service_threads_keep_off_them() {
     let stderr = lines(child.stderr.take().unwrap());
     let cores = wait_line(&stderr, "cores:");
     wait_line(&stderr, "started");
-    let threads = thread_cpus(child.id());
+    // A thread names itself once it first runs, which on a busy machine may come after the
+    // start line.
+    let named = ["shard-0", "hub", "link", "store"];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let threads = loop {
+        let threads = thread_cpus(child.id());
+        let all = named.iter().all(|&n| threads.iter().any(|(t, _)| t == n));
+        if all || Instant::now() > deadline {
+            break threads;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     let of = |name: &str| {
         threads
             .iter()
