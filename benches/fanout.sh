@@ -78,9 +78,7 @@ for run in $(seq "$RUNS"); do
             --scenario fanout --observers "$OBSERVERS" --users "$USERS" --devices 1 \
             --churn "$CHURN" --duration "$DURATION" --quiet --json >"$WORK/$side.$run.json"
         thread_cpu "$PD_PID" >"$WORK/$side.$run.after"
-        kill "$PD_PID"
-        wait "$PD_PID" 2>/dev/null || true
-        PD_PID=
+        stop_daemon
         echo "fanout.sh: run $run, $side done" >&2
     done
 done

@@ -68,9 +68,7 @@ for run in $(seq "$RUNS"); do
         "$dir/presence-flood" --target 127.0.0.1:7070 --source 127.0.0.3 \
             --threads "$FLOOD_THREADS" --duration 12s --json >"$WORK/$side.$run.flood"
         wait "$gen" || true
-        kill "$PD_PID"
-        wait "$PD_PID" 2>/dev/null || true
-        PD_PID=
+        stop_daemon
         echo "flood.sh: run $run, $side done" >&2
     done
 done

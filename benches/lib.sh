@@ -49,3 +49,10 @@ side_of() {
     sets=()
     for pair in $extra; do sets+=(--set "$pair"); done
 }
+
+# Stops the daemon in $PD_PID and forgets it.
+stop_daemon() {
+    kill "$PD_PID"
+    wait "$PD_PID" 2>/dev/null || true
+    PD_PID=
+}
