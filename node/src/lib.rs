@@ -16,5 +16,6 @@
 pub mod auth;
 pub mod backoff;
 pub mod bus;
+pub mod cluster;
 pub mod hub;
 pub mod node;

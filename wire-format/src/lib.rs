@@ -50,6 +50,7 @@ use std::fmt;
 use bytes::BytesMut;
 
 pub mod auth;
+pub mod cluster;
 pub mod hash;
 pub mod health;
 mod le;
