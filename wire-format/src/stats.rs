@@ -27,6 +27,35 @@ pub struct Stats {
     pub shards: Vec<ShardStats>,
     /// The push link.
     pub link: LinkStats,
+    /// The cluster (`[cluster]`): `null` for a daemon that is no member of one.
+    pub cluster: Option<ClusterStats>,
+}
+
+/// This member's view of its cluster.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterStats {
+    /// The member map it holds (`from` is this member).
+    pub map: crate::cluster::MemberMap,
+    /// What it is: `joining` (not in the map yet), `active` (primary for its users) or
+    /// `stepped_down` (its lease about to lapse unrenewed: primary for no one).
+    pub role: String,
+    /// Member maps read from etcd and taken.
+    pub maps: u64,
+    /// Values under the member prefix skipped as not a valid member.
+    pub bad_values: u64,
+    /// Times etcd turned unreachable.
+    pub etcd_errors: u64,
+    /// Times this member stepped down.
+    pub step_downs: u64,
+    /// Maps in which a member left while this one was active (its users fell to their next
+    /// replica).
+    pub takeovers: u64,
+    /// MAP requests answered with this member's map because the gateway's was another.
+    pub stale_maps: u64,
+    /// Transitions not pushed because this member was not the user's primary.
+    pub not_primary: u64,
+    /// Users named in LAGGED frames because this member became their primary.
+    pub gained: u64,
 }
 
 impl Stats {
