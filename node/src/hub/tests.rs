@@ -759,6 +759,7 @@ mod cluster {
             cluster: Some(ClusterConfig {
                 member: member("b"),
                 replicas: 1,
+                lease_ms: 60_000,
                 skew_ms: 500,
             }),
         });
