@@ -357,6 +357,7 @@ mod tests {
                 }],
                 ..LinkStats::default()
             },
+            cluster: None,
         }
     }
 
