@@ -729,7 +729,7 @@ fn spec_example_matches_vectors() {
         seen.insert(name);
     }
     // Every frame of the example has its table but version 2's HELLO (told in prose).
-    assert_eq!(tables, 10);
+    assert_eq!(tables, 11);
     let want: BTreeSet<String> = [
         "spec_hello",
         "spec_welcome",
@@ -742,6 +742,7 @@ fn spec_example_matches_vectors() {
         "spec_v2_history_reply",
         "spec_v2_goaway",
         "spec_v3_pace",
+        "spec_v4_map",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -2265,4 +2266,66 @@ fn the_largest_member_map_fits_the_smallest_frame_limit() {
         panic!()
     };
     assert_eq!(m.map(), Ok(map));
+}
+
+/// SPEC.md § P6.14's placement tables: the members' seeds and the example users' replica
+/// sets and primaries, computed by `presenced_wire::cluster`.
+#[test]
+fn placement_spec_tables() {
+    use presenced_wire::cluster::{member_seed, score, Member};
+    let spec = std::fs::read_to_string(common::crate_path("SPEC.md")).unwrap();
+    let warm = |id: &str| {
+        if id == "m3" {
+            1_700_000_090_000
+        } else {
+            1_700_000_000_000
+        }
+    };
+    let map = MemberMap {
+        from: "m1".into(),
+        revision: 41,
+        replicas: 2,
+        etcd: true,
+        members: ["m1", "m2", "m3"]
+            .iter()
+            .map(|id| Member {
+                id: (*id).into(),
+                link: String::new(),
+                heartbeat: String::new(),
+                warm_at_ms: warm(id),
+            })
+            .collect(),
+    };
+    for m in &map.members {
+        let row = format!("| `{}` | `{:#018x}` |", m.id, member_seed(&m.id));
+        assert!(spec.contains(&row), "SPEC lacks {row}");
+    }
+    let p = map.placement();
+    for user in [1001u64, 1002] {
+        let ids: Vec<&str> = p
+            .replicas(user)
+            .as_slice()
+            .iter()
+            .map(|&i| map.members[usize::from(i)].id.as_str())
+            .collect();
+        let mut all: Vec<(u64, &str)> = map
+            .members
+            .iter()
+            .map(|m| (score(user, member_seed(&m.id)), m.id.as_str()))
+            .collect();
+        all.sort_by_key(|s| std::cmp::Reverse(s.0));
+        let scores: Vec<String> = all
+            .iter()
+            .map(|(s, id)| format!("`{id}` `{s:#018x}`"))
+            .collect();
+        let primary = |now| map.members[p.primary(user, now).unwrap()].id.as_str();
+        let row = format!(
+            "| {user} | {} | `{}` | `{}` | `{}` |",
+            scores.join(", "),
+            ids.join("`, `"),
+            primary(1_700_000_089_999),
+            primary(1_700_000_090_000),
+        );
+        assert!(spec.contains(&row), "SPEC lacks {row}");
+    }
 }
