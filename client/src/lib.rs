@@ -6,6 +6,7 @@
 //! reconnecting when the daemon restarts and reporting only what changed meanwhile. One
 //! implementation, shared by `presencectl`, the load generator and the integration tests.
 
+pub mod cluster;
 mod heartbeat;
 mod link;
 mod pace;

@@ -2,17 +2,22 @@
 //! matches answers to requests and queues pushes, and request methods that split user lists to
 //! the daemon's limits and keep within its in-flight limit.
 //!
-//! Connecting offers the newest protocol version (3) and falls back one version at a time
+//! Connecting offers the newest protocol version (4) and falls back one version at a time
 //! when the daemon answers ERROR `protocol_version` (SPEC.md § P5.2); every frame is then read
 //! as of the link's version. A version-3 daemon under load asks for a longer heartbeat
 //! interval (PACE, § P6.13): the client publishes it on a watch channel
-//! ([`LinkClient::pace`]) for the gateway's heartbeat schedule ([`crate::Pacer`]).
+//! ([`LinkClient::pace`]) for the gateway's heartbeat schedule ([`crate::Pacer`]). A version-4
+//! daemon that is a cluster member sends its member map (MEMBERS, § P6.14): the client keeps
+//! the newest one it may believe ([`crate::cluster::judge_map`]) on a watch channel
+//! ([`LinkClient::members`]).
 
 use super::{
     tls, ClientError, ConnectOptions, GoAway, HistoryPage, LinkInfo, Push, Snapshot, Trust,
     WelcomeInfo,
 };
+use crate::cluster::{judge_map, IgnoredMaps, MapVerdict};
 use bytes::BytesMut;
+use presenced_wire::cluster::MemberMap;
 use presenced_wire::link::{
     self as wire, ErrorCode, GoAwayReason, HistoryRequest, PresenceRecord, ServerFrame, Version,
     DEFAULT_MAX_FRAME_LEN, USER_REQUEST_HEADER_LEN,
@@ -114,6 +119,11 @@ struct Shared {
     pace: tokio::sync::watch::Sender<Option<Duration>>,
     /// WELCOME's heartbeat interval.
     normal_interval: Duration,
+    /// The newest member map taken from MEMBERS (version 4); `None` until one comes (always,
+    /// from a daemon that is no cluster member). Kept after the link ends.
+    members: tokio::sync::watch::Sender<Option<MemberMap>>,
+    /// MEMBERS maps ignored, by reason.
+    ignored_maps: Mutex<IgnoredMaps>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -150,7 +160,7 @@ impl LinkClient {
     pub const HISTORY_PAGE: u32 = 10_000;
 
     /// Connects to the daemon's push link at `addr`: QUIC, TLS, HELLO asking for protocol
-    /// version 3 ([`Version::LATEST`]), WELCOME. An older daemon refuses that HELLO (ERROR
+    /// version 4 ([`Version::LATEST`]), WELCOME. An older daemon refuses that HELLO (ERROR
     /// `protocol_version`); the client then connects again asking for the next lower version
     /// (SPEC.md § P5.2).
     pub async fn connect(
@@ -184,6 +194,8 @@ impl LinkClient {
             normal_interval: Duration::from_millis(u64::from(
                 open.welcome.timings.heartbeat_interval_ms,
             )),
+            members: tokio::sync::watch::Sender::new(None),
+            ignored_maps: Mutex::new(IgnoredMaps::default()),
         });
         let reader = tokio::spawn(read_loop(
             shared.clone(),
@@ -228,6 +240,44 @@ impl LinkClient {
     /// to the gateway's [`Pacer`](crate::Pacer).
     pub fn pace(&self) -> tokio::sync::watch::Receiver<Option<Duration>> {
         self.shared.pace.subscribe()
+    }
+
+    /// The newest member map the daemon sent (MEMBERS, version 4; SPEC.md § P6.14): `None`
+    /// from a daemon that is no cluster member (and on links before version 4). A map whose
+    /// `from` is not among its members, or older than the one held, is ignored and counted
+    /// ([`ignored_maps`](LinkClient::ignored_maps)).
+    pub fn members(&self) -> Option<MemberMap> {
+        self.shared.members.borrow().clone()
+    }
+
+    /// The member map as it changes ([`members`](LinkClient::members)): `changed().await` on
+    /// the receiver waits for the next map taken.
+    pub fn members_watch(&self) -> tokio::sync::watch::Receiver<Option<MemberMap>> {
+        self.shared.members.subscribe()
+    }
+
+    /// MEMBERS maps this link ignored, by reason.
+    pub fn ignored_maps(&self) -> IgnoredMaps {
+        *lock(&self.shared.ignored_maps)
+    }
+
+    /// Asks for the member map (MAP, version 4; SPEC.md § P6.14), saying the gateway holds the
+    /// map of `revision` (0: none). A member whose map's revision differs sends MEMBERS before
+    /// its ACK, so [`members`](LinkClient::members) holds it (if taken) when this returns; a
+    /// daemon that is no member only answers ACK. Fails with [`ClientError::Unsupported`] on a
+    /// link before version 4 (nothing is sent).
+    pub async fn map(&self, revision: u64) -> Result<(), ClientError> {
+        if self.info.version < Version::V4 {
+            return Err(ClientError::Unsupported(format!(
+                "the member map needs push-link protocol version 4; this daemon speaks version {}",
+                self.info.version
+            )));
+        }
+        self.request(0, |out: &mut BytesMut, id| {
+            wire::encode_map(out, id, revision)
+        })
+        .await
+        .map(drop)
     }
 
     /// Whether the daemon may still be warming (SPEC.md § P6.10): WELCOME said so and its
@@ -739,11 +789,24 @@ fn dispatch(shared: &Shared, frame: ServerFrame<'_>) -> Option<End> {
                 .pace
                 .send_replace((asked > shared.normal_interval).then_some(asked));
         }
+        ServerFrame::Members(m) => match m.map() {
+            Ok(map) => take_map(shared, map),
+            Err(e) => return Some(End::new(None, format!("MEMBERS: {e}"))),
+        },
         ServerFrame::Welcome(_) => {
             return Some(End::new(None, "the daemon sent a second WELCOME"));
         }
     }
     None
+}
+
+/// Takes a MEMBERS map, or ignores and counts it (SPEC.md § P6.14).
+fn take_map(shared: &Shared, map: MemberMap) {
+    let verdict = judge_map(shared.members.borrow().as_ref(), &map);
+    lock(&shared.ignored_maps).count(verdict);
+    if verdict == MapVerdict::Accept {
+        shared.members.send_replace(Some(map));
+    }
 }
 
 /// A GOAWAY's reason and wait, an unknown reason read as `shutting_down` (SPEC.md § P4).

@@ -1,12 +1,14 @@
 //! The client against a scripted daemon on loopback, built on the wire codec: version
 //! negotiation and the fallback to version 1 (SPEC.md § P5.2), WELCOME's warming and idle
 //! timeout (the keep-alive follows it), PRESENCE's `WARMING` flag, HISTORY paging, GOAWAY, and
-//! a version-1 daemon's ERROR `shutting_down`.
+//! a version-1 daemon's ERROR `shutting_down`, and a cluster member's MEMBERS and MAP (which
+//! maps the client takes, which it ignores).
 
 use bytes::BytesMut;
 use presenced_client::{
     ClientError, ConnectOptions, GoAway, GoAwayReason, LinkClient, Push, RawLink, Span, Version,
 };
+use presenced_wire::cluster::{Member, MemberMap};
 use presenced_wire::link::{
     self as wire, ClientFrame, ErrorCode, FrameError, FrameReader, GatewayFrame, HistoryRequest,
     Limits, PresenceRecord, Timings, WelcomeV2, WireCause, WireState,
@@ -51,6 +53,9 @@ struct Script {
     history: bool,
     /// On version-3 links: a PACE with this interval right after WELCOME.
     pace_ms: Option<u32>,
+    /// On version-4 links: MEMBERS with each of these maps right after WELCOME, and again
+    /// before the ACK answering MAP (none: no cluster member).
+    members: fn() -> Vec<MemberMap>,
 }
 
 impl Script {
@@ -61,6 +66,7 @@ impl Script {
             idle_timeout_ms: 30_000,
             history: true,
             pace_ms: None,
+            members: Vec::new,
         }
     }
 }
@@ -207,9 +213,17 @@ async fn serve(connection: quinn::Connection, script: Script, hellos: Arc<Mutex<
                     Version::V3 => {
                         wire::encode_welcome_v3(&mut out, 7400, &[0], &limits, &timings, &v2)
                     }
+                    Version::V4 => {
+                        wire::encode_welcome_v4(&mut out, 7400, &[0], &limits, &timings, &v2)
+                    }
                 }
                 .unwrap();
-                if v == Version::V3 {
+                if v == Version::V4 {
+                    for map in (script.members)() {
+                        wire::encode_members(&mut out, &map, 1 << 20).unwrap();
+                    }
+                }
+                if v >= Version::V3 {
                     if let Some(ms) = script.pace_ms {
                         wire::encode_pace(&mut out, ms);
                     }
@@ -225,7 +239,7 @@ async fn serve(connection: quinn::Connection, script: Script, hellos: Arc<Mutex<
                             ErrorCode::ShuttingDown,
                             "the daemon is stopping",
                         ),
-                        Version::V2 | Version::V3 => wire::encode_goaway(
+                        Version::V2 | Version::V3 | Version::V4 => wire::encode_goaway(
                             &mut out,
                             GoAwayReason::Restarting,
                             1500,
@@ -256,6 +270,12 @@ async fn serve(connection: quinn::Connection, script: Script, hellos: Arc<Mutex<
                     .unwrap();
             }
             Ok(GatewayFrame::History(h)) => history(&mut out, script, &h),
+            Ok(GatewayFrame::Map { request_id, .. }) => {
+                for map in (script.members)() {
+                    wire::encode_members(&mut out, &map, 1 << 20).unwrap();
+                }
+                wire::encode_ack(&mut out, request_id).unwrap();
+            }
             Ok(other) => panic!("the script does not answer {other:?}"),
         }
         if send.write_all(&out).await.is_err() {
@@ -302,7 +322,11 @@ async fn a_version_1_daemon_gets_version_1_after_one_refused_hello() {
         ..Script::v2()
     });
     let link = LinkClient::connect(d.addr, options()).await.unwrap();
-    assert_eq!(d.hellos(), [3, 2, 1], "HELLO 3 and 2 refused, then HELLO 1");
+    assert_eq!(
+        d.hellos(),
+        [4, 3, 2, 1],
+        "HELLO 4, 3 and 2 refused, then HELLO 1"
+    );
     assert_eq!(link.version(), Version::V1);
     let info = *link.link_info();
     assert!(!info.warming && !link.is_warming());
@@ -344,7 +368,7 @@ async fn a_version_2_daemon_says_warming_history_and_goaway() {
         ..Script::v2()
     });
     let link = LinkClient::connect(d.addr, options()).await.unwrap();
-    assert_eq!(d.hellos(), [3, 2], "HELLO 3 refused, then HELLO 2");
+    assert_eq!(d.hellos(), [4, 3, 2], "HELLO 4 and 3 refused, then HELLO 2");
     let info = *link.link_info();
     assert_eq!(info.version, Version::V2);
     assert!(info.warming && link.is_warming());
@@ -446,7 +470,7 @@ async fn a_short_idle_timeout_shortens_the_keep_alive() {
     });
     let link = LinkClient::connect(d.addr, options()).await.unwrap();
     // The first connection pinged every 5 s, too seldom for 6 s: one more, pinging every 2 s.
-    assert_eq!(d.hellos(), [3, 2, 2]);
+    assert_eq!(d.hellos(), [4, 3, 2, 2]);
     let info = *link.link_info();
     assert_eq!(info.idle_timeout, Some(Duration::from_secs(6)));
     assert_eq!(info.keep_alive, Duration::from_secs(2));
@@ -461,7 +485,7 @@ async fn a_version_3_daemon_paces_the_link_until_it_ends() {
         ..Script::v2()
     });
     let link = LinkClient::connect(d.addr, options()).await.unwrap();
-    assert_eq!(d.hellos(), [3]);
+    assert_eq!(d.hellos(), [4, 3]);
     assert_eq!(link.version(), Version::V3);
     let mut pace = link.pace();
     let asked = *pace
@@ -533,4 +557,83 @@ async fn raw_links_negotiate_and_see_goaway() {
         error.map(|(id, code, _)| (id, code)),
         Some((0, Some(ErrorCode::ShuttingDown)))
     );
+}
+
+/// A map from `from` of `revision`, members `a` and `b` (and `c` when `three`).
+fn cluster_map(from: &str, revision: u64, three: bool) -> MemberMap {
+    let ids: &[&str] = if three { &["a", "b", "c"] } else { &["a", "b"] };
+    MemberMap {
+        from: from.into(),
+        revision,
+        replicas: 2,
+        etcd: true,
+        members: ids
+            .iter()
+            .map(|id| Member {
+                id: (*id).into(),
+                link: format!("{id}:7500"),
+                heartbeat: format!("{id}:7400"),
+                warm_at_ms: 0,
+            })
+            .collect(),
+    }
+}
+
+/// After WELCOME: revision 5, then an older map (ignored), then one from a member absent from
+/// its own map (ignored); MAP brings revision 6.
+#[tokio::test]
+async fn a_cluster_members_maps_are_taken_forwards_only_and_from_members_only() {
+    let d = Daemon::start(Script {
+        speaks: Version::V4,
+        members: || {
+            vec![
+                cluster_map("a", 5, false),
+                cluster_map("b", 4, true),
+                cluster_map("x", 9, true),
+            ]
+        },
+        ..Script::v2()
+    });
+    let link = LinkClient::connect(d.addr, options()).await.unwrap();
+    assert_eq!(d.hellos(), [4]);
+    assert_eq!(link.version(), Version::V4);
+    let mut watch = link.members_watch();
+    let first = watch
+        .wait_for(Option::is_some)
+        .await
+        .expect("a map")
+        .clone();
+    assert_eq!(first, Some(cluster_map("a", 5, false)));
+    // A query after WELCOME's frames: every MEMBERS before it has been read.
+    link.query(&[1]).await.unwrap();
+    assert_eq!(link.members(), Some(cluster_map("a", 5, false)));
+    let ignored = link.ignored_maps();
+    assert_eq!((ignored.stale, ignored.not_a_member), (1, 1));
+    // MAP: the same three again, all but the first ignored (revision 5 is taken again).
+    link.map(5).await.unwrap();
+    assert_eq!(link.members(), Some(cluster_map("a", 5, false)));
+    let ignored = link.ignored_maps();
+    assert_eq!((ignored.stale, ignored.not_a_member), (2, 2));
+}
+
+/// A daemon that is no member: MAP is answered by ACK alone, and no map is held; before
+/// version 4 MAP is not sent at all.
+#[tokio::test]
+async fn no_map_from_a_daemon_that_is_no_member() {
+    let d = Daemon::start(Script {
+        speaks: Version::V4,
+        ..Script::v2()
+    });
+    let link = LinkClient::connect(d.addr, options()).await.unwrap();
+    link.map(0).await.unwrap();
+    assert_eq!(link.members(), None);
+    let d = Daemon::start(Script {
+        speaks: Version::V3,
+        ..Script::v2()
+    });
+    let link = LinkClient::connect(d.addr, options()).await.unwrap();
+    match link.map(0).await {
+        Err(ClientError::Unsupported(m)) => assert!(m.contains("version 3"), "{m}"),
+        other => panic!("{other:?}"),
+    }
 }

@@ -179,6 +179,15 @@ pub enum Command {
         /// The server's part of the answer.
         server: Box<ServerStats>,
     },
+    /// MAP: the revision of the member map the gateway holds.
+    Map {
+        /// The link.
+        link: u32,
+        /// Its request id.
+        request: u32,
+        /// The gateway's revision (0: none).
+        revision: u64,
+    },
     /// The link's task wrote frames the hub queued for it.
     Written {
         /// The link.
@@ -239,6 +248,10 @@ pub struct HubStats {
     pub gained: u64,
     /// MAP requests answered with this member's map because the gateway held another.
     pub stale_maps: u64,
+    /// MEMBERS frames queued to links.
+    pub members_frames: u64,
+    /// MEMBERS frames not sent because the map did not fit the link's frame limit.
+    pub members_unsent: u64,
 }
 
 struct Link {
@@ -411,9 +424,9 @@ impl Hub {
         let Some(cluster) = &mut self.cluster else {
             return;
         };
-        let before = cluster.roles().clone();
+        let (before, revision) = (cluster.roles().clone(), cluster.map().revision);
         cluster.handle_etcd(now, event);
-        self.roles_changed(&before);
+        self.cluster_changed(&before, revision);
     }
 
     /// Time passed: a lease about to lapse, a member turning warm (see
@@ -422,9 +435,9 @@ impl Hub {
         let Some(cluster) = &mut self.cluster else {
             return;
         };
-        let before = cluster.roles().clone();
+        let (before, revision) = (cluster.roles().clone(), cluster.map().revision);
         cluster.handle_timeout(now);
-        self.roles_changed(&before);
+        self.cluster_changed(&before, revision);
     }
 
     /// When the hub next needs `handle_timeout`, monotonic µs (`None`: only on news).
@@ -442,16 +455,48 @@ impl Hub {
         self.cluster.as_ref()
     }
 
-    /// After a change of the cluster's roles: each subscribed user this member became the
-    /// primary of is owed a LAGGED frame at the links subscribed to it here (they may have
-    /// missed transitions while another member pushed them, or none did), and a firehose link
-    /// is owed one naming everyone.
-    fn roles_changed(&mut self, before: &Roles) {
+    /// Queues a MEMBERS frame with this member's map for the link, if its version has MEMBERS
+    /// and this daemon is a cluster member (SPEC.md § P6.14).
+    fn send_members(&mut self, id: u32) {
+        let (Some(cluster), Some(link)) = (&self.cluster, self.links.get_mut(&id)) else {
+            return;
+        };
+        if !link.version.has(wire::FrameType::Members) {
+            return;
+        }
+        let mut frame = BytesMut::new();
+        match wire::encode_members(&mut frame, cluster.map(), link.limits.max_frame_len) {
+            Ok(()) => {
+                self.out.stats.members_frames += 1;
+                self.out.send(id, link, frame, false, None);
+            }
+            // A map too large for the link's frames (more members than fit its limit): the
+            // gateway keeps the map it has.
+            Err(_) => self.out.stats.members_unsent += 1,
+        }
+    }
+
+    /// After news or time in a cluster: every link is sent the member map again when it
+    /// changed or the roles did (a member turning warm, this member stepping down or back), the
+    /// links' open EVENTS frames first, so nothing pushed under the old roles follows the
+    /// news. Each subscribed user this member became the primary of is owed a LAGGED frame at
+    /// the links subscribed to it here (they may have missed transitions while another member
+    /// pushed them, or none did), and a firehose link one naming everyone.
+    fn cluster_changed(&mut self, before: &Roles, revision_before: u64) {
         let Some(cluster) = &self.cluster else {
             return;
         };
-        let after = cluster.roles();
-        if !after.differs(before) {
+        let after = cluster.roles().clone();
+        let differs = after.differs(before);
+        if !differs && cluster.map().revision == revision_before {
+            return;
+        }
+        let ids: Vec<u32> = self.links.keys().copied().collect();
+        for &id in &ids {
+            self.flush_link(id);
+            self.send_members(id);
+        }
+        if !differs {
             return;
         }
         for (&user, links) in &self.subscribers {
@@ -571,6 +616,19 @@ impl Hub {
                 if self.pace_ms != 0 {
                     self.send_pace(link);
                 }
+                self.send_members(link);
+            }
+            Command::Map {
+                link,
+                request,
+                revision,
+            } => {
+                let held = self.cluster.as_ref().map(|c| c.map().revision);
+                if held.is_some_and(|held| held != revision) {
+                    self.out.stats.stale_maps += 1;
+                    self.send_members(link);
+                }
+                self.ack(link, request);
             }
             Command::Close { link } => self.close(link),
             Command::Subscribe {

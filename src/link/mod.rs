@@ -408,7 +408,7 @@ pub fn start(
         welcome,
         events_tx.clone(),
         shared,
-        clock.clone(),
+        clock,
         stop.clone(),
     )?;
     let hub = std::thread::Builder::new()

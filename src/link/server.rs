@@ -513,7 +513,7 @@ impl LinkTask<'_> {
             wire::Version::V1 => {
                 wire::encode_welcome(&mut buf, w.heartbeat_port, &ports, &limits, &w.timings)
             }
-            version @ (wire::Version::V2 | wire::Version::V3) => {
+            version @ (wire::Version::V2 | wire::Version::V3 | wire::Version::V4) => {
                 let now_us = self.context.clock.mono_us();
                 let v2 = wire::WelcomeV2 {
                     warm_remaining_ms: w
@@ -523,25 +523,12 @@ impl LinkTask<'_> {
                     idle_timeout_ms: s.idle_timeout.as_millis().min(u128::from(u32::MAX)) as u32,
                 };
                 let timings = &w.timings;
-                if version == wire::Version::V2 {
-                    wire::encode_welcome_v2(
-                        &mut buf,
-                        w.heartbeat_port,
-                        &ports,
-                        &limits,
-                        timings,
-                        &v2,
-                    )
-                } else {
-                    wire::encode_welcome_v3(
-                        &mut buf,
-                        w.heartbeat_port,
-                        &ports,
-                        &limits,
-                        timings,
-                        &v2,
-                    )
-                }
+                let encode = match version {
+                    wire::Version::V2 => wire::encode_welcome_v2,
+                    wire::Version::V3 => wire::encode_welcome_v3,
+                    _ => wire::encode_welcome_v4,
+                };
+                encode(&mut buf, w.heartbeat_port, &ports, &limits, timings, &v2)
             }
         };
         encoded.map_err(|e| Fatal::new(wire::ErrorCode::Internal, e.to_string()))?;
@@ -624,6 +611,10 @@ impl LinkTask<'_> {
         let decoded = match self.version.decode_client(frame).map_err(fatal_frame)? {
             wire::GatewayFrame::Common(frame) => frame,
             wire::GatewayFrame::History(history) => return self.history(history),
+            wire::GatewayFrame::Map {
+                request_id,
+                revision,
+            } => return self.map(request_id, revision),
         };
         let hello_again = || {
             Fatal::new(
@@ -699,6 +690,26 @@ impl LinkTask<'_> {
         };
         self.in_flight += 1;
         self.event(LinkEvent::Command(command))
+    }
+
+    /// MAP (SPEC.md § P6.14): in flight like any request; the hub answers with its member map
+    /// when the gateway's differs, then ACK.
+    fn map(&mut self, request: u32, revision: u64) -> Result<(), Fatal> {
+        if self.in_flight >= self.limits.max_requests_in_flight {
+            let message = format!(
+                "{} requests already in flight; link.max_requests_in_flight is {}",
+                self.in_flight, self.limits.max_requests_in_flight
+            );
+            self.refuse(request, wire::ErrorCode::TooManyRequests, &message);
+            return Ok(());
+        }
+        self.in_flight += 1;
+        let link = self.id;
+        self.event(LinkEvent::Command(Command::Map {
+            link,
+            request,
+            revision,
+        }))
     }
 
     /// HISTORY (SPEC.md § P6.12): in flight like any request, answered by the store thread on

@@ -9,6 +9,7 @@ use std::collections::BTreeSet;
 
 use bytes::BytesMut;
 use common::{load, parse_hex, to_hex, Block};
+use presenced_wire::cluster::MemberMap;
 use presenced_wire::link::*;
 use presenced_wire::shard_of;
 use proptest::prelude::*;
@@ -31,6 +32,7 @@ enum C {
     Query(u32, Vec<u64>),
     Stats(u32),
     History(HistoryRequest),
+    Map(u32, u64),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -72,6 +74,7 @@ enum S {
         spans: Vec<Span>,
     },
     Pace(u32),
+    Members(MemberMap),
 }
 
 impl C {
@@ -79,6 +82,7 @@ impl C {
     fn since(&self) -> Version {
         match self {
             C::History(_) => Version::V2,
+            C::Map(..) => Version::V4,
             _ => Version::V1,
         }
     }
@@ -88,6 +92,7 @@ impl S {
     /// The oldest version whose links carry this frame.
     fn since(&self) -> Version {
         match self {
+            S::Welcome { version: 4, .. } | S::Members(_) => Version::V4,
             S::Welcome { version: 3, .. } | S::Pace(_) => Version::V3,
             S::Welcome { v2: Some(_), .. }
             | S::Presence { warming: true, .. }
@@ -102,6 +107,10 @@ fn g_of(f: &GatewayFrame<'_>) -> C {
     match f {
         GatewayFrame::Common(f) => c_of(f),
         GatewayFrame::History(h) => C::History(*h),
+        GatewayFrame::Map {
+            request_id,
+            revision,
+        } => C::Map(*request_id, *revision),
     }
 }
 
@@ -164,6 +173,7 @@ fn s_of(f: &ServerFrame<'_>) -> S {
             spans: h.spans.iter().collect(),
         },
         ServerFrame::Pace { interval_ms } => S::Pace(interval_ms),
+        ServerFrame::Members(m) => S::Members(m.map().expect("a decoded MEMBERS' map")),
     }
 }
 
@@ -190,6 +200,7 @@ fn encode_c(c: &C, out: &mut BytesMut) -> Result<(), EncodeError> {
         C::Query(r, u) => encode_query(out, *r, u),
         C::Stats(r) => encode_stats(out, *r),
         C::History(h) => encode_history(out, h),
+        C::Map(r, revision) => encode_map(out, *r, *revision),
     }
 }
 
@@ -221,6 +232,15 @@ fn encode_s(s: &S, out: &mut BytesMut) -> Result<(), EncodeError> {
             timings,
             v2: Some(v2),
         } => encode_welcome_v3(out, *heartbeat_port, ports, limits, timings, v2),
+        S::Welcome {
+            version: 4,
+            heartbeat_port,
+            ports,
+            limits,
+            timings,
+            v2: Some(v2),
+        } => encode_welcome_v4(out, *heartbeat_port, ports, limits, timings, v2),
+        S::Members(map) => encode_members(out, map, DEFAULT_MAX_FRAME_LEN),
         S::Welcome { version, .. } => Err(EncodeError::UnsupportedVersion(*version)),
         S::Pace(interval_ms) => {
             encode_pace(out, *interval_ms);
@@ -344,6 +364,7 @@ fn version_of(v: &Block) -> Version {
         None | Some("1") => Version::V1,
         Some("2") => Version::V2,
         Some("3") => Version::V3,
+        Some("4") => Version::V4,
         Some(other) => panic!("{}: bad version {other:?}", v.name),
     }
 }
@@ -410,6 +431,7 @@ fn expected_client(v: &Block) -> C {
             after_version: num(v, "after_version"),
             max_spans: num(v, "max_spans"),
         }),
+        "map" => C::Map(rid(), num(v, "revision")),
         other => panic!("{}: bad client type {other:?}", v.name),
     }
 }
@@ -421,7 +443,7 @@ fn expected_server(v: &Block) -> S {
             let protocol_version = num::<u16>(v, "protocol_version");
             let v2 = match protocol_version {
                 1 => None,
-                2 | 3 => {
+                2..=4 => {
                     let flags: u16 = num(v, "flags");
                     let remaining: u32 = num(v, "warm_remaining_ms");
                     Some(WelcomeV2 {
@@ -505,6 +527,10 @@ fn expected_server(v: &Block) -> S {
             message: unquote(v.get("message").expect("message")),
         },
         "pace" => S::Pace(num(v, "interval_ms")),
+        "members" => S::Members(
+            serde_json::from_str(&unquote(v.get("json").expect("json")))
+                .unwrap_or_else(|e| panic!("{}: json: {e}", v.name)),
+        ),
         "history_reply" => S::HistoryReply {
             request_id: rid(),
             more: flag(v, "more"),
@@ -574,7 +600,8 @@ fn details(e: &FrameError) -> Vec<(String, String)> {
         | FrameError::ZeroRequestId
         | FrameError::ZeroShardCount
         | FrameError::ZeroMaxSpans
-        | FrameError::BadWarming => vec![],
+        | FrameError::BadWarming
+        | FrameError::BadMembers => vec![],
     }
 }
 
@@ -595,7 +622,7 @@ fn check_valid(v: &Block) {
             assert_eq!(g_of(&f), want, "{}: decoded", v.name);
             // Every valid frame reads the same on a link of the latest version.
             let later = Version::LATEST.decode_client(frame).map(|f| g_of(&f));
-            assert_eq!(later, Ok(want.clone()), "{}: on a version-3 link", v.name);
+            assert_eq!(later, Ok(want.clone()), "{}: on a version-4 link", v.name);
             if version == Version::V1 {
                 assert_eq!(decode_client(frame).map(|f| c_of(&f)), Ok(want.clone()));
             }
@@ -610,7 +637,7 @@ fn check_valid(v: &Block) {
             assert_eq!(f.frame_type().name(), v.get("type").unwrap(), "{}", v.name);
             assert_eq!(s_of(&f), want, "{}: decoded", v.name);
             let later = Version::LATEST.decode_server(frame).map(|f| s_of(&f));
-            assert_eq!(later, Ok(want.clone()), "{}: on a version-3 link", v.name);
+            assert_eq!(later, Ok(want.clone()), "{}: on a version-4 link", v.name);
             if version == Version::V1 {
                 assert_eq!(decode_server(frame).map(|f| s_of(&f)), Ok(want.clone()));
             }
@@ -702,7 +729,7 @@ fn spec_example_matches_vectors() {
         seen.insert(name);
     }
     // Every frame of the example has its table but version 2's HELLO (told in prose).
-    assert_eq!(tables, 10);
+    assert_eq!(tables, 11);
     let want: BTreeSet<String> = [
         "spec_hello",
         "spec_welcome",
@@ -715,6 +742,7 @@ fn spec_example_matches_vectors() {
         "spec_v2_history_reply",
         "spec_v2_goaway",
         "spec_v3_pace",
+        "spec_v4_map",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -962,7 +990,7 @@ fn version_2_accessors() {
     assert_eq!(f.request_id(), Some(9));
     assert_eq!(f.users().map(|u| u.len()), Some(1));
 
-    // A daemon speaking version 3 reads every HELLO; one speaking 1 refuses versions 2 and 3.
+    // A daemon speaking version 4 reads every HELLO; one speaking 1 refuses versions 2 to 4.
     for version in Version::ALL {
         let mut out = BytesMut::new();
         encode_hello(&mut out, &Hello::new("gw").asking(version)).unwrap();
@@ -1298,7 +1326,7 @@ fn encode_refusals_leave_out_unchanged() {
             encode_hello(
                 &mut out,
                 &Hello {
-                    protocol_version: 4,
+                    protocol_version: 5,
                     ..Hello::new("")
                 },
             ),
@@ -2094,5 +2122,210 @@ proptest! {
             }
             at += used;
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Version 4: MAP and MEMBERS (SPEC.md § P6.14)
+
+fn sample_map() -> MemberMap {
+    use presenced_wire::cluster::Member;
+    let member = |id: &str, warm_at_ms| Member {
+        id: id.into(),
+        link: format!("10.0.0.{}:7500", id.len()),
+        heartbeat: format!("10.0.0.{}:7400", id.len()),
+        warm_at_ms,
+    };
+    MemberMap {
+        from: "a".into(),
+        revision: 12,
+        replicas: 2,
+        etcd: true,
+        members: vec![member("a", 0), member("bb", 1_700_000_000_000)],
+    }
+}
+
+/// MAP and MEMBERS read back on a version-4 link and are refused (unknown type) on a
+/// version-3 one; a decoded MEMBERS' map is sorted by id whatever order it was sent in.
+#[test]
+fn round_trip_version_4_frames() {
+    let mut out = BytesMut::new();
+    encode_map(&mut out, 9, u64::MAX).unwrap();
+    assert_eq!(out.len(), 4 + 1 + 12);
+    let f = Version::V4.decode_client(&out[4..]).unwrap();
+    assert_eq!(g_of(&f), C::Map(9, u64::MAX));
+    assert_eq!(f.request_id(), Some(9));
+    assert_eq!(f.users(), None);
+    assert_eq!(f.frame_type().since(), Version::V4);
+    let mut again = BytesMut::new();
+    f.encode(&mut again).unwrap();
+    assert_eq!(again, out);
+    assert_eq!(
+        Version::V3.decode_client(&out[4..]),
+        Err(FrameError::UnknownType(0x09))
+    );
+    assert_eq!(
+        encode_map(&mut BytesMut::new(), 0, 1),
+        Err(EncodeError::ZeroRequestId)
+    );
+
+    let map = sample_map();
+    let mut out = BytesMut::new();
+    encode_members(&mut out, &map, DEFAULT_MAX_FRAME_LEN).unwrap();
+    let f = Version::V4.decode_server(&out[4..]).unwrap();
+    assert_eq!(f.frame_type(), FrameType::Members);
+    assert_eq!(f.request_id(), None);
+    assert!(!f.completes_request() && !f.ends_link());
+    assert_eq!(s_of(&f), S::Members(map.clone()));
+    let mut again = BytesMut::new();
+    f.encode(&mut again).unwrap();
+    assert_eq!(again, out);
+    assert_eq!(
+        Version::V3.decode_server(&out[4..]),
+        Err(FrameError::UnknownType(0x8b))
+    );
+
+    let mut reversed = map.clone();
+    reversed.members.reverse();
+    let mut out = BytesMut::new();
+    encode_members(&mut out, &reversed, DEFAULT_MAX_FRAME_LEN).unwrap();
+    let ServerFrame::Members(m) = Version::V4.decode_server(&out[4..]).unwrap() else {
+        panic!()
+    };
+    assert_eq!(m.map(), Ok(map));
+}
+
+#[test]
+fn members_refusals() {
+    let frame = |body: &[u8]| {
+        let mut f = vec![0x8b];
+        f.extend_from_slice(body);
+        Version::V4.decode_server(&f).map(|_| ())
+    };
+    let good = serde_json::to_string(&sample_map()).unwrap();
+    assert_eq!(frame(good.as_bytes()), Ok(()));
+    let mut dup = sample_map();
+    dup.members[1].id = "a".into();
+    let mut zero_replicas = sample_map();
+    zero_replicas.replicas = 0;
+    let mut bad_id = sample_map();
+    bad_id.from = "not an id".into();
+    for (why, body) in [
+        ("empty", String::new()),
+        ("not json", "members".into()),
+        ("cut", good[..good.len() - 1].to_string()),
+        ("trailing", format!("{good} x")),
+        ("unknown field", good.replacen('{', "{\"extra\":1,", 1)),
+        ("missing field", good.replacen("\"etcd\":true,", "", 1)),
+        ("duplicate ids", serde_json::to_string(&dup).unwrap()),
+        ("replicas 0", serde_json::to_string(&zero_replicas).unwrap()),
+        ("bad from", serde_json::to_string(&bad_id).unwrap()),
+    ] {
+        assert_eq!(frame(body.as_bytes()), Err(FrameError::BadMembers), "{why}");
+    }
+    assert_eq!(frame(&[0xff, 0xfe]), Err(FrameError::BadMembers));
+
+    // Encoding refuses what decoding would, and a frame over the limit; `out` stays as it was.
+    let mut out = BytesMut::from(&b"x"[..]);
+    assert_eq!(
+        encode_members(&mut out, &dup, DEFAULT_MAX_FRAME_LEN),
+        Err(EncodeError::BadMembers)
+    );
+    let len = good.len() as u64 + 1;
+    assert_eq!(
+        encode_members(&mut out, &sample_map(), len as u32 - 1),
+        Err(EncodeError::FrameTooLarge { len, max: len - 1 })
+    );
+    assert_eq!(&out[..], b"x");
+    encode_members(&mut out, &sample_map(), len as u32).unwrap();
+}
+
+/// The largest map (MAX_MEMBERS members, every id and address at its longest) fits the
+/// smallest frame limit a daemon may announce.
+#[test]
+fn the_largest_member_map_fits_the_smallest_frame_limit() {
+    use presenced_wire::cluster::{Member, MAX_ID_LEN, MAX_MEMBERS};
+    let long = |i: usize, c: char| format!("{i:03}{}", c.to_string().repeat(MAX_ID_LEN - 3));
+    let map = MemberMap {
+        from: long(0, 'm'),
+        revision: u64::MAX,
+        replicas: 8,
+        etcd: false,
+        members: (0..MAX_MEMBERS)
+            .map(|i| Member {
+                id: long(i, 'm'),
+                link: long(i, 'l'),
+                heartbeat: long(i, 'h'),
+                warm_at_ms: u64::MAX,
+            })
+            .collect(),
+    };
+    let mut out = BytesMut::new();
+    encode_members(&mut out, &map, MIN_MAX_FRAME_LEN).unwrap();
+    let ServerFrame::Members(m) = Version::V4.decode_server(&out[4..]).unwrap() else {
+        panic!()
+    };
+    assert_eq!(m.map(), Ok(map));
+}
+
+/// SPEC.md § P6.14's placement tables: the members' seeds and the example users' replica
+/// sets and primaries, computed by `presenced_wire::cluster`.
+#[test]
+fn placement_spec_tables() {
+    use presenced_wire::cluster::{member_seed, score, Member};
+    let spec = std::fs::read_to_string(common::crate_path("SPEC.md")).unwrap();
+    let warm = |id: &str| {
+        if id == "m3" {
+            1_700_000_090_000
+        } else {
+            1_700_000_000_000
+        }
+    };
+    let map = MemberMap {
+        from: "m1".into(),
+        revision: 41,
+        replicas: 2,
+        etcd: true,
+        members: ["m1", "m2", "m3"]
+            .iter()
+            .map(|id| Member {
+                id: (*id).into(),
+                link: String::new(),
+                heartbeat: String::new(),
+                warm_at_ms: warm(id),
+            })
+            .collect(),
+    };
+    for m in &map.members {
+        let row = format!("| `{}` | `{:#018x}` |", m.id, member_seed(&m.id));
+        assert!(spec.contains(&row), "SPEC lacks {row}");
+    }
+    let p = map.placement();
+    for user in [1001u64, 1002] {
+        let ids: Vec<&str> = p
+            .replicas(user)
+            .as_slice()
+            .iter()
+            .map(|&i| map.members[usize::from(i)].id.as_str())
+            .collect();
+        let mut all: Vec<(u64, &str)> = map
+            .members
+            .iter()
+            .map(|m| (score(user, member_seed(&m.id)), m.id.as_str()))
+            .collect();
+        all.sort_by_key(|s| std::cmp::Reverse(s.0));
+        let scores: Vec<String> = all
+            .iter()
+            .map(|(s, id)| format!("`{id}` `{s:#018x}`"))
+            .collect();
+        let primary = |now| map.members[p.primary(user, now).unwrap()].id.as_str();
+        let row = format!(
+            "| {user} | {} | `{}` | `{}` | `{}` |",
+            scores.join(", "),
+            ids.join("`, `"),
+            primary(1_700_000_089_999),
+            primary(1_700_000_090_000),
+        );
+        assert!(spec.contains(&row), "SPEC lacks {row}");
     }
 }

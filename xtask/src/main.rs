@@ -139,6 +139,8 @@ mod tests {
             "spec_v2_history_reply",
             "spec_v2_goaway",
             "spec_v3_pace",
+            "spec_v4_map",
+            "spec_v4_members",
         ] {
             assert!(dumps.contains(&format!("{name}:\n0000: ")), "{name}");
         }

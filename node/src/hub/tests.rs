@@ -722,12 +722,12 @@ fn the_longest_interval_any_shard_asks_goes_to_version_3_links_and_every_shard()
     assert_eq!(hub.stats().pace_frames, 6);
 }
 
-mod cluster {
+mod roles {
     use super::*;
     use crate::cluster::{ClusterConfig, EtcdEvent};
     use presenced_wire::cluster::Member;
 
-    fn member(id: &str) -> Member {
+    pub fn member(id: &str) -> Member {
         Member {
             id: id.to_owned(),
             link: "127.0.0.1:1".to_owned(),
@@ -736,14 +736,14 @@ mod cluster {
         }
     }
 
-    fn now(s: u64) -> Now {
+    pub fn now(s: u64) -> Now {
         Now {
             mono_us: s * 1_000_000,
             wall_ms: 1_700_000_000_000 + s * 1_000,
         }
     }
 
-    fn map(revision: u64, ids: &[&str]) -> EtcdEvent {
+    pub fn map_event(revision: u64, ids: &[&str]) -> EtcdEvent {
         let values = ids
             .iter()
             .map(|id| ((*id).to_owned(), serde_json::to_vec(&member(id)).unwrap()))
@@ -752,7 +752,7 @@ mod cluster {
     }
 
     /// Member `b` of {a, b, c} with one replica per user, its lease renewed at 0 s for 60 s.
-    fn member_b() -> Hub {
+    pub fn member_b() -> Hub {
         let mut hub = Hub::new(HubConfig {
             shards: 1,
             queue_bytes: ROOM,
@@ -769,12 +769,12 @@ mod cluster {
             fresh: true,
         };
         hub.handle_etcd(now(0), lease);
-        hub.handle_etcd(now(0), map(1, &["a", "b", "c"]));
+        hub.handle_etcd(now(0), map_event(1, &["a", "b", "c"]));
         hub
     }
 
     /// Users among 1..=n whose primary is (`true`) or is not this member.
-    fn users(hub: &Hub, n: u64, primary: bool) -> Vec<u64> {
+    pub fn users(hub: &Hub, n: u64, primary: bool) -> Vec<u64> {
         let c = hub.cluster().unwrap();
         (1..=n).filter(|&u| c.is_primary(u) == primary).collect()
     }
@@ -804,7 +804,7 @@ mod cluster {
         let before = users(&hub, 60, false);
         subscribe(&mut hub, 1, 1, &before);
         frames(&mut hub);
-        hub.handle_etcd(now(1), map(2, &["b", "c"]));
+        hub.handle_etcd(now(1), map_event(2, &["b", "c"]));
         let gained: Vec<u64> = users(&hub, 60, true)
             .into_iter()
             .filter(|u| before.contains(u))
@@ -833,5 +833,85 @@ mod cluster {
         assert_eq!(frames(&mut hub), vec![]);
         let stats = hub.cluster().unwrap().stats();
         assert_eq!((stats.step_downs, stats.etcd_errors), (1, 1));
+    }
+}
+
+mod members {
+    use super::roles::*;
+    use super::*;
+    use presenced_wire::cluster::MemberMap;
+    use presenced_wire::link::Version;
+
+    /// What a version-4 link got: `Some(map)` per MEMBERS frame, `None` per other frame.
+    fn got(hub: &mut Hub) -> Vec<Option<MemberMap>> {
+        std::iter::from_fn(|| hub.poll_transmit())
+            .map(
+                |(_, out)| match Version::V4.decode_server(&out.frame[4..]).unwrap() {
+                    ServerFrame::Members(m) => Some(m.map().unwrap()),
+                    _ => None,
+                },
+            )
+            .collect()
+    }
+
+    fn open_v4(hub: &mut Hub) {
+        hub.handle_command(Command::Open {
+            link: 1,
+            version: Version::V4,
+            name: "gw".into(),
+            peer: SocketAddr::from(([127, 0, 0, 1], 5001)),
+            limits: LIMITS,
+        });
+    }
+
+    #[test]
+    fn a_member_tells_each_new_link_and_every_change_and_answers_a_stale_map() {
+        let mut hub = member_b();
+        open_v4(&mut hub);
+        let first = got(&mut hub);
+        assert_eq!(first.len(), 1);
+        let map = first[0].clone().expect("MEMBERS after WELCOME");
+        assert_eq!(
+            (map.from.as_str(), map.revision, map.members.len()),
+            ("b", 1, 3)
+        );
+        // The gateway holds the same map: ACK only.
+        hub.handle_command(Command::Map {
+            link: 1,
+            request: 7,
+            revision: 1,
+        });
+        assert_eq!(got(&mut hub), vec![None]);
+        // A stale one: the map, then ACK.
+        hub.handle_command(Command::Map {
+            link: 1,
+            request: 8,
+            revision: 0,
+        });
+        let answer = got(&mut hub);
+        assert_eq!(answer.len(), 2);
+        assert_eq!(answer[0].as_ref().map(|m| m.revision), Some(1));
+        assert_eq!(answer[1], None);
+        assert_eq!(hub.stats().stale_maps, 1);
+        // A new map reaches every link.
+        hub.handle_etcd(now(1), map_event(2, &["b", "c"]));
+        let news = got(&mut hub);
+        assert_eq!(news.len(), 1);
+        assert_eq!(news[0].as_ref().map(|m| m.members.len()), Some(2));
+    }
+
+    #[test]
+    fn a_daemon_outside_a_cluster_answers_map_with_ack_only() {
+        let mut hub = hub(1, ROOM);
+        open_v4(&mut hub);
+        assert_eq!(got(&mut hub), vec![]);
+        hub.handle_command(Command::Map {
+            link: 1,
+            request: 7,
+            revision: 3,
+        });
+        assert_eq!(got(&mut hub), vec![None]);
+        // Not counted as stale: there is no map to be stale against.
+        assert_eq!(hub.stats().stale_maps, 0);
     }
 }

@@ -7,6 +7,7 @@
 //! gives: the views of `view` are only made here, which is what lets them read records without
 //! checks.
 
+use super::MembersFrame;
 use super::{
     ClientFrame, ErrorFrame, Event, EventList, FrameError, FrameType, GatewayFrame, GoAwayFrame,
     Hello, HistoryReply, HistoryRequest, Limits, PresenceFrame, PresenceList, PresenceRecord,
@@ -16,6 +17,7 @@ use super::{
     MAX_SPAN_DEVICES, MAX_STATS_JSON_LEN, MAX_TOKEN_LEN, PRESENCE_FLAG_FINAL,
     PRESENCE_FLAG_WARMING, PRESENCE_RECORD_LEN, SPAN_LEN, USER_ID_LEN, WELCOME_FLAG_WARMING,
 };
+use crate::cluster::MemberMap;
 use crate::le::{array, byte_at, sat_u32, u64_at};
 use crate::list::Record;
 
@@ -351,8 +353,9 @@ fn open(buf: &[u8]) -> Result<(u8, Cursor<'_>), FrameError> {
 pub fn decode_client(buf: &[u8]) -> Result<ClientFrame<'_>, FrameError> {
     match client(buf, Version::V1)? {
         GatewayFrame::Common(f) => Ok(f),
-        // A version-1 link has no HISTORY: `client` refused its type already.
+        // A version-1 link has no HISTORY nor MAP: `client` refused their types already.
         GatewayFrame::History(_) => Err(FrameError::UnknownType(FrameType::History.to_u8())),
+        GatewayFrame::Map { .. } => Err(FrameError::UnknownType(FrameType::Map.to_u8())),
     }
 }
 
@@ -450,6 +453,10 @@ fn client(buf: &[u8], version: Version) -> Result<GatewayFrame<'_>, FrameError> 
             request_id: c.request_id()?,
         }
         .into(),
+        FrameType::Map => GatewayFrame::Map {
+            request_id: c.request_id()?,
+            revision: c.u64()?,
+        },
         FrameType::History => {
             let request_id = c.request_id()?;
             let user = c.u64()?;
@@ -504,7 +511,7 @@ fn server(buf: &[u8], version: Version) -> Result<ServerFrame<'_>, FrameError> {
             };
             let v2 = match link {
                 Version::V1 => None,
-                Version::V2 | Version::V3 => {
+                Version::V2 | Version::V3 | Version::V4 => {
                     let flags = c.u16()?;
                     if flags & !WELCOME_FLAG_WARMING != 0 {
                         return Err(FrameError::ReservedFlags(flags));
@@ -537,7 +544,9 @@ fn server(buf: &[u8], version: Version) -> Result<ServerFrame<'_>, FrameError> {
             let flags = c.u8()?;
             let valid = match version {
                 Version::V1 => PRESENCE_FLAG_FINAL,
-                Version::V2 | Version::V3 => PRESENCE_FLAG_FINAL | PRESENCE_FLAG_WARMING,
+                Version::V2 | Version::V3 | Version::V4 => {
+                    PRESENCE_FLAG_FINAL | PRESENCE_FLAG_WARMING
+                }
             };
             if flags & !valid != 0 {
                 return Err(FrameError::ReservedFlags(u16::from(flags)));
@@ -612,9 +621,26 @@ fn server(buf: &[u8], version: Version) -> Result<ServerFrame<'_>, FrameError> {
         FrameType::Pace => ServerFrame::Pace {
             interval_ms: c.u32()?,
         },
+        FrameType::Members => {
+            // The body is the JSON, to the frame's end.
+            let body = c.take(c.rest.len())?;
+            members_map(body)?;
+            let json = std::str::from_utf8(body).map_err(|_| FrameError::BadMembers)?;
+            ServerFrame::Members(MembersFrame::from_validated(json))
+        }
         // `frame_type` let only daemon → gateway types through.
         _ => return Err(FrameError::UnknownType(t)),
     };
     c.end()?;
     Ok(frame)
+}
+
+/// MEMBERS' body as a member map: JSON of [`MemberMap`]'s fields (no other field), passing
+/// [`MemberMap::check`]; its members sorted by id. Anything else is
+/// [`BadMembers`](FrameError::BadMembers).
+pub(super) fn members_map(json: &[u8]) -> Result<MemberMap, FrameError> {
+    let mut map: MemberMap = serde_json::from_slice(json).map_err(|_| FrameError::BadMembers)?;
+    map.check().map_err(|_| FrameError::BadMembers)?;
+    map.sort();
+    Ok(map)
 }

@@ -25,6 +25,7 @@ use super::{
     MAX_TOKEN_LEN, PRESENCE_FLAG_FINAL, PRESENCE_FLAG_WARMING, PRESENCE_HEADER_LEN,
     PRESENCE_RECORD_LEN, SPAN_LEN, USER_ID_LEN, USER_REQUEST_HEADER_LEN, WELCOME_FLAG_WARMING,
 };
+use crate::cluster::MemberMap;
 use crate::le::{put, sat_u32};
 use crate::list::{FixedList, Record};
 
@@ -557,7 +558,7 @@ fn welcome(
 ) -> Result<(), EncodeError> {
     let extra = match (version, v2) {
         (Version::V1, None) => 0,
-        (Version::V2 | Version::V3, Some(_)) => 2 + 4 + 4,
+        (Version::V2 | Version::V3 | Version::V4, Some(_)) => 2 + 4 + 4,
         _ => return Err(EncodeError::UnsupportedVersion(version.to_u16())),
     };
     let count = match u16::try_from(shard_ports.count()) {
@@ -646,6 +647,27 @@ pub fn encode_welcome_v3(
     welcome(
         out,
         Version::V3,
+        heartbeat_port,
+        shard_ports,
+        limits,
+        timings,
+        Some(v2),
+    )
+}
+
+/// Appends a version-4 WELCOME frame: the layout of [`encode_welcome_v2`], with
+/// `protocol_version` 4. The answer to a HELLO asking for version 4.
+pub fn encode_welcome_v4(
+    out: &mut BytesMut,
+    heartbeat_port: u16,
+    shard_ports: &[u16],
+    limits: &Limits,
+    timings: &Timings,
+    v2: &WelcomeV2,
+) -> Result<(), EncodeError> {
+    welcome(
+        out,
+        Version::V4,
         heartbeat_port,
         shard_ports,
         limits,
@@ -759,6 +781,38 @@ pub fn encode_ack(out: &mut BytesMut, request_id: u32) -> Result<(), EncodeError
 pub fn encode_pace(out: &mut BytesMut, interval_ms: u32) {
     // Cannot fail: 5 bytes.
     let _ = put_frame(out, FrameType::Pace, 4, |out| out.put_u32_le(interval_ms));
+}
+
+/// Appends a MAP frame (version 4, SPEC.md § P6.14): the revision of the member map the
+/// gateway holds (0: none). Refuses request id 0.
+pub fn encode_map(out: &mut BytesMut, request_id: u32, revision: u64) -> Result<(), EncodeError> {
+    check_request_id(request_id)?;
+    put_frame(out, FrameType::Map, 4 + 8, |out| {
+        out.put_u32_le(request_id);
+        out.put_u64_le(revision);
+    })
+}
+
+/// Appends a MEMBERS frame (version 4, SPEC.md § P6.14): `map` in JSON, its members in the
+/// order given (a member sends them sorted by id). Refuses a map that fails
+/// [`MemberMap::check`] ([`EncodeError::BadMembers`]) and a frame longer than
+/// `max_frame_len` (type + body; [`EncodeError::FrameTooLarge`]).
+pub fn encode_members(
+    out: &mut BytesMut,
+    map: &MemberMap,
+    max_frame_len: u32,
+) -> Result<(), EncodeError> {
+    map.check().map_err(|_| EncodeError::BadMembers)?;
+    let json = serde_json::to_vec(map).map_err(|_| EncodeError::BadMembers)?;
+    members_frame(out, &json, max_frame_len)
+}
+
+/// MEMBERS with a body of `json` (already valid), under `max` (type + body).
+fn members_frame(out: &mut BytesMut, json: &[u8], max: u32) -> Result<(), EncodeError> {
+    Frame::check(json.len(), max)?;
+    put_frame(out, FrameType::Members, json.len(), |out| {
+        out.put_slice(json)
+    })
 }
 
 /// ERROR with a raw code (a decoded frame may carry one this version does not define); the
@@ -901,6 +955,10 @@ impl GatewayFrame<'_> {
         match self {
             GatewayFrame::Common(f) => f.encode(out),
             GatewayFrame::History(h) => encode_history(out, h),
+            GatewayFrame::Map {
+                request_id,
+                revision,
+            } => encode_map(out, *request_id, *revision),
         }
     }
 }
@@ -949,6 +1007,7 @@ impl ServerFrame<'_> {
                 encode_pace(out, interval_ms);
                 Ok(())
             }
+            ServerFrame::Members(m) => members_frame(out, m.json().as_bytes(), u32::MAX),
             ServerFrame::GoAway(ref g) => {
                 goaway_frame(out, g.reason, g.reconnect_after_ms, g.message);
                 Ok(())

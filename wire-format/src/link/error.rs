@@ -110,12 +110,15 @@ pub enum FrameError {
     ZeroMaxSpans,
     /// WELCOME (version 2): `warm_remaining_ms` is nonzero while the `WARMING` flag is clear.
     BadWarming,
+    /// MEMBERS (version 4): the body is not a member map in JSON, or the map fails its check
+    /// (ids, addresses, duplicates, replicas, size: `MemberMap::check`).
+    BadMembers,
 }
 
 impl FrameError {
     /// Every [`reason`](FrameError::reason), indexed by [`code`](FrameError::code): handy to
     /// register one counter per reason up front.
-    pub const REASONS: [&'static str; 21] = [
+    pub const REASONS: [&'static str; 22] = [
         "too_short",
         "bad_length",
         "frame_too_large",
@@ -137,9 +140,10 @@ impl FrameError {
         "bad_span",
         "zero_max_spans",
         "bad_warming",
+        "bad_members",
     ];
 
-    /// A dense, stable index of the variant (0..21); indexes
+    /// A dense, stable index of the variant (0..22); indexes
     /// [`REASONS`](FrameError::REASONS).
     pub const fn code(&self) -> usize {
         match self {
@@ -164,6 +168,7 @@ impl FrameError {
             FrameError::BadSpan { .. } => 18,
             FrameError::ZeroMaxSpans => 19,
             FrameError::BadWarming => 20,
+            FrameError::BadMembers => 21,
         }
     }
 
@@ -191,6 +196,7 @@ impl FrameError {
             FrameError::BadSpan { .. } => "bad_span",
             FrameError::ZeroMaxSpans => "zero_max_spans",
             FrameError::BadWarming => "bad_warming",
+            FrameError::BadMembers => "bad_members",
         }
     }
 
@@ -252,6 +258,9 @@ impl fmt::Display for FrameError {
             FrameError::BadWarming => {
                 f.write_str("warm_remaining_ms is nonzero but the WARMING flag is clear")
             }
+            FrameError::BadMembers => {
+                f.write_str("MEMBERS does not hold a valid member map in JSON")
+            }
         }
     }
 }
@@ -302,6 +311,8 @@ pub enum EncodeError {
         /// Index of the first such span.
         index: usize,
     },
+    /// MEMBERS: the map fails `MemberMap::check` (a MEMBERS frame holds only valid maps).
+    BadMembers,
 }
 
 impl EncodeError {
@@ -318,6 +329,7 @@ impl EncodeError {
             EncodeError::Full => "full",
             EncodeError::ZeroMaxSpans => "zero_max_spans",
             EncodeError::BadSpan { .. } => "bad_span",
+            EncodeError::BadMembers => "bad_members",
         }
     }
 }
@@ -333,7 +345,7 @@ impl fmt::Display for EncodeError {
             EncodeError::BadShardCount(n) => write!(f, "{n} shard ports (1 to 65535 allowed)"),
             EncodeError::UnsupportedVersion(v) => write!(
                 f,
-                "protocol version {v}: this codec writes 1 and 2, with their own fields"
+                "protocol version {v}: this codec writes 1 to 4, each with its own fields"
             ),
             EncodeError::ReservedFlags(flags) => write!(f, "reserved flag bits set ({flags:#x})"),
             EncodeError::FrameTooLarge { len, max } => {
@@ -345,6 +357,7 @@ impl fmt::Display for EncodeError {
                 f,
                 "span {index}: more than {MAX_SPAN_DEVICES} devices, or it starts after it ends"
             ),
+            EncodeError::BadMembers => f.write_str("the member map fails its check"),
         }
     }
 }
@@ -382,6 +395,7 @@ mod tests {
             FrameError::BadSpan { index: 0 },
             FrameError::ZeroMaxSpans,
             FrameError::BadWarming,
+            FrameError::BadMembers,
         ];
         for (i, e) in all.iter().enumerate() {
             assert_eq!(e.code(), i);

@@ -7,9 +7,9 @@
 //! - A frame on the stream is `u32 length` (little-endian; the bytes after it) + `u8 type` +
 //!   body. [`FrameReader::next_frame`] splits a byte buffer into frames and enforces
 //!   `max_frame_len`.
-//! - **Versions.** A link speaks protocol version 1, 2 or 3 ([`Version`]; SPEC.md § P5): the
+//! - **Versions.** A link speaks protocol version 1 to 4 ([`Version`]; SPEC.md § P5): the
 //!   gateway asks in HELLO, the daemon names the link's version in WELCOME. Decoding depends
-//!   on it where the versions differ (version 2's and 3's frame types, PRESENCE's `WARMING`
+//!   on it where the versions differ (version 2's, 3's and 4's frame types, PRESENCE's `WARMING`
 //!   bit, WELCOME's layout), so [`Version::decode_client`] and [`Version::decode_server`] validate
 //!   one frame's `type + body` completely *for a link of that version* (before WELCOME: the
 //!   highest version the receiver accepts) and return zero-copy views ([`UserList`],
@@ -25,8 +25,9 @@
 //!   frame's version; on error `out` is left as it was. Version 2's frames and fields have
 //!   their own functions ([`encode_welcome_v2`], [`encode_presence_v2`], [`encode_goaway`],
 //!   [`encode_history`], [`encode_history_reply`]), and so do version 3's
-//!   ([`encode_welcome_v3`], [`encode_pace`]); a daemon calls them only on links of their
-//!   version (or later).
+//!   ([`encode_welcome_v3`], [`encode_pace`]) and version 4's ([`encode_welcome_v4`],
+//!   [`encode_map`], [`encode_members`]: the cluster's member map); a daemon calls them only on
+//!   links of their version (or later).
 //! - [`shard_of`](crate::shard_of) (at the crate's root) is the user → shard owner function
 //!   the daemon and gateways share; [`Welcome::heartbeat_port_for`] applies it.
 //!
@@ -68,11 +69,12 @@ pub use crate::list::{FixedIter, FixedList, Record};
 pub use decode::{decode_client, decode_server, FrameReader};
 pub use encode::{
     encode_ack, encode_error, encode_events, encode_goaway, encode_hello, encode_history,
-    encode_history_reply, encode_lagged, encode_lagged_all, encode_pace, encode_presence,
-    encode_presence_v2, encode_query, encode_stats, encode_stats_reply, encode_subscribe,
-    encode_subscribe_all, encode_unsubscribe, encode_unsubscribe_all, encode_welcome,
-    encode_welcome_v2, encode_welcome_v3, error_message, error_reason, max_events,
-    max_history_spans, max_lagged_users, max_presence_records, max_request_users,
+    encode_history_reply, encode_lagged, encode_lagged_all, encode_map, encode_members,
+    encode_pace, encode_presence, encode_presence_v2, encode_query, encode_stats,
+    encode_stats_reply, encode_subscribe, encode_subscribe_all, encode_unsubscribe,
+    encode_unsubscribe_all, encode_welcome, encode_welcome_v2, encode_welcome_v3,
+    encode_welcome_v4, error_message, error_reason, max_events, max_history_spans,
+    max_lagged_users, max_presence_records, max_request_users,
 };
 pub use error::{EncodeError, FrameError};
 pub use types::{
@@ -81,8 +83,8 @@ pub use types::{
 };
 pub use view::{
     ClientFrame, ErrorFrame, EventIter, EventList, GatewayFrame, GoAwayFrame, Hello, HistoryReply,
-    HistoryRequest, PresenceFrame, PresenceIter, PresenceList, ServerFrame, ShardPorts, SpanIter,
-    SpanList, UserList, Users, Welcome,
+    HistoryRequest, MembersFrame, PresenceFrame, PresenceIter, PresenceList, ServerFrame,
+    ShardPorts, SpanIter, SpanList, UserList, Users, Welcome,
 };
 pub use writer::{EventsWriter, PresenceWriter};
 

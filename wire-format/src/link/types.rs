@@ -24,7 +24,7 @@ use crate::list::{sealed, Record};
 /// A link speaks the version WELCOME names. Version 2 is version 1 plus GOAWAY, HISTORY and
 /// HISTORY_REPLY, WELCOME's warming and idle-timeout fields and PRESENCE's `WARMING` flag;
 /// version 3 is version 2 plus PACE (the daemon asks for a longer heartbeat interval under
-/// load). A link carries exactly its version's frames. Decoding needs the link's version where
+/// load); version 4 is version 3 plus MAP and MEMBERS (the cluster's member map). A link carries exactly its version's frames. Decoding needs the link's version where
 /// the two differ: see [`Version::decode_client`] and [`Version::decode_server`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Version {
@@ -34,14 +34,16 @@ pub enum Version {
     V2,
     /// Version 3: adds PACE (back-off under load).
     V3,
+    /// Version 4: adds MAP and MEMBERS (the cluster's member map).
+    V4,
 }
 
 impl Version {
     /// Every version, oldest first.
-    pub const ALL: [Version; 3] = [Version::V1, Version::V2, Version::V3];
+    pub const ALL: [Version; 4] = [Version::V1, Version::V2, Version::V3, Version::V4];
 
     /// The newest version this module speaks.
-    pub const LATEST: Version = Version::V3;
+    pub const LATEST: Version = Version::V4;
 
     /// The wire value (`protocol_version`).
     #[inline]
@@ -50,6 +52,7 @@ impl Version {
             Version::V1 => 1,
             Version::V2 => 2,
             Version::V3 => 3,
+            Version::V4 => 4,
         }
     }
 
@@ -60,6 +63,7 @@ impl Version {
             1 => Some(Version::V1),
             2 => Some(Version::V2),
             3 => Some(Version::V3),
+            4 => Some(Version::V4),
             _ => None,
         }
     }
@@ -77,9 +81,10 @@ impl fmt::Display for Version {
     }
 }
 
-/// Every frame type of the link. Gateway → daemon types are 0x01–0x08, daemon → gateway types
-/// 0x81–0x8A; HISTORY (0x08), GOAWAY (0x88) and HISTORY_REPLY (0x89) exist from version 2 on,
-/// PACE (0x8A) from version 3 on ([`since`](FrameType::since)).
+/// Every frame type of the link. Gateway → daemon types are 0x01–0x09, daemon → gateway types
+/// 0x81–0x8B; HISTORY (0x08), GOAWAY (0x88) and HISTORY_REPLY (0x89) exist from version 2 on,
+/// PACE (0x8A) from version 3 on, MAP (0x09) and MEMBERS (0x8B) from version 4 on
+/// ([`since`](FrameType::since)).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum FrameType {
     /// 0x01, gateway → daemon: opens the link.
@@ -98,6 +103,8 @@ pub enum FrameType {
     Stats,
     /// 0x08, gateway → daemon, version 2: get a user's presence history.
     History,
+    /// 0x09, gateway → daemon, version 4: the member map the gateway holds; asks for a newer one.
+    Map,
     /// 0x81, daemon → gateway: answers HELLO.
     Welcome,
     /// 0x82, daemon → gateway: presence records answering SUBSCRIBE or QUERY.
@@ -118,11 +125,13 @@ pub enum FrameType {
     HistoryReply,
     /// 0x8A, daemon → gateway, version 3: the heartbeat interval the daemon asks for.
     Pace,
+    /// 0x8B, daemon → gateway, version 4: the cluster's member map (JSON).
+    Members,
 }
 
 impl FrameType {
     /// Every frame type, in wire-value order.
-    pub const ALL: [FrameType; 18] = [
+    pub const ALL: [FrameType; 20] = [
         FrameType::Hello,
         FrameType::Subscribe,
         FrameType::Unsubscribe,
@@ -131,6 +140,7 @@ impl FrameType {
         FrameType::Query,
         FrameType::Stats,
         FrameType::History,
+        FrameType::Map,
         FrameType::Welcome,
         FrameType::Presence,
         FrameType::Events,
@@ -141,6 +151,7 @@ impl FrameType {
         FrameType::GoAway,
         FrameType::HistoryReply,
         FrameType::Pace,
+        FrameType::Members,
     ];
 
     /// The type byte.
@@ -165,6 +176,8 @@ impl FrameType {
             FrameType::GoAway => 0x88,
             FrameType::HistoryReply => 0x89,
             FrameType::Pace => 0x8A,
+            FrameType::Map => 0x09,
+            FrameType::Members => 0x8B,
         }
     }
 
@@ -190,6 +203,8 @@ impl FrameType {
             0x88 => FrameType::GoAway,
             0x89 => FrameType::HistoryReply,
             0x8A => FrameType::Pace,
+            0x09 => FrameType::Map,
+            0x8B => FrameType::Members,
             _ => return None,
         })
     }
@@ -200,11 +215,13 @@ impl FrameType {
         self.to_u8() < 0x80
     }
 
-    /// The first protocol version with this frame type: [`Version::V3`] for PACE,
-    /// [`Version::V2`] for HISTORY, GOAWAY and HISTORY_REPLY, [`Version::V1`] for the others.
+    /// The first protocol version with this frame type: [`Version::V4`] for MAP and MEMBERS,
+    /// [`Version::V3`] for PACE, [`Version::V2`] for HISTORY, GOAWAY and HISTORY_REPLY,
+    /// [`Version::V1`] for the others.
     #[inline]
     pub const fn since(self) -> Version {
         match self {
+            FrameType::Map | FrameType::Members => Version::V4,
             FrameType::Pace => Version::V3,
             FrameType::History | FrameType::GoAway | FrameType::HistoryReply => Version::V2,
             _ => Version::V1,
@@ -232,6 +249,8 @@ impl FrameType {
             FrameType::GoAway => "goaway",
             FrameType::HistoryReply => "history_reply",
             FrameType::Pace => "pace",
+            FrameType::Map => "map",
+            FrameType::Members => "members",
         }
     }
 }
@@ -834,8 +853,8 @@ mod tests {
             assert_eq!(Version::from_u16(v.to_u16()), Some(v));
         }
         assert_eq!(Version::from_u16(0), None);
-        assert_eq!(Version::from_u16(4), None);
-        assert_eq!(Version::LATEST, Version::V3);
+        assert_eq!(Version::from_u16(5), None);
+        assert_eq!(Version::LATEST, Version::V4);
         let v2_only: Vec<FrameType> = FrameType::ALL
             .into_iter()
             .filter(|t| !Version::V1.has(*t))
@@ -844,13 +863,20 @@ mod tests {
             v2_only,
             [
                 FrameType::History,
+                FrameType::Map,
                 FrameType::GoAway,
                 FrameType::HistoryReply,
-                FrameType::Pace
+                FrameType::Pace,
+                FrameType::Members
             ]
         );
         assert!(!Version::V2.has(FrameType::Pace));
-        assert!(FrameType::ALL.iter().all(|t| Version::V3.has(*t)));
+        assert!(!Version::V3.has(FrameType::Map));
+        assert!(!Version::V3.has(FrameType::Members));
+        assert!(FrameType::ALL.iter().all(|t| Version::V4.has(*t)));
+        let mut values: Vec<u8> = FrameType::ALL.iter().map(|t| t.to_u8()).collect();
+        values.sort_unstable();
+        assert_eq!(values, FrameType::ALL.map(FrameType::to_u8));
     }
 
     #[test]

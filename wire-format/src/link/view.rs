@@ -20,6 +20,7 @@ use super::{
     ErrorCode, Event, FrameType, GoAwayReason, Limits, PresenceRecord, Span, Timings, Version,
     WelcomeV2, HELLO_FLAG_FIREHOSE, PROTOCOL_VERSION,
 };
+use crate::cluster::MemberMap;
 use crate::list::{FixedIter, FixedList};
 
 // ---------------------------------------------------------------------------------------------
@@ -338,10 +339,19 @@ impl ClientFrame<'_> {
 /// A decoded gateway → daemon frame of any version: what [`Version::decode_client`] returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum GatewayFrame<'a> {
-    /// A frame of version 1's set (HELLO to STATS), the same on both versions.
+    /// A frame of version 1's set (HELLO to STATS), the same on every version.
     Common(ClientFrame<'a>),
     /// HISTORY (0x08), version 2.
     History(HistoryRequest),
+    /// MAP (0x09), version 4: the revision of the member map the gateway holds (SPEC.md
+    /// § P6.14). A cluster member answers with MEMBERS when its own revision differs, then
+    /// ACK; a daemon that is no member answers ACK only.
+    Map {
+        /// Nonzero request id.
+        request_id: u32,
+        /// The revision of the gateway's map; 0: it holds none.
+        revision: u64,
+    },
 }
 
 impl GatewayFrame<'_> {
@@ -350,6 +360,7 @@ impl GatewayFrame<'_> {
         match self {
             GatewayFrame::Common(f) => f.frame_type(),
             GatewayFrame::History(_) => FrameType::History,
+            GatewayFrame::Map { .. } => FrameType::Map,
         }
     }
 
@@ -358,6 +369,7 @@ impl GatewayFrame<'_> {
         match self {
             GatewayFrame::Common(f) => f.request_id(),
             GatewayFrame::History(h) => Some(h.request_id),
+            GatewayFrame::Map { request_id, .. } => Some(*request_id),
         }
     }
 
@@ -365,7 +377,7 @@ impl GatewayFrame<'_> {
     pub const fn users(&self) -> Option<UserList<'_>> {
         match self {
             GatewayFrame::Common(f) => f.users(),
-            GatewayFrame::History(_) => None,
+            GatewayFrame::History(_) | GatewayFrame::Map { .. } => None,
         }
     }
 }
@@ -412,6 +424,8 @@ pub enum ServerFrame<'a> {
         /// The interval asked, ms; 0: the normal one (WELCOME's `heartbeat_interval_ms`).
         interval_ms: u32,
     },
+    /// MEMBERS (0x8B), version 4: the cluster's member map (SPEC.md § P6.14).
+    Members(MembersFrame<'a>),
 }
 
 impl ServerFrame<'_> {
@@ -428,11 +442,13 @@ impl ServerFrame<'_> {
             ServerFrame::GoAway(_) => FrameType::GoAway,
             ServerFrame::HistoryReply(_) => FrameType::HistoryReply,
             ServerFrame::Pace { .. } => FrameType::Pace,
+            ServerFrame::Members(_) => FrameType::Members,
         }
     }
 
-    /// The request id the frame answers; `None` for WELCOME, EVENTS, LAGGED, GOAWAY and PACE, and
-    /// for an ERROR about the link (request id 0).
+    /// The request id the frame answers; `None` for WELCOME, EVENTS, LAGGED, GOAWAY, PACE and
+    /// MEMBERS (a push, also when it answers MAP), and for an ERROR about the link (request
+    /// id 0).
     pub const fn request_id(&self) -> Option<u32> {
         match *self {
             ServerFrame::Presence(PresenceFrame { request_id, .. })
@@ -467,5 +483,30 @@ impl ServerFrame<'_> {
             ServerFrame::Error(ErrorFrame { request_id, .. }) => request_id == 0,
             _ => false,
         }
+    }
+}
+
+/// A decoded MEMBERS frame (version 4): its JSON, which the decoder has parsed as a
+/// [`MemberMap`] and checked ([`MemberMap::check`]). Only the decoder makes one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct MembersFrame<'a> {
+    json: &'a str,
+}
+
+impl<'a> MembersFrame<'a> {
+    /// A view of JSON the decoder has validated.
+    pub(super) const fn from_validated(json: &'a str) -> MembersFrame<'a> {
+        MembersFrame { json }
+    }
+
+    /// The frame's body: the member map in JSON, as sent.
+    pub const fn json(&self) -> &'a str {
+        self.json
+    }
+
+    /// The member map, its members sorted by id. The decoder has parsed and checked this JSON
+    /// already, so this fails only as it would have there (never for a decoded frame).
+    pub fn map(&self) -> Result<MemberMap, super::FrameError> {
+        super::decode::members_map(self.json.as_bytes())
     }
 }

@@ -13,14 +13,14 @@
 use bytes::BytesMut;
 use presenced_wire::link::{
     decode_client, decode_server, encode_ack, encode_events, encode_goaway, encode_hello,
-    encode_history, encode_history_reply, encode_lagged, encode_pace, encode_presence_v2,
-    encode_query, encode_stats, encode_stats_reply, encode_subscribe, encode_subscribe_all,
-    encode_unsubscribe, encode_unsubscribe_all, encode_welcome, encode_welcome_v2,
-    encode_welcome_v3, ClientFrame, ErrorCode, Event, EventsWriter, FrameError, FrameReader,
-    FrameType, GatewayFrame, PresenceRecord, PresenceWriter, ServerFrame, Span, Version,
-    DEFAULT_MAX_FRAME_LEN, EVENT_LEN, LENGTH_PREFIX_LEN, MAX_CLIENT_NAME_LEN,
-    MAX_ERROR_MESSAGE_LEN, MAX_GOAWAY_MESSAGE_LEN, MAX_SPAN_DEVICES, MAX_STATS_JSON_LEN,
-    MAX_TOKEN_LEN, PRESENCE_RECORD_LEN, SPAN_LEN, USER_ID_LEN,
+    encode_history, encode_history_reply, encode_lagged, encode_map, encode_members, encode_pace,
+    encode_presence_v2, encode_query, encode_stats, encode_stats_reply, encode_subscribe,
+    encode_subscribe_all, encode_unsubscribe, encode_unsubscribe_all, encode_welcome,
+    encode_welcome_v2, encode_welcome_v3, encode_welcome_v4, ClientFrame, ErrorCode, Event,
+    EventsWriter, FrameError, FrameReader, FrameType, GatewayFrame, PresenceRecord, PresenceWriter,
+    ServerFrame, Span, Version, DEFAULT_MAX_FRAME_LEN, EVENT_LEN, LENGTH_PREFIX_LEN,
+    MAX_CLIENT_NAME_LEN, MAX_ERROR_MESSAGE_LEN, MAX_GOAWAY_MESSAGE_LEN, MAX_SPAN_DEVICES,
+    MAX_STATS_JSON_LEN, MAX_TOKEN_LEN, PRESENCE_RECORD_LEN, SPAN_LEN, USER_ID_LEN,
 };
 use presenced_wire::{
     auth, decode, encode, DecodeError, Encoder, Entry, Header, ENTRY_LEN, FLAG_AUTH, HEADER_LEN,
@@ -245,6 +245,23 @@ pub fn check_stream(bytes: &[u8], max_frame_len: u32) -> StreamSummary {
                 let server_v2 = check_server_frame(frame, Version::V2);
                 let client_v3 = check_client_frame(frame, Version::V3);
                 let server_v3 = check_server_frame(frame, Version::V3);
+                let client_v4 = check_client_frame(frame, Version::V4);
+                let server_v4 = check_server_frame(frame, Version::V4);
+                // Version 4 keeps every version-3 frame as it is.
+                assert!(
+                    client_v4 || !client_v3,
+                    "a version-3 frame refused on version 4"
+                );
+                assert!(
+                    server_v4 || !server_v3,
+                    "a version-3 frame refused on version 4"
+                );
+                if server_v3 {
+                    assert_eq!(
+                        Version::V3.decode_server(frame),
+                        Version::V4.decode_server(frame)
+                    );
+                }
                 // Version 3 keeps every version-2 frame as it is.
                 assert!(
                     client_v3 || !client_v2,
@@ -371,6 +388,19 @@ pub fn check_client_frame(frame: &[u8], version: Version) -> bool {
             assert!(g.users().is_none());
             let mut typed = BytesMut::new();
             encode_history(&mut typed, &h).expect("a decoded HISTORY encodes");
+            assert_eq!(typed, out, "typed encoder of {t}");
+            return true;
+        }
+        GatewayFrame::Map {
+            request_id,
+            revision,
+        } => {
+            assert!(version >= Version::V4);
+            assert_ne!(request_id, 0);
+            assert_eq!(g.request_id(), Some(request_id));
+            assert!(g.users().is_none());
+            let mut typed = BytesMut::new();
+            encode_map(&mut typed, request_id, revision).expect("a decoded MAP encodes");
             assert_eq!(typed, out, "typed encoder of {t}");
             return true;
         }
@@ -511,6 +541,14 @@ pub fn check_server_frame(frame: &[u8], version: Version) -> bool {
             assert!(!f.completes_request());
             match &w.v2 {
                 None => encode_welcome(&mut typed, w.heartbeat_port, &ports, &w.limits, &w.timings),
+                Some(v2) if w.version() == Version::V4 => encode_welcome_v4(
+                    &mut typed,
+                    w.heartbeat_port,
+                    &ports,
+                    &w.limits,
+                    &w.timings,
+                    v2,
+                ),
                 Some(v2) if w.version() == Version::V3 => encode_welcome_v3(
                     &mut typed,
                     w.heartbeat_port,
@@ -666,6 +704,24 @@ pub fn check_server_frame(frame: &[u8], version: Version) -> bool {
                 }
                 None => typed = out.clone(),
             }
+        }
+        ServerFrame::Members(m) => {
+            assert!(version >= Version::V4);
+            assert_eq!(f.request_id(), None);
+            assert!(!f.completes_request());
+            // The decoder checked the map; the typed encoder writes it in serde's own form
+            // (which the sender need not have used), which reads back as the same map.
+            let map = m.map().expect("a decoded MEMBERS' map");
+            assert!(map.check().is_ok());
+            assert!(map.members.windows(2).all(|w| w[0].id < w[1].id));
+            let mut again = BytesMut::new();
+            encode_members(&mut again, &map, u32::MAX).expect("a decoded map encodes");
+            let Ok(ServerFrame::Members(back)) = version.decode_server(&again[LENGTH_PREFIX_LEN..])
+            else {
+                panic!("an encoded MEMBERS does not decode");
+            };
+            assert_eq!(back.map().ok(), Some(map));
+            typed = out.clone();
         }
         ServerFrame::Pace { interval_ms } => {
             assert!(version >= Version::V3);

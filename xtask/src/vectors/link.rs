@@ -4,10 +4,12 @@
 //! `presenced_wire::link`, and each invalid vector's error is stated by hand, so
 //! `wire-format/tests/link.rs` checks the codec against the spec, not against itself.
 //! [`spec_dumps`] prints the worked example's frames (SPEC.md § P8) as hex dumps. Version 2's
-//! blocks are in [`v2`], after version 1's; version 3's in [`v3`], last.
+//! blocks are in [`v2`], after version 1's; version 3's in [`v3`], then version 4's in
+//! [`v4`], last.
 
 mod v2;
 mod v3;
+mod v4;
 
 use std::fmt::Write as _;
 
@@ -1129,11 +1131,13 @@ const HEADER: &str = "\
 # details. Any other block is valid: read with the limit 1048576, it decodes to exactly the
 # `type:` and fields listed (a WELCOME's `max_frame_len:` is its field), and encoding those
 # gives exactly `hex:`.
-# `version:` is the protocol version of the link the frame is read on (SPEC.md § P5, P7): 1,
-# 2 or 3; a block without it is for version 1. Before WELCOME that is, for a daemon reading
+# `version:` is the protocol version of the link the frame is read on (SPEC.md § P5, P7): 1
+# to 4; a block without it is for version 1. Before WELCOME that is, for a daemon reading
 # HELLO, the newest version it speaks and, for a gateway reading WELCOME, the version its
 # HELLO asked for. Every valid block also decodes, to the same fields, on a link of a later
-# version. The version-2 blocks follow the version-1 ones, the version-3 blocks come last.
+# version. The version-2 blocks follow the version-1 ones, then the version-3 and the
+# version-4 blocks. A MEMBERS block's `json:` is its body, quoted; its fields are those of
+# the member map it decodes to (SPEC.md § P6.14), which encoded gives exactly that JSON.
 ";
 
 /// `link.txt`.
@@ -1163,6 +1167,14 @@ pub fn render() -> String {
     }
     out.push_str("# ---- version 3: invalid, and PACE on a version-2 link\n\n");
     for v in v3::invalid() {
+        v.render(&mut out);
+    }
+    out.push_str("# ---- version 4: valid\n\n");
+    for v in v4::valid() {
+        v.render(&mut out);
+    }
+    out.push_str("# ---- version 4: invalid, and MAP and MEMBERS on a version-3 link\n\n");
+    for v in v4::invalid() {
         v.render(&mut out);
     }
     out.trim_end().to_string() + "\n"
@@ -1205,6 +1217,8 @@ pub fn spec_dumps() -> String {
             .bytes(),
         ),
         ("spec_v3_pace", v3::spec_pace().bytes()),
+        ("spec_v4_map", v4::spec_map().bytes()),
+        ("spec_v4_members", v4::spec_members().bytes()),
     ];
     let mut out = String::new();
     for (name, bytes) in frames {
