@@ -21,6 +21,14 @@
 //!   whichever member sends them: versions a subscriber sees keep growing across a failover.
 //! - [`heartbeat_targets`](ClusterCore::heartbeat_targets): every replica of a user gets each
 //!   of its heartbeat entries.
+//! - [`ClusterHeartbeats`] (`heartbeats.rs`) sends them so, and [`ClusterLink`] (`link.rs`)
+//!   drives member links by these rules: the two parts that do IO.
+
+mod heartbeats;
+mod link;
+
+pub use heartbeats::ClusterHeartbeats;
+pub use link::{ClusterLink, ClusterPush};
 
 use presenced_wire::cluster::{Member, MemberMap, Placement};
 use presenced_wire::link::{Event, PresenceRecord};
@@ -206,6 +214,15 @@ impl ClusterCore {
     /// The member `user` is subscribed at.
     pub fn subscribed_at(&self, user: u64) -> Option<&str> {
         self.watched.get(&user).and_then(|at| at.as_deref())
+    }
+
+    /// The watched users subscribed at `member`.
+    pub fn watched_at(&self, member: &str) -> Vec<u64> {
+        self.watched
+            .iter()
+            .filter(|(_, at)| at.as_deref() == Some(member))
+            .map(|(&user, _)| user)
+            .collect()
     }
 
     /// The members users are subscribed at, each once.

@@ -36,8 +36,21 @@ pub struct LinkArgs {
         value_name = "ADDR"
     )]
     pub link: SocketAddr,
+    /// A presenced cluster: push-link addresses of one or more of its members, comma-separated
+    /// (used instead of --link). `members` asks the first that answers; `query` asks each
+    /// user's primary.
+    #[arg(
+        long,
+        global = true,
+        value_name = "ADDR[,ADDR...]",
+        value_delimiter = ',',
+        conflicts_with = "link"
+    )]
+    pub cluster: Option<Vec<SocketAddr>>,
     /// PEM file of the CA that issued the daemon's certificate. Without it, any certificate is
     /// accepted, which is allowed only for a loopback address (the daemon's self-signed one).
+    /// For a cluster whose members have self-signed certificates of their own, a file holding
+    /// all of them: each is trusted.
     #[arg(long, global = true, value_name = "FILE")]
     pub ca: Option<PathBuf>,
     /// The name the daemon's certificate must carry.
@@ -55,6 +68,17 @@ pub struct LinkArgs {
     /// whose key file lists `[links]`.
     #[arg(long, global = true, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+}
+
+impl LinkArgs {
+    /// The one daemon a command without cluster support talks to: the first --cluster
+    /// address, else --link.
+    pub fn address(&self) -> SocketAddr {
+        self.cluster
+            .as_ref()
+            .and_then(|c| c.first().copied())
+            .unwrap_or(self.link)
+    }
 }
 
 /// What presencectl does.
@@ -95,6 +119,15 @@ pub enum Command {
         #[arg(long, value_name = "DURATION", value_parser = crate::parse_duration)]
         give_up_after: Option<Duration>,
         /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A cluster's member map, from the first member given that answers (--cluster, or
+    /// --link): its revision, replicas per user, whether that member reaches etcd, and per
+    /// member its id, push link, heartbeat address and whether it is warm (or warming, and
+    /// for how long still).
+    Members {
+        /// The map as JSON (the MEMBERS frame's schema, one line).
         #[arg(long)]
         json: bool,
     },

@@ -500,3 +500,36 @@ fn watch_gives_up_when_told_to() {
         "{said:?}"
     );
 }
+
+/// `--cluster` with a daemon that is no cluster member: `members` says so, `query` skips a
+/// seed that does not answer and asks the daemon like `--link` does; `--cluster` and `--link`
+/// together are refused.
+#[test]
+fn cluster_options_with_a_single_daemon() {
+    let d = InProcess::start(CALM);
+    ok(&d, &["send", "42"]);
+    std::thread::sleep(Duration::from_millis(50));
+    let seeds = format!("127.0.0.1:9,{}", d.link_arg());
+    let records = json_lines(&run_ok(&[
+        "--cluster",
+        &seeds,
+        "query",
+        "43",
+        "42",
+        "--json",
+    ]));
+    let states: Vec<(u64, &str)> = records
+        .iter()
+        .map(|r| (r["user"].as_u64().unwrap(), r["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(states, [(43, "offline"), (42, "online")]);
+    let out = Command::new(env!("CARGO_BIN_EXE_presencectl"))
+        .args(["--cluster", &d.link_arg(), "members"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no cluster member"), "{stderr}");
+    let out = ctl(&d, &["--cluster", &d.link_arg(), "members"]);
+    assert_eq!(out.status.code(), Some(2), "--link and --cluster together");
+}

@@ -1,8 +1,9 @@
 //! How presencectl prints: times in UTC, records and transitions as lines or JSON, a user's
-//! history as a table or JSON, the daemon's stats as tables; and what `history` says when the
-//! daemon has none.
+//! history as a table or JSON, the daemon's stats as tables, a cluster's member map; and what
+//! `history` says when the daemon has none.
 
 use presenced_client::{ClientError, GoAway, GoAwayReason, HistoryPage};
+use presenced_wire::cluster::MemberMap;
 use presenced_wire::link::{ErrorCode, Event, PresenceRecord};
 use presenced_wire::stats::{CoreStats, LinkStats, ShardStats, Stats};
 use presenced_wire::State;
@@ -387,6 +388,42 @@ pub fn stats_table(stats: &Stats) -> String {
     out
 }
 
+/// A member map as `members` prints it at `now_ms`: a summary line, then one row per member
+/// (warm, or warming with the time left).
+pub fn members_table(map: &MemberMap, now_ms: u64) -> String {
+    let mut out = format!(
+        "revision {}, {} replica(s) per user, {} member(s); from {}, which {}\n",
+        map.revision,
+        map.replicas,
+        map.members.len(),
+        map.from,
+        if map.etcd {
+            "reaches etcd"
+        } else {
+            "does not reach etcd (its last map)"
+        }
+    );
+    let _ = writeln!(
+        out,
+        "{:<24}  {:<24}  {:<24}  STATE",
+        "MEMBER", "LINK", "HEARTBEAT"
+    );
+    for m in &map.members {
+        let state = if m.warm_at_ms <= now_ms {
+            "warm".to_string()
+        } else {
+            let left = Duration::from_millis(m.warm_at_ms - now_ms);
+            format!("warming, {:.1} s left", left.as_secs_f64())
+        };
+        let _ = writeln!(
+            out,
+            "{:<24}  {:<24}  {:<24}  {state}",
+            m.id, m.link, m.heartbeat
+        );
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -628,5 +665,38 @@ mod tests {
             table.contains(&format!("  {:<28}{:>12}\n", "gateways in the key file", 1)),
             "{table}"
         );
+    }
+
+    #[test]
+    fn members_table_says_warm_or_warming() {
+        use presenced_wire::cluster::Member;
+        let member = |id: &str, warm_at_ms| Member {
+            id: id.into(),
+            link: format!("{id}:7500"),
+            heartbeat: format!("{id}:7400"),
+            warm_at_ms,
+        };
+        let map = MemberMap {
+            from: "m1".into(),
+            revision: 41,
+            replicas: 2,
+            etcd: false,
+            members: vec![member("m1", 1_000), member("m2", 13_500)],
+        };
+        let table = members_table(&map, 1_000);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(
+            lines[0],
+            "revision 41, 2 replica(s) per user, 2 member(s); from m1, which does not reach \
+             etcd (its last map)"
+        );
+        assert!(lines[1].starts_with("MEMBER"));
+        assert!(
+            lines[2].starts_with("m1 ") && lines[2].ends_with("  warm"),
+            "{}",
+            lines[2]
+        );
+        assert!(lines[3].contains("m2:7500") && lines[3].ends_with("warming, 12.5 s left"));
+        assert_eq!(lines.len(), 4);
     }
 }

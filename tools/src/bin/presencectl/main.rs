@@ -1,18 +1,21 @@
 //! `presencectl`: look at and drive a running presenced. `query` and `watch` presence over the
 //! push link (`watch` reconnects when the daemon restarts), read a user's `history`, read the
-//! daemon's `stats`, and `send` heartbeats by hand to try it out. Built on the daemon's client
-//! library, like every gateway. `health`
+//! daemon's `stats`, show a cluster's `members`, and `send` heartbeats by hand to try it out.
+//! Built on the daemon's client library, like every gateway; with `--cluster`, `query` asks
+//! each user's primary as a gateway does (`presenced_client::cluster`). `health`
 //! asks the metrics endpoint instead (`health.rs`).
 
 mod format;
 mod health;
 
 use clap::Parser;
+use presenced_client::cluster::ClusterCore;
 use presenced_client::{
     entry, read_key_file, read_token_file, ConnectOptions, HeartbeatClient, LinkClient, Trust,
     WatchConfig, WatchEvent, Watcher,
 };
 use presenced_tools::presencectl_cli::{Cli, Command, LinkArgs};
+use presenced_wire::cluster::MemberMap;
 use presenced_wire::link::PresenceRecord;
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -46,10 +49,35 @@ type Fallible = Result<(), Box<dyn std::error::Error>>;
 async fn run(cli: Cli) -> Fallible {
     match cli.command {
         Command::Query { users, json } => {
-            let link = connect(&cli.link).await?;
-            let records = link.query(&users).await?;
+            let records = match &cli.link.cluster {
+                Some(seeds) => cluster_query(&cli.link, seeds, &users).await?,
+                None => {
+                    let link = connect(&cli.link).await?;
+                    let records = link.query(&users).await;
+                    link.close().await;
+                    records?
+                }
+            };
             print_records(&records, json, false);
-            link.close().await;
+        }
+        Command::Members { json } => {
+            let seeds = cli
+                .link
+                .cluster
+                .clone()
+                .unwrap_or_else(|| vec![cli.link.link]);
+            let map = member_map(&cli.link, &seeds).await?.ok_or_else(|| {
+                format!(
+                    "{}: no cluster member (a single daemon, or one older than push-link \
+                     version 4)",
+                    addresses(&seeds)
+                )
+            })?;
+            if json {
+                println!("{}", serde_json::to_string(&map)?);
+            } else {
+                print!("{}", format::members_table(&map, format::now_ms()));
+            }
         }
         Command::Watch {
             users,
@@ -64,9 +92,10 @@ async fn run(cli: Cli) -> Fallible {
                 give_up_after,
                 ..WatchConfig::users(users)
             };
-            let mut watcher = Watcher::connect(cli.link.link, connect_options(&cli.link)?, config)
+            let addr = cli.link.address();
+            let mut watcher = Watcher::connect(addr, connect_options(&cli.link)?, config)
                 .await
-                .map_err(|e| format!("push link {}: {e}", cli.link.link))?;
+                .map_err(|e| format!("push link {addr}: {e}"))?;
             let watch = watch(&mut watcher, count, json);
             let result = match timeout {
                 Some(t) => tokio::time::timeout(t, watch).await.unwrap_or(Ok(())),
@@ -178,9 +207,106 @@ fn connect_options(args: &LinkArgs) -> Result<ConnectOptions, Box<dyn std::error
 }
 
 async fn connect(args: &LinkArgs) -> Result<LinkClient, Box<dyn std::error::Error>> {
-    LinkClient::connect(args.link, connect_options(args)?)
+    connect_to(args, args.address()).await
+}
+
+async fn connect_to(
+    args: &LinkArgs,
+    addr: SocketAddr,
+) -> Result<LinkClient, Box<dyn std::error::Error>> {
+    LinkClient::connect(addr, connect_options(args)?)
         .await
-        .map_err(|e| format!("push link {}: {e}", args.link).into())
+        .map_err(|e| format!("push link {addr}: {e}").into())
+}
+
+fn addresses(addrs: &[SocketAddr]) -> String {
+    addrs
+        .iter()
+        .map(SocketAddr::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The member map of the first of `seeds` that answers (MAP, then the map it sent), with that
+/// link; `Ok(None)` when the first that answers is no cluster member; an error when none
+/// answers (naming each failure).
+async fn first_member(
+    args: &LinkArgs,
+    seeds: &[SocketAddr],
+) -> Result<(LinkClient, Option<MemberMap>), Box<dyn std::error::Error>> {
+    let mut failures = Vec::new();
+    for &addr in seeds {
+        let link = match connect_to(args, addr).await {
+            Ok(link) => link,
+            Err(e) => {
+                failures.push(e.to_string());
+                continue;
+            }
+        };
+        // MAP 0: a member sends its map before the ACK; before version 4 there is none.
+        return match link.map(0).await {
+            Ok(()) => {
+                let map = link.members();
+                Ok((link, map))
+            }
+            Err(presenced_client::ClientError::Unsupported(_)) => Ok((link, None)),
+            Err(e) => {
+                link.close().await;
+                Err(format!("push link {addr}: {e}").into())
+            }
+        };
+    }
+    Err(failures.join("; ").into())
+}
+
+/// The member map of the first of `seeds` that answers.
+async fn member_map(
+    args: &LinkArgs,
+    seeds: &[SocketAddr],
+) -> Result<Option<MemberMap>, Box<dyn std::error::Error>> {
+    let (link, map) = first_member(args, seeds).await?;
+    link.close().await;
+    Ok(map)
+}
+
+/// `query` over a cluster: each user at its primary, by the map of the first of `seeds` that
+/// answers (a daemon that is no member answers for everyone); the records in `users`' order.
+async fn cluster_query(
+    args: &LinkArgs,
+    seeds: &[SocketAddr],
+    users: &[u64],
+) -> Result<Vec<PresenceRecord>, Box<dyn std::error::Error>> {
+    let (first, map) = first_member(args, seeds).await?;
+    let Some(map) = map else {
+        let records = first.query(users).await;
+        first.close().await;
+        return Ok(records?);
+    };
+    first.close().await;
+    let mut core = ClusterCore::new();
+    core.handle_map(map);
+    let mut found = std::collections::HashMap::new();
+    for (member, group) in core.route(users, format::now_ms()) {
+        let link_addr = core
+            .map()
+            .and_then(|m| m.member(&member))
+            .map(|m| m.link.clone())
+            .unwrap_or_default();
+        let addr = tokio::net::lookup_host(&link_addr)
+            .await
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| format!("member {member}: cannot resolve its link {link_addr:?}"))?;
+        let link = connect_to(args, addr)
+            .await
+            .map_err(|e| format!("member {member}: {e}"))?;
+        let records = link.query(&group).await;
+        link.close().await;
+        for r in records.map_err(|e| format!("member {member} ({addr}): {e}"))? {
+            found.insert(r.user, r);
+        }
+    }
+    Ok(users.iter().filter_map(|u| found.get(u).copied()).collect())
 }
 
 /// A heartbeat sender: to `explicit`, or to the ports the daemon announces on its push link
@@ -195,7 +321,7 @@ async fn heartbeat_client(
         return Ok(HeartbeatClient::new(gateway, epoch, addr)?.with_first_sequence(first));
     }
     let link = connect(args).await?;
-    let (shared, shards) = link.welcome().heartbeat_addrs(args.link.ip());
+    let (shared, shards) = link.welcome().heartbeat_addrs(args.address().ip());
     link.close().await;
     Ok(HeartbeatClient::new(gateway, epoch, shared)?
         .with_shard_ports(shards)

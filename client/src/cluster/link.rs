@@ -1,0 +1,326 @@
+//! [`ClusterLink`]: push links to a cluster's members, driven by [`ClusterCore`]'s rules
+//! (SPEC.md § P6.14): QUERY and SUBSCRIBE at each user's primary, subscriptions moved when the
+//! map changes or a member's link closes, records and transitions passed on only forwards by
+//! version.
+//!
+//! It exists so that a gateway (and the tools and tests) talk to a cluster as to one daemon:
+//! one driver task owns the decisions (through the core, under one lock) and a pump task per
+//! member link takes its pushes and maps.
+
+use super::ClusterCore;
+use crate::{ClientError, ConnectOptions, LinkClient, Push};
+use presenced_wire::cluster::MemberMap;
+use presenced_wire::link::{Event, PresenceRecord};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, Mutex, Notify};
+
+/// How often the driver looks again without being woken (reconnects, warm members).
+const RETRY: Duration = Duration::from_millis(500);
+
+/// What a [`ClusterLink`] reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClusterPush {
+    /// Transitions, each newer than anything reported before for its user.
+    Events(Vec<Event>),
+    /// Presence records from a (re)subscription or a re-query after LAGGED, each newer than
+    /// anything reported before for its user.
+    Records(Vec<PresenceRecord>),
+    /// A newer member map was taken.
+    Map(MemberMap),
+    /// A member's link closed; its users are subscribed again where the map says.
+    MemberLost(String),
+}
+
+struct State {
+    core: ClusterCore,
+    links: BTreeMap<String, Arc<LinkClient>>,
+}
+
+struct Inner {
+    options: ConnectOptions,
+    state: Mutex<State>,
+    wake: Notify,
+    out: mpsc::UnboundedSender<ClusterPush>,
+}
+
+/// Push links to the members of a cluster, following its member map.
+pub struct ClusterLink {
+    inner: Arc<Inner>,
+    pushes: mpsc::UnboundedReceiver<ClusterPush>,
+    driver: tokio::task::JoinHandle<()>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl ClusterLink {
+    /// Connects to the first of `seeds` that answers and is a cluster member, and follows its
+    /// map. `options` are used for every member (trust: one CA file holding each member's
+    /// certificate, or their CA; every certificate must carry `server_name`). Fails when no
+    /// seed answers with a member map.
+    pub async fn connect(
+        seeds: &[SocketAddr],
+        options: ConnectOptions,
+    ) -> Result<ClusterLink, ClientError> {
+        let mut errors = Vec::new();
+        let (tx, pushes) = mpsc::unbounded_channel();
+        for &seed in seeds {
+            let link = match LinkClient::connect(seed, options.clone()).await {
+                Ok(l) => l,
+                Err(e) => {
+                    errors.push(format!("{seed}: {e}"));
+                    continue;
+                }
+            };
+            if let Err(e) = link.map(0).await {
+                errors.push(format!("{seed}: {e}"));
+                continue;
+            }
+            let Some(map) = link.members() else {
+                errors.push(format!("{seed}: no cluster member"));
+                continue;
+            };
+            let mut core = ClusterCore::new();
+            let from = map.from.clone();
+            core.handle_map(map);
+            let inner = Arc::new(Inner {
+                options,
+                state: Mutex::new(State {
+                    core,
+                    links: BTreeMap::new(),
+                }),
+                wake: Notify::new(),
+                out: tx,
+            });
+            let link = Arc::new(link);
+            inner
+                .state
+                .lock()
+                .await
+                .links
+                .insert(from.clone(), link.clone());
+            tokio::spawn(pump(inner.clone(), from, link));
+            let driver = tokio::spawn(drive(inner.clone()));
+            return Ok(ClusterLink {
+                inner,
+                pushes,
+                driver,
+            });
+        }
+        Err(ClientError::Connect(format!(
+            "no cluster member answered: {}",
+            errors.join("; ")
+        )))
+    }
+
+    /// The member map held.
+    pub async fn map(&self) -> Option<MemberMap> {
+        self.inner.state.lock().await.core.map().cloned()
+    }
+
+    /// Watches `users`: subscribes each at its primary, now and whenever it moves; returns
+    /// the records of the first subscriptions (those newer than any reported before).
+    pub async fn subscribe(&self, users: &[u64]) -> Result<Vec<PresenceRecord>, ClientError> {
+        let mut state = self.inner.state.lock().await;
+        state.core.watch(users);
+        place(&self.inner, &mut state).await
+    }
+
+    /// Stops watching `users` (UNSUBSCRIBE where each is subscribed).
+    pub async fn unsubscribe(&self, users: &[u64]) -> Result<(), ClientError> {
+        let mut state = self.inner.state.lock().await;
+        let due = state.core.unwatch(users);
+        for (member, users) in due {
+            if let Some(link) = state.links.get(&member) {
+                link.unsubscribe(&users).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Presence of `users`, each asked of its primary, in the order given (a user whose
+    /// primary cannot be reached fails the whole query).
+    pub async fn query(&self, users: &[u64]) -> Result<Vec<PresenceRecord>, ClientError> {
+        let mut state = self.inner.state.lock().await;
+        let mut found = BTreeMap::new();
+        for (member, group) in state.core.route(users, now_ms()) {
+            let link = link_to(&self.inner, &mut state, &member).await?;
+            for r in link.query(&group).await? {
+                found.insert(r.user, r);
+            }
+        }
+        Ok(users.iter().filter_map(|u| found.get(u).copied()).collect())
+    }
+
+    /// The next report; `None` once closed.
+    pub async fn next(&mut self) -> Option<ClusterPush> {
+        self.pushes.recv().await
+    }
+
+    /// Closes every member link.
+    pub async fn close(self) {
+        self.driver.abort();
+        let links: Vec<Arc<LinkClient>> = {
+            let mut state = self.inner.state.lock().await;
+            std::mem::take(&mut state.links).into_values().collect()
+        };
+        for link in links {
+            if let Ok(link) = Arc::try_unwrap(link) {
+                link.close().await;
+            }
+        }
+    }
+}
+
+/// The link to `member`, connecting it (and starting its pump) if there is none.
+async fn link_to(
+    inner: &Arc<Inner>,
+    state: &mut State,
+    member: &str,
+) -> Result<Arc<LinkClient>, ClientError> {
+    if let Some(link) = state.links.get(member) {
+        return Ok(link.clone());
+    }
+    let address = state
+        .core
+        .map()
+        .and_then(|m| m.member(member))
+        .map(|m| m.link.clone())
+        .ok_or_else(|| ClientError::Config(format!("member {member} is not in the map")))?;
+    let addr = tokio::net::lookup_host(&address)
+        .await?
+        .next()
+        .ok_or_else(|| ClientError::Config(format!("member {member}: cannot resolve {address}")))?;
+    let link = Arc::new(LinkClient::connect(addr, inner.options.clone()).await?);
+    state.links.insert(member.to_owned(), link.clone());
+    tokio::spawn(pump(inner.clone(), member.to_owned(), link.clone()));
+    Ok(link)
+}
+
+/// Subscribes the users not subscribed at their primary there, then unsubscribes them where
+/// they were; the records applied (forwards only).
+async fn place(inner: &Arc<Inner>, state: &mut State) -> Result<Vec<PresenceRecord>, ClientError> {
+    let mut records = Vec::new();
+    let mut first_error = None;
+    for (member, users) in state.core.poll_subscribe(now_ms()) {
+        let link = match link_to(inner, state, &member).await {
+            Ok(l) => l,
+            Err(e) => {
+                first_error.get_or_insert(e);
+                continue;
+            }
+        };
+        match link.subscribe(&users).await {
+            Ok(got) => {
+                records.extend(got.into_iter().filter(|r| state.core.apply_record(r)));
+                for (old, users) in state.core.subscribed(&member, &users) {
+                    if let Some(old) = state.links.get(&old) {
+                        // The old member may be gone: its link's end is reported by its pump.
+                        let _ = old.unsubscribe(&users).await;
+                    }
+                }
+            }
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match first_error {
+        Some(e) if records.is_empty() => Err(e),
+        _ => Ok(records),
+    }
+}
+
+/// Takes one member link's pushes and maps until it closes.
+async fn pump(inner: Arc<Inner>, member: String, link: Arc<LinkClient>) {
+    let mut maps = link.members_watch();
+    loop {
+        tokio::select! {
+            changed = maps.changed() => {
+                if changed.is_err() {
+                    continue;
+                }
+                let map = maps.borrow_and_update().clone();
+                if let Some(map) = map {
+                    let mut state = inner.state.lock().await;
+                    let revision = state.core.map().map(|m| m.revision);
+                    if state.core.handle_map(map.clone()) == super::MapVerdict::Accept
+                        && revision != Some(map.revision)
+                    {
+                        let _ = inner.out.send(ClusterPush::Map(map));
+                        inner.wake.notify_one();
+                    }
+                }
+            }
+            push = link.next_push() => {
+                let mut state = inner.state.lock().await;
+                match push {
+                    Some(Push::Events(events)) => {
+                        let newer: Vec<Event> =
+                            events.into_iter().filter(|e| state.core.apply_event(e)).collect();
+                        if !newer.is_empty() {
+                            let _ = inner.out.send(ClusterPush::Events(newer));
+                        }
+                    }
+                    Some(Push::Lagged { users }) => {
+                        let users: Vec<u64> = users
+                            .into_iter()
+                            .filter(|&u| state.core.subscribed_at(u).is_some())
+                            .collect();
+                        requery(&inner, &mut state, &users).await;
+                    }
+                    Some(Push::LaggedAll) => {
+                        let users: Vec<u64> = state.core.watched_at(&member);
+                        requery(&inner, &mut state, &users).await;
+                    }
+                    Some(Push::Closed { .. }) | None => {
+                        state.core.link_lost(&member);
+                        state.links.remove(&member);
+                        let _ = inner.out.send(ClusterPush::MemberLost(member));
+                        inner.wake.notify_one();
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Re-queries `users` at their primaries after LAGGED, over the links open (a primary
+/// without one is subscribed, with its records, by the driver's next placing); passes on the
+/// newer records.
+async fn requery(inner: &Arc<Inner>, state: &mut State, users: &[u64]) {
+    for (member, group) in state.core.route(users, now_ms()) {
+        if let Some(link) = state.links.get(&member).cloned() {
+            if let Ok(records) = link.query(&group).await {
+                let newer: Vec<PresenceRecord> = records
+                    .into_iter()
+                    .filter(|r| state.core.apply_record(r))
+                    .collect();
+                if !newer.is_empty() {
+                    let _ = inner.out.send(ClusterPush::Records(newer));
+                }
+            }
+        }
+    }
+}
+
+/// Places users again whenever woken (a new map, a lost member) and every [`RETRY`] (links to
+/// reconnect, members becoming warm).
+async fn drive(inner: Arc<Inner>) {
+    loop {
+        let _ = tokio::time::timeout(RETRY, inner.wake.notified()).await;
+        let mut state = inner.state.lock().await;
+        if let Ok(records) = place(&inner, &mut state).await {
+            if !records.is_empty() {
+                let _ = inner.out.send(ClusterPush::Records(records));
+            }
+        }
+    }
+}
