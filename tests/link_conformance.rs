@@ -173,9 +173,9 @@ async fn every_invalid_gateway_vector_gets_its_reason_from_the_daemon() {
         let (reason, _) = v.error();
         let version: u16 = v.get("version").map_or(1, |n| n.parse().unwrap());
         let is_hello = v.bytes.get(4) == Some(&0x01);
-        // A daemon reads HELLO knowing the newest version it speaks (3): a block of an older
+        // A daemon reads HELLO knowing the newest version it speaks (4): a block of an older
         // version refusing HELLO's version is for an older daemon.
-        if is_hello && version < 3 && reason == "unsupported_version" {
+        if is_hello && version < 4 && reason == "unsupported_version" {
             continue;
         }
         let mut raw = Raw::connect(d.link).await;
@@ -235,16 +235,16 @@ async fn link_errors_carry_their_reason_names() {
     };
 
     // § P5.2: a version the daemon does not speak; the message lists those it does.
-    let mut raw = named(hello(4, "conformance", &[])).await;
-    let got = raw.error("HELLO version 4").await;
+    let mut raw = named(hello(5, "conformance", &[])).await;
+    let got = raw.error("HELLO version 5").await;
     check(
-        "HELLO version 4",
+        "HELLO version 5",
         &got,
         0,
         ErrorCode::ProtocolVersion,
         "unsupported_version",
     );
-    assert!(got.2.ends_with("supported: 1, 2, 3"), "{}", got.2);
+    assert!(got.2.ends_with("supported: 1, 2, 3, 4"), "{}", got.2);
     // § P1: the QUIC close carries the code and the same message.
     let (code, reason) = raw.closed().await;
     assert_eq!(code, u64::from(ErrorCode::ProtocolVersion.to_u16()));
