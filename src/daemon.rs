@@ -15,7 +15,9 @@ use mio::{Poll, Waker};
 use presenced_core::config::MAX_HORIZON_TICKS;
 use presenced_node::auth::{Keys, Verifier};
 use presenced_node::bus::{Inbox, ToHub, ToStore};
+use presenced_node::cluster::{ClusterConfig, EtcdEvent};
 use presenced_node::node::{NodeConfig, ShardNode, StoreLimits};
+use presenced_wire::cluster::Member;
 use presenced_wire::stats::StateStats;
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
@@ -57,6 +59,11 @@ pub struct Running {
     /// The push link's endpoints, threads and socket buffers.
     pub link_sockets: LinkSockets,
     metrics_handle: Option<crate::metrics::Handle>,
+    /// The etcd thread, in a cluster.
+    etcd: Option<crate::etcd::Handle>,
+    /// MERGE(cluster hub): the hub's end of the etcd thread's channel, kept open here until
+    /// the hub takes it.
+    cluster_events: Option<crossbeam_channel::Receiver<EtcdEvent>>,
     stop: Arc<AtomicBool>,
     shards: Vec<JoinHandle<io::Result<()>>>,
     /// Each shard thread's sign of life.
@@ -337,6 +344,39 @@ pub fn start(settings: Settings) -> io::Result<Running> {
         }
         None => None,
     };
+    // In a cluster: the hub's view of it and the channel the etcd thread feeds it by.
+    let cluster = settings.cluster.enabled().then(|| {
+        let warm = settings.cluster.warm_for(&core);
+        let warm_at_ms = clock
+            .now()
+            .wall_ms
+            .saturating_add(u64::try_from(warm.as_millis()).unwrap_or(u64::MAX));
+        // The addresses as configured: the ports the kernel picks (port 0) are put in etcd
+        // once bound, below; the hub needs only the id.
+        let (link, heartbeat) = settings
+            .cluster
+            .advertised(settings.link.listen, settings.ingest.listen);
+        let member = Member {
+            id: settings.cluster.member.clone().unwrap_or_default(),
+            link,
+            heartbeat,
+            warm_at_ms,
+        };
+        let config = ClusterConfig {
+            member,
+            replicas: settings.cluster.replicas,
+            skew_ms: u64::try_from(settings.cluster.skew_allowance.as_millis()).unwrap_or(u64::MAX),
+        };
+        let (tx, rx) = crossbeam_channel::bounded::<EtcdEvent>(crate::etcd::EVENTS_CHANNEL);
+        (config, tx, rx)
+    });
+    // MERGE(cluster hub): hand `config` and `rx` to the hub, as
+    // `link::Wiring { cluster: Some(link::ClusterWiring { config, events: rx }), .. }`, and drop
+    // `cluster_events` from `Running`; until then the receiver is only kept open.
+    let (cluster_config, cluster_events, to_hub) = match cluster {
+        Some((config, tx, rx)) => (Some(config), Some(rx), Some(tx)),
+        None => (None, None, None),
+    };
     let link_sockets = settings.link.sockets(cores.service.len());
     let link_handle = link::start(
         settings.link.clone(),
@@ -358,6 +398,37 @@ pub fn start(settings: Settings) -> io::Result<Running> {
         clock,
         stop.clone(),
     )?;
+    // The etcd thread, once the push link's port is bound (it is advertised in etcd).
+    let etcd = match (cluster_config, to_hub) {
+        (Some(config), Some(events)) => {
+            let (link, heartbeat) = settings.cluster.advertised(
+                link_handle.addr,
+                heartbeat.first().copied().unwrap_or(settings.ingest.listen),
+            );
+            let setup = crate::etcd::EtcdSetup {
+                endpoints: settings
+                    .cluster
+                    .etcd
+                    .iter()
+                    .map(|u| u.as_str().to_string())
+                    .collect(),
+                prefix: settings.cluster.prefix(),
+                member: Member {
+                    link,
+                    heartbeat,
+                    ..config.member
+                },
+                lease: settings.cluster.lease,
+                warm: settings.cluster.warm_for(&core),
+                timeout: settings.cluster.connect_timeout,
+                events,
+                clock,
+                stop: stop.clone(),
+            };
+            Some(crate::etcd::start(setup)?)
+        }
+        _ => None,
+    };
     let metrics_handle = match metrics_listener {
         Some(listener) => Some(crate::metrics::start(
             listener,
@@ -369,6 +440,7 @@ pub fn start(settings: Settings) -> io::Result<Running> {
                 state: figures,
                 state_wanted: settings.state.enabled,
                 started,
+                etcd_dropped: etcd.as_ref().map(|e| e.dropped.clone()),
             },
             stop.clone(),
         )?),
@@ -384,6 +456,8 @@ pub fn start(settings: Settings) -> io::Result<Running> {
         recv_buffer_bytes,
         metrics: metrics_handle.as_ref().map(|m| m.addr),
         metrics_handle,
+        etcd,
+        cluster_events,
         stop,
         shards,
         beats,
@@ -486,7 +560,10 @@ impl Running {
         let m = self
             .metrics_handle
             .map_or(Ok(()), crate::metrics::Handle::join);
-        result.and(r).and(m)
+        // It revoked this member's lease on seeing the stop flag.
+        let e = self.etcd.map_or(Ok(()), crate::etcd::Handle::join);
+        drop(self.cluster_events);
+        result.and(r).and(m).and(e)
     }
 
     /// SIGHUP: puts in force what can change without a restart from `fresh` (the settings
@@ -565,6 +642,12 @@ impl Running {
             Some("store")
         } else if self.link_handle.is_finished() {
             Some("link")
+        } else if self
+            .etcd
+            .as_ref()
+            .is_some_and(crate::etcd::Handle::is_finished)
+        {
+            Some("etcd")
         } else {
             None
         }

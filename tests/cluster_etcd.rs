@@ -1,0 +1,282 @@
+//! Cluster members and a real etcd (`[cluster]`, src/etcd.rs): each member holds its key with
+//! a lease, revokes it on a clean stop and loses it when killed; members see each other; an
+//! etcd that is down at start, stops, comes back or holds garbage under the prefix stops no
+//! member; bad settings are refused naming the key. etcd and the daemons are real processes
+//! on loopback.
+
+mod common;
+
+use common::etcd::{Entry, Etcd};
+use common::{Daemon, FAST};
+use presenced_wire::cluster::Member;
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// A cluster name of this test's own.
+fn cluster_name() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "t{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Starts member `id` of cluster `name` on `etcd`, with `extra` settings.
+fn member(etcd: &str, name: &str, id: &str, extra: &[&str]) -> Daemon {
+    let settings = [
+        format!("cluster.etcd={etcd}"),
+        format!("cluster.name={name}"),
+        format!("cluster.member={id}"),
+    ];
+    let mut args: Vec<&str> = FAST.to_vec();
+    for s in &settings {
+        args.extend(["--set", s]);
+    }
+    for s in extra {
+        args.extend(["--set", s]);
+    }
+    Daemon::start(&args)
+}
+
+fn key(name: &str, id: &str) -> String {
+    format!("/{name}/members/{id}")
+}
+
+fn has(entries: &[Entry], key: &str) -> bool {
+    entries.iter().any(|e| e.key == key)
+}
+
+/// Whether the process runs (not exited, not a zombie).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let state = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .next()?
+                .to_owned();
+            Some(state != "Z" && state != "X")
+        })
+        .unwrap_or(false)
+}
+
+#[test]
+fn a_member_holds_its_key_with_a_lease_and_revokes_it_on_a_clean_stop() {
+    let etcd = Etcd::start();
+    let name = cluster_name();
+    // A long lease: a key gone at once after the stop was revoked, not left to lapse.
+    let daemon = member(&etcd.url(), &name, "a", &["cluster.lease=10s"]);
+    let prefix = format!("/{name}/members/");
+    let own = key(&name, "a");
+    let entries = etcd.wait_for(&prefix, Duration::from_secs(10), |e| has(e, &own));
+    let entry = entries.iter().find(|e| e.key == own).unwrap();
+    let value: Member = serde_json::from_slice(&entry.value).expect("a member's JSON");
+    assert_eq!(value.id, "a");
+    assert_eq!(
+        value.link,
+        daemon.link.to_string(),
+        "the bound push-link port"
+    );
+    assert_eq!(value.heartbeat, daemon.heartbeat.to_string());
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    // Warm after the offline timeout (FAST: 500 ms) from its start.
+    assert!(
+        value.warm_at_ms > now_ms.saturating_sub(10_000) && value.warm_at_ms < now_ms + 1_000,
+        "{value:?} at {now_ms}"
+    );
+    assert_ne!(entry.lease, 0, "the key is held with a lease");
+    let ttl = etcd.lease_ttl(entry.lease);
+    assert!((1..=10).contains(&ttl), "TTL {ttl}");
+    // Renewed: after a third of the lease and more, the TTL is back near the full one.
+    std::thread::sleep(Duration::from_secs(5));
+    let ttl = etcd.lease_ttl(entry.lease);
+    assert!(ttl >= 5, "renewed every third of the lease: TTL {ttl}");
+
+    let lease = entry.lease;
+    assert_eq!(daemon.stop(), Some(0));
+    let gone = etcd.get(&prefix);
+    assert!(!has(&gone, &own), "revoked at the stop: {gone:?}");
+    assert_eq!(etcd.lease_ttl(lease), -1, "the lease is revoked");
+}
+
+#[test]
+fn a_killed_member_s_key_goes_when_its_lease_lapses() {
+    let etcd = Etcd::start();
+    let name = cluster_name();
+    let daemon = member(&etcd.url(), &name, "k", &["cluster.lease=2s"]);
+    let prefix = format!("/{name}/members/");
+    let own = key(&name, "k");
+    etcd.wait_for(&prefix, Duration::from_secs(10), |e| has(e, &own));
+    // Dropping it kills it (SIGKILL): no revoke.
+    drop(daemon);
+    let killed = Instant::now();
+    etcd.wait_for(&prefix, Duration::from_secs(3), |e| !has(e, &own));
+    assert!(
+        killed.elapsed() < Duration::from_secs(3),
+        "gone within lease + 1 s"
+    );
+}
+
+#[test]
+fn three_members_see_each_other_in_etcd() {
+    let etcd = Etcd::start();
+    let name = cluster_name();
+    let prefix = format!("/{name}/members/");
+    let daemons: Vec<Daemon> = ["m1", "m2", "m3"]
+        .iter()
+        .map(|id| member(&etcd.url(), &name, id, &[]))
+        .collect();
+    let entries = etcd.wait_for(&prefix, Duration::from_secs(10), |e| e.len() == 3);
+    let mut links: Vec<String> = entries
+        .iter()
+        .map(|e| serde_json::from_slice::<Member>(&e.value).unwrap().link)
+        .collect();
+    links.sort();
+    let mut bound: Vec<String> = daemons.iter().map(|d| d.link.to_string()).collect();
+    bound.sort();
+    assert_eq!(links, bound);
+    let leases: std::collections::HashSet<i64> = entries.iter().map(|e| e.lease).collect();
+    assert_eq!(leases.len(), 3, "a lease each: {entries:?}");
+    // One stops cleanly: the two others stay.
+    let mut daemons = daemons;
+    assert_eq!(daemons.remove(0).stop(), Some(0));
+    let left = etcd.wait_for(&prefix, Duration::from_secs(1), |e| e.len() == 2);
+    assert!(!has(&left, &key(&name, "m1")), "{left:?}");
+}
+
+#[test]
+fn garbage_under_the_prefix_does_not_stop_a_member() {
+    let etcd = Etcd::start();
+    let name = cluster_name();
+    let prefix = format!("/{name}/members/");
+    let other = Member {
+        id: "someone-else".into(),
+        link: "127.0.0.1:1".into(),
+        heartbeat: "127.0.0.1:2".into(),
+        warm_at_ms: 0,
+    };
+    let put_garbage = |round: &str| {
+        etcd.put(key(&name, &format!("x{round}")).as_bytes(), b"not json {");
+        // Another id than the key's, which also duplicates the one under its own key.
+        let named_other = serde_json::to_vec(&other).unwrap();
+        etcd.put(key(&name, &format!("y{round}")).as_bytes(), &named_other);
+        etcd.put(key(&name, "someone-else").as_bytes(), &named_other);
+        etcd.put(key(&name, &format!("z{round}")).as_bytes(), &[0xff; 70_000]);
+        let mut bad_key = prefix.as_bytes().to_vec();
+        bad_key.extend_from_slice(&[0xc3, 0x28, b'/', 0]);
+        etcd.put(&bad_key, b"{\"id\":1}");
+        etcd.put(key(&name, &format!("w{round}")).as_bytes(), b"");
+    };
+    put_garbage("0");
+    let daemon = member(&etcd.url(), &name, "g", &["cluster.lease=2s"]);
+    let own = key(&name, "g");
+    let entries = etcd.wait_for(&prefix, Duration::from_secs(10), |e| has(e, &own));
+    let lease = entries.iter().find(|e| e.key == own).unwrap().lease;
+    // Garbage while it watches, then long enough for renewals to be due twice over.
+    put_garbage("1");
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(alive(daemon.pid()), "the member is still running");
+    assert!(etcd.lease_ttl(lease) > 0, "and still renews its lease");
+    assert!(has(&etcd.get(&prefix), &own));
+    assert_eq!(daemon.stop(), Some(0));
+}
+
+#[test]
+fn a_member_started_before_etcd_joins_it_and_one_outlives_an_etcd_restart() {
+    let mut etcd = Etcd::stopped();
+    let name = cluster_name();
+    let prefix = format!("/{name}/members/");
+    let own = key(&name, "e");
+    // etcd down at start: the daemon starts and serves anyway.
+    let daemon = member(
+        &etcd.url(),
+        &name,
+        "e",
+        &["cluster.lease=2s", "cluster.connect_timeout=200ms"],
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(alive(daemon.pid()));
+    etcd.resume();
+    let entries = etcd.wait_for(&prefix, Duration::from_secs(5), |e| has(e, &own));
+    let lease = entries.iter().find(|e| e.key == own).unwrap().lease;
+
+    // etcd stopped for longer than the lease: the member keeps running; once etcd is back
+    // (leases survive its restart) the member renews the lease it held, or takes a new one.
+    etcd.pause();
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(alive(daemon.pid()), "the member outlives etcd's absence");
+    etcd.resume();
+    let entries = etcd.wait_for(&prefix, Duration::from_secs(8), |e| {
+        e.iter().any(|e| e.key == own && e.lease != 0)
+    });
+    let held = entries.iter().find(|e| e.key == own).unwrap().lease;
+    // Held and renewed: still there after twice the lease.
+    std::thread::sleep(Duration::from_secs(4));
+    let now = etcd.get(&prefix);
+    assert!(
+        now.iter().any(|e| e.key == own && e.lease == held),
+        "{now:?}"
+    );
+    assert!(etcd.lease_ttl(held) > 0);
+    if held != lease {
+        assert_eq!(
+            etcd.lease_ttl(lease),
+            -1,
+            "a new lease only when the old one lapsed"
+        );
+    }
+    assert_eq!(daemon.stop(), Some(0));
+}
+
+#[test]
+fn bad_cluster_settings_are_refused_naming_the_key() {
+    let refused = |sets: &[&str], key: &str, words: &str| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_presenced"));
+        cmd.args(["--listen", "127.0.0.1:0", "--link-listen", "127.0.0.1:0"]);
+        for s in sets {
+            cmd.args(["--set", s]);
+        }
+        let out = cmd.output().expect("run presenced");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{sets:?}: {stderr}");
+        assert!(stderr.contains(&format!("`{key}`")), "{sets:?}: {stderr}");
+        assert!(stderr.contains(words), "{sets:?}: {stderr}");
+    };
+    let on = "cluster.etcd=http://127.0.0.1:2379";
+    refused(&[on], "cluster.member", "cluster.etcd is set");
+    refused(
+        &[on, "cluster.member=a", "cluster.lease=1500ms"],
+        "cluster.lease",
+        "whole seconds",
+    );
+    refused(
+        &[on, "cluster.member=a", "cluster.lease=1s"],
+        "cluster.lease",
+        "at least 2",
+    );
+    refused(&[on, "cluster.member=a b"], "cluster.member", "A-Z a-z 0-9");
+    refused(
+        &[on, "cluster.member=a", "cluster.skew_allowance=1s"],
+        "cluster.skew_allowance",
+        "half of cluster.lease",
+    );
+    refused(&["cluster.etcd=etcd:2379"], "cluster.etcd", "http://");
+    refused(&[on, "cluster.replicas=9"], "cluster.replicas", "1 to 8");
+    refused(
+        &[
+            on,
+            "cluster.member=a",
+            "link.listen=0.0.0.0:0",
+            "auth.allow_unauthenticated=true",
+        ],
+        "cluster.advertise_link",
+        "HOST:PORT",
+    );
+}
