@@ -152,6 +152,9 @@ impl Etcd {
                     backoff = BACKOFF_MIN;
                 }
                 Err(e) => {
+                    if self.up == Some(true) {
+                        backoff = BACKOFF_MIN;
+                    }
                     self.send(EtcdEvent::Unreachable);
                     self.client = None;
                     if self.up != Some(false) {

@@ -280,3 +280,170 @@ fn bad_cluster_settings_are_refused_naming_the_key() {
         "HOST:PORT",
     );
 }
+
+/// The etcd thread in-process: what it tells the hub, in order.
+#[test]
+fn the_etcd_thread_tells_the_hub_of_its_lease_the_map_and_etcd_s_absence() {
+    use presenced::etcd::{start, EtcdSetup};
+    use presenced_node::cluster::EtcdEvent;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+
+    let mut etcd = Etcd::start();
+    let name = cluster_name();
+    let prefix = format!("/{name}/members/");
+    let (tx, rx) = crossbeam_channel::bounded(presenced::etcd::EVENTS_CHANNEL);
+    let stop = Arc::new(AtomicBool::new(false));
+    let clock = presenced::time::Clock::start_at(0);
+    let me = Member {
+        id: "p".into(),
+        link: "127.0.0.1:7060".into(),
+        heartbeat: "127.0.0.1:7070".into(),
+        warm_at_ms: 1_234,
+    };
+    let before_us = clock.mono_us();
+    let handle = start(EtcdSetup {
+        endpoints: vec![etcd.url()],
+        prefix: prefix.clone(),
+        member: me.clone(),
+        lease: Duration::from_secs(2),
+        warm: Duration::from_secs(7),
+        timeout: Duration::from_millis(300),
+        events: tx,
+        clock,
+        stop: stop.clone(),
+    })
+    .unwrap();
+    let next = || {
+        rx.recv_timeout(Duration::from_secs(5))
+            .expect("an event within 5 s")
+    };
+    match next() {
+        EtcdEvent::Lease {
+            sent_us,
+            ttl_ms,
+            fresh: true,
+        } => {
+            assert!((before_us..=clock.mono_us()).contains(&sent_us));
+            assert_eq!(ttl_ms, 2_000);
+        }
+        other => panic!("first a fresh lease, not {other:?}"),
+    }
+    let first_revision = match next() {
+        EtcdEvent::Members { revision, values } => {
+            assert_eq!(values.len(), 1, "{values:?}");
+            assert_eq!(values[0].0, "p", "the id from the key");
+            let value: Member = serde_json::from_slice(&values[0].1).unwrap();
+            assert_eq!(
+                value, me,
+                "the first lease keeps the warm time it was given"
+            );
+            revision
+        }
+        other => panic!("then the map, not {other:?}"),
+    };
+    // A change under the prefix: the map again, newer.
+    etcd.put(format!("{prefix}q").as_bytes(), b"garbage");
+    let mut renewals = 0;
+    loop {
+        match next() {
+            EtcdEvent::Members { revision, values } => {
+                assert!(revision > first_revision);
+                assert_eq!(values.len(), 2);
+                assert!(values.iter().any(|(id, v)| id == "q" && v == b"garbage"));
+                break;
+            }
+            EtcdEvent::Lease {
+                fresh: false,
+                ttl_ms,
+                ..
+            } => {
+                assert!(ttl_ms > 0);
+                renewals += 1;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    // Renewals every third of the lease, each with the TTL etcd answered.
+    let until = Instant::now() + Duration::from_millis(1_600);
+    while Instant::now() < until {
+        if let Ok(EtcdEvent::Lease { fresh, ttl_ms, .. }) =
+            rx.recv_timeout(Duration::from_millis(100))
+        {
+            assert!(!fresh);
+            assert!((1_000..=2_000).contains(&ttl_ms), "{ttl_ms}");
+            renewals += 1;
+        }
+    }
+    assert!(renewals >= 2, "{renewals} renewals in 1.6 s of a 2 s lease");
+
+    // The lease lost (revoked behind its back): said, then a new one, warming again.
+    let own = |etcd: &Etcd| {
+        etcd.get(&prefix)
+            .into_iter()
+            .find(|e| e.key.ends_with("/p"))
+    };
+    etcd.revoke(own(&etcd).unwrap().lease);
+    let lost_ms = clock.now().wall_ms;
+    loop {
+        match next() {
+            EtcdEvent::Lease { ttl_ms: 0, .. } => break,
+            EtcdEvent::Lease { fresh: false, .. } | EtcdEvent::Members { .. } => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(matches!(
+        next(),
+        EtcdEvent::Lease {
+            fresh: true,
+            ttl_ms: 2_000,
+            ..
+        }
+    ));
+    match next() {
+        EtcdEvent::Members { values, .. } => {
+            let (_, value) = values.iter().find(|(id, _)| id == "p").unwrap();
+            let value: Member = serde_json::from_slice(value).unwrap();
+            assert!(
+                (lost_ms + 7_000..lost_ms + 8_000).contains(&value.warm_at_ms),
+                "warm 7 s after the new lease: {value:?}, lost at {lost_ms}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // etcd gone: Unreachable, and tries again.
+    etcd.pause();
+    let until = Instant::now() + Duration::from_secs(3);
+    let mut unreachable = 0;
+    while Instant::now() < until {
+        if let Ok(EtcdEvent::Unreachable) = rx.recv_timeout(Duration::from_millis(100)) {
+            unreachable += 1;
+        }
+    }
+    assert!(unreachable >= 2, "retried: {unreachable}");
+    // Back within the lease's life (etcd's restart extends it): the same lease, kept.
+    etcd.resume();
+    let kept = loop {
+        match next() {
+            EtcdEvent::Lease { fresh, ttl_ms, .. } => break (fresh, ttl_ms),
+            EtcdEvent::Unreachable => {}
+            other => panic!("{other:?}"),
+        }
+    };
+    assert!(!kept.0 && kept.1 > 0, "{kept:?}");
+    match next() {
+        EtcdEvent::Members { values, .. } => assert_eq!(values.len(), 2),
+        other => panic!("{other:?}"),
+    }
+    let lease = own(&etcd).unwrap().lease;
+    stop.store(true, Ordering::Relaxed);
+    let stopping = Instant::now();
+    handle.join().unwrap();
+    assert!(
+        stopping.elapsed() < Duration::from_secs(1),
+        "stops promptly"
+    );
+    assert_eq!(etcd.lease_ttl(lease), -1, "revoked");
+    assert_eq!(etcd.get(&prefix).len(), 1, "only the garbage is left");
+}

@@ -173,6 +173,17 @@ impl Etcd {
             .ttl()
     }
 
+    /// Revokes `lease` (its keys go with it).
+    pub fn revoke(&self, lease: i64) {
+        let url = self.url();
+        self.runtime
+            .block_on(async move {
+                let mut client = Client::connect([url], None).await?;
+                client.lease_revoke(lease).await
+            })
+            .expect("revoke in etcd");
+    }
+
     /// Waits up to `within` for `done` to hold of the keys under `prefix`; returns them.
     pub fn wait_for(
         &self,
