@@ -398,8 +398,8 @@ settings! {
     /// `[cluster]`: this daemon as a member of a cluster, its membership and liveness in etcd
     /// (off unless cluster.etcd is set).
     [cluster] ClusterSettings {
-        /// etcd's client URLs, e.g. ["http://10.0.0.1:2379", "http://10.0.0.2:2379"] ([]: not
-        /// a cluster member). etcd is on the control path only: while it is unreachable the
+        /// etcd's client URLs, e.g. ["http://10.0.0.1:2379", "http://10.0.0.2:2379"] (plain
+        /// http: keep etcd on a network you trust; []: not a cluster member). etcd is on the control path only: while it is unreachable the
         /// members keep their last member map and keep serving.
         etcd: Vec<EtcdUrl> = Vec::new();
         /// The cluster's name: its members' keys are /NAME/members/MEMBER in etcd (1-64 bytes
@@ -1717,7 +1717,7 @@ impl Valid<Option<String>> for HostPort {
         value.as_deref().map_or(Ok(()), check_host_port)
     }
     fn describe(&self) -> String {
-        "HOST:PORT such as 10.0.0.5:7060 or [2001:db8::5]:7060, or \"\" for none".to_string()
+        "HOST:PORT such as 10.0.0.5:7070 or [2001:db8::5]:7070, or \"\" for none".to_string()
     }
 }
 
