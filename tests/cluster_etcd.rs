@@ -447,3 +447,62 @@ fn the_etcd_thread_tells_the_hub_of_its_lease_the_map_and_etcd_s_absence() {
     assert_eq!(etcd.lease_ttl(lease), -1, "revoked");
     assert_eq!(etcd.get(&prefix).len(), 1, "only the garbage is left");
 }
+
+/// An "etcd" that answers garbage: Unreachable, retried, and a prompt stop; no panic.
+#[test]
+fn an_etcd_answering_garbage_is_unreachable_and_retried() {
+    use presenced::etcd::{start, EtcdSetup};
+    use presenced_node::cluster::EtcdEvent;
+    use std::io::{Read, Write};
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let served = Arc::new(AtomicU32::new(0));
+    let counter = served.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            counter.fetch_add(1, Ordering::Relaxed);
+            let _ = stream.set_read_timeout(Some(Duration::from_millis(100)));
+            let _ = stream.read(&mut [0; 1024]);
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\n\r\n\x00\xff garbage \x00\x00\x00\x05");
+        }
+    });
+    let (tx, rx) = crossbeam_channel::bounded(presenced::etcd::EVENTS_CHANNEL);
+    let stop = Arc::new(AtomicBool::new(false));
+    let handle = start(EtcdSetup {
+        endpoints: vec![format!("http://{addr}")],
+        prefix: "/g/members/".into(),
+        member: Member {
+            id: "g".into(),
+            link: "127.0.0.1:7060".into(),
+            heartbeat: "127.0.0.1:7070".into(),
+            warm_at_ms: 0,
+        },
+        lease: Duration::from_secs(2),
+        warm: Duration::from_secs(1),
+        timeout: Duration::from_millis(300),
+        events: tx,
+        clock: presenced::time::Clock::start_at(0),
+        stop: stop.clone(),
+    })
+    .unwrap();
+    let until = Instant::now() + Duration::from_secs(3);
+    let mut unreachable = 0;
+    while Instant::now() < until {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(EtcdEvent::Unreachable) => unreachable += 1,
+            Ok(other) => panic!("garbage taken for an answer: {other:?}"),
+            Err(_) => {}
+        }
+    }
+    assert!(unreachable >= 2, "retried: {unreachable}");
+    assert!(served.load(Ordering::Relaxed) >= 2, "it did connect");
+    assert!(!handle.is_finished(), "the thread runs on");
+    stop.store(true, Ordering::Relaxed);
+    let stopping = Instant::now();
+    handle.join().unwrap();
+    assert!(stopping.elapsed() < Duration::from_secs(2));
+}
