@@ -394,6 +394,7 @@ pub fn start(settings: Settings) -> io::Result<Running> {
             keys: key_ring.clone(),
             history: state_dir.as_ref().map(|_| history_tx),
             state: figures.clone(),
+            cluster: None,
         },
         clock,
         stop.clone(),

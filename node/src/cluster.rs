@@ -16,6 +16,15 @@
 //! lapse and the others take over, it has stopped (two primaries for at most the clock-skew
 //! allowance). A renewal makes it primary again under the map it holds.
 //!
+//! **An etcd that no member reaches stops no one.** When etcd is down for every member, no
+//! lease can lapse and no member can take another's users, so stepping down would only stop
+//! all pushes. The daemon asks the other members over their push links (MAP, answered with
+//! their map, which says whether they reach etcd: `EtcdEvent::Peer`). A member unsure of its
+//! lease stays primary only while **every** other member of its map said, within one lease,
+//! that it does not reach etcd either; one that reaches it, or one that does not answer, and
+//! this member steps down as above. A member cut off from etcd alone (or from everyone) thus
+//! steps down; a cluster whose etcd is down keeps pushing.
+//!
 //! **Without etcd the map stays.** An unreachable etcd changes nothing here but the lease: the
 //! last map read is kept and served. A map only moves forwards (a read of an older revision is
 //! ignored), and a value that does not parse, names another member than its key, or is not a
@@ -28,6 +37,7 @@
 
 use presenced_core::clock::Now;
 use presenced_wire::cluster::{Member, MemberMap, Placement};
+use std::collections::BTreeMap;
 
 /// What the etcd thread learnt.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -52,6 +62,9 @@ pub enum EtcdEvent {
     },
     /// etcd could not be reached or answered an error.
     Unreachable,
+    /// Another member's map, as its push link answered a MAP request (it says whether that
+    /// member reaches etcd).
+    Peer(Box<MemberMap>),
 }
 
 /// The cluster's settings and this member's own entry.
@@ -61,6 +74,8 @@ pub struct ClusterConfig {
     pub member: Member,
     /// Replicas of each user.
     pub replicas: u16,
+    /// The lease etcd grants, ms: a peer's word that it does not reach etcd holds this long.
+    pub lease_ms: u64,
     /// How long before its lease lapses this member stops acting as primary, ms.
     pub skew_ms: u64,
 }
@@ -71,7 +86,7 @@ pub struct ClusterStats {
     /// Member maps read from etcd and taken.
     pub maps: u64,
     /// Values under the member prefix skipped (not JSON of a member, another id than the key's,
-    /// an invalid member).
+    /// an invalid member), and peers' maps skipped (invalid, or from no other member).
     pub bad_values: u64,
     /// Times etcd was unreachable.
     pub etcd_errors: u64,
@@ -165,6 +180,9 @@ pub struct Cluster {
     /// Monotonic µs from which this member is no longer sure of its lease.
     lease_until_us: Option<u64>,
     etcd_ok: bool,
+    /// Each other member's last word on etcd: when it came (monotonic µs) and whether that
+    /// member reached etcd.
+    peers: BTreeMap<String, (u64, bool)>,
     stats: ClusterStats,
     events: Vec<ClusterEvent>,
 }
@@ -186,6 +204,7 @@ impl Cluster {
             role: Role::Joining,
             lease_until_us: None,
             etcd_ok: false,
+            peers: BTreeMap::new(),
             stats: ClusterStats::default(),
             events: Vec::new(),
         }
@@ -212,6 +231,14 @@ impl Cluster {
                 }
                 self.etcd_ok = false;
             }
+            EtcdEvent::Peer(map) => {
+                let known = self.map.member(&map.from).is_some();
+                if map.check().is_err() || !known || map.from == self.config.member.id {
+                    self.stats.bad_values += 1;
+                } else {
+                    self.peers.insert(map.from.clone(), (now.mono_us, map.etcd));
+                }
+            }
         }
         self.map.etcd = self.etcd_ok;
         self.handle_timeout(now);
@@ -219,7 +246,8 @@ impl Cluster {
 
     /// Roles as of `now`: a lease that lapsed, a member that turned warm.
     pub fn handle_timeout(&mut self, now: Now) {
-        let sure = self.lease_until_us.is_some_and(|until| now.mono_us < until);
+        let sure = self.lease_until_us.is_some_and(|until| now.mono_us < until)
+            || (self.lease_until_us.is_some() && self.vouched_until(now).is_some());
         let own = self
             .map
             .members
@@ -241,10 +269,40 @@ impl Cluster {
         self.roles.now_ms = now.wall_ms;
     }
 
-    /// When roles may next change without news, monotonic µs: the lease's step-down time, or
-    /// the next member turning warm (given `now` to map wall time onto monotonic time).
+    /// While etcd is out of reach: until when every other member of the map has said it does
+    /// not reach etcd either (monotonic µs), if all have within one lease and none said it
+    /// does.
+    fn vouched_until(&self, now: Now) -> Option<u64> {
+        if self.etcd_ok {
+            return None;
+        }
+        let window_us = self.config.lease_ms * 1_000;
+        let mut until = u64::MAX;
+        for m in &self.map.members {
+            if m.id == self.config.member.id {
+                continue;
+            }
+            let (at, reaches_etcd) = *self.peers.get(&m.id)?;
+            let expires = at.saturating_add(window_us);
+            if reaches_etcd || expires <= now.mono_us {
+                return None;
+            }
+            until = until.min(expires);
+        }
+        Some(until)
+    }
+
+    /// When roles may next change without news, monotonic µs: the lease's step-down time (or
+    /// the end of the peers' word), or the next member turning warm (given `now` to map wall
+    /// time onto monotonic time).
     pub fn poll_timeout(&self, now: Now) -> Option<u64> {
-        let lease = self.lease_until_us.filter(|_| self.role == Role::Active);
+        let lease = self
+            .lease_until_us
+            .filter(|_| self.role == Role::Active)
+            .map(|until| match self.vouched_until(now) {
+                Some(vouched) if until <= now.mono_us => vouched,
+                _ => until,
+            });
         let warm = self
             .roles
             .placement
@@ -372,6 +430,7 @@ mod tests {
         Cluster::new(ClusterConfig {
             member: member(id, 0),
             replicas: 2,
+            lease_ms: 2_000,
             skew_ms: 500,
         })
     }
@@ -410,7 +469,7 @@ mod tests {
     #[test]
     fn a_member_steps_down_before_its_lease_lapses_and_comes_back_on_renewal() {
         let mut c = cluster("a");
-        c.handle_etcd(at(0), members(&["a"]));
+        c.handle_etcd(at(0), members(&["a", "b"]));
         assert_eq!(c.role(), Role::SteppedDown, "no lease yet");
         let lease = |sent_us| EtcdEvent::Lease {
             sent_us,
@@ -418,21 +477,23 @@ mod tests {
             fresh: false,
         };
         c.handle_etcd(at(0), lease(0));
-        assert!(c.is_primary(7));
+        let user = (1..100)
+            .find(|&u| c.is_primary(u))
+            .expect("a is primary for some");
         // Stepping down is due at 2 s − 500 ms.
         assert_eq!(c.poll_timeout(at(1)), Some(1_500_000));
         c.handle_etcd(at(1), EtcdEvent::Unreachable);
-        assert!(c.is_primary(7), "the lease still holds");
+        assert!(c.is_primary(user), "the lease still holds");
         let late = Now {
             mono_us: 1_500_000,
             wall_ms: 1_001_500,
         };
         c.handle_timeout(late);
         assert_eq!(c.role(), Role::SteppedDown);
-        assert!(!c.is_primary(7));
+        assert!(!c.is_primary(user));
         assert_eq!(c.stats().step_downs, 1);
         c.handle_etcd(at(3), lease(3_000_000));
-        assert!(c.is_primary(7));
+        assert!(c.is_primary(user));
     }
 
     #[test]
@@ -523,5 +584,111 @@ mod tests {
         a.handle_timeout(at(10));
         assert!(a.roles().differs(&before));
         assert!(primaries(&a, 1_000) > 300);
+    }
+}
+
+#[cfg(test)]
+mod peer_tests {
+    use super::*;
+
+    fn member(id: &str) -> Member {
+        Member {
+            id: id.to_owned(),
+            link: "127.0.0.1:1".to_owned(),
+            heartbeat: "127.0.0.1:2".to_owned(),
+            warm_at_ms: 0,
+        }
+    }
+
+    fn at_ms(ms: u64) -> Now {
+        Now {
+            mono_us: ms * 1_000,
+            wall_ms: 1_000_000 + ms,
+        }
+    }
+
+    fn peer(from: &str, etcd: bool) -> EtcdEvent {
+        EtcdEvent::Peer(Box::new(MemberMap {
+            from: from.to_owned(),
+            revision: 1,
+            replicas: 2,
+            etcd,
+            members: vec![member("a"), member("b"), member("c")],
+        }))
+    }
+
+    /// Member `a` of {a, b, c}, its lease renewed at 0 for 2 s, etcd gone at 1 s.
+    fn cut_off() -> Cluster {
+        let mut c = Cluster::new(ClusterConfig {
+            member: member("a"),
+            replicas: 2,
+            lease_ms: 2_000,
+            skew_ms: 500,
+        });
+        let values = ["a", "b", "c"]
+            .iter()
+            .map(|id| ((*id).to_owned(), serde_json::to_vec(&member(id)).unwrap()))
+            .collect();
+        c.handle_etcd(
+            at_ms(0),
+            EtcdEvent::Members {
+                revision: 1,
+                values,
+            },
+        );
+        let lease = EtcdEvent::Lease {
+            sent_us: 0,
+            ttl_ms: 2_000,
+            fresh: true,
+        };
+        c.handle_etcd(at_ms(0), lease);
+        c.handle_etcd(at_ms(1_000), EtcdEvent::Unreachable);
+        c
+    }
+
+    #[test]
+    fn a_cluster_whose_etcd_is_down_keeps_its_primaries() {
+        let mut c = cut_off();
+        c.handle_etcd(at_ms(1_200), peer("b", false));
+        c.handle_etcd(at_ms(1_300), peer("c", false));
+        c.handle_timeout(at_ms(1_600));
+        assert_eq!(c.role(), Role::Active, "both others are cut off too");
+        // Their word holds one lease: b's ends at 3.2 s.
+        assert_eq!(c.poll_timeout(at_ms(1_600)), Some(3_200_000));
+        c.handle_timeout(at_ms(3_200));
+        assert_eq!(c.role(), Role::SteppedDown, "b said nothing more");
+        c.handle_etcd(at_ms(3_300), peer("b", false));
+        assert_eq!(c.role(), Role::SteppedDown, "c's word ended at 3.3 s");
+        c.handle_etcd(at_ms(3_400), peer("c", false));
+        assert_eq!(c.role(), Role::Active);
+    }
+
+    #[test]
+    fn a_member_cut_off_alone_steps_down() {
+        let mut c = cut_off();
+        c.handle_etcd(at_ms(1_200), peer("b", false));
+        c.handle_etcd(at_ms(1_300), peer("c", true));
+        c.handle_timeout(at_ms(1_500));
+        assert_eq!(c.role(), Role::SteppedDown, "c reaches etcd");
+        // Silence from one member is no word either.
+        let mut c = cut_off();
+        c.handle_etcd(at_ms(1_200), peer("b", false));
+        c.handle_timeout(at_ms(1_500));
+        assert_eq!(c.role(), Role::SteppedDown);
+    }
+
+    #[test]
+    fn a_word_from_no_member_is_skipped() {
+        let mut c = cut_off();
+        c.handle_etcd(at_ms(1_200), peer("x", false));
+        c.handle_etcd(at_ms(1_200), peer("a", false));
+        let mut bad = peer("b", false);
+        if let EtcdEvent::Peer(m) = &mut bad {
+            m.members.push(member("b"));
+        }
+        c.handle_etcd(at_ms(1_200), bad);
+        assert_eq!(c.stats().bad_values, 3);
+        c.handle_timeout(at_ms(1_500));
+        assert_eq!(c.role(), Role::SteppedDown);
     }
 }

@@ -38,11 +38,13 @@
 //! counted.
 
 use crate::bus::{owner, Request, ToHub};
+use crate::cluster::{Cluster, ClusterConfig, ClusterEvent, EtcdEvent, Roles};
 use bytes::{Bytes, BytesMut};
+use presenced_core::clock::Now;
 use presenced_core::event::{Cause, Presence, PublicState, Transition};
 use presenced_wire::link as wire;
 use presenced_wire::stats::{
-    AuthStats, LatencySummary, LinkStats, PerLinkStats, ShardStats, StateStats, Stats,
+    AuthStats, ClusterStats, LatencySummary, LinkStats, PerLinkStats, ShardStats, StateStats, Stats,
 };
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
@@ -84,6 +86,9 @@ pub struct HubConfig {
     /// Bytes queued for one link (frames and their overhead) past which it loses events
     /// (`link.queue_bytes`; replaced by `Command::QueueBytes`).
     pub queue_bytes: usize,
+    /// This member's cluster (`[cluster]`), if it is a member of one: it then pushes only the
+    /// transitions of the users it is primary for ([`crate::cluster`]).
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// What the server's part of STATS is: figures the link tasks and the store keep.
@@ -228,6 +233,12 @@ pub struct HubStats {
     pub shard_shed: u64,
     /// PACE frames sent to links.
     pub pace_frames: u64,
+    /// Transitions not pushed because this member was not the user's primary.
+    pub not_primary: u64,
+    /// Subscribed users named in LAGGED frames because this member became their primary.
+    pub gained: u64,
+    /// MAP requests answered with this member's map because the gateway held another.
+    pub stale_maps: u64,
 }
 
 struct Link {
@@ -298,6 +309,8 @@ pub struct Hub {
     /// one asked of the gateways.
     paces: Vec<u32>,
     pace_ms: u32,
+    /// This member's view of its cluster, if it is a member of one.
+    cluster: Option<Cluster>,
 }
 
 /// What the hub owes the links: the frames queued for them, and which are owed a LAGGED frame.
@@ -389,6 +402,84 @@ impl Hub {
             },
             paces: vec![0; config.shards],
             pace_ms: 0,
+            cluster: config.cluster.map(Cluster::new),
+        }
+    }
+
+    /// What the daemon's etcd thread learnt, at `now` (ignored outside a cluster).
+    pub fn handle_etcd(&mut self, now: Now, event: EtcdEvent) {
+        let Some(cluster) = &mut self.cluster else {
+            return;
+        };
+        let before = cluster.roles().clone();
+        cluster.handle_etcd(now, event);
+        self.roles_changed(&before);
+    }
+
+    /// Time passed: a lease about to lapse, a member turning warm (see
+    /// [`Hub::poll_timeout`]).
+    pub fn handle_timeout(&mut self, now: Now) {
+        let Some(cluster) = &mut self.cluster else {
+            return;
+        };
+        let before = cluster.roles().clone();
+        cluster.handle_timeout(now);
+        self.roles_changed(&before);
+    }
+
+    /// When the hub next needs `handle_timeout`, monotonic µs (`None`: only on news).
+    pub fn poll_timeout(&self, now: Now) -> Option<u64> {
+        self.cluster.as_ref().and_then(|c| c.poll_timeout(now))
+    }
+
+    /// The next cluster event worth a log line.
+    pub fn poll_cluster_event(&mut self) -> Option<ClusterEvent> {
+        self.cluster.as_mut().and_then(Cluster::poll_event)
+    }
+
+    /// This member's view of its cluster, if it is a member of one.
+    pub fn cluster(&self) -> Option<&Cluster> {
+        self.cluster.as_ref()
+    }
+
+    /// After a change of the cluster's roles: each subscribed user this member became the
+    /// primary of is owed a LAGGED frame at the links subscribed to it here (they may have
+    /// missed transitions while another member pushed them, or none did), and a firehose link
+    /// is owed one naming everyone.
+    fn roles_changed(&mut self, before: &Roles) {
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        let after = cluster.roles();
+        if !after.differs(before) {
+            return;
+        }
+        for (&user, links) in &self.subscribers {
+            if before.is_primary(user) || !after.is_primary(user) {
+                continue;
+            }
+            self.out.stats.gained += 1;
+            for id in links {
+                let Some(link) = self.links.get_mut(id) else {
+                    continue;
+                };
+                if link.firehose || link.lagged_all {
+                    continue;
+                }
+                link.lagged.insert(user);
+                if link.lagged.len() > LAG_USERS_LIMIT {
+                    link.lagged_all = true;
+                    link.lagged.clear();
+                }
+                self.out.owing.push(*id);
+            }
+        }
+        for &id in &self.firehose {
+            if let Some(link) = self.links.get_mut(&id) {
+                link.lagged_all = true;
+                link.lagged.clear();
+                self.out.owing.push(id);
+            }
         }
     }
 
@@ -620,6 +711,10 @@ impl Hub {
     }
 
     fn fan_out(&mut self, t: &Transition, since_us: u64) {
+        if self.cluster.as_ref().is_some_and(|c| !c.is_primary(t.user)) {
+            self.out.stats.not_primary += 1;
+            return;
+        }
         let event = wire_event(t);
         let targets = self.subscribers.get(&t.user).into_iter().flatten();
         // A subscribed link with the firehose on is reached through the firehose: once.
@@ -887,6 +982,21 @@ impl Hub {
                 pace_interval_ms: u64::from(self.pace_ms),
                 pace_frames: s.pace_frames,
             },
+            cluster: self.cluster.as_ref().map(|c| {
+                let cs = c.stats();
+                ClusterStats {
+                    map: c.map().clone(),
+                    role: c.role().name().to_owned(),
+                    maps: cs.maps,
+                    bad_values: cs.bad_values,
+                    etcd_errors: cs.etcd_errors,
+                    step_downs: cs.step_downs,
+                    takeovers: cs.takeovers,
+                    stale_maps: s.stale_maps,
+                    not_primary: s.not_primary,
+                    gained: s.gained,
+                }
+            }),
         }
     }
 

@@ -3,11 +3,17 @@
 //! links' tasks. It never blocks on a gateway: a link's frame queue is bounded by the hub's own
 //! count of frames queued and not yet written. The metrics endpoint's scrapes come through the
 //! same channel as the links' events; their answers go back on the scrape's own reply channel.
+//! In a cluster, the etcd thread's news comes on a channel of its own, stamped with the time
+//! when read, and the thread wakes at the hub's deadline (a lease about to lapse, a member
+//! turning warm).
 
 use super::{Frame, LinkEvent};
+
 use crate::shard_thread::Peer;
+use crate::time::Clock;
 use crossbeam_channel::{Receiver, Select};
 use presenced_node::bus::{Inbox, ToHub};
+use presenced_node::cluster::{ClusterEvent, EtcdEvent};
 use presenced_node::hub::{Command, Hub};
 use presenced_wire::stats::Stats;
 use std::collections::HashMap;
@@ -25,14 +31,29 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the thread looks at the stop flag when nothing arrives.
 const IDLE_WAKE: Duration = Duration::from_millis(100);
 
+/// What the hub thread reads.
+pub struct Inputs<'a> {
+    /// Each shard's messages.
+    pub from_shards: &'a [Receiver<ToHub>],
+    /// The links' events and the metrics endpoint's scrapes.
+    pub events: &'a Receiver<LinkEvent>,
+    /// The etcd thread's news, in a cluster.
+    pub cluster: Option<&'a Receiver<EtcdEvent>>,
+}
+
 /// Runs the hub until `stop` is set.
 pub fn run(
     mut hub: Hub,
-    from_shards: &[Receiver<ToHub>],
-    events: &Receiver<LinkEvent>,
+    inputs: Inputs<'_>,
     peers: &[Peer],
+    clock: &Clock,
     stop: &AtomicBool,
 ) -> io::Result<()> {
+    let Inputs {
+        from_shards,
+        events,
+        cluster,
+    } = inputs;
     let mut links: HashMap<u32, UnboundedSender<Frame>> = HashMap::new();
     // Scrapes awaiting the shards, by the request id given here; one whose asker gave up
     // (timed out) is forgotten at the next scrape, as the hub forgets it.
@@ -43,8 +64,20 @@ pub fn run(
         select.recv(r);
     }
     let events_index = select.recv(events);
+    let cluster_index = cluster.map(|c| select.recv(c));
     while !stop.load(Ordering::Relaxed) {
-        match select.ready_timeout(IDLE_WAKE) {
+        let now = clock.now();
+        let wait = hub.poll_timeout(now).map_or(IDLE_WAKE, |at| {
+            Duration::from_micros(at.saturating_sub(now.mono_us)).min(IDLE_WAKE)
+        });
+        match select.ready_timeout(wait) {
+            Ok(i) if Some(i) == cluster_index => {
+                if let Some(news) = cluster {
+                    for event in news.try_iter().take(DRAIN) {
+                        hub.handle_etcd(clock.now(), event);
+                    }
+                }
+            }
             Ok(i) if i == events_index => {
                 for event in events.try_iter().take(DRAIN) {
                     match event {
@@ -90,6 +123,10 @@ pub fn run(
             }
             Err(_) => {}
         }
+        hub.handle_timeout(clock.now());
+        while let Some(event) = hub.poll_cluster_event() {
+            log_cluster(event);
+        }
         while let Some((shard, request)) = hub.poll_request() {
             // Lost only when the shard has stopped (the daemon is going down).
             let _ = peers[shard].send(Inbox::Request(request), REQUEST_TIMEOUT);
@@ -108,4 +145,17 @@ pub fn run(
         }
     }
     Ok(())
+}
+
+/// One log line per cluster event.
+fn log_cluster(event: ClusterEvent) {
+    match event {
+        ClusterEvent::Map { revision, members } => {
+            tracing::info!("cluster: member map of revision {revision}: {members} member(s)");
+        }
+        ClusterEvent::BadValue { key, reason } => {
+            tracing::warn!("cluster: skipped the etcd value of member {key:?}: {reason}");
+        }
+        ClusterEvent::Role(role) => tracing::info!("cluster: this member is now {}", role.name()),
+    }
 }

@@ -338,6 +338,16 @@ pub struct Wiring {
     pub history: Option<crossbeam_channel::Sender<HistoryAsk>>,
     /// The store's figures, for STATS.
     pub state: crate::store_thread::Figures,
+    /// With `[cluster]`: this member's cluster and what the etcd thread learns of it.
+    pub cluster: Option<ClusterWiring>,
+}
+
+/// The hub's part of a cluster member: its settings and the etcd thread's news.
+pub struct ClusterWiring {
+    /// This member's entry, the replicas and the skew allowance.
+    pub config: presenced_node::cluster::ClusterConfig,
+    /// What the etcd thread learns, in order.
+    pub events: crossbeam_channel::Receiver<presenced_node::cluster::EtcdEvent>,
 }
 
 /// Starts the hub thread and the QUIC server thread with the push link's settings.
@@ -355,7 +365,12 @@ pub fn start(
         keys,
         history,
         state,
+        cluster,
     } = wiring;
+    let (cluster_config, cluster_events) = match cluster {
+        Some(c) => (Some(c.config), Some(c.events)),
+        None => (None, None),
+    };
     let latency: Latency = Arc::new(Mutex::new(LatencyRecord {
         histogram: hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3)
             .map_err(|e| io::Error::other(e.to_string()))?,
@@ -381,6 +396,7 @@ pub fn start(
     let hub = presenced_node::hub::Hub::new(HubConfig {
         shards: welcome.shards,
         queue_bytes: limits.queue_bytes,
+        cluster: cluster_config,
     });
     let scraper = Scraper {
         events: events_tx.clone(),
@@ -392,12 +408,19 @@ pub fn start(
         welcome,
         events_tx.clone(),
         shared,
-        clock,
+        clock.clone(),
         stop.clone(),
     )?;
     let hub = std::thread::Builder::new()
         .name("hub".into())
-        .spawn(move || hub::run(hub, &from_shards, &events_rx, &peers, &stop))?;
+        .spawn(move || {
+            let inputs = hub::Inputs {
+                from_shards: &from_shards,
+                events: &events_rx,
+                cluster: cluster_events.as_ref(),
+            };
+            hub::run(hub, inputs, &peers, &clock, &stop)
+        })?;
     Ok(Handle {
         addr,
         scraper,

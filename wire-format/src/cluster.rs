@@ -315,7 +315,7 @@ mod tests {
             .iter()
             .map(|x| (score(user, member_seed(&x.id)), x.id.as_str()))
             .collect();
-        scored.sort_by(|a, b| b.0.cmp(&a.0));
+        scored.sort_by_key(|s| std::cmp::Reverse(s.0));
         scored
             .into_iter()
             .take(usize::from(m.replicas).min(m.members.len()))

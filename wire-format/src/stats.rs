@@ -357,6 +357,11 @@ mod tests {
                 }],
                 ..LinkStats::default()
             },
+            cluster: Some(ClusterStats {
+                role: "active".into(),
+                takeovers: 1,
+                ..ClusterStats::default()
+            }),
         }
     }
 

@@ -54,6 +54,7 @@ fn hub(shards: usize, queue_bytes: usize) -> Hub {
     Hub::new(HubConfig {
         shards,
         queue_bytes,
+        cluster: None,
     })
 }
 
@@ -719,4 +720,118 @@ fn the_longest_interval_any_shard_asks_goes_to_version_3_links_and_every_shard()
         ]
     );
     assert_eq!(hub.stats().pace_frames, 6);
+}
+
+mod cluster {
+    use super::*;
+    use crate::cluster::{ClusterConfig, EtcdEvent};
+    use presenced_wire::cluster::Member;
+
+    fn member(id: &str) -> Member {
+        Member {
+            id: id.to_owned(),
+            link: "127.0.0.1:1".to_owned(),
+            heartbeat: "127.0.0.1:2".to_owned(),
+            warm_at_ms: 0,
+        }
+    }
+
+    fn now(s: u64) -> Now {
+        Now {
+            mono_us: s * 1_000_000,
+            wall_ms: 1_700_000_000_000 + s * 1_000,
+        }
+    }
+
+    fn map(revision: u64, ids: &[&str]) -> EtcdEvent {
+        let values = ids
+            .iter()
+            .map(|id| ((*id).to_owned(), serde_json::to_vec(&member(id)).unwrap()))
+            .collect();
+        EtcdEvent::Members { revision, values }
+    }
+
+    /// Member `b` of {a, b, c} with one replica per user, its lease renewed at 0 s for 60 s.
+    fn member_b() -> Hub {
+        let mut hub = Hub::new(HubConfig {
+            shards: 1,
+            queue_bytes: ROOM,
+            cluster: Some(ClusterConfig {
+                member: member("b"),
+                replicas: 1,
+                lease_ms: 60_000,
+                skew_ms: 500,
+            }),
+        });
+        let lease = EtcdEvent::Lease {
+            sent_us: 0,
+            ttl_ms: 60_000,
+            fresh: true,
+        };
+        hub.handle_etcd(now(0), lease);
+        hub.handle_etcd(now(0), map(1, &["a", "b", "c"]));
+        hub
+    }
+
+    /// Users among 1..=n whose primary is (`true`) or is not this member.
+    fn users(hub: &Hub, n: u64, primary: bool) -> Vec<u64> {
+        let c = hub.cluster().unwrap();
+        (1..=n).filter(|&u| c.is_primary(u) == primary).collect()
+    }
+
+    #[test]
+    fn only_the_primary_pushes() {
+        let mut hub = member_b();
+        open(&mut hub, 1);
+        let mine = users(&hub, 30, true);
+        let others = users(&hub, 30, false);
+        assert!(!mine.is_empty() && !others.is_empty());
+        let all: Vec<u64> = (1..=30).collect();
+        subscribe(&mut hub, 1, 1, &all);
+        frames(&mut hub);
+        let ts: Vec<Transition> = all.iter().map(|&u| online(u, 1)).collect();
+        hub.handle_shard(transitions(&ts));
+        let pushed: Vec<(u64, WireState)> = mine.iter().map(|&u| (u, WireState::Online)).collect();
+        assert_eq!(frames(&mut hub), vec![(1, Seen::Events(pushed))]);
+        assert_eq!(hub.stats().not_primary, others.len() as u64);
+    }
+
+    #[test]
+    fn a_member_that_gains_users_asks_their_subscribers_to_re_query() {
+        let mut hub = member_b();
+        open(&mut hub, 1);
+        // The users a holds now; b gains some of them when a leaves.
+        let before = users(&hub, 60, false);
+        subscribe(&mut hub, 1, 1, &before);
+        frames(&mut hub);
+        hub.handle_etcd(now(1), map(2, &["b", "c"]));
+        let gained: Vec<u64> = users(&hub, 60, true)
+            .into_iter()
+            .filter(|u| before.contains(u))
+            .collect();
+        assert!(!gained.is_empty());
+        assert_eq!(frames(&mut hub), vec![(1, Seen::Lagged(gained.clone()))]);
+        assert_eq!(hub.stats().gained, gained.len() as u64);
+        // Their transitions are pushed from now on.
+        hub.handle_shard(transitions(&[online(gained[0], 2)]));
+        let pushed = Seen::Events(vec![(gained[0], WireState::Online)]);
+        assert_eq!(frames(&mut hub), vec![(1, pushed)]);
+    }
+
+    #[test]
+    fn a_member_whose_lease_lapses_pushes_nothing() {
+        let mut hub = member_b();
+        open(&mut hub, 1);
+        let mine = users(&hub, 30, true);
+        subscribe(&mut hub, 1, 1, &mine);
+        frames(&mut hub);
+        // Renewal fails; stepping down is due at 60 s − 500 ms.
+        hub.handle_etcd(now(10), EtcdEvent::Unreachable);
+        assert_eq!(hub.poll_timeout(now(10)), Some(59_500_000));
+        hub.handle_timeout(now(60));
+        hub.handle_shard(transitions(&[online(mine[0], 2)]));
+        assert_eq!(frames(&mut hub), vec![]);
+        let stats = hub.cluster().unwrap().stats();
+        assert_eq!((stats.step_downs, stats.etcd_errors), (1, 1));
+    }
 }
