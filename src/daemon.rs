@@ -61,9 +61,6 @@ pub struct Running {
     metrics_handle: Option<crate::metrics::Handle>,
     /// The etcd thread, in a cluster.
     etcd: Option<crate::etcd::Handle>,
-    /// MERGE(cluster hub): the hub's end of the etcd thread's channel, kept open here until
-    /// the hub takes it.
-    cluster_events: Option<crossbeam_channel::Receiver<EtcdEvent>>,
     stop: Arc<AtomicBool>,
     shards: Vec<JoinHandle<io::Result<()>>>,
     /// Each shard thread's sign of life.
@@ -365,17 +362,21 @@ pub fn start(settings: Settings) -> io::Result<Running> {
         let config = ClusterConfig {
             member,
             replicas: settings.cluster.replicas,
+            lease_ms: u64::try_from(settings.cluster.lease.as_millis()).unwrap_or(u64::MAX),
             skew_ms: u64::try_from(settings.cluster.skew_allowance.as_millis()).unwrap_or(u64::MAX),
         };
         let (tx, rx) = crossbeam_channel::bounded::<EtcdEvent>(crate::etcd::EVENTS_CHANNEL);
         (config, tx, rx)
     });
-    // MERGE(cluster hub): hand `config` and `rx` to the hub, as
-    // `link::Wiring { cluster: Some(link::ClusterWiring { config, events: rx }), .. }`, and drop
-    // `cluster_events` from `Running`; until then the receiver is only kept open.
-    let (cluster_config, cluster_events, to_hub) = match cluster {
-        Some((config, tx, rx)) => (Some(config), Some(rx), Some(tx)),
-        None => (None, None, None),
+    let (hub_cluster, etcd_side) = match cluster {
+        Some((config, tx, rx)) => (
+            Some(link::ClusterWiring {
+                config: config.clone(),
+                events: rx,
+            }),
+            Some((config.member, tx)),
+        ),
+        None => (None, None),
     };
     let link_sockets = settings.link.sockets(cores.service.len());
     let link_handle = link::start(
@@ -394,14 +395,14 @@ pub fn start(settings: Settings) -> io::Result<Running> {
             keys: key_ring.clone(),
             history: state_dir.as_ref().map(|_| history_tx),
             state: figures.clone(),
-            cluster: None,
+            cluster: hub_cluster,
         },
         clock,
         stop.clone(),
     )?;
     // The etcd thread, once the push link's port is bound (it is advertised in etcd).
-    let etcd = match (cluster_config, to_hub) {
-        (Some(config), Some(events)) => {
+    let etcd = match etcd_side {
+        Some((member, events)) => {
             let (link, heartbeat) = settings.cluster.advertised(
                 link_handle.addr,
                 heartbeat.first().copied().unwrap_or(settings.ingest.listen),
@@ -417,7 +418,7 @@ pub fn start(settings: Settings) -> io::Result<Running> {
                 member: Member {
                     link,
                     heartbeat,
-                    ..config.member
+                    ..member
                 },
                 lease: settings.cluster.lease,
                 warm: settings.cluster.warm_for(&core),
@@ -428,7 +429,7 @@ pub fn start(settings: Settings) -> io::Result<Running> {
             };
             Some(crate::etcd::start(setup)?)
         }
-        _ => None,
+        None => None,
     };
     let metrics_handle = match metrics_listener {
         Some(listener) => Some(crate::metrics::start(
@@ -458,7 +459,6 @@ pub fn start(settings: Settings) -> io::Result<Running> {
         metrics: metrics_handle.as_ref().map(|m| m.addr),
         metrics_handle,
         etcd,
-        cluster_events,
         stop,
         shards,
         beats,
@@ -563,7 +563,6 @@ impl Running {
             .map_or(Ok(()), crate::metrics::Handle::join);
         // It revoked this member's lease on seeing the stop flag.
         let e = self.etcd.map_or(Ok(()), crate::etcd::Handle::join);
-        drop(self.cluster_events);
         result.and(r).and(m).and(e)
     }
 

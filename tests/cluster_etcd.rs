@@ -8,7 +8,9 @@ mod common;
 
 use common::etcd::{Entry, Etcd};
 use common::{Daemon, FAST};
+use presenced_client::{ConnectOptions, LinkClient, Trust};
 use presenced_wire::cluster::Member;
+use presenced_wire::stats::ClusterStats;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -46,6 +48,36 @@ fn key(name: &str, id: &str) -> String {
 
 fn has(entries: &[Entry], key: &str) -> bool {
     entries.iter().any(|e| e.key == key)
+}
+
+/// The daemon's STATS cluster section, asked over its push link until `done` holds of it (at
+/// most 10 s).
+fn cluster_stats(d: &Daemon, done: impl Fn(&ClusterStats) -> bool) -> ClusterStats {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let options = ConnectOptions {
+            client_name: "test".into(),
+            trust: Trust::InsecureLocal,
+            server_name: "localhost".into(),
+            token: None,
+        };
+        let link = LinkClient::connect(d.link, options).await.unwrap();
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            let stats = link.stats().await.unwrap();
+            let cluster = stats
+                .cluster
+                .expect("a member's STATS has a cluster section");
+            if done(&cluster) {
+                return cluster;
+            }
+            assert!(Instant::now() < until, "STATS' cluster: {cluster:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
 }
 
 /// Whether the process runs (not exited, not a zombie).
@@ -144,11 +176,24 @@ fn three_members_see_each_other_in_etcd() {
     assert_eq!(links, bound);
     let leases: std::collections::HashSet<i64> = entries.iter().map(|e| e.lease).collect();
     assert_eq!(leases.len(), 3, "a lease each: {entries:?}");
+    // Each sees all three, reaches etcd, and is active once warm (FAST: 500 ms).
+    for (d, id) in daemons.iter().zip(["m1", "m2", "m3"]) {
+        let c = cluster_stats(d, |c| c.map.members.len() == 3 && c.role == "active");
+        assert_eq!(c.map.from, id);
+        assert!(c.map.etcd);
+        assert_eq!(c.map.replicas, 2);
+        let ids: Vec<&str> = c.map.members.iter().map(|m| m.id.as_str()).collect();
+        assert_eq!(ids, ["m1", "m2", "m3"]);
+    }
     // One stops cleanly: the two others stay.
     let mut daemons = daemons;
     assert_eq!(daemons.remove(0).stop(), Some(0));
     let left = etcd.wait_for(&prefix, Duration::from_secs(1), |e| e.len() == 2);
     assert!(!has(&left, &key(&name, "m1")), "{left:?}");
+    for d in &daemons {
+        let c = cluster_stats(d, |c| c.map.members.len() == 2);
+        assert!(c.takeovers >= 1, "m1's users fell to the others: {c:?}");
+    }
 }
 
 #[test]
@@ -185,6 +230,10 @@ fn garbage_under_the_prefix_does_not_stop_a_member() {
     assert!(alive(daemon.pid()), "the member is still running");
     assert!(etcd.lease_ttl(lease) > 0, "and still renews its lease");
     assert!(has(&etcd.get(&prefix), &own));
+    // The valid member under its own key is taken once; the rest skipped and counted.
+    let c = cluster_stats(&daemon, |c| c.bad_values > 0 && c.role == "active");
+    let ids: Vec<&str> = c.map.members.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(ids, ["g", "someone-else"], "{c:?}");
     assert_eq!(daemon.stop(), Some(0));
 }
 
