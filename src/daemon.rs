@@ -15,7 +15,9 @@ use mio::{Poll, Waker};
 use presenced_core::config::MAX_HORIZON_TICKS;
 use presenced_node::auth::{Keys, Verifier};
 use presenced_node::bus::{Inbox, ToHub, ToStore};
+use presenced_node::cluster::{ClusterConfig, EtcdEvent};
 use presenced_node::node::{NodeConfig, ShardNode, StoreLimits};
+use presenced_wire::cluster::Member;
 use presenced_wire::stats::StateStats;
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
@@ -57,6 +59,8 @@ pub struct Running {
     /// The push link's endpoints, threads and socket buffers.
     pub link_sockets: LinkSockets,
     metrics_handle: Option<crate::metrics::Handle>,
+    /// The etcd thread, in a cluster.
+    etcd: Option<crate::etcd::Handle>,
     stop: Arc<AtomicBool>,
     shards: Vec<JoinHandle<io::Result<()>>>,
     /// Each shard thread's sign of life.
@@ -337,6 +341,43 @@ pub fn start(settings: Settings) -> io::Result<Running> {
         }
         None => None,
     };
+    // In a cluster: the hub's view of it and the channel the etcd thread feeds it by.
+    let cluster = settings.cluster.enabled().then(|| {
+        let warm = settings.cluster.warm_for(&core);
+        let warm_at_ms = clock
+            .now()
+            .wall_ms
+            .saturating_add(u64::try_from(warm.as_millis()).unwrap_or(u64::MAX));
+        // The addresses as configured: the ports the kernel picks (port 0) are put in etcd
+        // once bound, below; the hub needs only the id.
+        let (link, heartbeat) = settings
+            .cluster
+            .advertised(settings.link.listen, settings.ingest.listen);
+        let member = Member {
+            id: settings.cluster.member.clone().unwrap_or_default(),
+            link,
+            heartbeat,
+            warm_at_ms,
+        };
+        let config = ClusterConfig {
+            member,
+            replicas: settings.cluster.replicas,
+            lease_ms: u64::try_from(settings.cluster.lease.as_millis()).unwrap_or(u64::MAX),
+            skew_ms: u64::try_from(settings.cluster.skew_allowance.as_millis()).unwrap_or(u64::MAX),
+        };
+        let (tx, rx) = crossbeam_channel::bounded::<EtcdEvent>(crate::etcd::EVENTS_CHANNEL);
+        (config, tx, rx)
+    });
+    let (hub_cluster, etcd_side) = match cluster {
+        Some((config, tx, rx)) => (
+            Some(link::ClusterWiring {
+                config: config.clone(),
+                events: rx,
+            }),
+            Some((config.member, tx)),
+        ),
+        None => (None, None),
+    };
     let link_sockets = settings.link.sockets(cores.service.len());
     let link_handle = link::start(
         settings.link.clone(),
@@ -354,11 +395,42 @@ pub fn start(settings: Settings) -> io::Result<Running> {
             keys: key_ring.clone(),
             history: state_dir.as_ref().map(|_| history_tx),
             state: figures.clone(),
-            cluster: None,
+            cluster: hub_cluster,
         },
         clock,
         stop.clone(),
     )?;
+    // The etcd thread, once the push link's port is bound (it is advertised in etcd).
+    let etcd = match etcd_side {
+        Some((member, events)) => {
+            let (link, heartbeat) = settings.cluster.advertised(
+                link_handle.addr,
+                heartbeat.first().copied().unwrap_or(settings.ingest.listen),
+            );
+            let setup = crate::etcd::EtcdSetup {
+                endpoints: settings
+                    .cluster
+                    .etcd
+                    .iter()
+                    .map(|u| u.as_str().to_string())
+                    .collect(),
+                prefix: settings.cluster.prefix(),
+                member: Member {
+                    link,
+                    heartbeat,
+                    ..member
+                },
+                lease: settings.cluster.lease,
+                warm: settings.cluster.warm_for(&core),
+                timeout: settings.cluster.connect_timeout,
+                events,
+                clock,
+                stop: stop.clone(),
+            };
+            Some(crate::etcd::start(setup)?)
+        }
+        None => None,
+    };
     let metrics_handle = match metrics_listener {
         Some(listener) => Some(crate::metrics::start(
             listener,
@@ -370,6 +442,7 @@ pub fn start(settings: Settings) -> io::Result<Running> {
                 state: figures,
                 state_wanted: settings.state.enabled,
                 started,
+                etcd_dropped: etcd.as_ref().map(|e| e.dropped.clone()),
             },
             stop.clone(),
         )?),
@@ -385,6 +458,7 @@ pub fn start(settings: Settings) -> io::Result<Running> {
         recv_buffer_bytes,
         metrics: metrics_handle.as_ref().map(|m| m.addr),
         metrics_handle,
+        etcd,
         stop,
         shards,
         beats,
@@ -487,7 +561,9 @@ impl Running {
         let m = self
             .metrics_handle
             .map_or(Ok(()), crate::metrics::Handle::join);
-        result.and(r).and(m)
+        // It revoked this member's lease on seeing the stop flag.
+        let e = self.etcd.map_or(Ok(()), crate::etcd::Handle::join);
+        result.and(r).and(m).and(e)
     }
 
     /// SIGHUP: puts in force what can change without a restart from `fresh` (the settings
@@ -566,6 +642,12 @@ impl Running {
             Some("store")
         } else if self.link_handle.is_finished() {
             Some("link")
+        } else if self
+            .etcd
+            .as_ref()
+            .is_some_and(crate::etcd::Handle::is_finished)
+        {
+            Some("etcd")
         } else {
             None
         }

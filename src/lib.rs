@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod cpu;
 pub mod daemon;
+pub mod etcd;
 pub mod ingest;
 pub mod keyfile;
 pub mod link;

@@ -44,7 +44,8 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use presenced_wire::health::{Health, Status};
 use presenced_wire::stats::{
-    AuthStats, CoreStats, GatewayStats, LinkStats, PerLinkStats, ShardStats, StateStats, Stats,
+    AuthStats, ClusterStats, CoreStats, GatewayStats, LinkStats, PerLinkStats, ShardStats,
+    StateStats, Stats,
 };
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
@@ -104,6 +105,8 @@ pub struct Probes {
     pub state_wanted: bool,
     /// When the daemon started.
     pub started: Instant,
+    /// In a cluster: the etcd thread's events the hub's channel had no room for.
+    pub etcd_dropped: Option<Arc<AtomicU64>>,
 }
 
 /// The running endpoint.
@@ -371,6 +374,11 @@ impl Endpoint {
             refused: self.refused.load(Ordering::Relaxed),
             timed_out: self.timed_out.load(Ordering::Relaxed),
             bad_requests: self.bad_requests.load(Ordering::Relaxed),
+            etcd_dropped: self
+                .probes
+                .etcd_dropped
+                .as_ref()
+                .map(|d| d.load(Ordering::Relaxed)),
         };
         let mut registry = Registry::default();
         registry.register_collector(Box::new(snapshot));
@@ -458,6 +466,7 @@ struct Snapshot {
     refused: u64,
     timed_out: u64,
     bad_requests: u64,
+    etcd_dropped: Option<u64>,
 }
 
 /// Writes metrics of one kind into a collector's encoder.
@@ -582,6 +591,17 @@ impl Collector for Snapshot {
             auth(&mut out, &stats.auth)?;
             state(&mut out, &stats.state)?;
             link(&mut out, &stats.link)?;
+            if let Some(c) = &stats.cluster {
+                cluster(&mut out, c)?;
+            }
+        }
+        if let Some(dropped) = self.etcd_dropped {
+            out.counter(
+                "presenced_cluster_etcd_events_dropped",
+                "What the etcd thread learnt that the hub's channel had no room for (the next \
+                 renewal or read of the member map says it again).",
+                dropped,
+            )?;
         }
         Ok(())
     }
@@ -1052,6 +1072,97 @@ fn state(out: &mut Out<'_>, state: &StateStats) -> fmt::Result {
     )
 }
 
+/// The roles a member may be in (`presenced_node::cluster::Role`), one gauge each.
+const CLUSTER_ROLES: [&str; 3] = ["joining", "active", "stepped_down"];
+
+fn cluster(out: &mut Out<'_>, cluster: &ClusterStats) -> fmt::Result {
+    let ClusterStats {
+        map,
+        role,
+        maps,
+        bad_values,
+        etcd_errors,
+        step_downs,
+        takeovers,
+        stale_maps,
+        not_primary,
+        gained,
+    } = cluster;
+    out.gauge(
+        "presenced_cluster_members",
+        "Members in the member map this member holds.",
+        map.members.len() as u64,
+    )?;
+    out.gauge(
+        "presenced_cluster_revision",
+        "The etcd revision the member map was read at (0: none read yet).",
+        map.revision,
+    )?;
+    out.gauge(
+        "presenced_cluster_etcd_up",
+        "1 while this member reaches etcd (else it serves its last member map).",
+        map.etcd,
+    )?;
+    let roles = CLUSTER_ROLES
+        .iter()
+        .map(|r| ([("role", r.to_string())], Value::from(role == r)));
+    out.family::<Labels1>(
+        "presenced_cluster_role",
+        "1 for this member's role: joining (not in the map yet), active (pushes for the users \
+         it is primary for) or stepped_down (its lease about to lapse unrenewed: pushes for no \
+         one).",
+        MetricType::Gauge,
+        roles,
+    )?;
+    for (name, help, v) in [
+        (
+            "presenced_cluster_maps",
+            "Member maps read from etcd and taken.",
+            maps,
+        ),
+        (
+            "presenced_cluster_bad_values",
+            "Values under the member prefix skipped as not a valid member (not JSON, another \
+             id than the key's, a bad address).",
+            bad_values,
+        ),
+        (
+            "presenced_cluster_etcd_errors",
+            "Times etcd turned unreachable.",
+            etcd_errors,
+        ),
+        (
+            "presenced_cluster_step_downs",
+            "Times this member stepped down (its lease about to lapse unrenewed).",
+            step_downs,
+        ),
+        (
+            "presenced_cluster_takeovers",
+            "Member maps in which a member left while this one was active (its users fell to \
+             their next replica).",
+            takeovers,
+        ),
+        (
+            "presenced_cluster_stale_maps",
+            "Gateways' requests answered with this member's map because theirs was another.",
+            stale_maps,
+        ),
+        (
+            "presenced_cluster_not_primary_transitions",
+            "Transitions not pushed because this member was not the user's primary.",
+            not_primary,
+        ),
+        (
+            "presenced_cluster_gained_users",
+            "Users named in LAGGED frames because this member became their primary.",
+            gained,
+        ),
+    ] {
+        out.counter(name, help, *v)?;
+    }
+    Ok(())
+}
+
 fn link(out: &mut Out<'_>, link: &LinkStats) -> fmt::Result {
     let LinkStats {
         links,
@@ -1207,4 +1318,85 @@ fn link_labels(l: &PerLinkStats) -> [(&'static str, String); 3] {
         ("peer", peer.to_string()),
         ("id", id.to_string()),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(stats: Stats, etcd_dropped: Option<u64>) -> String {
+        let snapshot = Snapshot {
+            stats: Some(Arc::new(stats)),
+            stats_age: Some(Duration::ZERO),
+            latency: Latency {
+                below: vec![0; LATENCY_BUCKETS_US.len()],
+                count: 0,
+                sum_us: 0,
+            },
+            uptime: Duration::ZERO,
+            stuck: Vec::new(),
+            shards: 0,
+            refused: 0,
+            timed_out: 0,
+            bad_requests: 0,
+            etcd_dropped,
+        };
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(snapshot));
+        let mut body = String::new();
+        prometheus_client::encoding::prometheus_text::encode(&mut body, &registry).unwrap();
+        body
+    }
+
+    #[test]
+    fn a_cluster_member_exports_its_map_role_and_counters_and_others_nothing_of_it() {
+        assert!(!text(Stats::default(), None).contains("presenced_cluster"));
+        let member = |id: &str| presenced_wire::cluster::Member {
+            id: id.to_owned(),
+            link: "127.0.0.1:7060".to_owned(),
+            heartbeat: "127.0.0.1:7070".to_owned(),
+            warm_at_ms: 0,
+        };
+        let stats = Stats {
+            cluster: Some(ClusterStats {
+                map: presenced_wire::cluster::MemberMap {
+                    from: "a".to_owned(),
+                    revision: 17,
+                    replicas: 2,
+                    etcd: true,
+                    members: vec![member("a"), member("b")],
+                },
+                role: "active".to_owned(),
+                maps: 3,
+                bad_values: 4,
+                etcd_errors: 5,
+                step_downs: 6,
+                takeovers: 7,
+                stale_maps: 8,
+                not_primary: 9,
+                gained: 10,
+            }),
+            ..Stats::default()
+        };
+        let body = text(stats, Some(11));
+        for line in [
+            "presenced_cluster_members 2",
+            "presenced_cluster_revision 17",
+            "presenced_cluster_etcd_up 1",
+            "presenced_cluster_role{role=\"joining\"} 0",
+            "presenced_cluster_role{role=\"active\"} 1",
+            "presenced_cluster_role{role=\"stepped_down\"} 0",
+            "presenced_cluster_maps_total 3",
+            "presenced_cluster_bad_values_total 4",
+            "presenced_cluster_etcd_errors_total 5",
+            "presenced_cluster_step_downs_total 6",
+            "presenced_cluster_takeovers_total 7",
+            "presenced_cluster_stale_maps_total 8",
+            "presenced_cluster_not_primary_transitions_total 9",
+            "presenced_cluster_gained_users_total 10",
+            "presenced_cluster_etcd_events_dropped_total 11",
+        ] {
+            assert!(body.lines().any(|l| l == line), "{line} in\n{body}");
+        }
+    }
 }

@@ -394,6 +394,43 @@ settings! {
         /// this long between requests; counted.
         read_timeout: Duration = secs(5), range ms(100)..=mins(1);
     }
+
+    /// `[cluster]`: this daemon as a member of a cluster, its membership and liveness in etcd
+    /// (off unless cluster.etcd is set).
+    [cluster] ClusterSettings {
+        /// etcd's client URLs, e.g. ["http://10.0.0.1:2379", "http://10.0.0.2:2379"] (plain
+        /// http: keep etcd on a network you trust; []: not a cluster member). etcd is on the control path only: while it is unreachable the
+        /// members keep their last member map and keep serving.
+        etcd: Vec<EtcdUrl> = Vec::new();
+        /// The cluster's name: its members' keys are /NAME/members/MEMBER in etcd (1-64 bytes
+        /// of A-Z a-z 0-9 . _ -).
+        name: String = "presenced".to_string(), range Id;
+        /// This member's id, unique in the cluster (1-64 bytes of A-Z a-z 0-9 . _ -); required
+        /// with cluster.etcd.
+        member: Option<String> = None, range Id;
+        /// TTL of this member's lease on its key: a member that stops renewing it (killed,
+        /// cut off from etcd) loses its users to their next replica after this long. etcd's
+        /// TTLs are whole seconds, at least 2.
+        lease: Duration = secs(2), range WholeSeconds(secs(2)..=mins(5));
+        /// Members holding each user's state (its replica set; the first warm one pushes).
+        replicas: u16 = 2, range 1..=presenced_wire::cluster::MAX_REPLICAS;
+        /// How far the members' clocks may disagree: a member that cannot renew its lease stops
+        /// pushing this long before the lease lapses (less than half of cluster.lease).
+        skew_allowance: Duration = ms(500), range ms(0)..=mins(2);
+        /// HOST:PORT the gateways and the other members reach this member's push link at
+        /// ("": link.listen, unless it is 0.0.0.0 or [::]).
+        advertise_link: Option<String> = None, range HostPort;
+        /// HOST:PORT the gateways send this member's heartbeats to ("": ingest.listen, unless
+        /// it is 0.0.0.0 or [::]).
+        advertise_heartbeat: Option<String> = None, range HostPort;
+        /// How long a member that joins (or comes back) warms, seeing every heartbeat, before
+        /// it may push for the users it gained (auto: the offline timeout,
+        /// presence.heartbeat_interval + 2 x presence.grace).
+        warm: Option<Duration> = None, range AutoOr(secs(0)..=days(1));
+        /// How long connecting to etcd, or one request to it, may take before etcd counts as
+        /// unreachable (then retried with a back-off of 250 ms to 1 s).
+        connect_timeout: Duration = secs(1), range ms(10)..=mins(1);
+    }
 }
 
 const fn v4(ip: [u8; 4], port: u16) -> SocketAddr {
@@ -486,6 +523,7 @@ impl Settings {
                 ),
             ));
         }
+        self.cluster.validate(&self.ingest, &self.link)?;
         let core = self.presence.core_config()?;
         // The longest deadline back-off makes must fit the core's horizon.
         let extended = CoreConfig {
@@ -638,6 +676,91 @@ impl LinkSettings {
         self.queue_bytes = queue_bytes;
         self.stall_timeout = stall_timeout;
         self.idle_timeout = idle_timeout;
+    }
+}
+
+impl ClusterSettings {
+    /// Whether this daemon is a cluster member (`cluster.etcd` is set).
+    pub fn enabled(&self) -> bool {
+        !self.etcd.is_empty()
+    }
+
+    /// The rules across keys, when `cluster.etcd` is set: a member id, a skew allowance under
+    /// half the lease, and addresses to advertise.
+    fn validate(&self, ingest: &IngestSettings, link: &LinkSettings) -> Result<(), SettingsError> {
+        if !self.enabled() {
+            return Ok(());
+        }
+        if self.member.is_none() {
+            return Err(error(
+                "cluster.member",
+                "is empty but cluster.etcd is set: give this member an id unique in the \
+                 cluster (1-64 bytes of A-Z a-z 0-9 . _ -), e.g. member = \"presenced-1\"",
+            ));
+        }
+        if self.skew_allowance * 2 >= self.lease {
+            return Err(error(
+                "cluster.skew_allowance",
+                format!(
+                    "is {}, not less than half of cluster.lease = {}: a member would stop \
+                     pushing before it renewed its lease; lower it or lengthen cluster.lease",
+                    show_duration(self.skew_allowance),
+                    show_duration(self.lease)
+                ),
+            ));
+        }
+        for (key, advertised, listen_key, listen) in [
+            (
+                "cluster.advertise_link",
+                &self.advertise_link,
+                "link.listen",
+                link.listen,
+            ),
+            (
+                "cluster.advertise_heartbeat",
+                &self.advertise_heartbeat,
+                "ingest.listen",
+                ingest.listen,
+            ),
+        ] {
+            if advertised.is_none() && listen.ip().is_unspecified() {
+                return Err(error(
+                    key,
+                    format!(
+                        "is empty and {listen_key} = {listen} names no one address the other \
+                         members and the gateways could reach: give HOST:PORT, e.g. \
+                         \"10.0.0.5:{}\"",
+                        listen.port()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// This member's key prefix in etcd: `/NAME/members/`.
+    pub fn prefix(&self) -> String {
+        format!("/{}/members/", self.name)
+    }
+
+    /// How long a joining member warms: `cluster.warm`, or the offline timeout of `core`.
+    pub fn warm_for(&self, core: &CoreConfig) -> Duration {
+        self.warm
+            .unwrap_or(Duration::from_micros(core.timeout_us()))
+    }
+
+    /// The push link's and the heartbeats' `HOST:PORT` to advertise: the settings, else the
+    /// addresses actually bound (`link`, `heartbeat`: with port 0 in the settings, the port
+    /// the kernel chose).
+    pub fn advertised(&self, link: SocketAddr, heartbeat: SocketAddr) -> (String, String) {
+        (
+            self.advertise_link
+                .clone()
+                .unwrap_or_else(|| link.to_string()),
+            self.advertise_heartbeat
+                .clone()
+                .unwrap_or_else(|| heartbeat.to_string()),
+        )
     }
 }
 
@@ -1117,7 +1240,7 @@ macro_rules! count_value {
     )+};
 }
 
-count_value!(u8, u32, usize);
+count_value!(u8, u16, u32, usize);
 
 /// The push link's endpoints, runtime threads and socket buffers ([`LinkSettings::sockets`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1299,6 +1422,145 @@ impl Value for Vec<Cidr> {
     }
 }
 
+const ETCD_URLS: &str =
+    "a list of etcd client URLs such as [\"http://10.0.0.1:2379\", \"http://10.0.0.2:2379\"]";
+
+/// The most etcd URLs `cluster.etcd` takes.
+pub const MAX_ETCD_URLS: usize = 16;
+
+/// One of etcd's client URLs (`cluster.etcd`): `http://HOST:PORT`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EtcdUrl(String);
+
+impl EtcdUrl {
+    /// The URL as written.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for EtcdUrl {
+    type Err = String;
+    fn from_str(text: &str) -> Result<EtcdUrl, String> {
+        let text = text.trim();
+        let host_port = text.strip_prefix("http://").ok_or_else(|| {
+            format!(
+                "`{text}` is not an etcd URL such as http://127.0.0.1:2379 (https is not \
+                 supported: reach etcd over a network you trust)"
+            )
+        })?;
+        check_host_port(host_port.trim_end_matches('/')).map_err(|e| format!("`{text}`: {e}"))?;
+        Ok(EtcdUrl(text.to_string()))
+    }
+}
+
+impl fmt::Display for EtcdUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// `cluster.etcd`: URLs, from a TOML list or, on the command line, separated by commas.
+impl Value for Vec<EtcdUrl> {
+    const EXPECTED: &'static str = ETCD_URLS;
+    fn from_scalar(scalar: Scalar) -> Result<Self, String> {
+        let items: Vec<String> = match scalar {
+            Scalar::List(items) => items
+                .into_iter()
+                .map(|item| match item {
+                    Scalar::Str(t) => Ok(t),
+                    other => Err(format!("`{other}` is not a URL (write it in quotes)")),
+                })
+                .collect::<Result<_, _>>()?,
+            Scalar::Str(t) => t
+                .split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(String::from)
+                .collect(),
+            other => return Err(format!("`{other}` is not {ETCD_URLS}")),
+        };
+        if items.len() > MAX_ETCD_URLS {
+            return Err(format!(
+                "lists {} URLs; give at most {MAX_ETCD_URLS}",
+                items.len()
+            ));
+        }
+        items.iter().map(|t| t.parse()).collect()
+    }
+    fn to_scalar(&self) -> Scalar {
+        Scalar::List(self.iter().map(|u| Scalar::Str(u.to_string())).collect())
+    }
+}
+
+/// `HOST:PORT` as advertised to others: a host (a name, an IPv4 address or a bracketed IPv6
+/// one) and a port 1-65535, at most [`MAX_ID_LEN`](presenced_wire::cluster::MAX_ID_LEN) bytes.
+fn check_host_port(text: &str) -> Result<(), String> {
+    let max = presenced_wire::cluster::MAX_ID_LEN;
+    let (host, port) = text
+        .rsplit_once(':')
+        .ok_or_else(|| format!("`{text}` has no port: give HOST:PORT"))?;
+    if host.is_empty() || text.len() > max {
+        return Err(format!("`{text}`: give HOST:PORT, at most {max} bytes"));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(()),
+        _ => Err(format!("`{text}`: the port must be 1-65535")),
+    }
+}
+
+/// `cluster.name`: text that must be given.
+impl Value for String {
+    const EXPECTED: &'static str = "text";
+    const TEXT: bool = true;
+    fn from_scalar(scalar: Scalar) -> Result<Self, String> {
+        match scalar {
+            Scalar::Str(t) => Ok(t.trim().to_string()),
+            other => Err(format!("`{other}` is not text (write it in quotes)")),
+        }
+    }
+    fn to_scalar(&self) -> Scalar {
+        Scalar::Str(self.clone())
+    }
+}
+
+/// `cluster.member`, `cluster.advertise_*`: optional text, `""` is none.
+impl Value for Option<String> {
+    const EXPECTED: &'static str = "text, or \"\" for none";
+    const TEXT: bool = true;
+    fn from_scalar(scalar: Scalar) -> Result<Self, String> {
+        match scalar {
+            Scalar::Str(t) if t.trim().is_empty() => Ok(None),
+            Scalar::Str(t) => Ok(Some(t.trim().to_string())),
+            other => Err(format!(
+                "`{other}` is not text (write it in quotes, or \"\" for none)"
+            )),
+        }
+    }
+    fn to_scalar(&self) -> Scalar {
+        Scalar::Str(self.clone().unwrap_or_default())
+    }
+}
+
+/// `cluster.warm`: `auto` (`None`) or a duration.
+impl Value for Option<Duration> {
+    const EXPECTED: &'static str = "auto, or a duration such as 500us, 10ms, 20s, 5m, 2h or 30d";
+    fn from_scalar(scalar: Scalar) -> Result<Self, String> {
+        match &scalar {
+            Scalar::Str(t) if t.trim() == "auto" => Ok(None),
+            _ => Duration::from_scalar(scalar)
+                .map(Some)
+                .map_err(|e| format!("{e}, or auto")),
+        }
+    }
+    fn to_scalar(&self) -> Scalar {
+        match self {
+            None => Scalar::Str("auto".into()),
+            Some(d) => d.to_scalar(),
+        }
+    }
+}
+
 /// How much the daemon logs (`log.level`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum LogLevel {
@@ -1405,11 +1667,11 @@ impl Valid<usize> for PowerOfTwo {
     }
 }
 
-/// `auto`, or a count within a range.
-struct AutoOr(RangeInclusive<u32>);
+/// `auto`, or a value within a range.
+struct AutoOr<T>(RangeInclusive<T>);
 
-impl Valid<Option<u32>> for AutoOr {
-    fn check(&self, value: &Option<u32>) -> Result<(), String> {
+impl<T: Value + PartialOrd> Valid<Option<T>> for AutoOr<T> {
+    fn check(&self, value: &Option<T>) -> Result<(), String> {
         match value {
             None => Ok(()),
             Some(n) => self.0.check(n).map_err(|e| format!("{e}, or auto")),
@@ -1417,6 +1679,66 @@ impl Valid<Option<u32>> for AutoOr {
     }
     fn describe(&self) -> String {
         format!("auto, or {}", self.0.describe())
+    }
+}
+
+/// A member id or a cluster name: 1-64 bytes of `A-Z a-z 0-9 . _ -` (optional: or none).
+struct Id;
+
+const ID: &str = "1-64 bytes of A-Z a-z 0-9 . _ -";
+
+impl Valid<String> for Id {
+    fn check(&self, value: &String) -> Result<(), String> {
+        if presenced_wire::cluster::valid_id(value) {
+            Ok(())
+        } else {
+            Err(format!("is `{value}`; use {ID}"))
+        }
+    }
+    fn describe(&self) -> String {
+        ID.to_string()
+    }
+}
+
+impl Valid<Option<String>> for Id {
+    fn check(&self, value: &Option<String>) -> Result<(), String> {
+        value.as_ref().map_or(Ok(()), |v| Id.check(v))
+    }
+    fn describe(&self) -> String {
+        format!("{ID}, or \"\" for none")
+    }
+}
+
+/// An optional `HOST:PORT` to advertise.
+struct HostPort;
+
+impl Valid<Option<String>> for HostPort {
+    fn check(&self, value: &Option<String>) -> Result<(), String> {
+        value.as_deref().map_or(Ok(()), check_host_port)
+    }
+    fn describe(&self) -> String {
+        "HOST:PORT such as 10.0.0.5:7070 or [2001:db8::5]:7070, or \"\" for none".to_string()
+    }
+}
+
+/// Whole seconds within a range (etcd's lease TTLs).
+struct WholeSeconds(RangeInclusive<Duration>);
+
+impl Valid<Duration> for WholeSeconds {
+    fn check(&self, value: &Duration) -> Result<(), String> {
+        if value.subsec_nanos() != 0 {
+            return Err(format!(
+                "is {}; etcd's lease TTLs are whole seconds: use {}",
+                show_duration(*value),
+                self.describe()
+            ));
+        }
+        self.0.check(value).map_err(|e| {
+            format!("{e} (etcd's lease TTLs are whole seconds, and it grants at least 2)")
+        })
+    }
+    fn describe(&self) -> String {
+        format!("whole seconds, {}", self.0.describe())
     }
 }
 
@@ -1909,6 +2231,84 @@ mod tests {
         assert!(w[0].starts_with("presence.grace = 0s"));
         assert!(w[1].starts_with("auth.max_clock_skew = 100ms"));
         assert!(Settings::default().warnings().is_empty());
+    }
+
+    #[test]
+    fn a_cluster_member_needs_an_id_a_lease_of_whole_seconds_and_addresses_to_advertise() {
+        let s = build(&[]).unwrap();
+        assert!(!s.cluster.enabled());
+        assert_eq!(s.cluster.lease, Duration::from_secs(2));
+        assert_eq!(s.cluster.replicas, 2);
+        assert_eq!(s.cluster.prefix(), "/presenced/members/");
+        let core = s.presence.core_config().unwrap();
+        assert_eq!(s.cluster.warm_for(&core), Duration::from_secs(44));
+
+        let on = "cluster.etcd=http://127.0.0.1:2379, http://10.0.0.2:2379/";
+        let s = build(&[
+            on,
+            "cluster.member=m-1",
+            "cluster.name=prod.eu",
+            "cluster.lease=3s",
+            "cluster.warm=5s",
+            "cluster.advertise_link=presence-1.example:7060",
+        ])
+        .unwrap();
+        assert!(s.cluster.enabled());
+        assert_eq!(s.cluster.etcd.len(), 2);
+        assert_eq!(s.cluster.etcd[0].as_str(), "http://127.0.0.1:2379");
+        assert_eq!(s.cluster.member.as_deref(), Some("m-1"));
+        assert_eq!(s.cluster.prefix(), "/prod.eu/members/");
+        assert_eq!(s.cluster.warm_for(&core), Duration::from_secs(5));
+        let bound = |a: &str| a.parse::<SocketAddr>().unwrap();
+        assert_eq!(
+            s.cluster
+                .advertised(bound("127.0.0.1:40000"), bound("127.0.0.1:40001")),
+            (
+                "presence-1.example:7060".to_string(),
+                "127.0.0.1:40001".to_string()
+            )
+        );
+
+        let e = build(&[on]).unwrap_err();
+        assert_eq!(e.key, "cluster.member");
+        assert!(e.problem.contains("cluster.etcd is set"), "{e}");
+        for bad in ["1s", "1500ms", "2500ms", "10m"] {
+            let e = build(&[on, "cluster.member=a", &format!("cluster.lease={bad}")]).unwrap_err();
+            assert_eq!(e.key, "cluster.lease", "{bad}");
+            assert!(e.problem.contains("whole seconds"), "{bad}: {e}");
+        }
+        let e = build(&[on, "cluster.member=a", "cluster.skew_allowance=1s"]).unwrap_err();
+        assert_eq!(e.key, "cluster.skew_allowance");
+        assert!(e.problem.contains("half of cluster.lease"), "{e}");
+        build(&[on, "cluster.member=a", "cluster.skew_allowance=999ms"]).unwrap();
+        assert_eq!(key_of(&["cluster.member=a b"]), "cluster.member");
+        assert_eq!(key_of(&["cluster.name=a/b"]), "cluster.name");
+        assert_eq!(key_of(&["cluster.name="]), "cluster.name");
+        assert_eq!(key_of(&["cluster.replicas=0"]), "cluster.replicas");
+        assert_eq!(key_of(&["cluster.replicas=9"]), "cluster.replicas");
+        assert_eq!(key_of(&["cluster.etcd=127.0.0.1:2379"]), "cluster.etcd");
+        assert_eq!(key_of(&["cluster.etcd=https://e:2379"]), "cluster.etcd");
+        assert_eq!(key_of(&["cluster.etcd=http://e"]), "cluster.etcd");
+        assert_eq!(key_of(&["cluster.warm=soon"]), "cluster.warm");
+        for bad in ["nohost", ":7060", "h:0", "h:70000"] {
+            assert_eq!(
+                key_of(&[&format!("cluster.advertise_heartbeat={bad}")]),
+                "cluster.advertise_heartbeat",
+                "{bad}"
+            );
+        }
+        let everywhere = [
+            on,
+            "cluster.member=a",
+            "link.listen=0.0.0.0:7060",
+            "auth.allow_unauthenticated=true",
+        ];
+        let e = build(&everywhere).unwrap_err();
+        assert_eq!(e.key, "cluster.advertise_link");
+        assert!(e.problem.contains("link.listen = 0.0.0.0:7060"), "{e}");
+        let mut advertised = everywhere.to_vec();
+        advertised.push("cluster.advertise_link=10.0.0.5:7060");
+        build(&advertised).unwrap();
     }
 
     #[test]
