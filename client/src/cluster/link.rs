@@ -19,6 +19,11 @@ use tokio::sync::{mpsc, Mutex, Notify};
 
 /// How often the driver looks again without being woken (reconnects, warm members).
 const RETRY: Duration = Duration::from_millis(500);
+/// How long a member's link may take to connect before the driver gives up until its next
+/// look.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long an UNSUBSCRIBE at a member the users moved away from may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What a [`ClusterLink`] reports.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -127,9 +132,8 @@ impl ClusterLink {
     /// Watches `users`: subscribes each at its primary, now and whenever it moves; returns
     /// the records of the first subscriptions (those newer than any reported before).
     pub async fn subscribe(&self, users: &[u64]) -> Result<Vec<PresenceRecord>, ClientError> {
-        let mut state = self.inner.state.lock().await;
-        state.core.watch(users);
-        place(&self.inner, &mut state).await
+        self.inner.state.lock().await.core.watch(users);
+        place(&self.inner).await
     }
 
     /// Stops watching `users` (UNSUBSCRIBE where each is subscribed).
@@ -147,10 +151,10 @@ impl ClusterLink {
     /// Presence of `users`, each asked of its primary, in the order given (a user whose
     /// primary cannot be reached fails the whole query).
     pub async fn query(&self, users: &[u64]) -> Result<Vec<PresenceRecord>, ClientError> {
-        let mut state = self.inner.state.lock().await;
+        let routes = self.inner.state.lock().await.core.route(users, now_ms());
         let mut found = BTreeMap::new();
-        for (member, group) in state.core.route(users, now_ms()) {
-            let link = link_to(&self.inner, &mut state, &member).await?;
+        for (member, group) in routes {
+            let link = link_to(&self.inner, &member).await?;
             for r in link.query(&group).await? {
                 found.insert(r.user, r);
             }
@@ -178,52 +182,71 @@ impl ClusterLink {
     }
 }
 
-/// The link to `member`, connecting it (and starting its pump) if there is none.
-async fn link_to(
-    inner: &Arc<Inner>,
-    state: &mut State,
-    member: &str,
-) -> Result<Arc<LinkClient>, ClientError> {
-    if let Some(link) = state.links.get(member) {
-        return Ok(link.clone());
-    }
-    let address = state
-        .core
-        .map()
-        .and_then(|m| m.member(member))
-        .map(|m| m.link.clone())
-        .ok_or_else(|| ClientError::Config(format!("member {member} is not in the map")))?;
+/// The link to `member`, connecting it (and starting its pump) if there is none. The state
+/// is not held while connecting: a member that does not answer (killed, not yet listening)
+/// delays no other link's pushes, and gives up after [`CONNECT_TIMEOUT`].
+async fn link_to(inner: &Arc<Inner>, member: &str) -> Result<Arc<LinkClient>, ClientError> {
+    let address = {
+        let state = inner.state.lock().await;
+        if let Some(link) = state.links.get(member) {
+            return Ok(link.clone());
+        }
+        state
+            .core
+            .map()
+            .and_then(|m| m.member(member))
+            .map(|m| m.link.clone())
+            .ok_or_else(|| ClientError::Config(format!("member {member} is not in the map")))?
+    };
     let addr = tokio::net::lookup_host(&address)
         .await?
         .next()
         .ok_or_else(|| ClientError::Config(format!("member {member}: cannot resolve {address}")))?;
-    let link = Arc::new(LinkClient::connect(addr, inner.options.clone()).await?);
+    let connect = LinkClient::connect(addr, inner.options.clone());
+    let link = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+        .await
+        .map_err(|_| ClientError::Connect(format!("member {member} at {addr}: no answer")))??;
+    let link = Arc::new(link);
+    let mut state = inner.state.lock().await;
+    if let Some(raced) = state.links.get(member) {
+        // Another task connected meanwhile: keep its link.
+        return Ok(raced.clone());
+    }
     state.links.insert(member.to_owned(), link.clone());
     tokio::spawn(pump(inner.clone(), member.to_owned(), link.clone()));
     Ok(link)
 }
 
 /// Subscribes the users not subscribed at their primary there, then unsubscribes them where
-/// they were; the records applied (forwards only).
-async fn place(inner: &Arc<Inner>, state: &mut State) -> Result<Vec<PresenceRecord>, ClientError> {
+/// they were; the records applied (forwards only). The state is held only between the
+/// requests, never across one.
+async fn place(inner: &Arc<Inner>) -> Result<Vec<PresenceRecord>, ClientError> {
     let mut records = Vec::new();
     let mut first_error = None;
-    for (member, users) in state.core.poll_subscribe(now_ms()) {
-        let link = match link_to(inner, state, &member).await {
-            Ok(l) => l,
-            Err(e) => {
-                first_error.get_or_insert(e);
-                continue;
-            }
+    let due = inner.state.lock().await.core.poll_subscribe(now_ms());
+    for (member, users) in due {
+        let subscribed = match link_to(inner, &member).await {
+            Ok(link) => link.subscribe(&users).await,
+            Err(e) => Err(e),
         };
-        match link.subscribe(&users).await {
+        match subscribed {
             Ok(got) => {
-                records.extend(got.into_iter().filter(|r| state.core.apply_record(r)));
-                for (old, users) in state.core.subscribed(&member, &users) {
-                    if let Some(old) = state.links.get(&old) {
-                        // The old member may be gone: its link's end is reported by its pump.
-                        let _ = old.unsubscribe(&users).await;
-                    }
+                let olds: Vec<(Arc<LinkClient>, Vec<u64>)> = {
+                    let mut state = inner.state.lock().await;
+                    records.extend(got.into_iter().filter(|r| state.core.apply_record(r)));
+                    let due = state.core.subscribed(&member, &users);
+                    due.into_iter()
+                        .filter_map(|(old, users)| Some((state.links.get(&old)?.clone(), users)))
+                        .collect()
+                };
+                for (old, users) in olds {
+                    // The old member may be gone (killed, its link not yet timed out): the
+                    // UNSUBSCRIBE goes on its own, bounded, so the records above are not held
+                    // back by a link that will never answer.
+                    tokio::spawn(async move {
+                        let _ =
+                            tokio::time::timeout(REQUEST_TIMEOUT, old.unsubscribe(&users)).await;
+                    });
                 }
             }
             Err(e) => {
@@ -273,11 +296,13 @@ async fn pump(inner: Arc<Inner>, member: String, link: Arc<LinkClient>) {
                             .into_iter()
                             .filter(|&u| state.core.subscribed_at(u).is_some())
                             .collect();
-                        requery(&inner, &mut state, &users).await;
+                        drop(state);
+                        requery(&inner, &users).await;
                     }
                     Some(Push::LaggedAll) => {
                         let users: Vec<u64> = state.core.watched_at(&member);
-                        requery(&inner, &mut state, &users).await;
+                        drop(state);
+                        requery(&inner, &users).await;
                     }
                     Some(Push::Closed { .. }) | None => {
                         state.core.link_lost(&member);
@@ -294,18 +319,26 @@ async fn pump(inner: Arc<Inner>, member: String, link: Arc<LinkClient>) {
 
 /// Re-queries `users` at their primaries after LAGGED, over the links open (a primary
 /// without one is subscribed, with its records, by the driver's next placing); passes on the
-/// newer records.
-async fn requery(inner: &Arc<Inner>, state: &mut State, users: &[u64]) {
-    for (member, group) in state.core.route(users, now_ms()) {
-        if let Some(link) = state.links.get(&member).cloned() {
-            if let Ok(records) = link.query(&group).await {
-                let newer: Vec<PresenceRecord> = records
-                    .into_iter()
-                    .filter(|r| state.core.apply_record(r))
-                    .collect();
-                if !newer.is_empty() {
-                    let _ = inner.out.send(ClusterPush::Records(newer));
-                }
+/// newer records. The state is not held across a query.
+async fn requery(inner: &Arc<Inner>, users: &[u64]) {
+    let routes: Vec<(Arc<LinkClient>, Vec<u64>)> = {
+        let state = inner.state.lock().await;
+        state
+            .core
+            .route(users, now_ms())
+            .into_iter()
+            .filter_map(|(member, group)| Some((state.links.get(&member)?.clone(), group)))
+            .collect()
+    };
+    for (link, group) in routes {
+        if let Ok(records) = link.query(&group).await {
+            let mut state = inner.state.lock().await;
+            let newer: Vec<PresenceRecord> = records
+                .into_iter()
+                .filter(|r| state.core.apply_record(r))
+                .collect();
+            if !newer.is_empty() {
+                let _ = inner.out.send(ClusterPush::Records(newer));
             }
         }
     }
@@ -316,8 +349,7 @@ async fn requery(inner: &Arc<Inner>, state: &mut State, users: &[u64]) {
 async fn drive(inner: Arc<Inner>) {
     loop {
         let _ = tokio::time::timeout(RETRY, inner.wake.notified()).await;
-        let mut state = inner.state.lock().await;
-        if let Ok(records) = place(&inner, &mut state).await {
+        if let Ok(records) = place(&inner).await {
             if !records.is_empty() {
                 let _ = inner.out.send(ClusterPush::Records(records));
             }
