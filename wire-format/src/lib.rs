@@ -1,5 +1,5 @@
 //! presenced wire format: the heartbeat datagram, version 1 (this module), its authentication
-//! ([`auth`]), the push link, protocol versions 1 and 2 ([`link`]), the user → shard owner
+//! ([`auth`]), the push link, protocol versions 1 to 4 ([`link`]), the cluster's member map and placement ([`cluster`]), the user → shard owner
 //! function ([`shard_of`]), the typed STATS schema ([`stats`]) and the metrics endpoint's
 //! health answer ([`health`]).
 //!
