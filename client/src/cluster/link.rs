@@ -42,6 +42,35 @@ pub enum ClusterPush {
 struct State {
     core: ClusterCore,
     links: BTreeMap<String, Arc<LinkClient>>,
+    /// The address each link in `links` was opened to: a map that gives the member another
+    /// (it restarted on other ports) or none (it left) retires the link.
+    addresses: BTreeMap<String, String>,
+}
+
+impl State {
+    /// Whether `link` is the one held for `member`.
+    fn holds(&self, member: &str, link: &Arc<LinkClient>) -> bool {
+        self.links.get(member).is_some_and(|l| Arc::ptr_eq(l, link))
+    }
+
+    /// Retires the links of members the map held no longer lists at the address they were
+    /// opened to; their users are placed again.
+    fn retire_stale_links(&mut self) {
+        let stale: Vec<String> = self
+            .links
+            .keys()
+            .filter(|id| {
+                let listed = self.core.map().and_then(|m| m.member(id)).map(|m| &m.link);
+                listed != self.addresses.get(*id)
+            })
+            .cloned()
+            .collect();
+        for id in stale {
+            self.links.remove(&id);
+            self.addresses.remove(&id);
+            self.core.link_lost(&id);
+        }
+    }
 }
 
 struct Inner {
@@ -99,17 +128,24 @@ impl ClusterLink {
                 state: Mutex::new(State {
                     core,
                     links: BTreeMap::new(),
+                    addresses: BTreeMap::new(),
                 }),
                 wake: Notify::new(),
                 out: tx,
             });
             let link = Arc::new(link);
-            inner
-                .state
-                .lock()
-                .await
-                .links
-                .insert(from.clone(), link.clone());
+            {
+                let mut state = inner.state.lock().await;
+                let address = state
+                    .core
+                    .map()
+                    .and_then(|m| m.member(&from))
+                    .map(|m| m.link.clone());
+                state.links.insert(from.clone(), link.clone());
+                state
+                    .addresses
+                    .insert(from.clone(), address.unwrap_or_default());
+            }
             tokio::spawn(pump(inner.clone(), from, link));
             let driver = tokio::spawn(drive(inner.clone()));
             return Ok(ClusterLink {
@@ -213,6 +249,7 @@ async fn link_to(inner: &Arc<Inner>, member: &str) -> Result<Arc<LinkClient>, Cl
         return Ok(raced.clone());
     }
     state.links.insert(member.to_owned(), link.clone());
+    state.addresses.insert(member.to_owned(), address);
     tokio::spawn(pump(inner.clone(), member.to_owned(), link.clone()));
     Ok(link)
 }
@@ -276,13 +313,21 @@ async fn pump(inner: Arc<Inner>, member: String, link: Arc<LinkClient>) {
                     if state.core.handle_map(map.clone()) == super::MapVerdict::Accept
                         && revision != Some(map.revision)
                     {
+                        state.retire_stale_links();
                         let _ = inner.out.send(ClusterPush::Map(map));
                         inner.wake.notify_one();
+                    }
+                    if !state.holds(&member, &link) {
+                        // Retired: the map no longer lists this member at this address.
+                        return;
                     }
                 }
             }
             push = link.next_push() => {
                 let mut state = inner.state.lock().await;
+                if !state.holds(&member, &link) {
+                    return;
+                }
                 match push {
                     Some(Push::Events(events)) => {
                         let newer: Vec<Event> =
@@ -305,10 +350,14 @@ async fn pump(inner: Arc<Inner>, member: String, link: Arc<LinkClient>) {
                         requery(&inner, &users).await;
                     }
                     Some(Push::Closed { .. }) | None => {
-                        state.core.link_lost(&member);
-                        state.links.remove(&member);
-                        let _ = inner.out.send(ClusterPush::MemberLost(member));
-                        inner.wake.notify_one();
+                        // A retired link's end changes nothing: another may be held by now.
+                        if state.holds(&member, &link) {
+                            state.core.link_lost(&member);
+                            state.links.remove(&member);
+                            state.addresses.remove(&member);
+                            let _ = inner.out.send(ClusterPush::MemberLost(member));
+                            inner.wake.notify_one();
+                        }
                         return;
                     }
                 }
