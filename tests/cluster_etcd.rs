@@ -361,6 +361,7 @@ fn the_etcd_thread_tells_the_hub_of_its_lease_the_map_and_etcd_s_absence() {
         events: tx,
         clock,
         stop: stop.clone(),
+        probe: None,
     })
     .unwrap();
     let next = || {
@@ -536,6 +537,7 @@ fn an_etcd_answering_garbage_is_unreachable_and_retried() {
         events: tx,
         clock: presenced::time::Clock::start_at(0),
         stop: stop.clone(),
+        probe: None,
     })
     .unwrap();
     let until = Instant::now() + Duration::from_secs(3);
