@@ -814,3 +814,139 @@ async fn an_etcd_that_no_member_reaches_stops_no_pushes() {
     stop.store(true, Ordering::Relaxed);
     sender.join().unwrap();
 }
+
+/// A TCP forwarder on loopback to `to`, for a member whose way to etcd the test cuts: dropping
+/// it (or [`Proxy::cut`]) closes every forwarded connection and refuses new ones.
+struct Proxy {
+    addr: std::net::SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    open: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Proxy {
+    fn start(to: std::net::SocketAddr) -> Proxy {
+        use std::sync::{Arc, Mutex};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let open = Arc::new(Mutex::new(Vec::new()));
+        let (stopping, streams) = (stop.clone(), open.clone());
+        let thread = std::thread::spawn(move || {
+            while !stopping.load(Ordering::Relaxed) {
+                let Ok((client, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
+                client.set_nonblocking(false).unwrap();
+                let Ok(server) = std::net::TcpStream::connect(to) else {
+                    continue;
+                };
+                let mut held = streams.lock().unwrap();
+                for (mut from, mut into) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server.try_clone().unwrap(), client.try_clone().unwrap()),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut into);
+                        let _ = into.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+                held.extend([client, server]);
+            }
+        });
+        Proxy {
+            addr,
+            stop,
+            open,
+            thread: Some(thread),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Closes every forwarded connection and stops listening.
+    fn cut(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            thread.join().unwrap();
+        }
+        for s in self.open.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.cut();
+    }
+}
+
+/// A member cut off from etcd alone hears from the others that they reach it: it steps down
+/// before its lease lapses, and the two others, active throughout, take its users over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_cut_off_from_etcd_alone_steps_down() {
+    let etcd = Etcd::start();
+    let name = cluster_name();
+    let cert = SharedCert::new();
+    let to: std::net::SocketAddr = etcd.url().trim_start_matches("http://").parse().unwrap();
+    let mut proxy = Proxy::start(to);
+    let daemons = [
+        probed_member(&etcd.url(), &name, "q1", &cert),
+        probed_member(&etcd.url(), &name, "q2", &cert),
+        probed_member(&proxy.url(), &name, "q3", &cert),
+    ];
+    let mut links = Vec::new();
+    for d in &daemons {
+        links.push(stats_link(d).await);
+    }
+    let before = all_active(&links, 3).await;
+
+    let cut = Instant::now();
+    proxy.cut();
+    // q3 renewed at most a second before the cut: it steps down by 2.5 s after it (lease −
+    // skew allowance), before etcd lets its lease lapse at 3 s.
+    let stepped = loop {
+        let c = cluster_of(&links[2]).await;
+        if c.role == "stepped_down" {
+            break cut.elapsed();
+        }
+        assert_eq!(c.role, "active", "q3: {c:?}");
+        assert!(
+            cut.elapsed() < Duration::from_secs(3),
+            "q3 still active: {c:?}"
+        );
+        for (l, id) in links[..2].iter().zip(["q1", "q2"]) {
+            let c = cluster_of(l).await;
+            assert_eq!(c.role, "active", "{id}: {c:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    eprintln!("q3 stepped down {} ms after the cut", stepped.as_millis());
+    // q3's key lapses; q1 and q2, active throughout, take its users over.
+    let until = Instant::now() + Duration::from_secs(6);
+    loop {
+        let mut now = Vec::new();
+        for l in &links[..2] {
+            let c = cluster_of(l).await;
+            assert_eq!(c.role, "active", "{c:?}");
+            now.push(c);
+        }
+        if now
+            .iter()
+            .zip(&before)
+            .all(|(c, b)| c.map.members.len() == 2 && c.takeovers > b.takeovers)
+        {
+            break;
+        }
+        assert!(Instant::now() < until, "no takeover: {now:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let c = cluster_of(&links[2]).await;
+    assert_eq!(c.role, "stepped_down", "q3 stays down: {c:?}");
+    assert!(!c.map.etcd);
+}
