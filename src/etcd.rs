@@ -190,7 +190,8 @@ impl Etcd {
                         backoff = BACKOFF_MIN;
                     }
                     self.send(EtcdEvent::Unreachable);
-                    self.probe(Some(self.members.clone()));
+                    // No map read yet: no one to ask (and no role to keep).
+                    self.probe((!self.members.is_empty()).then(|| self.members.clone()));
                     self.client = None;
                     if self.up != Some(false) {
                         tracing::warn!(

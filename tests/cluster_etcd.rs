@@ -568,6 +568,7 @@ impl SharedCert {
     fn new() -> SharedCert {
         use std::os::unix::fs::PermissionsExt;
         let dir = common::StateDir::new();
+        std::fs::create_dir_all(dir.path()).unwrap();
         let made = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
             .unwrap();
         std::fs::write(dir.path().join("cert.pem"), made.cert.pem()).unwrap();
@@ -691,13 +692,27 @@ async fn transition(
 /// etcd down for every member for 30 s: each asks the others over their push links, all say
 /// they are cut off too, so each stays active and keeps pushing its users' transitions; once
 /// etcd is back they hold their leases and stay active.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_etcd_that_no_member_reaches_stops_no_pushes() {
+#[test]
+fn an_etcd_that_no_member_reaches_stops_no_pushes() {
+    // The etcd helper blocks on a runtime of its own: it lives outside this one.
+    let etcd = Etcd::start();
+    let etcd = multi_thread().block_on(no_member_reaches(etcd));
+    drop(etcd);
+}
+
+fn multi_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+async fn no_member_reaches(mut etcd: Etcd) -> Etcd {
     use presenced_wire::link::WireState;
     use std::sync::atomic::AtomicBool;
     use std::sync::Arc;
 
-    let mut etcd = Etcd::start();
     let name = cluster_name();
     let cert = SharedCert::new();
     let ids = ["p1", "p2", "p3"];
@@ -733,7 +748,7 @@ async fn an_etcd_that_no_member_reaches_stops_no_pushes() {
     );
 
     let down = Instant::now();
-    etcd.pause();
+    tokio::task::block_in_place(|| etcd.pause());
     // 30 s: every member's role each second; user 1 toggled every 3 s, each transition pushed
     // by its primary within 2 s.
     let mut toggles = 0;
@@ -782,7 +797,7 @@ async fn an_etcd_that_no_member_reaches_stops_no_pushes() {
     // etcd back: each member reconnects (a member hearing that another reaches etcd again
     // retries at once), holds its lease (etcd extends leases across its restart) and stays
     // active.
-    etcd.resume();
+    tokio::task::block_in_place(|| etcd.resume());
     let until = Instant::now() + Duration::from_secs(5);
     loop {
         let mut all = Vec::new();
@@ -813,6 +828,7 @@ async fn an_etcd_that_no_member_reaches_stops_no_pushes() {
     }
     stop.store(true, Ordering::Relaxed);
     sender.join().unwrap();
+    etcd
 }
 
 /// A TCP forwarder on loopback to `to`, for a member whose way to etcd the test cuts: dropping
@@ -888,9 +904,13 @@ impl Drop for Proxy {
 
 /// A member cut off from etcd alone hears from the others that they reach it: it steps down
 /// before its lease lapses, and the two others, active throughout, take its users over.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_member_cut_off_from_etcd_alone_steps_down() {
+#[test]
+fn a_member_cut_off_from_etcd_alone_steps_down() {
     let etcd = Etcd::start();
+    multi_thread().block_on(cut_off_alone(&etcd));
+}
+
+async fn cut_off_alone(etcd: &Etcd) {
     let name = cluster_name();
     let cert = SharedCert::new();
     let to: std::net::SocketAddr = etcd.url().trim_start_matches("http://").parse().unwrap();
