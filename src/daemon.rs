@@ -426,6 +426,7 @@ pub fn start(settings: Settings) -> io::Result<Running> {
                 events,
                 clock,
                 stop: stop.clone(),
+                probe: peer_probe(&settings, keys.as_deref())?,
             };
             Some(crate::etcd::start(setup)?)
         }
@@ -676,4 +677,43 @@ impl Running {
         // Fails only when the shard is stopping, which the watchdog then sees.
         let _ = self.peers[index].waker.wake();
     }
+}
+
+/// The peer probe's setup (`crate::peer_probe`), or `None` with a log line saying why this
+/// member will step down when it loses etcd even if every member lost it. A `cluster.peer_ca`
+/// (or `link.cert`) that gives no certificate to trust stops the start, naming the key.
+fn peer_probe(
+    settings: &Settings,
+    keys: Option<&Keys>,
+) -> io::Result<Option<crate::peer_probe::ProbeSetup>> {
+    let Some(ca) = settings.cluster.peer_ca(&settings.link) else {
+        tracing::warn!(
+            "cluster: no cluster.peer_ca nor link.cert, so this member cannot check the other              members' push links: it asks none of them whether they reach etcd, and steps down              when it loses etcd, even if every member lost it"
+        );
+        return Ok(None);
+    };
+    if keys.is_some_and(Keys::links_required) {
+        tracing::warn!(
+            "cluster: push links need a token ([links] in auth.keys_file) and the peer probe has              none: this member asks no other member whether it reaches etcd, and steps down              when it loses etcd, even if every member lost it"
+        );
+        return Ok(None);
+    }
+    let key = if settings.cluster.peer_ca.is_some() {
+        "cluster.peer_ca"
+    } else {
+        "link.cert"
+    };
+    let trust = presenced_client::Trust::CaFile(ca.clone());
+    presenced_client::client_config(&trust).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("setting `{key}` (the peer probe's trust): {e}"),
+        )
+    })?;
+    Ok(Some(crate::peer_probe::ProbeSetup {
+        own: settings.cluster.member.clone().unwrap_or_default(),
+        trust,
+        lease: settings.cluster.lease,
+        timeout: settings.cluster.connect_timeout,
+    }))
 }

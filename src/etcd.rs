@@ -16,12 +16,20 @@
 //!
 //! The events go on a bounded channel; a full one drops the event and counts it (the next
 //! read of the map or renewal says it again).
+//!
+//! While etcd is unreachable, the peer probe (`crate::peer_probe`, a task on this thread's
+//! runtime, when `cluster.peer_ca` or `link.cert` lets it trust the other members) asks the
+//! members of the last map read whether they reach etcd, so that an etcd no member reaches does
+//! not make every member step down. The thread keeps that list parsed as the hub parses it
+//! (`presenced_node::cluster::parse_members`) and tells the probe when to start and stop; a
+//! member that says it reaches etcd cuts the back-off short.
 
 use crate::log::Every;
+use crate::peer_probe::{Probe, ProbeSetup};
 use crate::time::Clock;
 use crossbeam_channel::{Sender, TrySendError};
 use etcd_client::{Client, ConnectOptions, GetOptions, PutOptions, WatchOptions};
-use presenced_node::cluster::EtcdEvent;
+use presenced_node::cluster::{parse_members, EtcdEvent};
 use presenced_wire::cluster::Member;
 use std::future::Future;
 use std::io;
@@ -29,6 +37,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
+use tokio::sync::{watch, Notify};
 
 /// Events the channel to the hub holds; more are dropped and counted.
 pub const EVENTS_CHANNEL: usize = 64;
@@ -61,6 +70,8 @@ pub struct EtcdSetup {
     pub clock: Clock,
     /// Set when the daemon stops.
     pub stop: Arc<AtomicBool>,
+    /// The peer probe's settings (`None`: no probe; an outage makes this member step down).
+    pub probe: Option<ProbeSetup>,
 }
 
 /// The running thread.
@@ -90,6 +101,13 @@ pub fn start(setup: EtcdSetup) -> io::Result<Handle> {
         .enable_all()
         .build()?;
     let dropped = Arc::new(AtomicU64::new(0));
+    let wake = Arc::new(Notify::new());
+    let (outage, outage_rx) = watch::channel(None);
+    let mut setup = setup;
+    let probe = setup
+        .probe
+        .take()
+        .map(|probe| Probe::new(probe, setup.events.clone(), dropped.clone(), wake.clone()));
     let mut etcd = Etcd {
         member: setup.member.clone(),
         setup,
@@ -98,10 +116,20 @@ pub fn start(setup: EtcdSetup) -> io::Result<Handle> {
         lease_id: None,
         leases: 0,
         up: None,
+        members: Vec::new(),
+        outage,
+        wake,
     };
     let thread = std::thread::Builder::new()
         .name("etcd".into())
-        .spawn(move || runtime.block_on(etcd.run()))?;
+        .spawn(move || {
+            runtime.block_on(async move {
+                if let Some(probe) = probe {
+                    tokio::spawn(probe.run(outage_rx));
+                }
+                etcd.run().await;
+            });
+        })?;
     Ok(Handle { dropped, thread })
 }
 
@@ -128,6 +156,12 @@ struct Etcd {
     leases: u64,
     /// Whether etcd was reachable at the last change (`None`: not tried yet), for the log.
     up: Option<bool>,
+    /// The members of the last map read (kept while etcd is unreachable).
+    members: Vec<Member>,
+    /// What the peer probe should do: `Some(members)` to ask while etcd is unreachable.
+    outage: watch::Sender<Option<Vec<Member>>>,
+    /// Notified by the probe when a member reaches etcd: retry now.
+    wake: Arc<Notify>,
 }
 
 impl Etcd {
@@ -156,6 +190,8 @@ impl Etcd {
                         backoff = BACKOFF_MIN;
                     }
                     self.send(EtcdEvent::Unreachable);
+                    // No map read yet: no one to ask (and no role to keep).
+                    self.probe((!self.members.is_empty()).then(|| self.members.clone()));
                     self.client = None;
                     if self.up != Some(false) {
                         tracing::warn!(
@@ -185,16 +221,30 @@ impl Etcd {
         self.setup.stop.load(Ordering::Relaxed)
     }
 
-    /// Sleeps for `d`, or less when the daemon stops; true if it is stopping.
+    /// Sleeps for `d`, or less when the daemon stops or the probe heard that a member reaches
+    /// etcd; true if it is stopping.
     async fn sleep(&self, d: Duration) -> bool {
         let until = tokio::time::Instant::now() + d;
         while tokio::time::Instant::now() < until {
             if self.stopping() {
                 return true;
             }
-            tokio::time::sleep_until(until.min(tokio::time::Instant::now() + STOP_POLL)).await;
+            let poll = until.min(tokio::time::Instant::now() + STOP_POLL);
+            tokio::select! {
+                () = tokio::time::sleep_until(poll) => {}
+                () = self.wake.notified() => break,
+            }
         }
         self.stopping()
+    }
+
+    /// Tells the peer probe what to ask (`None`: nothing, etcd answers).
+    fn probe(&self, members: Option<Vec<Member>>) {
+        self.outage.send_if_modified(|now| {
+            let changed = *now != members;
+            *now = members;
+            changed
+        });
     }
 
     fn send(&self, event: EtcdEvent) {
@@ -299,6 +349,7 @@ impl Etcd {
                 );
             }
             self.up = Some(true);
+            self.probe(None);
             (keeper, renewals)
         };
         let revision = self.read_members(&mut client).await?;
@@ -354,7 +405,7 @@ impl Etcd {
     }
 
     /// Reads every key under the prefix and sends the map; returns the read's revision.
-    async fn read_members(&self, client: &mut Client) -> Result<i64, Failure> {
+    async fn read_members(&mut self, client: &mut Client) -> Result<i64, Failure> {
         let read = self
             .timed(
                 "get",
@@ -382,7 +433,10 @@ impl Etcd {
                     kv.value().to_vec(),
                 )
             })
-            .collect();
+            .collect::<Vec<_>>();
+        // The probe's list, parsed as the hub parses its map (what is skipped is the hub's to
+        // count and log).
+        self.members = parse_members(values.clone()).0;
         self.send(EtcdEvent::Members {
             revision: u64::try_from(revision).unwrap_or(0),
             values,

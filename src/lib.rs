@@ -15,6 +15,7 @@ pub mod log;
 pub mod memory;
 pub mod metrics;
 pub mod notify;
+pub mod peer_probe;
 pub mod reload;
 pub mod settings;
 pub mod shard_thread;

@@ -430,6 +430,13 @@ settings! {
         /// How long connecting to etcd, or one request to it, may take before etcd counts as
         /// unreachable (then retried with a back-off of 250 ms to 1 s).
         connect_timeout: Duration = secs(1), range ms(10)..=mins(1);
+        /// PEM file of the CA (or of the members' certificates) to trust for the other members'
+        /// push links ("": link.cert, since members usually share a certificate or a CA). While
+        /// etcd is unreachable this member asks the others over their links whether they reach
+        /// it, and keeps its users only while none does; with neither file, or push links that
+        /// need a token ([links] in auth.keys_file), it asks no one and steps down when its
+        /// lease runs out, even if etcd is down for every member.
+        peer_ca: Option<PathBuf> = None;
     }
 }
 
@@ -741,6 +748,12 @@ impl ClusterSettings {
     /// This member's key prefix in etcd: `/NAME/members/`.
     pub fn prefix(&self) -> String {
         format!("/{}/members/", self.name)
+    }
+
+    /// The file the peer probe trusts the other members' certificates by: `cluster.peer_ca`,
+    /// else `link.cert` (`None`: no probe).
+    pub fn peer_ca<'a>(&'a self, link: &'a LinkSettings) -> Option<&'a PathBuf> {
+        self.peer_ca.as_ref().or(link.cert.as_ref())
     }
 
     /// How long a joining member warms: `cluster.warm`, or the offline timeout of `core`.

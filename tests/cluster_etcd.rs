@@ -361,6 +361,7 @@ fn the_etcd_thread_tells_the_hub_of_its_lease_the_map_and_etcd_s_absence() {
         events: tx,
         clock,
         stop: stop.clone(),
+        probe: None,
     })
     .unwrap();
     let next = || {
@@ -536,6 +537,7 @@ fn an_etcd_answering_garbage_is_unreachable_and_retried() {
         events: tx,
         clock: presenced::time::Clock::start_at(0),
         stop: stop.clone(),
+        probe: None,
     })
     .unwrap();
     let until = Instant::now() + Duration::from_secs(3);
@@ -554,4 +556,417 @@ fn an_etcd_answering_garbage_is_unreachable_and_retried() {
     let stopping = Instant::now();
     handle.join().unwrap();
     assert!(stopping.elapsed() < Duration::from_secs(2));
+}
+
+/// A certificate for `localhost` and 127.0.0.1 that the test's members share (`link.cert`,
+/// `link.key`), so each trusts the others' push links by its own certificate.
+struct SharedCert {
+    dir: common::StateDir,
+}
+
+impl SharedCert {
+    fn new() -> SharedCert {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = common::StateDir::new();
+        std::fs::create_dir_all(dir.path()).unwrap();
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+            .unwrap();
+        std::fs::write(dir.path().join("cert.pem"), made.cert.pem()).unwrap();
+        let key = dir.path().join("key.pem");
+        std::fs::write(&key, made.key_pair.serialize_pem()).unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        SharedCert { dir }
+    }
+
+    fn settings(&self) -> [String; 2] {
+        [
+            format!("link.cert={}", self.dir.path().join("cert.pem").display()),
+            format!("link.key={}", self.dir.path().join("key.pem").display()),
+        ]
+    }
+}
+
+/// The probe tests' lease and etcd timeout: a renewal every second, a step-down 2.5 s after
+/// the last one.
+const PROBED: &[&str] = &["cluster.lease=3s", "cluster.connect_timeout=300ms"];
+
+/// Member `id` with the shared certificate and [`PROBED`]'s lease.
+fn probed_member(etcd: &str, name: &str, id: &str, cert: &SharedCert) -> Daemon {
+    let tls = cert.settings();
+    let mut extra: Vec<&str> = PROBED.to_vec();
+    extra.extend(tls.iter().map(String::as_str));
+    member(etcd, name, id, &extra)
+}
+
+async fn stats_link(d: &Daemon) -> LinkClient {
+    let options = ConnectOptions {
+        client_name: "test".into(),
+        trust: Trust::InsecureLocal,
+        server_name: "localhost".into(),
+        token: None,
+    };
+    LinkClient::connect(d.link, options).await.unwrap()
+}
+
+async fn cluster_of(link: &LinkClient) -> ClusterStats {
+    link.stats()
+        .await
+        .unwrap()
+        .cluster
+        .expect("a cluster section")
+}
+
+/// Waits (at most 15 s) until every member sees all of `n` members and is active.
+async fn all_active(links: &[LinkClient], n: usize) -> Vec<ClusterStats> {
+    let until = Instant::now() + Duration::from_secs(15);
+    loop {
+        let mut all = Vec::new();
+        for l in links {
+            all.push(cluster_of(l).await);
+        }
+        if all
+            .iter()
+            .all(|c| c.map.members.len() == n && c.role == "active")
+        {
+            return all;
+        }
+        assert!(Instant::now() < until, "not all active: {all:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Sends heartbeats of users 1..=4 (device 1) to every member every 100 ms; user 1 is online
+/// while `online` holds, logged out while not. Stops when `stop` is set.
+fn heartbeats(
+    members: &[&Daemon],
+    online: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    use presenced_client::{entry, HeartbeatClient};
+    use presenced_wire::State;
+    let mut gateways: Vec<HeartbeatClient> = members
+        .iter()
+        .map(|d| HeartbeatClient::new(1, 1, d.heartbeat).unwrap())
+        .collect();
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            for gw in &mut gateways {
+                for user in 1..=4 {
+                    let state = if user != 1 || online.load(Ordering::Relaxed) {
+                        State::Online
+                    } else {
+                        State::Offline
+                    };
+                    gw.push(entry(user, 1, state, true)).unwrap();
+                }
+                gw.flush().unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    })
+}
+
+/// Waits up to `within` for a transition of `user` to `state` on `link`.
+async fn transition(
+    link: &LinkClient,
+    user: u64,
+    state: presenced_wire::link::WireState,
+    within: Duration,
+) -> bool {
+    use presenced_client::Push;
+    let until = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(until, link.next_push()).await {
+            Ok(Some(Push::Events(events))) => {
+                if events.iter().any(|e| e.user == user && e.state == state) {
+                    return true;
+                }
+            }
+            Ok(Some(Push::Closed { message, .. })) => panic!("the link closed: {message}"),
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => return false,
+        }
+    }
+}
+
+/// etcd down for every member for 30 s: each asks the others over their push links, all say
+/// they are cut off too, so each stays active and keeps pushing its users' transitions; once
+/// etcd is back they hold their leases and stay active.
+#[test]
+fn an_etcd_that_no_member_reaches_stops_no_pushes() {
+    // The etcd helper blocks on a runtime of its own: it lives outside this one.
+    let etcd = Etcd::start();
+    let etcd = multi_thread().block_on(no_member_reaches(etcd));
+    drop(etcd);
+}
+
+fn multi_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+async fn no_member_reaches(mut etcd: Etcd) -> Etcd {
+    use presenced_wire::link::WireState;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+
+    let name = cluster_name();
+    let cert = SharedCert::new();
+    let ids = ["p1", "p2", "p3"];
+    let daemons: Vec<Daemon> = ids
+        .iter()
+        .map(|id| probed_member(&etcd.url(), &name, id, &cert))
+        .collect();
+    let mut links = Vec::new();
+    for d in &daemons {
+        links.push(stats_link(d).await);
+    }
+    let before = all_active(&links, 3).await;
+    let map = &before[0].map;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let primary = map.placement().primary(1, now_ms).unwrap();
+    let id = &map.members[primary].id;
+    let at = ids.iter().position(|i| i == id).unwrap();
+    let subscriber = stats_link(&daemons[at]).await;
+    subscriber.subscribe(&[1]).await.unwrap();
+    let online = Arc::new(AtomicBool::new(true));
+    let stop = Arc::new(AtomicBool::new(false));
+    let sender = heartbeats(
+        &daemons.iter().collect::<Vec<_>>(),
+        online.clone(),
+        stop.clone(),
+    );
+    assert!(
+        transition(&subscriber, 1, WireState::Online, Duration::from_secs(3)).await,
+        "user 1 online at its primary {id}"
+    );
+
+    let down = Instant::now();
+    tokio::task::block_in_place(|| etcd.pause());
+    // 30 s: every member's role each second; user 1 toggled every 3 s, each transition pushed
+    // by its primary within 2 s.
+    let mut toggles = 0;
+    let mut pushed = 0;
+    let mut samples = 0;
+    while down.elapsed() < Duration::from_secs(30) {
+        let second = Instant::now();
+        for (l, id) in links.iter().zip(ids) {
+            let c = cluster_of(l).await;
+            assert_eq!(
+                c.role,
+                "active",
+                "{id} {:.1} s into etcd's outage: {c:?}",
+                down.elapsed().as_secs_f64()
+            );
+            if down.elapsed() > Duration::from_secs(3) {
+                assert!(!c.map.etcd, "{id} does not reach etcd: {c:?}");
+            }
+            samples += 1;
+        }
+        if samples % 9 == 0 {
+            let to = !online.load(Ordering::Relaxed);
+            online.store(to, Ordering::Relaxed);
+            toggles += 1;
+            let state = if to {
+                WireState::Online
+            } else {
+                WireState::Offline
+            };
+            if transition(&subscriber, 1, state, Duration::from_secs(2)).await {
+                pushed += 1;
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1).saturating_sub(second.elapsed())).await;
+    }
+    assert!(toggles >= 9, "{toggles} toggles");
+    assert_eq!(pushed, toggles, "every transition pushed during the outage");
+    for (l, id) in links.iter().zip(ids) {
+        let c = cluster_of(l).await;
+        assert_eq!(
+            c.step_downs, 0,
+            "{id} never stepped down in the outage: {c:?}"
+        );
+    }
+
+    // etcd back: each member reconnects (a member hearing that another reaches etcd again
+    // retries at once), holds its lease (etcd extends leases across its restart) and stays
+    // active.
+    tokio::task::block_in_place(|| etcd.resume());
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut all = Vec::new();
+        for l in &links {
+            all.push(cluster_of(l).await);
+        }
+        if all.iter().all(|c| c.map.etcd && c.role == "active") {
+            break;
+        }
+        assert!(Instant::now() < until, "back with etcd: {all:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let back = Instant::now();
+    while back.elapsed() < Duration::from_secs(5) {
+        for (l, id) in links.iter().zip(ids) {
+            let c = cluster_of(l).await;
+            assert_eq!(c.role, "active", "{id} after etcd came back: {c:?}");
+            assert_eq!(c.map.members.len(), 3, "{id}: {c:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for (l, id) in links.iter().zip(ids) {
+        let c = cluster_of(l).await;
+        eprintln!(
+            "{id} after the outage: step_downs {}, etcd_errors {}",
+            c.step_downs, c.etcd_errors
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    sender.join().unwrap();
+    etcd
+}
+
+/// A TCP forwarder on loopback to `to`, for a member whose way to etcd the test cuts: dropping
+/// it (or [`Proxy::cut`]) closes every forwarded connection and refuses new ones.
+struct Proxy {
+    addr: std::net::SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    open: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Proxy {
+    fn start(to: std::net::SocketAddr) -> Proxy {
+        use std::sync::{Arc, Mutex};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let open = Arc::new(Mutex::new(Vec::new()));
+        let (stopping, streams) = (stop.clone(), open.clone());
+        let thread = std::thread::spawn(move || {
+            while !stopping.load(Ordering::Relaxed) {
+                let Ok((client, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
+                client.set_nonblocking(false).unwrap();
+                let Ok(server) = std::net::TcpStream::connect(to) else {
+                    continue;
+                };
+                let mut held = streams.lock().unwrap();
+                for (mut from, mut into) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server.try_clone().unwrap(), client.try_clone().unwrap()),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut into);
+                        let _ = into.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+                held.extend([client, server]);
+            }
+        });
+        Proxy {
+            addr,
+            stop,
+            open,
+            thread: Some(thread),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Closes every forwarded connection and stops listening.
+    fn cut(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            thread.join().unwrap();
+        }
+        for s in self.open.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.cut();
+    }
+}
+
+/// A member cut off from etcd alone hears from the others that they reach it: it steps down
+/// before its lease lapses, and the two others, active throughout, take its users over.
+#[test]
+fn a_member_cut_off_from_etcd_alone_steps_down() {
+    let etcd = Etcd::start();
+    multi_thread().block_on(cut_off_alone(&etcd));
+}
+
+async fn cut_off_alone(etcd: &Etcd) {
+    let name = cluster_name();
+    let cert = SharedCert::new();
+    let to: std::net::SocketAddr = etcd.url().trim_start_matches("http://").parse().unwrap();
+    let mut proxy = Proxy::start(to);
+    let daemons = [
+        probed_member(&etcd.url(), &name, "q1", &cert),
+        probed_member(&etcd.url(), &name, "q2", &cert),
+        probed_member(&proxy.url(), &name, "q3", &cert),
+    ];
+    let mut links = Vec::new();
+    for d in &daemons {
+        links.push(stats_link(d).await);
+    }
+    let before = all_active(&links, 3).await;
+
+    let cut = Instant::now();
+    proxy.cut();
+    // q3 renewed at most a second before the cut: it steps down by 2.5 s after it (lease −
+    // skew allowance), before etcd lets its lease lapse at 3 s.
+    let stepped = loop {
+        let c = cluster_of(&links[2]).await;
+        if c.role == "stepped_down" {
+            break cut.elapsed();
+        }
+        assert_eq!(c.role, "active", "q3: {c:?}");
+        assert!(
+            cut.elapsed() < Duration::from_secs(3),
+            "q3 still active: {c:?}"
+        );
+        for (l, id) in links[..2].iter().zip(["q1", "q2"]) {
+            let c = cluster_of(l).await;
+            assert_eq!(c.role, "active", "{id}: {c:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    eprintln!("q3 stepped down {} ms after the cut", stepped.as_millis());
+    // q3's key lapses; q1 and q2, active throughout, take its users over.
+    let until = Instant::now() + Duration::from_secs(6);
+    loop {
+        let mut now = Vec::new();
+        for l in &links[..2] {
+            let c = cluster_of(l).await;
+            assert_eq!(c.role, "active", "{c:?}");
+            now.push(c);
+        }
+        if now
+            .iter()
+            .zip(&before)
+            .all(|(c, b)| c.map.members.len() == 2 && c.takeovers > b.takeovers)
+        {
+            break;
+        }
+        assert!(Instant::now() < until, "no takeover: {now:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let c = cluster_of(&links[2]).await;
+    assert_eq!(c.role, "stepped_down", "q3 stays down: {c:?}");
+    assert!(!c.map.etcd);
 }

@@ -360,28 +360,11 @@ impl Cluster {
         if revision < self.map.revision {
             return;
         }
-        let mut members = Vec::with_capacity(values.len());
-        for (key, value) in values {
-            let member = match serde_json::from_slice::<Member>(&value) {
-                Ok(m) if m.id != key => Err(format!("the value names member {:?}", m.id)),
-                Ok(m) => m.check().map(|()| m).map_err(|e| e.to_string()),
-                Err(e) => Err(format!("not a member's JSON: {e}")),
-            };
-            match member {
-                Ok(m) if members.len() < presenced_wire::cluster::MAX_MEMBERS => members.push(m),
-                Ok(m) => {
-                    self.stats.bad_values += 1;
-                    let reason = "more members than a map holds".to_owned();
-                    self.event(ClusterEvent::BadValue { key: m.id, reason });
-                }
-                Err(reason) => {
-                    self.stats.bad_values += 1;
-                    self.event(ClusterEvent::BadValue { key, reason });
-                }
-            }
+        let (members, bad) = parse_members(values);
+        for (key, reason) in bad {
+            self.stats.bad_values += 1;
+            self.event(ClusterEvent::BadValue { key, reason });
         }
-        members.sort_by(|a, b| a.id.cmp(&b.id));
-        members.dedup_by(|a, b| a.id == b.id);
         let left = self
             .map
             .members
@@ -400,6 +383,31 @@ impl Cluster {
         };
         self.event(event);
     }
+}
+
+/// The members among the values under the cluster's member prefix (`(id from the key, value)`),
+/// sorted by id, one per id, at most [`MAX_MEMBERS`](presenced_wire::cluster::MAX_MEMBERS);
+/// and the values skipped, as `(key, why)`: not a member's JSON, another id than the key's, an
+/// invalid member, one more than a map holds. One rule for the hub's map and for the etcd
+/// thread's list of peers to probe, so both see the same members.
+pub fn parse_members(values: Vec<(String, Vec<u8>)>) -> (Vec<Member>, Vec<(String, String)>) {
+    let mut members = Vec::with_capacity(values.len());
+    let mut bad = Vec::new();
+    for (key, value) in values {
+        let member = match serde_json::from_slice::<Member>(&value) {
+            Ok(m) if m.id != key => Err(format!("the value names member {:?}", m.id)),
+            Ok(m) => m.check().map(|()| m).map_err(|e| e.to_string()),
+            Err(e) => Err(format!("not a member's JSON: {e}")),
+        };
+        match member {
+            Ok(m) if members.len() < presenced_wire::cluster::MAX_MEMBERS => members.push(m),
+            Ok(m) => bad.push((m.id, "more members than a map holds".to_owned())),
+            Err(reason) => bad.push((key, reason)),
+        }
+    }
+    members.sort_by(|a, b| a.id.cmp(&b.id));
+    members.dedup_by(|a, b| a.id == b.id);
+    (members, bad)
 }
 
 #[cfg(test)]
