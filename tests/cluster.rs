@@ -108,8 +108,8 @@ fn settled(s: &ClusterStats, n: usize) -> bool {
 /// What the gateway did and what its subscriber saw.
 #[derive(Default)]
 struct Log {
-    /// Per churn user, each state it was put in (true: online), in order.
-    truth: BTreeMap<u64, Vec<bool>>,
+    /// Per churn user, each state it was put in (true: online) and when (Unix ms), in order.
+    truth: BTreeMap<u64, Vec<(u64, bool)>>,
     /// Per user, each state reported (records and events), in order.
     seen: BTreeMap<u64, Vec<(WireState, u64)>>,
 }
@@ -208,7 +208,12 @@ impl Gateway {
                         };
                         if on != online[&user] {
                             online.insert(user, on);
-                            log.lock().unwrap().truth.entry(user).or_default().push(on);
+                            log.lock()
+                                .unwrap()
+                                .truth
+                                .entry(user)
+                                .or_default()
+                                .push((now_ms(), on));
                         }
                         let state = if on { State::Online } else { State::Offline };
                         // A logged-out device's logout is repeated each beat (UDP).
@@ -280,7 +285,7 @@ fn missing_or_false(log: &Log) -> Vec<(u64, Vec<bool>, Vec<bool>)> {
             }
         }
         let mut truth = vec![false];
-        for &on in log.truth.get(&user).map(Vec::as_slice).unwrap_or(&[]) {
+        for &(_, on) in log.truth.get(&user).map(Vec::as_slice).unwrap_or(&[]) {
             if truth.last() != Some(&on) {
                 truth.push(on);
             }
@@ -299,22 +304,50 @@ fn versions_grow(log: &Log) -> bool {
         .all(|seen| seen.windows(2).all(|w| w[0].1 < w[1].1))
 }
 
+/// The members' ids.
+const IDS: [&str; 3] = ["a", "b", "c"];
+
+/// An etcd and three members on it, each with a state directory of its own.
+struct Cluster {
+    etcd: Etcd,
+    name: String,
+    dirs: Vec<StateDir>,
+    members: Vec<Option<Daemon>>,
+}
+
+impl Cluster {
+    /// Starts them and waits until every member is active and warm in a map of three.
+    fn start(rt: &tokio::runtime::Runtime) -> Cluster {
+        let etcd = Etcd::start();
+        let name = cluster_name();
+        let dirs: Vec<StateDir> = IDS.iter().map(|_| StateDir::new()).collect();
+        let members: Vec<Option<Daemon>> = IDS
+            .iter()
+            .zip(&dirs)
+            .map(|(id, dir)| Some(member(&etcd, &name, id, dir)))
+            .collect();
+        for m in members.iter().flatten() {
+            wait_cluster(rt, m, Duration::from_secs(20), |s| settled(s, 3));
+        }
+        Cluster {
+            etcd,
+            name,
+            dirs,
+            members,
+        }
+    }
+}
+
 #[test]
 fn a_killed_primary_s_users_move_to_their_next_replica_with_no_false_or_missing_transition() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let rt = runtime();
-    let etcd = Etcd::start();
-    let name = cluster_name();
-    let dirs: Vec<StateDir> = (0..3).map(|_| StateDir::new()).collect();
-    let ids = ["a", "b", "c"];
-    let mut members: Vec<Option<Daemon>> = ids
-        .iter()
-        .zip(&dirs)
-        .map(|(id, dir)| Some(member(&etcd, &name, id, dir)))
-        .collect();
-    for m in members.iter().flatten() {
-        wait_cluster(&rt, m, Duration::from_secs(20), |s| settled(s, 3));
-    }
+    let Cluster {
+        etcd,
+        name,
+        dirs,
+        mut members,
+    } = Cluster::start(&rt);
     let seeds: Vec<_> = members.iter().flatten().map(|m| m.link).collect();
     let gateway = Gateway::start(&rt, &seeds);
     std::thread::sleep(Duration::from_secs(3));
@@ -323,7 +356,7 @@ fn a_killed_primary_s_users_move_to_their_next_replica_with_no_false_or_missing_
     // and prints the failover times: benches/README.md "Cluster".
     let rounds: usize = std::env::var("CLUSTER_FAILOVERS").map_or(1, |n| n.parse().unwrap());
     let (mut expiry, mut takeover) = (Vec::new(), Vec::new());
-    let mut victims = Vec::new();
+    let (mut victims, mut killed_ms) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
         // The member that is primary for the most steady users goes, as in a crash.
         let map = gateway.map();
@@ -334,12 +367,13 @@ fn a_killed_primary_s_users_move_to_their_next_replica_with_no_false_or_missing_
         }
         let victim = (0..load.len()).max_by_key(|&i| load[i]).unwrap();
         let victim_id = map.members[victim].id.clone();
-        let index = ids.iter().position(|id| **id == victim_id).unwrap();
+        let index = IDS.iter().position(|id| *id == victim_id).unwrap();
         let users: Vec<u64> = STEADY.collect();
         let before = rt.block_on(gateway.queries.query(&users)).unwrap();
         let killed_at = Instant::now();
         members[index].take().unwrap().signal(libc::SIGKILL);
         victims.push(victim_id.clone());
+        killed_ms.push(now_ms());
 
         // etcd lets its lease lapse; each survivor then takes over: its map no longer has the
         // victim and it is active, so it pushes the victim's users' transitions.
@@ -399,7 +433,18 @@ fn a_killed_primary_s_users_move_to_their_next_replica_with_no_false_or_missing_
     let wrong = false_offlines(&log);
     assert!(wrong.is_empty(), "false offlines: {wrong:?}");
     let missing = missing_or_false(&log);
-    assert_eq!(missing, vec![], "(user, done, seen); killed: {victims:?}");
+    // On a miss, the first user's story: what was done when, what was seen (state, version,
+    // the version's ms), and when each kill was.
+    let story = missing.first().map(|(user, _, _)| {
+        let seen: Vec<(WireState, u64)> =
+            log.seen[user].iter().map(|&(s, v)| (s, v >> 16)).collect();
+        (user, log.truth.get(user).cloned(), seen)
+    });
+    assert_eq!(
+        missing,
+        vec![],
+        "(user, done, seen); killed {victims:?} at {killed_ms:?}; first: {story:?}"
+    );
     assert!(versions_grow(&log));
 }
 
@@ -407,18 +452,12 @@ fn a_killed_primary_s_users_move_to_their_next_replica_with_no_false_or_missing_
 fn a_rolling_restart_of_every_member_shows_no_false_transition() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let rt = runtime();
-    let etcd = Etcd::start();
-    let name = cluster_name();
-    let dirs: Vec<StateDir> = (0..3).map(|_| StateDir::new()).collect();
-    let ids = ["a", "b", "c"];
-    let mut members: Vec<Option<Daemon>> = ids
-        .iter()
-        .zip(&dirs)
-        .map(|(id, dir)| Some(member(&etcd, &name, id, dir)))
-        .collect();
-    for m in members.iter().flatten() {
-        wait_cluster(&rt, m, Duration::from_secs(20), |s| settled(s, 3));
-    }
+    let Cluster {
+        etcd,
+        name,
+        dirs,
+        mut members,
+    } = Cluster::start(&rt);
     let seeds: Vec<_> = members.iter().flatten().map(|m| m.link).collect();
     let gateway = Gateway::start(&rt, &seeds);
     std::thread::sleep(Duration::from_secs(2));
@@ -427,7 +466,7 @@ fn a_rolling_restart_of_every_member_shows_no_false_transition() {
         // and starts again on its state, warming before it is anyone's primary again.
         let old = members[i].take().unwrap();
         assert_eq!(old.stop(), Some(0));
-        members[i] = Some(member(&etcd, &name, ids[i], &dirs[i]));
+        members[i] = Some(member(&etcd, &name, IDS[i], &dirs[i]));
         for m in members.iter().flatten() {
             wait_cluster(&rt, m, Duration::from_secs(20), |s| settled(s, 3));
         }
