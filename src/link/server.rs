@@ -606,7 +606,7 @@ impl LinkTask<'_> {
     /// Checks one request frame against the link's limits, in SPEC.md § P6.8's order, and
     /// forwards it to the hub.
     fn request(&mut self, frame: &[u8]) -> Result<(), Fatal> {
-        let s = &self.limits;
+        let max_users = self.limits.max_users_per_request;
         let link = self.id;
         let decoded = match self.version.decode_client(frame).map_err(fatal_frame)? {
             wire::GatewayFrame::Common(frame) => frame,
@@ -626,22 +626,13 @@ impl LinkTask<'_> {
         let Some(request) = decoded.request_id() else {
             return Err(hello_again());
         };
-        if self.in_flight >= s.max_requests_in_flight {
-            let message = format!(
-                "{} requests already in flight; link.max_requests_in_flight is {}",
-                self.in_flight, s.max_requests_in_flight
-            );
-            self.refuse(request, wire::ErrorCode::TooManyRequests, &message);
+        if self.refused_in_flight(request) {
             return Ok(());
         }
-        if let Some(users) = decoded
-            .users()
-            .filter(|u| u.len() > s.max_users_per_request)
-        {
+        if let Some(users) = decoded.users().filter(|u| u.len() > max_users) {
             let message = format!(
-                "{} users in one request; link.max_users_per_request is {}",
+                "{} users in one request; link.max_users_per_request is {max_users}",
                 users.len(),
-                s.max_users_per_request
             );
             self.refuse(request, wire::ErrorCode::TooManyUsers, &message);
             return Ok(());
@@ -692,15 +683,25 @@ impl LinkTask<'_> {
         self.event(LinkEvent::Command(command))
     }
 
+    /// Refuses `request` (`too_many_requests`) when the link has `link.max_requests_in_flight`
+    /// requests in flight already; whether it did.
+    fn refused_in_flight(&mut self, request: u32) -> bool {
+        let max = self.limits.max_requests_in_flight;
+        if self.in_flight < max {
+            return false;
+        }
+        let message = format!(
+            "{} requests already in flight; link.max_requests_in_flight is {max}",
+            self.in_flight
+        );
+        self.refuse(request, wire::ErrorCode::TooManyRequests, &message);
+        true
+    }
+
     /// MAP (SPEC.md § P6.14): in flight like any request; the hub answers with its member map
     /// when the gateway's differs, then ACK.
     fn map(&mut self, request: u32, revision: u64) -> Result<(), Fatal> {
-        if self.in_flight >= self.limits.max_requests_in_flight {
-            let message = format!(
-                "{} requests already in flight; link.max_requests_in_flight is {}",
-                self.in_flight, self.limits.max_requests_in_flight
-            );
-            self.refuse(request, wire::ErrorCode::TooManyRequests, &message);
+        if self.refused_in_flight(request) {
             return Ok(());
         }
         self.in_flight += 1;
@@ -715,14 +716,8 @@ impl LinkTask<'_> {
     /// HISTORY (SPEC.md § P6.12): in flight like any request, answered by the store thread on
     /// the link's own queue; refused when no state is kept or the store is too busy.
     fn history(&mut self, request: wire::HistoryRequest) -> Result<(), Fatal> {
-        let s = &self.limits;
         let id = request.request_id;
-        if self.in_flight >= s.max_requests_in_flight {
-            let message = format!(
-                "{} requests already in flight; link.max_requests_in_flight is {}",
-                self.in_flight, s.max_requests_in_flight
-            );
-            self.refuse(id, wire::ErrorCode::TooManyRequests, &message);
+        if self.refused_in_flight(id) {
             return Ok(());
         }
         let Some(store) = &self.context.shared.history else {
@@ -732,7 +727,7 @@ impl LinkTask<'_> {
         };
         let ask = HistoryAsk {
             request,
-            max_frame_len: s.max_frame_len,
+            max_frame_len: self.limits.max_frame_len,
             reply: self.local.clone(),
         };
         match store.try_send(ask) {
