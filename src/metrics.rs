@@ -1087,6 +1087,7 @@ fn cluster(out: &mut Out<'_>, cluster: &ClusterStats) -> fmt::Result {
         stale_maps,
         not_primary,
         gained,
+        shards,
     } = cluster;
     out.gauge(
         "presenced_cluster_members",
@@ -1160,6 +1161,21 @@ fn cluster(out: &mut Out<'_>, cluster: &ClusterStats) -> fmt::Result {
     ] {
         out.counter(name, help, *v)?;
     }
+    let roles = shards.iter().enumerate().flat_map(|(shard, r)| {
+        [("primary", r.primary), ("replica", r.replica)].map(|(role, v)| {
+            (
+                [("shard", shard.to_string()), ("role", role.to_owned())],
+                Value::from(v),
+            )
+        })
+    });
+    out.family::<Labels2>(
+        "presenced_cluster_shard_transitions",
+        "Per shard: its transitions this member pushed as the users' primary (role=primary) \
+         and those it kept as a replica, unpushed (role=replica).",
+        MetricType::Counter,
+        roles,
+    )?;
     Ok(())
 }
 
@@ -1375,6 +1391,16 @@ mod tests {
                 stale_maps: 8,
                 not_primary: 9,
                 gained: 10,
+                shards: vec![
+                    presenced_wire::stats::ShardRole {
+                        primary: 12,
+                        replica: 13,
+                    },
+                    presenced_wire::stats::ShardRole {
+                        primary: 14,
+                        replica: 15,
+                    },
+                ],
             }),
             ..Stats::default()
         };
@@ -1395,6 +1421,8 @@ mod tests {
             "presenced_cluster_not_primary_transitions_total 9",
             "presenced_cluster_gained_users_total 10",
             "presenced_cluster_etcd_events_dropped_total 11",
+            "presenced_cluster_shard_transitions_total{shard=\"0\",role=\"primary\"} 12",
+            "presenced_cluster_shard_transitions_total{shard=\"1\",role=\"replica\"} 15",
         ] {
             assert!(body.lines().any(|l| l == line), "{line} in\n{body}");
         }

@@ -424,8 +424,11 @@ settings! {
         /// it is 0.0.0.0 or [::]).
         advertise_heartbeat: Option<String> = None, range HostPort;
         /// How long a member that joins (or comes back) warms, seeing every heartbeat, before
-        /// it may push for the users it gained (auto: the offline timeout,
-        /// presence.heartbeat_interval + 2 x presence.grace).
+        /// it may push for the users it gained (auto: two offline timeouts, 2 x
+        /// (presence.heartbeat_interval + 2 x presence.grace): the state it restored lapses
+        /// within the first, unpushed, and gateways have a whole timeout to find it).
+        /// Shorter than two timeouts, a member whose gateways learn its address late pushes
+        /// false offlines of the users it restored.
         warm: Option<Duration> = None, range AutoOr(secs(0)..=days(1));
         /// How long connecting to etcd, or one request to it, may take before etcd counts as
         /// unreachable (then retried with a back-off of 250 ms to 1 s).
@@ -756,10 +759,12 @@ impl ClusterSettings {
         self.peer_ca.as_ref().or(link.cert.as_ref())
     }
 
-    /// How long a joining member warms: `cluster.warm`, or the offline timeout of `core`.
+    /// How long a joining member warms: `cluster.warm`, or two offline timeouts of `core`
+    /// (ARCHITECTURE.md, "The cluster": a restarted member's restored deadlines lapse one
+    /// timeout after its start, and it must not be primary before they have).
     pub fn warm_for(&self, core: &CoreConfig) -> Duration {
         self.warm
-            .unwrap_or(Duration::from_micros(core.timeout_us()))
+            .unwrap_or(Duration::from_micros(core.timeout_us().saturating_mul(2)))
     }
 
     /// The push link's and the heartbeats' `HOST:PORT` to advertise: the settings, else the
@@ -2254,7 +2259,7 @@ mod tests {
         assert_eq!(s.cluster.replicas, 2);
         assert_eq!(s.cluster.prefix(), "/presenced/members/");
         let core = s.presence.core_config().unwrap();
-        assert_eq!(s.cluster.warm_for(&core), Duration::from_secs(44));
+        assert_eq!(s.cluster.warm_for(&core), Duration::from_secs(88));
 
         let on = "cluster.etcd=http://127.0.0.1:2379, http://10.0.0.2:2379/";
         let s = build(&[

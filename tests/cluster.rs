@@ -297,6 +297,11 @@ fn missing_or_false(log: &Log) -> Vec<(u64, Vec<bool>, Vec<bool>)> {
     wrong
 }
 
+/// What was seen of `user`: each state with its version's ms.
+fn story(log: &Log, user: u64) -> Vec<(WireState, u64)> {
+    log.seen[&user].iter().map(|&(s, v)| (s, v >> 16)).collect()
+}
+
 /// Versions seen per user only grow.
 fn versions_grow(log: &Log) -> bool {
     log.seen
@@ -431,15 +436,17 @@ fn a_killed_primary_s_users_move_to_their_next_replica_with_no_false_or_missing_
     }
     let log = gateway.finish(Duration::from_secs(2));
     let wrong = false_offlines(&log);
-    assert!(wrong.is_empty(), "false offlines: {wrong:?}");
+    assert!(
+        wrong.is_empty(),
+        "false offlines: {wrong:?}; killed {victims:?} at {killed_ms:?}; first seen {:?}",
+        wrong.first().map(|u| story(&log, *u))
+    );
     let missing = missing_or_false(&log);
     // On a miss, the first user's story: what was done when, what was seen (state, version,
     // the version's ms), and when each kill was.
-    let story = missing.first().map(|(user, _, _)| {
-        let seen: Vec<(WireState, u64)> =
-            log.seen[user].iter().map(|&(s, v)| (s, v >> 16)).collect();
-        (user, log.truth.get(user).cloned(), seen)
-    });
+    let story = missing
+        .first()
+        .map(|(user, _, _)| (user, log.truth.get(user).cloned(), story(&log, *user)));
     assert_eq!(
         missing,
         vec![],

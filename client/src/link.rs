@@ -457,6 +457,14 @@ impl LinkClient {
         lock(&self.shared.pushes).dropped_events
     }
 
+    /// Ends the link now from any task holding it, waiting for nothing: requests in flight
+    /// fail with [`ClientError::Closed`] and the pushes end with [`Push::Closed`]. For a link
+    /// that must hold no one up any longer (a cluster member gone from the map, whose process
+    /// may be dead and would otherwise keep requests waiting until QUIC's idle timeout).
+    pub fn abort(&self, reason: &str) {
+        self.connection.close(0u32.into(), reason.as_bytes());
+    }
+
     /// Closes the link and waits (up to a second) until the daemon has been told, so that a
     /// process exiting right after does not leave the daemon waiting for an idle timeout.
     pub async fn close(self) {

@@ -44,7 +44,8 @@ use presenced_core::clock::Now;
 use presenced_core::event::{Cause, Presence, PublicState, Transition};
 use presenced_wire::link as wire;
 use presenced_wire::stats::{
-    AuthStats, ClusterStats, LatencySummary, LinkStats, PerLinkStats, ShardStats, StateStats, Stats,
+    AuthStats, ClusterStats, LatencySummary, LinkStats, PerLinkStats, ShardRole, ShardStats,
+    StateStats, Stats,
 };
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
@@ -244,6 +245,8 @@ pub struct HubStats {
     pub pace_frames: u64,
     /// Transitions not pushed because this member was not the user's primary.
     pub not_primary: u64,
+    /// In a cluster, per shard: its transitions pushed as primary and kept as a replica.
+    pub shard_roles: Vec<ShardRole>,
     /// Subscribed users named in LAGGED frames because this member became their primary.
     pub gained: u64,
     /// MAP requests answered with this member's map because the gateway held another.
@@ -411,7 +414,14 @@ impl Hub {
                 queue_bytes: config.queue_bytes,
                 transmits: VecDeque::new(),
                 owing: Vec::new(),
-                stats: HubStats::default(),
+                stats: HubStats {
+                    shard_roles: if config.cluster.is_some() {
+                        vec![ShardRole::default(); config.shards]
+                    } else {
+                        Vec::new()
+                    },
+                    ..HubStats::default()
+                },
             },
             paces: vec![0; config.shards],
             pace_ms: 0,
@@ -769,9 +779,14 @@ impl Hub {
     }
 
     fn fan_out(&mut self, t: &Transition, since_us: u64) {
-        if self.cluster.as_ref().is_some_and(|c| !c.is_primary(t.user)) {
-            self.out.stats.not_primary += 1;
-            return;
+        if let Some(cluster) = &self.cluster {
+            let role = &mut self.out.stats.shard_roles[owner(t.user, self.shards)];
+            if !cluster.is_primary(t.user) {
+                role.replica += 1;
+                self.out.stats.not_primary += 1;
+                return;
+            }
+            role.primary += 1;
         }
         let event = wire_event(t);
         let targets = self.subscribers.get(&t.user).into_iter().flatten();
@@ -1053,6 +1068,7 @@ impl Hub {
                     stale_maps: s.stale_maps,
                     not_primary: s.not_primary,
                     gained: s.gained,
+                    shards: s.shard_roles.clone(),
                 }
             }),
         }

@@ -56,6 +56,19 @@ pub struct ClusterStats {
     pub not_primary: u64,
     /// Users named in LAGGED frames because this member became their primary.
     pub gained: u64,
+    /// This member's role for each shard's users, by shard index (placement is per user, so
+    /// a member is primary for some of every shard's users and a replica for others): the
+    /// shard's transitions it pushed as their primary, and those it kept as a replica.
+    pub shards: Vec<ShardRole>,
+}
+
+/// What a cluster member did with one shard's transitions (`ClusterStats::shards`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardRole {
+    /// Transitions pushed: this member was the user's primary.
+    pub primary: u64,
+    /// Transitions kept, not pushed: this member was a replica (or no longer active).
+    pub replica: u64,
 }
 
 impl Stats {
@@ -360,6 +373,10 @@ mod tests {
             cluster: Some(ClusterStats {
                 role: "active".into(),
                 takeovers: 1,
+                shards: vec![ShardRole {
+                    primary: 3,
+                    replica: 1,
+                }],
                 ..ClusterStats::default()
             }),
         }

@@ -54,7 +54,9 @@ impl State {
     }
 
     /// Retires the links of members the map held no longer lists at the address they were
-    /// opened to; their users are placed again.
+    /// opened to; their users are placed again. Each retired link is aborted, so a request
+    /// waiting on a member that died (a SUBSCRIBE sent just before its kill) fails now, not at
+    /// QUIC's idle timeout, and its users are placed again at once.
     fn retire_stale_links(&mut self) {
         let stale: Vec<String> = self
             .links
@@ -66,7 +68,9 @@ impl State {
             .cloned()
             .collect();
         for id in stale {
-            self.links.remove(&id);
+            if let Some(link) = self.links.remove(&id) {
+                link.abort("the member left the map");
+            }
             self.addresses.remove(&id);
             self.core.link_lost(&id);
         }
@@ -255,16 +259,29 @@ async fn link_to(inner: &Arc<Inner>, member: &str) -> Result<Arc<LinkClient>, Cl
 }
 
 /// Subscribes the users not subscribed at their primary there, then unsubscribes them where
-/// they were; the records applied (forwards only). The state is held only between the
-/// requests, never across one.
+/// they were; the records applied (forwards only). Each member's SUBSCRIBE runs on its own
+/// task, so a member that does not answer (killed, its lease not yet lapsed) holds up no other
+/// member's. The state is held only between the requests, never across one.
 async fn place(inner: &Arc<Inner>) -> Result<Vec<PresenceRecord>, ClientError> {
+    let due = inner.state.lock().await.core.poll_subscribe(now_ms());
+    let mut subscribing = tokio::task::JoinSet::new();
+    for (member, users) in due {
+        let inner = inner.clone();
+        subscribing.spawn(async move {
+            let got = match link_to(&inner, &member).await {
+                Ok(link) => link.subscribe(&users).await,
+                Err(e) => Err(e),
+            };
+            (member, users, got)
+        });
+    }
     let mut records = Vec::new();
     let mut first_error = None;
-    let due = inner.state.lock().await.core.poll_subscribe(now_ms());
-    for (member, users) in due {
-        let subscribed = match link_to(inner, &member).await {
-            Ok(link) => link.subscribe(&users).await,
-            Err(e) => Err(e),
+    while let Some(done) = subscribing.join_next().await {
+        let (member, users, subscribed) = match done {
+            Ok(done) => done,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => continue,
         };
         match subscribed {
             Ok(got) => {
@@ -342,12 +359,12 @@ async fn pump(inner: Arc<Inner>, member: String, link: Arc<LinkClient>) {
                             .filter(|&u| state.core.subscribed_at(u).is_some())
                             .collect();
                         drop(state);
-                        requery(&inner, &users).await;
+                        tokio::spawn(requery(inner.clone(), users));
                     }
                     Some(Push::LaggedAll) => {
                         let users: Vec<u64> = state.core.watched_at(&member);
                         drop(state);
-                        requery(&inner, &users).await;
+                        tokio::spawn(requery(inner.clone(), users));
                     }
                     Some(Push::Closed { .. }) | None => {
                         // A retired link's end changes nothing: another may be held by now.
@@ -368,13 +385,14 @@ async fn pump(inner: Arc<Inner>, member: String, link: Arc<LinkClient>) {
 
 /// Re-queries `users` at their primaries after LAGGED, over the links open (a primary
 /// without one is subscribed, with its records, by the driver's next placing); passes on the
-/// newer records. The state is not held across a query.
-async fn requery(inner: &Arc<Inner>, users: &[u64]) {
+/// newer records. It runs on a task of its own: the pump that took the LAGGED goes on taking
+/// pushes meanwhile. The state is not held across a query.
+async fn requery(inner: Arc<Inner>, users: Vec<u64>) {
     let routes: Vec<(Arc<LinkClient>, Vec<u64>)> = {
         let state = inner.state.lock().await;
         state
             .core
-            .route(users, now_ms())
+            .route(&users, now_ms())
             .into_iter()
             .filter_map(|(member, group)| Some((state.links.get(&member)?.clone(), group)))
             .collect()

@@ -751,10 +751,11 @@ mod roles {
         EtcdEvent::Members { revision, values }
     }
 
-    /// Member `b` of {a, b, c} with one replica per user, its lease renewed at 0 s for 60 s.
+    /// Member `b` of {a, b, c} with one replica per user and two shards, its lease renewed
+    /// at 0 s for 60 s.
     pub fn member_b() -> Hub {
         let mut hub = Hub::new(HubConfig {
-            shards: 1,
+            shards: 2,
             queue_bytes: ROOM,
             cluster: Some(ClusterConfig {
                 member: member("b"),
@@ -794,6 +795,16 @@ mod roles {
         let pushed: Vec<(u64, WireState)> = mine.iter().map(|&u| (u, WireState::Online)).collect();
         assert_eq!(frames(&mut hub), vec![(1, Seen::Events(pushed))]);
         assert_eq!(hub.stats().not_primary, others.len() as u64);
+        // Per shard: what it pushed as primary and kept as a replica.
+        let mut roles = vec![ShardRole::default(); 2];
+        for &u in &mine {
+            roles[presenced_wire::shard_of(u, 2) as usize].primary += 1;
+        }
+        for &u in &others {
+            roles[presenced_wire::shard_of(u, 2) as usize].replica += 1;
+        }
+        assert!(roles.iter().all(|r| r.primary > 0 && r.replica > 0));
+        assert_eq!(hub.stats().shard_roles, roles);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use presenced_client::{ClientError, GoAway, GoAwayReason, HistoryPage};
 use presenced_wire::cluster::MemberMap;
 use presenced_wire::link::{ErrorCode, Event, PresenceRecord};
-use presenced_wire::stats::{CoreStats, LinkStats, ShardStats, Stats};
+use presenced_wire::stats::{ClusterStats, CoreStats, LinkStats, ShardStats, Stats};
 use presenced_wire::State;
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -385,7 +385,43 @@ pub fn stats_table(stats: &Stats) -> String {
         format!("{}/{}/{}", lat.p50, lat.p99, lat.max)
     );
     let _ = writeln!(out, "  {:<28}{:>12}", "latency samples", lat.count);
+    if let Some(cluster) = &stats.cluster {
+        cluster_section(&mut out, cluster);
+    }
     out
+}
+
+/// A cluster member's part of `stats`: its map and role, its counters, and per shard what it
+/// pushed as primary and kept as a replica.
+fn cluster_section(out: &mut String, c: &ClusterStats) {
+    let _ = writeln!(
+        out,
+        "\ncluster: member {} ({}), map revision {} of {} member(s), {} replica(s) per user",
+        c.map.from,
+        c.role,
+        c.map.revision,
+        c.map.members.len(),
+        c.map.replicas
+    );
+    for (name, n) in [
+        ("maps", c.maps),
+        ("takeovers", c.takeovers),
+        ("step_downs", c.step_downs),
+        ("etcd_errors", c.etcd_errors),
+        ("bad_values", c.bad_values),
+        ("stale_maps", c.stale_maps),
+        ("gained", c.gained),
+        ("not_primary", c.not_primary),
+    ] {
+        let _ = writeln!(out, "  {name:<28}{n:>12}");
+    }
+    for (shard, role) in c.shards.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "  shard {shard:<4} pushed as primary {:>12}  kept as replica {:>12}",
+            role.primary, role.replica
+        );
+    }
 }
 
 /// A member map as `members` prints it at `now_ms`: a summary line, then one row per member
@@ -427,7 +463,7 @@ pub fn members_table(map: &MemberMap, now_ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use presenced_wire::stats::{GatewayStats, LatencySummary};
+    use presenced_wire::stats::{GatewayStats, LatencySummary, ShardRole};
 
     use presenced_client::Span;
     use presenced_wire::link::{WireCause, WireState};
@@ -663,6 +699,45 @@ mod tests {
         );
         assert!(
             table.contains(&format!("  {:<28}{:>12}\n", "gateways in the key file", 1)),
+            "{table}"
+        );
+        assert!(!table.contains("cluster"), "{table}");
+
+        stats.cluster = Some(ClusterStats {
+            map: MemberMap {
+                from: "m2".into(),
+                revision: 9,
+                replicas: 2,
+                etcd: true,
+                members: Vec::new(),
+            },
+            role: "active".into(),
+            takeovers: 3,
+            shards: vec![
+                ShardRole {
+                    primary: 10,
+                    replica: 11,
+                },
+                ShardRole {
+                    primary: 12,
+                    replica: 13,
+                },
+            ],
+            ..ClusterStats::default()
+        });
+        let table = stats_table(&stats);
+        assert!(
+            table.contains("cluster: member m2 (active), map revision 9 of 0 member(s)"),
+            "{table}"
+        );
+        assert!(
+            table.contains(&format!("  {:<28}{:>12}\n", "takeovers", 3)),
+            "{table}"
+        );
+        assert!(
+            table.contains(
+                "shard 1    pushed as primary           12  kept as replica           13"
+            ),
             "{table}"
         );
     }
