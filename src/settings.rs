@@ -1404,28 +1404,35 @@ impl Value for Option<PathBuf> {
     }
 }
 
+/// The strings of a list setting: a TOML list of strings or, on the command line, one string
+/// of items separated by commas (empty items skipped). `item` names one item in an error
+/// ("a network"), `expected` the whole setting.
+fn string_list(scalar: Scalar, item: &str, expected: &str) -> Result<Vec<String>, String> {
+    match scalar {
+        Scalar::List(items) => items
+            .into_iter()
+            .map(|i| match i {
+                Scalar::Str(t) => Ok(t),
+                other => Err(format!("`{other}` is not {item} (write it in quotes)")),
+            })
+            .collect(),
+        Scalar::Str(t) => Ok(t
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(String::from)
+            .collect()),
+        other => Err(format!("`{other}` is not {expected}")),
+    }
+}
+
 const NETWORKS: &str = "a list of networks such as [\"10.0.0.0/8\", \"2001:db8::/32\"]";
 
 /// `ingest.allow`: networks, from a TOML list or, on the command line, separated by commas.
 impl Value for Vec<Cidr> {
     const EXPECTED: &'static str = NETWORKS;
     fn from_scalar(scalar: Scalar) -> Result<Self, String> {
-        let items: Vec<String> = match scalar {
-            Scalar::List(items) => items
-                .into_iter()
-                .map(|item| match item {
-                    Scalar::Str(t) => Ok(t),
-                    other => Err(format!("`{other}` is not a network (write it in quotes)")),
-                })
-                .collect::<Result<_, _>>()?,
-            Scalar::Str(t) => t
-                .split(',')
-                .map(str::trim)
-                .filter(|t| !t.is_empty())
-                .map(String::from)
-                .collect(),
-            other => return Err(format!("`{other}` is not {NETWORKS}")),
-        };
+        let items = string_list(scalar, "a network", NETWORKS)?;
         if items.len() > MAX_ALLOW_ENTRIES {
             return Err(format!(
                 "lists {} networks; at most {MAX_ALLOW_ENTRIES} fit the kernel's socket filter \
@@ -1482,22 +1489,7 @@ impl fmt::Display for EtcdUrl {
 impl Value for Vec<EtcdUrl> {
     const EXPECTED: &'static str = ETCD_URLS;
     fn from_scalar(scalar: Scalar) -> Result<Self, String> {
-        let items: Vec<String> = match scalar {
-            Scalar::List(items) => items
-                .into_iter()
-                .map(|item| match item {
-                    Scalar::Str(t) => Ok(t),
-                    other => Err(format!("`{other}` is not a URL (write it in quotes)")),
-                })
-                .collect::<Result<_, _>>()?,
-            Scalar::Str(t) => t
-                .split(',')
-                .map(str::trim)
-                .filter(|t| !t.is_empty())
-                .map(String::from)
-                .collect(),
-            other => return Err(format!("`{other}` is not {ETCD_URLS}")),
-        };
+        let items = string_list(scalar, "a URL", ETCD_URLS)?;
         if items.len() > MAX_ETCD_URLS {
             return Err(format!(
                 "lists {} URLs; give at most {MAX_ETCD_URLS}",

@@ -207,15 +207,7 @@ async fn serve(connection: quinn::Connection, script: Script, hellos: Arc<Mutex<
                 };
                 match v {
                     Version::V1 => wire::encode_welcome(&mut out, 7400, &[0], &limits, &timings),
-                    Version::V2 => {
-                        wire::encode_welcome_v2(&mut out, 7400, &[0], &limits, &timings, &v2)
-                    }
-                    Version::V3 => {
-                        wire::encode_welcome_v3(&mut out, 7400, &[0], &limits, &timings, &v2)
-                    }
-                    Version::V4 => {
-                        wire::encode_welcome_v4(&mut out, 7400, &[0], &limits, &timings, &v2)
-                    }
+                    v => wire::encode_welcome_v2(&mut out, v, 7400, &[0], &limits, &timings, &v2),
                 }
                 .unwrap();
                 if v == Version::V4 {

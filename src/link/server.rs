@@ -523,12 +523,15 @@ impl LinkTask<'_> {
                     idle_timeout_ms: s.idle_timeout.as_millis().min(u128::from(u32::MAX)) as u32,
                 };
                 let timings = &w.timings;
-                let encode = match version {
-                    wire::Version::V2 => wire::encode_welcome_v2,
-                    wire::Version::V3 => wire::encode_welcome_v3,
-                    _ => wire::encode_welcome_v4,
-                };
-                encode(&mut buf, w.heartbeat_port, &ports, &limits, timings, &v2)
+                wire::encode_welcome_v2(
+                    &mut buf,
+                    version,
+                    w.heartbeat_port,
+                    &ports,
+                    &limits,
+                    timings,
+                    &v2,
+                )
             }
         };
         encoded.map_err(|e| Fatal::new(wire::ErrorCode::Internal, e.to_string()))?;

@@ -303,7 +303,8 @@ fn arb_frame_v2() -> impl Strategy<Value = Vec<u8>> {
                     warm_remaining_ms,
                     idle_timeout_ms,
                 };
-                encode_welcome_v2(&mut out, port, &ports, &limits, &timings, &v2).unwrap();
+                encode_welcome_v2(&mut out, Version::V2, port, &ports, &limits, &timings, &v2)
+                    .unwrap();
                 out
             }),
         (

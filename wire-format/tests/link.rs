@@ -217,29 +217,16 @@ fn encode_s(s: &S, out: &mut BytesMut) -> Result<(), EncodeError> {
             v2: None,
         } => encode_welcome(out, *heartbeat_port, ports, limits, timings),
         S::Welcome {
-            version: 2,
+            version: version @ 2..=4,
             heartbeat_port,
             ports,
             limits,
             timings,
             v2: Some(v2),
-        } => encode_welcome_v2(out, *heartbeat_port, ports, limits, timings, v2),
-        S::Welcome {
-            version: 3,
-            heartbeat_port,
-            ports,
-            limits,
-            timings,
-            v2: Some(v2),
-        } => encode_welcome_v3(out, *heartbeat_port, ports, limits, timings, v2),
-        S::Welcome {
-            version: 4,
-            heartbeat_port,
-            ports,
-            limits,
-            timings,
-            v2: Some(v2),
-        } => encode_welcome_v4(out, *heartbeat_port, ports, limits, timings, v2),
+        } => match Version::from_u16(*version) {
+            Some(v) => encode_welcome_v2(out, v, *heartbeat_port, ports, limits, timings, v2),
+            None => Err(EncodeError::UnsupportedVersion(*version)),
+        },
         S::Members(map) => encode_members(out, map, DEFAULT_MAX_FRAME_LEN),
         S::Welcome { version, .. } => Err(EncodeError::UnsupportedVersion(*version)),
         S::Pace(interval_ms) => {
@@ -1059,6 +1046,7 @@ fn version_2_accessors() {
     };
     encode_welcome_v2(
         &mut out,
+        Version::V2,
         7400,
         &[0],
         &Limits::default(),
@@ -1419,6 +1407,7 @@ fn encode_refusals_leave_out_unchanged() {
         (
             encode_welcome_v2(
                 &mut out,
+                Version::V2,
                 1,
                 &[],
                 &Limits::default(),

@@ -612,11 +612,13 @@ pub fn encode_welcome(
     )
 }
 
-/// Appends a version-2 WELCOME frame: [`encode_welcome`]'s fields, then `v2`'s (whether the
-/// daemon is warming and for how long, the link's idle timeout). The answer to a HELLO asking
-/// for version 2.
+/// Appends a WELCOME frame of `version` 2 or later: [`encode_welcome`]'s fields, then `v2`'s
+/// (whether the daemon is warming and for how long, the link's idle timeout); the layout is
+/// version 2's in every later version. The answer to a HELLO asking for `version`; version 1
+/// is [`encode_welcome`]'s, and is refused here (`UnsupportedVersion`).
 pub fn encode_welcome_v2(
     out: &mut BytesMut,
+    version: Version,
     heartbeat_port: u16,
     shard_ports: &[u16],
     limits: &Limits,
@@ -625,49 +627,7 @@ pub fn encode_welcome_v2(
 ) -> Result<(), EncodeError> {
     welcome(
         out,
-        Version::V2,
-        heartbeat_port,
-        shard_ports,
-        limits,
-        timings,
-        Some(v2),
-    )
-}
-
-/// Appends a version-3 WELCOME frame: the layout of [`encode_welcome_v2`], with
-/// `protocol_version` 3. The answer to a HELLO asking for version 3.
-pub fn encode_welcome_v3(
-    out: &mut BytesMut,
-    heartbeat_port: u16,
-    shard_ports: &[u16],
-    limits: &Limits,
-    timings: &Timings,
-    v2: &WelcomeV2,
-) -> Result<(), EncodeError> {
-    welcome(
-        out,
-        Version::V3,
-        heartbeat_port,
-        shard_ports,
-        limits,
-        timings,
-        Some(v2),
-    )
-}
-
-/// Appends a version-4 WELCOME frame: the layout of [`encode_welcome_v2`], with
-/// `protocol_version` 4. The answer to a HELLO asking for version 4.
-pub fn encode_welcome_v4(
-    out: &mut BytesMut,
-    heartbeat_port: u16,
-    shard_ports: &[u16],
-    limits: &Limits,
-    timings: &Timings,
-    v2: &WelcomeV2,
-) -> Result<(), EncodeError> {
-    welcome(
-        out,
-        Version::V4,
+        version,
         heartbeat_port,
         shard_ports,
         limits,

@@ -23,11 +23,11 @@
 //!   per link. [`ClientFrame::encode`], [`GatewayFrame::encode`] and [`ServerFrame::encode`]
 //!   write a decoded frame back. Nothing they produce fails to decode on a link of the
 //!   frame's version; on error `out` is left as it was. Version 2's frames and fields have
-//!   their own functions ([`encode_welcome_v2`], [`encode_presence_v2`], [`encode_goaway`],
-//!   [`encode_history`], [`encode_history_reply`]), and so do version 3's
-//!   ([`encode_welcome_v3`], [`encode_pace`]) and version 4's ([`encode_welcome_v4`],
-//!   [`encode_map`], [`encode_members`]: the cluster's member map); a daemon calls them only on
-//!   links of their version (or later).
+//!   their own functions ([`encode_welcome_v2`], whose layout every later version's WELCOME
+//!   keeps, [`encode_presence_v2`], [`encode_goaway`], [`encode_history`],
+//!   [`encode_history_reply`]), and so do version 3's ([`encode_pace`]) and version 4's
+//!   ([`encode_map`], [`encode_members`]: the cluster's member map); a daemon calls them only
+//!   on links of their version (or later).
 //! - [`shard_of`](crate::shard_of) (at the crate's root) is the user → shard owner function
 //!   the daemon and gateways share; [`Welcome::heartbeat_port_for`] applies it.
 //!
@@ -72,9 +72,8 @@ pub use encode::{
     encode_history_reply, encode_lagged, encode_lagged_all, encode_map, encode_members,
     encode_pace, encode_presence, encode_presence_v2, encode_query, encode_stats,
     encode_stats_reply, encode_subscribe, encode_subscribe_all, encode_unsubscribe,
-    encode_unsubscribe_all, encode_welcome, encode_welcome_v2, encode_welcome_v3,
-    encode_welcome_v4, error_message, error_reason, max_events, max_history_spans,
-    max_lagged_users, max_presence_records, max_request_users,
+    encode_unsubscribe_all, encode_welcome, encode_welcome_v2, error_message, error_reason,
+    max_events, max_history_spans, max_lagged_users, max_presence_records, max_request_users,
 };
 pub use error::{EncodeError, FrameError};
 pub use types::{

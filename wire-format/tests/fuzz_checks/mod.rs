@@ -16,11 +16,11 @@ use presenced_wire::link::{
     encode_history, encode_history_reply, encode_lagged, encode_map, encode_members, encode_pace,
     encode_presence_v2, encode_query, encode_stats, encode_stats_reply, encode_subscribe,
     encode_subscribe_all, encode_unsubscribe, encode_unsubscribe_all, encode_welcome,
-    encode_welcome_v2, encode_welcome_v3, encode_welcome_v4, ClientFrame, ErrorCode, Event,
-    EventsWriter, FrameError, FrameReader, FrameType, GatewayFrame, PresenceRecord, PresenceWriter,
-    ServerFrame, Span, Version, DEFAULT_MAX_FRAME_LEN, EVENT_LEN, LENGTH_PREFIX_LEN,
-    MAX_CLIENT_NAME_LEN, MAX_ERROR_MESSAGE_LEN, MAX_GOAWAY_MESSAGE_LEN, MAX_SPAN_DEVICES,
-    MAX_STATS_JSON_LEN, MAX_TOKEN_LEN, PRESENCE_RECORD_LEN, SPAN_LEN, USER_ID_LEN,
+    encode_welcome_v2, ClientFrame, ErrorCode, Event, EventsWriter, FrameError, FrameReader,
+    FrameType, GatewayFrame, PresenceRecord, PresenceWriter, ServerFrame, Span, Version,
+    DEFAULT_MAX_FRAME_LEN, EVENT_LEN, LENGTH_PREFIX_LEN, MAX_CLIENT_NAME_LEN,
+    MAX_ERROR_MESSAGE_LEN, MAX_GOAWAY_MESSAGE_LEN, MAX_SPAN_DEVICES, MAX_STATS_JSON_LEN,
+    MAX_TOKEN_LEN, PRESENCE_RECORD_LEN, SPAN_LEN, USER_ID_LEN,
 };
 use presenced_wire::{
     auth, decode, encode, DecodeError, Encoder, Entry, Header, ENTRY_LEN, FLAG_AUTH, HEADER_LEN,
@@ -541,24 +541,9 @@ pub fn check_server_frame(frame: &[u8], version: Version) -> bool {
             assert!(!f.completes_request());
             match &w.v2 {
                 None => encode_welcome(&mut typed, w.heartbeat_port, &ports, &w.limits, &w.timings),
-                Some(v2) if w.version() == Version::V4 => encode_welcome_v4(
-                    &mut typed,
-                    w.heartbeat_port,
-                    &ports,
-                    &w.limits,
-                    &w.timings,
-                    v2,
-                ),
-                Some(v2) if w.version() == Version::V3 => encode_welcome_v3(
-                    &mut typed,
-                    w.heartbeat_port,
-                    &ports,
-                    &w.limits,
-                    &w.timings,
-                    v2,
-                ),
                 Some(v2) => encode_welcome_v2(
                     &mut typed,
+                    w.version(),
                     w.heartbeat_port,
                     &ports,
                     &w.limits,
