@@ -688,13 +688,29 @@ fn peer_probe(
 ) -> io::Result<Option<crate::peer_probe::ProbeSetup>> {
     let Some(ca) = settings.cluster.peer_ca(&settings.link) else {
         tracing::warn!(
-            "cluster: no cluster.peer_ca nor link.cert, so this member cannot check the other              members' push links: it asks none of them whether they reach etcd, and steps down              when it loses etcd, even if every member lost it"
+            "cluster: no cluster.peer_ca nor link.cert, so this member cannot check the other \
+             members' push links: it asks none of them whether they reach etcd, and steps down \
+             when it loses etcd, even if every member lost it"
         );
         return Ok(None);
     };
-    if keys.is_some_and(Keys::links_required) {
+    let token = match &settings.cluster.peer_token_file {
+        Some(path) => Some(presenced_client::read_token_file(path).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "setting `cluster.peer_token_file` ({}): {e}",
+                    path.display()
+                ),
+            )
+        })?),
+        None => None,
+    };
+    if token.is_none() && keys.is_some_and(Keys::links_required) {
         tracing::warn!(
-            "cluster: push links need a token ([links] in auth.keys_file) and the peer probe has              none: this member asks no other member whether it reaches etcd, and steps down              when it loses etcd, even if every member lost it"
+            "cluster: push links need a token ([links] in auth.keys_file) and the peer probe has \
+             none (cluster.peer_token_file): this member asks no other member whether it \
+             reaches etcd, and steps down when it loses etcd, even if every member lost it"
         );
         return Ok(None);
     }
@@ -713,6 +729,7 @@ fn peer_probe(
     Ok(Some(crate::peer_probe::ProbeSetup {
         own: settings.cluster.member.clone().unwrap_or_default(),
         trust,
+        token,
         lease: settings.cluster.lease,
         timeout: settings.cluster.connect_timeout,
     }))

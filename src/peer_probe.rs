@@ -43,6 +43,9 @@ pub struct ProbeSetup {
     pub own: String,
     /// Whom to trust as the other members (`cluster.peer_ca`, else `link.cert`).
     pub trust: Trust,
+    /// The token its HELLO carries, named by its member id (`cluster.peer_token_file`), for
+    /// members whose push links need one (`[links]` in `auth.keys_file`).
+    pub token: Option<String>,
     /// The lease's TTL: rounds every third of it.
     pub lease: Duration,
     /// The bound on one member's answer (`cluster.connect_timeout`).
@@ -118,11 +121,15 @@ impl Probe {
         let mut asks = JoinSet::new();
         for m in members.iter().filter(|m| m.id != self.setup.own) {
             let link = self.links.remove(&m.id).map(|(_, l)| l);
-            let (member, own, trust) =
-                (m.clone(), self.setup.own.clone(), self.setup.trust.clone());
-            let timeout = self.setup.timeout;
+            let (member, timeout) = (m.clone(), self.setup.timeout);
+            let options = ConnectOptions {
+                client_name: self.setup.own.clone(),
+                trust: self.setup.trust.clone(),
+                server_name: host(&member.link).to_owned(),
+                token: self.setup.token.clone(),
+            };
             asks.spawn(async move {
-                let answer = tokio::time::timeout(timeout, ask(&member, link, own, trust)).await;
+                let answer = tokio::time::timeout(timeout, ask(&member, link, options)).await;
                 let answer = answer.unwrap_or_else(|_| {
                     Err(format!(
                         "no answer within cluster.connect_timeout = {} ms",
@@ -194,24 +201,17 @@ impl Probe {
     }
 }
 
-/// One member's map over its link (`link`, or a new one made as member `own`, trusting
-/// `trust`): the link to keep, and the map if the member sent one of its own in answer.
+/// One member's map over its link (`link`, or a new one made with `options`): the link to
+/// keep, and the map if the member sent one of its own in answer.
 async fn ask(
     member: &Member,
     link: Option<Arc<LinkClient>>,
-    own: String,
-    trust: Trust,
+    options: ConnectOptions,
 ) -> Result<(Arc<LinkClient>, Option<MemberMap>), String> {
     let link = match link {
         Some(link) => link,
         None => {
             let addr = resolve(&member.link).await?;
-            let options = ConnectOptions {
-                client_name: own,
-                trust,
-                server_name: host(&member.link).to_owned(),
-                token: None,
-            };
             Arc::new(
                 LinkClient::connect(addr, options)
                     .await

@@ -437,9 +437,13 @@ settings! {
         /// push links ("": link.cert, since members usually share a certificate or a CA). While
         /// etcd is unreachable this member asks the others over their links whether they reach
         /// it, and keeps its users only while none does; with neither file, or push links that
-        /// need a token ([links] in auth.keys_file), it asks no one and steps down when its
-        /// lease runs out, even if etcd is down for every member.
+        /// need a token ([links] in auth.keys_file) and no cluster.peer_token_file, it asks no
+        /// one and steps down when its lease runs out, even if etcd is down for every member.
         peer_ca: Option<PathBuf> = None;
+        /// Token file (wire-format/SPEC.md § 9.5) for the peer probe's push links when they
+        /// need a token: the other members' [links] list this member's id (its HELLO's name)
+        /// with this token ("": none).
+        peer_token_file: Option<PathBuf> = None;
     }
 }
 

@@ -328,6 +328,21 @@ fn bad_cluster_settings_are_refused_naming_the_key() {
         "cluster.advertise_link",
         "HOST:PORT",
     );
+    // A token file that cannot be read stops the start, naming the key and the file.
+    let out = Command::new(env!("CARGO_BIN_EXE_presenced"))
+        .args(["--listen", "127.0.0.1:0", "--link-listen", "127.0.0.1:0"])
+        .args(["--set", on, "--set", "cluster.member=a", "--set"])
+        .args(["cluster.peer_ca=/nonexistent/ca.pem", "--set"])
+        .args(["cluster.peer_token_file=/nonexistent/peer.token"])
+        .args(["--set", "state.enabled=false"])
+        .output()
+        .expect("run presenced");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("`cluster.peer_token_file` (/nonexistent/peer.token)"),
+        "{stderr}"
+    );
 }
 
 /// The etcd thread in-process: what it tells the hub, in order.
@@ -828,6 +843,80 @@ async fn no_member_reaches(mut etcd: Etcd) -> Etcd {
     }
     stop.store(true, Ordering::Relaxed);
     sender.join().unwrap();
+    etcd
+}
+
+#[test]
+fn with_push_links_that_need_tokens_the_probe_presents_its_own() {
+    let etcd = Etcd::start();
+    let etcd = multi_thread().block_on(probe_with_tokens(etcd));
+    drop(etcd);
+}
+
+/// Three members whose push links need a token (`[links]` in the key file lists each member's
+/// id, and the test's link): each probe presents its member's token (`cluster.peer_token_file`),
+/// so with etcd down for all for three leases every member stays active. A probe without the
+/// token would be refused, and every member would step down 2.5 s into the outage.
+async fn probe_with_tokens(mut etcd: Etcd) -> Etcd {
+    use std::os::unix::fs::PermissionsExt;
+    let name = cluster_name();
+    let cert = SharedCert::new();
+    let ids = ["t1", "t2", "t3"];
+    let dir = common::StateDir::new();
+    std::fs::create_dir_all(dir.path()).unwrap();
+    let token = |id: &str| format!("{id}-token-0123456789abcdef");
+    let mut keys = String::from("[links]\n");
+    for id in ids.iter().chain(&["test"]) {
+        keys.push_str(&format!("{id} = {{ token = \"{}\" }}\n", token(id)));
+        std::fs::write(dir.path().join(format!("{id}.token")), token(id) + "\n").unwrap();
+    }
+    let keys_file = dir.path().join("keys.toml");
+    std::fs::write(&keys_file, keys).unwrap();
+    std::fs::set_permissions(&keys_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let daemons: Vec<Daemon> = ids
+        .iter()
+        .map(|id| {
+            let tls = cert.settings();
+            let auth = [
+                format!("auth.keys_file={}", keys_file.display()),
+                format!(
+                    "cluster.peer_token_file={}",
+                    dir.path().join(format!("{id}.token")).display()
+                ),
+            ];
+            let mut extra: Vec<&str> = PROBED.to_vec();
+            extra.extend(tls.iter().chain(&auth).map(String::as_str));
+            member(&etcd.url(), &name, id, &extra)
+        })
+        .collect();
+    let mut links = Vec::new();
+    for d in &daemons {
+        let options = ConnectOptions {
+            client_name: "test".into(),
+            trust: Trust::InsecureLocal,
+            server_name: "localhost".into(),
+            token: Some(token("test")),
+        };
+        links.push(LinkClient::connect(d.link, options).await.unwrap());
+    }
+    all_active(&links, 3).await;
+
+    let down = Instant::now();
+    tokio::task::block_in_place(|| etcd.pause());
+    while down.elapsed() < Duration::from_secs(9) {
+        for (l, id) in links.iter().zip(ids) {
+            let c = cluster_of(l).await;
+            assert_eq!(
+                c.role,
+                "active",
+                "{id} {:.1} s into etcd's outage: {c:?}",
+                down.elapsed().as_secs_f64()
+            );
+            assert_eq!(c.step_downs, 0, "{id}: {c:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    tokio::task::block_in_place(|| etcd.resume());
     etcd
 }
 
