@@ -40,6 +40,9 @@ MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgBt/bk0RyqdLU7j/V
 /// Querying this user makes the scripted daemon go away.
 const GO_AWAY_USER: u64 = 999;
 
+/// A request naming this user is never answered (as by a daemon killed after it arrived).
+const SILENT_USER: u64 = 998;
+
 /// How the scripted daemon behaves.
 #[derive(Clone, Copy)]
 struct Script {
@@ -223,6 +226,9 @@ async fn serve(connection: quinn::Connection, script: Script, hellos: Arc<Mutex<
             }
             Ok(GatewayFrame::Common(ClientFrame::Query { request_id, users }))
             | Ok(GatewayFrame::Common(ClientFrame::Subscribe { request_id, users })) => {
+                if users.iter().any(|u| u == SILENT_USER) {
+                    continue;
+                }
                 if users.iter().any(|u| u == GO_AWAY_USER) {
                     match version {
                         Version::V1 => wire::encode_error(
@@ -501,6 +507,30 @@ async fn a_version_3_daemon_paces_the_link_until_it_ends() {
     let link = LinkClient::connect(d.addr, options()).await.unwrap();
     assert_eq!(link.query(&[1]).await.unwrap().len(), 1);
     assert_eq!(*link.pace().borrow(), None);
+}
+
+#[tokio::test]
+async fn an_aborted_link_fails_its_requests_in_flight_at_once() {
+    let daemon = Daemon::start(Script::v2());
+    let link = Arc::new(LinkClient::connect(daemon.addr, options()).await.unwrap());
+    let waiting = tokio::spawn({
+        let link = link.clone();
+        async move { link.subscribe(&[SILENT_USER]).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!waiting.is_finished(), "the script does not answer");
+    // The link's idle timeout is 30 s: only the abort ends the request now.
+    link.abort("the member left the map");
+    let got = tokio::time::timeout(Duration::from_secs(1), waiting)
+        .await
+        .expect("the request fails at once")
+        .unwrap();
+    assert!(matches!(got, Err(ClientError::Closed { .. })), "{got:?}");
+    let last = tokio::time::timeout(Duration::from_secs(1), link.next_push()).await;
+    assert!(
+        matches!(last, Ok(Some(Push::Closed { .. }))),
+        "the pushes end: {last:?}"
+    );
 }
 
 #[tokio::test]
