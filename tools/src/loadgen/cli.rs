@@ -75,6 +75,8 @@ state seen before, and each user's versions only grow. Users the generator itsel
 late to stay inside the deadline are reported as excused; logins that never reached the daemon \
 while it was losing datagrams are reported as lost; neither counts as a violation.
 
+With --cluster the generator loads a presenced cluster: each entry goes to every replica of its user and each user is observed at its primary, both following the member map while members are killed, restarted, join or leave; false and missing transitions are also counted per member (see --cluster for how each is charged).
+
 Exit status: 0 no violation; 1 violations found; 2 bad arguments; 3 the run could not be done \
 (no daemon, users still online after the initial logout, ...).";
 

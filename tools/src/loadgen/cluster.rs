@@ -426,7 +426,10 @@ pub fn run(args: &Args) -> Result<Summary, RunError> {
         warmup.check(&pop, clock.now_us());
     }
     let stop_us = clock.now_us();
+    // Senders publish before they report stopping, and again only in the drain: the send
+    // window's figures, user entries and replica entries alike.
     let mut sent = sent_of(&counters, (stop_us.saturating_sub(start_us)) as f64 / 1e6);
+    let user_entries = SendCounters::get(&counters.user_entries);
     if !plan.logout_at_end {
         shared.ended.store(true, Ordering::Release);
     }
@@ -435,10 +438,9 @@ pub fn run(args: &Args) -> Result<Summary, RunError> {
     let after_send: Vec<Option<DaemonCounters>> = controls
         .iter()
         .map(|c| {
-            rt.block_on(tokio::time::timeout(
-                window + STATS_WAIT,
-                quiesce(&c.link, window),
-            ))
+            rt.block_on(async {
+                tokio::time::timeout(window + STATS_WAIT, quiesce(&c.link, window)).await
+            })
             .ok()
             .and_then(Result::ok)
         })
@@ -469,7 +471,7 @@ pub fn run(args: &Args) -> Result<Summary, RunError> {
     let after_all: Vec<Option<DaemonCounters>> = controls
         .iter()
         .map(|c| {
-            rt.block_on(tokio::time::timeout(STATS_WAIT, read_stats(&c.link)))
+            rt.block_on(async { tokio::time::timeout(STATS_WAIT, read_stats(&c.link)).await })
                 .ok()
                 .and_then(Result::ok)
         })
@@ -490,7 +492,6 @@ pub fn run(args: &Args) -> Result<Summary, RunError> {
         .borrow()
         .clone()
         .unwrap_or_else(|| first_map.clone());
-    let user_entries = SendCounters::get(&counters.user_entries);
     interrupts.abort();
     let was_interrupted = control.interrupted();
 
@@ -583,8 +584,8 @@ pub fn run(args: &Args) -> Result<Summary, RunError> {
     if !unread.is_empty() {
         summary.warnings.push(format!(
             "the counters of members {} were not read at both ends of the run (killed, restarted \
-             or joined mid-run): the daemon counters, the loss and the accepted user entries \
-             leave them out",
+             or joined mid-run): the daemon counters and the accepted user entries leave them \
+             out, and the loss counts the entries sent to them as lost",
             unread.join(", ")
         ));
     }
