@@ -74,7 +74,7 @@ start_members() {
     local i
     for i in 1 2; do
         taskset -c "$DAEMON_CORES" "$DIR/presenced" --shards 1 --listen "127.0.0.1:747$i" \
-            --link-listen "127.0.0.1:746$i" --set state.enabled=false \
+            --link-listen "127.0.0.1:746$i" --set state.enabled=false --set ingest.shard_ports=false \
             --set cluster.etcd=http://127.0.0.1:7479 --set "cluster.name=$1" \
             --set "cluster.member=m$i" --set "cluster.replicas=$2" --set cluster.warm=1s \
             >"$WORK/m$i.log" 2>&1 &
@@ -86,7 +86,7 @@ start_members() {
 import json, sys, time
 m = json.loads(sys.stdin.read())
 ok = len(m["members"]) == 2 and all(x["warm_at_ms"] <= time.time() * 1000 for x in m["members"])
-sys.exit(0 if ok else 1)'; then
+sys.exit(0 if ok else 1)' 2>/dev/null; then
             return 0
         fi
         sleep 0.2
