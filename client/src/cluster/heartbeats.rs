@@ -23,6 +23,14 @@ struct Sender {
     client: HeartbeatClient,
 }
 
+impl Sender {
+    /// Datagrams this member was sent since sequence `first_sequence` (its earlier senders'
+    /// included: each rebuilt sender starts where the last stopped).
+    fn sent_since(&self, first_sequence: u64) -> u64 {
+        (self.first + self.client.datagrams_sent()).saturating_sub(first_sequence)
+    }
+}
+
 /// Sends one gateway's heartbeat entries to every replica of each entry's user.
 pub struct ClusterHeartbeats {
     gateway: u32,
@@ -31,6 +39,8 @@ pub struct ClusterHeartbeats {
     key: Option<Key>,
     core: ClusterCore,
     senders: BTreeMap<String, Sender>,
+    /// Datagrams sent by senders dropped with their member (see [`ClusterHeartbeats::datagrams_sent`]).
+    retired_datagrams: u64,
 }
 
 impl ClusterHeartbeats {
@@ -44,6 +54,7 @@ impl ClusterHeartbeats {
             key: None,
             core: ClusterCore::new(),
             senders: BTreeMap::new(),
+            retired_datagrams: 0,
         }
     }
 
@@ -91,6 +102,12 @@ impl ClusterHeartbeats {
                 senders.insert(m.id.clone(), self.sender(&m.heartbeat, ports, first)?);
             }
         }
+        let first_sequence = self.first_sequence;
+        self.retired_datagrams += self
+            .senders
+            .values()
+            .map(|s| s.sent_since(first_sequence))
+            .sum::<u64>();
         self.senders = senders;
         Ok(())
     }
@@ -141,6 +158,26 @@ impl ClusterHeartbeats {
             s.client.flush()?;
         }
         Ok(())
+    }
+
+    /// How many members get each entry of `user` under the map held (0 before a map).
+    pub fn replicas_of(&self, user: u64) -> usize {
+        self.core
+            .heartbeat_targets(user)
+            .filter(|m| self.senders.contains_key(&m.id))
+            .count()
+    }
+
+    /// Datagrams sent so far, to every member ever in the map (a member's count goes on
+    /// across its sender's rebuilds and after it leaves the map).
+    pub fn datagrams_sent(&self) -> u64 {
+        let first_sequence = self.first_sequence;
+        self.retired_datagrams
+            + self
+                .senders
+                .values()
+                .map(|s| s.sent_since(first_sequence))
+                .sum::<u64>()
     }
 
     /// Entries sent, per member id.
@@ -217,6 +254,8 @@ mod tests {
         for g in &got {
             assert!(g.iter().all(|&(_, seq)| seq == 100), "{g:?}");
         }
+        assert_eq!(hb.datagrams_sent(), 3);
+        assert_eq!(hb.replicas_of(1), 2);
         // A map with one replica: each entry to one member; the senders go on from 101.
         hb.set_map(map(2, 1), |_| Vec::new()).unwrap();
         for &u in &users {
@@ -225,6 +264,9 @@ mod tests {
         hb.flush().unwrap();
         let got: Vec<Vec<(u64, u64)>> = sockets.iter().map(received).collect();
         assert_eq!(got.iter().map(Vec::len).sum::<usize>(), users.len());
+        assert_eq!(hb.replicas_of(1), 1);
+        let busy = got.iter().filter(|g| !g.is_empty()).count() as u64;
+        assert_eq!(hb.datagrams_sent(), 3 + busy);
         for g in got.iter().filter(|g| !g.is_empty()) {
             assert!(g.iter().all(|&(_, seq)| seq == 101), "{g:?}");
         }

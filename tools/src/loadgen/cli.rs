@@ -75,6 +75,8 @@ state seen before, and each user's versions only grow. Users the generator itsel
 late to stay inside the deadline are reported as excused; logins that never reached the daemon \
 while it was losing datagrams are reported as lost; neither counts as a violation.
 
+With --cluster the generator loads a presenced cluster: each entry goes to every replica of its user and each user is observed at its primary, both following the member map while members are killed, restarted, join or leave; false and missing transitions are also counted per member (see --cluster for how each is charged).
+
 Exit status: 0 no violation; 1 violations found; 2 bad arguments; 3 the run could not be done \
 (no daemon, users still online after the initial logout, ...).";
 
@@ -86,6 +88,31 @@ pub struct Args {
     /// grace, tick and heartbeat ports.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7060")]
     pub link: SocketAddr,
+
+    /// Load a presenced cluster (SPEC.md § P6.14) instead of one daemon: the push-link
+    /// addresses of one or more of its members, comma-separated (each a seed: the first that
+    /// answers with a member map gives it). Every heartbeat entry goes to every replica of its
+    /// user, and the observers subscribe each user at its primary (presenced_client's
+    /// ClusterHeartbeats and ClusterLink), both following the member map as it changes, so a
+    /// member killed or restarted mid-run (by an operator or a test) changes nothing the
+    /// checks see while the cluster keeps every user on a live replica. Timings come from the
+    /// members' WELCOMEs (they must agree); the daemon counters reported are every member's,
+    /// summed, from a control link to each member of the first map (a member killed or
+    /// restarted during the run is left out of the sums, and said so). A transition latency
+    /// counts from the moment its entry is queued (up to --batch-delay before its datagrams
+    /// leave). False and missing transitions are also counted per member: each is attributed
+    /// to the member that was its user's primary, under the generator's map, when the
+    /// simulation caused the transition (a missing one: the transition that never came; a
+    /// false one: the user's latest caused transition, whose state it contradicts). Not with
+    /// --link, --heartbeat, --shard-aware, --firehose, --target or --restart-cmd.
+    #[arg(
+        long,
+        value_name = "ADDR[,ADDR...]",
+        value_delimiter = ',',
+        num_args = 1..,
+        conflicts_with_all = ["link", "heartbeat", "shard_aware", "firehose", "target", "restart_cmd"]
+    )]
+    pub cluster: Option<Vec<SocketAddr>>,
 
     /// What to load: presenced (the default; --link, --heartbeat) or a Redis server given as
     /// `redis://HOST:PORT[/DB]`, which gets the seed design's presence in Redis instead, with
@@ -439,6 +466,13 @@ mod tests {
         Args::command().debug_assert();
         assert!(Args::try_parse_from(["x", "--rate", "10k", "--max"]).is_err());
         assert!(Args::try_parse_from(["x", "--restart-after", "5s"]).is_err());
+        let c = Args::try_parse_from(["x", "--cluster", "127.0.0.1:1,127.0.0.1:2"]).unwrap();
+        assert_eq!(c.cluster.map(|seeds| seeds.len()), Some(2));
+        for other in ["--link", "--heartbeat"] {
+            let both = ["x", "--cluster", "127.0.0.1:1", other, "127.0.0.1:3"];
+            assert!(Args::try_parse_from(both).is_err(), "{other}");
+        }
+        assert!(Args::try_parse_from(["x", "--cluster", "127.0.0.1:1", "--firehose"]).is_err());
         let a = Args::try_parse_from(["x", "--scenario", "flap", "--users", "2k"]).unwrap();
         assert_eq!((a.scenario, a.users), (Scenario::Flap, 2000));
     }

@@ -6,8 +6,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// What the senders did, all threads together.
 #[derive(Default, Debug)]
 pub struct SendCounters {
-    /// Entries sent (heartbeats and logouts).
+    /// Entries sent (heartbeats and logouts); against a cluster, each once per replica it
+    /// went to.
     pub entries: AtomicU64,
+    /// User entries sent, each once however many cluster members it went to (against one
+    /// daemon, `entries`).
+    pub user_entries: AtomicU64,
     /// Datagrams sent.
     pub datagrams: AtomicU64,
     /// Sends that failed (each loses a datagram).

@@ -107,6 +107,35 @@ impl DaemonCounters {
         }
     }
 
+    /// `self + other`, counter by counter, shard by shard index (the counters of several
+    /// daemons together; `users` too).
+    pub fn plus(&self, other: &DaemonCounters) -> DaemonCounters {
+        let n = self
+            .heartbeats_by_shard
+            .len()
+            .max(other.heartbeats_by_shard.len());
+        let at = |v: &[u64], i: usize| v.get(i).copied().unwrap_or(0);
+        DaemonCounters {
+            heartbeats_by_shard: (0..n)
+                .map(|i| at(&self.heartbeats_by_shard, i) + at(&other.heartbeats_by_shard, i))
+                .collect(),
+            datagrams: self.datagrams + other.datagrams,
+            dropped: self.dropped + other.dropped,
+            cross_shard_shed: self.cross_shard_shed + other.cross_shard_shed,
+            kernel_dropped: self.kernel_dropped + other.kernel_dropped,
+            routed_out: self.routed_out + other.routed_out,
+            transitions_shed: self.transitions_shed + other.transitions_shed,
+            refused_user_capacity: self.refused_user_capacity + other.refused_user_capacity,
+            refused_device_limit: self.refused_device_limit + other.refused_device_limit,
+            refused_overflow_full: self.refused_overflow_full + other.refused_overflow_full,
+            users: self.users + other.users,
+            transitions: self.transitions + other.transitions,
+            events_dropped: self.events_dropped + other.events_dropped,
+            lag_signals: self.lag_signals + other.lag_signals,
+            shard_shed: self.shard_shed + other.shard_shed,
+        }
+    }
+
     /// Devices or users the daemon refused (the simulation's expectations do not hold for
     /// them).
     pub fn refused(&self) -> u64 {
@@ -205,6 +234,9 @@ mod tests {
             ..DaemonCounters::default()
         });
         assert_eq!(d.heartbeats_by_shard, vec![60, 0]);
+        let two = c.plus(&d);
+        assert_eq!(two.heartbeats_by_shard, vec![160, 50]);
+        assert_eq!(two.datagrams, 2 * c.datagrams);
         assert!(DaemonCounters::parse("nope").is_err());
     }
 

@@ -12,17 +12,23 @@
 //! 6. log every simulated user out, wait for the outstanding transitions, close the links;
 //! 7. compare what each observer saw with what the simulation caused ([`report`]).
 //!
+//! `--cluster ADDR,…` runs them against a presenced cluster ([`cluster`]): every entry to
+//! every replica of its user, observers at each user's primary, both following the map.
+//!
 //! `--target redis://…` runs the same scenarios against the Redis design ([`redis_target`]);
 //! `--target ws://…` loads a `presence-gateway` with browsers instead ([`browsers`]).
 
 pub mod browsers;
 pub mod cli;
 pub mod clock;
+pub mod cluster;
+pub mod cluster_observer;
 pub mod control;
 pub mod counters;
 pub mod daemon_stats;
 pub mod gateway;
 pub mod observer;
+pub mod owners;
 pub mod plan;
 pub mod population;
 pub mod progress;
@@ -104,6 +110,8 @@ pub fn main(args: &Args) -> u8 {
         Some(url) if url.starts_with("ws://") => browsers::run(args, url)
             .map(|summary| (summary.to_json(), summary.table(), summary.violations())),
         Some(url) => redis_target::run(args, url, hook)
+            .map(|summary| (summary.to_json(), summary.table(), summary.violations())),
+        None if args.cluster.is_some() => cluster::run(args)
             .map(|summary| (summary.to_json(), summary.table(), summary.violations())),
         None => run(args, hook)
             .map(|summary| (summary.to_json(), summary.table(), summary.violations())),
@@ -249,7 +257,17 @@ pub fn run(args: &Args, mut restart: Option<RestartHook<'_>>) -> Result<Summary,
     stale.sort_unstable();
     stale.dedup();
     if !stale.is_empty() {
-        log_out_stale(&plan, &shared, &stale, boot_epoch, args.quiet)?;
+        let mut gw = HeartbeatClient::new(u32::MAX, boot_epoch, plan.heartbeat)
+            .map_err(|e| RunError::failed(format!("cannot open a UDP socket: {e}")))?;
+        if let Some(key) = &plan.key {
+            gw = gw.with_key(key.clone());
+        }
+        log_out_stale(&shared, &stale, args.quiet, |e| {
+            let _ = match e {
+                Some(e) => gw.push(e),
+                None => gw.flush(),
+            };
+        })?;
     }
     shared.running.store(true, Ordering::Release);
 
@@ -271,31 +289,16 @@ pub fn run(args: &Args, mut restart: Option<RestartHook<'_>>) -> Result<Summary,
     });
     let counters = Arc::new(SendCounters::default());
     let start_us = clock.now_us() + 20_000;
-    let mut senders = Vec::new();
-    for t in 0..plan.threads {
-        let g0 = t * plan.gateways / plan.threads;
-        let g1 = (t + 1) * plan.gateways / plan.threads;
-        let setup = sender::SenderSetup {
-            thread: t,
-            gateways: g0..g1,
-            plan: plan.clone(),
-            pop: pop.clone(),
-            counters: counters.clone(),
-            control: control.clone(),
-            clock,
-            start_us,
-            boot_epoch,
-        };
-        match sender::spawn(setup) {
-            Ok(handle) => senders.push(handle),
-            Err(e) => {
-                control.set(Phase::Done);
-                return Err(RunError::failed(format!(
-                    "cannot open the gateways' UDP sockets: {e}"
-                )));
-            }
-        }
-    }
+    let senders = start_senders(
+        &plan,
+        &pop,
+        &counters,
+        &control,
+        clock,
+        start_us,
+        boot_epoch,
+        || None,
+    )?;
     let interrupts = {
         let control = control.clone();
         rt.spawn(async move {
@@ -431,14 +434,57 @@ pub fn run(args: &Args, mut restart: Option<RestartHook<'_>>) -> Result<Summary,
     Ok(summary)
 }
 
+/// The sender threads, each with its share of the gateways; `cluster` gives each its
+/// cluster setup (`None`: one daemon). On failure, the threads already started are told to
+/// finish.
+#[allow(clippy::too_many_arguments)]
+fn start_senders(
+    plan: &Arc<Plan>,
+    pop: &Arc<Population>,
+    counters: &Arc<SendCounters>,
+    control: &Arc<Control>,
+    clock: Clock,
+    start_us: u64,
+    boot_epoch: u32,
+    cluster: impl Fn() -> Option<sender::ClusterSetup>,
+) -> Result<Vec<std::thread::JoinHandle<Option<String>>>, RunError> {
+    let mut senders = Vec::new();
+    for t in 0..plan.threads {
+        let g0 = t * plan.gateways / plan.threads;
+        let g1 = (t + 1) * plan.gateways / plan.threads;
+        let setup = sender::SenderSetup {
+            thread: t,
+            gateways: g0..g1,
+            plan: plan.clone(),
+            pop: pop.clone(),
+            counters: counters.clone(),
+            control: control.clone(),
+            clock,
+            start_us,
+            boot_epoch,
+            cluster: cluster(),
+        };
+        match sender::spawn(setup) {
+            Ok(handle) => senders.push(handle),
+            Err(e) => {
+                control.set(Phase::Done);
+                return Err(RunError::failed(format!(
+                    "cannot open the gateways' UDP sockets: {e}"
+                )));
+            }
+        }
+    }
+    Ok(senders)
+}
+
 /// Logs out (devices 1..=8 of) watched users left online by an earlier run and waits until
-/// every observer has seen them offline.
+/// every observer has seen them offline. `send` queues an entry, or with `None` sends what is
+/// queued (one gateway of id 4294967295: to the daemon, or to every replica in a cluster).
 fn log_out_stale(
-    plan: &Plan,
     shared: &observer::Shared,
     stale: &[u64],
-    boot_epoch: u32,
     quiet: bool,
+    mut send: impl FnMut(Option<presenced_wire::Entry>),
 ) -> Result<(), RunError> {
     if !quiet {
         eprintln!(
@@ -446,16 +492,11 @@ fn log_out_stale(
             stale.len()
         );
     }
-    let mut gw = HeartbeatClient::new(u32::MAX, boot_epoch, plan.heartbeat)
-        .map_err(|e| RunError::failed(format!("cannot open a UDP socket: {e}")))?;
-    if let Some(key) = &plan.key {
-        gw = gw.with_key(key.clone());
-    }
     for _ in 0..3 {
         let mut sent = 0u64;
         for &u in stale {
             for device in 1..=u32::from(population::MAX_DEVICES) {
-                let _ = gw.push(entry(u, device, State::Offline, false));
+                send(Some(entry(u, device, State::Offline, false)));
                 sent += 1;
                 if sent % 4096 == 0 {
                     // Paced, so the daemon's socket buffer does not overflow.
@@ -463,7 +504,7 @@ fn log_out_stale(
                 }
             }
         }
-        let _ = gw.flush();
+        send(None);
         for _ in 0..200 {
             if shared.not_offline.load(Ordering::Acquire) <= 0 {
                 return Ok(());

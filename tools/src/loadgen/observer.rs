@@ -204,6 +204,20 @@ impl Tally {
         true
     }
 
+    /// The state last seen of watched user `index` (wire value).
+    pub fn state_of(&self, index: u32) -> Option<u8> {
+        self.findings.states.get(index as usize).copied()
+    }
+
+    /// Transitions of watched user `index` counted so far.
+    pub fn count_of(&self, index: u32) -> u32 {
+        self.findings
+            .counts
+            .get(index as usize)
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// Watched users last seen online or idle.
     pub fn stale_users(&self) -> Vec<u64> {
         self.findings

@@ -1,6 +1,7 @@
 //! What a run reports: the summary (a table for people, one JSON object with `--json`) and the
 //! progress line printed once a second on stderr.
 
+use super::cluster::ClusterReport;
 use super::daemon_stats::DaemonCounters;
 use super::restart::RestartReport;
 use hdrhistogram::Histogram;
@@ -232,6 +233,8 @@ pub struct Summary {
     pub warnings: Vec<String>,
     /// The restart (`--restart-cmd`), if there was one.
     pub restart: Option<RestartReport>,
+    /// The cluster's part (`--cluster`).
+    pub cluster: Option<ClusterReport>,
 }
 
 /// The latency row: the percentiles, and when timing started (`None`: it never did).
@@ -433,6 +436,9 @@ impl Summary {
         if let Some(r) = &self.restart {
             rows.extend(r.rows());
         }
+        if let Some(c) = &self.cluster {
+            rows.extend(c.rows());
+        }
         let v = self.violations();
         rows.push((
             "result",
@@ -495,6 +501,7 @@ impl Summary {
             "latency_us": self.latency.to_json(),
             "offline_lateness_us": self.lateness.to_json(),
             "restart": self.restart.as_ref().map(RestartReport::to_json),
+            "cluster": self.cluster.as_ref().and_then(|c| serde_json::to_value(c).ok()),
             "violations": self.violations(),
             "ok": self.violations() == 0,
             "warnings": self.warnings,

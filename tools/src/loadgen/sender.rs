@@ -8,18 +8,21 @@ use super::clock::Clock;
 use super::control::{Control, Phase};
 use super::counters::{LocalCounts, SendCounters};
 use super::gateway::{Deferred, Gateway};
+use super::owners::{Owners, NO_MEMBER};
 use super::plan::{Pacing, Plan, LATE_US};
 use super::population::{Population, TIMEOUT, UNTIMED};
 use super::rng::Rng;
 use super::schedule::{ChurnPace, Wheel};
 use super::users::Users;
+use presenced_wire::cluster::{MemberMap, Placement};
 use presenced_wire::State;
 use std::io;
 use std::ops::Range;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
 
 /// Users handled between two looks at the clock in `--max` mode.
 const MAX_CHUNK_USERS: u32 = 256;
@@ -48,6 +51,57 @@ pub struct SenderSetup {
     pub start_us: u64,
     /// Boot epoch of every gateway of this run.
     pub boot_epoch: u32,
+    /// Against a cluster: the member map to follow and where to record each cause's member.
+    pub cluster: Option<ClusterSetup>,
+}
+
+/// What a sender thread needs against a cluster (`--cluster`).
+pub struct ClusterSetup {
+    /// The newest member map the observers' links took (never `None` once the run starts).
+    pub maps: watch::Receiver<Option<MemberMap>>,
+    /// Each watched user's causes' members.
+    pub owners: Arc<Owners>,
+}
+
+/// A sender's view of the cluster: the map it sends by, and each member's number.
+struct ClusterView {
+    maps: watch::Receiver<Option<MemberMap>>,
+    owners: Arc<Owners>,
+    placement: Placement,
+    /// Member index in the map held → its number in `owners`.
+    numbers: Vec<u16>,
+}
+
+impl ClusterView {
+    /// The newest map, if it changed since the last look.
+    fn changed(&mut self) -> Option<MemberMap> {
+        if !self.maps.has_changed().unwrap_or(false) {
+            return None;
+        }
+        let map = self.maps.borrow_and_update().clone()?;
+        self.take(&map);
+        Some(map)
+    }
+
+    fn take(&mut self, map: &MemberMap) {
+        self.placement = map.placement();
+        self.numbers = map
+            .members
+            .iter()
+            .map(|m| self.owners.intern(&m.id))
+            .collect();
+    }
+
+    /// The number of `user`'s primary now.
+    fn primary(&self, user: u64) -> u16 {
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        self.placement
+            .primary(user, now_ms)
+            .and_then(|i| self.numbers.get(i).copied())
+            .unwrap_or(NO_MEMBER)
+    }
 }
 
 /// The longest interval the senders obey, as a multiple of the daemon's heartbeat interval
@@ -93,7 +147,7 @@ struct Sender {
     wheel: Option<Wheel>,
     rng: Rng,
     local: LocalCounts,
-    published: (u64, u64, u64),
+    published: (u64, u64, u64, u64),
     last_flush_us: u64,
     /// This thread's share of the churn.
     churn: ChurnPace,
@@ -102,6 +156,8 @@ struct Sender {
     next_reconnect_us: u64,
     /// Users logged out by the final sweep (for retries).
     drained: Vec<u32>,
+    /// Against a cluster: the map followed.
+    cluster: Option<ClusterView>,
 }
 
 impl Sender {
@@ -111,14 +167,36 @@ impl Sender {
         let first = (s.gateways.start * block).min(plan.users);
         let end = (s.gateways.end * block).min(plan.users);
         let mut gateways = Vec::with_capacity(s.gateways.len());
-        for g in s.gateways.clone() {
-            gateways.push(Gateway::new(
-                g + 1,
-                s.boot_epoch,
-                plan.heartbeat,
-                &plan.shard_addrs,
-                plan.key.as_ref(),
-            )?);
+        let mut cluster = None;
+        if let Some(c) = s.cluster {
+            let map = c.maps.borrow().clone().ok_or_else(|| {
+                io::Error::new(io::ErrorKind::NotFound, "no member map to send by")
+            })?;
+            for g in s.gateways.clone() {
+                gateways.push(
+                    Gateway::cluster(g + 1, s.boot_epoch, map.clone(), plan.key.as_ref())
+                        .map_err(|e| io::Error::other(e.to_string()))?,
+                );
+            }
+            let mut view = ClusterView {
+                maps: c.maps,
+                owners: c.owners,
+                placement: Placement::default(),
+                numbers: Vec::new(),
+            };
+            view.maps.mark_unchanged();
+            view.take(&map);
+            cluster = Some(view);
+        } else {
+            for g in s.gateways.clone() {
+                gateways.push(Gateway::new(
+                    g + 1,
+                    s.boot_epoch,
+                    plan.heartbeat,
+                    &plan.shard_addrs,
+                    plan.key.as_ref(),
+                )?);
+            }
         }
         let n = (end - first) as usize;
         let churn_rate = plan.churn_per_s * f64::from(end - first) / f64::from(plan.users) / 1e6;
@@ -157,12 +235,13 @@ impl Sender {
             users: Users::new(n),
             wheel,
             local: LocalCounts::default(),
-            published: (0, 0, 0),
+            published: (0, 0, 0, 0),
             last_flush_us: s.start_us,
             churn: ChurnPace::new(s.start_us, churn_rate),
             next_silence_us,
             next_reconnect_us,
             drained: Vec::new(),
+            cluster,
         })
     }
 
@@ -209,6 +288,7 @@ impl Sender {
             if now >= end_us || self.control.phase() >= Phase::Stop {
                 break;
             }
+            self.follow_map();
             if now >= self.next_silence_us {
                 self.silence(now);
             }
@@ -284,7 +364,7 @@ impl Sender {
         let live = self.users.live(li);
         if live & bit == 0 {
             if live == 0 {
-                self.pop.expect(u);
+                self.cause(u);
                 self.local.logins += 1;
                 stamp = Some(Deferred {
                     index: u,
@@ -350,6 +430,7 @@ impl Sender {
             if now >= end_us || self.control.phase() >= Phase::Stop {
                 break;
             }
+            self.follow_map();
             self.churn(now);
             let stop = (cursor + MAX_CHUNK_USERS).min(self.end);
             for u in cursor..stop {
@@ -394,7 +475,7 @@ impl Sender {
         let li = (u - self.first) as usize;
         let generation = self.users.bump(li);
         let stamp = if self.users.live(li) == 0 {
-            self.pop.expect(u);
+            self.cause(u);
             self.local.logins += 1;
             Some(Deferred {
                 index: u,
@@ -430,7 +511,7 @@ impl Sender {
         if live == 0 {
             return;
         }
-        self.pop.expect(u);
+        self.cause(u);
         self.local.logouts += 1;
         let last = 7 - live.leading_zeros() as u8;
         for slot in 0..8u8 {
@@ -472,7 +553,7 @@ impl Sender {
             let li = (u - self.first) as usize;
             self.users.bump(li);
             if self.users.live(li) != 0 {
-                self.pop.expect(u);
+                self.cause(u);
                 self.pop
                     .stamp_offline(u, (self.users.last_beat(li) + timeout) | TIMEOUT);
                 self.users.set_live(li, 0);
@@ -503,6 +584,7 @@ impl Sender {
     /// The final sweep: every connected user logs out; users not seen offline are sent their
     /// logouts again a few times.
     fn drain(&mut self) {
+        self.follow_map();
         for u in self.first..self.end {
             if self.users.live((u - self.first) as usize) != 0 {
                 self.logout(u, UNTIMED);
@@ -524,6 +606,7 @@ impl Sender {
             if self.drained.is_empty() {
                 return;
             }
+            self.follow_map();
             let again = std::mem::take(&mut self.drained);
             for &u in &again {
                 for slot in 0..self.devices(u) {
@@ -537,6 +620,29 @@ impl Sender {
     }
 
     // ---- plumbing ----------------------------------------------------------------------
+
+    /// The simulation causes a transition of user `u` (against a cluster, recorded with the
+    /// user's primary now).
+    #[inline]
+    fn cause(&mut self, u: u32) {
+        self.pop.expect(u);
+        if let Some(c) = &self.cluster {
+            if u < self.pop.watch {
+                let member = c.primary(self.pop.id(u));
+                c.owners.caused(u, self.pop.expected(u), member);
+            }
+        }
+    }
+
+    /// Against a cluster: every gateway follows the newest map.
+    fn follow_map(&mut self) {
+        let Some(map) = self.cluster.as_mut().and_then(ClusterView::changed) else {
+            return;
+        };
+        for g in &mut self.gateways {
+            g.set_map(map.clone());
+        }
+    }
 
     #[inline]
     fn devices(&self, u: u32) -> u8 {
@@ -571,18 +677,21 @@ impl Sender {
     }
 
     fn publish(&mut self) {
-        let (mut entries, mut datagrams, mut errors) = (0, 0, 0);
+        let (mut entries, mut datagrams, mut errors, mut user_entries) = (0, 0, 0, 0);
         for g in &self.gateways {
             entries += g.entries();
             datagrams += g.datagrams();
             errors += g.send_errors;
+            user_entries += g.user_entries();
         }
-        let (e0, d0, x0) = self.published;
+        let (e0, d0, x0, u0) = self.published;
         let c = &self.counters;
         c.entries.fetch_add(entries - e0, Ordering::Relaxed);
         c.datagrams.fetch_add(datagrams - d0, Ordering::Relaxed);
         c.send_errors.fetch_add(errors - x0, Ordering::Relaxed);
-        self.published = (entries, datagrams, errors);
+        c.user_entries
+            .fetch_add(user_entries - u0, Ordering::Relaxed);
+        self.published = (entries, datagrams, errors, user_entries);
         self.counters.publish(&mut self.local);
     }
 }
