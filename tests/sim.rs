@@ -21,7 +21,8 @@ use presenced_core::config::CoreConfig;
 use presenced_core::event::{Cause, Heartbeat, Presence, PublicState, Report, Transition};
 use presenced_core::shard::Shard;
 use presenced_node::auth::Verifier;
-use presenced_node::bus::{Inbox, ToHub, ToStore};
+use presenced_node::backoff::BackoffConfig;
+use presenced_node::bus::{Inbox, Request, ToHub, ToStore};
 use presenced_node::node::{NodeConfig, ShardNode, StoreLimits, Transmit};
 use presenced_wire::hash::mix64;
 use presenced_wire::{encode, Entry, Header, State};
@@ -120,6 +121,8 @@ impl Counters {
 
 trait Core {
     fn heartbeat(&mut self, now: Now, hb: &Heartbeat, out: &mut Vec<Transition>);
+    /// The hub asks the shard for the deadlines of heartbeats every `interval_ms` (PACE).
+    fn pace(&mut self, now: Now, interval_ms: u32);
     fn advance(&mut self, now: Now, out: &mut Vec<Transition>);
     fn query(&self, user: u64) -> Presence;
     fn device_count(&self, user: u64) -> usize;
@@ -132,6 +135,9 @@ trait Core {
 impl Core for Model {
     fn heartbeat(&mut self, now: Now, hb: &Heartbeat, out: &mut Vec<Transition>) {
         out.extend(Model::heartbeat(self, now, hb));
+    }
+    fn pace(&mut self, _now: Now, interval_ms: u32) {
+        Model::pace(self, interval_ms);
     }
     fn advance(&mut self, now: Now, out: &mut Vec<Transition>) {
         out.extend(Model::advance(self, now));
@@ -169,10 +175,12 @@ struct Node {
     pass: Vec<u8>,
     log: Vec<Transition>,
     synced: usize,
+    /// The interval the node's back-off last asked the hub for (`ToHub::Pace`), not yet taken.
+    asked_ms: Option<u32>,
 }
 
 impl Node {
-    fn new(core: CoreConfig, now: Now) -> Node {
+    fn new(core: CoreConfig, backoff: BackoffConfig, now: Now) -> Node {
         let config = NodeConfig {
             index: 0,
             shards: 1,
@@ -189,7 +197,7 @@ impl Node {
                 failure_burst: u32::MAX,
                 ..presenced_node::auth::sources::SourceLimits::default()
             },
-            backoff: presenced_node::backoff::BackoffConfig::disabled(),
+            backoff,
         };
         let node =
             ShardNode::new(config.clone(), Verifier::new(None, u64::MAX), now).expect("config");
@@ -202,7 +210,15 @@ impl Node {
             pass: Vec::new(),
             log: Vec::new(),
             synced: 0,
+            asked_ms: None,
         }
+    }
+
+    /// A receive call that filled its batch while the kernel dropped datagrams (a shard
+    /// running hot), then the end of its round.
+    fn hot_round(&mut self, now: Now, out: &mut Vec<Transition>) {
+        self.node.handle_receive(true, 1);
+        self.advance(now, out);
     }
 
     fn datagram(&mut self, hb: &Heartbeat) -> Vec<u8> {
@@ -244,8 +260,14 @@ impl Node {
                 Transmit::Store(ToStore::SnapshotEnd { .. }) => {
                     self.snapshot = std::mem::take(&mut self.pass);
                 }
+                Transmit::Hub(ToHub::Pace { interval_ms, .. }) => {
+                    self.asked_ms = Some(interval_ms);
+                }
                 Transmit::Hub(_) | Transmit::Peer { .. } | Transmit::Store(ToStore::Gap(_)) => {
-                    panic!("one shard with unbounded outboxes sends only transitions and state")
+                    panic!(
+                        "one shard with unbounded outboxes sends only transitions, state and \
+                         its pace"
+                    )
                 }
             }
         }
@@ -286,6 +308,10 @@ impl Core for Node {
             self.node.handle_timeout(now);
         }
         self.sent(out);
+    }
+    fn pace(&mut self, now: Now, interval_ms: u32) {
+        self.node
+            .handle_inbox(now, Inbox::Request(Request::Pace { interval_ms }));
     }
     fn advance(&mut self, now: Now, out: &mut Vec<Transition>) {
         self.node.handle_timeout(now);
@@ -388,6 +414,25 @@ struct Scenario {
     p_sync: u64,
     p_restart: u64,
     downtime_us: (u64, u64),
+    /// Back-off under load on (SPEC.md § P6.13), or off.
+    pace: Option<PaceLoad>,
+}
+
+/// Back-off under load: the node judges its own load (`ingest.backoff`) and the simulation
+/// plays the hub, which asks the node (and the model) for the longest interval any shard
+/// asks, the node's own and that of other shards drawn at random, so that the interval is
+/// raised and lowered, to the normal one and to shorter longer ones.
+#[derive(Clone, Copy, Debug)]
+struct PaceLoad {
+    /// The node's `ingest.backoff_interval` and `ingest.backoff_calm`, ms.
+    backoff_interval_ms: u64,
+    calm_ms: u64,
+    /// Per mille of steps that are a hot receive round of the node.
+    p_hot: u64,
+    /// Per mille of steps before which the other shards' longest ask changes: to the normal
+    /// interval (a third of them) or to one uniform up to `other_max_ms`.
+    p_other: u64,
+    other_max_ms: u64,
 }
 
 const MS: u64 = 1_000;
@@ -409,7 +454,7 @@ fn base_cfg() -> CoreConfig {
 }
 
 /// Every scenario, each run by its own test below.
-const SCENARIOS: [&str; 14] = [
+const SCENARIOS: [&str; 15] = [
     "tiny_churn",
     "idle_after_timeout",
     "large_pool",
@@ -424,6 +469,7 @@ const SCENARIOS: [&str; 14] = [
     "flapping",
     "wheel_span_boundary",
     "restarts",
+    "pace",
 ];
 
 /// The simulation must cover at least this many steps in total (heartbeat and advance calls,
@@ -461,6 +507,7 @@ fn scenario(name: &str) -> Scenario {
         p_sync: 0,
         p_restart: 0,
         downtime_us: (0, 0),
+        pace: None,
     };
     match name {
         // Tiny table, short everything: heavy churn per user, every refusal path.
@@ -736,6 +783,35 @@ fn scenario(name: &str) -> Scenario {
             s.p_restart = 4;
             s.downtime_us = (0, 60 * MS);
         }
+        // Back-off on: the node goes hot at random and calms down, other shards ask for
+        // intervals of their own, and every change of the longest reaches the node and the
+        // model, which must extend (and stop extending) the same deadlines at the same ticks.
+        // Jumps past the normal timeout make the extension decide who times out.
+        "pace" => {
+            s.name = "pace";
+            s.cfg.tick_us = MS;
+            s.cfg.heartbeat_interval_us = 20 * MS;
+            s.cfg.grace_us = 5 * MS;
+            s.cfg.idle_after_us = 200 * MS;
+            s.cfg.last_seen_retention_us = 400 * MS;
+            s.cfg.user_capacity = 32;
+            s.cfg.max_devices_per_user = 4;
+            s.cfg.multi_device_users = 8;
+            s.steps = 200_000;
+            s.pool = 30;
+            s.devices = 4;
+            s.mean_dt_us = 300;
+            s.p_jump = 10;
+            s.jump_us = (20 * MS, 300 * MS);
+            s.back_max_us = 5 * MS;
+            s.pace = Some(PaceLoad {
+                backoff_interval_ms: 60,
+                calm_ms: 150,
+                p_hot: 2,
+                p_other: 3,
+                other_max_ms: 100,
+            });
+        }
         _ => panic!("unknown scenario {name}"),
     }
     if let Some(steps) = env_u64("SIM_STEPS") {
@@ -758,6 +834,11 @@ enum Call {
     Sync,
     /// A crash, then a start at this time from the synced state (rule 8).
     Restart(Now),
+    /// A receive round of the node's that filled its batch while the kernel dropped datagrams;
+    /// the model only advances.
+    Hot(Now),
+    /// The hub asks for this heartbeat interval, ms (0: the normal one).
+    Pace(Now, u32),
 }
 
 struct Record {
@@ -843,6 +924,9 @@ struct Coverage {
     advances: u64,
     snapshots: u64,
     restarts: u64,
+    /// Longer and shorter intervals asked of the shard.
+    paces_raised: u64,
+    paces_lowered: u64,
     causes: [u64; 5],
     states: [u64; 3],
     full_checks: u64,
@@ -864,6 +948,11 @@ struct Sim<'a> {
     step: u64,
     real_out: Vec<Transition>,
     model_out: Vec<Transition>,
+    /// The hub's view of back-off: the node's ask, the other shards' longest, and the
+    /// interval last asked of the shard (ms; 0: normal).
+    node_asks_ms: u32,
+    others_ask_ms: u32,
+    paced_ms: u32,
 }
 
 fn cause_index(c: Cause) -> usize {
@@ -900,6 +989,33 @@ impl<'a> Sim<'a> {
             step: 0,
             real_out: Vec::new(),
             model_out: Vec::new(),
+            node_asks_ms: 0,
+            others_ask_ms: 0,
+            paced_ms: 0,
+        }
+    }
+
+    /// The hub's part in back-off: takes the node's new ask, if any, and asks the shard for
+    /// the longest of all shards' asks when it changed.
+    fn relay_pace(&mut self, now: Now) {
+        if let Some(ms) = self.real.asked_ms.take() {
+            self.node_asks_ms = ms;
+        }
+        let normal_ms = self.scen.cfg.heartbeat_interval_us / MS;
+        let longest = self.node_asks_ms.max(self.others_ask_ms);
+        let ms = if u64::from(longest) > normal_ms {
+            longest
+        } else {
+            0
+        };
+        if ms != self.paced_ms {
+            if ms > self.paced_ms {
+                self.cov.paces_raised += 1;
+            } else {
+                self.cov.paces_lowered += 1;
+            }
+            self.paced_ms = ms;
+            self.call(Call::Pace(now, ms));
         }
     }
 
@@ -958,6 +1074,8 @@ impl<'a> Sim<'a> {
                 self.real.restart(*now);
                 self.real.advance(*now, &mut self.real_out);
             }
+            Call::Hot(now) => self.real.hot_round(*now, &mut self.real_out),
+            Call::Pace(now, ms) => Core::pace(&mut self.real, *now, *ms),
         }));
         let now = match &call {
             Call::Heartbeat(now, hb) => {
@@ -965,9 +1083,13 @@ impl<'a> Sim<'a> {
                 Core::heartbeat(&mut self.model, *now, hb, &mut self.model_out);
                 *now
             }
-            Call::Advance(now) => {
+            Call::Advance(now) | Call::Hot(now) => {
                 self.cov.advances += 1;
                 Core::advance(&mut self.model, *now, &mut self.model_out);
+                *now
+            }
+            Call::Pace(now, ms) => {
+                Core::pace(&mut self.model, *now, *ms);
                 *now
             }
             Call::Snapshot(now) => {
@@ -1024,7 +1146,12 @@ impl<'a> Sim<'a> {
         }
         let touched = match &call {
             Call::Heartbeat(_, hb) => Some(hb.user),
-            Call::Advance(_) | Call::Snapshot(_) | Call::Sync | Call::Restart(_) => None,
+            Call::Advance(_)
+            | Call::Snapshot(_)
+            | Call::Sync
+            | Call::Restart(_)
+            | Call::Hot(_)
+            | Call::Pace(..) => None,
         };
         let restarted = matches!(call, Call::Restart(_));
         self.remember(call);
@@ -1236,7 +1363,16 @@ fn run_scenario(name: &str) {
         mono_us: true_us,
         wall_ms: wall.at(true_us),
     };
-    let real = Node::new(scen.cfg.clone(), start);
+    let backoff = match scen.pace {
+        Some(p) => BackoffConfig {
+            enabled: true,
+            normal_ms: scen.cfg.heartbeat_interval_us / MS,
+            interval_ms: p.backoff_interval_ms,
+            calm_ms: p.calm_ms,
+        },
+        None => BackoffConfig::disabled(),
+    };
+    let real = Node::new(scen.cfg.clone(), backoff, start);
     let mut sim = Sim::new(&scen, base, real, start);
     let pool = make_pool(&mut rng, scen.pool);
     let timeout = scen.cfg.timeout_us();
@@ -1290,7 +1426,19 @@ fn run_scenario(name: &str) {
             if scen.p_restart > 0 && rng.chance(scen.p_snapshot) {
                 sim.call(Call::Snapshot(now));
             }
-            if rng.chance(scen.p_advance) {
+            if let Some(p) = scen.pace {
+                if rng.chance(p.p_other) {
+                    sim.others_ask_ms = if rng.chance(333) {
+                        0
+                    } else {
+                        rng.range(1, p.other_max_ms) as u32
+                    };
+                    sim.relay_pace(now);
+                }
+            }
+            if scen.pace.is_some_and(|p| rng.chance(p.p_hot)) {
+                sim.call(Call::Hot(now));
+            } else if rng.chance(scen.p_advance) {
                 sim.call(Call::Advance(now));
             } else {
                 let user = if rng.chance(scen.p_user_zero) {
@@ -1314,6 +1462,9 @@ fn run_scenario(name: &str) {
                 };
                 sim.call(Call::Heartbeat(now, hb));
             }
+            if scen.pace.is_some() {
+                sim.relay_pace(now);
+            }
             if (step + 1) % scen.check_every == 0 {
                 sim.full_check(&pool, &mut rng);
             }
@@ -1333,11 +1484,17 @@ fn run_scenario(name: &str) {
         }
     }
     sim.full_check(&pool, &mut rng);
+    if scen.pace.is_some()
+        && scen.steps >= 10_000
+        && (sim.cov.paces_raised < 10 || sim.cov.paces_lowered < 10)
+    {
+        sim.fail("the interval asked was hardly raised or lowered: back-off went unexercised");
+    }
 
     let c = Core::counters(&sim.model);
     eprintln!(
         "scenario {}: seed {:#x}, {} steps ({} heartbeats + {} advances; {} snapshots, {} \
-         restarts) in {:.2?}; causes \
+         restarts, {} longer and {} shorter intervals asked) in {:.2?}; causes \
          [first, change, logout, timeout, inactivity] {:?}; states [off, on, idle] {:?}; \
          {:?}; excused version ties {}; full checks {}",
         scen.name,
@@ -1347,6 +1504,8 @@ fn run_scenario(name: &str) {
         sim.cov.advances,
         sim.cov.snapshots,
         sim.cov.restarts,
+        sim.cov.paces_raised,
+        sim.cov.paces_lowered,
         started.elapsed(),
         sim.cov.causes,
         sim.cov.states,
@@ -1494,6 +1653,11 @@ fn wheel_span_boundary() {
 #[test]
 fn restarts() {
     real("restarts");
+}
+
+#[test]
+fn pace() {
+    real("pace");
 }
 
 /// The scenarios above add up to at least `MIN_TOTAL_STEPS` steps (unless `SIM_STEPS`

@@ -504,7 +504,9 @@ pub(crate) fn evaluate(devices: &mut Devices<'_>, t: Tick) -> Aggregate {
 }
 
 /// The next tick after `t` at which the user's state may change (call after `evaluate`), each
-/// deadline extended by `extension_ticks`.
+/// deadline extended by `extension_ticks`. A deadline that has passed under that extension
+/// (a shorter one now in force, which moved no timer armed under the longer one: the device
+/// expires at its user's next evaluation) is due at the next tick.
 pub(crate) fn next_wake(
     devices: &Devices<'_>,
     t: Tick,
@@ -517,7 +519,7 @@ pub(crate) fn next_wake(
     let mut at = Tick::MAX;
     for i in 0..devices.len() {
         let dev = devices.get(i);
-        at = at.min(widen(dev.deadline_tick, t) + extension_ticks);
+        at = at.min((widen(dev.deadline_tick, t) + extension_ticks).max(t + 1));
         if dev.state == DeviceState::Online && !dev.lapsed {
             at = at.min(widen(dev.active_until_tick, t));
         }

@@ -13,6 +13,20 @@
 //!   (report Offline) never updates last seen except through the transition it emits.
 //! - The overflow block of a multi-device user is taken when its live device count goes from
 //!   1 to 2 and given back as soon as the count is 1 or 0 again (timeout or logout).
+//! - The deadline extension (ARCHITECTURE.md "Back-off under load", SPEC.md § P6.13): PACE
+//!   with interval `A` above the normal `I` asks every deadline to be `(A − I) × timeout / I`
+//!   later, rounded up to whole ticks. A longer extension applies at once; a shorter one from
+//!   the tick `due(latest mono, timeout) + the extension in force` on (one extended timeout
+//!   after it was asked), as of the tick of the call that reaches it. A device expires when
+//!   its user is evaluated at a tick `T` with `deadline + extension in force <= T`.
+//! - When a user is evaluated: at its timer. A lowered extension does not move timers armed
+//!   under the longer one, and a heartbeat moves its user's timer only earlier, and only when
+//!   it adds a device or opens an activity window (otherwise no deadline can be earlier than
+//!   the timer); a logout only earlier. The core's timers work so; without a lowering an
+//!   evaluation before the exact next change changes nothing, so this only matters once a
+//!   shorter extension is in force, where a device past its shorter extended deadline expires
+//!   at its user's next evaluation (late, never early); a timer armed when such a deadline has
+//!   passed is due at the next tick.
 
 #![allow(dead_code)]
 
@@ -143,6 +157,12 @@ pub struct Model {
     /// Users with two live devices or more (each holds one overflow block).
     pub multi_in_use: u32,
     pub stats: ModelStats,
+    /// The deadline extension in force, ticks.
+    pub extension: Tick,
+    /// A shorter extension asked, and the tick from which it is in force.
+    pub lower_extension: Option<(Tick, Tick)>,
+    /// The longest extension ever in force: no device outlives its deadline by more.
+    pub max_extension: Tick,
 }
 
 impl Model {
@@ -157,6 +177,27 @@ impl Model {
             tick,
             multi_in_use: 0,
             stats: ModelStats::default(),
+            extension: 0,
+            lower_extension: None,
+            max_extension: 0,
+        }
+    }
+
+    /// The daemon asks its gateways for heartbeats every `interval_ms` (PACE; 0 or up to the
+    /// normal interval: the normal one), and every deadline is extended to match.
+    pub fn pace(&mut self, interval_ms: u32) {
+        let normal = self.cfg.heartbeat_interval_us;
+        let asked = u64::from(interval_ms) * 1000;
+        let extra_us =
+            asked.saturating_sub(normal) as u128 * self.cfg.timeout_us() as u128 / normal as u128;
+        let ticks = (extra_us as u64).div_ceil(self.cfg.tick_us);
+        if ticks >= self.extension {
+            self.extension = ticks;
+            self.lower_extension = None;
+            self.max_extension = self.max_extension.max(ticks);
+        } else {
+            let from = self.due(self.max_mono, self.cfg.timeout_us()) + self.extension;
+            self.lower_extension = Some((ticks, from));
         }
     }
 
@@ -239,6 +280,7 @@ impl Model {
         }
         let u = self.users.get_mut(&hb.user).unwrap();
         let had_devices = !u.devices.is_empty();
+        let had_timer = u.timer.is_some();
         if !u.devices.contains_key(&hb.device) {
             // Rule 8: a device not listed takes over a restored device.
             if let Some(&id) = u.devices.iter().find(|(_, d)| d.restored).map(|(id, _)| id) {
@@ -246,14 +288,18 @@ impl Model {
                 u.devices.insert(hb.device, d);
             }
         }
-        match u.devices.get_mut(&hb.device) {
+        // Whether the user's next change may now come before its timer.
+        let earlier = match u.devices.get_mut(&hb.device) {
             Some(d) => {
+                let was_active = d.state == DevState::Online && d.active_until_tick > n;
+                let refresh = hb.active || d.state != new_state;
                 d.deadline_tick = deadline;
-                if hb.active || d.state != new_state {
+                if refresh {
                     d.active_until_tick = fresh_active;
                 }
                 d.state = new_state;
                 d.restored = false;
+                refresh && !was_active
             }
             None => {
                 u.devices.insert(
@@ -269,8 +315,9 @@ impl Model {
                 if u.devices.len() == 2 {
                     self.multi_in_use += 1;
                 }
+                true
             }
-        }
+        };
         u.off_since = None;
         let agg = u.aggregate(n);
         let cause = if had_devices {
@@ -292,7 +339,9 @@ impl Model {
         if seen {
             u.last_seen = Some(now.wall_ms);
         }
-        self.reschedule(hb.user, n);
+        if earlier || !had_timer {
+            self.reschedule_earlier(hb.user, n);
+        }
         out
     }
 
@@ -324,7 +373,7 @@ impl Model {
             false,
             out,
         );
-        self.reschedule(hb.user, n);
+        self.reschedule_earlier(hb.user, n);
     }
 
     /// Rule 1 alone.
@@ -338,6 +387,12 @@ impl Model {
 
     /// Processes every due `(tick, user)` with `tick <= n`, in increasing tick order.
     fn run_timers(&mut self, n: Tick, wall_ms: u64, out: &mut Vec<Transition>) {
+        if let Some((ticks, from)) = self.lower_extension {
+            if n >= from {
+                self.extension = ticks;
+                self.lower_extension = None;
+            }
+        }
         while let Some(&(t, user)) = self.timers.first() {
             if t > n {
                 break;
@@ -359,14 +414,20 @@ impl Model {
         let u = self.users.get_mut(&user).unwrap();
         if u.devices.is_empty() {
             let drop_at = drop_at.expect("deviceless record without T_off");
-            assert_eq!(drop_at, t, "deviceless record evaluated off its drop tick");
+            if drop_at > t {
+                // A timer a logout kept, from before the record lost its last device.
+                self.reschedule(user, t);
+                return;
+            }
+            assert_eq!(drop_at, t, "deviceless record evaluated past its drop tick");
             self.users.remove(&user);
             self.stats.users -= 1;
             self.stats.records_dropped += 1;
             return;
         }
         let before = u.devices.len();
-        u.devices.retain(|_, d| d.deadline_tick > t);
+        let extension = self.extension;
+        u.devices.retain(|_, d| d.deadline_tick + extension > t);
         let after = u.devices.len();
         let removed = before - after;
         self.stats.devices -= removed as u64;
@@ -429,6 +490,20 @@ impl Model {
         stats.transitions += 1;
     }
 
+    /// Makes sure the user's timer fires no later than its next due tick after `t`.
+    fn reschedule_earlier(&mut self, user: u64, t: Tick) {
+        let old = self.users[&user].timer;
+        self.reschedule(user, t);
+        let u = self.users.get_mut(&user).unwrap();
+        if let (Some(old), Some(new)) = (old, u.timer) {
+            if old < new {
+                assert!(self.timers.remove(&(new, user)));
+                self.timers.insert((old, user));
+                u.timer = Some(old);
+            }
+        }
+    }
+
     /// Recomputes the user's next due tick after tick `t` and files it in `timers`.
     fn reschedule(&mut self, user: u64, t: Tick) {
         let drop_tick = self
@@ -446,7 +521,8 @@ impl Model {
             next = Some(next.map_or(x, |n: Tick| n.min(x)));
         };
         for d in u.devices.values() {
-            consider(d.deadline_tick);
+            // Past under a shorter extension now in force: due at the next tick.
+            consider((d.deadline_tick + self.extension).max(t + 1));
             if d.state == DevState::Online && d.active_until_tick > t {
                 consider(d.active_until_tick);
             }
@@ -617,7 +693,7 @@ impl Model {
             assert_eq!(u.devices.is_empty(), u.off_since.is_some(), "user {id}");
             assert!(u.timer.is_some(), "user {id} has no timer");
             for d in u.devices.values() {
-                assert!(d.deadline_tick > self.tick);
+                assert!(d.deadline_tick + self.max_extension > self.tick);
             }
         }
         assert_eq!(self.timers.len(), self.users.len());

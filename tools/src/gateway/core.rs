@@ -16,18 +16,24 @@
 //! watched user is queried again when warming ends (as the client's watcher does).
 //!
 //! Heartbeats: each browser is one device of its user. It is announced online when it
-//! connects, idle while its page is hidden, re-announced every heartbeat interval (the one the
-//! daemon asks for while it backs off under load, PACE, SPEC.md § P6.13, at most
-//! [`MAX_PACE_FACTOR`] times its normal one; a visible
-//! page counts as activity, SPEC.md § 5, so its user does not drift idle), and logged
-//! out (an `offline` entry, SPEC.md § 5) when its socket closes, so watchers see it offline at
-//! once rather than after the timeout.
+//! connects, idle while its page is hidden, re-announced periodically (a visible page counts
+//! as activity, SPEC.md § 5, so its user does not drift idle), and logged out (an `offline`
+//! entry, SPEC.md § 5) when its socket closes, so watchers see it offline at once rather than
+//! after the timeout. Each device keeps its own schedule: every gap between two of its
+//! re-announcements is drawn by the client library's [`Pacer`] in [0.75, 1] × the interval in
+//! force — the daemon's, or the longer one it asks for while it backs off under load (PACE,
+//! SPEC.md § P6.13), at most [`MAX_PACE_FACTOR`] times the normal one. Drawn per device, the
+//! gaps spread a gateway's beats instead of sending every device's in one burst; a gap
+//! already drawn keeps its time when the interval changes (the daemon's deadlines cover it).
+//! The randomness is a seeded PRNG, so the tests replay.
 
 use super::protocol::{BrowserMessage, ErrorCode, GatewayMessage, State};
 use super::token::Secret;
 use presenced_client::{entry, Pacer};
 use presenced_wire::link::{Event, PresenceRecord, WireState};
 use presenced_wire::{Entry, State as DeviceState};
+use rand_core::{RngCore, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -138,6 +144,8 @@ struct Conn {
     refilled: Instant,
     /// Told it is rate limited, and not yet let through since.
     throttled: bool,
+    /// When its next periodic re-announcement is due (its entry in `GatewayCore::due`).
+    next_beat: Instant,
 }
 
 #[derive(Clone, Copy)]
@@ -165,7 +173,10 @@ pub struct GatewayCore {
     secret: Secret,
     /// The heartbeat interval: the daemon's, or the longer one it asks for (PACE).
     pace: Pacer,
-    next_heartbeat: Instant,
+    /// Each device's next re-announcement, earliest first.
+    due: BTreeSet<(Instant, ConnId)>,
+    /// Draws each gap within the jitter range.
+    rng: Xoshiro256PlusPlus,
     conns: BTreeMap<ConnId, Conn>,
     next_conn: ConnId,
     next_device: u32,
@@ -184,19 +195,21 @@ fn public(state: WireState) -> State {
 }
 
 impl GatewayCore {
-    /// A gateway with these limits and token secret that re-announces every device every
-    /// `heartbeat_every` (the daemon's heartbeat interval), starting at `now`.
+    /// A gateway with these limits and token secret that re-announces each device at gaps
+    /// of [0.75, 1] × `heartbeat_every` (the daemon's heartbeat interval) until the daemon
+    /// asks for another; `seed` seeds the draws of those gaps.
     pub fn new(
         limits: Limits,
         secret: Secret,
         heartbeat_every: Duration,
-        now: Instant,
+        seed: u64,
     ) -> GatewayCore {
         GatewayCore {
             limits,
             secret,
             pace: Pacer::new(heartbeat_every, heartbeat_every * MAX_PACE_FACTOR),
-            next_heartbeat: now + heartbeat_every,
+            due: BTreeSet::new(),
+            rng: Xoshiro256PlusPlus::seed_from_u64(seed),
             conns: BTreeMap::new(),
             next_conn: 1,
             next_device: 1,
@@ -222,17 +235,22 @@ impl GatewayCore {
         self.outputs.pop_front()
     }
 
-    /// When [`handle_timeout`](GatewayCore::handle_timeout) is next due.
-    pub fn poll_timeout(&self) -> Instant {
-        self.next_heartbeat
+    /// When [`handle_timeout`](GatewayCore::handle_timeout) is next due; `None` while no
+    /// browser is connected.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.due.first().map(|&(at, _)| at)
     }
 
-    /// Re-announces every device when the heartbeat interval has passed.
+    /// Re-announces every device whose next beat is due by `now`, and draws its next gap
+    /// from `now` (when the beat is sent, so a late wake-up never stretches a gap past the
+    /// interval).
     pub fn handle_timeout(&mut self, now: Instant) {
-        if now < self.next_heartbeat {
-            return;
-        }
-        for conn in self.conns.values() {
+        while let Some(&(at, id)) = self.due.first() {
+            if at > now {
+                break;
+            }
+            self.due.pop_first();
+            let conn = &self.conns[&id];
             let state = if conn.visible {
                 DeviceState::Online
             } else {
@@ -244,14 +262,25 @@ impl GatewayCore {
                 state,
                 conn.visible,
             )));
+            self.schedule(id, now);
         }
-        self.next_heartbeat = now + self.pace.interval();
     }
 
     /// The daemon asks for a heartbeat interval (PACE, SPEC.md § P6.13; `None`: the normal
-    /// one, also when the link ends): the re-announcements after the next one follow it.
+    /// one, also when the link ends): each device's gaps follow it from its next beat on.
     pub fn link_pace(&mut self, asked: Option<Duration>) {
         self.pace.set_asked(asked);
+    }
+
+    /// Draws when device `id`, which beats at `now`, re-announces next.
+    fn schedule(&mut self, id: ConnId, now: Instant) {
+        // 53 random bits: uniform in [0, 1].
+        let unit = (self.rng.next_u64() >> 11) as f64 / ((1u64 << 53) - 1) as f64;
+        let at = self.pace.next_beat(now, unit);
+        if let Some(conn) = self.conns.get_mut(&id) {
+            conn.next_beat = at;
+            self.due.insert((at, id));
+        }
     }
 
     /// A browser connects with `token` at `now` (`unix_s`: the wall clock, for the expiry).
@@ -292,8 +321,10 @@ impl GatewayCore {
                 allowance: f64::from(self.limits.max_messages_per_second),
                 refilled: now,
                 throttled: false,
+                next_beat: now,
             },
         );
+        self.schedule(id, now);
         self.counters.connections_opened += 1;
         self.counters.connections = self.conns.len() as u64;
         self.outputs.push_back(Output::Send(
@@ -329,6 +360,7 @@ impl GatewayCore {
         let Some(c) = self.conns.remove(&conn) else {
             return;
         };
+        self.due.remove(&(c.next_beat, conn));
         self.counters.connections = self.conns.len() as u64;
         self.outputs.push_back(Output::Heartbeat(entry(
             c.user,
@@ -663,8 +695,8 @@ mod tests {
         Secret::new(vec![9; 32]).unwrap()
     }
 
-    fn core(limits: Limits, t0: Instant) -> GatewayCore {
-        GatewayCore::new(limits, secret(), HB, t0)
+    fn core(limits: Limits) -> GatewayCore {
+        GatewayCore::new(limits, secret(), HB, 7)
     }
 
     fn drain(core: &mut GatewayCore) -> Vec<Output> {
@@ -757,7 +789,7 @@ mod tests {
     #[test]
     fn tokens_decide_who_connects() {
         let t0 = Instant::now();
-        let mut core = core(Limits::default(), t0);
+        let mut core = core(Limits::default());
         let expired = core.open(t0, 1_000, &secret().mint(1, 1_000));
         assert_eq!(expired.unwrap_err().reason, "token expired");
         let forged = Secret::new(vec![1; 32]).unwrap().mint(1, 1_000);
@@ -785,7 +817,7 @@ mod tests {
             max_connections: 2,
             ..Limits::default()
         };
-        let mut core = core(limits, t0);
+        let mut core = core(limits);
         let a = open(&mut core, t0, 1);
         open(&mut core, t0, 2);
         let full = core.open(t0, 100, &secret().mint(3, 1_000)).unwrap_err();
@@ -801,7 +833,7 @@ mod tests {
     #[test]
     fn subscriptions_are_shared_and_end_with_the_last_watcher() {
         let t0 = Instant::now();
-        let mut core = core(Limits::default(), t0);
+        let mut core = core(Limits::default());
         let a = open(&mut core, t0, 1);
         let b = open(&mut core, t0, 2);
         core.message(t0, a, r#"{"type":"roster","users":[10,11,10]}"#);
@@ -833,7 +865,7 @@ mod tests {
     #[test]
     fn transitions_reach_only_watchers_and_only_forwards() {
         let t0 = Instant::now();
-        let mut core = core(Limits::default(), t0);
+        let mut core = core(Limits::default());
         let a = open(&mut core, t0, 1);
         let b = open(&mut core, t0, 2);
         core.message(t0, a, r#"{"type":"roster","users":[5]}"#);
@@ -865,7 +897,7 @@ mod tests {
     #[test]
     fn a_new_link_resubscribes_and_its_records_replace_the_views() {
         let t0 = Instant::now();
-        let mut core = core(Limits::default(), t0);
+        let mut core = core(Limits::default());
         let a = open(&mut core, t0, 1);
         core.message(t0, a, r#"{"type":"roster","users":[5,6]}"#);
         core.link_records(&[record(5, WireState::Online, 9)], false);
@@ -887,7 +919,7 @@ mod tests {
     #[test]
     fn a_warming_offline_is_held_back_until_warming_ends() {
         let t0 = Instant::now();
-        let mut core = core(Limits::default(), t0);
+        let mut core = core(Limits::default());
         let a = open(&mut core, t0, 1);
         core.message(t0, a, r#"{"type":"roster","users":[5,6]}"#);
         core.link_records(&[record(5, WireState::Online, 9)], false);
@@ -915,51 +947,109 @@ mod tests {
     #[test]
     fn visibility_sends_idle_at_once_and_close_logs_out() {
         let t0 = Instant::now();
-        let mut core = core(Limits::default(), t0);
+        let mut core = core(Limits::default());
         let a = open(&mut core, t0, 1);
         core.message(t0, a, r#"{"type":"visibility","visible":false}"#);
         let hb = heartbeats(&drain(&mut core));
         assert_eq!((hb[0].state, hb[0].active), (DeviceState::Idle, false));
-        // The same state again sends nothing; the interval re-announces it idle.
+        // The same state again sends nothing; the next periodic beat re-announces it idle.
         core.message(t0, a, r#"{"type":"visibility","visible":false}"#);
         assert!(drain(&mut core).is_empty());
-        core.handle_timeout(t0 + HB - Duration::from_millis(1));
+        let due = core.poll_timeout().expect("a device is connected");
+        core.handle_timeout(due - Duration::from_millis(1));
         assert!(drain(&mut core).is_empty());
-        core.handle_timeout(t0 + HB);
+        core.handle_timeout(due);
         let hb = heartbeats(&drain(&mut core));
         assert_eq!((hb[0].state, hb[0].active), (DeviceState::Idle, false));
-        core.message(t0 + HB, a, r#"{"type":"visibility","visible":true}"#);
+        core.message(due, a, r#"{"type":"visibility","visible":true}"#);
         let hb = heartbeats(&drain(&mut core));
         assert_eq!((hb[0].state, hb[0].active), (DeviceState::Online, true));
-        assert_eq!(core.poll_timeout(), t0 + 2 * HB);
         core.close(a);
         let hb = heartbeats(&drain(&mut core));
         assert_eq!((hb[0].user, hb[0].state), (1, DeviceState::Offline));
+        // Nothing is left to re-announce.
+        assert_eq!(core.poll_timeout(), None);
+    }
+
+    /// Runs `core` from `from` until `until`, always to its next timeout; returns the times
+    /// at which each device was re-announced.
+    fn beats(core: &mut GatewayCore, from: Instant, until: Instant) -> BTreeMap<u32, Vec<Instant>> {
+        let mut beats: BTreeMap<u32, Vec<Instant>> = BTreeMap::new();
+        let mut now = from;
+        while let Some(due) = core.poll_timeout() {
+            assert!(due >= now, "a beat due in the past");
+            if due > until {
+                break;
+            }
+            now = due;
+            core.handle_timeout(now);
+            for e in heartbeats(&drain(core)) {
+                beats.entry(e.device).or_default().push(now);
+            }
+        }
+        beats
+    }
+
+    /// The gaps between consecutive beats, each checked to lie in [0.75, 1] × `interval`.
+    fn gaps_within(beats: &[Instant], interval: Duration) -> Vec<Duration> {
+        let gaps: Vec<Duration> = beats.windows(2).map(|w| w[1] - w[0]).collect();
+        for &gap in &gaps {
+            assert!(
+                gap >= interval.mul_f64(0.75) && gap <= interval,
+                "gap {gap:?} outside [0.75, 1] × {interval:?}"
+            );
+        }
+        gaps
     }
 
     #[test]
-    fn re_announcements_follow_the_interval_the_daemon_asks_for() {
+    fn re_announcements_are_jittered_within_the_interval_the_daemon_asks_for() {
         let t0 = Instant::now();
-        let mut core = core(Limits::default(), t0);
+        let mut core = core(Limits::default());
         open(&mut core, t0, 1);
-        drain(&mut core);
+        open(&mut core, t0, 2);
+        // At the normal interval: every gap in [0.75, 1] × HB, per device.
+        let t1 = t0 + 40 * HB;
+        let normal = beats(&mut core, t0, t1);
+        assert_eq!(normal.len(), 2);
+        for b in normal.values() {
+            assert!(b.len() >= 30);
+            gaps_within(b, HB);
+        }
+        // PACE: the gaps follow the asked interval from each device's next beat on, drawn
+        // anew each time, and two devices that connected together do not beat in step.
         core.link_pace(Some(3 * HB));
-        core.handle_timeout(t0 + HB);
-        assert_eq!(heartbeats(&drain(&mut core)).len(), 1);
-        assert_eq!(core.poll_timeout(), t0 + 4 * HB);
-        // Bounded by MAX_PACE_FACTOR; back to normal when the daemon (or the link's end) says.
+        let t2 = t1 + 120 * HB;
+        let paced = beats(&mut core, t1, t2);
+        let mut firsts = Vec::new();
+        for b in paced.values() {
+            assert!(b.len() >= 30);
+            firsts.push(b[1]);
+            let gaps = gaps_within(b, 3 * HB);
+            assert!(gaps.iter().any(|&g| g != gaps[0]), "no jitter: {gaps:?}");
+        }
+        assert_ne!(firsts[0], firsts[1], "the devices beat in step");
+        // Bounded by MAX_PACE_FACTOR.
         core.link_pace(Some(1000 * HB));
-        core.handle_timeout(t0 + 4 * HB);
-        assert_eq!(core.poll_timeout(), t0 + (4 + MAX_PACE_FACTOR) * HB);
+        let t3 = t2 + 400 * HB;
+        for b in beats(&mut core, t2, t3).values() {
+            assert!(b.len() >= 20);
+            gaps_within(b, MAX_PACE_FACTOR * HB);
+        }
+        // Back to normal when the daemon (or the link's end) says: after the beat drawn
+        // before, every gap is within the normal interval again.
         core.link_pace(None);
-        core.handle_timeout(t0 + (4 + MAX_PACE_FACTOR) * HB);
-        assert_eq!(core.poll_timeout(), t0 + (5 + MAX_PACE_FACTOR) * HB);
+        let t4 = t3 + 60 * HB;
+        for b in beats(&mut core, t3, t4).values() {
+            assert!(b.len() >= 40);
+            gaps_within(b, HB);
+        }
     }
 
     #[test]
     fn devices_here_counts_the_users_browsers() {
         let t0 = Instant::now();
-        let mut core = core(Limits::default(), t0);
+        let mut core = core(Limits::default());
         let a = open(&mut core, t0, 1);
         core.message(t0, a, r#"{"type":"roster","users":[2]}"#);
         core.link_records(&[record(2, WireState::Online, 1)], false);
@@ -973,7 +1063,7 @@ mod tests {
     #[test]
     fn bad_messages_get_an_error_and_touch_no_one_else() {
         let t0 = Instant::now();
-        let mut core = core(Limits::default(), t0);
+        let mut core = core(Limits::default());
         let a = open(&mut core, t0, 1);
         let b = open(&mut core, t0, 2);
         core.message(t0, b, r#"{"type":"roster","users":[1]}"#);
@@ -1022,7 +1112,7 @@ mod tests {
             max_message_bytes: 64,
             ..Limits::default()
         };
-        let mut core = core(limits, t0);
+        let mut core = core(limits);
         let a = open(&mut core, t0, 1);
         core.message(t0, a, r#"{"type":"roster","users":[1,2]}"#);
         drain(&mut core);
@@ -1051,7 +1141,7 @@ mod tests {
             max_messages_per_second: 4,
             ..Limits::default()
         };
-        let mut core = core(limits, t0);
+        let mut core = core(limits);
         let a = open(&mut core, t0, 1);
         let visibility = |v: bool| format!(r#"{{"type":"visibility","visible":{v}}}"#);
         for i in 0..10 {

@@ -101,12 +101,9 @@ pub async fn start(settings: Settings) -> Result<Running, String> {
 
     let (hub_tx, hub_rx) = mpsc::channel(HUB_QUEUE);
     let (link_tx, link_rx) = mpsc::unbounded_channel();
-    let core = GatewayCore::new(
-        settings.limits,
-        settings.secret,
-        heartbeat_every,
-        Instant::now(),
-    );
+    // Each gateway draws its own gaps: seeded anew at every start.
+    let seed = RandomState::new().hash_one(settings.gateway_id);
+    let core = GatewayCore::new(settings.limits, settings.secret, heartbeat_every, seed);
     let hub = Hub {
         core,
         heartbeats,
@@ -266,10 +263,11 @@ struct Hub {
 impl Hub {
     async fn run(mut self, mut inputs: mpsc::Receiver<Input>) {
         loop {
-            let due = tokio::time::Instant::from_std(self.core.poll_timeout());
+            let due = self.core.poll_timeout();
+            let wake = tokio::time::Instant::from_std(due.unwrap_or_else(Instant::now));
             let input = tokio::select! {
                 input = inputs.recv() => input,
-                () = tokio::time::sleep_until(due) => {
+                () = tokio::time::sleep_until(wake), if due.is_some() => {
                     self.core.handle_timeout(Instant::now());
                     self.carry_out();
                     continue;
