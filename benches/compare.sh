@@ -20,6 +20,7 @@
 # an append-only file (appendfsync everysec; a clean shutdown flushes it). Second table: false
 # transitions, users changed across the restart (presenced), keys missing after it (Redis),
 # reconnect times, beats lost while the server was down (Redis). RESTART=0 skips them.
+# REDIS=0 measures presenced alone (for a host without redis-server; its column shows "–").
 #
 # Cores: each server and the generator run on cores of their own, as benches/scaling.sh does:
 # SERVER_CORES (default "0-1" with four cores or more, else "0") for presenced and for
@@ -62,8 +63,11 @@ print(f"{last + 1}-{n - 1}" if last + 1 < n - 1 else str(last + 1))' "$SERVER_CO
 # One service core when the servers have two or more, none with one.
 SERVICE_CORES=$([ "${SERVER_CORES#*-}" != "$SERVER_CORES" ] && echo 1 || echo 0)
 echo "compare.sh: servers on cores $SERVER_CORES, presence-loadgen on $GEN_CORES" >&2
-command -v redis-server >/dev/null && command -v redis-cli >/dev/null ||
-    (apt-get update && apt-get install -y redis-server)
+REDIS=${REDIS:-1}
+if [ "$REDIS" = 1 ]; then
+    command -v redis-server >/dev/null && command -v redis-cli >/dev/null ||
+        (apt-get update && apt-get install -y redis-server)
+fi
 
 if [ "${NO_BUILD:-0}" != 1 ]; then
     cargo build --release -p presenced -p presenced-tools --bin presenced --bin presence-loadgen
@@ -143,13 +147,16 @@ measure() { # name pid "storm-only-args" target-args...
     lg "$@" $storm_args --scenario storm --interval "$INTERVAL" >"$WORK/$name.storm.json"
 }
 
+# Back-off under load is off (ingest.backoff): steady --max overloads the shard on purpose, and
+# the interval it would then ask gateways for (deadlines stretched for ingest.backoff_calm
+# after) would leave the storm's users online past the run; Redis has no such thing either.
 # The table is sized to the users of the run, as an operator sizes it to the users expected
 # (Redis grows with its keys): a table's slots fill at random, so once it holds a few users per
 # page all of it is resident, and a 1M-slot table under 100k users would be mostly empty room.
 taskset -c "$SERVER_CORES" "$BIN/presenced" --shards 1 --listen 127.0.0.1:7070 \
     --link-listen 127.0.0.1:7060 --set "shards.service_cores=$SERVICE_CORES" \
     --set "presence.heartbeat_interval=$INTERVAL" --set "presence.grace=$GRACE" \
-    --set "presence.users_per_shard=$N" \
+    --set "presence.users_per_shard=$N" --set ingest.backoff=false \
     >"$WORK/presenced.log" 2>&1 &
 PD_PID=$!
 wait_port udp 7060 "$PD_PID" "$WORK/presenced.log"
@@ -168,7 +175,7 @@ if [ "$RESTART" = 1 ]; then
 exec taskset -c "$SERVER_CORES" "$(realpath "$BIN")/presenced" --shards 1 \\
     --listen 127.0.0.1:7070 --link-listen 127.0.0.1:7060 --set "shards.service_cores=$SERVICE_CORES" \\
     --set "presence.heartbeat_interval=$INTERVAL" --set "presence.grace=$GRACE" \\
-    --set "presence.users_per_shard=$N" --set "state.dir=$WORK/state" \\
+    --set "presence.users_per_shard=$N" --set "state.dir=$WORK/state" --set ingest.backoff=false \\
     >>"$WORK/presenced-restart.log" 2>&1
 EOF
     cat >"$WORK/presenced-restart.sh" <<EOF
@@ -190,15 +197,17 @@ EOF
     rm -f "$WORK/presenced.pid"
 fi
 
-taskset -c "$SERVER_CORES" redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' \
-    --appendonly no >"$WORK/redis.log" 2>&1 &
-RD_PID=$!
-wait_port tcp "$REDIS_PORT" "$RD_PID" "$WORK/redis.log"
-measure redis "$RD_PID" "--watch $STEADY_WATCH" --target "redis://127.0.0.1:$REDIS_PORT" \
-    --grace "$GRACE"
-kill "$RD_PID"
-wait "$RD_PID" 2>/dev/null || true
-RD_PID=
+if [ "$REDIS" = 1 ]; then
+    taskset -c "$SERVER_CORES" redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' \
+        --appendonly no >"$WORK/redis.log" 2>&1 &
+    RD_PID=$!
+    wait_port tcp "$REDIS_PORT" "$RD_PID" "$WORK/redis.log"
+    measure redis "$RD_PID" "--watch $STEADY_WATCH" --target "redis://127.0.0.1:$REDIS_PORT" \
+        --grace "$GRACE"
+    kill "$RD_PID"
+    wait "$RD_PID" 2>/dev/null || true
+    RD_PID=
+fi
 
 # The Redis restart runs: redis-server daemonized by a start script (its pid in
 # $WORK/redis.pid), restarted by a script that stops it without an RDB save, waits until it no
@@ -230,7 +239,7 @@ EOF
     while redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; do sleep 0.05; done
     rm -f "$WORK/redis.pid"
 }
-if [ "$RESTART" = 1 ]; then
+if [ "$RESTART" = 1 ] && [ "$REDIS" = 1 ]; then
     redis_restart redis "--save '' --appendonly no"
     redis_restart redis-aof "--save '' --appendonly yes --appendfsync everysec"
 fi
@@ -239,7 +248,10 @@ python3 - "$WORK" "$USERS" "$DURATION" "$INTERVAL" "$GRACE" "$CHURN" "$CHURN_DUR
 import json, sys
 work, users, duration, interval, grace, churn_per_s, churn_for = sys.argv[1:8]
 def load(name):
-    steady = json.load(open(f"{work}/{name}.steady.json"))
+    try:
+        steady = json.load(open(f"{work}/{name}.steady.json"))
+    except FileNotFoundError:  # REDIS=0
+        return {}
     churn = json.load(open(f"{work}/{name}.churn.json"))
     storm = json.load(open(f"{work}/{name}.storm.json"))
     rss0, hwm, cpu0, cpu1 = (float(x) for x in open(f"{work}/{name}.proc").read().split())

@@ -145,6 +145,27 @@ pub fn socket_drops(socket: &impl AsFd) -> io::Result<u32> {
     Ok(info[libc::SK_MEMINFO_DROPS as usize])
 }
 
+/// A socket's kernel drop count as last seen. The kernel hands the count out two ways: with
+/// each datagram received (SO_RXQ_OVFL: the count when that datagram was queued) and on request
+/// ([`socket_drops`]: the count now). A datagram queued before a read therefore brings an older
+/// count than the read gave, so the count only moves forwards here: an older one adds nothing
+/// (taken as new, it would have wrapped to some 4 billion drops).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DropCount(u32);
+
+impl DropCount {
+    /// Takes a count read from the kernel; returns the drops since the newest seen (the
+    /// kernel's count wraps at 2^32: a count less than 2^31 ahead is newer).
+    pub fn advance(&mut self, seen: u32) -> u32 {
+        let ahead = seen.wrapping_sub(self.0);
+        if ahead == 0 || ahead > i32::MAX as u32 {
+            return 0;
+        }
+        self.0 = seen;
+        ahead
+    }
+}
+
 /// SO_RCVBUFFORCE: sets the receive buffer past net.core.rmem_max (needs CAP_NET_ADMIN).
 /// A failure (no capability) only leaves the size already set.
 fn force_recv_buffer(socket: &Socket, bytes: usize) {
@@ -313,6 +334,21 @@ impl RecvBatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_drop_count_only_moves_forwards() {
+        let mut count = DropCount::default();
+        assert_eq!(count.advance(1000), 1000);
+        // A datagram queued before the last read brings an older count: no drops, no change.
+        assert_eq!(count.advance(900), 0);
+        assert_eq!(count.advance(1000), 0);
+        assert_eq!(count.advance(1005), 5);
+        // Across the wrap at 2^32.
+        let mut count = DropCount::default();
+        count.advance(u32::MAX - 1);
+        assert_eq!(count.advance(3), 5);
+        assert_eq!(count.advance(u32::MAX), 0);
+    }
 
     #[test]
     fn receives_a_batch_over_loopback() {

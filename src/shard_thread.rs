@@ -5,7 +5,7 @@
 //! node's next deadline comes. Pinned to its core; never blocks on anything downstream.
 
 use crate::ingest::allow::Cidr;
-use crate::ingest::RecvBatch;
+use crate::ingest::{DropCount, RecvBatch};
 use crate::notify::Beat;
 use crate::time::Clock;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
@@ -125,7 +125,7 @@ pub fn run(setup: ShardSetup) -> io::Result<()> {
     let mut readable = vec![true; sockets.len()];
     // Per socket: the kernel's drop count last seen (SO_RXQ_OVFL, or SO_MEMINFO every
     // DROPS_READ_EVERY for a socket whose filter leaves it nothing to receive).
-    let mut kernel_drops = vec![0u32; sockets.len()];
+    let mut kernel_drops = vec![DropCount::default(); sockets.len()];
     let mut drops_read_us = 0;
     while !stop.load(Ordering::Relaxed) {
         beat.bump();
@@ -153,10 +153,9 @@ pub fn run(setup: ShardSetup) -> io::Result<()> {
                     break;
                 }
                 let n = recv.recv(socket)?;
-                // The kernel's count is per socket and wraps at 2^32.
-                let dropped = recv.kernel_drops().map_or(0, |drops| {
-                    drops.wrapping_sub(std::mem::replace(&mut kernel_drops[i], drops))
-                });
+                let dropped = recv
+                    .kernel_drops()
+                    .map_or(0, |drops| kernel_drops[i].advance(drops));
                 node.handle_receive(n == recv.capacity(), u64::from(dropped));
                 if n == 0 {
                     readable[i] = false;
@@ -174,9 +173,7 @@ pub fn run(setup: ShardSetup) -> io::Result<()> {
             drops_read_us = now_us;
             for (i, socket) in sockets.iter().enumerate() {
                 if let Ok(drops) = crate::ingest::socket_drops(socket) {
-                    let dropped =
-                        drops.wrapping_sub(std::mem::replace(&mut kernel_drops[i], drops));
-                    node.handle_kernel_drops(u64::from(dropped));
+                    node.handle_kernel_drops(u64::from(kernel_drops[i].advance(drops)));
                 }
             }
         }
