@@ -32,7 +32,7 @@
 use super::cli::Args;
 use super::clock::Clock;
 use super::cluster_observer::{ClusterFindings, ClusterObserver};
-use super::control::{Control, Phase};
+use super::control::Control;
 use super::counters::SendCounters;
 use super::daemon_stats::{quiesce, read_stats, DaemonCounters, Reading};
 use super::observer::{self, Findings, Hists};
@@ -40,10 +40,13 @@ use super::owners::Owners;
 use super::plan::Plan;
 use super::population::{self, Population};
 use super::progress::ProgressMeter;
-use super::report::{grouped, Percentiles, Summary};
-use super::verdict::{check, merge, sent_of, setup_of, warnings};
+use super::report::{grouped, Summary};
+use super::verdict::{check, sent_of, setup_of, warnings};
 use super::warmup::Warmup;
-use super::{connect_options, lock, log_out_stale, rng, start_senders, RunError};
+use super::{
+    connect_options, join_observers, lock, log_out_stale, rng, settle, start_senders,
+    watch_interrupts, RunError,
+};
 use presenced_client::cluster::{ClusterHeartbeats, ClusterLink};
 use presenced_client::{LinkClient, WelcomeInfo};
 use presenced_wire::cluster::MemberMap;
@@ -57,8 +60,6 @@ use tokio::sync::watch;
 
 /// How long a member may take to answer STATS at the end (a killed one never does).
 const STATS_WAIT: Duration = Duration::from_secs(3);
-/// How long an observer may take to hand over its findings after the stop.
-const OBSERVER_WAIT: Duration = Duration::from_secs(10);
 
 /// One member's part of the run.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -409,14 +410,7 @@ pub fn run(args: &Args) -> Result<Summary, RunError> {
             })
         },
     )?;
-    let interrupts = {
-        let control = control.clone();
-        rt.spawn(async move {
-            while tokio::signal::ctrl_c().await.is_ok() {
-                control.interrupt();
-            }
-        })
-    };
+    let interrupts = watch_interrupts(&rt, &control);
 
     let mut progress = ProgressMeter::new(clock, start_us, args.quiet || args.json);
     let threads = plan.threads;
@@ -429,6 +423,7 @@ pub fn run(args: &Args) -> Result<Summary, RunError> {
     // Senders publish before they report stopping, and again only in the drain: the send
     // window's figures, user entries and replica entries alike.
     let mut sent = sent_of(&counters, (stop_us.saturating_sub(start_us)) as f64 / 1e6);
+    sent.paced_max_ms = control.pace_max_us() / 1000;
     let user_entries = SendCounters::get(&counters.user_entries);
     if !plan.logout_at_end {
         shared.ended.store(true, Ordering::Release);
@@ -445,13 +440,7 @@ pub fn run(args: &Args) -> Result<Summary, RunError> {
             .and_then(Result::ok)
         })
         .collect();
-    control.set(Phase::Drain);
-    let settle_until = clock.now_us() + plan.settle_us;
-    loop {
-        let done = control.drained() == threads && pop.in_flight() == 0;
-        if done || clock.now_us() >= settle_until || control.phase() == Phase::Done {
-            break;
-        }
+    let last_error = settle(&control, &pop, &plan, clock, senders, || {
         progress.tick_for(
             Duration::from_millis(100),
             &counters,
@@ -460,14 +449,7 @@ pub fn run(args: &Args) -> Result<Summary, RunError> {
             &shared,
             &pop,
         );
-    }
-    control.set(Phase::Done);
-    let mut last_error = None;
-    for s in senders {
-        if let Ok(Some(e)) = s.join() {
-            last_error = Some(e);
-        }
-    }
+    });
     let after_all: Vec<Option<DaemonCounters>> = controls
         .iter()
         .map(|c| {
@@ -478,14 +460,7 @@ pub fn run(args: &Args) -> Result<Summary, RunError> {
         .collect();
     shared.finishing.store(true, Ordering::Release);
     let _ = stop_observers.send(true);
-    let found: Vec<ClusterFindings> = tasks
-        .into_iter()
-        .filter_map(|t| {
-            rt.block_on(async { tokio::time::timeout(OBSERVER_WAIT, t).await })
-                .ok()
-                .and_then(Result::ok)
-        })
-        .collect();
+    let found: Vec<ClusterFindings> = join_observers(&rt, tasks);
     poller.abort();
     let _ = rt.block_on(poller);
     let last_map = maps_rx
@@ -570,10 +545,7 @@ pub fn run(args: &Args) -> Result<Summary, RunError> {
         checks,
         ..Summary::default()
     };
-    let (latency, lateness) = merge(&hists);
-    summary.latency = Percentiles::of(&latency);
-    summary.lateness = Percentiles::of(&lateness);
-    summary.timed_from_s = warmup.started_us.map(|us| us as f64 / 1e6);
+    summary.time(&hists, &warmup);
     summary.warnings = warnings(&summary, was_interrupted, observers_done, &plan);
     let unread: Vec<&str> = report
         .members

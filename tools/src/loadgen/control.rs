@@ -27,6 +27,9 @@ pub struct Control {
     /// The heartbeat interval the daemon asks for (PACE, SPEC.md § P6.13), µs; 0: the normal
     /// one. The senders stretch every device's next gap by it.
     pace_us: AtomicU64,
+    /// The longest interval the daemon has asked for in this run, µs; 0: never more than the
+    /// normal one.
+    pace_max_us: AtomicU64,
 }
 
 impl Control {
@@ -49,6 +52,12 @@ impl Control {
     pub fn set_pace(&self, interval: Option<Duration>) {
         let us = interval.map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
         self.pace_us.store(us, Ordering::Release);
+        self.pace_max_us.fetch_max(us, Ordering::AcqRel);
+    }
+
+    /// The longest interval the daemon has asked for in this run, µs; 0: none asked.
+    pub fn pace_max_us(&self) -> u64 {
+        self.pace_max_us.load(Ordering::Acquire)
     }
 
     /// The interval the daemon asks for now, µs; 0: the normal one.

@@ -54,12 +54,12 @@ use population::Population;
 use presenced_client::{entry, ConnectOptions, HeartbeatClient, LinkClient, Trust};
 use presenced_wire::State;
 use progress::ProgressMeter;
-use report::{Percentiles, Summary};
+use report::Summary;
 use restart::RestartHook;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use verdict::{check, merge, sent_of, setup_of, warnings};
+use verdict::{check, sent_of, setup_of, warnings};
 use warmup::Warmup;
 use watch_observer::WatchObserver;
 
@@ -299,14 +299,7 @@ pub fn run(args: &Args, mut restart: Option<RestartHook<'_>>) -> Result<Summary,
         boot_epoch,
         || None,
     )?;
-    let interrupts = {
-        let control = control.clone();
-        rt.spawn(async move {
-            while tokio::signal::ctrl_c().await.is_ok() {
-                control.interrupt();
-            }
-        })
-    };
+    let interrupts = watch_interrupts(&rt, &control);
 
     let mut progress = ProgressMeter::new(clock, start_us, args.quiet || args.json);
     let threads = plan.threads;
@@ -345,6 +338,7 @@ pub fn run(args: &Args, mut restart: Option<RestartHook<'_>>) -> Result<Summary,
     let stop_us = clock.now_us();
     // Senders publish before they report stopping: these are the send window's figures.
     let mut sent = sent_of(&counters, (stop_us.saturating_sub(start_us)) as f64 / 1e6);
+    sent.paced_max_ms = control.pace_max_us() / 1000;
 
     if !plan.logout_at_end {
         // Users are left to time out: transitions after this are not the run's.
@@ -354,13 +348,7 @@ pub fn run(args: &Args, mut restart: Option<RestartHook<'_>>) -> Result<Summary,
     // start before the first device could time out.
     let window = Duration::from_micros(plan.quiet_window_us());
     let after_send = rt.block_on(quiesce(&control_link, window))?;
-    control.set(Phase::Drain);
-    let settle_until = clock.now_us() + plan.settle_us;
-    loop {
-        let done = control.drained() == threads && pop.in_flight() == 0;
-        if done || clock.now_us() >= settle_until || control.phase() == Phase::Done {
-            break;
-        }
+    let last_error = settle(&control, &pop, &plan, clock, senders, || {
         progress.tick_for(
             Duration::from_millis(100),
             &counters,
@@ -369,25 +357,11 @@ pub fn run(args: &Args, mut restart: Option<RestartHook<'_>>) -> Result<Summary,
             &shared,
             &pop,
         );
-    }
-    control.set(Phase::Done);
-    let mut last_error = None;
-    for s in senders {
-        if let Ok(Some(e)) = s.join() {
-            last_error = Some(e);
-        }
-    }
+    });
     let after_all = rt.block_on(read_stats(&control_link))?;
     shared.finishing.store(true, Ordering::Release);
     let _ = stop_observers.send(true);
-    let findings: Vec<Findings> = tasks
-        .into_iter()
-        .filter_map(|t| {
-            rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), t).await })
-                .ok()
-                .and_then(Result::ok)
-        })
-        .collect();
+    let findings: Vec<Findings> = join_observers(&rt, tasks);
     poller.abort();
     let _ = rt.block_on(poller);
     links.push(control_link);
@@ -417,10 +391,7 @@ pub fn run(args: &Args, mut restart: Option<RestartHook<'_>>) -> Result<Summary,
         checks: check(&pop, &findings, &shared, lossy),
         ..Summary::default()
     };
-    let (latency, lateness) = merge(&hists);
-    summary.latency = Percentiles::of(&latency);
-    summary.lateness = Percentiles::of(&lateness);
-    summary.timed_from_s = warmup.started_us.map(|us| us as f64 / 1e6);
+    summary.time(&hists, &warmup);
     summary.restart = restarted.map(|mut r| {
         r.reconnects = findings.iter().map(|f| f.reconnects.clone()).collect();
         r.reconnects.resize(plan.observers as usize, Vec::new());
@@ -432,6 +403,65 @@ pub fn run(args: &Args, mut restart: Option<RestartHook<'_>>) -> Result<Summary,
     summary.warnings = warnings(&summary, was_interrupted, findings.len(), &plan);
     drop(rt);
     Ok(summary)
+}
+
+/// Ctrl-C, for as long as the run lasts: each press moves the run on ([`Control::interrupt`]).
+fn watch_interrupts(
+    rt: &tokio::runtime::Runtime,
+    control: &Arc<Control>,
+) -> tokio::task::JoinHandle<()> {
+    let control = control.clone();
+    rt.spawn(async move {
+        while tokio::signal::ctrl_c().await.is_ok() {
+            control.interrupt();
+        }
+    })
+}
+
+/// The drain: the senders log their users out while the observers catch up, until both are
+/// done, `plan.settle_us` has passed or a second Ctrl-C ends it (`tick` runs between looks);
+/// then the senders are joined. Returns the last send error.
+fn settle(
+    control: &Control,
+    pop: &Population,
+    plan: &Plan,
+    clock: Clock,
+    senders: Vec<std::thread::JoinHandle<Option<String>>>,
+    mut tick: impl FnMut(),
+) -> Option<String> {
+    control.set(Phase::Drain);
+    let settle_until = clock.now_us() + plan.settle_us;
+    loop {
+        let done = control.drained() == plan.threads && pop.in_flight() == 0;
+        if done || clock.now_us() >= settle_until || control.phase() == Phase::Done {
+            break;
+        }
+        tick();
+    }
+    control.set(Phase::Done);
+    senders
+        .into_iter()
+        .filter_map(|s| s.join().ok().flatten())
+        .last()
+}
+
+/// How long an observer may take to hand in its findings once told to stop; one that takes
+/// longer is left out (and its transitions count as missing).
+const OBSERVER_WAIT: Duration = Duration::from_secs(10);
+
+/// The observers' findings, from those that finish within [`OBSERVER_WAIT`].
+fn join_observers<T>(
+    rt: &tokio::runtime::Runtime,
+    tasks: Vec<tokio::task::JoinHandle<T>>,
+) -> Vec<T> {
+    tasks
+        .into_iter()
+        .filter_map(|t| {
+            rt.block_on(async { tokio::time::timeout(OBSERVER_WAIT, t).await })
+                .ok()
+                .and_then(Result::ok)
+        })
+        .collect()
 }
 
 /// The sender threads, each with its share of the gateways; `cluster` gives each its

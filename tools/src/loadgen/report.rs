@@ -131,6 +131,9 @@ pub struct Sent {
     pub churn_skipped: u64,
     /// Storms.
     pub storms: u64,
+    /// The longest heartbeat interval the daemon asked for during the run (PACE: back-off
+    /// under load), ms; 0: it never asked.
+    pub paced_max_ms: u64,
     /// The last send error, if any.
     pub last_error: Option<String>,
 }
@@ -482,7 +485,7 @@ impl Summary {
                 "per_s": self.offered_per_s(), "late": t.late, "max_lag_us": t.max_lag_us,
                 "send_errors": t.send_errors, "excused_beats": t.excused_beats,
                 "logins": t.logins, "logouts": t.logouts, "churn_skipped": t.churn_skipped,
-                "storms": t.storms, "last_error": t.last_error,
+                "storms": t.storms, "paced_max_ms": t.paced_max_ms, "last_error": t.last_error,
             },
             "daemon": {
                 "heartbeats": d.heartbeats(), "heartbeats_by_shard": d.heartbeats_by_shard,

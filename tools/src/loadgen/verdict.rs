@@ -7,10 +7,21 @@ use super::lock;
 use super::observer::{self, Findings, Hists};
 use super::plan::{Pacing, Plan};
 use super::population::Population;
-use super::report::{self, Checks, Sent, Setup, Summary};
+use super::report::{self, Checks, Percentiles, Sent, Setup, Summary};
+use super::warmup::Warmup;
 use hdrhistogram::Histogram;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+
+impl Summary {
+    /// Fills the timings: the observers' latency and lateness, and when timing began.
+    pub fn time(&mut self, hists: &[Arc<Mutex<Hists>>], warmup: &Warmup) {
+        let (latency, lateness) = merge(hists);
+        self.latency = Percentiles::of(&latency);
+        self.lateness = Percentiles::of(&lateness);
+        self.timed_from_s = warmup.started_us.map(|us| us as f64 / 1e6);
+    }
+}
 
 /// Merges the observers' latency and lateness histograms.
 pub fn merge(hists: &[Arc<Mutex<Hists>>]) -> (Histogram<u64>, Histogram<u64>) {
@@ -129,6 +140,7 @@ pub fn sent_of(c: &SendCounters, seconds: f64) -> Sent {
         logouts: get(&c.logouts),
         churn_skipped: get(&c.churn_skipped),
         storms: get(&c.storms),
+        paced_max_ms: 0,
         last_error: None,
     }
 }
@@ -157,6 +169,15 @@ pub fn warnings(s: &Summary, interrupted: bool, observers_done: usize, plan: &Pl
             s.sent.excused_beats,
             report::ms(plan.excuse_after_us),
             s.checks.excused
+        ));
+    }
+    if s.sent.paced_max_ms > 0 {
+        w.push(format!(
+            "the daemon was overloaded and asked for heartbeats up to {} apart (PACE): it \
+             stretched its timeouts to match, so offlines by timeout came later than the plain \
+             timeout and may count as missing; run below the daemon's capacity, or with the \
+             daemon's ingest.backoff=false, to time them",
+            report::ms(s.sent.paced_max_ms * 1000)
         ));
     }
     if s.checks.lost > 0 {
