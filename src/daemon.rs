@@ -203,7 +203,9 @@ pub fn start(settings: Settings) -> io::Result<Running> {
         snapshot_slots_per_round: settings.state.snapshot_slots_per_round,
     });
 
-    let hubs = settings.link.hubs(cores.service.len(), settings.cluster.enabled());
+    let hubs = settings
+        .link
+        .hubs(cores.service.len(), settings.cluster.enabled());
     // Every node (its table, wheel and blocks reserved) before any thread starts.
     let mut nodes = Vec::with_capacity(n);
     for index in 0..n {

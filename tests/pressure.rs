@@ -403,7 +403,11 @@ async fn links_spread_over_several_hubs_each_get_every_event_and_stats_sum_the_h
         for &user in &users {
             let states: Vec<WireState> = got[&user].iter().map(|e| e.state).collect();
             let flips = [WireState::Online, WireState::Offline];
-            assert_eq!(states, flips.repeat(HUB_ROUNDS as usize), "link {i} user {user}");
+            assert_eq!(
+                states,
+                flips.repeat(HUB_ROUNDS as usize),
+                "link {i} user {user}"
+            );
         }
         if i == 0 {
             first = got;

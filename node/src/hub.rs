@@ -45,7 +45,6 @@
 pub mod share;
 
 use crate::bus::{owner, Request, ToHub};
-use share::HubShare;
 use crate::cluster::{Cluster, ClusterConfig, ClusterEvent, EtcdEvent, Roles};
 use bytes::{Bytes, BytesMut};
 use presenced_core::clock::Now;
@@ -55,6 +54,7 @@ use presenced_wire::stats::{
     AuthStats, ClusterStats, LatencySummary, LinkStats, PerLinkStats, ShardRole, ShardStats,
     StateStats, Stats,
 };
+use share::HubShare;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 

@@ -493,7 +493,9 @@ impl ShardNode {
                     Request::Pace { .. } => unreachable!("handled above"),
                 };
                 let hub = match &answer {
-                    ToHub::Snapshot { link, .. } => crate::bus::hub_of(Some(*link), self.hubs.len()),
+                    ToHub::Snapshot { link, .. } => {
+                        crate::bus::hub_of(Some(*link), self.hubs.len())
+                    }
                     ToHub::Stats { link, .. } => crate::bus::hub_of(*link, self.hubs.len()),
                     _ => unreachable!("an answer"),
                 };

@@ -827,7 +827,11 @@ impl LinkTask<'_> {
             link: self.id,
             bytes: self.unreported_bytes,
         };
-        match self.context.hub(self.id).try_send(LinkEvent::Command(report)) {
+        match self
+            .context
+            .hub(self.id)
+            .try_send(LinkEvent::Command(report))
+        {
             Ok(()) | Err(TrySendError::Disconnected(_)) => self.unreported_bytes = 0,
             Err(TrySendError::Full(_)) => {}
         }
