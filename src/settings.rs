@@ -322,8 +322,8 @@ settings! {
         threads: Option<u32> = None, range AutoOr(1..=256);
         /// Hub threads, each serving its own share of the links (link id modulo hubs) and
         /// receiving every shard's transitions, so fan-out to many gateways uses several
-        /// cores; auto: 1 with fewer than 4 service cores (shards.service_cores) or in a
-        /// cluster, else half the service cores, at most 8. A cluster member has 1.
+        /// cores; auto: 1 with fewer than 4 service cores (shards.service_cores), else half
+        /// of them, at most 8. A cluster member runs 1 (more is refused).
         hubs: Option<u32> = None, range AutoOr(1..=presenced_node::bus::MAX_HUBS as u32);
         /// Receive and send buffer of each push-link socket, bytes (capped by the kernel's
         /// net.core.rmem_max and wmem_max unless the daemon has CAP_NET_ADMIN).
