@@ -7,9 +7,10 @@
 //! With several hubs (`link.hubs`) each thread serves its own links and reads every shard's
 //! channel to it; every [`SHARE_EVERY`] it publishes its share of the figures on the
 //! [`Board`] and takes the others' latest for its STATS answers, which may so be that old.
-//! In a cluster (one hub), the etcd thread's news comes on a channel of its own, stamped with the time
-//! when read, and the thread wakes at the hub's deadline (a lease about to lapse, a member
-//! turning warm).
+//!
+//! In a cluster (one hub), the etcd thread's news comes on a channel of its own, stamped with
+//! the time when read, and the thread wakes at the hub's deadline (a lease about to lapse, a
+//! member turning warm).
 
 use super::{Frame, LinkEvent};
 
