@@ -1,26 +1,28 @@
 #!/usr/bin/env bash
 # Fan-out efficiency, A/B of two builds in one run: fresh daemons of build A and build B in
-# turn (A, B, A, B, …), one shard, pinned to DAEMON_CORES (0), each build's own load generator
-# pinned to GEN_CORES (the rest) running `--scenario fanout`: --churn logins and logouts a
-# second among --users users, each transition pushed to --observers links subscribed to every
-# user. Prints, per run and as medians, the events delivered (transitions observed, summed
-# over the observers) per CPU-second of the daemon, of each of its thread kinds (hub, link,
-# shard) and of the load generator, and B ÷ A. The side with fewer events per CPU-second is
-# the one that limits a host; the load generator's figure says whether the measurement
+# turn (A, B, A, B, …), SHARDS shards (1), pinned to DAEMON_CORES (0), each build's own load
+# generator pinned to GEN_CORES (the rest) running `--scenario fanout`: --churn logins and
+# logouts a second among --users users, each transition pushed to --observers links
+# subscribed to every user. Prints, per run and as medians, the events delivered (transitions
+# observed, summed over the observers) per CPU-second of the daemon, of each of its thread
+# kinds (hub: every hub-N thread summed, link, shard) and of the load generator, and B ÷ A.
+# The side with fewer events per CPU-second is the one that limits a host; the load generator's figure says whether the measurement
 # itself did. See benches/README.md.
 #
 # Usage: benches/fanout.sh DIR_A DIR_B [--runs R] [--users N] [--churn N] [--observers K]
-#        [--duration D]
+#        [--duration D] [--shards S]
 # DIR_A and DIR_B hold release binaries `presenced` and `presence-loadgen` (give the same
 # directory twice to compare settings). Environment: RUNS (5), USERS (100k), CHURN (50k),
-# OBSERVERS (8), DURATION (10s), DAEMON_CORES (0), GEN_CORES (1-), SET_A and SET_B (extra
-# daemon settings, e.g. SET_B="link.endpoints=2 link.threads=2").
+# OBSERVERS (8), DURATION (10s), SHARDS (1), DAEMON_CORES (0), GEN_CORES (1-), SET_A and
+# SET_B (extra daemon settings, e.g. SET_B="link.hubs=2 link.endpoints=2"). On a many-core
+# host give the daemon several cores and keep some for its service threads, e.g.
+# DAEMON_CORES=0-7 SHARDS=4 SET_B="shards.service_cores=4 link.hubs=2" OBSERVERS=64.
 #
 # Needs: python3, taskset (util-linux), 2 cores or more. Loopback only: 127.0.0.1:7370
 # (heartbeats), :7360 (push link). Stopped on exit.
 set -euo pipefail
 
-[ $# -ge 2 ] || { sed -n '2,21p' "$0"; exit 2; }
+[ $# -ge 2 ] || { sed -n '2,22p' "$0"; exit 2; }
 A=$1
 B=$2
 shift 2
@@ -29,6 +31,7 @@ USERS=${USERS:-100k}
 CHURN=${CHURN:-50k}
 OBSERVERS=${OBSERVERS:-8}
 DURATION=${DURATION:-10s}
+SHARDS=${SHARDS:-1}
 DAEMON_CORES=${DAEMON_CORES:-0}
 GEN_CORES=${GEN_CORES:-1-$(($(nproc) - 1))}
 while [ $# -gt 0 ]; do
@@ -38,7 +41,8 @@ while [ $# -gt 0 ]; do
         --churn) CHURN=$2; shift 2 ;;
         --observers) OBSERVERS=$2; shift 2 ;;
         --duration) DURATION=$2; shift 2 ;;
-        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+        --shards) SHARDS=$2; shift 2 ;;
+        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
         *) echo "fanout.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -67,7 +71,7 @@ thread_cpu() {
 for run in $(seq "$RUNS"); do
     for side in A B; do
         side_of "$side"
-        taskset -c "$DAEMON_CORES" "$dir/presenced" --shards 1 --listen 127.0.0.1:7370 \
+        taskset -c "$DAEMON_CORES" "$dir/presenced" --shards "$SHARDS" --listen 127.0.0.1:7370 \
             --link-listen 127.0.0.1:7360 --set state.enabled=false "${sets[@]}" \
             >"$WORK/presenced.log" 2>&1 &
         PD_PID=$!
@@ -91,7 +95,8 @@ def threads(path):
     kinds = collections.Counter()
     for line in open(path):
         name, secs = line.split()
-        kind = name.split("-")[0] if name.startswith("shard-") else name
+        # Threads are named shard-N, hub-N (hub before link.hubs), link, store, …
+        kind = name.split("-")[0] if name.startswith(("shard-", "hub-")) else name
         kinds[kind if kind in ("hub", "link", "shard") else "other"] += float(secs)
     return kinds
 

@@ -45,6 +45,7 @@ fn map(revision: u64, ids: &[&str]) -> EtcdEvent {
 fn member_b() -> Hub {
     let mut hub = Hub::new(HubConfig {
         shards: 1,
+        index: 0,
         queue_bytes: 1 << 30,
         cluster: Some(ClusterConfig {
             member: member("b"),

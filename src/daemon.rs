@@ -34,8 +34,8 @@ pub const STORE_CHANNEL_MESSAGES: usize = 1024;
 /// HISTORY requests waiting for the store thread; more are refused (`internal`, "busy").
 pub const HISTORY_QUEUE: usize = 256;
 
-/// Messages a shard's channel to the hub holds (about 1 KiB each: a batch of transitions).
-/// More wait in the shard's outbox, bounded by `shards.link_outbox` transitions.
+/// Messages a shard's channel to each hub holds (about 1 KiB each: a batch of transitions).
+/// More wait in the shard's outbox for that hub, bounded by `shards.link_outbox` transitions.
 pub const HUB_CHANNEL_MESSAGES: usize = 1024;
 
 /// The current key set, shared by the push link (HELLO checks, stats) and the reload; `None`
@@ -58,6 +58,8 @@ pub struct Running {
     pub cores: crate::cpu::Layout,
     /// The push link's endpoints, threads and socket buffers.
     pub link_sockets: LinkSockets,
+    /// Hub threads (`link.hubs` resolved).
+    pub hubs: usize,
     metrics_handle: Option<crate::metrics::Handle>,
     /// The etcd thread, in a cluster.
     etcd: Option<crate::etcd::Handle>,
@@ -201,6 +203,9 @@ pub fn start(settings: Settings) -> io::Result<Running> {
         snapshot_slots_per_round: settings.state.snapshot_slots_per_round,
     });
 
+    let hubs = settings
+        .link
+        .hubs(cores.service.len(), settings.cluster.enabled());
     // Every node (its table, wheel and blocks reserved) before any thread starts.
     let mut nodes = Vec::with_capacity(n);
     for index in 0..n {
@@ -209,6 +214,7 @@ pub fn start(settings: Settings) -> io::Result<Running> {
         let config = NodeConfig {
             index,
             shards: n,
+            hubs,
             core,
             cross_shard_batch: settings.shards.cross_shard_batch,
             link_outbox: settings.shards.link_outbox,
@@ -273,14 +279,19 @@ pub fn start(settings: Settings) -> io::Result<Running> {
         inboxes.push(rx);
         polls.push(poll);
     }
-    let mut hub_inputs = Vec::with_capacity(n);
+    // Per hub, each shard's channel to it.
+    let mut hub_inputs: Vec<Vec<_>> = (0..hubs).map(|_| Vec::with_capacity(n)).collect();
     let mut store_inputs = Vec::with_capacity(n);
     let mut shards = Vec::with_capacity(n);
     let mut beats = Vec::with_capacity(n);
     let threads = nodes.into_iter().zip(polls).zip(shared).zip(inboxes);
     for (index, (((node, poll), sockets), inbox)) in threads.enumerate() {
-        let (to_hub, from_shard) = crossbeam_channel::bounded::<ToHub>(HUB_CHANNEL_MESSAGES);
-        hub_inputs.push(from_shard);
+        let mut to_hubs = Vec::with_capacity(hubs);
+        for inputs in &mut hub_inputs {
+            let (to_hub, from_shard) = crossbeam_channel::bounded::<ToHub>(HUB_CHANNEL_MESSAGES);
+            inputs.push(from_shard);
+            to_hubs.push(to_hub);
+        }
         let to_store = state_dir.as_ref().map(|_| {
             let (tx, rx) = crossbeam_channel::bounded::<ToStore>(STORE_CHANNEL_MESSAGES);
             store_inputs.push(rx);
@@ -295,7 +306,7 @@ pub fn start(settings: Settings) -> io::Result<Running> {
             sockets,
             inbox,
             peers: peers.clone(),
-            to_hub,
+            to_hubs,
             to_store,
             recv_batch: settings.ingest.recv_batch,
             allow: settings.ingest.allow.clone(),
@@ -453,6 +464,7 @@ pub fn start(settings: Settings) -> io::Result<Running> {
     Ok(Running {
         cores,
         link_sockets,
+        hubs,
         heartbeat,
         shard_ports,
         link: link_handle.addr,
@@ -494,7 +506,8 @@ impl Running {
         };
         let count = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
         let threads = format!(
-            "hub, link ({}, {}), store and metrics threads",
+            "{}, link ({}, {}), store and metrics threads",
+            count(self.hubs, "hub"),
             count(self.link_sockets.endpoints, "endpoint"),
             count(self.link_sockets.threads, "thread")
         );

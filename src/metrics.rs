@@ -2,8 +2,9 @@
 //! Prometheus text exposition format, `GET /healthz` with the daemon's health as typed JSON
 //! (`presenced_wire::health`: 200 `ok`, 503 `degraded` and the reasons).
 //!
-//! **Nothing here touches a shard.** The counters are the ones STATS reports, asked of the hub
-//! the way a link's STATS is (`link::Scraper`): each shard answers from its own loop, between
+//! **Nothing here touches a shard.** The counters are the ones STATS reports, asked of hub 0
+//! the way a link's STATS is (`link::Scraper`; with several hubs it merges the others' latest
+//! shares, `presenced_node::hub::share`): each shard answers from its own loop, between
 //! datagrams, and nothing on its path is locked. The answer is kept for [`STATS_MAX_AGE`], so
 //! scraping ten times a second still asks the shards once a second; only one request is in
 //! flight at a time. The latency histogram is read where the link tasks record it. Shard

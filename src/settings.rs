@@ -320,6 +320,11 @@ settings! {
         /// Threads of the push link's runtime, which run the links' tasks and QUIC
         /// connections; auto: as many as endpoints, at least 2.
         threads: Option<u32> = None, range AutoOr(1..=256);
+        /// Hub threads, each serving its own share of the links (link id modulo hubs) and
+        /// receiving every shard's transitions, so fan-out to many gateways uses several
+        /// cores; auto: 1 with fewer than 4 service cores (shards.service_cores), else half
+        /// of them, at most 8. A cluster member runs 1 (more is refused).
+        hubs: Option<u32> = None, range AutoOr(1..=presenced_node::bus::MAX_HUBS as u32);
         /// Receive and send buffer of each push-link socket, bytes (capped by the kernel's
         /// net.core.rmem_max and wmem_max unless the daemon has CAP_NET_ADMIN).
         socket_buffer_bytes: usize = 4 << 20, range (64 << 10)..=1 << 30;
@@ -656,6 +661,17 @@ impl LinkSettings {
         }
     }
 
+    /// Hub threads with `service_cores` cores kept for the service threads (`auto`
+    /// resolved): one per two service cores from four on, at most [`AUTO_HUBS_MAX`]; one in
+    /// a cluster (`clustered`), whose member map each hub would need.
+    pub fn hubs(&self, service_cores: usize, clustered: bool) -> usize {
+        match self.hubs {
+            Some(n) => n as usize,
+            None if clustered || service_cores < 4 => 1,
+            None => (service_cores / 2).min(AUTO_HUBS_MAX),
+        }
+    }
+
     /// The limits a reload can replace.
     pub fn limits(&self) -> LinkLimits {
         LinkLimits {
@@ -704,6 +720,13 @@ impl ClusterSettings {
     fn validate(&self, ingest: &IngestSettings, link: &LinkSettings) -> Result<(), SettingsError> {
         if !self.enabled() {
             return Ok(());
+        }
+        if link.hubs.is_some_and(|n| n > 1) {
+            return Err(error(
+                "link.hubs",
+                "is more than 1 but cluster.etcd is set: a cluster member runs one hub (each \
+                 hub would need the member map and roles); set link.hubs = 1 or auto",
+            ));
         }
         if self.member.is_none() {
             return Err(error(
@@ -1264,6 +1287,10 @@ macro_rules! count_value {
 
 count_value!(u8, u16, u32, usize);
 
+/// The most hub threads `link.hubs = auto` gives: past it a host's cores serve the shards
+/// better (a hub's link share shrinks, its per-transition work does not).
+pub const AUTO_HUBS_MAX: usize = 8;
+
 /// The push link's endpoints, runtime threads and socket buffers ([`LinkSettings::sockets`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LinkSockets {
@@ -1277,7 +1304,7 @@ pub struct LinkSockets {
     pub buffer_bytes: usize,
 }
 
-/// `multi_device_users`, `link.endpoints`, `link.threads`: `auto` (`None`) or a count.
+/// `multi_device_users`, `link.endpoints`, `link.threads`, `link.hubs`: `auto` (`None`) or a count.
 impl Value for Option<u32> {
     const EXPECTED: &'static str = "auto, or a whole number (suffixes k, M, G, Ki, Mi, Gi allowed)";
     fn from_scalar(scalar: Scalar) -> Result<Self, String> {
@@ -1773,6 +1800,32 @@ mod tests {
     }
 
     #[test]
+    fn link_hubs_follow_the_service_cores_unless_set_and_are_one_in_a_cluster() {
+        let s = build(&[]).unwrap();
+        let auto: Vec<usize> = [0, 1, 3, 4, 5, 8, 16, 64]
+            .iter()
+            .map(|&cores| s.link.hubs(cores, false))
+            .collect();
+        assert_eq!(auto, [1, 1, 1, 2, 2, 4, 8, 8]);
+        assert_eq!(s.link.hubs(16, true), 1);
+        let s = build(&["link.hubs=3"]).unwrap();
+        assert_eq!((s.link.hubs(1, false), s.link.hubs(16, false)), (3, 3));
+        assert_eq!(build(&["link.hubs=auto"]).unwrap().link.hubs, None);
+        let e = build(&["link.hubs=0"]).unwrap_err();
+        assert_eq!(e.key, "link.hubs");
+        let e = build(&[
+            "link.hubs=2",
+            "cluster.etcd=http://127.0.0.1:2379",
+            "cluster.member=m1",
+            "link.listen=127.0.0.1:0",
+            "ingest.listen=127.0.0.1:0",
+        ])
+        .unwrap_err();
+        assert_eq!(e.key, "link.hubs");
+        assert!(e.to_string().contains("set link.hubs = 1"), "{e}");
+    }
+
+    #[test]
     fn link_endpoints_and_threads_follow_the_service_cores_unless_set() {
         let s = build(&[]).unwrap();
         let auto = |cores| s.link.sockets(cores);
@@ -1791,6 +1844,8 @@ mod tests {
             (2, 1)
         );
         assert_eq!(key_of(&["link.endpoints=0"]), "link.endpoints");
+        assert_eq!(key_of(&["link.hubs=0"]), "link.hubs");
+        assert_eq!(key_of(&["link.hubs=17"]), "link.hubs");
         assert_eq!(key_of(&["link.threads=many"]), "link.threads");
         assert_eq!(
             key_of(&["link.socket_buffer_bytes=1k"]),

@@ -68,8 +68,8 @@ pub struct ShardSetup {
     pub inbox: Receiver<Inbox>,
     /// Every shard, this one included, by index.
     pub peers: Vec<Peer>,
-    /// The channel to the push-link hub.
-    pub to_hub: Sender<ToHub>,
+    /// The channels to the push-link hubs, by hub index (`link.hubs`).
+    pub to_hubs: Vec<Sender<ToHub>>,
     /// The channel to the store thread, when state is kept.
     pub to_store: Option<Sender<ToStore>>,
     /// Datagrams per receive call.
@@ -97,7 +97,7 @@ pub fn run(setup: ShardSetup) -> io::Result<()> {
         sockets,
         inbox,
         peers,
-        to_hub,
+        to_hubs,
         to_store,
         recv_batch,
         clock,
@@ -114,7 +114,7 @@ pub fn run(setup: ShardSetup) -> io::Result<()> {
     }
     let mut out = Outputs {
         peers,
-        to_hub,
+        to_hubs,
         to_store,
         wake: Vec::new(),
     };
@@ -252,7 +252,8 @@ pub fn run(setup: ShardSetup) -> io::Result<()> {
 /// Where the node's transmits go.
 struct Outputs {
     peers: Vec<Peer>,
-    to_hub: Sender<ToHub>,
+    /// Each hub's channel, by index.
+    to_hubs: Vec<Sender<ToHub>>,
     /// The store thread's channel, when state is kept.
     to_store: Option<Sender<ToStore>>,
     /// Shards sent entries since the last wake.
@@ -261,7 +262,8 @@ struct Outputs {
 
 impl Outputs {
     /// Sends what the node has, without blocking: a full inbox of another shard sheds the
-    /// batch, a full hub channel keeps the rest for the next round.
+    /// batch; a full hub (or store) channel keeps the rest of that destination's messages for
+    /// the next turn, and the others go on.
     fn send(&mut self, node: &mut ShardNode) {
         while let Some(transmit) = node.poll_transmit() {
             match transmit {
@@ -275,11 +277,10 @@ impl Outputs {
                         }
                     }
                 }
-                Transmit::Hub(message) => match self.to_hub.try_send(message) {
+                Transmit::Hub(hub, message) => match self.to_hubs[hub].try_send(message) {
                     Ok(()) => {}
                     Err(TrySendError::Full(message)) => {
-                        node.handle_refused(Transmit::Hub(message));
-                        return;
+                        node.handle_refused(Transmit::Hub(hub, message));
                     }
                     // The hub is gone: the daemon is stopping.
                     Err(TrySendError::Disconnected(_)) => {}
@@ -292,7 +293,6 @@ impl Outputs {
                         Ok(()) => {}
                         Err(TrySendError::Full(message)) => {
                             node.handle_refused(Transmit::Store(message));
-                            return;
                         }
                         Err(TrySendError::Disconnected(_)) => {}
                     }

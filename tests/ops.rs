@@ -392,7 +392,7 @@ fn pinned_shards_keep_their_cores_and_the_service_threads_keep_off_them() {
     wait_line(&stderr, "started");
     // A thread names itself once it first runs, which on a busy machine may come after the
     // start line.
-    let named = ["shard-0", "hub", "link", "store"];
+    let named = ["shard-0", "hub-0", "link", "store"];
     let deadline = Instant::now() + Duration::from_secs(10);
     let threads = loop {
         let threads = thread_cpus(child.id());
@@ -413,13 +413,13 @@ fn pinned_shards_keep_their_cores_and_the_service_threads_keep_off_them() {
         let (service, shard) = (allowed[0].to_string(), allowed[1].to_string());
         assert!(
             cores.contains(&format!(
-                "shards pinned to {shard}; hub, link (1 endpoint, 2 threads), store and \
+                "shards pinned to {shard}; 1 hub, link (1 endpoint, 2 threads), store and \
                  metrics threads on {service}"
             )),
             "{cores}"
         );
         assert_eq!(of("shard-0"), shard, "{threads:?}");
-        for name in ["hub", "link", "store"] {
+        for name in ["hub-0", "link", "store"] {
             assert_eq!(of(name), service, "{name}: {threads:?}");
         }
     } else {

@@ -2,14 +2,17 @@
 //! reading cost a bounded amount of memory and are closed after `link.stall_timeout`, while
 //! the gateways that keep reading lose nothing; connections opened and closed by the
 //! thousand leave the daemon's memory where it was; links spread over several QUIC endpoints
-//! sharing the port each get every event.
+//! sharing the port each get every event; links spread over several hub threads each get
+//! every event, a subscribe racing with transitions misses none, and STATS reports the
+//! daemon's totals.
 
 mod common;
 
 use common::Daemon;
 use presenced_client::{entry, ConnectOptions, HeartbeatClient, LinkClient, Push, RawLink, Trust};
-use presenced_wire::link::WireState;
+use presenced_wire::link::{Event, WireState};
 use presenced_wire::State;
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 fn options(name: &str) -> ConnectOptions {
@@ -310,4 +313,146 @@ async fn links_spread_over_several_endpoints_each_get_every_event() {
     let stats = links[0].stats().await.expect("stats");
     assert_eq!(stats.link.links, SPREAD_LINKS);
     assert_eq!(stats.link.events_dropped, 0);
+}
+
+/// Hub threads of the daemon in the hubs test.
+const HUBS: usize = 3;
+/// Links subscribed before any transition, spread over the hubs by id.
+const HUB_LINKS: u64 = 12;
+/// Users each link watches.
+const HUB_USERS: u64 = 400;
+/// Rounds of every user online then offline: two transitions each.
+const HUB_ROUNDS: u32 = 4;
+
+/// Reads `link`'s events until it has `n`, by user in the order received.
+async fn events_by_user(link: &LinkClient, n: usize, what: &str) -> HashMap<u64, Vec<Event>> {
+    let mut by_user: HashMap<u64, Vec<Event>> = HashMap::new();
+    let mut seen = 0;
+    while seen < n {
+        match tokio::time::timeout(Duration::from_secs(20), link.next_push()).await {
+            Ok(Some(Push::Events(events))) => {
+                seen += events.len();
+                for e in events {
+                    by_user.entry(e.user).or_default().push(e);
+                }
+            }
+            other => panic!("{what}: {other:?} after {seen} of {n} events"),
+        }
+    }
+    by_user
+}
+
+/// Names of the daemon's threads (`/proc/PID/task/*/comm`).
+fn thread_names(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|n| n.trim().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_spread_over_several_hubs_each_get_every_event_and_stats_sum_the_hubs() {
+    let d = Daemon::start(&["--shards", "2", "--set", &format!("link.hubs={HUBS}")]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let hubs = loop {
+        let mut hubs: Vec<String> = thread_names(d.pid())
+            .into_iter()
+            .filter(|n| n.starts_with("hub"))
+            .collect();
+        hubs.sort();
+        if hubs.len() == HUBS || Instant::now() > deadline {
+            break hubs;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(hubs, ["hub-0", "hub-1", "hub-2"]);
+    let users: Vec<u64> = (1..=HUB_USERS).collect();
+    let mut links = Vec::new();
+    for i in 0..HUB_LINKS {
+        let link = LinkClient::connect(d.link, options(&format!("hub-{i}")))
+            .await
+            .expect("connect");
+        link.subscribe(&users).await.expect("subscribe");
+        links.push(link);
+    }
+    // Every user online then offline, HUB_ROUNDS times, while one more link subscribes.
+    let heartbeat = d.heartbeat;
+    let sender = std::thread::spawn(move || {
+        let mut gw = HeartbeatClient::new(1, 1, heartbeat).expect("udp");
+        for _ in 0..HUB_ROUNDS {
+            for state in [State::Online, State::Offline] {
+                for user in 1..=HUB_USERS {
+                    gw.push(entry(user, 1, state, true)).unwrap();
+                }
+                gw.flush().unwrap();
+                std::thread::sleep(Duration::from_millis(30));
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(70)).await;
+    let racer = LinkClient::connect(d.link, options("racer"))
+        .await
+        .expect("connect");
+    let snapshot = racer.subscribe(&users).await.expect("subscribe");
+    sender.join().unwrap();
+    let per_link = 2 * HUB_ROUNDS as usize * users.len();
+    let mut first = HashMap::new();
+    for (i, link) in links.iter().enumerate() {
+        let got = events_by_user(link, per_link, &format!("link {i}")).await;
+        for &user in &users {
+            let states: Vec<WireState> = got[&user].iter().map(|e| e.state).collect();
+            let flips = [WireState::Online, WireState::Offline];
+            assert_eq!(
+                states,
+                flips.repeat(HUB_ROUNDS as usize),
+                "link {i} user {user}"
+            );
+        }
+        if i == 0 {
+            first = got;
+        }
+    }
+    // The racer: its snapshot, then exactly the transitions after it (no gap, no duplicate).
+    let mut racer_expected = 0;
+    let mut after_snapshot = HashMap::new();
+    for record in &snapshot {
+        let all = &first[&record.user];
+        assert!(
+            record.version == 0 || all.iter().any(|e| e.version == record.version),
+            "user {}: snapshot version {} is no transition's",
+            record.user,
+            record.version
+        );
+        let later: Vec<Event> = all
+            .iter()
+            .filter(|e| e.version > record.version)
+            .copied()
+            .collect();
+        racer_expected += later.len();
+        after_snapshot.insert(record.user, later);
+    }
+    let raced = events_by_user(&racer, racer_expected, "racer").await;
+    for (user, later) in &after_snapshot {
+        assert_eq!(
+            raced.get(user).cloned().unwrap_or_default(),
+            *later,
+            "racer, user {user}"
+        );
+    }
+    // The other hubs' figures are at most about 100 ms old.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stats = links[0].stats().await.expect("stats");
+    assert_eq!(stats.link.links, HUB_LINKS + 1);
+    let ids: Vec<u32> = stats.link.per_link.iter().map(|l| l.id).collect();
+    let mut hubs_used: Vec<u32> = ids.iter().map(|id| id % HUBS as u32).collect();
+    hubs_used.sort();
+    hubs_used.dedup();
+    assert_eq!((ids.len(), hubs_used.len()), (HUB_LINKS as usize + 1, HUBS));
+    let received = HUB_LINKS * per_link as u64 + racer_expected as u64;
+    assert_eq!(stats.link.events_sent, received);
+    assert_eq!(stats.link.events_dropped, 0);
+    assert_eq!(stats.link.transitions, per_link as u64);
+    let per_link_sent: u64 = stats.link.per_link.iter().map(|l| l.events_sent).sum();
+    assert_eq!(per_link_sent, received);
 }

@@ -184,6 +184,7 @@ impl Node {
         let config = NodeConfig {
             index: 0,
             shards: 1,
+            hubs: 1,
             core,
             cross_shard_batch: presenced_node::bus::MAX_ENTRY_BATCH,
             link_outbox: usize::MAX,
@@ -247,7 +248,7 @@ impl Node {
     fn sent(&mut self, out: &mut Vec<Transition>) {
         while let Some(t) = self.node.poll_transmit() {
             match t {
-                Transmit::Hub(ToHub::Transitions(batch)) => out.extend(batch.items()),
+                Transmit::Hub(_, ToHub::Transitions(batch)) => out.extend(batch.items()),
                 Transmit::Store(ToStore::Transitions(batch)) => self.log.extend(batch.items()),
                 Transmit::Store(ToStore::SnapshotBegin { .. }) => {
                     self.pass.clear();
@@ -260,10 +261,10 @@ impl Node {
                 Transmit::Store(ToStore::SnapshotEnd { .. }) => {
                     self.snapshot = std::mem::take(&mut self.pass);
                 }
-                Transmit::Hub(ToHub::Pace { interval_ms, .. }) => {
+                Transmit::Hub(_, ToHub::Pace { interval_ms, .. }) => {
                     self.asked_ms = Some(interval_ms);
                 }
-                Transmit::Hub(_) | Transmit::Peer { .. } | Transmit::Store(ToStore::Gap(_)) => {
+                Transmit::Hub(..) | Transmit::Peer { .. } | Transmit::Store(ToStore::Gap(_)) => {
                     panic!(
                         "one shard with unbounded outboxes sends only transitions, state and \
                          its pace"

@@ -225,6 +225,17 @@ pub enum ToStore {
     },
 }
 
+/// The most hub threads (`link.hubs` is at most this).
+pub const MAX_HUBS: usize = 16;
+
+/// The hub that serves a link among `hubs` (1 to [`MAX_HUBS`]): links are spread over the hubs
+/// by id; the daemon's own requests (`None`, its metrics endpoint) go to hub 0. The link server
+/// routes a link's commands by it and a shard its answers, so an answer travels down the FIFO
+/// of the hub that asked.
+pub fn hub_of(link: Option<u32>, hubs: usize) -> usize {
+    link.map_or(0, |id| id as usize % hubs.max(1))
+}
+
 /// The shard that owns `user` among `shards` (`shards` ≥ 1): `presenced_wire::shard_of`, the
 /// function gateways use too (SPEC.md, "Shard-aware routing").
 pub fn owner(user: u64, shards: usize) -> usize {
@@ -234,6 +245,14 @@ pub fn owner(user: u64, shards: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn links_spread_over_the_hubs_and_the_daemon_asks_hub_zero() {
+        assert_eq!(hub_of(None, 3), 0);
+        let hubs: Vec<usize> = (1..=6).map(|id| hub_of(Some(id), 3)).collect();
+        assert_eq!(hubs, vec![1, 2, 0, 1, 2, 0]);
+        assert_eq!(hub_of(Some(7), 1), 0);
+    }
 
     #[test]
     fn a_batch_fills_and_empties() {

@@ -32,10 +32,17 @@
 //! one), and tells every shard (`Request::Pace`) so that all extend their deadlines alike: a
 //! gateway paces all its users at one interval, whichever shard owns them (SPEC.md § P6.13).
 //!
+//! **Several hubs share the links** (`link.hubs`): each serves its own links and reads every
+//! shard's transitions, so each works out the same pace; only hub 0 tells the shards
+//! (`HubConfig::index`), so a shard hears each change once. A STATS answer merges this hub's
+//! figures with the others' latest shares ([`share`], `Hub::handle_peers`).
+//!
 //! **The daemon asks too.** Its metrics endpoint gathers the same figures as STATS
 //! (`Command::Scrape`), answered as a typed [`Stats`] through `poll_scrape` rather than a frame;
 //! the figures of every open link (`LinkStats::per_link`) are kept here, where the frames are
 //! counted.
+
+pub mod share;
 
 use crate::bus::{owner, Request, ToHub};
 use crate::cluster::{Cluster, ClusterConfig, ClusterEvent, EtcdEvent, Roles};
@@ -47,7 +54,9 @@ use presenced_wire::stats::{
     AuthStats, ClusterStats, LatencySummary, LinkStats, PerLinkStats, ShardRole, ShardStats,
     StateStats, Stats,
 };
+use share::HubShare;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 
 /// The hub's maps, looked up once per transition and per subscriber: foldhash, seeded per
 /// process (SipHash, std's default, cost a fifth of the hub's time in a fan-out profile).
@@ -84,6 +93,9 @@ pub const SCRAPES_PENDING: usize = 4;
 pub struct HubConfig {
     /// Shards in the daemon (≥ 1).
     pub shards: usize,
+    /// This hub's index among the daemon's hubs (`link.hubs`); hub 0 alone paces the shards
+    /// and gives the daemon's per-transition counters.
+    pub index: usize,
     /// Bytes queued for one link (frames and their overhead) past which it loses events
     /// (`link.queue_bytes`; replaced by `Command::QueueBytes`).
     pub queue_bytes: usize,
@@ -309,6 +321,10 @@ struct Pending {
 pub struct Hub {
     /// Shards in the daemon.
     shards: usize,
+    /// This hub's index among the daemon's hubs.
+    index: usize,
+    /// The other hubs' latest shares, merged into every STATS answer.
+    peers: Vec<Arc<HubShare>>,
     links: Map<u32, Link>,
     subscribers: Map<u64, Vec<u32>>,
     firehose: Vec<u32>,
@@ -402,6 +418,8 @@ impl Hub {
         assert!(config.queue_bytes >= 1, "room for a frame");
         Hub {
             shards: config.shards,
+            index: config.index,
+            peers: Vec::new(),
             links: Map::default(),
             subscribers: Map::default(),
             firehose: Vec::new(),
@@ -566,7 +584,8 @@ impl Hub {
                 let asked = self.paces.iter().copied().max().unwrap_or(0);
                 if asked != self.pace_ms {
                     self.pace_ms = asked;
-                    for shard in 0..self.shards {
+                    // Every hub reads every shard's pace: one tells the shards.
+                    for shard in (0..self.shards).filter(|_| self.index == 0) {
                         let request = Request::Pace { interval_ms: asked };
                         self.requests.push_back((shard, request));
                     }
@@ -1026,16 +1045,11 @@ impl Hub {
         }
     }
 
-    /// Everything STATS reports, from the shards' answers and the server's figures.
-    fn gather(&self, pending: Pending) -> Stats {
-        let server = pending.server.unwrap_or_default();
-        let mut shards = pending.shard_stats;
-        shards.sort_by_key(|s| s.shard);
+    /// This hub's own figures, for the other hubs' STATS answers (see [`share`]).
+    pub fn share(&self) -> HubShare {
         let s = &self.out.stats;
-        Stats {
-            auth: server.auth,
-            state: server.state,
-            shards,
+        HubShare {
+            hub: self.index,
             link: LinkStats {
                 links: self.links.len() as u64,
                 subscribed_users: self.subscribers.len() as u64,
@@ -1045,15 +1059,40 @@ impl Hub {
                 events_dropped: s.events_dropped,
                 lag_signals: s.lag_signals,
                 shard_shed: s.shard_shed,
+                per_link: self.per_link(),
+                backoff_active: self.pace_ms != 0,
+                pace_interval_ms: u64::from(self.pace_ms),
+                pace_frames: s.pace_frames,
+                ..LinkStats::default()
+            },
+        }
+    }
+
+    /// The other hubs' latest shares (each once, this hub's own left out), merged into the
+    /// STATS answers from now on.
+    pub fn handle_peers(&mut self, peers: Vec<Arc<HubShare>>) {
+        self.peers = peers;
+    }
+
+    /// Everything STATS reports, from the shards' answers, the server's figures and every
+    /// hub's share.
+    fn gather(&self, pending: Pending) -> Stats {
+        let server = pending.server.unwrap_or_default();
+        let mut shards = pending.shard_stats;
+        shards.sort_by_key(|s| s.shard);
+        let s = &self.out.stats;
+        let own = self.share();
+        let peers = self.peers.iter().map(|p| &**p);
+        Stats {
+            auth: server.auth,
+            state: server.state,
+            shards,
+            link: LinkStats {
                 links_refused: server.links_refused,
                 links_unauthorized: server.links_unauthorized,
                 links_stalled: server.links_stalled,
                 latency_us: server.latency_us,
-                per_link: self.per_link(),
-                per_link_omitted: 0,
-                backoff_active: self.pace_ms != 0,
-                pace_interval_ms: u64::from(self.pace_ms),
-                pace_frames: s.pace_frames,
+                ..share::merge(std::iter::once(&own).chain(peers))
             },
             cluster: self.cluster.as_ref().map(|c| {
                 let cs = c.stats();

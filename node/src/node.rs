@@ -18,9 +18,14 @@
 //! for (`ToHub::Pace`); the hub answers every shard with the interval asked of the gateways
 //! (`Request::Pace`), by which the core extends every deadline.
 //!
-//! Limits, each counted when hit: the outbox to the hub holds `link_outbox` transitions beyond
-//! what the channel took (more are shed, `transitions_shed`, and the hub is told to make
-//! subscribers re-query); a full inbox of another shard sheds the batch (`cross_shard_shed`);
+//! **Several hubs** (`link.hubs`, each serving its own links) each get every transition, shed
+//! report and pace, down an outbox of their own; an answer goes only to the hub that asked
+//! (`bus::hub_of`), after the transitions queued for that hub before it. A hub whose channel is
+//! full holds back only its own outbox.
+//!
+//! Limits, each counted when hit: each hub's outbox holds `link_outbox` transitions beyond
+//! what its channel took (more are shed for that hub, `transitions_shed` counting each hub's
+//! copy, and that hub is told to make its subscribers re-query); a full inbox of another shard sheds the batch (`cross_shard_shed`);
 //! refusals, blocked sources, and losses (kernel drops, shedding), are reported at most once per
 //! reason every [`REFUSAL_REPORT_EVERY_MS`].
 
@@ -62,13 +67,16 @@ pub struct NodeConfig {
     pub index: usize,
     /// Shards in the daemon (≥ 1).
     pub shards: usize,
+    /// Hub threads in the daemon (1 to [`crate::bus::MAX_HUBS`], `link.hubs`): each gets every
+    /// transition.
+    pub hubs: usize,
     /// The presence core's timings and capacities.
     pub core: CoreConfig,
     /// Entries per cross-shard batch (`shards.cross_shard_batch`, 1 to
     /// [`crate::bus::MAX_ENTRY_BATCH`]).
     pub cross_shard_batch: usize,
-    /// Transitions held for the hub beyond what its channel took (`shards.link_outbox`);
-    /// more are shed.
+    /// Transitions held for each hub beyond what its channel took (`shards.link_outbox`);
+    /// more are shed for that hub.
     pub link_outbox: usize,
     /// The store's limits, when state is kept (`state.enabled`); `None`: nothing is logged.
     pub store: Option<StoreLimits>,
@@ -102,8 +110,8 @@ pub enum Transmit {
         /// The entries.
         batch: EntryBatch,
     },
-    /// A message for the hub, in order.
-    Hub(ToHub),
+    /// A message for a hub (its index among the hubs), in that hub's order.
+    Hub(usize, ToHub),
     /// A message for the store, in order.
     Store(ToStore),
 }
@@ -194,12 +202,9 @@ pub struct ShardNode {
     out: Vec<Transition>,
     /// Receipt time of the earliest input behind `out` (`u64::MAX`: none).
     pending_since_us: u64,
-    outbox: VecDeque<ToHub>,
-    /// Transitions in `outbox`.
-    outbox_transitions: usize,
+    /// One outbox per hub, by the hub's index.
+    hubs: Vec<HubOutbox>,
     outbox_limit: usize,
-    /// Transitions shed and not yet reported to the hub.
-    shed_unreported: u64,
     stats: ShardStats,
     dropped: [u64; DecodeError::REASONS.len()],
     refused: [u64; AuthError::REASONS.len()],
@@ -237,6 +242,29 @@ struct KernelBlocks {
     changed: bool,
 }
 
+/// What the node holds for one hub: every transition, shed report and pace, and the answers
+/// to that hub's requests, in order.
+struct HubOutbox {
+    queue: VecDeque<ToHub>,
+    /// Transitions in `queue`.
+    transitions: usize,
+    /// Transitions shed for this hub and not yet reported to it.
+    shed_unreported: u64,
+    /// Its channel refused a message since [`ShardNode::poll_transmit`] last returned `None`.
+    refused: bool,
+}
+
+impl HubOutbox {
+    fn new() -> HubOutbox {
+        HubOutbox {
+            queue: VecDeque::with_capacity(OUTBOX_KEEP),
+            transitions: 0,
+            shed_unreported: 0,
+            refused: false,
+        }
+    }
+}
+
 /// What the node holds for the store: log records and the snapshot pass's chunks, in order.
 struct Journal {
     limits: StoreLimits,
@@ -247,6 +275,9 @@ struct Journal {
     gap_unreported: u64,
     /// Records written by the pass going on.
     pass_records: u64,
+    /// The store's channel refused a message since [`ShardNode::poll_transmit`] last returned
+    /// `None`.
+    refused: bool,
 }
 
 /// Snapshot chunks waiting for the store before the pass pauses (it never sheds them).
@@ -269,6 +300,9 @@ impl Journal {
     }
 }
 
+// `flush_out` keeps the hubs taking a round's transitions as bits of a u32.
+const _: () = assert!(crate::bus::MAX_HUBS <= 32);
+
 /// Room kept in the outbox's buffer after a burst has drained (answers and a few batches).
 const OUTBOX_KEEP: usize = 1024;
 
@@ -278,6 +312,10 @@ impl ShardNode {
         assert!(
             config.index < config.shards,
             "shard index within the shards"
+        );
+        assert!(
+            (1..=crate::bus::MAX_HUBS).contains(&config.hubs),
+            "hubs is checked by the settings"
         );
         assert!(
             (1..=crate::bus::MAX_ENTRY_BATCH).contains(&config.cross_shard_batch),
@@ -296,10 +334,8 @@ impl ShardNode {
             ready: VecDeque::with_capacity(presenced_wire::MAX_ENTRIES + config.shards),
             out: Vec::with_capacity(4 * presenced_wire::MAX_ENTRIES),
             pending_since_us: u64::MAX,
-            outbox: VecDeque::with_capacity(OUTBOX_KEEP),
-            outbox_transitions: 0,
+            hubs: (0..config.hubs).map(|_| HubOutbox::new()).collect(),
             outbox_limit: config.link_outbox,
-            shed_unreported: 0,
             stats: ShardStats {
                 shard: config.index as u32,
                 ..ShardStats::default()
@@ -322,6 +358,7 @@ impl ShardNode {
                 transitions: 0,
                 gap_unreported: 0,
                 pass_records: 0,
+                refused: false,
             }),
             warming_until_us: config.warming_until_us,
             backoff: Backoff::new(config.backoff),
@@ -455,8 +492,15 @@ impl ShardNode {
                     },
                     Request::Pace { .. } => unreachable!("handled above"),
                 };
+                let hub = match &answer {
+                    ToHub::Snapshot { link, .. } => {
+                        crate::bus::hub_of(Some(*link), self.hubs.len())
+                    }
+                    ToHub::Stats { link, .. } => crate::bus::hub_of(*link, self.hubs.len()),
+                    _ => unreachable!("an answer"),
+                };
                 // Answers are bounded by the hub's requests in flight: never shed.
-                self.outbox.push_back(answer);
+                self.hubs[hub].queue.push_back(answer);
             }
         }
     }
@@ -478,9 +522,11 @@ impl ShardNode {
             }
         }
         self.flush_out(now.mono_us);
-        if self.outbox.is_empty() && self.outbox.capacity() > 4 * OUTBOX_KEEP {
-            // A burst has drained: give its memory back.
-            self.outbox.shrink_to(OUTBOX_KEEP);
+        for outbox in &mut self.hubs {
+            if outbox.queue.is_empty() && outbox.queue.capacity() > 4 * OUTBOX_KEEP {
+                // A burst has drained: give its memory back.
+                outbox.queue.shrink_to(OUTBOX_KEEP);
+            }
         }
         self.snapshot_round(now);
         self.report_losses(now.wall_ms);
@@ -491,10 +537,12 @@ impl ShardNode {
                 0
             };
             // One message per change, a few per minute at most: never shed.
-            self.outbox.push_back(ToHub::Pace {
-                shard: self.index,
-                interval_ms,
-            });
+            for outbox in &mut self.hubs {
+                outbox.queue.push_back(ToHub::Pace {
+                    shard: self.index,
+                    interval_ms,
+                });
+            }
         }
     }
 
@@ -515,29 +563,45 @@ impl ShardNode {
         }
     }
 
-    /// The next thing to send: batches for other shards first, then the hub's messages in
-    /// order. A send the channel refuses goes back through [`ShardNode::handle_refused`].
+    /// The next thing to send: batches for other shards first, then each hub's messages in
+    /// order, then the store's. A send the channel refuses goes back through
+    /// [`ShardNode::handle_refused`], and that hub (or the store) gets nothing more until this
+    /// has returned `None`: the driver's next turn tries it again, and the others go on.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         if let Some((shard, batch)) = self.ready.pop_front() {
             return Some(Transmit::Peer { shard, batch });
         }
-        if let Some(message) = self.outbox.pop_front() {
-            if let ToHub::Transitions(batch) = &message {
-                self.outbox_transitions -= batch.len();
+        for (hub, outbox) in self.hubs.iter_mut().enumerate() {
+            if outbox.refused {
+                continue;
             }
-            return Some(Transmit::Hub(message));
+            if let Some(message) = outbox.queue.pop_front() {
+                if let ToHub::Transitions(batch) = &message {
+                    outbox.transitions -= batch.len();
+                }
+                return Some(Transmit::Hub(hub, message));
+            }
         }
-        let journal = self.journal.as_mut()?;
-        let message = journal.outbox.pop_front()?;
-        if let ToStore::Transitions(batch) = &message {
-            journal.transitions -= batch.len();
+        if let Some(journal) = self.journal.as_mut().filter(|j| !j.refused) {
+            if let Some(message) = journal.outbox.pop_front() {
+                if let ToStore::Transitions(batch) = &message {
+                    journal.transitions -= batch.len();
+                }
+                return Some(Transmit::Store(message));
+            }
         }
-        Some(Transmit::Store(message))
+        for outbox in &mut self.hubs {
+            outbox.refused = false;
+        }
+        if let Some(journal) = &mut self.journal {
+            journal.refused = false;
+        }
+        None
     }
 
     /// A transmit whose channel was full: entries for another shard are shed and counted; a
-    /// hub or store message goes back to the front of its outbox (the driver retries it next
-    /// round and sends nothing else to that destination before it).
+    /// hub or store message goes back to the front of its outbox, and [`ShardNode::poll_transmit`]
+    /// gives nothing more for that destination until it has returned `None`.
     pub fn handle_refused(&mut self, transmit: Transmit) {
         match transmit {
             Transmit::Peer { batch, .. } => {
@@ -545,11 +609,13 @@ impl ShardNode {
                 self.stats.cross_shard_shed += batch.len() as u64;
                 self.backoff.handle_shed();
             }
-            Transmit::Hub(message) => {
+            Transmit::Hub(hub, message) => {
+                let outbox = &mut self.hubs[hub];
                 if let ToHub::Transitions(batch) = &message {
-                    self.outbox_transitions += batch.len();
+                    outbox.transitions += batch.len();
                 }
-                self.outbox.push_front(message);
+                outbox.queue.push_front(message);
+                outbox.refused = true;
             }
             Transmit::Store(message) => {
                 if let Some(journal) = &mut self.journal {
@@ -557,6 +623,7 @@ impl ShardNode {
                         journal.transitions += batch.len();
                     }
                     journal.outbox.push_front(message);
+                    journal.refused = true;
                 }
             }
         }
@@ -567,7 +634,7 @@ impl ShardNode {
     /// the core's next busy tick; `None` when nothing is pending at all.
     pub fn poll_timeout(&self) -> Option<u64> {
         let pending = !self.ready.is_empty()
-            || !self.outbox.is_empty()
+            || self.hubs.iter().any(|o| !o.queue.is_empty())
             || !self.out.is_empty()
             || self.routes.iter().any(|b| !b.is_empty())
             || self.journal.as_ref().is_some_and(|j| !j.outbox.is_empty())
@@ -707,23 +774,32 @@ impl ShardNode {
         self.ready.push_back((to, batch));
     }
 
-    /// Moves the transitions of this round into the outbox in batches, or sheds them when the
-    /// outbox holds `link_outbox` transitions.
+    /// Moves the transitions of this round into each hub's outbox in batches, or sheds them
+    /// for a hub whose outbox holds `link_outbox` transitions (counted once per hub).
     fn flush_out(&mut self, now_us: u64) {
         let since_us = std::mem::replace(&mut self.pending_since_us, u64::MAX).min(now_us);
         if self.out.is_empty() {
             return;
         }
         let n = self.out.len();
-        if self.outbox_transitions + n > self.outbox_limit {
-            self.stats.transitions_shed += n as u64;
-            self.shed_unreported += n as u64;
+        // The hubs that take this round's transitions, as bits by index (at most MAX_HUBS).
+        let mut taking: u32 = 0;
+        for (hub, outbox) in self.hubs.iter_mut().enumerate() {
+            if outbox.transitions + n > self.outbox_limit {
+                self.stats.transitions_shed += n as u64;
+                outbox.shed_unreported += n as u64;
+                continue;
+            }
+            if outbox.shed_unreported > 0 {
+                let shed = std::mem::take(&mut outbox.shed_unreported);
+                outbox.queue.push_back(ToHub::Shed(shed));
+            }
+            outbox.transitions += n;
+            taking |= 1 << hub;
+        }
+        if taking == 0 {
             self.out.clear();
             return;
-        }
-        if self.shed_unreported > 0 {
-            let shed = std::mem::take(&mut self.shed_unreported);
-            self.outbox.push_back(ToHub::Shed(shed));
         }
         let logged = self.journal.as_mut().is_some_and(|j| j.admit(n));
         for chunk in self.out.chunks(crate::bus::TRANSITION_BATCH) {
@@ -732,7 +808,11 @@ impl ShardNode {
             for &t in chunk {
                 batch.push(t);
             }
-            self.outbox.push_back(ToHub::Transitions(batch));
+            for (hub, outbox) in self.hubs.iter_mut().enumerate() {
+                if taking & (1 << hub) != 0 {
+                    outbox.queue.push_back(ToHub::Transitions(batch));
+                }
+            }
             if logged {
                 if let Some(journal) = &mut self.journal {
                     journal.outbox.push_back(ToStore::Transitions(batch));
@@ -742,7 +822,6 @@ impl ShardNode {
         if !logged && self.journal.is_some() {
             self.stats.log_shed += n as u64;
         }
-        self.outbox_transitions += n;
         self.out.clear();
     }
 

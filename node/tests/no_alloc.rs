@@ -61,6 +61,7 @@ fn datagrams_and_timers_allocate_nothing_once_warm() {
     let config = NodeConfig {
         index: 0,
         shards: 2,
+        hubs: 1,
         core: CoreConfig {
             user_capacity: 100_000,
             multi_device_users: 1000,
@@ -107,7 +108,7 @@ fn datagrams_and_timers_allocate_nothing_once_warm() {
             while let Some(t) = node.poll_transmit() {
                 match t {
                     Transmit::Peer { batch, .. } => sent.0 += batch.len() as u64,
-                    Transmit::Hub(_) => sent.1 += 1,
+                    Transmit::Hub(..) => sent.1 += 1,
                     Transmit::Store(_) => sent.2 += 1,
                 }
             }

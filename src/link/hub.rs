@@ -3,9 +3,14 @@
 //! links' tasks. It never blocks on a gateway: a link's frame queue is bounded by the hub's own
 //! count of frames queued and not yet written. The metrics endpoint's scrapes come through the
 //! same channel as the links' events; their answers go back on the scrape's own reply channel.
-//! In a cluster, the etcd thread's news comes on a channel of its own, stamped with the time
-//! when read, and the thread wakes at the hub's deadline (a lease about to lapse, a member
-//! turning warm).
+//!
+//! With several hubs (`link.hubs`) each thread serves its own links and reads every shard's
+//! channel to it; every [`SHARE_EVERY`] it publishes its share of the figures on the
+//! [`Board`] and takes the others' latest for its STATS answers, which may so be that old.
+//!
+//! In a cluster (one hub), the etcd thread's news comes on a channel of its own, stamped with
+//! the time when read, and the thread wakes at the hub's deadline (a lease about to lapse, a
+//! member turning warm).
 
 use super::{Frame, LinkEvent};
 
@@ -14,11 +19,13 @@ use crate::time::Clock;
 use crossbeam_channel::{Receiver, Select};
 use presenced_node::bus::{Inbox, ToHub};
 use presenced_node::cluster::{ClusterEvent, EtcdEvent};
+use presenced_node::hub::share::HubShare;
 use presenced_node::hub::{Command, Hub};
 use presenced_wire::stats::Stats;
 use std::collections::HashMap;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::oneshot;
@@ -31,14 +38,57 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the thread looks at the stop flag when nothing arrives.
 const IDLE_WAKE: Duration = Duration::from_millis(100);
 
+/// How often a hub publishes its share of the figures and takes the others' (with several
+/// hubs): a STATS answer's other hubs' figures are at most about this old.
+pub const SHARE_EVERY: Duration = Duration::from_millis(100);
+
+/// Each hub's latest share of the figures, by index (`presenced_node::hub::share`).
+#[derive(Clone)]
+pub struct Board {
+    shares: Arc<[Mutex<Arc<HubShare>>]>,
+}
+
+impl Board {
+    /// A board for `hubs` hubs, each share empty until its hub publishes.
+    pub fn new(hubs: usize) -> Board {
+        Board {
+            shares: (0..hubs)
+                .map(|hub| {
+                    Mutex::new(Arc::new(HubShare {
+                        hub,
+                        ..HubShare::default()
+                    }))
+                })
+                .collect(),
+        }
+    }
+
+    /// Puts hub `index`'s share up and gives the others' latest.
+    fn trade(&self, index: usize, share: HubShare) -> Vec<Arc<HubShare>> {
+        *lock(&self.shares[index]) = Arc::new(share);
+        (0..self.shares.len())
+            .filter(|&i| i != index)
+            .map(|i| lock(&self.shares[i]).clone())
+            .collect()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// What the hub thread reads.
 pub struct Inputs<'a> {
+    /// This hub's index among the hubs.
+    pub index: usize,
     /// Each shard's messages.
     pub from_shards: &'a [Receiver<ToHub>],
     /// The links' events and the metrics endpoint's scrapes.
     pub events: &'a Receiver<LinkEvent>,
     /// The etcd thread's news, in a cluster.
     pub cluster: Option<&'a Receiver<EtcdEvent>>,
+    /// Where the hubs trade their shares of the figures.
+    pub board: &'a Board,
 }
 
 /// Runs the hub until `stop` is set.
@@ -50,10 +100,15 @@ pub fn run(
     stop: &AtomicBool,
 ) -> io::Result<()> {
     let Inputs {
+        index,
         from_shards,
         events,
         cluster,
+        board,
     } = inputs;
+    let several = board.shares.len() > 1;
+    let share_every_us = SHARE_EVERY.as_micros() as u64;
+    let mut shared_us = 0;
     let mut links: HashMap<u32, UnboundedSender<Frame>> = HashMap::new();
     // Scrapes awaiting the shards, by the request id given here; one whose asker gave up
     // (timed out) is forgotten at the next scrape, as the hub forgets it.
@@ -124,6 +179,10 @@ pub fn run(
             Err(_) => {}
         }
         hub.handle_timeout(clock.now());
+        if several && clock.mono_us() >= shared_us + share_every_us {
+            shared_us = clock.mono_us();
+            hub.handle_peers(board.trade(index, hub.share()));
+        }
         while let Some(event) = hub.poll_cluster_event() {
             log_cluster(event);
         }

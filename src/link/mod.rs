@@ -1,8 +1,10 @@
 //! The push link: gateways connect over QUIC, subscribe to users, query presence and receive
 //! transitions (frames in `wire-format/SPEC.md`, "Push link").
 //!
-//! Two threads drive it: the **hub thread** (`hub.rs`) moves the shards' messages and the
-//! links' commands into the sans-IO `presenced_node::hub::Hub` and its output back out; the
+//! Threads drive it: the **hub threads** (`hub.rs`, `link.hubs` of them, `hub-0`, `hub-1`, …,
+//! each serving the links whose id modulo the count is its index, each reading every shard's
+//! transitions) move the shards' messages and their links' commands into a sans-IO
+//! `presenced_node::hub::Hub` each and its output back out; the
 //! **server** (`server.rs`), a tokio runtime running quinn with one task per gateway link,
 //! parses frames, enforces the per-link limits and writes what the hub queues for the link.
 //!
@@ -278,10 +280,10 @@ pub struct Handle {
     pub addr: SocketAddr,
     /// The metrics endpoint's way to the figures.
     pub scraper: Scraper,
-    hub: JoinHandle<io::Result<()>>,
+    hubs: Vec<JoinHandle<io::Result<()>>>,
     server: JoinHandle<io::Result<()>>,
-    /// The hub thread's channel, for a new queue depth.
-    events: crossbeam_channel::Sender<LinkEvent>,
+    /// Each hub thread's channel, for a new queue depth.
+    events: Vec<crossbeam_channel::Sender<LinkEvent>>,
     /// What new connections are admitted under.
     terms: tokio::sync::watch::Sender<Arc<server::Terms>>,
     tls: Arc<quinn::crypto::rustls::QuicServerConfig>,
@@ -290,10 +292,13 @@ pub struct Handle {
 impl Handle {
     /// Waits for both threads (after the daemon's stop flag is set).
     pub fn join(self) -> io::Result<()> {
-        let hub = self
-            .hub
-            .join()
-            .unwrap_or_else(|_| Err(io::Error::other("hub thread panicked")));
+        let mut hub = Ok(());
+        for handle in self.hubs {
+            let r = handle
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("hub thread panicked")));
+            hub = hub.and(r);
+        }
         let server = self
             .server
             .join()
@@ -303,7 +308,7 @@ impl Handle {
 
     /// Whether either thread has stopped.
     pub fn is_finished(&self) -> bool {
-        self.hub.is_finished() || self.server.is_finished()
+        self.hubs.iter().any(JoinHandle::is_finished) || self.server.is_finished()
     }
 
     /// Puts new limits in force, each as [`LinkLimits`] says; on an error the old ones stay.
@@ -312,14 +317,16 @@ impl Handle {
         let queue = Command::QueueBytes {
             bytes: limits.queue_bytes,
         };
-        self.events
-            .send_timeout(LinkEvent::Command(queue), RELOAD_TIMEOUT)
-            .map_err(|_| {
-                format!(
-                    "the hub thread did not take them within {} s",
-                    RELOAD_TIMEOUT.as_secs()
-                )
-            })?;
+        for (index, events) in self.events.iter().enumerate() {
+            events
+                .send_timeout(LinkEvent::Command(queue.clone()), RELOAD_TIMEOUT)
+                .map_err(|_| {
+                    format!(
+                        "hub thread {index} did not take them within {} s",
+                        RELOAD_TIMEOUT.as_secs()
+                    )
+                })?;
+        }
         self.terms
             .send_replace(Arc::new(server::Terms { limits, quic }));
         Ok(())
@@ -328,8 +335,8 @@ impl Handle {
 
 /// What the push link is connected to.
 pub struct Wiring {
-    /// Each shard's channel to the hub.
-    pub from_shards: Vec<crossbeam_channel::Receiver<ToHub>>,
+    /// Per hub (`link.hubs`, at least one), each shard's channel to it.
+    pub from_shards: Vec<Vec<crossbeam_channel::Receiver<ToHub>>>,
     /// The shards, for the hub's requests.
     pub peers: Vec<Peer>,
     /// The key set (link grants, per-gateway stats).
@@ -350,7 +357,7 @@ pub struct ClusterWiring {
     pub events: crossbeam_channel::Receiver<presenced_node::cluster::EtcdEvent>,
 }
 
-/// Starts the hub thread and the QUIC server thread with the push link's settings.
+/// Starts the hub threads and the QUIC server thread with the push link's settings.
 pub fn start(
     settings: LinkSettings,
     sockets: LinkSockets,
@@ -371,15 +378,25 @@ pub fn start(
         Some(c) => (Some(c.config), Some(c.events)),
         None => (None, None),
     };
+    let hubs = from_shards.len();
+    assert!(
+        hubs >= 1 && (cluster_config.is_none() || hubs == 1),
+        "the settings give one hub or more, and one in a cluster"
+    );
     let latency: Latency = Arc::new(Mutex::new(LatencyRecord {
         histogram: hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3)
             .map_err(|e| io::Error::other(e.to_string()))?,
         sum_us: 0,
     }));
-    // Every link's requests in flight, plus its open, close and a write report each; and the
-    // metrics endpoint's one scrape at a time.
-    let (events_tx, events_rx) =
-        crossbeam_channel::bounded(settings.max_links * (settings.max_requests_in_flight + 3) + 1);
+    // Per hub: every link's requests in flight, plus its open, close and a write report each;
+    // and the metrics endpoint's one scrape at a time.
+    let (events_tx, events_rx): (Vec<_>, Vec<_>) = (0..hubs)
+        .map(|_| {
+            crossbeam_channel::bounded(
+                settings.max_links * (settings.max_requests_in_flight + 3) + 1,
+            )
+        })
+        .unzip();
     let tls = tls::server_config(&settings)?;
     let limits = settings.limits();
     let quic = server::quic_config(tls.clone(), &limits)?;
@@ -393,15 +410,12 @@ pub fn start(
         history,
         state,
     };
-    let hub = presenced_node::hub::Hub::new(HubConfig {
-        shards: welcome.shards,
-        queue_bytes: limits.queue_bytes,
-        cluster: cluster_config,
-    });
     let scraper = Scraper {
-        events: events_tx.clone(),
+        // Hub 0 answers the daemon's scrapes, merging the other hubs' shares.
+        events: events_tx[0].clone(),
         shared: shared.clone(),
     };
+    let shards = welcome.shards;
     let (server, addr) = server::start(
         sockets,
         admitted,
@@ -411,20 +425,38 @@ pub fn start(
         clock,
         stop.clone(),
     )?;
-    let hub = std::thread::Builder::new()
-        .name("hub".into())
-        .spawn(move || {
-            let inputs = hub::Inputs {
-                from_shards: &from_shards,
-                events: &events_rx,
-                cluster: cluster_events.as_ref(),
-            };
-            hub::run(hub, inputs, &peers, &clock, &stop)
-        })?;
+    let board = hub::Board::new(hubs);
+    let mut cluster_config = cluster_config;
+    let mut cluster_events = cluster_events;
+    let mut threads = Vec::with_capacity(hubs);
+    for (index, (from_shards, events)) in from_shards.into_iter().zip(events_rx).enumerate() {
+        let hub = presenced_node::hub::Hub::new(HubConfig {
+            shards,
+            index,
+            queue_bytes: limits.queue_bytes,
+            cluster: cluster_config.take(),
+        });
+        let cluster = cluster_events.take();
+        let (peers, board, stop) = (peers.clone(), board.clone(), stop.clone());
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("hub-{index}"))
+                .spawn(move || {
+                    let inputs = hub::Inputs {
+                        index,
+                        from_shards: &from_shards,
+                        events: &events,
+                        cluster: cluster.as_ref(),
+                        board: &board,
+                    };
+                    hub::run(hub, inputs, &peers, &clock, &stop)
+                })?,
+        );
+    }
     Ok(Handle {
         addr,
         scraper,
-        hub,
+        hubs: threads,
         server,
         events: events_tx,
         terms,

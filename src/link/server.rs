@@ -85,7 +85,8 @@ struct Context {
     /// The terms in force for new connections (replaced by a reload).
     terms: tokio::sync::watch::Receiver<Arc<Terms>>,
     welcome: Welcome,
-    events: Sender<LinkEvent>,
+    /// Each hub's channel, by index: a link's events go to its hub's (`bus::hub_of`).
+    events: Vec<Sender<LinkEvent>>,
     shared: Shared,
     clock: Clock,
     next_link: AtomicU32,
@@ -97,6 +98,13 @@ struct Context {
     unauthorized_log: Every,
 }
 
+impl Context {
+    /// The channel of the hub that serves `link`.
+    fn hub(&self, link: u32) -> &Sender<LinkEvent> {
+        &self.events[presenced_node::bus::hub_of(Some(link), self.events.len())]
+    }
+}
+
 /// A peer-caused refusal is logged at most this often (the rest are counted in the line).
 const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -106,7 +114,7 @@ pub fn start(
     sockets: LinkSockets,
     terms: tokio::sync::watch::Receiver<Arc<Terms>>,
     welcome: Welcome,
-    events: Sender<LinkEvent>,
+    events: Vec<Sender<LinkEvent>>,
     shared: Shared,
     clock: Clock,
     stop: Arc<AtomicBool>,
@@ -408,7 +416,7 @@ async fn serve(connection: quinn::Connection, id: u32, context: &Context, limits
     }
     if opened.is_none() {
         let _ = context
-            .events
+            .hub(id)
             .send(LinkEvent::Command(Command::Close { link: id }));
     }
 }
@@ -582,7 +590,7 @@ impl LinkTask<'_> {
     }
 
     fn event(&self, event: LinkEvent) -> Result<(), Fatal> {
-        self.context.events.send(event).map_err(|_| {
+        self.context.hub(self.id).send(event).map_err(|_| {
             Fatal::new(
                 wire::ErrorCode::ShuttingDown,
                 "the daemon is stopping".into(),
@@ -819,7 +827,11 @@ impl LinkTask<'_> {
             link: self.id,
             bytes: self.unreported_bytes,
         };
-        match self.context.events.try_send(LinkEvent::Command(report)) {
+        match self
+            .context
+            .hub(self.id)
+            .try_send(LinkEvent::Command(report))
+        {
             Ok(()) | Err(TrySendError::Disconnected(_)) => self.unreported_bytes = 0,
             Err(TrySendError::Full(_)) => {}
         }

@@ -65,6 +65,7 @@ fn node(users: u64, now: Now) -> ShardNode {
     let config = NodeConfig {
         index: 0,
         shards: 1,
+        hubs: 1,
         core: CoreConfig {
             user_capacity: capacity,
             // `presence.multi_device_users` auto: a quarter of the users.

@@ -365,8 +365,8 @@ impl Harness {
         let mut out = Vec::new();
         while let Some(t) = self.node.poll_transmit() {
             match t {
-                Transmit::Hub(ToHub::Transitions(batch)) => out.extend(batch.items()),
-                Transmit::Hub(_) => self.fail("only transitions were expected".into()),
+                Transmit::Hub(_, ToHub::Transitions(batch)) => out.extend(batch.items()),
+                Transmit::Hub(..) => self.fail("only transitions were expected".into()),
                 Transmit::Peer { shard, .. } => {
                     self.fail(format!("a single shard routed entries to shard {shard}"))
                 }
@@ -923,6 +923,7 @@ pub fn run(data: &[u8]) -> Summary {
     let node_config = NodeConfig {
         index: 0,
         shards: 1,
+        hubs: 1,
         core: cfg.clone(),
         cross_shard_batch: presenced_node::bus::MAX_ENTRY_BATCH,
         link_outbox: usize::MAX,

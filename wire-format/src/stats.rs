@@ -151,7 +151,8 @@ pub struct ShardStats {
     pub routed_in: u64,
     /// Entries shed because another shard's inbox was full (`shards.cross_shard_queue`).
     pub cross_shard_shed: u64,
-    /// Transitions shed because the outbox to the push link was full (`shards.link_outbox`).
+    /// Transitions shed because the outbox to the push link was full (`shards.link_outbox`);
+    /// with several hubs (`link.hubs`), once for each hub whose outbox was full.
     pub transitions_shed: u64,
     /// Transitions not written to the transition log because its queue was full
     /// (`state.queue`); each gap makes the daemon take a snapshot.
@@ -254,7 +255,8 @@ pub struct GatewayStats {
 pub struct LinkStats {
     /// Links open.
     pub links: u64,
-    /// Users with at least one subscriber.
+    /// Users with at least one subscriber; with several hubs (`link.hubs`), summed over them
+    /// (a user subscribed on links of two hubs counts twice).
     pub subscribed_users: u64,
     /// Links subscribed to everyone.
     pub firehose_links: u64,
@@ -266,7 +268,8 @@ pub struct LinkStats {
     pub events_dropped: u64,
     /// LAGGED frames sent.
     pub lag_signals: u64,
-    /// Transitions the shards shed before they reached the push link.
+    /// Transitions the shards shed before they reached the push link (summed over the hubs,
+    /// each counting what was shed for it).
     pub shard_shed: u64,
     /// Connections refused because `link.max_links` were open.
     pub links_refused: u64,

@@ -53,6 +53,7 @@ fn read(out: &Outgoing) -> Seen {
 fn hub(shards: usize, queue_bytes: usize) -> Hub {
     Hub::new(HubConfig {
         shards,
+        index: 0,
         queue_bytes,
         cluster: None,
     })
@@ -756,6 +757,7 @@ mod roles {
     pub fn member_b() -> Hub {
         let mut hub = Hub::new(HubConfig {
             shards: 2,
+            index: 0,
             queue_bytes: ROOM,
             cluster: Some(ClusterConfig {
                 member: member("b"),
@@ -925,4 +927,62 @@ mod members {
         // Not counted as stale: there is no map to be stale against.
         assert_eq!(hub.stats().stale_maps, 0);
     }
+}
+
+#[test]
+fn a_second_hub_paces_its_links_but_leaves_the_shards_to_hub_zero() {
+    let mut hub = Hub::new(HubConfig {
+        shards: 2,
+        index: 1,
+        queue_bytes: ROOM,
+        cluster: None,
+    });
+    hub.handle_command(Command::Open {
+        link: 4,
+        version: wire::Version::V3,
+        name: "gw-4".into(),
+        peer: SocketAddr::from(([127, 0, 0, 1], 5004)),
+        limits: LIMITS,
+    });
+    hub.handle_shard(ToHub::Pace {
+        shard: 1,
+        interval_ms: 40_000,
+    });
+    assert_eq!(frames(&mut hub), [(4, Seen::Pace(40_000))]);
+    assert!(requests(&mut hub).is_empty());
+}
+
+#[test]
+fn stats_merge_the_other_hubs_shares_and_count_transitions_once() {
+    // This is hub 1 of 2, serving link 1; hub 0 serves two links.
+    let mut hub = Hub::new(HubConfig {
+        shards: 1,
+        index: 1,
+        queue_bytes: ROOM,
+        cluster: None,
+    });
+    open(&mut hub, 1);
+    subscribe(&mut hub, 1, 1, &[1]);
+    hub.handle_shard(transitions(&[online(1, 1), online(2, 1)]));
+    frames(&mut hub);
+    let mut other = self::hub(1, ROOM);
+    open(&mut other, 2);
+    open(&mut other, 4);
+    other.handle_shard(transitions(&[online(1, 1), online(2, 1)]));
+    hub.handle_peers(vec![Arc::new(other.share())]);
+    hub.handle_command(Command::Stats {
+        link: 1,
+        request: 9,
+        server: Box::default(),
+    });
+    answer_stats(&mut hub);
+    let got = frames(&mut hub);
+    let [(1, Seen::Stats(9, stats))] = &got[..] else {
+        panic!("{got:?}")
+    };
+    assert_eq!(stats.link.links, 3);
+    assert_eq!(stats.link.transitions, 2);
+    assert_eq!(stats.link.events_sent, 1);
+    let ids: Vec<u32> = stats.link.per_link.iter().map(|l| l.id).collect();
+    assert_eq!(ids, [1, 2, 4]);
 }

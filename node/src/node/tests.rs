@@ -24,6 +24,7 @@ fn config(index: usize, shards: usize) -> NodeConfig {
     NodeConfig {
         index,
         shards,
+        hubs: 1,
         core: CoreConfig {
             user_capacity: 1000,
             multi_device_users: 10,
@@ -76,13 +77,13 @@ fn drain(node: &mut ShardNode) -> Sent {
             Transmit::Peer { shard, batch } => sent
                 .peers
                 .push((shard, batch.items().iter().map(|h| h.user).collect())),
-            Transmit::Hub(ToHub::Transitions(b)) => sent.transitions.extend(b.items()),
-            Transmit::Hub(ToHub::Shed(n)) => sent.other.push(format!("shed {n}")),
-            Transmit::Hub(ToHub::Snapshot { presence, .. }) => {
+            Transmit::Hub(_, ToHub::Transitions(b)) => sent.transitions.extend(b.items()),
+            Transmit::Hub(_, ToHub::Shed(n)) => sent.other.push(format!("shed {n}")),
+            Transmit::Hub(_, ToHub::Snapshot { presence, .. }) => {
                 sent.other.push(format!("snapshot {presence:?}"))
             }
-            Transmit::Hub(ToHub::Stats { .. }) => sent.other.push("stats".into()),
-            Transmit::Hub(ToHub::Pace { shard, interval_ms }) => {
+            Transmit::Hub(_, ToHub::Stats { .. }) => sent.other.push("stats".into()),
+            Transmit::Hub(_, ToHub::Pace { shard, interval_ms }) => {
                 sent.other.push(format!("pace {shard} {interval_ms}"))
             }
             Transmit::Store(message) => sent.store.push(message),
@@ -129,7 +130,7 @@ fn entries_from_another_shard_are_applied_and_timed_from_their_receipt() {
     });
     node.handle_inbox(at(SEC), Inbox::Entries(batch));
     node.handle_timeout(at(SEC));
-    let Some(Transmit::Hub(ToHub::Transitions(out))) = node.poll_transmit() else {
+    let Some(Transmit::Hub(_, ToHub::Transitions(out))) = node.poll_transmit() else {
         panic!("a transition for the hub")
     };
     assert_eq!((out.items()[0].user, out.since_us), (user, 5));
@@ -154,6 +155,8 @@ fn a_hub_message_the_channel_refused_is_sent_again_first() {
     node.handle_datagram(at(SEC), GATEWAY, &datagram(&[3], State::Online));
     let first = node.poll_transmit().unwrap();
     node.handle_refused(first);
+    // Nothing more for that hub this turn; the next turn sends it first.
+    assert!(node.poll_transmit().is_none());
     let users: Vec<u64> = drain(&mut node)
         .transitions
         .iter()
@@ -185,7 +188,7 @@ fn transitions_travel_in_fixed_batches() {
     let users: Vec<u64> = (1..=89).collect();
     node.handle_datagram(at(SEC), GATEWAY, &datagram(&users, State::Online));
     let mut sizes = Vec::new();
-    while let Some(Transmit::Hub(ToHub::Transitions(b))) = node.poll_transmit() {
+    while let Some(Transmit::Hub(_, ToHub::Transitions(b))) = node.poll_transmit() {
         sizes.push(b.len());
     }
     assert_eq!(
@@ -610,10 +613,83 @@ fn answers_read_during_a_cold_start_are_marked_warming() {
             }),
         );
         match node.poll_transmit() {
-            Some(Transmit::Hub(ToHub::Snapshot { warming, .. })) => warming,
+            Some(Transmit::Hub(_, ToHub::Snapshot { warming, .. })) => warming,
             _ => panic!("a snapshot answer"),
         }
     };
     assert!(ask(&mut node, SEC));
     assert!(!ask(&mut node, 10 * SEC));
+}
+
+/// What each hub got, in order, as short strings ("t USER", "shed N", "snapshot LINK"); a hub
+/// whose index is in `full` refuses everything, as a full channel does.
+fn drain_hubs(node: &mut ShardNode, hubs: usize, full: &[usize]) -> Vec<Vec<String>> {
+    let mut got = vec![Vec::new(); hubs];
+    while let Some(t) = node.poll_transmit() {
+        match t {
+            Transmit::Hub(hub, message) if full.contains(&hub) => {
+                node.handle_refused(Transmit::Hub(hub, message));
+            }
+            Transmit::Hub(hub, ToHub::Transitions(b)) => {
+                got[hub].extend(b.items().iter().map(|t| format!("t {}", t.user)));
+            }
+            Transmit::Hub(hub, ToHub::Shed(n)) => got[hub].push(format!("shed {n}")),
+            Transmit::Hub(hub, ToHub::Snapshot { link, .. }) => {
+                got[hub].push(format!("snapshot {link}"));
+            }
+            Transmit::Hub(hub, _) => got[hub].push("other".into()),
+            Transmit::Peer { .. } | Transmit::Store(_) => {}
+        }
+    }
+    got
+}
+
+#[test]
+fn every_hub_gets_every_transition_and_only_the_asking_hub_its_answer() {
+    let mut node = node(NodeConfig {
+        hubs: 3,
+        ..config(0, 1)
+    });
+    node.handle_datagram(at(SEC), GATEWAY, &datagram(&[1, 2], State::Online));
+    // Link 5 is hub 2's (5 % 3): its snapshot follows the transitions before it, there only.
+    node.handle_inbox(
+        at(SEC),
+        Inbox::Request(Request::Snapshot {
+            link: 5,
+            request: 1,
+            subscribe: true,
+            users: vec![1],
+        }),
+    );
+    node.handle_datagram(at(SEC), GATEWAY, &datagram(&[3], State::Online));
+    let got = drain_hubs(&mut node, 3, &[]);
+    assert_eq!(got[0], ["t 1", "t 2", "t 3"]);
+    assert_eq!(got[1], got[0]);
+    assert_eq!(got[2], ["t 1", "t 2", "snapshot 5", "t 3"]);
+}
+
+#[test]
+fn a_full_hub_holds_back_and_sheds_only_its_own_transitions() {
+    let mut node = node(NodeConfig {
+        hubs: 2,
+        link_outbox: 2,
+        ..config(0, 1)
+    });
+    node.handle_datagram(at(SEC), GATEWAY, &datagram(&[1, 2], State::Online));
+    // Hub 1's channel is full: hub 0 still gets everything.
+    let got = drain_hubs(&mut node, 2, &[1]);
+    assert_eq!(got[0], ["t 1", "t 2"]);
+    assert!(got[1].is_empty());
+    // Hub 1's outbox is full: these are shed for it alone, and counted once for it.
+    node.handle_datagram(at(SEC), GATEWAY, &datagram(&[3], State::Online));
+    assert_eq!(node.stats().transitions_shed, 1);
+    let got = drain_hubs(&mut node, 2, &[1]);
+    assert_eq!(got[0], ["t 3"]);
+    // Its channel has room again: what it held, then the report of what it lost.
+    let got = drain_hubs(&mut node, 2, &[]);
+    assert_eq!(got[1], ["t 1", "t 2"]);
+    node.handle_datagram(at(SEC), GATEWAY, &datagram(&[4], State::Online));
+    let got = drain_hubs(&mut node, 2, &[]);
+    assert_eq!(got[0], ["t 4"]);
+    assert_eq!(got[1], ["shed 1", "t 4"]);
 }
