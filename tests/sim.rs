@@ -264,6 +264,8 @@ impl Node {
                 Transmit::Hub(_, ToHub::Pace { interval_ms, .. }) => {
                     self.asked_ms = Some(interval_ms);
                 }
+                // The hub's part in the model is `relay_pace`, which paces at once.
+                Transmit::Hub(_, ToHub::Paced { .. }) => {}
                 Transmit::Hub(..) | Transmit::Peer { .. } | Transmit::Store(ToStore::Gap(_)) => {
                     panic!(
                         "one shard with unbounded outboxes sends only transitions, state and \

@@ -134,8 +134,9 @@ pub enum Request {
         /// The asker's request id.
         request: u32,
     },
-    /// The heartbeat interval every gateway is now asked for (SPEC.md § P6.13), ms; 0: the
-    /// normal one. The shard extends its deadlines to match; no answer.
+    /// The heartbeat interval every gateway is to be asked for (SPEC.md § P6.13), ms; 0: the
+    /// normal one. The shard extends its deadlines to match, then tells every hub
+    /// (`ToHub::Paced`): a longer interval reaches the gateways only after that.
     Pace {
         /// The interval, ms.
         interval_ms: u32,
@@ -190,6 +191,14 @@ pub enum ToHub {
     /// The heartbeat interval this shard asks gateways for changed (back-off under load,
     /// `crate::backoff`), ms; 0: the normal one.
     Pace {
+        /// The shard.
+        shard: usize,
+        /// The interval, ms.
+        interval_ms: u32,
+    },
+    /// The shard's deadlines now stretch for heartbeats this far apart (its answer to
+    /// `Request::Pace`, sent to every hub), ms; 0: the normal interval.
+    Paced {
         /// The shard.
         shard: usize,
         /// The interval, ms.

@@ -27,10 +27,13 @@
 //! own; `Command::QueueBytes` replaces it for every link at once.
 //!
 //! **Back-off is daemon-wide.** Each shard says which heartbeat interval it asks for
-//! (`ToHub::Pace`, [`crate::backoff`]); the hub asks every gateway for the longest of them
+//! (`ToHub::Pace`, [`crate::backoff`]); the hub tells every shard the longest of them
+//! (`Request::Pace`) so that all extend their deadlines alike, and asks every gateway for it
 //! with a PACE frame on each version-3 link (and on each new one while it is not the normal
-//! one), and tells every shard (`Request::Pace`) so that all extend their deadlines alike: a
-//! gateway paces all its users at one interval, whichever shard owns them (SPEC.md § P6.13).
+//! one): a gateway paces all its users at one interval, whichever shard owns them (SPEC.md
+//! § P6.13). A longer interval goes to the gateways only once every shard has said its
+//! deadlines stretch for it (`ToHub::Paced`), so no gateway beats at it before they do; a
+//! shorter one goes at once, each shard keeping the longer deadlines one more timeout.
 //!
 //! **Several hubs share the links** (`link.hubs`): each serves its own links and reads every
 //! shard's transitions, so each works out the same pace; only hub 0 tells the shards
@@ -338,8 +341,13 @@ pub struct Hub {
     requests: VecDeque<(usize, Request)>,
     out: Outbox,
     /// The interval each shard asks for, ms (0: the normal one), and the longest of them: the
-    /// one asked of the gateways.
+    /// one the shards are asked to stretch their deadlines for.
     paces: Vec<u32>,
+    asked_ms: u32,
+    /// The interval each shard has stretched its deadlines for (`ToHub::Paced`), ms.
+    paced: Vec<u32>,
+    /// The interval asked of the gateways, ms: a shorter one at once, a longer one once every
+    /// shard has stretched its deadlines for it.
     pace_ms: u32,
     /// This member's view of its cluster, if it is a member of one.
     cluster: Option<Cluster>,
@@ -442,6 +450,8 @@ impl Hub {
                 },
             },
             paces: vec![0; config.shards],
+            asked_ms: 0,
+            paced: vec![0; config.shards],
             pace_ms: 0,
             cluster: config.cluster.map(Cluster::new),
         }
@@ -582,18 +592,21 @@ impl Hub {
                     *pace = interval_ms;
                 }
                 let asked = self.paces.iter().copied().max().unwrap_or(0);
-                if asked != self.pace_ms {
-                    self.pace_ms = asked;
+                if asked != self.asked_ms {
+                    self.asked_ms = asked;
                     // Every hub reads every shard's pace: one tells the shards.
                     for shard in (0..self.shards).filter(|_| self.index == 0) {
                         let request = Request::Pace { interval_ms: asked };
                         self.requests.push_back((shard, request));
                     }
-                    let ids: Vec<u32> = self.links.keys().copied().collect();
-                    for id in ids {
-                        self.send_pace(id);
-                    }
                 }
+                self.pace_links();
+            }
+            ToHub::Paced { shard, interval_ms } => {
+                if let Some(paced) = self.paced.get_mut(shard) {
+                    *paced = interval_ms;
+                }
+                self.pace_links();
             }
             ToHub::Shed(n) => {
                 self.out.stats.shard_shed += n;
@@ -1110,6 +1123,23 @@ impl Hub {
                     shards: s.shard_roles.clone(),
                 }
             }),
+        }
+    }
+
+    /// Asks the gateways for the interval the shards were asked for, if it changed: a shorter
+    /// one at once (each shard keeps the longer deadlines for one more timeout), a longer one
+    /// once every shard has stretched its deadlines for it (SPEC.md § P6.13: a device's timeout
+    /// stretches from before its gateway can hear of the longer interval).
+    fn pace_links(&mut self) {
+        let asked = self.asked_ms;
+        let ready = asked < self.pace_ms || self.paced.iter().all(|&p| p >= asked);
+        if asked == self.pace_ms || !ready {
+            return;
+        }
+        self.pace_ms = asked;
+        let ids: Vec<u32> = self.links.keys().copied().collect();
+        for id in ids {
+            self.send_pace(id);
         }
     }
 

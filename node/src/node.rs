@@ -15,8 +15,9 @@
 //!
 //! Back-off (SPEC.md § P6.13, [`crate::backoff`]): the node judges from its receive calls and
 //! shed entries whether the shard runs hot, and tells the hub the heartbeat interval it asks
-//! for (`ToHub::Pace`); the hub answers every shard with the interval asked of the gateways
-//! (`Request::Pace`), by which the core extends every deadline.
+//! for (`ToHub::Pace`), stretching its own deadlines at once for a longer one; the hub asks
+//! every shard for the longest interval asked (`Request::Pace`), by which the core extends
+//! every deadline, and each shard tells every hub when it has (`ToHub::Paced`).
 //!
 //! **Several hubs** (`link.hubs`, each serving its own links) each get every transition, shed
 //! report and pace, down an outbox of their own; an answer goes only to the hub that asked
@@ -456,17 +457,18 @@ impl ShardNode {
             Inbox::Keys(keys) => self.verifier.set_keys(keys),
             Inbox::Snapshot => self.snapshot_begin(now),
             Inbox::Request(Request::Pace { interval_ms }) => {
-                // The interval every gateway is asked for: the timeout stretched in the same
-                // proportion (SPEC.md § P6.13), so that as many beats in a row may be lost.
-                let asked_us = u64::from(interval_ms) * 1000;
-                let extra_us = u128::from(asked_us.saturating_sub(self.interval_us))
-                    * u128::from(self.timeout_us)
-                    / u128::from(self.interval_us.max(1));
-                let ticks = u64::try_from(extra_us)
-                    .unwrap_or(u64::MAX)
-                    .div_ceil(self.tick_us);
+                // The interval every gateway is asked for (the longest any shard asks).
                 // The settings bound the interval so that the extension fits the horizon.
-                let _ = self.shard.set_deadline_extension(ticks);
+                let _ = self
+                    .shard
+                    .set_deadline_extension(self.extension_ticks(interval_ms));
+                // Every hub waits for every shard's word before it asks its gateways for a
+                // longer interval (SPEC.md § P6.13: the timeout stretches from before the
+                // PACE). One message per change: never shed.
+                let shard = self.index;
+                for outbox in &mut self.hubs {
+                    outbox.queue.push_back(ToHub::Paced { shard, interval_ms });
+                }
             }
             Inbox::Request(request) => {
                 // Transitions emitted so far must reach the hub before this answer.
@@ -536,6 +538,15 @@ impl ShardNode {
             } else {
                 0
             };
+            // A longer ask stretches this shard's own deadlines now, before any gateway can
+            // hear of it: the hub's answer would reach a shard this hot only once it had
+            // read its inbox, and a gateway that had already stretched its gap meanwhile
+            // would see its devices expired early. A lower ask waits for the hub's answer
+            // (the longest any shard asks).
+            let ticks = self.extension_ticks(interval_ms);
+            if ticks > self.shard.deadline_extension_ticks() {
+                let _ = self.shard.set_deadline_extension(ticks);
+            }
             // One message per change, a few per minute at most: never shed.
             for outbox in &mut self.hubs {
                 outbox.queue.push_back(ToHub::Pace {
@@ -544,6 +555,19 @@ impl ShardNode {
                 });
             }
         }
+    }
+
+    /// The deadline extension for heartbeats `interval_ms` apart (0: the normal interval): the
+    /// timeout stretched in the same proportion (SPEC.md § P6.13), so that as many beats in a
+    /// row may be lost, in ticks.
+    fn extension_ticks(&self, interval_ms: u32) -> u64 {
+        let asked_us = u64::from(interval_ms) * 1000;
+        let extra_us = u128::from(asked_us.saturating_sub(self.interval_us))
+            * u128::from(self.timeout_us)
+            / u128::from(self.interval_us.max(1));
+        u64::try_from(extra_us)
+            .unwrap_or(u64::MAX)
+            .div_ceil(self.tick_us)
     }
 
     /// Queues a report of each kind of loss that grew, at most once per kind every

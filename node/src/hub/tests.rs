@@ -683,10 +683,15 @@ fn the_longest_interval_any_shard_asks_goes_to_version_3_links_and_every_shard()
         shard: 1,
         interval_ms: 40_000,
     });
-    // Only the version-3 link is paced; every shard extends its deadlines.
-    assert_eq!(frames(&mut hub), [(2, Seen::Pace(40_000))]);
+    // Every shard extends its deadlines first; the gateways hear of the longer interval only
+    // once all have, and only the version-3 link is paced.
     let asked = |ms| Request::Pace { interval_ms: ms };
     assert_eq!(requests(&mut hub), [(0, asked(40_000)), (1, asked(40_000))]);
+    let paced = |shard, interval_ms| ToHub::Paced { shard, interval_ms };
+    hub.handle_shard(paced(1, 40_000));
+    assert!(frames(&mut hub).is_empty(), "shard 0 has not stretched yet");
+    hub.handle_shard(paced(0, 40_000));
+    assert_eq!(frames(&mut hub), [(2, Seen::Pace(40_000))]);
     // A shorter ask of another shard changes nothing; a link opened now is paced at once.
     hub.handle_shard(ToHub::Pace {
         shard: 0,
@@ -696,7 +701,8 @@ fn the_longest_interval_any_shard_asks_goes_to_version_3_links_and_every_shard()
     open_v3(&mut hub, 3);
     assert_eq!(frames(&mut hub), [(3, Seen::Pace(40_000))]);
     assert_eq!(hub.stats().pace_frames, 2);
-    // Both calm: the normal interval again.
+    // Both calm: the normal interval again, told at once (the shards keep the longer
+    // deadlines one more timeout).
     hub.handle_shard(ToHub::Pace {
         shard: 1,
         interval_ms: 0,
@@ -948,8 +954,15 @@ fn a_second_hub_paces_its_links_but_leaves_the_shards_to_hub_zero() {
         shard: 1,
         interval_ms: 40_000,
     });
-    assert_eq!(frames(&mut hub), [(4, Seen::Pace(40_000))]);
     assert!(requests(&mut hub).is_empty());
+    // Hub 0 asked the shards; this one paces its links once both have stretched.
+    for shard in [0, 1] {
+        hub.handle_shard(ToHub::Paced {
+            shard,
+            interval_ms: 40_000,
+        });
+    }
+    assert_eq!(frames(&mut hub), [(4, Seen::Pace(40_000))]);
 }
 
 #[test]

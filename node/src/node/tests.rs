@@ -86,6 +86,9 @@ fn drain(node: &mut ShardNode) -> Sent {
             Transmit::Hub(_, ToHub::Pace { shard, interval_ms }) => {
                 sent.other.push(format!("pace {shard} {interval_ms}"))
             }
+            Transmit::Hub(_, ToHub::Paced { shard, interval_ms }) => {
+                sent.other.push(format!("paced {shard} {interval_ms}"))
+            }
             Transmit::Store(message) => sent.store.push(message),
         }
     }
@@ -406,7 +409,7 @@ fn the_receive_counters_add_up() {
 }
 
 #[test]
-fn a_hot_shard_asks_for_a_longer_interval_and_the_hubs_answer_extends_its_deadlines() {
+fn a_hot_shard_asks_for_a_longer_interval_and_extends_its_own_deadlines_at_once() {
     let mut node = node(NodeConfig {
         backoff: crate::backoff::BackoffConfig {
             enabled: true,
@@ -426,19 +429,25 @@ fn a_hot_shard_asks_for_a_longer_interval_and_the_hubs_answer_extends_its_deadli
         (stats.backoff_interval_ms, stats.backoff_entered),
         (40_000, 1)
     );
-    // The hub asks every shard to extend its deadlines to the gateways' interval.
+    // Its own deadlines are stretched before any gateway can hear of the ask: twice the
+    // interval, twice the timeout (20 s + 2 × 12 s), 44 s later.
+    assert_eq!(stats.deadline_extension_ms, 44_000);
+    // The hub asks every shard for the longest interval any shard asks.
     node.handle_inbox(
         at(2 * SEC),
         Inbox::Request(Request::Pace {
-            interval_ms: 40_000,
+            interval_ms: 60_000,
         }),
     );
-    // Twice the interval: twice the timeout (20 s + 2 × 12 s), 44 s later.
-    assert_eq!(node.stats().deadline_extension_ms, 44_000);
-    // A minute without drops: the normal interval again.
+    assert_eq!(node.stats().deadline_extension_ms, 88_000);
+    // The hubs hear that it has.
+    assert_eq!(drain(&mut node).other, ["paced 0 60000"]);
+    // A minute without drops: this shard asks for the normal interval again, but its
+    // deadlines stay stretched until the hub asks for a shorter one.
     node.handle_timeout(at(62 * SEC));
     assert_eq!(drain(&mut node).other, ["pace 0 0"]);
     assert_eq!(node.stats().backoff_interval_ms, 0);
+    assert_eq!(node.stats().deadline_extension_ms, 88_000);
 }
 
 #[test]
