@@ -10,8 +10,8 @@
 # INTERVAL (2s) and GRACE (500ms) (both servers' timings: timeout = INTERVAL + 2 × GRACE),
 # CHURN (logins + logouts per second in the churn run: 2000 per 100k users watched, so that
 # every run times ~20k transitions), CHURN_DURATION (10s),
-# REDIS_PORT (6399), GATEWAYS (4), NO_BUILD=1 (use the binaries already in
-# $CARGO_TARGET_DIR/release, default target/release).
+# REDIS_PORT (6399), GATEWAYS (4), NO_BUILD=1 (use the binaries already in BIN, default
+# $CARGO_TARGET_DIR/release or target/release).
 # Scale up with `--users 1M` (memory and expiry lateness with 1M users expiring together).
 # RESTART_DURATION (20s): the restart runs (steady on schedule, the server restarted halfway
 # while the gateways keep beating): presenced by SIGTERM and started again with the same
@@ -72,7 +72,7 @@ fi
 if [ "${NO_BUILD:-0}" != 1 ]; then
     cargo build --release -p presenced -p presenced-tools --bin presenced --bin presence-loadgen
 fi
-BIN=${CARGO_TARGET_DIR:-target}/release
+BIN=${BIN:-${CARGO_TARGET_DIR:-target}/release}
 WORK=$(mktemp -d)
 PD_PID=
 RD_PID=
