@@ -4,10 +4,11 @@
 # generator pinned to GEN_CORES (the rest) running `--scenario fanout`: --churn logins and
 # logouts a second among --users users, each transition pushed to --observers links
 # subscribed to every user. Prints, per run and as medians, the events delivered (transitions
-# observed, summed over the observers) per CPU-second of the daemon, of each of its thread
-# kinds (hub: every hub-N thread summed, link, shard) and of the load generator, and B ÷ A.
-# The side with fewer events per CPU-second is the one that limits a host; the load generator's figure says whether the measurement
-# itself did. See benches/README.md.
+# observed, summed over the observers) per second of the send window, and per CPU-second of
+# the daemon, of each of its thread kinds (hub: every hub-N thread summed, link, shard) and of
+# the load generator, and B ÷ A. The side with fewer events per CPU-second is the one that
+# limits a host; the load generator's figure says whether the measurement itself did. See
+# benches/README.md.
 #
 # Usage: benches/fanout.sh DIR_A DIR_B [--runs R] [--users N] [--churn N] [--observers K]
 #        [--duration D] [--shards S]
@@ -22,7 +23,7 @@
 # (heartbeats), :7360 (push link). Stopped on exit.
 set -euo pipefail
 
-[ $# -ge 2 ] || { sed -n '2,22p' "$0"; exit 2; }
+[ $# -ge 2 ] || { sed -n '2,23p' "$0"; exit 2; }
 A=$1
 B=$2
 shift 2
@@ -42,7 +43,7 @@ while [ $# -gt 0 ]; do
         --observers) OBSERVERS=$2; shift 2 ;;
         --duration) DURATION=$2; shift 2 ;;
         --shards) SHARDS=$2; shift 2 ;;
-        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
         *) echo "fanout.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -112,20 +113,24 @@ for side in rows:
         user, system = map(float, open(f"{work}/{side}.{r}.gen").read().split())
         used["loadgen"] = user + system
         per = {k: events / used[k] if used.get(k, 0) > 0 else 0.0 for k in KINDS}
-        rows[side].append((events, per, s["violations"], s["daemon"]["events_dropped"]))
+        # Delivered a second of the send window: what a host pushes, where per CPU-second
+        # says what it costs.
+        rate = events / s["sent"]["seconds"] if s["sent"]["seconds"] > 0 else 0.0
+        rows[side].append((events, per, s["violations"], s["daemon"]["events_dropped"], rate))
 print(f"\nA = {a_dir} {set_a}\nB = {b_dir} {set_b}\n")
 print("Events delivered per CPU-second (M):\n")
-print("| run | side | events | " + " | ".join(KINDS) + " | dropped |")
-print("|---:|---|---:|" + "---:|" * len(KINDS) + "---:|")
+print("| run | side | events | events/s | " + " | ".join(KINDS) + " | dropped |")
+print("|---:|---|---:|---:|" + "---:|" * len(KINDS) + "---:|")
 for r in range(runs):
     for side in "AB":
-        ev, per, _, dropped = rows[side][r]
+        ev, per, _, dropped, rate = rows[side][r]
         cells = " | ".join(f"{per[k] / 1e6:.2f}" for k in KINDS)
-        print(f"| {r + 1} | {side} | {ev / 1e6:.2f} M | {cells} | {dropped} |")
+        print(f"| {r + 1} | {side} | {ev / 1e6:.2f} M | {rate / 1e6:.2f} M | {cells} | {dropped} |")
 med = {side: {k: statistics.median(x[1][k] for x in v) for k in KINDS} for side, v in rows.items()}
 for side in "AB":
     cells = " | ".join(f"{med[side][k] / 1e6:.2f}" for k in KINDS)
-    print(f"| median | {side} | | {cells} | |")
+    rate = statistics.median(x[4] for x in rows[side])
+    print(f"| median | {side} | | {rate / 1e6:.2f} M | {cells} | |")
 ratios = ", ".join(f"{k} {med['B'][k] / med['A'][k]:.3f}" for k in KINDS if med["A"][k] > 0)
 viol = {side: sum(x[2] for x in v) for side, v in rows.items()}
 print(f"\nB / A per CPU-second: {ratios}; violations A {viol['A']}, B {viol['B']}")
