@@ -109,6 +109,12 @@ fn overload_costs_freshness_not_correctness() {
     }
     assert_eq!(off_stats.shards[0].backoff_entered, 0);
     assert_eq!(count(&off, &["sent", "paced_max_ms"]), 0, "{off}");
+    // Whenever the daemon paced, the generator says so, and that offlines by timeout came
+    // later for it.
+    if on_stats.link.pace_frames > 0 {
+        assert_eq!(count(&on, &["sent", "paced_max_ms"]), 900, "{on}");
+        assert!(on["warnings"].to_string().contains("PACE"), "{on}");
+    }
     // Without back-off the shard falls behind and users go falsely offline: the load is
     // sized for a shard that shares small machines' cores with the generator. A machine on
     // which one shard keeps up with it (or on which the generator itself falls behind, its
@@ -124,9 +130,6 @@ fn overload_costs_freshness_not_correctness() {
     let shard = &on_stats.shards[0];
     assert!(shard.backoff_entered >= 1, "{on_stats:?}");
     assert!(on_stats.link.pace_frames >= 1);
-    // The generator says it was paced, and that offlines by timeout came later for it.
-    assert_eq!(count(&on, &["sent", "paced_max_ms"]), 900, "{on}");
-    assert!(on["warnings"].to_string().contains("PACE"), "{on}");
     assert_eq!(false_transitions(&on), 0, "{on}");
     assert_eq!(on["ok"], true, "{on}");
 }

@@ -423,7 +423,6 @@ pub fn run(args: &Args) -> Result<Summary, RunError> {
     // Senders publish before they report stopping, and again only in the drain: the send
     // window's figures, user entries and replica entries alike.
     let mut sent = sent_of(&counters, (stop_us.saturating_sub(start_us)) as f64 / 1e6);
-    sent.paced_max_ms = control.pace_max_us() / 1000;
     let user_entries = SendCounters::get(&counters.user_entries);
     if !plan.logout_at_end {
         shared.ended.store(true, Ordering::Release);
@@ -538,6 +537,8 @@ pub fn run(args: &Args) -> Result<Summary, RunError> {
         setup: setup_of(&plan, args),
         sent: {
             sent.last_error = last_error;
+            // Over the whole run: a daemon may ask as late as the final logout sweep.
+            sent.paced_max_ms = control.pace_max_us() / 1000;
             sent
         },
         daemon,

@@ -338,7 +338,6 @@ pub fn run(args: &Args, mut restart: Option<RestartHook<'_>>) -> Result<Summary,
     let stop_us = clock.now_us();
     // Senders publish before they report stopping: these are the send window's figures.
     let mut sent = sent_of(&counters, (stop_us.saturating_sub(start_us)) as f64 / 1e6);
-    sent.paced_max_ms = control.pace_max_us() / 1000;
 
     if !plan.logout_at_end {
         // Users are left to time out: transitions after this are not the run's.
@@ -384,6 +383,8 @@ pub fn run(args: &Args, mut restart: Option<RestartHook<'_>>) -> Result<Summary,
         setup: setup_of(&plan, args),
         sent: {
             sent.last_error = last_error;
+            // Over the whole run: a daemon may ask as late as the final logout sweep.
+            sent.paced_max_ms = control.pace_max_us() / 1000;
             sent
         },
         daemon: after_send.since(&baseline),
