@@ -343,8 +343,9 @@ mod tests {
         assert_eq!(count.advance(900), 0);
         assert_eq!(count.advance(1000), 0);
         assert_eq!(count.advance(1005), 5);
-        // Across the wrap at 2^32.
+        // Across the wrap at 2^32, reached in steps of less than 2^31.
         let mut count = DropCount::default();
+        count.advance(i32::MAX as u32);
         count.advance(u32::MAX - 1);
         assert_eq!(count.advance(3), 5);
         assert_eq!(count.advance(u32::MAX), 0);

@@ -821,10 +821,8 @@ impl ShardNode {
             outbox.transitions += n;
             taking |= 1 << hub;
         }
-        if taking == 0 {
-            self.out.clear();
-            return;
-        }
+        // The log takes them even when every hub shed them: a full hub is no gap in the
+        // history or in what a restart replays.
         let logged = self.journal.as_mut().is_some_and(|j| j.admit(n));
         for chunk in self.out.chunks(crate::bus::TRANSITION_BATCH) {
             let mut batch = TransitionBatch::new();

@@ -531,6 +531,22 @@ fn every_transition_is_logged_and_a_snapshot_marks_where_replay_starts() {
 }
 
 #[test]
+fn transitions_every_hub_shed_are_logged_all_the_same() {
+    let mut node = node(NodeConfig {
+        link_outbox: 1,
+        ..with_store(1000)
+    });
+    node.handle_datagram(at(SEC), GATEWAY, &datagram(&[1, 2], State::Online));
+    let sent = drain(&mut node);
+    assert!(sent.transitions.is_empty(), "over the hub's outbox: shed");
+    assert_eq!(node.stats().transitions_shed, 2);
+    let (users, marks, _) = logged(&sent.store);
+    assert_eq!(users, vec![1, 2], "but in the log");
+    assert!(marks.is_empty());
+    assert_eq!(node.stats().log_shed, 0);
+}
+
+#[test]
 fn a_full_log_queue_loses_transitions_as_a_gap_never_the_hubs() {
     let mut node = node(with_store(2));
     node.handle_datagram(at(SEC), GATEWAY, &datagram(&[1, 2], State::Online));
