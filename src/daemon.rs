@@ -15,7 +15,7 @@ use mio::{Poll, Waker};
 use presenced_core::config::MAX_HORIZON_TICKS;
 use presenced_node::auth::{Keys, Verifier};
 use presenced_node::bus::{Inbox, ToHub, ToStore};
-use presenced_node::cluster::{ClusterConfig, EtcdEvent};
+use presenced_node::cluster::ClusterConfig;
 use presenced_node::node::{NodeConfig, ShardNode, StoreLimits};
 use presenced_wire::cluster::Member;
 use presenced_wire::stats::StateStats;
@@ -203,9 +203,7 @@ pub fn start(settings: Settings) -> io::Result<Running> {
         snapshot_slots_per_round: settings.state.snapshot_slots_per_round,
     });
 
-    let hubs = settings
-        .link
-        .hubs(cores.service.len(), settings.cluster.enabled());
+    let hubs = settings.link.hubs(cores.service.len());
     // Every node (its table, wheel and blocks reserved) before any thread starts.
     let mut nodes = Vec::with_capacity(n);
     for index in 0..n {
@@ -352,7 +350,7 @@ pub fn start(settings: Settings) -> io::Result<Running> {
         }
         None => None,
     };
-    // In a cluster: the hub's view of it and the channel the etcd thread feeds it by.
+    // In a cluster: the hubs' view of it and the channels the etcd thread feeds them by.
     let cluster = settings.cluster.enabled().then(|| {
         let warm = settings.cluster.warm_for(&core);
         let warm_at_ms = clock
@@ -376,16 +374,16 @@ pub fn start(settings: Settings) -> io::Result<Running> {
             lease_ms: u64::try_from(settings.cluster.lease.as_millis()).unwrap_or(u64::MAX),
             skew_ms: u64::try_from(settings.cluster.skew_allowance.as_millis()).unwrap_or(u64::MAX),
         };
-        let (tx, rx) = crossbeam_channel::bounded::<EtcdEvent>(crate::etcd::EVENTS_CHANNEL);
-        (config, tx, rx)
+        let (news, ends) = crate::etcd::News::channels(hubs);
+        (config, news, ends)
     });
     let (hub_cluster, etcd_side) = match cluster {
-        Some((config, tx, rx)) => (
+        Some((config, news, ends)) => (
             Some(link::ClusterWiring {
                 config: config.clone(),
-                events: rx,
+                events: ends,
             }),
-            Some((config.member, tx)),
+            Some((config.member, news)),
         ),
         None => (None, None),
     };

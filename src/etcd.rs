@@ -14,7 +14,8 @@
 //! of 250 ms doubling to 1 s. On the daemon's stop the lease is revoked, so the others take
 //! this member's users over at once rather than at the lease's expiry.
 //!
-//! The events go on a bounded channel; a full one drops the event and counts it (the next
+//! The events go to every hub thread (each keeps its own view of the cluster), on a bounded
+//! channel per hub ([`News`]); a full one drops the event for that hub and counts it (the next
 //! read of the map or renewal says it again).
 //!
 //! While etcd is unreachable, the peer probe (`crate::peer_probe`, a task on this thread's
@@ -27,7 +28,7 @@
 use crate::log::Every;
 use crate::peer_probe::{Probe, ProbeSetup};
 use crate::time::Clock;
-use crossbeam_channel::{Sender, TrySendError};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 use etcd_client::{Client, ConnectOptions, GetOptions, PutOptions, WatchOptions};
 use presenced_node::cluster::{parse_members, EtcdEvent};
 use presenced_wire::cluster::Member;
@@ -39,8 +40,50 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
 
-/// Events the channel to the hub holds; more are dropped and counted.
+/// Events the channel to each hub holds; more are dropped and counted.
 pub const EVENTS_CHANNEL: usize = 64;
+
+/// Where the etcd thread and the peer probe put what they learn: one bounded channel per hub
+/// thread, every hub given every event in the same order, so each hub's view of the cluster
+/// follows the same news.
+#[derive(Clone)]
+pub struct News {
+    hubs: Vec<Sender<EtcdEvent>>,
+    /// Events a full channel lost, one per hub that lost it.
+    dropped: Arc<AtomicU64>,
+}
+
+impl News {
+    /// News for `hubs` hubs, and each hub's end.
+    pub fn channels(hubs: usize) -> (News, Vec<Receiver<EtcdEvent>>) {
+        let (senders, receivers) = (0..hubs)
+            .map(|_| crossbeam_channel::bounded(EVENTS_CHANNEL))
+            .unzip();
+        let news = News {
+            hubs: senders,
+            dropped: Arc::new(AtomicU64::new(0)),
+        };
+        (news, receivers)
+    }
+
+    /// Gives `event` to every hub whose channel has room (a hub that is gone is the daemon
+    /// stopping).
+    pub fn send(&self, event: EtcdEvent) {
+        for hub in &self.hubs {
+            match hub.try_send(event.clone()) {
+                Ok(()) | Err(TrySendError::Disconnected(_)) => {}
+                Err(TrySendError::Full(_)) => {
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// The count of events lost to full channels.
+    pub fn dropped(&self) -> Arc<AtomicU64> {
+        self.dropped.clone()
+    }
+}
 /// The first pause before reconnecting; it doubles up to [`BACKOFF_MAX`].
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
 /// The longest pause before reconnecting.
@@ -64,8 +107,8 @@ pub struct EtcdSetup {
     pub warm: Duration,
     /// How long connecting, or one request, may take (`cluster.connect_timeout`).
     pub timeout: Duration,
-    /// What the thread learns, for the hub.
-    pub events: Sender<EtcdEvent>,
+    /// What the thread learns, for the hubs.
+    pub events: News,
     /// The daemon's clocks.
     pub clock: Clock,
     /// Set when the daemon stops.
@@ -76,7 +119,7 @@ pub struct EtcdSetup {
 
 /// The running thread.
 pub struct Handle {
-    /// Events dropped because the hub's channel was full.
+    /// Events dropped because a hub's channel was full.
     pub dropped: Arc<AtomicU64>,
     thread: JoinHandle<()>,
 }
@@ -100,18 +143,17 @@ pub fn start(setup: EtcdSetup) -> io::Result<Handle> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let dropped = Arc::new(AtomicU64::new(0));
+    let dropped = setup.events.dropped();
     let wake = Arc::new(Notify::new());
     let (outage, outage_rx) = watch::channel(None);
     let mut setup = setup;
     let probe = setup
         .probe
         .take()
-        .map(|probe| Probe::new(probe, setup.events.clone(), dropped.clone(), wake.clone()));
+        .map(|probe| Probe::new(probe, setup.events.clone(), wake.clone()));
     let mut etcd = Etcd {
         member: setup.member.clone(),
         setup,
-        dropped: dropped.clone(),
         client: None,
         lease_id: None,
         leases: 0,
@@ -148,7 +190,6 @@ struct Etcd {
     setup: EtcdSetup,
     /// This member's value in etcd (its warm time changes with each lease after a lost one).
     member: Member,
-    dropped: Arc<AtomicU64>,
     client: Option<Client>,
     /// The lease held, if any: kept across reconnects while etcd still has it.
     lease_id: Option<i64>,
@@ -248,12 +289,7 @@ impl Etcd {
     }
 
     fn send(&self, event: EtcdEvent) {
-        match self.setup.events.try_send(event) {
-            Ok(()) | Err(TrySendError::Disconnected(_)) => {}
-            Err(TrySendError::Full(_)) => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-            }
-        }
+        self.setup.events.send(event);
     }
 
     /// `call`, or a failure past `cluster.connect_timeout`.

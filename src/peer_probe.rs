@@ -21,13 +21,12 @@
 //! ([`ProbeSetup::wake_etcd`]): etcd is back for someone, and every moment this member is
 //! without it now it is stepped down.
 
-use crossbeam_channel::{Sender, TrySendError};
+use crate::etcd::News;
 use presenced_client::{ConnectOptions, LinkClient, Trust};
 use presenced_node::cluster::EtcdEvent;
 use presenced_wire::cluster::{Member, MemberMap};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
@@ -57,8 +56,7 @@ pub struct Probe {
     setup: ProbeSetup,
     /// Open links, by member id, with the address each was connected to.
     links: HashMap<String, (String, Arc<LinkClient>)>,
-    events: Sender<EtcdEvent>,
-    dropped: Arc<AtomicU64>,
+    events: News,
     /// Notified when a member says it reaches etcd.
     wake_etcd: Arc<Notify>,
     /// Whether every member vouched in the last round (for the log: said on a change).
@@ -66,19 +64,12 @@ pub struct Probe {
 }
 
 impl Probe {
-    /// A probe sending its answers on `events` (a full channel drops them and counts them in
-    /// `dropped`, as the etcd thread's own events).
-    pub fn new(
-        setup: ProbeSetup,
-        events: Sender<EtcdEvent>,
-        dropped: Arc<AtomicU64>,
-        wake_etcd: Arc<Notify>,
-    ) -> Probe {
+    /// A probe sending its answers with the etcd thread's own events (`events`).
+    pub fn new(setup: ProbeSetup, events: News, wake_etcd: Arc<Notify>) -> Probe {
         Probe {
             setup,
             links: HashMap::new(),
             events,
-            dropped,
             wake_etcd,
             vouched: None,
         }
@@ -155,7 +146,7 @@ impl Probe {
                         vouched = false;
                         self.wake_etcd.notify_one();
                     }
-                    self.send(EtcdEvent::Peer(Box::new(map)));
+                    self.events.send(EtcdEvent::Peer(Box::new(map)));
                 }
                 Ok((link, None)) => {
                     self.links
@@ -189,15 +180,6 @@ impl Probe {
             self.vouched = Some(vouched);
         }
         vouched
-    }
-
-    fn send(&self, event: EtcdEvent) {
-        match self.events.try_send(event) {
-            Ok(()) | Err(TrySendError::Disconnected(_)) => {}
-            Err(TrySendError::Full(_)) => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-            }
-        }
     }
 }
 

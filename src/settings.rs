@@ -323,7 +323,7 @@ settings! {
         /// Hub threads, each serving its own share of the links (link id modulo hubs) and
         /// receiving every shard's transitions, so fan-out to many gateways uses several
         /// cores; auto: 1 with fewer than 4 service cores (shards.service_cores), else half
-        /// of them, at most 8. A cluster member runs 1 (more is refused).
+        /// of them, at most 8. In a cluster each hub keeps its own view of the members.
         hubs: Option<u32> = None, range AutoOr(1..=presenced_node::bus::MAX_HUBS as u32);
         /// Receive and send buffer of each push-link socket, bytes (capped by the kernel's
         /// net.core.rmem_max and wmem_max unless the daemon has CAP_NET_ADMIN).
@@ -662,12 +662,11 @@ impl LinkSettings {
     }
 
     /// Hub threads with `service_cores` cores kept for the service threads (`auto`
-    /// resolved): one per two service cores from four on, at most [`AUTO_HUBS_MAX`]; one in
-    /// a cluster (`clustered`), whose member map each hub would need.
-    pub fn hubs(&self, service_cores: usize, clustered: bool) -> usize {
+    /// resolved): one per two service cores from four on, at most [`AUTO_HUBS_MAX`].
+    pub fn hubs(&self, service_cores: usize) -> usize {
         match self.hubs {
             Some(n) => n as usize,
-            None if clustered || service_cores < 4 => 1,
+            None if service_cores < 4 => 1,
             None => (service_cores / 2).min(AUTO_HUBS_MAX),
         }
     }
@@ -720,13 +719,6 @@ impl ClusterSettings {
     fn validate(&self, ingest: &IngestSettings, link: &LinkSettings) -> Result<(), SettingsError> {
         if !self.enabled() {
             return Ok(());
-        }
-        if link.hubs.is_some_and(|n| n > 1) {
-            return Err(error(
-                "link.hubs",
-                "is more than 1 but cluster.etcd is set: a cluster member runs one hub (each \
-                 hub would need the member map and roles); set link.hubs = 1 or auto",
-            ));
         }
         if self.member.is_none() {
             return Err(error(
@@ -1800,29 +1792,27 @@ mod tests {
     }
 
     #[test]
-    fn link_hubs_follow_the_service_cores_unless_set_and_are_one_in_a_cluster() {
+    fn link_hubs_follow_the_service_cores_unless_set() {
         let s = build(&[]).unwrap();
         let auto: Vec<usize> = [0, 1, 3, 4, 5, 8, 16, 64]
             .iter()
-            .map(|&cores| s.link.hubs(cores, false))
+            .map(|&cores| s.link.hubs(cores))
             .collect();
         assert_eq!(auto, [1, 1, 1, 2, 2, 4, 8, 8]);
-        assert_eq!(s.link.hubs(16, true), 1);
         let s = build(&["link.hubs=3"]).unwrap();
-        assert_eq!((s.link.hubs(1, false), s.link.hubs(16, false)), (3, 3));
+        assert_eq!((s.link.hubs(1), s.link.hubs(16)), (3, 3));
         assert_eq!(build(&["link.hubs=auto"]).unwrap().link.hubs, None);
         let e = build(&["link.hubs=0"]).unwrap_err();
         assert_eq!(e.key, "link.hubs");
-        let e = build(&[
+        let s = build(&[
             "link.hubs=2",
             "cluster.etcd=http://127.0.0.1:2379",
             "cluster.member=m1",
             "link.listen=127.0.0.1:0",
             "ingest.listen=127.0.0.1:0",
         ])
-        .unwrap_err();
-        assert_eq!(e.key, "link.hubs");
-        assert!(e.to_string().contains("set link.hubs = 1"), "{e}");
+        .unwrap();
+        assert_eq!(s.link.hubs(1), 2);
     }
 
     #[test]

@@ -39,12 +39,13 @@ fn cluster_name() -> String {
     format!("c{}-{n}", std::process::id())
 }
 
-/// Member `id` of cluster `name`, its state kept in `dir`.
-fn member(etcd: &Etcd, name: &str, id: &str, dir: &StateDir) -> Daemon {
+/// Member `id` of cluster `name`, its state kept in `dir`, with `hubs` hub threads.
+fn member(etcd: &Etcd, name: &str, id: &str, dir: &StateDir, hubs: u32) -> Daemon {
     let settings = [
         format!("cluster.etcd={}", etcd.url()),
         format!("cluster.name={name}"),
         format!("cluster.member={id}"),
+        format!("link.hubs={hubs}"),
     ];
     let mut args: Vec<&str> = FAST.to_vec();
     for s in &settings {
@@ -105,8 +106,8 @@ fn settled(s: &ClusterStats, n: usize) -> bool {
         && s.map.members.iter().all(|m| m.warm_at_ms <= now_ms())
 }
 
-/// What the gateway did and what its subscriber saw.
-#[derive(Default)]
+/// What the gateway did and what one of its subscribers saw.
+#[derive(Clone, Default)]
 struct Log {
     /// Per churn user, each state it was put in (true: online) and when (Unix ms), in order.
     truth: BTreeMap<u64, Vec<(u64, bool)>>,
@@ -114,10 +115,11 @@ struct Log {
     seen: BTreeMap<u64, Vec<(WireState, u64)>>,
 }
 
-/// The gateway: heartbeats to every replica following the map, churn, and a subscriber to
-/// every user through `ClusterLink`.
+/// The gateway: heartbeats to every replica following the map, churn, and subscribers to
+/// every user, each through a `ClusterLink` of its own.
 struct Gateway {
-    log: Arc<Mutex<Log>>,
+    /// One per subscriber; the first also has what the gateway did.
+    logs: Vec<Arc<Mutex<Log>>>,
     stop: Arc<AtomicBool>,
     /// Toggling goes on while set; cleared, churn users keep their last state.
     churning: Arc<AtomicBool>,
@@ -128,38 +130,50 @@ struct Gateway {
 }
 
 impl Gateway {
-    fn start(rt: &tokio::runtime::Runtime, seeds: &[std::net::SocketAddr]) -> Gateway {
-        let log = Arc::new(Mutex::new(Log::default()));
+    /// Connects `subscribers` links in turn (so a member with two hubs serves consecutive
+    /// ones from different hubs), then the test's own.
+    fn start(
+        rt: &tokio::runtime::Runtime,
+        seeds: &[std::net::SocketAddr],
+        subscribers: usize,
+    ) -> Gateway {
         let stop = Arc::new(AtomicBool::new(false));
         let churning = Arc::new(AtomicBool::new(true));
         let map = Arc::new(Mutex::new(None));
-        let (mut link, queries, first) = rt.block_on(async {
-            let link = ClusterLink::connect(seeds, options()).await.unwrap();
+        let users: Vec<u64> = STEADY.chain(CHURN).collect();
+        let (links, queries, first) = rt.block_on(async {
+            let mut links = Vec::new();
+            for _ in 0..subscribers {
+                links.push(ClusterLink::connect(seeds, options()).await.unwrap());
+            }
             let queries = ClusterLink::connect(seeds, options()).await.unwrap();
-            let first = link.map().await.expect("a member sends its map");
-            (link, queries, first)
+            let first = links[0].map().await.expect("a member sends its map");
+            (links, queries, first)
         });
         *map.lock().unwrap() = Some(first.clone());
-        let users: Vec<u64> = STEADY.chain(CHURN).collect();
-        let records = rt.block_on(link.subscribe(&users)).unwrap();
-        {
-            let mut l = log.lock().unwrap();
-            for r in records {
-                l.seen.entry(r.user).or_default().push((r.state, r.version));
-            }
-        }
         let (maps_tx, maps_rx) = mpsc::channel::<MemberMap>();
-        // The subscriber: everything the link reports.
-        let pushes = {
-            let (log, stop, map) = (log.clone(), stop.clone(), map.clone());
-            let handle = rt.handle().clone();
-            std::thread::spawn(move || {
+        let mut logs = Vec::new();
+        let mut threads = Vec::new();
+        for (i, mut link) in links.into_iter().enumerate() {
+            let log = Arc::new(Mutex::new(Log::default()));
+            let records = rt.block_on(link.subscribe(&users)).unwrap();
+            {
+                let mut l = log.lock().unwrap();
+                for r in records {
+                    l.seen.entry(r.user).or_default().push((r.state, r.version));
+                }
+            }
+            // The first subscriber passes the maps on to the heartbeats.
+            let maps = (i == 0).then(|| (map.clone(), maps_tx.clone()));
+            // The subscriber: everything the link reports.
+            let (stop, handle, seen) = (stop.clone(), rt.handle().clone(), log.clone());
+            threads.push(std::thread::spawn(move || {
                 handle.block_on(async {
                     while !stop.load(Ordering::Relaxed) {
                         let next =
                             tokio::time::timeout(Duration::from_millis(100), link.next()).await;
                         let Ok(Some(push)) = next else { continue };
-                        let mut l = log.lock().unwrap();
+                        let mut l = seen.lock().unwrap();
                         match push {
                             ClusterPush::Events(events) => {
                                 for e in events {
@@ -172,16 +186,20 @@ impl Gateway {
                                 }
                             }
                             ClusterPush::Map(m) => {
-                                *map.lock().unwrap() = Some(m.clone());
-                                let _ = maps_tx.send(m);
+                                if let Some((map, maps_tx)) = &maps {
+                                    *map.lock().unwrap() = Some(m.clone());
+                                    let _ = maps_tx.send(m);
+                                }
                             }
                             ClusterPush::MemberLost(_) => {}
                         }
                     }
                     link.close().await;
                 })
-            })
-        };
+            }));
+            logs.push(log);
+        }
+        let log = logs[0].clone();
         // The heartbeats: every online device each BEAT, churn users toggling.
         let beats = {
             let (log, stop, churning) = (log.clone(), stop.clone(), churning.clone());
@@ -224,13 +242,14 @@ impl Gateway {
                 }
             })
         };
+        threads.push(beats);
         Gateway {
-            log,
+            logs,
             stop,
             churning,
             map,
             queries,
-            threads: vec![pushes, beats],
+            threads,
         }
     }
 
@@ -238,15 +257,23 @@ impl Gateway {
         self.map.lock().unwrap().clone().unwrap()
     }
 
-    /// Stops churn, lets the last transitions arrive, stops, and returns what happened.
-    fn finish(mut self, settle: Duration) -> Log {
+    /// Stops churn, lets the last transitions arrive, stops, and returns what happened, as
+    /// each subscriber saw it.
+    fn finish(mut self, settle: Duration) -> Vec<Log> {
         self.churning.store(false, Ordering::Relaxed);
         std::thread::sleep(settle);
         self.stop.store(true, Ordering::Relaxed);
         for t in self.threads.drain(..) {
             t.join().unwrap();
         }
-        std::mem::take(&mut *self.log.lock().unwrap())
+        let truth = self.logs[0].lock().unwrap().truth.clone();
+        self.logs
+            .iter()
+            .map(|log| Log {
+                truth: truth.clone(),
+                seen: std::mem::take(&mut log.lock().unwrap().seen),
+            })
+            .collect()
     }
 }
 
@@ -312,24 +339,26 @@ fn versions_grow(log: &Log) -> bool {
 /// The members' ids.
 const IDS: [&str; 3] = ["a", "b", "c"];
 
-/// An etcd and three members on it, each with a state directory of its own.
+/// An etcd and three members on it, each with a state directory of its own and `hubs` hub
+/// threads.
 struct Cluster {
     etcd: Etcd,
     name: String,
     dirs: Vec<StateDir>,
     members: Vec<Option<Daemon>>,
+    hubs: u32,
 }
 
 impl Cluster {
     /// Starts them and waits until every member is active and warm in a map of three.
-    fn start(rt: &tokio::runtime::Runtime) -> Cluster {
+    fn start(rt: &tokio::runtime::Runtime, hubs: u32) -> Cluster {
         let etcd = Etcd::start();
         let name = cluster_name();
         let dirs: Vec<StateDir> = IDS.iter().map(|_| StateDir::new()).collect();
         let members: Vec<Option<Daemon>> = IDS
             .iter()
             .zip(&dirs)
-            .map(|(id, dir)| Some(member(&etcd, &name, id, dir)))
+            .map(|(id, dir)| Some(member(&etcd, &name, id, dir, hubs)))
             .collect();
         for m in members.iter().flatten() {
             wait_cluster(rt, m, Duration::from_secs(20), |s| settled(s, 3));
@@ -339,6 +368,7 @@ impl Cluster {
             name,
             dirs,
             members,
+            hubs,
         }
     }
 }
@@ -347,14 +377,17 @@ impl Cluster {
 fn a_killed_primary_s_users_move_to_their_next_replica_with_no_false_or_missing_transition() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let rt = runtime();
+    // Two hubs a member and two subscribers: each member serves one subscriber from each hub,
+    // and each hub keeps its own view of the cluster.
     let Cluster {
         etcd,
         name,
         dirs,
         mut members,
-    } = Cluster::start(&rt);
+        hubs,
+    } = Cluster::start(&rt, 2);
     let seeds: Vec<_> = members.iter().flatten().map(|m| m.link).collect();
-    let gateway = Gateway::start(&rt, &seeds);
+    let gateway = Gateway::start(&rt, &seeds, 2);
     std::thread::sleep(Duration::from_secs(3));
 
     // CLUSTER_FAILOVERS=20 repeats the kill (the victim comes back on its state each time)
@@ -415,7 +448,7 @@ fn a_killed_primary_s_users_move_to_their_next_replica_with_no_false_or_missing_
             );
         }
         // The victim comes back on its state and warms.
-        members[index] = Some(member(&etcd, &name, &victim_id, &dirs[index]));
+        members[index] = Some(member(&etcd, &name, &victim_id, &dirs[index], hubs));
         for m in members.iter().flatten() {
             wait_cluster(&rt, m, Duration::from_secs(20), |s| settled(s, 3));
         }
@@ -434,25 +467,28 @@ fn a_killed_primary_s_users_move_to_their_next_replica_with_no_false_or_missing_
             ms(&mut takeover, 0.99)
         );
     }
-    let log = gateway.finish(Duration::from_secs(2));
-    let wrong = false_offlines(&log);
-    assert!(
-        wrong.is_empty(),
-        "false offlines: {wrong:?}; killed {victims:?} at {killed_ms:?}; first seen {:?}",
-        wrong.first().map(|u| story(&log, *u))
-    );
-    let missing = missing_or_false(&log);
-    // On a miss, the first user's story: what was done when, what was seen (state, version,
-    // the version's ms), and when each kill was.
-    let story = missing
-        .first()
-        .map(|(user, _, _)| (user, log.truth.get(user).cloned(), story(&log, *user)));
-    assert_eq!(
-        missing,
-        vec![],
-        "(user, done, seen); killed {victims:?} at {killed_ms:?}; first: {story:?}"
-    );
-    assert!(versions_grow(&log));
+    for (i, log) in gateway.finish(Duration::from_secs(2)).iter().enumerate() {
+        let wrong = false_offlines(log);
+        assert!(
+            wrong.is_empty(),
+            "subscriber {i}: false offlines: {wrong:?}; killed {victims:?} at {killed_ms:?}; \
+             first seen {:?}",
+            wrong.first().map(|u| story(log, *u))
+        );
+        let missing = missing_or_false(log);
+        // On a miss, the first user's story: what was done when, what was seen (state,
+        // version, the version's ms), and when each kill was.
+        let story = missing
+            .first()
+            .map(|(user, _, _)| (user, log.truth.get(user).cloned(), story(log, *user)));
+        assert_eq!(
+            missing,
+            vec![],
+            "subscriber {i}: (user, done, seen); killed {victims:?} at {killed_ms:?}; first: \
+             {story:?}"
+        );
+        assert!(versions_grow(log));
+    }
 }
 
 #[test]
@@ -464,29 +500,32 @@ fn a_rolling_restart_of_every_member_shows_no_false_transition() {
         name,
         dirs,
         mut members,
-    } = Cluster::start(&rt);
+        hubs,
+    } = Cluster::start(&rt, 1);
     let seeds: Vec<_> = members.iter().flatten().map(|m| m.link).collect();
-    let gateway = Gateway::start(&rt, &seeds);
+    let gateway = Gateway::start(&rt, &seeds, 1);
     std::thread::sleep(Duration::from_secs(2));
     for i in 0..3 {
         // A deploy: the member stops (revoking its lease: the others take its users at once)
         // and starts again on its state, warming before it is anyone's primary again.
         let old = members[i].take().unwrap();
         assert_eq!(old.stop(), Some(0));
-        members[i] = Some(member(&etcd, &name, IDS[i], &dirs[i]));
+        members[i] = Some(member(&etcd, &name, IDS[i], &dirs[i], hubs));
         for m in members.iter().flatten() {
             wait_cluster(&rt, m, Duration::from_secs(20), |s| settled(s, 3));
         }
         std::thread::sleep(Duration::from_secs(1));
     }
     std::thread::sleep(TOGGLE);
-    let log = gateway.finish(Duration::from_secs(2));
-    let wrong = false_offlines(&log);
+    let [log] = &gateway.finish(Duration::from_secs(2))[..] else {
+        unreachable!("one subscriber")
+    };
+    let wrong = false_offlines(log);
     assert!(
         wrong.is_empty(),
         "false offlines: {wrong:?}; first seen {:?}",
         wrong.first().map(|u| &log.seen[u])
     );
-    assert_eq!(missing_or_false(&log), vec![], "(user, done, seen)");
-    assert!(versions_grow(&log));
+    assert_eq!(missing_or_false(log), vec![], "(user, done, seen)");
+    assert!(versions_grow(log));
 }

@@ -356,7 +356,19 @@ fn the_etcd_thread_tells_the_hub_of_its_lease_the_map_and_etcd_s_absence() {
     let mut etcd = Etcd::start();
     let name = cluster_name();
     let prefix = format!("/{name}/members/");
-    let (tx, rx) = crossbeam_channel::bounded(presenced::etcd::EVENTS_CHANNEL);
+    // Two hubs: this test reads the first one's channel, a thread the second's; both must be
+    // told the same, in the same order.
+    let (news, mut ends) = presenced::etcd::News::channels(2);
+    let (first_hub, second_hub) = (ends.remove(0), ends.remove(0));
+    let second = std::thread::spawn(move || second_hub.iter().collect::<Vec<EtcdEvent>>());
+    let told = std::cell::RefCell::new(Vec::new());
+    let recv = |within: Duration| {
+        let event = first_hub.recv_timeout(within);
+        if let Ok(e) = &event {
+            told.borrow_mut().push(e.clone());
+        }
+        event
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let clock = presenced::time::Clock::start_at(0);
     let me = Member {
@@ -373,16 +385,13 @@ fn the_etcd_thread_tells_the_hub_of_its_lease_the_map_and_etcd_s_absence() {
         lease: Duration::from_secs(2),
         warm: Duration::from_secs(7),
         timeout: Duration::from_millis(300),
-        events: tx,
+        events: news,
         clock,
         stop: stop.clone(),
         probe: None,
     })
     .unwrap();
-    let next = || {
-        rx.recv_timeout(Duration::from_secs(5))
-            .expect("an event within 5 s")
-    };
+    let next = || recv(Duration::from_secs(5)).expect("an event within 5 s");
     match next() {
         EtcdEvent::Lease {
             sent_us,
@@ -432,9 +441,7 @@ fn the_etcd_thread_tells_the_hub_of_its_lease_the_map_and_etcd_s_absence() {
     // Renewals every third of the lease, each with the TTL etcd answered.
     let until = Instant::now() + Duration::from_millis(1_600);
     while Instant::now() < until {
-        if let Ok(EtcdEvent::Lease { fresh, ttl_ms, .. }) =
-            rx.recv_timeout(Duration::from_millis(100))
-        {
+        if let Ok(EtcdEvent::Lease { fresh, ttl_ms, .. }) = recv(Duration::from_millis(100)) {
             assert!(!fresh);
             assert!((1_000..=2_000).contains(&ttl_ms), "{ttl_ms}");
             renewals += 1;
@@ -482,7 +489,7 @@ fn the_etcd_thread_tells_the_hub_of_its_lease_the_map_and_etcd_s_absence() {
     let until = Instant::now() + Duration::from_secs(3);
     let mut unreachable = 0;
     while Instant::now() < until {
-        if let Ok(EtcdEvent::Unreachable) = rx.recv_timeout(Duration::from_millis(100)) {
+        if let Ok(EtcdEvent::Unreachable) = recv(Duration::from_millis(100)) {
             unreachable += 1;
         }
     }
@@ -511,6 +518,12 @@ fn the_etcd_thread_tells_the_hub_of_its_lease_the_map_and_etcd_s_absence() {
     );
     assert_eq!(etcd.lease_ttl(lease), -1, "revoked");
     assert_eq!(etcd.get(&prefix).len(), 1, "only the garbage is left");
+    while recv(Duration::ZERO).is_ok() {}
+    assert_eq!(
+        second.join().unwrap(),
+        told.take(),
+        "every hub is told the same"
+    );
 }
 
 /// An "etcd" that answers garbage: Unreachable, retried, and a prompt stop; no panic.
@@ -535,7 +548,8 @@ fn an_etcd_answering_garbage_is_unreachable_and_retried() {
             let _ = stream.write_all(b"HTTP/1.1 200 OK\r\n\r\n\x00\xff garbage \x00\x00\x00\x05");
         }
     });
-    let (tx, rx) = crossbeam_channel::bounded(presenced::etcd::EVENTS_CHANNEL);
+    let (news, mut ends) = presenced::etcd::News::channels(1);
+    let rx = ends.remove(0);
     let stop = Arc::new(AtomicBool::new(false));
     let handle = start(EtcdSetup {
         endpoints: vec![format!("http://{addr}")],
@@ -549,7 +563,7 @@ fn an_etcd_answering_garbage_is_unreachable_and_retried() {
         lease: Duration::from_secs(2),
         warm: Duration::from_secs(1),
         timeout: Duration::from_millis(300),
-        events: tx,
+        events: news,
         clock: presenced::time::Clock::start_at(0),
         stop: stop.clone(),
         probe: None,

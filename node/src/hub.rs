@@ -38,7 +38,8 @@
 //! **Several hubs share the links** (`link.hubs`): each serves its own links and reads every
 //! shard's transitions, so each works out the same pace; only hub 0 tells the shards
 //! (`HubConfig::index`), so a shard hears each change once. A STATS answer merges this hub's
-//! figures with the others' latest shares ([`share`], `Hub::handle_peers`).
+//! figures with the others' latest shares ([`share`], `Hub::handle_peers`). In a cluster each
+//! hub has its own [`Cluster`], fed the same etcd news, and decides for its own links.
 //!
 //! **The daemon asks too.** Its metrics endpoint gathers the same figures as STATS
 //! (`Command::Scrape`), answered as a typed [`Stats`] through `poll_scrape` rather than a frame;
@@ -57,7 +58,7 @@ use presenced_wire::stats::{
     AuthStats, ClusterStats, LatencySummary, LinkStats, PerLinkStats, ShardRole, ShardStats,
     StateStats, Stats,
 };
-use share::HubShare;
+use share::{ClusterCounts, HubShare};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
@@ -1078,6 +1079,12 @@ impl Hub {
                 pace_frames: s.pace_frames,
                 ..LinkStats::default()
             },
+            cluster: ClusterCounts {
+                stale_maps: s.stale_maps,
+                gained: s.gained,
+                not_primary: s.not_primary,
+                shards: s.shard_roles.clone(),
+            },
         }
     }
 
@@ -1093,9 +1100,9 @@ impl Hub {
         let server = pending.server.unwrap_or_default();
         let mut shards = pending.shard_stats;
         shards.sort_by_key(|s| s.shard);
-        let s = &self.out.stats;
         let own = self.share();
         let peers = self.peers.iter().map(|p| &**p);
+        let (link, counts) = share::merge(std::iter::once(&own).chain(peers));
         Stats {
             auth: server.auth,
             state: server.state,
@@ -1105,7 +1112,7 @@ impl Hub {
                 links_unauthorized: server.links_unauthorized,
                 links_stalled: server.links_stalled,
                 latency_us: server.latency_us,
-                ..share::merge(std::iter::once(&own).chain(peers))
+                ..link
             },
             cluster: self.cluster.as_ref().map(|c| {
                 let cs = c.stats();
@@ -1117,10 +1124,10 @@ impl Hub {
                     etcd_errors: cs.etcd_errors,
                     step_downs: cs.step_downs,
                     takeovers: cs.takeovers,
-                    stale_maps: s.stale_maps,
-                    not_primary: s.not_primary,
-                    gained: s.gained,
-                    shards: s.shard_roles.clone(),
+                    stale_maps: counts.stale_maps,
+                    not_primary: counts.not_primary,
+                    gained: counts.gained,
+                    shards: counts.shards,
                 }
             }),
         }

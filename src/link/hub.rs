@@ -8,9 +8,9 @@
 //! channel to it; every [`SHARE_EVERY`] it publishes its share of the figures on the
 //! [`Board`] and takes the others' latest for its STATS answers, which may so be that old.
 //!
-//! In a cluster (one hub), the etcd thread's news comes on a channel of its own, stamped with
-//! the time when read, and the thread wakes at the hub's deadline (a lease about to lapse, a
-//! member turning warm).
+//! In a cluster, every hub keeps its own view of it: the etcd thread's news comes to each hub on
+//! a channel of its own (`crate::etcd::News`), stamped with the time when read, and the thread
+//! wakes at its hub's deadline (a lease about to lapse, a member turning warm).
 
 use super::{Frame, LinkEvent};
 
@@ -85,7 +85,7 @@ pub struct Inputs<'a> {
     pub from_shards: &'a [Receiver<ToHub>],
     /// The links' events and the metrics endpoint's scrapes.
     pub events: &'a Receiver<LinkEvent>,
-    /// The etcd thread's news, in a cluster.
+    /// The etcd thread's news for this hub, in a cluster.
     pub cluster: Option<&'a Receiver<EtcdEvent>>,
     /// Where the hubs trade their shares of the figures.
     pub board: &'a Board,

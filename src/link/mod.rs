@@ -349,12 +349,12 @@ pub struct Wiring {
     pub cluster: Option<ClusterWiring>,
 }
 
-/// The hub's part of a cluster member: its settings and the etcd thread's news.
+/// The hubs' part of a cluster member: its settings and the etcd thread's news.
 pub struct ClusterWiring {
     /// This member's entry, the replicas and the skew allowance.
     pub config: presenced_node::cluster::ClusterConfig,
-    /// What the etcd thread learns, in order.
-    pub events: crossbeam_channel::Receiver<presenced_node::cluster::EtcdEvent>,
+    /// What the etcd thread learns, in order: one channel per hub (`crate::etcd::News`).
+    pub events: Vec<crossbeam_channel::Receiver<presenced_node::cluster::EtcdEvent>>,
 }
 
 /// Starts the hub threads and the QUIC server thread with the push link's settings.
@@ -374,14 +374,14 @@ pub fn start(
         state,
         cluster,
     } = wiring;
-    let (cluster_config, cluster_events) = match cluster {
-        Some(c) => (Some(c.config), Some(c.events)),
-        None => (None, None),
-    };
     let hubs = from_shards.len();
+    let (cluster_config, mut cluster_events) = match cluster {
+        Some(c) => (Some(c.config), c.events.into_iter().map(Some).collect()),
+        None => (None, vec![None; hubs]),
+    };
     assert!(
-        hubs >= 1 && (cluster_config.is_none() || hubs == 1),
-        "the settings give one hub or more, and one in a cluster"
+        hubs >= 1 && cluster_events.len() == hubs,
+        "one hub or more, each with its own news of the cluster"
     );
     let latency: Latency = Arc::new(Mutex::new(LatencyRecord {
         histogram: hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3)
@@ -426,17 +426,15 @@ pub fn start(
         stop.clone(),
     )?;
     let board = hub::Board::new(hubs);
-    let mut cluster_config = cluster_config;
-    let mut cluster_events = cluster_events;
     let mut threads = Vec::with_capacity(hubs);
     for (index, (from_shards, events)) in from_shards.into_iter().zip(events_rx).enumerate() {
         let hub = presenced_node::hub::Hub::new(HubConfig {
             shards,
             index,
             queue_bytes: limits.queue_bytes,
-            cluster: cluster_config.take(),
+            cluster: cluster_config.clone(),
         });
-        let cluster = cluster_events.take();
+        let cluster = cluster_events[index].take();
         let (peers, board, stop) = (peers.clone(), board.clone(), stop.clone());
         threads.push(
             std::thread::Builder::new()

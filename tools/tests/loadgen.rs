@@ -105,6 +105,21 @@ fn flap_and_steady_at_small_scale() {
 }
 
 #[test]
+fn users_an_earlier_run_left_online_are_logged_out_before_the_run() {
+    let d = InProcess::start(&[]);
+    let args = ["--scenario", "steady", "--users", "500", "--duration", "1s"];
+    let first = run_json(&d, &[&args[..], &["--no-logout"]].concat());
+    assert_eq!(first["ok"], true, "{first}");
+    // The same users again: each is online at the start, so the run must log them out (and see
+    // them offline) before its own logins can be seen.
+    let again = run_json(&d, &args);
+    assert_eq!(again["ok"], true, "{again}");
+    assert_eq!(num(&again, &["transitions", "expected"]), 2 * 500);
+    assert_eq!(num(&again, &["transitions", "missing"]), 0);
+    assert_eq!(num(&again, &["transitions", "spurious"]), 0);
+}
+
+#[test]
 fn bad_arguments_say_what_is_wrong() {
     let d = InProcess::start(&[]);
     let out = loadgen(&d, &["--users", "ten"]);

@@ -3,9 +3,12 @@
 //! per-transition counters repeat every other hub's. Each hub thread publishes its share now and
 //! then (`Hub::share`), and the hub answering a STATS or a scrape merges the others' latest
 //! shares with its own (`Hub::handle_peers`): link figures summed, per-transition figures taken
-//! from hub 0 alone, so nothing is counted twice and no link is missing.
+//! from hub 0 alone, so nothing is counted twice and no link is missing. A cluster member's
+//! counters split the same way ([`ClusterCounts`]); its view of the cluster (map, role, etcd's
+//! figures) is not shared: every hub reads the same news from the etcd thread and answers with
+//! its own.
 
-use presenced_wire::stats::LinkStats;
+use presenced_wire::stats::{LinkStats, ShardRole};
 
 /// One hub's own figures, as it last published them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -15,15 +18,39 @@ pub struct HubShare {
     /// Its links' figures and its counters; the server's figures (refused, stalled and
     /// unauthorized links, latency) are not a hub's and stay zero.
     pub link: LinkStats,
+    /// Its cluster counters (all zero outside a cluster).
+    pub cluster: ClusterCounts,
+}
+
+/// A hub's counters of a cluster member: `stale_maps` and `gained` count its own links' MAP
+/// requests and subscribed users, `not_primary` and `shards` every transition.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClusterCounts {
+    /// MAP requests of its links answered with this member's map (the gateway held another).
+    pub stale_maps: u64,
+    /// Users subscribed on its links named in LAGGED frames because this member became their
+    /// primary.
+    pub gained: u64,
+    /// Transitions not pushed because this member was not the user's primary.
+    pub not_primary: u64,
+    /// Per shard: transitions pushed as primary and kept as a replica.
+    pub shards: Vec<ShardRole>,
 }
 
 /// The daemon's link figures from every hub's share (each hub once): per-link figures and
 /// link counters summed (a user subscribed on links of two hubs counts in each hub's
-/// `subscribed_users`), transitions and the pace asked from hub 0's share. The server's
-/// figures are left zero for the caller.
-pub fn merge<'a>(shares: impl IntoIterator<Item = &'a HubShare>) -> LinkStats {
+/// `subscribed_users`), transitions and the pace asked from hub 0's share; the cluster
+/// counters likewise. The server's figures are left zero for the caller.
+pub fn merge<'a>(shares: impl IntoIterator<Item = &'a HubShare>) -> (LinkStats, ClusterCounts) {
     let mut all = LinkStats::default();
+    let mut cluster = ClusterCounts::default();
     for share in shares {
+        cluster.stale_maps += share.cluster.stale_maps;
+        cluster.gained += share.cluster.gained;
+        if share.hub == 0 {
+            cluster.not_primary = share.cluster.not_primary;
+            cluster.shards.clone_from(&share.cluster.shards);
+        }
         let s = &share.link;
         all.links += s.links;
         all.subscribed_users += s.subscribed_users;
@@ -42,7 +69,7 @@ pub fn merge<'a>(shares: impl IntoIterator<Item = &'a HubShare>) -> LinkStats {
         }
     }
     all.per_link.sort_unstable_by_key(|l| l.id);
-    all
+    (all, cluster)
 }
 
 #[cfg(test)]
@@ -80,17 +107,29 @@ mod tests {
                 per_link,
                 ..LinkStats::default()
             },
+            cluster: ClusterCounts {
+                stale_maps: 1,
+                gained: ids.len() as u64,
+                not_primary: transitions / 2,
+                shards: vec![
+                    ShardRole {
+                        primary: transitions / 2,
+                        replica: transitions / 2,
+                    };
+                    2
+                ],
+            },
         }
     }
 
     #[test]
-    fn link_figures_are_summed_and_transitions_taken_from_hub_zero() {
+    fn link_figures_are_summed_and_per_transition_ones_taken_from_hub_zero() {
         let shares = [
             share(1, &[1, 4], 700),
             share(0, &[3, 6], 500),
             share(2, &[2], 900),
         ];
-        let all = merge(&shares);
+        let (all, cluster) = merge(&shares);
         assert_eq!(all.links, 5);
         assert_eq!(all.subscribed_users, 5);
         assert_eq!(all.events_sent, 50);
@@ -101,11 +140,14 @@ mod tests {
         assert_eq!(all.pace_interval_ms, 40_000);
         let ids: Vec<u32> = all.per_link.iter().map(|l| l.id).collect();
         assert_eq!(ids, [1, 2, 3, 4, 6]);
+        assert_eq!((cluster.stale_maps, cluster.gained), (3, 5));
+        assert_eq!(cluster.not_primary, 250);
+        assert_eq!(cluster.shards, shares[1].cluster.shards);
     }
 
     #[test]
     fn one_hub_is_its_own_total() {
         let one = share(0, &[1, 2], 500);
-        assert_eq!(merge([&one]), one.link);
+        assert_eq!(merge([&one]), (one.link.clone(), one.cluster.clone()));
     }
 }

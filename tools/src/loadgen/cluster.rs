@@ -379,12 +379,7 @@ pub fn run(args: &Args) -> Result<Summary, RunError> {
         }
         gw.set_map(map, |_| Vec::new())
             .map_err(|e| RunError::failed(format!("cannot open a UDP socket: {e}")))?;
-        log_out_stale(&shared, &stale, args.quiet, |e| {
-            let _ = match e {
-                Some(e) => gw.push(e),
-                None => gw.flush(),
-            };
-        })?;
+        log_out_stale(&shared, &stale, args.quiet, &mut gw)?;
     }
     shared.running.store(true, Ordering::Release);
 

@@ -262,12 +262,7 @@ pub fn run(args: &Args, mut restart: Option<RestartHook<'_>>) -> Result<Summary,
         if let Some(key) = &plan.key {
             gw = gw.with_key(key.clone());
         }
-        log_out_stale(&shared, &stale, args.quiet, |e| {
-            let _ = match e {
-                Some(e) => gw.push(e),
-                None => gw.flush(),
-            };
-        })?;
+        log_out_stale(&shared, &stale, args.quiet, &mut gw)?;
     }
     shared.running.store(true, Ordering::Release);
 
@@ -508,14 +503,39 @@ fn start_senders(
     Ok(senders)
 }
 
+/// The gateway that logs stale users out: heartbeats to the daemon, or to every replica in a
+/// cluster.
+trait StaleSender {
+    fn push(&mut self, entry: presenced_wire::Entry) -> Result<(), presenced_client::ClientError>;
+    fn flush(&mut self) -> Result<(), presenced_client::ClientError>;
+}
+
+impl StaleSender for HeartbeatClient {
+    fn push(&mut self, entry: presenced_wire::Entry) -> Result<(), presenced_client::ClientError> {
+        HeartbeatClient::push(self, entry)
+    }
+    fn flush(&mut self) -> Result<(), presenced_client::ClientError> {
+        HeartbeatClient::flush(self)
+    }
+}
+
+impl StaleSender for presenced_client::cluster::ClusterHeartbeats {
+    fn push(&mut self, entry: presenced_wire::Entry) -> Result<(), presenced_client::ClientError> {
+        presenced_client::cluster::ClusterHeartbeats::push(self, entry)
+    }
+    fn flush(&mut self) -> Result<(), presenced_client::ClientError> {
+        presenced_client::cluster::ClusterHeartbeats::flush(self)
+    }
+}
+
 /// Logs out (devices 1..=8 of) watched users left online by an earlier run and waits until
-/// every observer has seen them offline. `send` queues an entry, or with `None` sends what is
-/// queued (one gateway of id 4294967295: to the daemon, or to every replica in a cluster).
+/// every observer has seen them offline, sending as one gateway (id 4294967295). A datagram
+/// the kernel refuses is sent again with the next of three rounds.
 fn log_out_stale(
     shared: &observer::Shared,
     stale: &[u64],
     quiet: bool,
-    mut send: impl FnMut(Option<presenced_wire::Entry>),
+    gw: &mut impl StaleSender,
 ) -> Result<(), RunError> {
     if !quiet {
         eprintln!(
@@ -527,7 +547,7 @@ fn log_out_stale(
         let mut sent = 0u64;
         for &u in stale {
             for device in 1..=u32::from(population::MAX_DEVICES) {
-                send(Some(entry(u, device, State::Offline, false)));
+                let _ = gw.push(entry(u, device, State::Offline, false));
                 sent += 1;
                 if sent % 4096 == 0 {
                     // Paced, so the daemon's socket buffer does not overflow.
@@ -535,7 +555,7 @@ fn log_out_stale(
                 }
             }
         }
-        send(None);
+        let _ = gw.flush();
         for _ in 0..200 {
             if shared.not_offline.load(Ordering::Acquire) <= 0 {
                 return Ok(());
