@@ -106,7 +106,7 @@ pub struct Probes {
     pub state_wanted: bool,
     /// When the daemon started.
     pub started: Instant,
-    /// In a cluster: the etcd thread's events the hub's channel had no room for.
+    /// In a cluster: the etcd thread's events a hub's channel had no room for (once per hub).
     pub etcd_dropped: Option<Arc<AtomicU64>>,
 }
 
@@ -599,8 +599,8 @@ impl Collector for Snapshot {
         if let Some(dropped) = self.etcd_dropped {
             out.counter(
                 "presenced_cluster_etcd_events_dropped",
-                "What the etcd thread learnt that the hub's channel had no room for (the next \
-                 renewal or read of the member map says it again).",
+                "What the etcd thread learnt that a hub's channel had no room for, once per hub \
+                 (the next renewal or read of the member map says it again).",
                 dropped,
             )?;
         }
