@@ -12,6 +12,10 @@
 //! - `get_hit` / `get_miss`: lookups in the full table (present keys / absent keys).
 //! - `insert_churn` / `remove_churn`: the table slides a window of n − n/10 .. n live keys:
 //!   inserts of fresh keys and removals of the oldest ones, so the fill stays at 90–100%.
+//! - `table/slot_bytes_1M`: the shard's lookup pattern (a datagram's 89 keys prefetched, then
+//!   looked up) in full tables of 1M entries (load 7/8) whose slots are 24, 32, 40 (the
+//!   daemon's: an 8-byte tag and the 32-byte record) and 48 bytes: what smaller slots would buy
+//!   a shard (issue 13, "Memory and per-core speed"). Times are per 89-key batch.
 //!
 //! Keys are `fmix64(i + 1)` (distinct, nonzero, random-looking), computed inside the timed
 //! loops (a few ns, overlapped with the memory access). Times are per operation.
@@ -250,9 +254,56 @@ fn churn(
     });
 }
 
+/// Keys a heartbeat datagram carries at most (`wire-format/SPEC.md`).
+const DATAGRAM_ENTRIES: u64 = 89;
+
+/// Batched lookups, as a shard makes them, in a full table of `n` entries with `$words`-word
+/// values (a macro: the table's value bound is `bytemuck::Zeroable`, not a dependency here).
+macro_rules! slot_bytes {
+    ($group:expr, $n:expr, $words:literal) => {{
+        let n: u64 = $n;
+        let mut t = Table::<[u64; $words]>::new(n as u32, TABLE_SEED);
+        t.reserve(n as usize);
+        advise(t.region(), Pages::Huge);
+        for i in 0..n {
+            t.insert(key(i), [i; $words]).expect("room for n");
+        }
+        // A stride coprime to n visits the keys in an order the hardware cannot predict.
+        let stride = 7_919 * 7_927;
+        let mut at = 0u64;
+        $group.bench_function(format!("batch_89_hit/{}B", 8 + 8 * $words), |b| {
+            b.iter(|| {
+                let batch: [u64; DATAGRAM_ENTRIES as usize] =
+                    std::array::from_fn(|k| key((at + k as u64 * stride) % n));
+                at = (at + DATAGRAM_ENTRIES * stride) % n;
+                for &k in &batch {
+                    t.prefetch(k);
+                }
+                let mut sum = 0;
+                for &k in &batch {
+                    sum += t.get(k).map_or(0, |v| v[0]);
+                }
+                black_box(sum)
+            })
+        });
+    }};
+}
+
+fn slot_sizes(c: &mut Criterion) {
+    let n = 1_000_000;
+    let mut group = c.benchmark_group("table/slot_bytes_1M");
+    group.throughput(Throughput::Elements(DATAGRAM_ENTRIES));
+    slot_bytes!(group, n, 2);
+    slot_bytes!(group, n, 3);
+    slot_bytes!(group, n, 4);
+    slot_bytes!(group, n, 5);
+    group.finish();
+}
+
 fn table_benches(c: &mut Criterion) {
     bench_size(c, 1_000_000, "1M");
     bench_size(c, 10_000_000, "10M");
+    slot_sizes(c);
 }
 
 criterion_group! {
