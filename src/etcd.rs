@@ -84,6 +84,7 @@ impl News {
         self.dropped.clone()
     }
 }
+
 /// The first pause before reconnecting; it doubles up to [`BACKOFF_MAX`].
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
 /// The longest pause before reconnecting.
