@@ -383,6 +383,18 @@ fn lines_of(out: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> 
     rx
 }
 
+/// Every line left until the output ends (the process exited: its reader sees the end of the
+/// stream), waiting at most `within` in all: after a `wait` the reader may not have passed on
+/// the last lines yet.
+fn rest_of(lines: &mpsc::Receiver<String>, within: Duration) -> Vec<String> {
+    let until = Instant::now() + within;
+    let mut rest = Vec::new();
+    while let Ok(line) = lines.recv_timeout(until.saturating_duration_since(Instant::now())) {
+        rest.push(line);
+    }
+    rest
+}
+
 /// The next line within `within`, or a panic saying what was awaited.
 fn next_line(lines: &mpsc::Receiver<String>, within: Duration, what: &str) -> String {
     lines
@@ -482,7 +494,7 @@ fn watch_gives_up_when_told_to() {
     let stopped = Instant::now();
     d.stop();
     let status = watch.wait().expect("watch exits");
-    let said: Vec<String> = stderr.try_iter().collect();
+    let said = rest_of(&stderr, Duration::from_secs(5));
     assert_eq!(status.code(), Some(1), "{said:?}");
     assert!(
         stopped.elapsed() >= Duration::from_millis(1500),
