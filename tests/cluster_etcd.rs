@@ -149,10 +149,12 @@ fn a_killed_member_s_key_goes_when_its_lease_lapses() {
     // Dropping it kills it (SIGKILL): no revoke.
     drop(daemon);
     let killed = Instant::now();
-    etcd.wait_for(&prefix, Duration::from_secs(3), |e| !has(e, &own));
+    // etcd finds a lease expired on its leader's check (every 500 ms) and revokes it through
+    // raft: on a loaded 2-core CI machine that once took more than a second past the TTL.
+    etcd.wait_for(&prefix, Duration::from_secs(4), |e| !has(e, &own));
     assert!(
-        killed.elapsed() < Duration::from_secs(3),
-        "gone within lease + 1 s"
+        killed.elapsed() < Duration::from_secs(4),
+        "gone within lease + 2 s"
     );
 }
 
