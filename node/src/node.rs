@@ -824,6 +824,14 @@ impl ShardNode {
         // The log takes them even when every hub shed them: a full hub is no gap in the
         // history or in what a restart replays.
         let logged = self.journal.as_mut().is_some_and(|j| j.admit(n));
+        if !logged && self.journal.is_some() {
+            self.stats.log_shed += n as u64;
+        }
+        if taking == 0 && !logged {
+            // No batch to build: an overloaded shard spends nothing more on what it sheds.
+            self.out.clear();
+            return;
+        }
         for chunk in self.out.chunks(crate::bus::TRANSITION_BATCH) {
             let mut batch = TransitionBatch::new();
             batch.since_us = since_us;
@@ -840,9 +848,6 @@ impl ShardNode {
                     journal.outbox.push_back(ToStore::Transitions(batch));
                 }
             }
-        }
-        if !logged && self.journal.is_some() {
-            self.stats.log_shed += n as u64;
         }
         self.out.clear();
     }
