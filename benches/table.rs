@@ -254,8 +254,8 @@ fn churn(
     });
 }
 
-/// Keys a heartbeat datagram carries at most (`wire-format/SPEC.md`).
-const DATAGRAM_ENTRIES: u64 = 89;
+/// Keys a heartbeat datagram carries at most.
+const DATAGRAM_ENTRIES: u64 = presenced_wire::MAX_ENTRIES as u64;
 
 /// Batched lookups, as a shard makes them, in a full table of `n` entries with `$words`-word
 /// values (a macro: the table's value bound is `bytemuck::Zeroable`, not a dependency here).
