@@ -33,10 +33,11 @@ fn online() -> Shard {
     };
     let mut shard = Shard::new(config, now(0)).unwrap();
     // The daemon's page policy for a dense shard: the table on huge pages, the rest small.
-    let [table, wheel, blocks] = shard.regions();
+    let [table, near, wheel, blocks] = shard.regions();
     advise(table, Pages::Huge);
-    advise(wheel, Pages::Small);
-    advise(blocks, Pages::Small);
+    for region in [near, wheel, blocks] {
+        advise(region, Pages::Small);
+    }
     let mut out = Vec::with_capacity(USERS as usize);
     for i in 0..u64::from(USERS) {
         let hb = Heartbeat {
@@ -51,13 +52,33 @@ fn online() -> Shard {
     shard
 }
 
+/// This process's resident memory (VmRSS), bytes.
+fn resident_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .expect("VmRSS");
+    let kb: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS in kB");
+    kb * 1024
+}
+
 fn bench(c: &mut Criterion) {
+    let before = resident_bytes();
     let mut shard = online();
+    let grown = resident_bytes().saturating_sub(before);
     eprintln!(
-        "shard: {} users, {} bytes allocated = {:.1} bytes/user; probe {:?}",
+        "shard: {} users, {} bytes allocated = {:.1} bytes/user, resident growth {} bytes = \
+         {:.1} bytes/user; probe {:?}",
         USERS,
         shard.memory_bytes(),
         shard.memory_bytes() as f64 / f64::from(USERS),
+        grown,
+        grown as f64 / f64::from(USERS),
         shard.table().probe_stats()
     );
     let mut g = c.benchmark_group("shard");

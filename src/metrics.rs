@@ -657,7 +657,7 @@ type Figure = (&'static str, &'static str, MetricType, u64);
 
 /// A shard's figures but the refusals and drops by reason (the destructuring makes a field
 /// added to the schema a compile error here until it is exported).
-fn shard_figures(s: &ShardStats) -> [Figure; 26] {
+fn shard_figures(s: &ShardStats) -> [Figure; 28] {
     use MetricType::{Counter, Gauge};
     let ShardStats {
         shard: _,
@@ -677,6 +677,8 @@ fn shard_figures(s: &ShardStats) -> [Figure; 26] {
                 records_dropped,
                 timers_fired,
                 timers_cascaded,
+                timers_stale,
+                timers_near_pool_full,
                 deadlines_extended,
             },
         datagrams,
@@ -800,7 +802,7 @@ fn shard_figures(s: &ShardStats) -> [Figure; 26] {
         ),
         (
             "presenced_shard_timers_fired",
-            "Wheel timers that fired.",
+            "Timers that fired (including early ones re-checked and moved).",
             Counter,
             timers_fired,
         ),
@@ -809,6 +811,18 @@ fn shard_figures(s: &ShardStats) -> [Figure; 26] {
             "Far timers moved down a level of the wheel.",
             Counter,
             timers_cascaded,
+        ),
+        (
+            "presenced_shard_timers_stale",
+            "Near timer entries that found no user due at their tick (left by a timer moved earlier).",
+            Counter,
+            timers_stale,
+        ),
+        (
+            "presenced_shard_timers_near_pool_full",
+            "Near timers set in the wheel because the near ring's pool was spent.",
+            Counter,
+            timers_near_pool_full,
         ),
         (
             "presenced_shard_deadlines_extended",
@@ -858,7 +872,7 @@ fn shard_figures(s: &ShardStats) -> [Figure; 26] {
 
 /// Every per-shard figure, labelled by shard.
 fn shards(out: &mut Out<'_>, shards: &[ShardStats]) -> fmt::Result {
-    let figures: Vec<(u32, [Figure; 26])> =
+    let figures: Vec<(u32, [Figure; 28])> =
         shards.iter().map(|s| (s.shard, shard_figures(s))).collect();
     let Some((_, first)) = figures.first() else {
         return Ok(());

@@ -10,10 +10,13 @@
 pub mod clock;
 pub mod config;
 pub mod event;
+pub mod near;
 pub mod persist;
 pub mod record;
+pub(crate) mod ring_bits;
 pub mod saved;
 pub mod shard;
 pub mod slab;
 pub mod table;
+mod timers;
 pub mod wheel;

@@ -21,7 +21,7 @@ use crate::clock::{Now, Tick};
 use crate::event::{PublicState, Transition};
 use crate::record::{device_of, Device, DeviceState, Devices, Record, MAX_WALL_MS};
 use crate::saved::{SavedDevice, SavedUser};
-use crate::shard::{evaluate, next_wake, schedule, Shard};
+use crate::shard::{evaluate, next_wake, Shard};
 use crate::table::Full;
 
 impl Shard {
@@ -72,7 +72,7 @@ impl Shard {
         let Shard {
             table,
             blocks,
-            wheel,
+            timers,
             stats,
             retention_ticks,
             extension_ticks,
@@ -123,7 +123,7 @@ impl Shard {
             stats.users += 1;
         }
         let at = next_wake(&devices, n, *retention_ticks, *extension_ticks);
-        schedule(wheel, devices.rec, saved.user, at);
+        timers.schedule(devices.rec, saved.user, at);
         Ok(Imported {
             created,
             devices_left_out: left_out,
@@ -144,7 +144,7 @@ impl Shard {
         let Shard {
             table,
             blocks,
-            wheel,
+            timers,
             stats,
             retention_ticks,
             extension_ticks,
@@ -191,7 +191,7 @@ impl Shard {
         debug_assert_eq!(agg.public(), t.state, "a replayed record reads as logged");
         devices.rec.set_aggregate(agg);
         let at = next_wake(&devices, n, *retention_ticks, *extension_ticks);
-        schedule(wheel, devices.rec, t.user, at);
+        timers.schedule(devices.rec, t.user, at);
         Ok(true)
     }
 }

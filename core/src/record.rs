@@ -12,7 +12,7 @@ use crate::slab::OutOfMemory;
 use bytemuck::Zeroable;
 
 /// Marks "no timer" in a record.
-pub const NO_TIMER: u32 = u32::MAX;
+const NO_TIMER: u32 = u32::MAX;
 /// Largest wall-clock value a record stores: 2^44 − 1 ms, in the year 2527.
 pub const MAX_WALL_MS: u64 = (1 << 44) - 1;
 
@@ -110,6 +110,18 @@ const NDEV_SHIFT: u32 = 46; // 5 bits
 const DEV_STATE_SHIFT: u32 = 51; // 2 bits: inline device state
 const DEV_LAPSED_SHIFT: u32 = 53; // 1 bit: inline device lapsed
 const DEV_RESTORED_SHIFT: u32 = 54; // 1 bit: inline device restored
+const NEAR_SHIFT: u32 = 55; // 1 bit: `timer` is a near timer's due tick
+
+/// Where a user's one timer is (`crate::timers`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Timer {
+    /// None set.
+    None,
+    /// A near timer due at the tick with these low 32 bits.
+    Near(u32),
+    /// A wheel timer, by its index ([`crate::wheel::TimerId::index`]).
+    Far(u32),
+}
 
 /// A user's record: 32 bytes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -120,8 +132,9 @@ pub struct Record {
     /// Last seen (44 bits, 0 = unknown), aggregate, device count, and the inline device's
     /// state, lapsed and restored flags.
     bits: u64,
-    /// The user's one timer in the wheel, or `NO_TIMER`.
-    pub timer: u32,
+    /// The user's one timer: a near timer's due tick when the `NEAR` bit is set, else a wheel
+    /// timer's index or `NO_TIMER`.
+    timer: u32,
     /// One device: inline device id; with ≥ 2 devices, the overflow block index.
     dev_id: u32,
     /// Inline device deadline; with no device, the tick the user went deviceless.
@@ -146,6 +159,35 @@ impl Record {
             timer: NO_TIMER,
             ..Record::default()
         }
+    }
+
+    /// The user's one timer.
+    pub fn timer(&self) -> Timer {
+        if (self.bits >> NEAR_SHIFT) & 1 == 1 {
+            Timer::Near(self.timer)
+        } else if self.timer == NO_TIMER {
+            Timer::None
+        } else {
+            Timer::Far(self.timer)
+        }
+    }
+
+    /// Sets the user's one timer.
+    pub fn set_timer(&mut self, timer: Timer) {
+        let (near, value) = match timer {
+            Timer::None => (false, NO_TIMER),
+            Timer::Near(due) => (true, due),
+            Timer::Far(index) => (false, index),
+        };
+        self.timer = value;
+        self.bits = (self.bits & !(1 << NEAR_SHIFT)) | (u64::from(near) << NEAR_SHIFT);
+    }
+
+    /// Whether the user's timer is a near one due at tick `t` (its entries at other ticks are
+    /// stale: `crate::near`).
+    #[inline]
+    pub fn near_due_at(&self, t: Tick) -> bool {
+        (self.bits >> NEAR_SHIFT) & 1 == 1 && widen(self.timer, t) == t
     }
 
     /// Last seen in Unix ms, if known.

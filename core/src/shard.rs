@@ -22,13 +22,17 @@ use crate::clock::{Now, Tick};
 use crate::config::{ConfigError, CoreConfig};
 use crate::event::{Cause, Heartbeat, Presence, PublicState, Report, Transition};
 use crate::record::{
-    widen, Aggregate, Blocks, Device, DeviceState, Devices, Record, MAX_WALL_MS, NO_TIMER,
+    widen, Aggregate, Blocks, Device, DeviceState, Devices, Record, Timer, MAX_WALL_MS,
 };
 use crate::table::Table;
-use crate::wheel::{TimerId, Wheel};
+use crate::timers::Timers;
 
 /// Timers fired per batch in `advance`.
 const FIRE_BATCH: usize = 32;
+
+/// Users a near timer's entry fires per probe of its prefix (more, sharing the prefix and due
+/// at the same tick, take another probe).
+const PREFIX_CANDIDATES: usize = 8;
 
 /// Old table slots moved per `advance` while the table grows ([`Table::move_step`]): a few
 /// tens of microseconds a round, so a move of millions of slots ends within seconds of busy
@@ -39,7 +43,8 @@ pub const MOVE_SLOTS_PER_ROUND: usize = 4096;
 /// reports it as it is.
 pub use presenced_wire::stats::CoreStats;
 
-/// One shard: a presence table, a timing wheel and overflow device blocks, all sized at start.
+/// One shard: a presence table, its timers (a near ring and a timing wheel) and overflow device
+/// blocks, all sized at start.
 pub struct Shard {
     pub(crate) tick_us: u64,
     pub(crate) timeout_us: u64,
@@ -47,7 +52,7 @@ pub struct Shard {
     pub(crate) retention_ticks: u64,
     pub(crate) max_devices: usize,
     pub(crate) table: Table<Record>,
-    pub(crate) wheel: Wheel,
+    pub(crate) timers: Timers,
     pub(crate) blocks: Blocks,
     /// Largest monotonic time seen.
     pub(crate) now_us: u64,
@@ -75,20 +80,26 @@ impl Shard {
         } else {
             0
         };
+        let table = Table::try_starting_with(
+            config.user_capacity,
+            config.hash_seed,
+            config.table_initial_slots,
+        )
+        .map_err(|e| e.too_big("users_per_shard", "the presence table"))?;
+        let timers = Timers::try_new(
+            config.user_capacity,
+            now.mono_us / config.tick_us,
+            table.prefixer(),
+        )
+        .map_err(|e| e.too_big("users_per_shard", "the timers"))?;
         Ok(Shard {
             tick_us: config.tick_us,
             timeout_us: config.timeout_us(),
             idle_after_us: config.idle_after_us,
             retention_ticks: config.last_seen_retention_us / config.tick_us + 1,
             max_devices: config.max_devices_per_user as usize,
-            table: Table::try_starting_with(
-                config.user_capacity,
-                config.hash_seed,
-                config.table_initial_slots,
-            )
-            .map_err(|e| e.too_big("users_per_shard", "the presence table"))?,
-            wheel: Wheel::try_new(config.user_capacity, now.mono_us / config.tick_us)
-                .map_err(|e| e.too_big("users_per_shard", "the timing wheel"))?,
+            table,
+            timers,
             blocks: Blocks::new(blocks, config.max_devices_per_user)
                 .map_err(|e| e.too_big("multi_device_users", "the device blocks"))?,
             now_us: now.mono_us,
@@ -119,7 +130,7 @@ impl Shard {
         let Shard {
             table,
             blocks,
-            wheel,
+            timers,
             stats,
             max_devices,
             ..
@@ -196,9 +207,9 @@ impl Shard {
             out,
             stats,
         );
-        if earlier || devices.rec.timer == NO_TIMER {
+        if earlier || devices.rec.timer() == Timer::None {
             let at = next_wake(&devices, n, self.retention_ticks, self.extension_ticks);
-            schedule(wheel, devices.rec, hb.user, at);
+            timers.schedule(devices.rec, hb.user, at);
         }
     }
 
@@ -230,21 +241,13 @@ impl Shard {
                 self.lower_extension = None;
             }
         }
-        // Timers due in one tick are fired as a batch whose table slots are touched first. The
-        // batch's buffer is filled only once a timer is due: every heartbeat calls this, and
-        // zeroing it each time was, most likely, the 4.7 % `memset` of a shard's profile under
-        // `--max` (benches/README.md).
-        while let Some(first) = self.wheel.poll(target) {
-            let mut due = [first; FIRE_BATCH];
-            // The rest of the first one's tick (the wheel's clock is at it now).
-            let n = 1 + self.wheel.poll_batch(self.wheel.now(), &mut due[1..]);
-            for &(user, _) in &due[..n] {
-                self.table.prefetch(user);
-            }
-            for &(user, at) in &due[..n] {
-                self.fire(user, at, now.wall_ms, out);
-            }
+        // Tick by tick, the wheel's timers then the near ones. Firing sets timers only after
+        // the tick fired, so neither clock passes a timer still to come.
+        while let Some(t) = self.timers.next_due().filter(|&t| t <= target) {
+            self.fire_wheel(t, now.wall_ms, out);
+            self.fire_near(t, now.wall_ms, out);
         }
+        self.timers.catch_up(target);
         // A growth's move ends even when no new user comes to drive it.
         self.table.move_step(MOVE_SLOTS_PER_ROUND);
     }
@@ -280,7 +283,7 @@ impl Shard {
     /// The monotonic time (µs) from which [`Shard::advance`] has timers to fire (the start of
     /// the earliest busy tick), or `None` when no timer is set: a driver may sleep until it.
     pub fn next_deadline_us(&self) -> Option<u64> {
-        self.wheel
+        self.timers
             .next_due()
             .map(|tick| tick.saturating_mul(self.tick_us))
     }
@@ -315,29 +318,27 @@ impl Shard {
         self.table.get(user)
     }
 
-    /// The shard's counters (the wheel's count of cascaded timers read now: keeping a copy
-    /// current on every heartbeat would cost the hot path).
+    /// The shard's counters (the timers' own counts read now: keeping a copy current on every
+    /// heartbeat would cost the hot path).
     pub fn stats(&self) -> CoreStats {
         CoreStats {
-            timers_cascaded: self.wheel.cascaded(),
+            timers_cascaded: self.timers.wheel.cascaded(),
+            timers_near_pool_full: self.timers.near_pool_full,
             ..self.stats.clone()
         }
     }
 
-    /// Bytes allocated for the table's slots in use, the wheel and the overflow blocks.
+    /// Bytes allocated for the table's slots in use, the timers and the overflow blocks.
     pub fn memory_bytes(&self) -> usize {
-        self.table.memory_bytes() + self.wheel.memory_bytes() + self.blocks.memory_bytes()
+        self.table.memory_bytes() + self.timers.memory_bytes() + self.blocks.memory_bytes()
     }
 
-    /// Where the table's slots in use, the wheel and the overflow blocks lie, so the daemon may
-    /// advise the kernel on their pages. The wheel and the blocks never move; the table moves
-    /// when it grows.
-    pub fn regions(&self) -> [crate::slab::Region; 3] {
-        [
-            self.table.region(),
-            self.wheel.region(),
-            self.blocks.region(),
-        ]
+    /// Where the table's slots in use, the timers' arrays and the overflow blocks lie, so the
+    /// daemon may advise the kernel on their pages. The timers and the blocks never move; the
+    /// table moves when it grows.
+    pub fn regions(&self) -> [crate::slab::Region; 4] {
+        let [near, wheel] = self.timers.regions();
+        [self.table.region(), near, wheel, self.blocks.region()]
     }
 
     /// Has `advice` called on each of the table's arrays before its first record is written
@@ -371,7 +372,7 @@ impl Shard {
         let Shard {
             table,
             blocks,
-            wheel,
+            timers,
             stats,
             ..
         } = self;
@@ -404,7 +405,70 @@ impl Shard {
         );
         // Fewer devices only move deadlines later, except retention, which may be shorter.
         let at = next_wake(&devices, n, self.retention_ticks, self.extension_ticks);
-        schedule(wheel, devices.rec, hb.user, at);
+        timers.schedule(devices.rec, hb.user, at);
+    }
+
+    /// Fires the wheel's timers due at tick `t` (and cascades its far ones due then), in
+    /// batches whose table slots are touched first. A batch's buffer is filled only once a
+    /// timer is due: every heartbeat calls `advance`, and zeroing it each time was, most
+    /// likely, the 4.7 % `memset` of a shard's profile under `--max` (benches/README.md).
+    fn fire_wheel(&mut self, t: Tick, wall_ms: u64, out: &mut Vec<Transition>) {
+        while let Some(first) = self.timers.wheel.poll(t) {
+            let mut due = [first; FIRE_BATCH];
+            // The rest of the first one's tick (the wheel's clock is at it now).
+            let n = 1 + self
+                .timers
+                .wheel
+                .poll_batch(self.timers.wheel.now(), &mut due[1..]);
+            for &(user, _) in &due[..n] {
+                self.table.prefetch(user);
+            }
+            for &(user, at) in &due[..n] {
+                self.fire(user, at, wall_ms, out);
+            }
+        }
+    }
+
+    /// Fires the near timers due at tick `t`, in batches of entries whose table slots are
+    /// touched first. Each entry fires the users of its prefix whose record says they are due
+    /// at `t`; one that finds none was left by a timer since moved earlier (or fired by
+    /// another user's entry of the same prefix and tick) and is counted stale.
+    fn fire_near(&mut self, t: Tick, wall_ms: u64, out: &mut Vec<Transition>) {
+        let mut prefixes = [0u32; FIRE_BATCH];
+        loop {
+            let (tick, n) = self.timers.near.poll_batch(t, &mut prefixes);
+            if n == 0 {
+                return;
+            }
+            for &prefix in &prefixes[..n] {
+                self.table.prefetch_prefix(prefix);
+            }
+            for &prefix in &prefixes[..n] {
+                let mut first = true;
+                loop {
+                    let mut users = [0u64; PREFIX_CANDIDATES];
+                    let mut found = 0;
+                    self.table.visit_prefix(prefix, |user, rec| {
+                        if found < PREFIX_CANDIDATES && rec.near_due_at(tick) {
+                            users[found] = user;
+                            found += 1;
+                        }
+                    });
+                    if first && found == 0 {
+                        self.stats.timers_stale += 1;
+                    }
+                    first = false;
+                    // Each fired user's timer is moved past `tick` or gone, so a further probe
+                    // finds only those the buffer had no room for.
+                    for &user in &users[..found] {
+                        self.fire(user, tick, wall_ms, out);
+                    }
+                    if found < PREFIX_CANDIDATES {
+                        break;
+                    }
+                }
+            }
+        }
     }
 
     /// The user's timer fired at tick `t`: expire, re-evaluate, reschedule or drop.
@@ -413,7 +477,7 @@ impl Shard {
         let Shard {
             table,
             blocks,
-            wheel,
+            timers,
             stats,
             retention_ticks,
             extension_ticks,
@@ -422,7 +486,7 @@ impl Shard {
         let rec = table
             .get_mut(user)
             .expect("every timer belongs to a record");
-        rec.timer = NO_TIMER;
+        rec.set_timer(Timer::None);
         let mut devices = Devices::new(rec, blocks);
         if devices.is_empty() {
             let drop_at = devices.rec.offline_since(t) + *retention_ticks;
@@ -431,7 +495,7 @@ impl Shard {
                 stats.users -= 1;
                 stats.records_dropped += 1;
             } else {
-                schedule(wheel, devices.rec, user, drop_at);
+                timers.schedule(devices.rec, user, drop_at);
             }
             return;
         }
@@ -472,7 +536,7 @@ impl Shard {
             stats,
         );
         let at = next_wake(&devices, t, *retention_ticks, *extension_ticks);
-        schedule(wheel, devices.rec, user, at);
+        timers.schedule(devices.rec, user, at);
     }
 }
 
@@ -526,21 +590,6 @@ pub(crate) fn next_wake(
     }
     debug_assert!(at > t);
     at
-}
-
-/// Makes sure the user's one timer fires no later than `at`.
-pub(crate) fn schedule(wheel: &mut Wheel, rec: &mut Record, user: u64, at: Tick) {
-    if rec.timer == NO_TIMER {
-        let id = wheel
-            .insert(user, at)
-            .expect("the wheel holds one timer per record");
-        rec.timer = id.index();
-    } else {
-        let id = TimerId::from_index(rec.timer);
-        if at < wheel.due(id) {
-            wheel.reschedule(id, at);
-        }
-    }
 }
 
 /// Stores the new aggregate and emits a transition if the public state changed; `seen`: the

@@ -52,6 +52,22 @@ impl fmt::Display for Full {
 
 impl std::error::Error for Full {}
 
+/// The top 32 bits of keys' tags, the handle a near timer keeps (`crate::near`), computed
+/// without holding the table ([`Table::prefixer`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Prefixer {
+    seed: u64,
+    salt: u64,
+}
+
+impl Prefixer {
+    /// The top 32 bits of `key`'s tag. Panics if `key == 0`.
+    #[inline]
+    pub fn prefix(self, key: u64) -> u32 {
+        (tag_of(key, self.seed, self.salt) >> 32) as u32
+    }
+}
+
 /// Displacement statistics of the present entries, computed by a full scan (for reporting).
 ///
 /// An entry's displacement is its distance, in slots, from its home slot (0 = at home); a
@@ -109,6 +125,15 @@ fn prefetch<V>(slot: &Slot<V>) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     std::hint::black_box(slot.tag);
+}
+
+/// Starts loading the slots a probe from `home` reads: ~3.5 slots past home on average at
+/// full load (~180 bytes), so the home slot's line and the two after it.
+#[inline(always)]
+fn prefetch_run<V>(slots: &[Slot<V>], home: usize) {
+    for step in [0, 2, 4] {
+        prefetch(&slots[(home + step) % slots.len()]);
+    }
 }
 
 /// Slots a table starts with (160 KiB of 40-byte slots), or all of them when it has fewer.
@@ -265,12 +290,39 @@ impl<V: Copy + Zeroable> Table<V> {
             Some(old) if !old.moved_home(home_of(tag, old.slots.len())) => &old.slots,
             _ => &self.slots,
         };
-        let home = home_of(tag, slots.len());
-        // A probe reads ~3.5 slots past home on average at full load (~180 bytes): the home
-        // slot's line and the two after it.
-        for step in [0, 2, 4] {
-            prefetch(&slots[(home + step) % slots.len()]);
+        prefetch_run(slots, home_of(tag, slots.len()));
+    }
+
+    /// What computes the prefixes [`Table::visit_prefix`] takes.
+    pub fn prefixer(&self) -> Prefixer {
+        Prefixer {
+            seed: self.seed,
+            salt: self.salt,
         }
+    }
+
+    /// Calls `visit` with the key and value of every entry whose tag begins with `prefix`
+    /// ([`Prefixer::prefix`]): a user's prefix finds it and the few others, if any, that share
+    /// it. Probes as a lookup does (a run of slots from the prefix's home), in both arrays
+    /// while the table grows.
+    pub fn visit_prefix(&self, prefix: u32, mut visit: impl FnMut(u64, &V)) {
+        let (seed, salt) = (self.seed, self.salt);
+        let mut visit = |tag: u64, value: &V| visit(key_of(tag, seed, salt), value);
+        if let Some(old) = &self.old {
+            visit_prefix_in(&old.slots, prefix, &mut visit);
+        }
+        visit_prefix_in(&self.slots, prefix, &mut visit);
+    }
+
+    /// Starts loading the slots [`Table::visit_prefix`] reads first, as [`Table::prefetch`]
+    /// does for a key.
+    #[inline]
+    pub fn prefetch_prefix(&self, prefix: u32) {
+        let slots = match &self.old {
+            Some(old) if !old.moved_home(prefix_home(prefix, old.slots.len())) => &old.slots,
+            _ => &self.slots,
+        };
+        prefetch_run(slots, prefix_home(prefix, slots.len()));
     }
 
     /// The value stored under `key`, mutably, if any. Panics if `key == 0`.
@@ -685,13 +737,12 @@ impl<V: Copy + Zeroable> Table<V> {
     /// The tag of a (nonzero) key.
     #[inline]
     fn tag(&self, key: u64) -> u64 {
-        assert!(key != 0, "key 0 is reserved (empty slot marker)");
-        mix((key ^ self.seed).wrapping_mul(PRE)) ^ self.salt
+        tag_of(key, self.seed, self.salt)
     }
 
     /// The key whose tag this is (inverse of [`Table::tag`]).
     #[inline]
-    fn key_of(&self, tag: u64) -> u64 {
+    pub(crate) fn key_of(&self, tag: u64) -> u64 {
         key_of(tag, self.seed, self.salt)
     }
 
@@ -806,6 +857,45 @@ fn displacement_of(index: usize, tag: u64, n: usize) -> usize {
         index - home
     } else {
         index + n - home
+    }
+}
+
+/// The tag of a (nonzero) key under `seed` and its `salt`.
+#[inline]
+fn tag_of(key: u64, seed: u64, salt: u64) -> u64 {
+    assert!(key != 0, "key 0 is reserved (empty slot marker)");
+    mix((key ^ seed).wrapping_mul(PRE)) ^ salt
+}
+
+/// The home, in an array of `n` slots, of the first tag that begins with `prefix`: every tag
+/// that does has its home there or at the next slot (the low 32 bits move `tag × n` by less
+/// than 2^64 while `n` < 2^32).
+#[inline]
+fn prefix_home(prefix: u32, n: usize) -> usize {
+    ((u64::from(prefix) * n as u64) >> 32) as usize
+}
+
+/// Calls `visit` with the tag and value of every entry of `slots` whose tag begins with
+/// `prefix`: in Robin Hood order they lie in the run of entries whose homes are the prefix's
+/// home or the next slot.
+fn visit_prefix_in<V>(slots: &[Slot<V>], prefix: u32, mut visit: impl FnMut(u64, &V)) {
+    let n = slots.len();
+    let mut index = prefix_home(prefix, n);
+    // `dist`: slots from the prefix's home; an entry `dist − disp` slots past it has its home.
+    for dist in 0..n {
+        let slot = &slots[index];
+        if slot.tag == 0 {
+            return;
+        }
+        let disp = displacement_of(index, slot.tag, n);
+        if disp + 1 < dist {
+            // Home two slots or more past the prefix's: so is every later one.
+            return;
+        }
+        if disp <= dist && (slot.tag >> 32) as u32 == prefix {
+            visit(slot.tag, &slot.value);
+        }
+        index = if index + 1 == n { 0 } else { index + 1 };
     }
 }
 
@@ -1274,6 +1364,17 @@ mod tests {
                 t.check_invariants();
                 checked_moving += usize::from(t.moving());
             }
+            if step % 7 == 0 {
+                // The key's prefix finds it, with its value, among keys of that prefix only.
+                let prefix = t.prefixer().prefix(k);
+                let mut found = Vec::new();
+                t.visit_prefix(prefix, |key, &v| found.push((key, v)));
+                assert!(found
+                    .iter()
+                    .all(|&(key, _)| t.prefixer().prefix(key) == prefix));
+                let present = model.get(&k).map(|&v| (k, v));
+                assert_eq!(found.iter().find(|&&(key, _)| key == k).copied(), present);
+            }
         }
         assert!(
             moves >= 5 && checked_moving > 20,
@@ -1285,6 +1386,40 @@ mod tests {
         got.sort_unstable();
         want.sort_unstable();
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn a_prefix_finds_every_key_that_shares_it_and_no_other() {
+        let mut t: Table<u64> = Table::new(10_000, SEED);
+        let prefix = 0x8000_0001u32;
+        let shared: Vec<u64> = (1..=40u64)
+            .map(|low| t.key_of((u64::from(prefix) << 32) | (low * 7919)))
+            .collect();
+        // The neighbours: the prefixes on either side, whose homes are the same or next.
+        let neighbours: Vec<u64> = [prefix - 1, prefix + 1]
+            .iter()
+            .flat_map(|&p| (1..=20u64).map(move |low| (p, low)))
+            .map(|(p, low)| t.key_of((u64::from(p) << 32) | low))
+            .collect();
+        for (i, &k) in shared.iter().chain(&neighbours).enumerate() {
+            t.insert(k, i as u64).unwrap();
+        }
+        for k in 1..5_000u64 {
+            t.insert(k, 0).unwrap();
+        }
+        let mut found = Vec::new();
+        t.visit_prefix(prefix, |key, _| found.push(key));
+        found.sort_unstable();
+        let mut want = shared.clone();
+        want.sort_unstable();
+        assert_eq!(found, want);
+        for &k in &shared[..10] {
+            t.remove(k);
+        }
+        let mut count = 0;
+        t.visit_prefix(prefix, |_, _| count += 1);
+        assert_eq!(count, 30);
+        t.check_invariants();
     }
 
     #[test]

@@ -15,16 +15,10 @@
 //! for the ring) find the next busy slot in a few word operations.
 
 use crate::clock::Tick;
+use crate::ring_bits::{RingBits, RING, RING_BITS, RING_MASK};
 use crate::slab::OutOfMemory;
 use bytemuck::Zeroable;
 
-/// Ticks covered by the ring, and its slot count.
-const RING_BITS: u32 = 16;
-const RING: usize = 1 << RING_BITS;
-const RING_MASK: u64 = RING as u64 - 1;
-/// Words of the ring's occupancy bitmap, and of its summary (one bit per nonzero word).
-const RING_WORDS: usize = RING / 64;
-const SUMMARY_WORDS: usize = RING_WORDS / 64;
 /// Far levels above the ring, 64 slots each: the wheel spans 2^(16 + 3 × 6) = 2^34 ticks.
 const FAR_LEVELS: usize = 3;
 const SLOT_BITS: u32 = 6;
@@ -90,9 +84,8 @@ pub struct Wheel {
     free: u32,
     /// Nodes below this index have been used at least once; those from it on never were.
     fresh: u32,
-    /// Ring slots holding timers, one bit each, and one bit per nonzero word of those.
-    ring_bits: Box<[u64]>,
-    ring_summary: [u64; SUMMARY_WORDS],
+    /// Ring slots holding timers.
+    ring_bits: RingBits,
     /// Far slots holding timers, one word per level.
     far_occupied: [u64; FAR_LEVELS],
     /// Timers re-filed by cascades so far.
@@ -125,8 +118,7 @@ impl Wheel {
             nodes,
             free: NIL,
             fresh: SENTINELS,
-            ring_bits: vec![0; RING_WORDS].into_boxed_slice(),
-            ring_summary: [0; SUMMARY_WORDS],
+            ring_bits: RingBits::new(),
             far_occupied: [0; FAR_LEVELS],
             cascaded: 0,
             now,
@@ -168,7 +160,7 @@ impl Wheel {
 
     /// Bytes of the timer slab and the ring's bitmap.
     pub fn memory_bytes(&self) -> usize {
-        std::mem::size_of_val(&*self.nodes) + std::mem::size_of_val(&*self.ring_bits)
+        std::mem::size_of_val(&*self.nodes) + self.ring_bits.memory_bytes()
     }
 
     /// Schedules `key` at tick `at` (a past tick means the current one).
@@ -200,6 +192,13 @@ impl Wheel {
         self.node(id);
         self.unlink(id.0);
         self.link(id.0, at);
+    }
+
+    /// Removes a scheduled timer; its handle becomes invalid.
+    pub fn cancel(&mut self, id: TimerId) {
+        self.node(id);
+        self.unlink(id.0);
+        self.release(id.0);
     }
 
     /// The earliest tick at which [`Wheel::poll`] has work: a timer due then, or a far slot
@@ -311,8 +310,7 @@ impl Wheel {
         assert!(at - self.now < MAX_SPAN, "timer beyond the wheel's span");
         let head = if at - self.now < RING as u64 {
             let slot = (at & RING_MASK) as usize;
-            self.ring_bits[slot / 64] |= 1 << (slot % 64);
-            self.ring_summary[slot / 4096] |= 1 << (slot / 64 % 64);
+            self.ring_bits.set(slot);
             slot as u32
         } else {
             let level = self.far_level_for(at);
@@ -337,11 +335,7 @@ impl Wheel {
         if next == prev && next < SENTINELS {
             let slot = next as usize;
             if slot < RING {
-                let word = &mut self.ring_bits[slot / 64];
-                *word &= !(1 << (slot % 64));
-                if *word == 0 {
-                    self.ring_summary[slot / 4096] &= !(1 << (slot / 64 % 64));
-                }
+                self.ring_bits.clear(slot);
             } else {
                 let far = slot - RING;
                 self.far_occupied[far / SLOTS] &= !(1 << (far % SLOTS));
@@ -356,43 +350,10 @@ impl Wheel {
         self.len -= 1;
     }
 
-    /// The tick of the earliest busy ring slot: the first set bit at or after the current
-    /// tick's slot, cyclically (a slot before it holds timers a whole turn later). Inlined into
-    /// `poll`, the hot caller, as it was before `next_due` became a second one.
+    /// The tick of the earliest busy ring slot (see [`RingBits::next_busy`]).
     #[inline(always)]
     fn next_busy_ring(&self) -> Option<Tick> {
-        let from = (self.now & RING_MASK) as usize;
-        let word = from / 64;
-        let bits = self.ring_bits[word] & (u64::MAX << (from % 64));
-        let slot = if bits != 0 {
-            word * 64 + bits.trailing_zeros() as usize
-        } else {
-            // The first nonzero word after this one, else (wrapping) from the start.
-            let w = self
-                .first_busy_word(word + 1)
-                .or_else(|| self.first_busy_word(0))?;
-            w * 64 + self.ring_bits[w].trailing_zeros() as usize
-        };
-        Some(self.now + ((slot as u64).wrapping_sub(from as u64) & RING_MASK))
-    }
-
-    /// The first ring word at or after `start` with a timer, from the summary.
-    fn first_busy_word(&self, start: usize) -> Option<usize> {
-        if start >= RING_WORDS {
-            return None;
-        }
-        let mut s = start / 64;
-        let mut bits = self.ring_summary[s] & (u64::MAX << (start % 64));
-        loop {
-            if bits != 0 {
-                return Some(s * 64 + bits.trailing_zeros() as usize);
-            }
-            s += 1;
-            if s == SUMMARY_WORDS {
-                return None;
-            }
-            bits = self.ring_summary[s];
-        }
+        self.ring_bits.next_busy(self.now)
     }
 
     /// The earliest busy far slot: `(level, slot, first tick it covers)`. Lower levels always

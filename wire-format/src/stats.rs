@@ -113,6 +113,14 @@ pub struct CoreStats {
     pub timers_fired: u64,
     /// Far timers (last-seen retention) moved down a level of the wheel as their time came.
     pub timers_cascaded: u64,
+    /// Near timer entries that found no user due at their tick: left behind by a timer moved
+    /// earlier (or fired by another entry of the same tick whose user shares the prefix).
+    #[serde(default)]
+    pub timers_stale: u64,
+    /// Near timers set in the wheel instead because the near ring's pool was spent (it holds
+    /// `presence.users_per_shard` timers and a quarter more).
+    #[serde(default)]
+    pub timers_near_pool_full: u64,
     /// Fired timers re-armed by the back-off deadline extension: a device's deadline had
     /// passed but its extended deadline had not (ARCHITECTURE.md "Back-off under load").
     pub deadlines_extended: u64,

@@ -275,9 +275,11 @@ const CORE_REFUSALS: [Counter<CoreStats>; 7] = [
 ];
 
 /// The presence core's timer counters, summed over shards.
-const CORE_TIMERS: [Counter<CoreStats>; 3] = [
+const CORE_TIMERS: [Counter<CoreStats>; 5] = [
     ("timers_fired", |c| c.timers_fired),
     ("timers_cascaded", |c| c.timers_cascaded),
+    ("timers_stale", |c| c.timers_stale),
+    ("timers_near_pool_full", |c| c.timers_near_pool_full),
     ("deadlines_extended", |c| c.deadlines_extended),
 ];
 
