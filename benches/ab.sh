@@ -8,7 +8,8 @@
 # Usage: benches/ab.sh DIR_A DIR_B [--runs R] [--users N] [--duration D] [--scrape-b]
 # DIR_A and DIR_B hold release binaries `presenced` and `presence-loadgen` (e.g.
 # ../baseline/target/release and target/release). Environment: RUNS (5), USERS (1M),
-# DURATION (10s).
+# DURATION (10s), A_ARGS and B_ARGS (more flags for that side's daemon, split at spaces: the
+# same binaries under two settings, e.g. B_ARGS="--set presence.table_max_load_permille=920").
 #
 # --scrape-b: the cost of scraping. Both daemons serve the metrics endpoint
 # (127.0.0.1:7364) and B's is scraped 10 times a second (GET /metrics, python3, on core 1)
@@ -18,7 +19,7 @@
 # (heartbeats), :7360 (push link) and, with --scrape-b, :7364 (metrics). Stopped on exit.
 set -euo pipefail
 
-[ $# -ge 2 ] || { sed -n '2,18p' "$0"; exit 2; }
+[ $# -ge 2 ] || { sed -n '2,19p' "$0"; exit 2; }
 A=$1
 B=$2
 shift 2
@@ -32,7 +33,7 @@ while [ $# -gt 0 ]; do
         --users) USERS=$2; shift 2 ;;
         --duration) DURATION=$2; shift 2 ;;
         --scrape-b) SCRAPE_B=1; shift ;;
-        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
         *) echo "ab.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -65,9 +66,12 @@ for run in $(seq "$RUNS"); do
         [ "$side" = B ] && dir=$B
         metrics=()
         [ -n "$SCRAPE_B" ] && metrics=(--set metrics.listen=127.0.0.1:7364)
+        extra_var=${side}_ARGS
+        read -r -a extra <<<"${!extra_var:-}"
         taskset -c 0 "$dir/presenced" --shards 1 --listen 127.0.0.1:7370 \
             --link-listen 127.0.0.1:7360 --set "presence.users_per_shard=$USERS" \
-            --set "state.dir=$WORK/state.$side.$run" "${metrics[@]}" >"$WORK/presenced.log" 2>&1 &
+            --set "state.dir=$WORK/state.$side.$run" "${metrics[@]}" "${extra[@]}" \
+            >"$WORK/presenced.log" 2>&1 &
         PD_PID=$!
         wait_port udp 7360 "$PD_PID" "$WORK/presenced.log"
         if [ -n "$SCRAPE_B" ] && [ "$side" = B ]; then

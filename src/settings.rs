@@ -282,6 +282,10 @@ settings! {
         /// users_per_shard, at most users_per_shard); further second devices are refused and
         /// counted.
         multi_device_users: Option<u32> = None, range AutoOr(0..=1 << 30);
+        /// The most of its slots a shard's presence table fills, thousandths: 875 (7/8)
+        /// costs 45.7 bytes of table an online user, 920 costs 43.5 with lookups ~20 % slower
+        /// (benches/README.md, "Memory and per-core speed").
+        table_max_load_permille: u32 = 875, range 500..=950;
     }
 
     /// `[link]`: the QUIC push link to gateways and its per-link limits.
@@ -817,6 +821,7 @@ impl PresenceSettings {
             multi_device_users: self.multi_device_users.unwrap_or(self.users_per_shard / 4),
             hash_seed: 0,
             table_initial_slots: presenced_core::table::INITIAL_SLOTS,
+            table_max_load_permille: self.table_max_load_permille,
         };
         core.validate()
             .map_err(|e| error(&format!("presence.{}", e.key), e.problem))?;

@@ -524,6 +524,8 @@ fn scenario(name: &str) -> Scenario {
             s.cfg.user_capacity = 16;
             s.cfg.max_devices_per_user = 3;
             s.cfg.multi_device_users = 3;
+            // The fullest table allowed: the longest probes, and near timers' prefixes in them.
+            s.cfg.table_max_load_permille = 950;
             s.pool = 20;
             s.devices = 4;
             s.mean_dt_us = 300;
@@ -562,6 +564,8 @@ fn scenario(name: &str) -> Scenario {
             s.cfg.idle_after_us = 60 * MS;
             s.cfg.last_seen_retention_us = 400 * MS;
             s.cfg.user_capacity = 1500;
+            // The emptiest table allowed: the most growths.
+            s.cfg.table_max_load_permille = 500;
             s.cfg.max_devices_per_user = 2;
             s.cfg.multi_device_users = 40;
             s.pool = 2000;

@@ -35,6 +35,9 @@ pub struct CoreConfig {
     /// Slots the presence table starts with before it grows ([`crate::table::INITIAL_SLOTS`]
     /// in the daemon; tests start smaller, so that growth runs under every rule).
     pub table_initial_slots: usize,
+    /// The most of its slots the presence table fills, thousandths (`table_max_load_permille`,
+    /// 875 = 7/8): higher costs fewer bytes a user and longer probes.
+    pub table_max_load_permille: u32,
 }
 
 impl Default for CoreConfig {
@@ -50,6 +53,7 @@ impl Default for CoreConfig {
             multi_device_users: 250_000,
             hash_seed: 0x5eed_0f9e_5ece_5d00,
             table_initial_slots: crate::table::INITIAL_SLOTS,
+            table_max_load_permille: crate::table::DEFAULT_MAX_LOAD_PERMILLE,
         }
     }
 }
@@ -126,6 +130,18 @@ impl CoreConfig {
                 format!(
                     "is {}; use 1 to {MAX_DEVICES_LIMIT}",
                     self.max_devices_per_user
+                ),
+            );
+        }
+        let loads = crate::table::MAX_LOAD_PERMILLE;
+        if !loads.contains(&self.table_max_load_permille) {
+            return err(
+                "table_max_load_permille",
+                format!(
+                    "is {}; use {} to {}",
+                    self.table_max_load_permille,
+                    loads.start(),
+                    loads.end()
                 ),
             );
         }

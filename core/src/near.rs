@@ -13,7 +13,7 @@
 //! counts it stale). Filing is a push, firing a pop, and nothing here points into the table,
 //! whose entries move on every insert and every growth.
 //!
-//! A slot's entries sit in chunks of [`PER_CHUNK`] (one cache line each), newest first. The
+//! A slot's entries sit in chunks of [`PER_CHUNK`] (64 bytes each), newest first. The
 //! chunks come from a pool reserved at construction, zeroed by the allocator and handed out
 //! from its low end, so memory follows the timers filed; a drained chunk goes back to the
 //! pool. When the pool is spent [`Near::file`] refuses, and the caller sets a wheel timer
@@ -30,15 +30,19 @@ pub const PER_CHUNK: usize = 15;
 /// Chunk index 0 is never handed out: it marks "no chunk".
 const NONE: u32 = 0;
 
-/// One cache line of entries, linked to the slot's older chunks.
+/// 64 bytes of entries, linked to the slot's older chunks. Aligned to 4 bytes only: the
+/// allocator zeroes an array aligned more strictly by writing it, which would make the whole
+/// pool resident at start, so a chunk may straddle two cache lines.
 #[derive(Clone, Copy)]
-#[repr(C, align(64))]
+#[repr(C)]
 struct Chunk {
     next: u32,
     entries: [u32; PER_CHUNK],
 }
 
 const _: () = assert!(std::mem::size_of::<Chunk>() == 64);
+// More than malloc's 16 and `slab::zeroed` would write the pool (see `Chunk`).
+const _: () = assert!(std::mem::align_of::<Chunk>() <= 16);
 
 // SAFETY: integers only; a zero chunk is a never-used one.
 unsafe impl Zeroable for Chunk {}
@@ -145,6 +149,12 @@ impl Near {
         }
         self.len += 1;
         Ok(at)
+    }
+
+    /// Whether entries are filed at the clock's tick.
+    #[inline]
+    pub fn due_at_clock(&self) -> bool {
+        self.slots[(self.now & RING_MASK) as usize].head != NONE
     }
 
     /// The earliest tick with an entry, if any: a caller may sleep until it.

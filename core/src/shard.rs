@@ -80,10 +80,11 @@ impl Shard {
         } else {
             0
         };
-        let table = Table::try_starting_with(
+        let table = Table::try_with_load(
             config.user_capacity,
             config.hash_seed,
             config.table_initial_slots,
+            config.table_max_load_permille,
         )
         .map_err(|e| e.too_big("users_per_shard", "the presence table"))?;
         let timers = Timers::try_new(
@@ -243,11 +244,13 @@ impl Shard {
         }
         // Tick by tick, the wheel's timers then the near ones. Firing sets timers only after
         // the tick fired, so neither clock passes a timer still to come.
-        while let Some(t) = self.timers.next_due().filter(|&t| t <= target) {
-            self.fire_wheel(t, now.wall_ms, out);
-            self.fire_near(t, now.wall_ms, out);
+        if !self.timers.done_up_to(target) {
+            while let Some(t) = self.timers.next_due().filter(|&t| t <= target) {
+                self.fire_wheel(t, now.wall_ms, out);
+                self.fire_near(t, now.wall_ms, out);
+            }
+            self.timers.catch_up(target);
         }
-        self.timers.catch_up(target);
         // A growth's move ends even when no new user comes to drive it.
         self.table.move_step(MOVE_SLOTS_PER_ROUND);
     }

@@ -1,8 +1,9 @@
 //! The open-addressed presence table: `u64` key → `V: Copy`, up to a fixed capacity.
 //!
 //! A table of capacity `c` ends at `ceil(c × 8 / 7)` slots, so the load factor never exceeds
-//! 7/8. It starts far smaller ([`INITIAL_SLOTS`]) and grows by a quarter ([`grown`]) when an
-//! insert would take it past 7/8 of the slots it has: its memory follows the entries present
+//! 7/8 (or `ceil(c / load)` for another maximum load, [`Table::try_with_load`]). It starts far
+//! smaller ([`INITIAL_SLOTS`]) and grows by a quarter ([`grown`]) when an insert would take it
+//! past that load of the slots it has: its memory follows the entries present
 //! (a table written at random is all resident once each page holds a few entries, so a sparse
 //! full-size table would cost its whole size for a few thousand users). Growing by a quarter
 //! rather than doubling keeps the load between 7/10 and 7/8 (40-byte slots: 45.7 to 57.1 bytes
@@ -136,12 +137,19 @@ fn prefetch_run<V>(slots: &[Slot<V>], home: usize) {
     }
 }
 
+/// The most a table's slots are filled by default, in thousandths (7/8).
+pub const DEFAULT_MAX_LOAD_PERMILLE: u32 = 875;
+/// The loads a table may be given ([`Table::try_with_load`]): at most 95 % full, so a probe
+/// always ends at an empty slot; at least half, so a growth's move ends before the next one.
+pub const MAX_LOAD_PERMILLE: std::ops::RangeInclusive<u32> = 500..=950;
+
 /// Slots a table starts with (160 KiB of 40-byte slots), or all of them when it has fewer.
 pub const INITIAL_SLOTS: usize = 4096;
 
 /// Old slots moved into the new array per insert of a new key while the table grows: the move
 /// ends after at most `old slots / 16` such inserts, when the new array (at least 5/4 of the
-/// old one's slots, see [`grown`]) is at most 7/10 + 1/20 full, so it never has to grow before
+/// old one's slots, see [`grown`]) is at most 4/5 of its load + 1/20 full (7/10 + 1/20 at 7/8,
+/// and below the load for any load of 1/2 or more), so it never has to grow before
 /// the move is done.
 pub const MOVE_SLOTS_PER_INSERT: usize = 16;
 
@@ -161,8 +169,10 @@ pub struct Table<V> {
     /// The full-size array, reserved at construction and untouched (no memory) until the
     /// table grows into it; `None` once it has.
     reserve: Option<Box<[Slot<V>]>>,
-    /// Slots at full size: `ceil(capacity × 8 / 7)`, at least 1.
+    /// Slots at full size: `ceil(capacity / load)`, at least 1.
     full_slots: usize,
+    /// The most of its slots an array is filled, thousandths.
+    load: usize,
     /// An insert that finds this many entries grows the table first (`usize::MAX` at full size).
     grow_at: usize,
     len: usize,
@@ -243,7 +253,29 @@ impl<V: Copy + Zeroable> Table<V> {
         seed: u64,
         initial_slots: usize,
     ) -> Result<Table<V>, OutOfMemory> {
-        let full = (u64::from(capacity) * 8).div_ceil(7).max(1);
+        Table::try_with_load(capacity, seed, initial_slots, DEFAULT_MAX_LOAD_PERMILLE)
+    }
+
+    /// [`Table::try_starting_with`] filling at most `max_load_permille` thousandths of its
+    /// slots (in [`MAX_LOAD_PERMILLE`]) instead of 7/8: fewer bytes an entry for longer probes
+    /// (benches/README.md, "Memory and per-core speed").
+    ///
+    /// # Panics
+    /// When `max_load_permille` is outside [`MAX_LOAD_PERMILLE`].
+    pub fn try_with_load(
+        capacity: u32,
+        seed: u64,
+        initial_slots: usize,
+        max_load_permille: u32,
+    ) -> Result<Table<V>, OutOfMemory> {
+        assert!(
+            MAX_LOAD_PERMILLE.contains(&max_load_permille),
+            "load {max_load_permille}‰ outside {MAX_LOAD_PERMILLE:?}"
+        );
+        let load = max_load_permille as usize;
+        let full = (u64::from(capacity) * 1000)
+            .div_ceil(u64::from(max_load_permille))
+            .max(1);
         let full = usize::try_from(full).map_err(|_| OutOfMemory { bytes: usize::MAX })?;
         let reserve = crate::slab::zeroed(full)?;
         let initial = initial_slots.max(1);
@@ -253,7 +285,8 @@ impl<V: Copy + Zeroable> Table<V> {
             (crate::slab::zeroed(initial)?, Some(reserve))
         };
         Ok(Table {
-            grow_at: grow_at(slots.len(), full),
+            grow_at: grow_at(slots.len(), full, load),
+            load,
             slots,
             old: None,
             reserve,
@@ -427,7 +460,8 @@ impl<V: Copy + Zeroable> Table<V> {
         self.slots.len()
     }
 
-    /// Slots at full size: `ceil(capacity × 8 / 7)`, at least 1.
+    /// Slots at full size: `ceil(capacity / load)` (`ceil(capacity × 8 / 7)` at the default),
+    /// at least 1.
     pub fn full_slots(&self) -> usize {
         self.full_slots
     }
@@ -642,7 +676,7 @@ impl<V: Copy + Zeroable> Table<V> {
     /// Checks every structural invariant, panicking on the first violation (for tests):
     /// the entry count, each entry reachable by lookup, the Robin Hood order (an entry is
     /// at most one slot farther from home than its predecessor, with no gap before it),
-    /// `max_probe_seen` bounding every displacement, the load under 7/8 before full size, and
+    /// `max_probe_seen` bounding every displacement, the load under its maximum before full size, and
     /// during a move, the old array's moved slots empty and every entry left there at an
     /// unmoved home.
     #[doc(hidden)]
@@ -655,7 +689,7 @@ impl<V: Copy + Zeroable> Table<V> {
         } else {
             assert!(
                 self.len <= self.grow_at && self.grow_at < n,
-                "over 7/8 full"
+                "over its maximum load"
             );
             assert!(
                 self.reserve.is_some(),
@@ -787,7 +821,7 @@ impl<V: Copy + Zeroable> Table<V> {
     }
 
     /// Grows the slots in use by quarters ([`grown`]; into the reserved full-size array at the
-    /// end, or when a fresh array is refused) until `entries` fit under 7/8 of them, and starts
+    /// end, or when a fresh array is refused) until `entries` fit under its load of them, and starts
     /// moving the entries into the new array (a move going on is finished first). A pass going
     /// on starts again.
     #[cold]
@@ -795,7 +829,7 @@ impl<V: Copy + Zeroable> Table<V> {
     fn grow_to_hold(&mut self, entries: usize) {
         self.move_step(usize::MAX);
         let mut target = self.slots.len();
-        while target < self.full_slots && grow_at(target, self.full_slots) < entries {
+        while target < self.full_slots && grow_at(target, self.full_slots, self.load) < entries {
             target = grown(target).min(self.full_slots);
         }
         if target == self.slots.len() {
@@ -815,12 +849,12 @@ impl<V: Copy + Zeroable> Table<V> {
             advice(Region::of(&fresh));
         }
         let old = std::mem::replace(&mut self.slots, fresh);
-        self.grow_at = grow_at(self.slots.len(), self.full_slots);
+        self.grow_at = grow_at(self.slots.len(), self.full_slots, self.load);
         if let Some(sweep) = &mut self.sweep {
             sweep.cursor = 0;
             sweep.late.clear();
         }
-        // There is always an empty slot (the load was at most 7/8).
+        // There is always an empty slot (the load was at most 95 %).
         let start = old.iter().position(|s| s.tag == 0).unwrap_or(0);
         self.old = Some(Old {
             slots: old,
@@ -906,7 +940,7 @@ fn key_of(tag: u64, seed: u64, salt: u64) -> u64 {
 }
 
 /// Probes `slots` for `tag`. Terminates: an array always has an empty slot (its load is at
-/// most 7/8).
+/// most 95 %).
 #[inline]
 fn probe_in<V>(slots: &[Slot<V>], tag: u64) -> Probe {
     let n = slots.len();
@@ -1005,13 +1039,13 @@ fn shift_back<V: Copy>(
     slots[hole].tag = 0;
 }
 
-/// The entry count at which a table of `slots` (of `full` at full size) grows: past 7/8 of its
-/// slots, never at full size (the capacity bounds it there).
-fn grow_at(slots: usize, full: usize) -> usize {
+/// The entry count at which a table of `slots` (of `full` at full size) grows: past `load`
+/// thousandths of its slots, never at full size (the capacity bounds it there).
+fn grow_at(slots: usize, full: usize, load: usize) -> usize {
     if slots >= full {
         usize::MAX
     } else {
-        slots / 8 * 7 + slots % 8 * 7 / 8
+        slots / 1000 * load + slots % 1000 * load / 1000
     }
 }
 

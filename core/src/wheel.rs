@@ -194,6 +194,13 @@ impl Wheel {
         self.link(id.0, at);
     }
 
+    /// Whether timers are due at the wheel's current tick.
+    #[inline]
+    pub fn due_at_clock(&self) -> bool {
+        let here = (self.now & RING_MASK) as u32;
+        self.nodes[here as usize].next != here
+    }
+
     /// Removes a scheduled timer; its handle becomes invalid.
     pub fn cancel(&mut self, id: TimerId) {
         self.node(id);

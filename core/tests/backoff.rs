@@ -28,6 +28,7 @@ fn config() -> CoreConfig {
         multi_device_users: 8,
         hash_seed: 7,
         table_initial_slots: 1,
+        table_max_load_permille: presenced_core::table::DEFAULT_MAX_LOAD_PERMILLE,
     }
 }
 
