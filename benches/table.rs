@@ -16,6 +16,9 @@
 //!   looked up) in full tables of 1M entries (load 7/8) whose slots are 24, 32, 40 (the
 //!   daemon's: an 8-byte tag and the 32-byte record) and 48 bytes: what smaller slots would buy
 //!   a shard (issue 13, "Memory and per-core speed"). Times are per 89-key batch.
+//! - `table/max_load_1M`: the same batched lookups, and a removal plus an insert (the churn of
+//!   a full shard), in tables of 1M 40-byte slots filled to 875 ‰ (the default, 7/8), 920 ‰
+//!   and 950 ‰ (`presence.table_max_load_permille`): what a denser table costs a shard.
 //!
 //! Keys are `fmix64(i + 1)` (distinct, nonzero, random-looking), computed inside the timed
 //! loops (a few ns, overlapped with the memory access). Times are per operation.
@@ -300,10 +303,58 @@ fn slot_sizes(c: &mut Criterion) {
     group.finish();
 }
 
+/// Batched lookups and churn in a full table of `n` 40-byte slots filled to `permille`.
+fn max_load(group: &mut BenchmarkGroup<'_, WallTime>, n: u64, permille: u32) {
+    let mut t = Table::<Record>::try_with_load(n as u32, TABLE_SEED, 1, permille).unwrap();
+    t.reserve(n as usize);
+    advise(t.region(), Pages::Huge);
+    fill(&mut t, 0..n);
+    report(&format!("{permille} permille"), "full", &t);
+    let stride = 7_919 * 7_927;
+    let mut at = 0u64;
+    group.throughput(Throughput::Elements(DATAGRAM_ENTRIES));
+    group.bench_function(format!("batch_89_hit/{permille}"), |b| {
+        b.iter(|| {
+            let batch: [u64; DATAGRAM_ENTRIES as usize] =
+                std::array::from_fn(|k| key((at + k as u64 * stride) % n));
+            at = (at + DATAGRAM_ENTRIES * stride) % n;
+            for &k in &batch {
+                t.prefetch(k);
+            }
+            let mut sum = 0;
+            for &k in &batch {
+                sum += t.get(k).map_or(0, |v| v[0]);
+            }
+            black_box(sum)
+        })
+    });
+    // A window of n live keys sliding by one: the oldest removed, a fresh one inserted.
+    t.remove(key(0)).expect("present");
+    let (mut lo, mut hi) = (1, n);
+    group.throughput(Throughput::Elements(1));
+    group.bench_function(format!("remove_insert/{permille}"), |b| {
+        b.iter(|| {
+            t.insert(key(hi), record(hi)).expect("one free");
+            t.remove(key(lo)).expect("present");
+            hi += 1;
+            lo += 1;
+        })
+    });
+}
+
+fn max_loads(c: &mut Criterion) {
+    let mut group = c.benchmark_group("table/max_load_1M");
+    for permille in [875, 920, 950] {
+        max_load(&mut group, 1_000_000, permille);
+    }
+    group.finish();
+}
+
 fn table_benches(c: &mut Criterion) {
     bench_size(c, 1_000_000, "1M");
     bench_size(c, 10_000_000, "10M");
     slot_sizes(c);
+    max_loads(c);
 }
 
 criterion_group! {

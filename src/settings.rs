@@ -283,8 +283,8 @@ settings! {
         /// counted.
         multi_device_users: Option<u32> = None, range AutoOr(0..=1 << 30);
         /// The most of its slots a shard's presence table fills, thousandths: 875 (7/8)
-        /// costs 45.7 bytes of table an online user, 920 costs 43.5 with lookups ~20 % slower
-        /// (benches/README.md, "Memory and per-core speed").
+        /// costs 45.7 bytes of table an online user, 920 costs 43.5 for ~14 % fewer
+        /// heartbeats a shard takes (benches/README.md, "Near timers").
         table_max_load_permille: u32 = 875, range 500..=950;
     }
 

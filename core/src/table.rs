@@ -919,6 +919,11 @@ fn visit_prefix_in<V>(slots: &[Slot<V>], prefix: u32, mut visit: impl FnMut(u64,
     for dist in 0..n {
         let slot = &slots[index];
         if slot.tag == 0 {
+            if dist == 0 {
+                // No entry has its home here, but some may have theirs at the next slot.
+                index = if index + 1 == n { 0 } else { index + 1 };
+                continue;
+            }
             return;
         }
         let disp = displacement_of(index, slot.tag, n);
@@ -1454,6 +1459,53 @@ mod tests {
         t.visit_prefix(prefix, |_, _| count += 1);
         assert_eq!(count, 30);
         t.check_invariants();
+    }
+
+    #[test]
+    fn a_prefix_finds_keys_whose_home_is_past_the_prefix_s_home() {
+        // A prefix just below a multiple of 2^32 / n has its home at h, and a tag of it with
+        // large enough low bits has its home at h + 1; in a sparse table slot h is empty. One
+        // such key per multiple, among other keys or none.
+        for (capacity, others) in [
+            (1000u32, 0u32),
+            (1000, 900),
+            (50_000, 20_000),
+            (50_000, 49_000),
+        ] {
+            let mut t: Table<u64> = Table::new(capacity, SEED);
+            t.reserve(capacity as usize);
+            let n = t.slots() as u64;
+            for k in 1..=u64::from(others) {
+                t.insert(k, 0).unwrap();
+            }
+            let mut edge = Vec::new();
+            for multiple in 1..=(capacity as u64 - u64::from(others)).min(60) {
+                let p = (multiple << 32) / n;
+                let r = (multiple << 32) - p * n;
+                if r == 0 {
+                    continue;
+                }
+                let lo = (r << 32).div_ceil(n);
+                let tag = (p << 32) | lo;
+                assert_eq!(
+                    home_of(tag, n as usize),
+                    prefix_home(p as u32, n as usize) + 1
+                );
+                let key = t.key_of(tag);
+                t.insert(key, multiple).unwrap();
+                edge.push((p as u32, key, multiple));
+            }
+            assert!(edge.len() > 40);
+            for &(p, key, value) in &edge {
+                let mut found = Vec::new();
+                t.visit_prefix(p, |k, &v| found.push((k, v)));
+                assert_eq!(
+                    found,
+                    [(key, value)],
+                    "capacity {capacity}, {others} others"
+                );
+            }
+        }
     }
 
     #[test]
