@@ -271,24 +271,30 @@ macro_rules! slot_bytes {
         for i in 0..n {
             t.insert(key(i), [i; $words]).expect("room for n");
         }
-        // A stride coprime to n visits the keys in an order the hardware cannot predict.
-        let stride = 7_919 * 7_927;
         let mut at = 0u64;
         $group.bench_function(format!("batch_89_hit/{}B", 8 + 8 * $words), |b| {
-            b.iter(|| {
-                let batch: [u64; DATAGRAM_ENTRIES as usize] =
-                    std::array::from_fn(|k| key((at + k as u64 * stride) % n));
-                at = (at + DATAGRAM_ENTRIES * stride) % n;
-                for &k in &batch {
-                    t.prefetch(k);
-                }
-                let mut sum = 0;
-                for &k in &batch {
-                    sum += t.get(k).map_or(0, |v| v[0]);
-                }
-                black_box(sum)
-            })
+            b.iter(|| lookup_batch!(t, n, at))
         });
+    }};
+}
+
+/// One datagram's lookups in a full table `$t` of keys `0..$n`: its keys prefetched, then
+/// looked up, as `Shard::heartbeats` does; `$at` walks the keys by a stride coprime to `$n`,
+/// an order the hardware cannot predict. The sum of the values' first words.
+macro_rules! lookup_batch {
+    ($t:expr, $n:expr, $at:expr) => {{
+        let stride = 7_919 * 7_927;
+        let batch: [u64; DATAGRAM_ENTRIES as usize] =
+            std::array::from_fn(|k| key(($at + k as u64 * stride) % $n));
+        $at = ($at + DATAGRAM_ENTRIES * stride) % $n;
+        for &k in &batch {
+            $t.prefetch(k);
+        }
+        let mut sum = 0;
+        for &k in &batch {
+            sum += $t.get(k).map_or(0, |v| v[0]);
+        }
+        black_box(sum)
     }};
 }
 
@@ -310,23 +316,10 @@ fn max_load(group: &mut BenchmarkGroup<'_, WallTime>, n: u64, permille: u32) {
     advise(t.region(), Pages::Huge);
     fill(&mut t, 0..n);
     report(&format!("{permille} permille"), "full", &t);
-    let stride = 7_919 * 7_927;
     let mut at = 0u64;
     group.throughput(Throughput::Elements(DATAGRAM_ENTRIES));
     group.bench_function(format!("batch_89_hit/{permille}"), |b| {
-        b.iter(|| {
-            let batch: [u64; DATAGRAM_ENTRIES as usize] =
-                std::array::from_fn(|k| key((at + k as u64 * stride) % n));
-            at = (at + DATAGRAM_ENTRIES * stride) % n;
-            for &k in &batch {
-                t.prefetch(k);
-            }
-            let mut sum = 0;
-            for &k in &batch {
-                sum += t.get(k).map_or(0, |v| v[0]);
-            }
-            black_box(sum)
-        })
+        b.iter(|| lookup_batch!(t, n, at))
     });
     // A window of n live keys sliding by one: the oldest removed, a fresh one inserted.
     t.remove(key(0)).expect("present");
