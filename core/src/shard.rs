@@ -6,15 +6,16 @@
 //! ARCHITECTURE.md ("Presence rules").
 //!
 //! Hot path: a heartbeat of a known device only rewrites its deadline in the table; the user's
-//! one wheel timer stays where it is and, when it fires early, is re-checked and moved to the
-//! user's next real deadline (the delayed-trigger check). The wheel is touched only when a
-//! user's next deadline moves earlier (a new device, a state change, activity after a lapse).
+//! one timer (`crate::timers`: near entries, or the wheel for far ones) stays where it is and,
+//! when it fires early, is re-checked and moved to the user's next real deadline (the
+//! delayed-trigger check). The timers are touched only when a user's next deadline moves
+//! earlier (a new device, a state change, activity after a lapse).
 //!
 //! Back-off (ARCHITECTURE.md "Back-off under load"): while the daemon asks gateways for a
 //! longer heartbeat interval, [`Shard::set_deadline_extension`] makes every device's deadline
 //! that much later. The extension is applied when a timer fires (a device is expired only once
 //! `deadline + extension` has passed; a timer set before the extension is re-armed at the later
-//! tick), so changing it touches neither the table nor the wheel. Raising it takes effect at
+//! tick), so changing it touches neither the table nor the timers. Raising it takes effect at
 //! once; lowering it waits one whole extended timeout, so that a device which last heard the
 //! longer interval keeps the deadline it was promised.
 

@@ -109,7 +109,7 @@ pub struct CoreStats {
     pub clock_backwards: u64,
     /// Offline records dropped after `presence.last_seen_retention`.
     pub records_dropped: u64,
-    /// Wheel timers that fired (including early ones re-checked and moved).
+    /// Timers that fired, near and far (including early ones re-checked and moved).
     pub timers_fired: u64,
     /// Far timers (last-seen retention) moved down a level of the wheel as their time came.
     pub timers_cascaded: u64,
