@@ -31,9 +31,9 @@ use crate::timers::Timers;
 /// Timers fired per batch in `advance`.
 const FIRE_BATCH: usize = 32;
 
-/// Users a near timer's entry fires per probe of its prefix (more, sharing the prefix and due
-/// at the same tick, take another probe).
-const PREFIX_CANDIDATES: usize = 8;
+/// Records a near timer's probe may drop (retention ended) before it stops to drop them (the
+/// others due then, sharing its prefix, are fired by their own entries).
+const PREFIX_DROPS: usize = 8;
 
 /// Old table slots moved per `advance` while the table grows ([`Table::move_step`]): a few
 /// tens of microseconds a round, so a move of millions of slots ends within seconds of busy
@@ -448,36 +448,59 @@ impl Shard {
                 self.table.prefetch_prefix(prefix);
             }
             for &prefix in &prefixes[..n] {
-                let mut first = true;
-                loop {
-                    let mut users = [0u64; PREFIX_CANDIDATES];
-                    let mut found = 0;
-                    self.table.visit_prefix(prefix, |user, rec| {
-                        if found < PREFIX_CANDIDATES && rec.near_due_at(tick) {
-                            users[found] = user;
-                            found += 1;
-                        }
-                    });
-                    if first && found == 0 {
-                        self.stats.timers_stale += 1;
-                    }
-                    first = false;
-                    // Each fired user's timer is moved past `tick` or gone, so a further probe
-                    // finds only those the buffer had no room for.
-                    for &user in &users[..found] {
-                        self.fire(user, tick, wall_ms, out);
-                    }
-                    if found < PREFIX_CANDIDATES {
-                        break;
-                    }
-                }
+                self.fire_prefix(prefix, tick, wall_ms, out);
             }
         }
     }
 
-    /// The user's timer fired at tick `t`: expire, re-evaluate, reschedule or drop.
+    /// Fires, where the probe of `prefix` finds them, the users due at `tick` (a near entry's);
+    /// counts the entry stale if none is.
+    fn fire_prefix(&mut self, prefix: u32, tick: Tick, wall_ms: u64, out: &mut Vec<Transition>) {
+        let Shard {
+            table,
+            blocks,
+            timers,
+            stats,
+            retention_ticks,
+            extension_ticks,
+            ..
+        } = self;
+        // Records to drop once the probe is over (it must not move entries). A probe that
+        // fills this stops early: every user due at `tick` has an entry of its own there, and
+        // each probe fires one at least while any is left, so the tick's entries fire them all.
+        let mut drops = [0u64; PREFIX_DROPS];
+        let mut dropping = 0;
+        let mut fired = 0u64;
+        let mut firing = Firing {
+            blocks,
+            timers,
+            stats,
+            retention_ticks: *retention_ticks,
+            extension_ticks: *extension_ticks,
+            wall_ms,
+            out,
+        };
+        table.visit_prefix(prefix, |user, rec| {
+            if !rec.near_due_at(tick) {
+                return true;
+            }
+            fired += 1;
+            if firing.fire(rec, user, tick) {
+                drops[dropping] = user;
+                dropping += 1;
+            }
+            dropping < PREFIX_DROPS
+        });
+        for &user in &drops[..dropping] {
+            drop_record(table, stats, user);
+        }
+        if fired == 0 {
+            stats.timers_stale += 1;
+        }
+    }
+
+    /// The user's timer fired at tick `t` (a wheel timer: its record is looked up).
     fn fire(&mut self, user: u64, t: Tick, wall_ms: u64, out: &mut Vec<Transition>) {
-        self.stats.timers_fired += 1;
         let Shard {
             table,
             blocks,
@@ -490,18 +513,63 @@ impl Shard {
         let rec = table
             .get_mut(user)
             .expect("every timer belongs to a record");
+        let mut firing = Firing {
+            blocks,
+            timers,
+            stats,
+            retention_ticks: *retention_ticks,
+            extension_ticks: *extension_ticks,
+            wall_ms,
+            out,
+        };
+        if firing.fire(rec, user, t) {
+            drop_record(table, stats, user);
+        }
+    }
+}
+
+/// Removes a record whose retention ended ([`Firing::fire`] said so).
+fn drop_record(table: &mut Table<Record>, stats: &mut CoreStats, user: u64) {
+    table.remove(user);
+    stats.users -= 1;
+    stats.records_dropped += 1;
+}
+
+/// What firing a user's timer needs besides the record: the shard's parts but the table, so
+/// that a near timer's user is fired where the prefix probe found it.
+struct Firing<'a> {
+    blocks: &'a mut Blocks,
+    timers: &'a mut Timers,
+    stats: &'a mut CoreStats,
+    retention_ticks: u64,
+    extension_ticks: u64,
+    wall_ms: u64,
+    out: &'a mut Vec<Transition>,
+}
+
+impl Firing<'_> {
+    /// The user's timer fired at tick `t`: expire, re-evaluate, reschedule; `true` when the
+    /// record is to be dropped (retention ended), which the caller does.
+    fn fire(&mut self, rec: &mut Record, user: u64, t: Tick) -> bool {
+        let Firing {
+            blocks,
+            timers,
+            stats,
+            retention_ticks,
+            extension_ticks,
+            wall_ms,
+            out,
+        } = self;
+        stats.timers_fired += 1;
         rec.set_timer(Timer::None);
         let mut devices = Devices::new(rec, blocks);
         if devices.is_empty() {
             let drop_at = devices.rec.offline_since(t) + *retention_ticks;
             if drop_at <= t {
-                table.remove(user);
-                stats.users -= 1;
-                stats.records_dropped += 1;
-            } else {
-                timers.schedule(devices.rec, user, drop_at);
+                return true;
             }
-            return;
+            timers.schedule(devices.rec, user, drop_at);
+            return false;
         }
         let mut removed = 0;
         let mut extended = false;
@@ -533,7 +601,7 @@ impl Shard {
             user,
             prev,
             agg,
-            wall_ms,
+            *wall_ms,
             cause,
             false,
             out,
@@ -541,6 +609,7 @@ impl Shard {
         );
         let at = next_wake(&devices, t, *retention_ticks, *extension_ticks);
         timers.schedule(devices.rec, user, at);
+        false
     }
 }
 

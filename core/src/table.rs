@@ -335,16 +335,19 @@ impl<V: Copy + Zeroable> Table<V> {
     }
 
     /// Calls `visit` with the key and value of every entry whose tag begins with `prefix`
-    /// ([`Prefixer::prefix`]): a user's prefix finds it and the few others, if any, that share
-    /// it. Probes as a lookup does (a run of slots from the prefix's home), in both arrays
-    /// while the table grows.
-    pub fn visit_prefix(&self, prefix: u32, mut visit: impl FnMut(u64, &V)) {
+    /// ([`Prefixer::prefix`]), until it returns `false`: a user's prefix finds it and the few
+    /// others, if any, that share it. Probes as a lookup does (a run of slots from the
+    /// prefix's home), in both arrays while the table grows. `visit` may change the values,
+    /// not which keys are present.
+    pub fn visit_prefix(&mut self, prefix: u32, mut visit: impl FnMut(u64, &mut V) -> bool) {
         let (seed, salt) = (self.seed, self.salt);
-        let mut visit = |tag: u64, value: &V| visit(key_of(tag, seed, salt), value);
-        if let Some(old) = &self.old {
-            visit_prefix_in(&old.slots, prefix, &mut visit);
+        let mut visit = |tag: u64, value: &mut V| visit(key_of(tag, seed, salt), value);
+        if let Some(old) = &mut self.old {
+            if !visit_prefix_in(&mut old.slots, prefix, &mut visit) {
+                return;
+            }
         }
-        visit_prefix_in(&self.slots, prefix, &mut visit);
+        visit_prefix_in(&mut self.slots, prefix, &mut visit);
     }
 
     /// Starts loading the slots [`Table::visit_prefix`] reads first, as [`Table::prefetch`]
@@ -910,32 +913,37 @@ fn prefix_home(prefix: u32, n: usize) -> usize {
 }
 
 /// Calls `visit` with the tag and value of every entry of `slots` whose tag begins with
-/// `prefix`: in Robin Hood order they lie in the run of entries whose homes are the prefix's
-/// home or the next slot.
-fn visit_prefix_in<V>(slots: &[Slot<V>], prefix: u32, mut visit: impl FnMut(u64, &V)) {
+/// `prefix`, until it returns `false` (then returns `false`): in Robin Hood order they lie in
+/// the run of entries whose homes are the prefix's home or the next slot.
+fn visit_prefix_in<V>(
+    slots: &mut [Slot<V>],
+    prefix: u32,
+    mut visit: impl FnMut(u64, &mut V) -> bool,
+) -> bool {
     let n = slots.len();
     let mut index = prefix_home(prefix, n);
     // `dist`: slots from the prefix's home; an entry `dist − disp` slots past it has its home.
     for dist in 0..n {
-        let slot = &slots[index];
+        let slot = &mut slots[index];
         if slot.tag == 0 {
             if dist == 0 {
                 // No entry has its home here, but some may have theirs at the next slot.
                 index = if index + 1 == n { 0 } else { index + 1 };
                 continue;
             }
-            return;
+            return true;
         }
         let disp = displacement_of(index, slot.tag, n);
         if disp + 1 < dist {
             // Home two slots or more past the prefix's: so is every later one.
-            return;
+            return true;
         }
-        if disp <= dist && (slot.tag >> 32) as u32 == prefix {
-            visit(slot.tag, &slot.value);
+        if disp <= dist && (slot.tag >> 32) as u32 == prefix && !visit(slot.tag, &mut slot.value) {
+            return false;
         }
         index = if index + 1 == n { 0 } else { index + 1 };
     }
+    true
 }
 
 /// The key whose tag this is, under `seed` and its `salt`.
@@ -1407,7 +1415,10 @@ mod tests {
                 // The key's prefix finds it, with its value, among keys of that prefix only.
                 let prefix = t.prefixer().prefix(k);
                 let mut found = Vec::new();
-                t.visit_prefix(prefix, |key, &v| found.push((key, v)));
+                t.visit_prefix(prefix, |key, &mut v| {
+                    found.push((key, v));
+                    true
+                });
                 assert!(found
                     .iter()
                     .all(|&(key, _)| t.prefixer().prefix(key) == prefix));
@@ -1447,7 +1458,10 @@ mod tests {
             t.insert(k, 0).unwrap();
         }
         let mut found = Vec::new();
-        t.visit_prefix(prefix, |key, _| found.push(key));
+        t.visit_prefix(prefix, |key, _| {
+            found.push(key);
+            true
+        });
         found.sort_unstable();
         let mut want = shared.clone();
         want.sort_unstable();
@@ -1456,8 +1470,17 @@ mod tests {
             t.remove(k);
         }
         let mut count = 0;
-        t.visit_prefix(prefix, |_, _| count += 1);
+        t.visit_prefix(prefix, |_, _| {
+            count += 1;
+            true
+        });
         assert_eq!(count, 30);
+        // Stopped after the first: one visit more.
+        t.visit_prefix(prefix, |_, _| {
+            count += 1;
+            false
+        });
+        assert_eq!(count, 31);
         t.check_invariants();
     }
 
@@ -1498,7 +1521,10 @@ mod tests {
             assert!(edge.len() > 40);
             for &(p, key, value) in &edge {
                 let mut found = Vec::new();
-                t.visit_prefix(p, |k, &v| found.push((k, v)));
+                t.visit_prefix(p, |k, &mut v| {
+                    found.push((k, v));
+                    true
+                });
                 assert_eq!(
                     found,
                     [(key, value)],

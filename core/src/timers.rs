@@ -145,15 +145,17 @@ mod tests {
         shard.heartbeat(at(ms), &hb, &mut Vec::new());
     }
 
-    /// More users than one probe fires share a prefix (their entries name each other's
-    /// records): each goes offline at its own deadline, none early, none late.
+    /// Users sharing a prefix (their entries name each other's records): each goes offline at
+    /// its own deadline, none early, none late, and their records are dropped when their
+    /// retention ends, more of them at once than one probe drops.
     #[test]
     fn users_sharing_a_prefix_expire_at_their_own_deadlines() {
-        // Tick 10 ms, timeout 1.2 s.
+        // Tick 10 ms, timeout 1.2 s, last seen kept 2 s.
         let config = CoreConfig {
             tick_us: 10 * MS,
             heartbeat_interval_us: 1000 * MS,
             grace_us: 100 * MS,
+            last_seen_retention_us: 2_000 * MS,
             user_capacity: 100,
             multi_device_users: 8,
             ..CoreConfig::default()
@@ -188,6 +190,15 @@ mod tests {
         assert_eq!(out.len(), 20);
         // The first entry of each tick fired every user due: the others found none due.
         assert!(shard.stats().timers_stale >= 18, "{:?}", shard.stats());
+        // Retention ends at 3.2 s for ten of them, at 3.8 s for the others.
+        shard.advance(at(3_220), &mut out);
+        assert_eq!(shard.stats().records_dropped, 10);
+        assert!(users[10..].iter().all(|&u| shard.table.get(u).is_none()));
+        assert!(users[..10].iter().all(|&u| shard.table.get(u).is_some()));
+        shard.advance(at(3_820), &mut out);
+        assert_eq!(shard.stats().records_dropped, 20);
+        assert_eq!(shard.stats().users, 0);
+        assert_eq!(out.len(), 20);
     }
 
     /// A near timer moved earlier leaves its old entry stale; a far one (retention) is
