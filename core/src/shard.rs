@@ -456,30 +456,13 @@ impl Shard {
     /// Fires, where the probe of `prefix` finds them, the users due at `tick` (a near entry's);
     /// counts the entry stale if none is.
     fn fire_prefix(&mut self, prefix: u32, tick: Tick, wall_ms: u64, out: &mut Vec<Transition>) {
-        let Shard {
-            table,
-            blocks,
-            timers,
-            stats,
-            retention_ticks,
-            extension_ticks,
-            ..
-        } = self;
+        let (table, mut firing) = self.firing(wall_ms, out);
         // Records to drop once the probe is over (it must not move entries). A probe that
         // fills this stops early: every user due at `tick` has an entry of its own there, and
         // each probe fires one at least while any is left, so the tick's entries fire them all.
         let mut drops = [0u64; PREFIX_DROPS];
         let mut dropping = 0;
         let mut fired = 0u64;
-        let mut firing = Firing {
-            blocks,
-            timers,
-            stats,
-            retention_ticks: *retention_ticks,
-            extension_ticks: *extension_ticks,
-            wall_ms,
-            out,
-        };
         table.visit_prefix(prefix, |user, rec| {
             if !rec.near_due_at(tick) {
                 return true;
@@ -492,15 +475,30 @@ impl Shard {
             dropping < PREFIX_DROPS
         });
         for &user in &drops[..dropping] {
-            drop_record(table, stats, user);
+            drop_record(table, firing.stats, user);
         }
         if fired == 0 {
-            stats.timers_stale += 1;
+            firing.stats.timers_stale += 1;
         }
     }
 
     /// The user's timer fired at tick `t` (a wheel timer: its record is looked up).
     fn fire(&mut self, user: u64, t: Tick, wall_ms: u64, out: &mut Vec<Transition>) {
+        let (table, mut firing) = self.firing(wall_ms, out);
+        let rec = table
+            .get_mut(user)
+            .expect("every timer belongs to a record");
+        if firing.fire(rec, user, t) {
+            drop_record(table, firing.stats, user);
+        }
+    }
+
+    /// The table, and what firing timers needs besides it, borrowed apart.
+    fn firing<'a>(
+        &'a mut self,
+        wall_ms: u64,
+        out: &'a mut Vec<Transition>,
+    ) -> (&'a mut Table<Record>, Firing<'a>) {
         let Shard {
             table,
             blocks,
@@ -510,10 +508,7 @@ impl Shard {
             extension_ticks,
             ..
         } = self;
-        let rec = table
-            .get_mut(user)
-            .expect("every timer belongs to a record");
-        let mut firing = Firing {
+        let firing = Firing {
             blocks,
             timers,
             stats,
@@ -522,9 +517,7 @@ impl Shard {
             wall_ms,
             out,
         };
-        if firing.fire(rec, user, t) {
-            drop_record(table, stats, user);
-        }
+        (table, firing)
     }
 }
 
