@@ -162,6 +162,12 @@ impl Near {
         self.bits.next_busy(self.now)
     }
 
+    /// Moves the clock to `target` (if later), which no entry is due at or before.
+    pub fn advance_to(&mut self, target: Tick) {
+        debug_assert!(self.next_due().map_or(true, |t| t > target));
+        self.now = self.now.max(target);
+    }
+
     /// Takes up to `out.len()` entries of the earliest tick with any, if it is at or before
     /// `target`, and moves the clock to that tick; returns `(tick, count)`. With none due the
     /// clock moves to `target` (if later) and the count is 0. Entries filed while a tick's

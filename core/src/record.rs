@@ -129,8 +129,8 @@ pub enum Timer {
 pub struct Record {
     /// Version of the latest transition (0: none yet).
     pub version: u64,
-    /// Last seen (44 bits, 0 = unknown), aggregate, device count, and the inline device's
-    /// state, lapsed and restored flags.
+    /// Last seen (44 bits, 0 = unknown), aggregate, device count, the inline device's state,
+    /// lapsed and restored flags, and whether `timer` is a near timer's due tick.
     bits: u64,
     /// The user's one timer: a near timer's due tick when the `NEAR` bit is set, else a wheel
     /// timer's index or `NO_TIMER`.
