@@ -914,7 +914,8 @@ fn prefix_home(prefix: u32, n: usize) -> usize {
 
 /// Calls `visit` with the tag and value of every entry of `slots` whose tag begins with
 /// `prefix`, until it returns `false` (then returns `false`): in Robin Hood order they lie in
-/// the run of entries whose homes are the prefix's home or the next slot.
+/// the run of entries whose homes are the prefix's home, or the next slot for the few
+/// prefixes (about `n` in 2^32) whose tags straddle two homes.
 fn visit_prefix_in<V>(
     slots: &mut [Slot<V>],
     prefix: u32,
@@ -922,11 +923,13 @@ fn visit_prefix_in<V>(
 ) -> bool {
     let n = slots.len();
     let mut index = prefix_home(prefix, n);
+    // Homes of the prefix's tags past its first one's: 0, or 1 where a home begins among them.
+    let span = home_of((u64::from(prefix) << 32) | u64::from(u32::MAX), n) - index;
     // `dist`: slots from the prefix's home; an entry `dist − disp` slots past it has its home.
     for dist in 0..n {
         let slot = &mut slots[index];
         if slot.tag == 0 {
-            if dist == 0 {
+            if dist < span {
                 // No entry has its home here, but some may have theirs at the next slot.
                 index = if index + 1 == n { 0 } else { index + 1 };
                 continue;
@@ -934,8 +937,8 @@ fn visit_prefix_in<V>(
             return true;
         }
         let disp = displacement_of(index, slot.tag, n);
-        if disp + 1 < dist {
-            // Home two slots or more past the prefix's: so is every later one.
+        if disp + span < dist {
+            // Home past the prefix's last: so is every later one.
             return true;
         }
         if disp <= dist && (slot.tag >> 32) as u32 == prefix && !visit(slot.tag, &mut slot.value) {
