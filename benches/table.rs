@@ -13,7 +13,7 @@
 //! - `insert_churn` / `remove_churn`: the table slides a window of n − n/10 .. n live keys:
 //!   inserts of fresh keys and removals of the oldest ones, so the fill stays at 90–100%.
 //! - `table/slot_bytes_1M`: the shard's lookup pattern (a datagram's 89 keys prefetched, then
-//!   looked up) in full tables of 1M entries (load 7/8) whose slots are 24, 32, 40 (the
+//!   looked up) in full tables of 1M entries (load 7/8) whose slots are 24, 32, 36, 40 (the
 //!   daemon's: an 8-byte tag and the 32-byte record) and 48 bytes: what smaller slots would buy
 //!   a shard (issue 13, "Memory and per-core speed"). Times are per 89-key batch.
 //! - `table/max_load_1M`: the same batched lookups, and a removal plus an insert (the churn of
@@ -260,19 +260,20 @@ fn churn(
 /// Keys a heartbeat datagram carries at most.
 const DATAGRAM_ENTRIES: u64 = presenced_wire::MAX_ENTRIES as u64;
 
-/// Batched lookups, as a shard makes them, in a full table of `n` entries with `$words`-word
-/// values (a macro: the table's value bound is `bytemuck::Zeroable`, not a dependency here).
+/// Batched lookups, as a shard makes them, in a full table of `n` entries with values of
+/// `$words` 4-byte words (a macro: the table's value bound is `bytemuck::Zeroable`, not a
+/// dependency here). A slot is the 8-byte tag and the value, aligned to 4.
 macro_rules! slot_bytes {
     ($group:expr, $n:expr, $words:literal) => {{
         let n: u64 = $n;
-        let mut t = Table::<[u64; $words]>::new(n as u32, TABLE_SEED);
+        let mut t = Table::<[u32; $words]>::new(n as u32, TABLE_SEED);
         t.reserve(n as usize);
         advise(t.region(), Pages::Huge);
         for i in 0..n {
-            t.insert(key(i), [i; $words]).expect("room for n");
+            t.insert(key(i), [i as u32; $words]).expect("room for n");
         }
         let mut at = 0u64;
-        $group.bench_function(format!("batch_89_hit/{}B", 8 + 8 * $words), |b| {
+        $group.bench_function(format!("batch_89_hit/{}B", 8 + 4 * $words), |b| {
             b.iter(|| lookup_batch!(t, n, at))
         });
     }};
@@ -292,7 +293,7 @@ macro_rules! lookup_batch {
         }
         let mut sum = 0;
         for &k in &batch {
-            sum += $t.get(k).map_or(0, |v| v[0]);
+            sum += $t.get(k).map_or(0, |v| u64::from(v[0]));
         }
         black_box(sum)
     }};
@@ -302,10 +303,11 @@ fn slot_sizes(c: &mut Criterion) {
     let n = 1_000_000;
     let mut group = c.benchmark_group("table/slot_bytes_1M");
     group.throughput(Throughput::Elements(DATAGRAM_ENTRIES));
-    slot_bytes!(group, n, 2);
-    slot_bytes!(group, n, 3);
     slot_bytes!(group, n, 4);
-    slot_bytes!(group, n, 5);
+    slot_bytes!(group, n, 6);
+    slot_bytes!(group, n, 7);
+    slot_bytes!(group, n, 8);
+    slot_bytes!(group, n, 10);
     group.finish();
 }
 

@@ -90,13 +90,35 @@ pub struct ProbeStats {
 #[derive(Clone, Copy)]
 struct Slot<V> {
     /// `0` = empty; otherwise the tag of the key stored here (see the module docs).
-    tag: u64,
+    tag: Tag,
     /// Meaningless (a stale or zero value) when the slot is empty.
     value: V,
 }
 
-// SAFETY: a slot is a `u64` and a `V`, and all-zero bytes are a valid `V` (`V: Zeroable`).
+// SAFETY: a slot is a `Tag` (two `u32`s) and a `V`, and all-zero bytes are a valid `V`
+// (`V: Zeroable`).
 unsafe impl<V: Zeroable> Zeroable for Slot<V> {}
+
+/// A slot's `u64` tag kept as two `u32` halves, so that a slot is only as aligned as its value
+/// needs: a 28-byte value makes a 36-byte slot, not a 40-byte one (an `u64` would align it to
+/// 8). Loads and stores compile to one 8-byte access.
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct Tag([u32; 2]);
+
+const _: () = assert!(std::mem::align_of::<Tag>() == 4 && std::mem::size_of::<Tag>() == 8);
+
+impl Tag {
+    #[inline(always)]
+    fn get(self) -> u64 {
+        u64::from(self.0[0]) | (u64::from(self.0[1]) << 32)
+    }
+
+    #[inline(always)]
+    fn new(tag: u64) -> Tag {
+        Tag([tag as u32, (tag >> 32) as u32])
+    }
+}
 
 /// Where a probe for a tag ended.
 enum Probe {
@@ -125,7 +147,7 @@ fn prefetch<V>(slot: &Slot<V>) {
         unsafe { _mm_prefetch::<_MM_HINT_T0>(std::ptr::from_ref(slot).cast::<i8>()) };
     }
     #[cfg(not(target_arch = "x86_64"))]
-    std::hint::black_box(slot.tag);
+    std::hint::black_box(slot.tag.get());
 }
 
 /// Starts loading the slots a probe from `home` reads: ~3.5 slots past home on average at
@@ -525,15 +547,15 @@ impl<V: Copy + Zeroable> Table<V> {
             let slot = old.slots[i];
             old.moved += 1;
             stepped += 1;
-            if slot.tag == 0 {
+            if slot.tag.get() == 0 {
                 // Between clusters: the only place a step may end.
                 if stepped >= max_slots {
                     break;
                 }
                 continue;
             }
-            old.slots[i].tag = 0;
-            let (index, dist) = vacancy(slots, slot.tag);
+            old.slots[i].tag = Tag::new(0);
+            let (index, dist) = vacancy(slots, slot.tag.get());
             place(
                 slots,
                 (index, dist),
@@ -571,8 +593,8 @@ impl<V: Copy + Zeroable> Table<V> {
     pub fn iter(&self) -> impl Iterator<Item = (u64, &V)> + '_ {
         let old = self.old.iter().flat_map(|old| old.slots.iter());
         old.chain(self.slots.iter())
-            .filter(|s| s.tag != 0)
-            .map(move |s| (self.key_of(s.tag), &s.value))
+            .filter(|s| s.tag.get() != 0)
+            .map(move |s| (self.key_of(s.tag.get()), &s.value))
     }
 
     /// Starts a pass over every entry present now that inserts and removals may interleave
@@ -609,8 +631,8 @@ impl<V: Copy + Zeroable> Table<V> {
         }
         let end = cursor.saturating_add(max_slots).min(self.slots.len());
         for slot in &self.slots[cursor..end] {
-            if slot.tag != 0 {
-                visit(self.key_of(slot.tag), &slot.value);
+            if slot.tag.get() != 0 {
+                visit(self.key_of(slot.tag.get()), &slot.value);
             }
         }
         if end < self.slots.len() {
@@ -643,8 +665,8 @@ impl<V: Copy + Zeroable> Table<V> {
         let old = self.old.as_ref().map(|old| &old.slots[..]);
         for slots in old.into_iter().chain([&self.slots[..]]) {
             for (i, s) in slots.iter().enumerate() {
-                if s.tag != 0 {
-                    let d = displacement_of(i, s.tag, slots.len());
+                if s.tag.get() != 0 {
+                    let d = displacement_of(i, s.tag.get(), slots.len());
                     if d >= histogram.len() {
                         histogram.resize(d + 1, 0);
                     }
@@ -704,26 +726,27 @@ impl<V: Copy + Zeroable> Table<V> {
             let m = old.slots.len();
             assert!(old.moved < m, "a finished move is kept");
             assert_eq!(
-                old.slots[old.start].tag, 0,
+                old.slots[old.start].tag.get(),
+                0,
                 "the move starts at a full slot"
             );
             for k in 0..old.moved {
                 assert_eq!(
-                    old.slots[(old.start + k) % m].tag,
+                    old.slots[(old.start + k) % m].tag.get(),
                     0,
                     "moved slot not empty"
                 );
             }
             for (i, s) in old.slots.iter().enumerate() {
-                if s.tag != 0 {
-                    let home = home_of(s.tag, m);
+                if s.tag.get() != 0 {
+                    let home = home_of(s.tag.get(), m);
                     assert!(!old.moved_home(home), "old slot {i}: its home has moved");
                     assert!(
-                        matches!(self.find(s.tag), Where::Old(j) if j == i),
+                        matches!(self.find(s.tag.get()), Where::Old(j) if j == i),
                         "old slot {i}: not reachable"
                     );
                     assert!(
-                        matches!(probe_in(&self.slots, s.tag), Probe::Vacant { .. }),
+                        matches!(probe_in(&self.slots, s.tag.get()), Probe::Vacant { .. }),
                         "old slot {i}: also in the new array"
                     );
                 }
@@ -739,11 +762,11 @@ impl<V: Copy + Zeroable> Table<V> {
         let n = slots.len();
         let mut count = 0;
         for (i, s) in slots.iter().enumerate() {
-            if s.tag == 0 {
+            if s.tag.get() == 0 {
                 continue;
             }
             count += 1;
-            let d = displacement_of(i, s.tag, n);
+            let d = displacement_of(i, s.tag.get(), n);
             assert!(
                 d <= self.max_probe_seen,
                 "slot {i}: displacement {d} > max seen"
@@ -751,20 +774,24 @@ impl<V: Copy + Zeroable> Table<V> {
             if d > 0 {
                 let prev = &slots[(i + n - 1) % n];
                 assert!(
-                    prev.tag != 0,
+                    prev.tag.get() != 0,
                     "slot {i}: displaced by {d} after an empty slot"
                 );
-                let pd = displacement_of((i + n - 1) % n, prev.tag, n);
+                let pd = displacement_of((i + n - 1) % n, prev.tag.get(), n);
                 assert!(
                     d <= pd + 1,
                     "slot {i}: displacement {d} after {pd} (Robin Hood)"
                 );
             }
-            let key = self.key_of(s.tag);
+            let key = self.key_of(s.tag.get());
             assert_ne!(key, 0);
-            assert_eq!(self.tag(key), s.tag, "slot {i}: tag does not round-trip");
+            assert_eq!(
+                self.tag(key),
+                s.tag.get(),
+                "slot {i}: tag does not round-trip"
+            );
             assert!(
-                matches!(probe_in(slots, s.tag), Probe::Found(j) if j == i),
+                matches!(probe_in(slots, s.tag.get()), Probe::Found(j) if j == i),
                 "slot {i}: key {key} not reachable"
             );
         }
@@ -858,7 +885,7 @@ impl<V: Copy + Zeroable> Table<V> {
             sweep.late.clear();
         }
         // There is always an empty slot (the load was at most 95 %).
-        let start = old.iter().position(|s| s.tag == 0).unwrap_or(0);
+        let start = old.iter().position(|s| s.tag.get() == 0).unwrap_or(0);
         self.old = Some(Old {
             slots: old,
             start,
@@ -872,7 +899,10 @@ impl<V: Copy + Zeroable> Table<V> {
         place(
             &mut self.slots,
             (index, dist),
-            Slot { tag, value },
+            Slot {
+                tag: Tag::new(tag),
+                value,
+            },
             self.sweep.as_mut(),
             &mut self.max_probe_seen,
             (self.seed, self.salt),
@@ -928,7 +958,7 @@ fn visit_prefix_in<V>(
     // `dist`: slots from the prefix's home; an entry `dist − disp` slots past it has its home.
     for dist in 0..n {
         let slot = &mut slots[index];
-        if slot.tag == 0 {
+        if slot.tag.get() == 0 {
             if dist < span {
                 // No entry has its home here, but some may have theirs at the next slot.
                 index = if index + 1 == n { 0 } else { index + 1 };
@@ -936,12 +966,15 @@ fn visit_prefix_in<V>(
             }
             return true;
         }
-        let disp = displacement_of(index, slot.tag, n);
+        let disp = displacement_of(index, slot.tag.get(), n);
         if disp + span < dist {
             // Home past the prefix's last: so is every later one.
             return true;
         }
-        if disp <= dist && (slot.tag >> 32) as u32 == prefix && !visit(slot.tag, &mut slot.value) {
+        if disp <= dist
+            && (slot.tag.get() >> 32) as u32 == prefix
+            && !visit(slot.tag.get(), &mut slot.value)
+        {
             return false;
         }
         index = if index + 1 == n { 0 } else { index + 1 };
@@ -963,7 +996,7 @@ fn probe_in<V>(slots: &[Slot<V>], tag: u64) -> Probe {
     let mut index = home_of(tag, n);
     let mut dist = 0;
     loop {
-        let t = slots[index].tag;
+        let t = slots[index].tag.get();
         if t == tag {
             return Probe::Found(index);
         }
@@ -998,9 +1031,9 @@ fn place<V: Copy>(
 ) {
     let n = slots.len();
     let mut max = dist;
-    if slots[index].tag != 0 {
+    if slots[index].tag.get() != 0 {
         let mut empty = if index + 1 == n { 0 } else { index + 1 };
-        while slots[empty].tag != 0 {
+        while slots[empty].tag.get() != 0 {
             empty = if empty + 1 == n { 0 } else { empty + 1 };
         }
         // Shift [index, empty) right by one, last first; each moved entry is one slot farther
@@ -1010,13 +1043,13 @@ fn place<V: Copy>(
             let prev = if j == 0 { n - 1 } else { j - 1 };
             let moved = slots[prev];
             slots[j] = moved;
-            max = max.max(displacement_of(j, moved.tag, n));
+            max = max.max(displacement_of(j, moved.tag.get(), n));
             j = prev;
         }
         if empty < index {
             // The run wrapped: the last slot's entry now sits in slot 0.
             if let Some(sweep) = sweep.filter(|s| s.cursor > 0 && s.cursor < n) {
-                sweep.late.push(key_of(slots[0].tag, seed, salt));
+                sweep.late.push(key_of(slots[0].tag.get(), seed, salt));
             }
         }
     }
@@ -1039,7 +1072,7 @@ fn shift_back<V: Copy>(
     let n = slots.len();
     loop {
         let next = if hole + 1 == n { 0 } else { hole + 1 };
-        let tag = slots[next].tag;
+        let tag = slots[next].tag.get();
         if tag == 0 || displacement_of(next, tag, n) == 0 {
             break;
         }
@@ -1052,7 +1085,7 @@ fn shift_back<V: Copy>(
         slots[hole] = slots[next];
         hole = next;
     }
-    slots[hole].tag = 0;
+    slots[hole].tag = Tag::new(0);
 }
 
 /// The entry count at which a table of `slots` (of `full` at full size) grows: past `load`
