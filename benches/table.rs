@@ -1,4 +1,4 @@
-//! Criterion benches of the presence table with a 32-byte value (the size of a user record),
+//! Criterion benches of the presence table with a 28-byte value (the size of a user record),
 //! at 1M and 10M entries in tables sized to hold exactly that many (`capacity = n`).
 //!
 //! - `insert_empty`: insert n keys into an empty table (mean cost over fills 0 → 100%), which
@@ -13,11 +13,11 @@
 //! - `insert_churn` / `remove_churn`: the table slides a window of n − n/10 .. n live keys:
 //!   inserts of fresh keys and removals of the oldest ones, so the fill stays at 90–100%.
 //! - `table/slot_bytes_1M`: the shard's lookup pattern (a datagram's 89 keys prefetched, then
-//!   looked up) in full tables of 1M entries (load 7/8) whose slots are 24, 32, 36, 40 (the
-//!   daemon's: an 8-byte tag and the 32-byte record) and 48 bytes: what smaller slots would buy
-//!   a shard (issue 13, "Memory and per-core speed"). Times are per 89-key batch.
+//!   looked up) in full tables of 1M entries (load 7/8) whose slots are 24, 32, 36 (the
+//!   daemon's: an 8-byte tag and the 28-byte record), 40 and 48 bytes: what slot sizes cost a
+//!   shard (issue 13, "Memory and per-core speed"). Times are per 89-key batch.
 //! - `table/max_load_1M`: the same batched lookups, and a removal plus an insert (the churn of
-//!   a full shard), in tables of 1M 40-byte slots filled to 875 ‰ (the default, 7/8), 920 ‰
+//!   a full shard), in tables of 1M 36-byte slots filled to 875 ‰ (the default, 7/8), 920 ‰
 //!   and 950 ‰ (`presence.table_max_load_permille`): what a denser table costs a shard.
 //!
 //! Keys are `fmix64(i + 1)` (distinct, nonzero, random-looking), computed inside the timed
@@ -34,8 +34,8 @@ use presenced::memory::{advise, Pages};
 use presenced_core::shard::MOVE_SLOTS_PER_ROUND;
 use presenced_core::table::{grown, Table};
 
-/// Stand-in for the 32-byte `#[repr(C)]` user record.
-type Record = [u64; 4];
+/// Stand-in for the 28-byte `#[repr(C)]` user record (aligned to 4: a 36-byte slot).
+type Record = [u32; 7];
 
 const TABLE_SEED: u64 = 0x5eed_0f9e_5ece_5d00;
 
@@ -52,7 +52,8 @@ fn key(i: u64) -> u64 {
 
 #[inline]
 fn record(i: u64) -> Record {
-    [i, !i, i.rotate_left(17), 1]
+    let i = i as u32;
+    [i, !i, i.rotate_left(17), 1, i, !i, 2]
 }
 
 /// An empty table. The daemon advises huge pages for each array the table grows into; here
@@ -311,7 +312,7 @@ fn slot_sizes(c: &mut Criterion) {
     group.finish();
 }
 
-/// Batched lookups and churn in a full table of `n` 40-byte slots filled to `permille`.
+/// Batched lookups and churn in a full table of `n` 36-byte slots filled to `permille`.
 fn max_load(group: &mut BenchmarkGroup<'_, WallTime>, n: u64, permille: u32) {
     let mut t = Table::<Record>::try_with_load(n as u32, TABLE_SEED, 1, permille).unwrap();
     t.reserve(n as usize);

@@ -10,7 +10,7 @@
 
 use crate::ingest::allow::{Cidr, MAX_ALLOW_ENTRIES, MAX_KERNEL_BLOCKS};
 use crate::link::LinkLimits;
-use presenced_core::config::{CoreConfig, MAX_DEVICES_LIMIT};
+use presenced_core::config::{CoreConfig, DEVICE_HORIZON_TICKS, MAX_DEVICES_LIMIT};
 use presenced_node::auth::sources::SourceLimits;
 use presenced_node::backoff::BackoffConfig;
 use presenced_wire::link::{Timings, MIN_MAX_FRAME_LEN};
@@ -267,11 +267,12 @@ settings! {
         /// How often gateways send each live device's heartbeat.
         heartbeat_interval: Duration = secs(20), range ms(1)..=hours(1);
         /// Allowance for delay and jitter: a device is offline after heartbeat_interval +
-        /// 2 × grace of silence.
+        /// 2 × grace of silence (under 2^20 ticks: 2.9 h at a 10 ms tick).
         grace: Duration = secs(12), range secs(0)..=hours(1);
-        /// A device with no activity flag for this long is idle (at most 2^30 ticks).
-        idle_after: Duration = mins(5), range ms(1)..=days(49);
-        /// How long an offline user's last seen is kept (at most 2^30 ticks).
+        /// A device with no activity flag for this long is idle (under 2^20 ticks: 2.9 h at
+        /// a 10 ms tick, 12 days at the longest tick).
+        idle_after: Duration = mins(5), range ms(1)..=days(12);
+        /// How long an offline user's last seen is kept (under 2^30 ticks).
         last_seen_retention: Duration = days(30), range secs(0)..=days(3650);
         /// Users (online or remembered) one shard holds; new users beyond it are refused and
         /// counted.
@@ -283,7 +284,7 @@ settings! {
         /// counted.
         multi_device_users: Option<u32> = None, range AutoOr(0..=1 << 30);
         /// The most of its slots a shard's presence table fills, thousandths: 875 (7/8)
-        /// costs 45.7 bytes of table an online user, 920 costs 43.5 for ~14 % fewer
+        /// costs 41.1 bytes of table an online user, 920 costs 39.1 for ~14 % fewer
         /// heartbeats a shard takes (benches/README.md, "Near timers").
         table_max_load_permille: u32 = 875, range 500..=950;
     }
@@ -548,20 +549,24 @@ impl Settings {
         }
         self.cluster.validate(&self.ingest, &self.link)?;
         let core = self.presence.core_config()?;
-        // The longest deadline back-off makes must fit the core's horizon.
-        let extended = CoreConfig {
-            heartbeat_interval_us: u64::try_from(
-                self.ingest.backoff_interval_for(&self.presence).as_micros(),
-            )
-            .unwrap_or(u64::MAX),
-            ..core
-        };
-        extended.validate().map_err(|e| {
-            error(
+        // The longest deadline back-off makes must fit a device's horizon: the timeout grows
+        // in proportion to the interval asked (`ShardNode`'s extension, rounded up to a tick),
+        // and the shard keeps two ticks of room: four ticks cover both.
+        let asked_us = self.ingest.backoff_interval_for(&self.presence).as_micros();
+        let extended_us = u128::from(core.timeout_us()) * asked_us
+            / u128::from(core.heartbeat_interval_us.max(1));
+        let ticks = extended_us / u128::from(core.tick_us) + 4;
+        if self.ingest.backoff && ticks >= u128::from(DEVICE_HORIZON_TICKS) {
+            return Err(error(
                 "ingest.backoff_interval",
-                format!("gives deadlines too far ahead: {}", e.problem),
-            )
-        })?;
+                format!(
+                    "stretches the timeout to {ticks} ticks of {} µs; at most 2^20 ticks are \
+                     allowed: shorten it (or presence.idle_after, which bounds it) or raise \
+                     presence.tick",
+                    core.tick_us
+                ),
+            ));
+        }
         Ok(())
     }
 
@@ -2119,6 +2124,31 @@ mod tests {
         assert!(toml::from_str::<Settings>("[x]\ny = 1").is_err());
     }
 
+    /// A device's ticks wrap in 22 bits: its timeout, its idle window and the timeout back-off
+    /// stretches it to stay under 2^20 ticks (5,243 s at a 5 ms tick).
+    #[test]
+    fn device_horizons_are_refused_by_key() {
+        assert_eq!(
+            key_of(&["presence.tick=5ms", "presence.idle_after=88m"]),
+            "presence.idle_after"
+        );
+        let fits = ["presence.tick=5ms", "presence.idle_after=87m"];
+        build(&fits).unwrap();
+        // 20 s + 2 × 12 s stretched by 43 min ÷ 20 s: 5,676 s.
+        assert_eq!(
+            key_of(&[fits[0], fits[1], "ingest.backoff_interval=43m"]),
+            "ingest.backoff_interval"
+        );
+        build(&[fits[0], fits[1], "ingest.backoff_interval=30m"]).unwrap();
+        build(&[
+            fits[0],
+            fits[1],
+            "ingest.backoff_interval=43m",
+            "ingest.backoff=false",
+        ])
+        .unwrap();
+    }
+
     #[test]
     fn clamped_values_are_refused() {
         // The shard's batch array holds bus::MAX_BATCH entries: more is an error, not a clamp.
@@ -2134,13 +2164,14 @@ mod tests {
             key_of(&["shards.cross_shard_batch=0"]),
             "shards.cross_shard_batch"
         );
-        // WELCOME carries idle_after in milliseconds in a u32 (49.7 days).
+        // A device's idle window stays under 2^20 ticks: 12 days at the longest tick (and
+        // WELCOME's u32 of milliseconds, 49.7 days, holds it).
         assert_eq!(
-            key_of(&["presence.tick=1s", "presence.idle_after=50d"]),
+            key_of(&["presence.tick=1s", "presence.idle_after=13d"]),
             "presence.idle_after"
         );
-        let s = build(&["presence.tick=1s", "presence.idle_after=49d"]).unwrap();
-        assert_eq!(s.presence.wire_timings().idle_after_ms, 49 * 86_400_000);
+        let s = build(&["presence.tick=1s", "presence.idle_after=12d"]).unwrap();
+        assert_eq!(s.presence.wire_timings().idle_after_ms, 12 * 86_400_000);
     }
 
     #[test]

@@ -5,9 +5,14 @@ use std::fmt;
 /// Largest allowed `max_devices_per_user` (the device count lives in 5 bits of a record).
 pub const MAX_DEVICES_LIMIT: u8 = 31;
 
-/// Largest horizon, in ticks, of any timer (deadline, idle, retention): deadlines are stored
-/// as 32-bit tick numbers compared with wrapping arithmetic.
+/// Largest horizon, in ticks, of any timer (deadline, idle, retention): ticks are stored in at
+/// most 32 bits and compared with wrapping arithmetic.
 pub const MAX_HORIZON_TICKS: u64 = 1 << 30;
+
+/// Largest horizon, in ticks, of a device's timers: its timeout with any back-off extension,
+/// and its idle window. A record keeps its one device's ticks in 22 bits each
+/// (`crate::record`), so that a slot is 36 bytes.
+pub const DEVICE_HORIZON_TICKS: u64 = 1 << 20;
 
 /// Timings and limits of one shard's presence core.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -102,16 +107,31 @@ impl CoreConfig {
         if self.idle_after_us == 0 {
             return err("idle_after", "is 0; use a positive duration".to_string());
         }
-        for (key, us) in [
-            ("idle_after", self.idle_after_us),
-            ("last_seen_retention", self.last_seen_retention_us),
-            ("heartbeat_interval", self.timeout_us()),
+        for (key, us, max_ticks, max) in [
+            (
+                "idle_after",
+                self.idle_after_us,
+                DEVICE_HORIZON_TICKS,
+                "2^20",
+            ),
+            (
+                "last_seen_retention",
+                self.last_seen_retention_us,
+                MAX_HORIZON_TICKS,
+                "2^30",
+            ),
+            (
+                "heartbeat_interval",
+                self.timeout_us(),
+                DEVICE_HORIZON_TICKS,
+                "2^20",
+            ),
         ] {
-            if us / self.tick_us >= MAX_HORIZON_TICKS {
+            if us / self.tick_us >= max_ticks {
                 return err(
                     key,
                     format!(
-                        "spans {} ticks of {} µs; at most 2^30 ticks are allowed: shorten it or raise `tick`",
+                        "spans {} ticks of {} µs; at most {max} ticks are allowed: shorten it or raise `tick`",
                         us / self.tick_us,
                         self.tick_us
                     ),
@@ -155,5 +175,51 @@ impl CoreConfig {
             );
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A device's timeout and idle window stay under the device horizon, retention under the
+    /// wider one; the error names the key.
+    #[test]
+    fn horizons_are_refused_by_key() {
+        let tick_us = CoreConfig::default().tick_us;
+        assert_eq!(CoreConfig::default().validate(), Ok(()));
+        let longest = CoreConfig {
+            idle_after_us: (DEVICE_HORIZON_TICKS - 1) * tick_us,
+            heartbeat_interval_us: 3_600_000_000,
+            grace_us: ((DEVICE_HORIZON_TICKS - 1) * tick_us - 3_600_000_000) / 2,
+            last_seen_retention_us: (MAX_HORIZON_TICKS - 1) * tick_us,
+            ..CoreConfig::default()
+        };
+        assert_eq!(longest.validate(), Ok(()));
+        for (config, key) in [
+            (
+                CoreConfig {
+                    idle_after_us: DEVICE_HORIZON_TICKS * tick_us,
+                    ..longest.clone()
+                },
+                "idle_after",
+            ),
+            (
+                CoreConfig {
+                    grace_us: longest.grace_us + tick_us,
+                    ..longest.clone()
+                },
+                "heartbeat_interval",
+            ),
+            (
+                CoreConfig {
+                    last_seen_retention_us: MAX_HORIZON_TICKS * tick_us,
+                    ..longest.clone()
+                },
+                "last_seen_retention",
+            ),
+        ] {
+            assert_eq!(config.validate().map_err(|e| e.key), Err(key));
+        }
     }
 }

@@ -79,10 +79,10 @@ impl Shard {
             ..
         } = self;
         let (rec, created) = table.get_or_insert_with(saved.user, Record::new)?;
-        let mut devices = Devices::new(rec, blocks);
+        let mut devices = Devices::new(rec, blocks, n);
         stats.devices -= devices.len() as u64;
         devices.clear();
-        devices.rec.version = saved.version;
+        devices.rec.set_version(saved.version);
         if let Some(ms) = saved.last_seen_ms {
             devices.rec.set_last_seen(ms);
         }
@@ -151,17 +151,17 @@ impl Shard {
             ..
         } = self;
         let (rec, created) = table.get_or_insert_with(t.user, Record::new)?;
-        if !created && t.version <= rec.version {
+        if !created && t.version <= rec.version() {
             return Ok(false);
         }
         if created {
             stats.users += 1;
         }
-        rec.version = t.version;
+        rec.set_version(t.version);
         if t.seen {
             rec.set_last_seen(t.at_ms);
         }
-        let mut devices = Devices::new(rec, blocks);
+        let mut devices = Devices::new(rec, blocks, n);
         let keeps = !devices.is_empty() && devices.rec.aggregate().public() == t.state;
         if !keeps {
             stats.devices -= devices.len() as u64;
@@ -248,9 +248,9 @@ fn save(
     } else {
         0
     };
-    let mut saved = SavedUser::new(user, rec.version, rec.last_seen(), offline_since_ms);
+    let mut saved = SavedUser::new(user, rec.version(), rec.last_seen(), offline_since_ms);
     for i in 0..count {
-        let d = device_of(rec, blocks, i);
+        let d = device_of(rec, blocks, i, n);
         saved.push(SavedDevice {
             id: d.id,
             state: d.state,

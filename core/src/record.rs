@@ -1,18 +1,24 @@
 //! The per-user record stored in the presence table, and the overflow blocks for users with
 //! two devices or more.
 //!
-//! A record is 32 bytes (40 with its key in the table). A user with one device keeps it inline;
-//! a user with more moves all of them into one overflow block of `max_devices_per_user` devices.
-//! Ticks are stored in 32 bits and widened against the current tick: every stored tick lies
-//! within 2^30 ticks of now (the config enforces it, and stale activity ticks are flagged).
+//! A record is 28 bytes (36 with its key in the table: the table aligns a slot to 4). A user
+//! with one device keeps it inline; a user with more moves all of them into one overflow block
+//! of `max_devices_per_user` devices. Ticks are stored in fewer bits than a tick has and
+//! widened against the current tick: a went-offline tick in 32 bits (within 2^30 ticks of now:
+//! the config bounds retention), a near timer's due tick in 31, and the inline device's
+//! deadline and activity-window end in 22 each (within 2^20 ticks of now: the config bounds
+//! every timeout, back-off extension and idle window by [`crate::config::DEVICE_HORIZON_TICKS`],
+//! and an activity window that has passed is flagged lapsed, its tick no longer read).
 
 use crate::clock::Tick;
 use crate::event::PublicState;
 use crate::slab::OutOfMemory;
 use bytemuck::Zeroable;
 
-/// Marks "no timer" in a record.
-const NO_TIMER: u32 = u32::MAX;
+/// Marks "no timer" in a record (no wheel index reaches it: capacities are at most 2^30).
+const NO_TIMER: u32 = (1 << 31) - 1;
+/// The timer word's flag for a near timer (its low 31 bits are the due tick's).
+const NEAR_FLAG: u32 = 1 << 31;
 /// Largest wall-clock value a record stores: 2^44 − 1 ms, in the year 2527.
 pub const MAX_WALL_MS: u64 = (1 << 44) - 1;
 
@@ -98,52 +104,86 @@ impl Device {
 
 /// Rebuilds a full tick from its low 32 bits, given a tick within 2^31 of it.
 pub fn widen(stored: u32, near: Tick) -> Tick {
-    let delta = stored.wrapping_sub(near as u32) as i32 as i64;
-    (near as i64 + delta) as Tick
+    widen_low(stored, 32, near)
 }
 
-// Layout of `Record::bits`.
-const SEEN_BITS: u32 = 44;
-const SEEN_MASK: u64 = (1 << SEEN_BITS) - 1;
-const AGG_SHIFT: u32 = 44; // 2 bits
-const NDEV_SHIFT: u32 = 46; // 5 bits
-const DEV_STATE_SHIFT: u32 = 51; // 2 bits: inline device state
-const DEV_LAPSED_SHIFT: u32 = 53; // 1 bit: inline device lapsed
-const DEV_RESTORED_SHIFT: u32 = 54; // 1 bit: inline device restored
-const NEAR_SHIFT: u32 = 55; // 1 bit: `timer` is a near timer's due tick
+/// Rebuilds a near timer's full due tick from the low 31 bits [`Timer::Near`] holds, given a
+/// tick within 2^30 of it.
+pub fn widen_near(stored: u32, near: Tick) -> Tick {
+    widen_low(stored, 31, near)
+}
+
+/// Rebuilds a full tick from its low `bits` bits (1 to 32), given a tick within 2^(bits − 1)
+/// of it.
+fn widen_low(stored: u32, bits: u32, near: Tick) -> Tick {
+    let shift = 64 - bits;
+    let delta = ((u64::from(stored).wrapping_sub(near) << shift) as i64) >> shift;
+    near.wrapping_add(delta as u64)
+}
+
+/// A field of [`Record::words`]: its first bit (of the words read as one little-endian
+/// string) and its width; it lies within two adjacent words.
+#[derive(Clone, Copy)]
+struct Field {
+    at: u32,
+    bits: u32,
+}
+
+// Layout of `Record::words`: the version in words 0–1, then these.
+const SEEN: Field = Field { at: 64, bits: 44 };
+const AGG: Field = Field { at: 108, bits: 2 };
+/// 0 or 1 devices; 2: two or more, their count in `DEADLINE` (unused then).
+const COUNT: Field = Field { at: 110, bits: 2 };
+const DEV_STATE: Field = Field { at: 112, bits: 2 };
+const DEV_LAPSED: Field = Field { at: 114, bits: 1 };
+const DEV_RESTORED: Field = Field { at: 115, bits: 1 };
+/// The inline device's deadline, low 22 bits; with two devices or more, their count.
+const DEADLINE: Field = Field { at: 116, bits: 22 };
+/// The inline device's `active_until_tick`, low 22 bits.
+const ACTIVE_UNTIL: Field = Field { at: 138, bits: 22 };
+/// Bits of the inline device's ticks.
+const DEVICE_TICK_BITS: u32 = 22;
+// The inline device's fields, side by side up to the end of word 4 (`Record::inline`).
+const _: () = assert!(
+    DEV_STATE.at == 112
+        && DEV_LAPSED.at == DEV_STATE.at + DEV_STATE.bits
+        && DEV_RESTORED.at == DEV_LAPSED.at + 1
+        && DEADLINE.at == DEV_RESTORED.at + 1
+        && ACTIVE_UNTIL.at == DEADLINE.at + DEADLINE.bits
+        && ACTIVE_UNTIL.at + ACTIVE_UNTIL.bits == 32 * 5
+);
+const _: () = assert!(DEADLINE.bits == DEVICE_TICK_BITS && ACTIVE_UNTIL.bits == DEVICE_TICK_BITS);
+const _: () = assert!(1 << (DEVICE_TICK_BITS - 2) == crate::config::DEVICE_HORIZON_TICKS);
 
 /// Where a user's one timer is (`crate::timers`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Timer {
     /// None set.
     None,
-    /// A near timer due at the tick with these low 32 bits.
+    /// A near timer due at the tick with these low 31 bits ([`widen_near`]).
     Near(u32),
     /// A wheel timer, by its index ([`crate::wheel::TimerId::index`]).
     Far(u32),
 }
 
-/// A user's record: 32 bytes.
+/// A user's record: 28 bytes, aligned to 4, so that its table slot is 36.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[repr(C)]
 pub struct Record {
-    /// Version of the latest transition (0: none yet).
-    pub version: u64,
-    /// Last seen (44 bits, 0 = unknown), aggregate, device count, the inline device's state,
-    /// lapsed and restored flags, and whether `timer` is a near timer's due tick.
-    bits: u64,
-    /// The user's one timer: a near timer's due tick when the `NEAR` bit is set, else a wheel
-    /// timer's index or `NO_TIMER`.
+    /// The version of the latest transition (0: none yet) in words 0–1; last seen (44 bits,
+    /// 0 = unknown), the aggregate, the device count and the inline device's state, flags and
+    /// ticks in words 2–4 (the `Field` constants).
+    words: [u32; 5],
+    /// The user's one timer: with `NEAR_FLAG`, a near timer's due tick (low 31 bits); else a
+    /// wheel timer's index or `NO_TIMER`.
     timer: u32,
-    /// One device: inline device id; with ≥ 2 devices, the overflow block index.
-    dev_id: u32,
-    /// Inline device deadline; with no device, the tick the user went deviceless.
-    dev_deadline_tick: u32,
-    /// Inline device `active_until_tick`.
-    dev_active_until_tick: u32,
+    /// One device: its id; two or more: their overflow block's index; none: the tick the user
+    /// went deviceless (low 32 bits).
+    dev: u32,
 }
 
-const _: () = assert!(std::mem::size_of::<Record>() == 32);
+const _: () = assert!(std::mem::size_of::<Record>() == 28);
+const _: () = assert!(std::mem::align_of::<Record>() == 4);
 const _: () = assert!(std::mem::size_of::<Device>() == 16);
 
 // SAFETY: integers only; all-zero bytes are `Record::default()`.
@@ -161,10 +201,56 @@ impl Record {
         }
     }
 
+    /// The words a field lies in, read as one: its first word and the next, or the first alone
+    /// when the field ends in it (constant per field once inlined).
+    #[inline(always)]
+    fn span(&self, f: Field) -> u64 {
+        let w = (f.at / 32) as usize;
+        let next = if f.at % 32 + f.bits > 32 {
+            u64::from(self.words[w + 1]) << 32
+        } else {
+            0
+        };
+        u64::from(self.words[w]) | next
+    }
+
+    /// A field's value.
+    #[inline(always)]
+    fn field(&self, f: Field) -> u64 {
+        (self.span(f) >> (f.at % 32)) & ((1 << f.bits) - 1)
+    }
+
+    /// Stores a field's value (the caller keeps it within the field's width).
+    #[inline(always)]
+    fn set_field(&mut self, f: Field, value: u64) {
+        debug_assert!(value < 1 << f.bits);
+        let w = (f.at / 32) as usize;
+        let mask = ((1u64 << f.bits) - 1) << (f.at % 32);
+        let span = (self.span(f) & !mask) | (value << (f.at % 32));
+        self.words[w] = span as u32;
+        if f.at % 32 + f.bits > 32 {
+            self.words[w + 1] = (span >> 32) as u32;
+        }
+    }
+
+    /// The version of the user's latest transition (0: none yet).
+    #[inline]
+    pub fn version(&self) -> u64 {
+        u64::from(self.words[0]) | (u64::from(self.words[1]) << 32)
+    }
+
+    /// Stores the version.
+    #[inline]
+    pub fn set_version(&mut self, version: u64) {
+        self.words[0] = version as u32;
+        self.words[1] = (version >> 32) as u32;
+    }
+
     /// The user's one timer.
+    #[inline]
     pub fn timer(&self) -> Timer {
-        if (self.bits >> NEAR_SHIFT) & 1 == 1 {
-            Timer::Near(self.timer)
+        if self.timer & NEAR_FLAG != 0 {
+            Timer::Near(self.timer & !NEAR_FLAG)
         } else if self.timer == NO_TIMER {
             Timer::None
         } else {
@@ -172,103 +258,139 @@ impl Record {
         }
     }
 
-    /// Sets the user's one timer.
+    /// Sets the user's one timer (a near one's due tick is kept to its low 31 bits).
     pub fn set_timer(&mut self, timer: Timer) {
-        let (near, value) = match timer {
-            Timer::None => (false, NO_TIMER),
-            Timer::Near(due) => (true, due),
-            Timer::Far(index) => (false, index),
+        self.timer = match timer {
+            Timer::None => NO_TIMER,
+            Timer::Near(due) => due | NEAR_FLAG,
+            Timer::Far(index) => {
+                debug_assert!(index < NO_TIMER);
+                index
+            }
         };
-        self.timer = value;
-        self.bits = (self.bits & !(1 << NEAR_SHIFT)) | (u64::from(near) << NEAR_SHIFT);
     }
 
     /// Whether the user's timer is a near one due at tick `t` (its entries at other ticks are
     /// stale: `crate::near`).
     #[inline]
     pub fn near_due_at(&self, t: Tick) -> bool {
-        (self.bits >> NEAR_SHIFT) & 1 == 1 && widen(self.timer, t) == t
+        self.timer == (t as u32) | NEAR_FLAG
     }
 
     /// Last seen in Unix ms, if known.
     pub fn last_seen(&self) -> Option<u64> {
-        match self.bits & SEEN_MASK {
+        match self.field(SEEN) {
             0 => None,
             ms => Some(ms),
         }
     }
 
     /// Sets last seen (clamped to `1..=MAX_WALL_MS`; 0 would read as unknown).
+    #[inline]
     pub fn set_last_seen(&mut self, wall_ms: u64) {
-        let ms = wall_ms.clamp(1, MAX_WALL_MS);
-        self.bits = (self.bits & !SEEN_MASK) | ms;
+        self.set_field(SEEN, wall_ms.clamp(1, MAX_WALL_MS));
     }
 
     /// The aggregate state as last evaluated.
+    #[inline]
     pub fn aggregate(&self) -> Aggregate {
-        Aggregate::from_bits(self.bits >> AGG_SHIFT)
+        Aggregate::from_bits(self.field(AGG))
     }
 
     /// Stores the aggregate state.
+    #[inline]
     pub fn set_aggregate(&mut self, agg: Aggregate) {
-        self.bits = (self.bits & !(3 << AGG_SHIFT)) | ((agg as u64) << AGG_SHIFT);
+        self.set_field(AGG, agg as u64);
     }
 
     /// Live devices.
+    #[inline]
     pub fn device_count(&self) -> usize {
-        ((self.bits >> NDEV_SHIFT) & 31) as usize
+        match self.field(COUNT) {
+            2 => self.field(DEADLINE) as usize,
+            n => n as usize,
+        }
     }
 
     fn set_device_count(&mut self, n: usize) {
         debug_assert!(n <= 31);
-        self.bits = (self.bits & !(31 << NDEV_SHIFT)) | ((n as u64) << NDEV_SHIFT);
+        self.set_field(COUNT, n.min(2) as u64);
+        if n >= 2 {
+            self.set_field(DEADLINE, n as u64);
+        }
     }
 
     /// The tick the user went deviceless (meaningful only with no device).
     pub fn offline_since(&self, near: Tick) -> Tick {
-        widen(self.dev_deadline_tick, near)
+        widen(self.dev, near)
     }
 
     /// Records the tick the user went deviceless.
     pub fn set_offline_since(&mut self, tick: Tick) {
         debug_assert_eq!(self.device_count(), 0);
-        self.dev_deadline_tick = tick as u32;
+        self.dev = tick as u32;
     }
 
-    fn inline(&self) -> Device {
-        let state = match (self.bits >> DEV_STATE_SHIFT) & 3 {
+    /// The inline device, its ticks widened against tick `now`. Its state, flags and ticks
+    /// lie side by side (`DEV_STATE` to `ACTIVE_UNTIL`, 48 bits in words 3–4), read at once.
+    #[inline]
+    fn inline(&self, now: Tick) -> Device {
+        let group = self.device_group();
+        let bits = |f: Field| (group >> (f.at - DEV_STATE.at)) & ((1 << f.bits) - 1);
+        let state = match bits(DEV_STATE) {
             0 => DeviceState::Online,
             1 => DeviceState::Idle,
             _ => DeviceState::Invisible,
         };
+        let tick = |f| widen_low(bits(f) as u32, DEVICE_TICK_BITS, now) as u32;
         Device {
-            id: self.dev_id,
-            deadline_tick: self.dev_deadline_tick,
-            active_until_tick: self.dev_active_until_tick,
+            id: self.dev,
+            deadline_tick: tick(DEADLINE),
+            active_until_tick: tick(ACTIVE_UNTIL),
             state,
-            lapsed: (self.bits >> DEV_LAPSED_SHIFT) & 1 == 1,
-            restored: (self.bits >> DEV_RESTORED_SHIFT) & 1 == 1,
+            lapsed: bits(DEV_LAPSED) == 1,
+            restored: bits(DEV_RESTORED) == 1,
         }
     }
 
+    /// Stores the inline device, its state, flags and ticks written at once.
+    #[inline]
     fn set_inline(&mut self, d: Device) {
-        self.dev_id = d.id;
-        self.dev_deadline_tick = d.deadline_tick;
-        self.dev_active_until_tick = d.active_until_tick;
-        self.bits = (self.bits & !(15 << DEV_STATE_SHIFT))
-            | ((d.state as u64) << DEV_STATE_SHIFT)
-            | ((d.lapsed as u64) << DEV_LAPSED_SHIFT)
-            | ((d.restored as u64) << DEV_RESTORED_SHIFT);
+        let tick = |tick: u32| u64::from(tick) & ((1 << DEVICE_TICK_BITS) - 1);
+        let at = |f: Field| f.at - DEV_STATE.at;
+        self.dev = d.id;
+        self.set_device_group(
+            (d.state as u64)
+                | (u64::from(d.lapsed) << at(DEV_LAPSED))
+                | (u64::from(d.restored) << at(DEV_RESTORED))
+                | (tick(d.deadline_tick) << at(DEADLINE))
+                | (tick(d.active_until_tick) << at(ACTIVE_UNTIL)),
+        );
+    }
+
+    /// Words 3–4 from `DEV_STATE` on: the inline device's 48 bits.
+    #[inline(always)]
+    fn device_group(&self) -> u64 {
+        (u64::from(self.words[3]) | (u64::from(self.words[4]) << 32)) >> (DEV_STATE.at - 96)
+    }
+
+    #[inline(always)]
+    fn set_device_group(&mut self, group: u64) {
+        let low = u64::from(self.words[3]) & ((1 << (DEV_STATE.at - 96)) - 1);
+        let pair = low | (group << (DEV_STATE.at - 96));
+        self.words[3] = pair as u32;
+        self.words[4] = (pair >> 32) as u32;
     }
 }
 
-/// Device `i` of a record, read without changing anything (`i < rec.device_count()`).
-pub fn device_of(rec: &Record, blocks: &Blocks, i: usize) -> Device {
+/// Device `i` of a record, read without changing anything (`i < rec.device_count()`), its
+/// ticks widened against tick `now`.
+pub fn device_of(rec: &Record, blocks: &Blocks, i: usize, now: Tick) -> Device {
     assert!(i < rec.device_count());
     if rec.device_count() == 1 {
-        rec.inline()
+        rec.inline(now)
     } else {
-        blocks.devices[rec.dev_id as usize * blocks.per_block + i]
+        blocks.devices[rec.dev as usize * blocks.per_block + i]
     }
 }
 
@@ -343,39 +465,47 @@ pub struct Devices<'a> {
     /// The user's record.
     pub rec: &'a mut Record,
     blocks: &'a mut Blocks,
+    /// The tick the inline device's ticks are widened against.
+    now: Tick,
 }
 
 impl<'a> Devices<'a> {
-    /// Views the devices of `rec`.
-    pub fn new(rec: &'a mut Record, blocks: &'a mut Blocks) -> Devices<'a> {
-        Devices { rec, blocks }
+    /// Views the devices of `rec` at tick `now` (the shard's: every device tick lies within
+    /// [`crate::config::DEVICE_HORIZON_TICKS`] of it, or is a lapsed window's, not read).
+    pub fn new(rec: &'a mut Record, blocks: &'a mut Blocks, now: Tick) -> Devices<'a> {
+        Devices { rec, blocks, now }
     }
 
     /// How many live devices.
+    #[inline]
     pub fn len(&self) -> usize {
         self.rec.device_count()
     }
 
     /// Whether the user has no live device.
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
+    #[inline]
     fn block_base(&self) -> usize {
-        self.rec.dev_id as usize * self.blocks.per_block
+        self.rec.dev as usize * self.blocks.per_block
     }
 
     /// Device `i` (`i < len`).
+    #[inline]
     pub fn get(&self, i: usize) -> Device {
         assert!(i < self.len());
         if self.len() == 1 {
-            self.rec.inline()
+            self.rec.inline(self.now)
         } else {
             self.blocks.devices[self.block_base() + i]
         }
     }
 
     /// Replaces device `i` (`i < len`).
+    #[inline]
     pub fn set(&mut self, i: usize, d: Device) {
         assert!(i < self.len());
         if self.len() == 1 {
@@ -387,8 +517,12 @@ impl<'a> Devices<'a> {
     }
 
     /// The index of the device with this id.
+    #[inline]
     pub fn find(&self, id: u32) -> Option<usize> {
-        (0..self.len()).find(|&i| self.get(i).id == id)
+        match self.len() {
+            1 => (self.rec.dev == id).then_some(0),
+            n => (0..n).find(|&i| self.blocks.devices[self.block_base() + i].id == id),
+        }
     }
 
     /// Overflow blocks not in use (a second device needs one).
@@ -419,9 +553,9 @@ impl<'a> Devices<'a> {
                 self.rec.set_inline(d);
             }
             1 => {
-                let first = self.rec.inline();
+                let first = self.rec.inline(self.now);
                 let block = self.blocks.take();
-                self.rec.dev_id = block;
+                self.rec.dev = block;
                 self.rec.set_device_count(2);
                 let base = self.block_base();
                 self.blocks.devices[base] = first;
@@ -445,7 +579,7 @@ impl<'a> Devices<'a> {
                 self.rec.set_device_count(0);
             }
             2 => {
-                let block = self.rec.dev_id;
+                let block = self.rec.dev;
                 let keep = self.blocks.devices[self.block_base() + (1 - i)];
                 self.blocks.give_back(block);
                 self.rec.set_device_count(1);
@@ -481,12 +615,12 @@ mod tests {
         r.set_last_seen(MAX_WALL_MS + 5);
         r.set_aggregate(Aggregate::Invisible);
         let mut blocks = Blocks::new(1, 4).unwrap();
-        Devices::new(&mut r, &mut blocks).push(dev(3));
-        assert!(Devices::new(&mut r, &mut blocks).get(0).restored);
+        Devices::new(&mut r, &mut blocks, 0).push(dev(3));
+        assert!(Devices::new(&mut r, &mut blocks, 0).get(0).restored);
         assert_eq!(r.last_seen(), Some(MAX_WALL_MS));
         assert_eq!(r.aggregate(), Aggregate::Invisible);
         assert_eq!(r.device_count(), 1);
-        assert_eq!(Devices::new(&mut r, &mut blocks).get(0), dev(3));
+        assert_eq!(Devices::new(&mut r, &mut blocks, 0).get(0), dev(3));
         r.set_last_seen(0);
         assert_eq!(r.last_seen(), Some(1));
     }
@@ -495,7 +629,7 @@ mod tests {
     fn inline_to_block_and_back() {
         let mut r = Record::new();
         let mut blocks = Blocks::new(2, 3).unwrap();
-        let mut d = Devices::new(&mut r, &mut blocks);
+        let mut d = Devices::new(&mut r, &mut blocks, 0);
         for id in 1..=3 {
             d.push(dev(id));
         }
@@ -521,6 +655,66 @@ mod tests {
         assert_eq!(blocks.available(), 0);
         // Fresh blocks read as empty devices.
         assert!(blocks.devices.iter().all(|d| *d == Device::EMPTY));
+    }
+
+    /// The inline device's 22-bit ticks come back whole on either side of their wrap, within
+    /// the device horizon of the tick they are read at, ahead and behind.
+    #[test]
+    fn inline_ticks_widen_across_their_wrap() {
+        let h = crate::config::DEVICE_HORIZON_TICKS;
+        let wrap = 1u64 << DEVICE_TICK_BITS;
+        for now in [h, wrap - 3, wrap, wrap + 3, 5 * wrap - 1, (1 << 32) + 7] {
+            for (deadline, active_until) in [(now + h, now - h), (now - h, now + h), (now, now + 1)]
+            {
+                let mut r = Record::new();
+                let mut blocks = Blocks::new(1, 2).unwrap();
+                let device = Device {
+                    deadline_tick: deadline as u32,
+                    active_until_tick: active_until as u32,
+                    ..dev(9)
+                };
+                Devices::new(&mut r, &mut blocks, 0).push(device);
+                assert_eq!(
+                    Devices::new(&mut r, &mut blocks, now).get(0),
+                    device,
+                    "at {now}"
+                );
+                assert_eq!(device_of(&r, &blocks, 0, now), device);
+            }
+        }
+    }
+
+    /// The count of two devices or more, kept in the inline ticks' bits, and a deviceless
+    /// user's went-offline tick, kept in the device word, leave every other field alone.
+    #[test]
+    fn counts_and_offline_ticks_share_the_inline_device_s_bits() {
+        let mut r = Record::new();
+        r.set_version(u64::MAX - 1);
+        r.set_last_seen(MAX_WALL_MS);
+        r.set_aggregate(Aggregate::Idle);
+        r.set_timer(Timer::Near(u32::MAX));
+        let mut blocks = Blocks::new(1, 31).unwrap();
+        let mut d = Devices::new(&mut r, &mut blocks, 0);
+        for id in 1..=31 {
+            d.push(dev(id));
+            assert_eq!(d.len(), id as usize);
+        }
+        for id in (1..=31).rev() {
+            assert_eq!(d.get(id as usize - 1), dev(id));
+            d.swap_remove(id as usize - 1);
+        }
+        assert!(d.is_empty());
+        r.set_offline_since(u64::from(u32::MAX) + 5);
+        assert_eq!(r.offline_since(1 << 32), u64::from(u32::MAX) + 5);
+        assert_eq!(r.version(), u64::MAX - 1);
+        assert_eq!(r.last_seen(), Some(MAX_WALL_MS));
+        assert_eq!(r.aggregate(), Aggregate::Idle);
+        assert_eq!(r.timer(), Timer::Near(u32::MAX >> 1));
+        assert!(r.near_due_at(u64::from(u32::MAX)) && !r.near_due_at(u64::from(u32::MAX >> 1) - 1));
+        r.set_timer(Timer::Far(NO_TIMER - 1));
+        assert_eq!(r.timer(), Timer::Far(NO_TIMER - 1));
+        r.set_timer(Timer::None);
+        assert_eq!(r.timer(), Timer::None);
     }
 
     #[test]

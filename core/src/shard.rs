@@ -65,7 +65,7 @@ pub struct Shard {
 }
 
 /// An extension [`Shard::set_deadline_extension`] refuses: with it a deadline would lie beyond
-/// the horizon deadlines are stored with ([`crate::config::MAX_HORIZON_TICKS`]).
+/// the horizon device ticks are stored with ([`crate::config::DEVICE_HORIZON_TICKS`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ExtensionTooLong {
     /// The largest extension this shard takes, ticks.
@@ -142,7 +142,7 @@ impl Shard {
             return;
         };
         let can_overflow = blocks.available() > 0;
-        let mut devices = Devices::new(rec, blocks);
+        let mut devices = Devices::new(rec, blocks, n);
         let had_devices = !devices.is_empty();
         // Whether the user's next deadline may have moved earlier than its timer. A device not
         // listed takes over a device restored after a restart, if the user has one.
@@ -264,7 +264,7 @@ impl Shard {
     /// Until then the extension in force stays. Refused when `timeout + ticks` would exceed
     /// the deadline horizon.
     pub fn set_deadline_extension(&mut self, ticks: u64) -> Result<(), ExtensionTooLong> {
-        let max_ticks = (crate::config::MAX_HORIZON_TICKS - 1)
+        let max_ticks = (crate::config::DEVICE_HORIZON_TICKS - 1)
             .saturating_sub(self.timeout_us / self.tick_us + 2);
         if ticks > max_ticks {
             return Err(ExtensionTooLong { max_ticks });
@@ -299,7 +299,7 @@ impl Shard {
             Some(rec) => Presence {
                 state: rec.aggregate().public(),
                 last_seen_ms: rec.last_seen(),
-                version: rec.version,
+                version: rec.version(),
             },
         }
     }
@@ -384,7 +384,7 @@ impl Shard {
             stats.logout_unknown += 1;
             return;
         };
-        let mut devices = Devices::new(rec, blocks);
+        let mut devices = Devices::new(rec, blocks, n);
         let Some(i) = devices.find(hb.device) else {
             stats.logout_unknown += 1;
             return;
@@ -555,7 +555,7 @@ impl Firing<'_> {
         } = self;
         stats.timers_fired += 1;
         rec.set_timer(Timer::None);
-        let mut devices = Devices::new(rec, blocks);
+        let mut devices = Devices::new(rec, blocks, t);
         if devices.is_empty() {
             let drop_at = devices.rec.offline_since(t) + *retention_ticks;
             if drop_at <= t {
@@ -607,6 +607,7 @@ impl Firing<'_> {
 }
 
 /// The aggregate at tick `t`; marks devices whose activity window has passed as lapsed.
+#[inline]
 pub(crate) fn evaluate(devices: &mut Devices<'_>, t: Tick) -> Aggregate {
     if devices.is_empty() {
         return Aggregate::Offline;
@@ -660,6 +661,7 @@ pub(crate) fn next_wake(
 
 /// Stores the new aggregate and emits a transition if the public state changed; `seen`: the
 /// call also set last seen to `wall_ms` (an activity heartbeat), which the transition says.
+#[inline]
 #[allow(clippy::too_many_arguments)]
 fn emit(
     rec: &mut Record,
@@ -677,7 +679,12 @@ fn emit(
     if was == is {
         return;
     }
-    rec.version = (rec.version + 1).max(wall_ms.min(MAX_WALL_MS) << 16);
+    // Saturating: a restored record may carry any version, u64::MAX included.
+    rec.set_version(
+        rec.version()
+            .saturating_add(1)
+            .max(wall_ms.min(MAX_WALL_MS) << 16),
+    );
     if is != PublicState::Idle {
         rec.set_last_seen(wall_ms);
     }
@@ -687,7 +694,7 @@ fn emit(
         prev: was,
         at_ms: wall_ms,
         cause,
-        version: rec.version,
+        version: rec.version(),
         devices: rec.device_count() as u8,
         seen: seen || is != PublicState::Idle,
     });

@@ -6,8 +6,8 @@
 //! past that load of the slots it has: its memory follows the entries present
 //! (a table written at random is all resident once each page holds a few entries, so a sparse
 //! full-size table would cost its whole size for a few thousand users). Growing by a quarter
-//! rather than doubling keeps the load between 7/10 and 7/8 (40-byte slots: 45.7 to 57.1 bytes
-//! an entry; doubling let it fall to 7/16, 91.4 bytes) for about four times the moves over a fill.
+//! rather than doubling keeps the load between 7/10 and 7/8 (36-byte slots: 41.1 to 51.4 bytes
+//! an entry; doubling let it fall to 7/16, 82.3 bytes) for about four times the moves over a fill.
 //! The full-size array is reserved at construction, untouched until the table grows into it,
 //! so a capacity the machine cannot hold is refused at once and the last growth cannot fail;
 //! it never shrinks. Every array is shown to the owner's page advice ([`Table::set_advice`])
@@ -165,7 +165,7 @@ pub const DEFAULT_MAX_LOAD_PERMILLE: u32 = 875;
 /// always ends at an empty slot; at least half, so a growth's move ends before the next one.
 pub const MAX_LOAD_PERMILLE: std::ops::RangeInclusive<u32> = 500..=950;
 
-/// Slots a table starts with (160 KiB of 40-byte slots), or all of them when it has fewer.
+/// Slots a table starts with (144 KiB of 36-byte slots), or all of them when it has fewer.
 pub const INITIAL_SLOTS: usize = 4096;
 
 /// Old slots moved into the new array per insert of a new key while the table grows: the move

@@ -13,7 +13,7 @@
 
 use crate::clock::Tick;
 use crate::near::{Near, NearFull};
-use crate::record::{widen, Record, Timer};
+use crate::record::{widen_near, Record, Timer};
 use crate::slab::{OutOfMemory, Region};
 use crate::table::Prefixer;
 use crate::wheel::{TimerId, Wheel};
@@ -47,7 +47,7 @@ impl Timers {
         match rec.timer() {
             Timer::None => self.set(rec, user, at),
             Timer::Near(due) => {
-                if at < widen(due, at) {
+                if at < widen_near(due, at) {
                     self.set(rec, user, at);
                 }
             }

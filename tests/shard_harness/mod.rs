@@ -34,7 +34,7 @@
 use std::collections::BTreeMap;
 
 use presenced_core::clock::Now;
-use presenced_core::config::{CoreConfig, MAX_HORIZON_TICKS};
+use presenced_core::config::{CoreConfig, DEVICE_HORIZON_TICKS, MAX_HORIZON_TICKS};
 use presenced_core::event::{Cause, Heartbeat, Presence, PublicState, Report, Transition};
 use presenced_core::record::MAX_WALL_MS;
 use presenced_core::shard::{CoreStats, Shard};
@@ -146,12 +146,13 @@ pub fn config(i: u8) -> CoreConfig {
             multi_device_users: 1,
             ..base
         },
-        // The largest horizons allowed: idle and retention just under 2^30 ticks.
+        // The largest horizons allowed: the timeout and idle just under 2^20 ticks (a device's
+        // ticks wrap in 22 bits), retention just under 2^30.
         6 => CoreConfig {
             tick_us: 100,
-            heartbeat_interval_us: 3_600 * SEC,
-            grace_us: 3_600 * SEC,
-            idle_after_us: (MAX_HORIZON_TICKS - 1) * 100,
+            heartbeat_interval_us: (DEVICE_HORIZON_TICKS - 1) * 100 - 2 * SEC,
+            grace_us: SEC,
+            idle_after_us: (DEVICE_HORIZON_TICKS - 1) * 100,
             last_seen_retention_us: (MAX_HORIZON_TICKS - 1) * 100,
             user_capacity: 16,
             ..base
