@@ -470,8 +470,9 @@ pub struct Devices<'a> {
 }
 
 impl<'a> Devices<'a> {
-    /// Views the devices of `rec` at tick `now` (the shard's: every device tick lies within
-    /// [`crate::config::DEVICE_HORIZON_TICKS`] of it, or is a lapsed window's, not read).
+    /// Views the devices of `rec` at tick `now`, the shard's: every device tick read lies
+    /// within [`crate::config::DEVICE_HORIZON_TICKS`] of it (an activity window's end is read
+    /// only while its device reports online and has not lapsed).
     pub fn new(rec: &'a mut Record, blocks: &'a mut Blocks, now: Tick) -> Devices<'a> {
         Devices { rec, blocks, now }
     }
