@@ -10,7 +10,7 @@
 
 use crate::ingest::allow::{Cidr, MAX_ALLOW_ENTRIES, MAX_KERNEL_BLOCKS};
 use crate::link::LinkLimits;
-use presenced_core::config::{CoreConfig, DEVICE_HORIZON_TICKS, MAX_DEVICES_LIMIT};
+use presenced_core::config::{extension_ticks, max_extension_ticks, CoreConfig, MAX_DEVICES_LIMIT};
 use presenced_node::auth::sources::SourceLimits;
 use presenced_node::backoff::BackoffConfig;
 use presenced_wire::link::{Timings, MIN_MAX_FRAME_LEN};
@@ -549,20 +549,24 @@ impl Settings {
         }
         self.cluster.validate(&self.ingest, &self.link)?;
         let core = self.presence.core_config()?;
-        // The longest deadline back-off makes must fit a device's horizon: the timeout grows
-        // in proportion to the interval asked (`ShardNode`'s extension, rounded up to a tick),
-        // and the shard keeps two ticks of room: four ticks cover both.
-        let asked_us = self.ingest.backoff_interval_for(&self.presence).as_micros();
-        let extended_us = u128::from(core.timeout_us()) * asked_us
-            / u128::from(core.heartbeat_interval_us.max(1));
-        let ticks = extended_us / u128::from(core.tick_us) + 4;
-        if self.ingest.backoff && ticks >= u128::from(DEVICE_HORIZON_TICKS) {
+        // The longest deadline extension back-off makes (the node's) must be one the shards
+        // take.
+        let asked_us = u64::try_from(self.ingest.backoff_interval_for(&self.presence).as_micros())
+            .unwrap_or(u64::MAX);
+        let ticks = extension_ticks(
+            asked_us,
+            core.heartbeat_interval_us,
+            core.timeout_us(),
+            core.tick_us,
+        );
+        let max_ticks = max_extension_ticks(core.timeout_us(), core.tick_us);
+        if self.ingest.backoff && ticks > max_ticks {
             return Err(error(
                 "ingest.backoff_interval",
                 format!(
-                    "stretches the timeout to {ticks} ticks of {} µs; at most 2^20 ticks are \
-                     allowed: shorten it (or presence.idle_after, which bounds it) or raise \
-                     presence.tick",
+                    "stretches the timeout by {ticks} ticks of {} µs, past the {max_ticks} a \
+                     device's timers allow (2^20 ticks in all): shorten it (or \
+                     presence.idle_after, which bounds it) or raise presence.tick",
                     core.tick_us
                 ),
             ));

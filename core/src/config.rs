@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-/// Largest allowed `max_devices_per_user` (the device count lives in 5 bits of a record).
+/// Largest allowed `max_devices_per_user` (a saved record holds at most 31: `crate::saved`).
 pub const MAX_DEVICES_LIMIT: u8 = 31;
 
 /// Largest horizon, in ticks, of any timer (deadline, idle, retention): ticks are stored in at
@@ -13,6 +13,23 @@ pub const MAX_HORIZON_TICKS: u64 = 1 << 30;
 /// and its idle window. A record keeps its one device's ticks in 22 bits each
 /// (`crate::record`), so that a slot is 36 bytes.
 pub const DEVICE_HORIZON_TICKS: u64 = 1 << 20;
+
+/// The deadline extension, ticks, for heartbeats `asked_us` apart where `interval_us` is the
+/// normal interval: the timeout stretched in the same proportion (SPEC.md § P6.13), so that as
+/// many beats in a row may be lost. 0 at or below the normal interval.
+pub fn extension_ticks(asked_us: u64, interval_us: u64, timeout_us: u64, tick_us: u64) -> u64 {
+    let extra_us = u128::from(asked_us.saturating_sub(interval_us)) * u128::from(timeout_us)
+        / u128::from(interval_us.max(1));
+    u64::try_from(extra_us)
+        .unwrap_or(u64::MAX)
+        .div_ceil(tick_us)
+}
+
+/// The longest deadline extension a shard takes with this timeout: the extended timeout stays
+/// under [`DEVICE_HORIZON_TICKS`], with two ticks to spare for rounding.
+pub fn max_extension_ticks(timeout_us: u64, tick_us: u64) -> u64 {
+    (DEVICE_HORIZON_TICKS - 1).saturating_sub(timeout_us / tick_us + 2)
+}
 
 /// Timings and limits of one shard's presence core.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -264,8 +264,7 @@ impl Shard {
     /// Until then the extension in force stays. Refused when `timeout + ticks` would exceed
     /// the deadline horizon.
     pub fn set_deadline_extension(&mut self, ticks: u64) -> Result<(), ExtensionTooLong> {
-        let max_ticks = (crate::config::DEVICE_HORIZON_TICKS - 1)
-            .saturating_sub(self.timeout_us / self.tick_us + 2);
+        let max_ticks = crate::config::max_extension_ticks(self.timeout_us, self.tick_us);
         if ticks > max_ticks {
             return Err(ExtensionTooLong { max_ticks });
         }

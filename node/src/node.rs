@@ -557,17 +557,15 @@ impl ShardNode {
         }
     }
 
-    /// The deadline extension for heartbeats `interval_ms` apart (0: the normal interval): the
-    /// timeout stretched in the same proportion (SPEC.md § P6.13), so that as many beats in a
-    /// row may be lost, in ticks.
+    /// The deadline extension for heartbeats `interval_ms` apart (0: the normal interval), in
+    /// ticks ([`presenced_core::config::extension_ticks`]).
     fn extension_ticks(&self, interval_ms: u32) -> u64 {
-        let asked_us = u64::from(interval_ms) * 1000;
-        let extra_us = u128::from(asked_us.saturating_sub(self.interval_us))
-            * u128::from(self.timeout_us)
-            / u128::from(self.interval_us.max(1));
-        u64::try_from(extra_us)
-            .unwrap_or(u64::MAX)
-            .div_ceil(self.tick_us)
+        presenced_core::config::extension_ticks(
+            u64::from(interval_ms) * 1000,
+            self.interval_us,
+            self.timeout_us,
+            self.tick_us,
+        )
     }
 
     /// Queues a report of each kind of loss that grew, at most once per kind every
