@@ -56,11 +56,18 @@ fn record(i: u64) -> Record {
     [i, !i, i.rotate_left(17), 1, i, !i, 2]
 }
 
+/// Advises huge pages for the table's array in use: its slots and their control bytes.
+fn huge<V>(t: &Table<V>) {
+    for region in t.regions() {
+        advise(region, Pages::Huge);
+    }
+}
+
 /// An empty table. The daemon advises huge pages for each array the table grows into; here
 /// an array grown into keeps the system's default, and a full table is advised once built.
 fn table(capacity: u32) -> Table<Record> {
     let t = Table::<Record>::new(capacity, TABLE_SEED);
-    advise(t.region(), Pages::Huge);
+    huge(&t);
     t
 }
 
@@ -159,7 +166,7 @@ fn bench_size(c: &mut Criterion, n: u64, label: &str) {
             || {
                 let mut t = table(capacity);
                 t.reserve(n as usize);
-                advise(t.region(), Pages::Huge);
+                huge(&t);
                 t
             },
             |mut t| {
@@ -175,7 +182,7 @@ fn bench_size(c: &mut Criterion, n: u64, label: &str) {
     let start = Instant::now();
     let mut t = table(capacity);
     fill(&mut t, 0..n);
-    advise(t.region(), Pages::Huge);
+    huge(&t);
     eprintln!("table {label}: built in {:.2?}", start.elapsed());
     report(label, "full", &t);
 
@@ -269,7 +276,7 @@ macro_rules! slot_bytes {
         let n: u64 = $n;
         let mut t = Table::<[u32; $words]>::new(n as u32, TABLE_SEED);
         t.reserve(n as usize);
-        advise(t.region(), Pages::Huge);
+        huge(&t);
         for i in 0..n {
             t.insert(key(i), [i as u32; $words]).expect("room for n");
         }
@@ -280,8 +287,8 @@ macro_rules! slot_bytes {
     }};
 }
 
-/// One datagram's lookups in a full table `$t` of keys `0..$n`: its keys prefetched, then
-/// looked up, as `Shard::heartbeats` does; `$at` walks the keys by a stride coprime to `$n`,
+/// One datagram's lookups in a full table `$t` of keys `0..$n`: its keys' control bytes
+/// prefetched, then their slots, then looked up, as `Shard::heartbeats` does; `$at` walks the keys by a stride coprime to `$n`,
 /// an order the hardware cannot predict. The sum of the values' first words.
 macro_rules! lookup_batch {
     ($t:expr, $n:expr, $at:expr) => {{
@@ -291,6 +298,9 @@ macro_rules! lookup_batch {
         $at = ($at + DATAGRAM_ENTRIES * stride) % $n;
         for &k in &batch {
             $t.prefetch(k);
+        }
+        for &k in &batch {
+            $t.prefetch_entry(k);
         }
         let mut sum = 0;
         for &k in &batch {
@@ -316,7 +326,7 @@ fn slot_sizes(c: &mut Criterion) {
 fn max_load(group: &mut BenchmarkGroup<'_, WallTime>, n: u64, permille: u32) {
     let mut t = Table::<Record>::try_with_load(n as u32, TABLE_SEED, 1, permille).unwrap();
     t.reserve(n as usize);
-    advise(t.region(), Pages::Huge);
+    huge(&t);
     fill(&mut t, 0..n);
     report(&format!("{permille} permille"), "full", &t);
     let mut at = 0u64;

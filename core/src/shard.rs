@@ -216,11 +216,17 @@ impl Shard {
     }
 
     /// Applies a batch of heartbeat entries in order, as `heartbeat` does one by one; the
-    /// table slots of the whole batch are touched first so their cache misses overlap.
+    /// table's control bytes, then the slots, of the whole batch are touched first so their
+    /// cache misses overlap.
     pub fn heartbeats(&mut self, now: Now, batch: &[Heartbeat], out: &mut Vec<Transition>) {
         for hb in batch {
             if hb.user != 0 {
                 self.table.prefetch(hb.user);
+            }
+        }
+        for hb in batch {
+            if hb.user != 0 {
+                self.table.prefetch_entry(hb.user);
             }
         }
         for hb in batch {
@@ -336,12 +342,13 @@ impl Shard {
         self.table.memory_bytes() + self.timers.memory_bytes() + self.blocks.memory_bytes()
     }
 
-    /// Where the table's slots in use, the timers' arrays and the overflow blocks lie, so the
-    /// daemon may advise the kernel on their pages. The timers and the blocks never move; the
-    /// table moves when it grows.
-    pub fn regions(&self) -> [crate::slab::Region; 4] {
+    /// Where the table's slots in use and their control bytes, the timers' arrays and the
+    /// overflow blocks lie, so the daemon may advise the kernel on their pages. The timers and
+    /// the blocks never move; the table moves when it grows.
+    pub fn regions(&self) -> [crate::slab::Region; 5] {
+        let [slots, control] = self.table.regions();
         let [near, wheel] = self.timers.regions();
-        [self.table.region(), near, wheel, self.blocks.region()]
+        [slots, control, near, wheel, self.blocks.region()]
     }
 
     /// Has `advice` called on each of the table's arrays before its first record is written

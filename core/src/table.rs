@@ -6,8 +6,9 @@
 //! past that load of the slots it has: its memory follows the entries present
 //! (a table written at random is all resident once each page holds a few entries, so a sparse
 //! full-size table would cost its whole size for a few thousand users). Growing by a quarter
-//! rather than doubling keeps the load between 7/10 and 7/8 (36-byte slots: 41.1 to 51.4 bytes
-//! an entry; doubling let it fall to 7/16, 82.3 bytes) for about four times the moves over a fill.
+//! rather than doubling keeps the load between 7/10 and 7/8 (36-byte slots and their control
+//! bytes: 42.3 to 52.9 bytes an entry; doubling let it fall to 7/16, 84.6 bytes) for about four
+//! times the moves over a fill.
 //! The full-size array is reserved at construction, untouched until the table grows into it,
 //! so a capacity the machine cannot hold is refused at once and the last growth cannot fail;
 //! it never shrinks. Every array is shown to the owner's page advice ([`Table::set_advice`])
@@ -32,6 +33,14 @@
 //! re-hashes a stored key: the home of any slot is one multiplication away. Key 0 maps to
 //! tag 0, which marks an empty slot; key 0 is therefore reserved and every public method
 //! asserts it is not passed.
+//!
+//! Beside each array of slots lies a byte per slot (SwissTable's control bytes): 0 for an empty
+//! slot, otherwise 7 bits of its tag. A lookup scans those bytes from the home and reads a slot
+//! only where its byte matches, so a batch of lookups ([`Table::prefetch`], then
+//! [`Table::prefetch_entry`], then the lookups) loads each key's control bytes, then exactly the
+//! line or two of its slot: probing the slots themselves walked a run of ~3.5 slots (~130
+//! bytes) that a prefetch of three lines often missed the end of, and a lookup that misses
+//! waits on memory. Robin Hood's order and the placement of inserts still read the tags.
 //!
 //! The seed spreads sequential user ids; it is not a keyed PRF, so it does not make the table
 //! proof against an adversary who can choose keys *and* learn the seed.
@@ -120,6 +129,73 @@ impl Tag {
     }
 }
 
+/// One array of slots and, beside it, a control byte per slot: 0 when the slot is empty,
+/// otherwise its tag's [`control_of`]. A lookup scans the control bytes (64 to a cache line,
+/// 1/36 of the slots' bytes, so a shard's are mostly in cache) and reads only the slot whose
+/// byte matches: a batch of lookups then knows, before reading any slot, the one line or two
+/// that each needs ([`Table::prefetch_entry`]), where probing the slots themselves walks a run
+/// of ~3.5 slots, often onto a line no prefetch covered.
+struct Array<V> {
+    slots: Box<[Slot<V>]>,
+    control: Box<[u8]>,
+}
+
+impl<V: Copy + Zeroable> Array<V> {
+    /// `n` empty slots, zeroed by the allocator.
+    fn zeroed(n: usize) -> Result<Array<V>, OutOfMemory> {
+        Ok(Array {
+            slots: crate::slab::zeroed(n)?,
+            control: crate::slab::zeroed(n)?,
+        })
+    }
+}
+
+impl<V> Array<V> {
+    #[inline]
+    fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// The memory the array occupies: its slots and its control bytes.
+    fn regions(&self) -> [Region; 2] {
+        [Region::of(&self.slots), Region::of(&self.control)]
+    }
+}
+
+impl<V: Copy> Array<V> {
+    /// The tag at `index` (0: empty).
+    #[inline(always)]
+    fn tag(&self, index: usize) -> u64 {
+        self.slots[index].tag.get()
+    }
+
+    /// Stores `slot` at `index`, and its control byte.
+    #[inline]
+    fn put(&mut self, index: usize, slot: Slot<V>) {
+        self.control[index] = control_of(slot.tag.get());
+        self.slots[index] = slot;
+    }
+
+    /// Empties the slot at `index`.
+    #[inline]
+    fn clear(&mut self, index: usize) {
+        self.control[index] = 0;
+        self.slots[index].tag = Tag::new(0);
+    }
+
+    fn bytes(&self) -> usize {
+        std::mem::size_of_val::<[Slot<V>]>(&self.slots) + self.control.len()
+    }
+}
+
+/// A full slot's control byte: the tag's low 7 bits with the top bit set, so never 0 (empty).
+/// The home is the tag's high bits (fastrange), so the entries of one run differ here as much
+/// as anywhere: a scan reads a slot whose tag is not the one sought once in 128 full slots.
+#[inline(always)]
+fn control_of(tag: u64) -> u8 {
+    (tag as u8 & 0x7f) | 0x80
+}
+
 /// Where a probe for a tag ended.
 enum Probe {
     /// The tag is stored at this index.
@@ -135,28 +211,45 @@ enum Probe {
 const PRE: u64 = 0x9e37_79b9_7f4a_7c15;
 const PRE_INV: u64 = mod_inverse(PRE);
 
-/// Starts loading the cache line holding `slot`. On x86-64 this is a prefetch instruction,
-/// which retires at once, so a batch of them keeps dozens of misses in flight; elsewhere it is
-/// a plain read.
+/// Starts loading the cache line holding `slot`'s first byte.
 #[inline(always)]
 fn prefetch<V>(slot: &Slot<V>) {
+    prefetch_at(std::ptr::from_ref(slot).cast::<u8>());
+}
+
+/// Starts loading the cache line holding the byte at `at`, which is never dereferenced. On
+/// x86-64 this is a prefetch instruction, which retires at once, so a batch of them keeps
+/// dozens of misses in flight; elsewhere it does nothing.
+#[inline(always)]
+fn prefetch_at(at: *const u8) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        // SAFETY: a prefetch is a hint with no architectural effect; the address is valid.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(std::ptr::from_ref(slot).cast::<i8>()) };
+        // SAFETY: a prefetch is a hint with no architectural effect, at any address.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(at.cast::<i8>()) };
     }
     #[cfg(not(target_arch = "x86_64"))]
-    std::hint::black_box(slot.tag.get());
+    let _ = at;
 }
 
 /// Starts loading the slots a probe from `home` reads: ~3.5 slots past home on average at
-/// full load (~180 bytes), so the home slot's line and the two after it.
+/// full load (~130 bytes), so the home slot's line and the two after it.
 #[inline(always)]
 fn prefetch_run<V>(slots: &[Slot<V>], home: usize) {
+    // Past the array's end a run wraps to its start, unprefetched: rarely, and no harm.
     for step in [0, 2, 4] {
-        prefetch(&slots[(home + step) % slots.len()]);
+        if let Some(slot) = slots.get(home + step) {
+            prefetch(slot);
+        }
     }
+}
+
+/// Starts loading the line or two holding `slot`.
+#[inline(always)]
+fn prefetch_slot<V>(slot: &Slot<V>) {
+    let first = std::ptr::from_ref(slot).cast::<u8>();
+    prefetch_at(first);
+    prefetch_at(first.wrapping_add(std::mem::size_of::<Slot<V>>() - 1));
 }
 
 /// The most a table's slots are filled by default, in thousandths (7/8).
@@ -165,7 +258,8 @@ pub const DEFAULT_MAX_LOAD_PERMILLE: u32 = 875;
 /// always ends at an empty slot; at least half, so a growth's move ends before the next one.
 pub const MAX_LOAD_PERMILLE: std::ops::RangeInclusive<u32> = 500..=950;
 
-/// Slots a table starts with (144 KiB of 36-byte slots), or all of them when it has fewer.
+/// Slots a table starts with (148 KiB of 36-byte slots and their control bytes), or all of them
+/// when it has fewer.
 pub const INITIAL_SLOTS: usize = 4096;
 
 /// Old slots moved into the new array per insert of a new key while the table grows: the move
@@ -185,12 +279,12 @@ pub fn grown(slots: usize) -> usize {
 /// grows into its memory (see module docs).
 pub struct Table<V> {
     /// The slots in use: the initial count grown by quarters ([`grown`]), or the full size.
-    slots: Box<[Slot<V>]>,
-    /// The array the table is growing out of, while its entries move into `slots`.
+    array: Array<V>,
+    /// The array the table is growing out of, while its entries move into `array`.
     old: Option<Old<V>>,
     /// The full-size array, reserved at construction and untouched (no memory) until the
     /// table grows into it; `None` once it has.
-    reserve: Option<Box<[Slot<V>]>>,
+    reserve: Option<Array<V>>,
     /// Slots at full size: `ceil(capacity / load)`, at least 1.
     full_slots: usize,
     /// The most of its slots an array is filled, thousandths.
@@ -216,16 +310,16 @@ pub struct Table<V> {
 /// and is never in both arrays. Nothing is inserted here, and a removal's backward shift stays
 /// inside its cluster, so the slots that are empty stay empty.
 struct Old<V> {
-    slots: Box<[Slot<V>]>,
+    array: Array<V>,
     start: usize,
     moved: usize,
 }
 
-impl<V> Old<V> {
+impl<V: Copy> Old<V> {
     /// Whether the entries whose home here is `home` have moved to the new array.
     #[inline]
     fn moved_home(&self, home: usize) -> bool {
-        let n = self.slots.len();
+        let n = self.array.len();
         (home + n - self.start) % n < self.moved
     }
 }
@@ -299,17 +393,17 @@ impl<V: Copy + Zeroable> Table<V> {
             .div_ceil(u64::from(max_load_permille))
             .max(1);
         let full = usize::try_from(full).map_err(|_| OutOfMemory { bytes: usize::MAX })?;
-        let reserve = crate::slab::zeroed(full)?;
+        let reserve = Array::zeroed(full)?;
         let initial = initial_slots.max(1);
-        let (slots, reserve) = if initial >= full {
+        let (array, reserve) = if initial >= full {
             (reserve, None)
         } else {
-            (crate::slab::zeroed(initial)?, Some(reserve))
+            (Array::zeroed(initial)?, Some(reserve))
         };
         Ok(Table {
-            grow_at: grow_at(slots.len(), full, load),
+            grow_at: grow_at(array.len(), full, load),
             load,
-            slots,
+            array,
             old: None,
             reserve,
             full_slots: full,
@@ -329,23 +423,46 @@ impl<V: Copy + Zeroable> Table<V> {
     #[inline]
     pub fn get(&self, key: u64) -> Option<&V> {
         match self.find(self.tag(key)) {
-            Where::Old(i) => self.old.as_ref().map(|old| &old.slots[i].value),
-            Where::New(Probe::Found(i)) => Some(&self.slots[i].value),
+            Where::Old(i) => self.old.as_ref().map(|old| &old.array.slots[i].value),
+            Where::New(Probe::Found(i)) => Some(&self.array.slots[i].value),
             Where::New(Probe::Vacant { .. }) => None,
         }
     }
 
-    /// Starts loading the slot where a probe for `key` begins, so that a later `get` of it
-    /// finds it in cache. Callers touch a whole batch of keys first, letting the memory
-    /// accesses overlap. Panics if `key == 0`.
+    /// Starts loading the control bytes where a probe for `key` begins, so that a later
+    /// [`Table::prefetch_entry`] of it finds them in cache. Callers touch a whole batch of keys
+    /// first, letting the memory accesses overlap. Panics if `key == 0`.
     #[inline]
     pub fn prefetch(&self, key: u64) {
         let tag = self.tag(key);
-        let slots = match &self.old {
-            Some(old) if !old.moved_home(home_of(tag, old.slots.len())) => &old.slots,
-            _ => &self.slots,
-        };
-        prefetch_run(slots, home_of(tag, slots.len()));
+        let array = self.probed(tag);
+        prefetch_at(&array.control[home_of(tag, array.len())]);
+    }
+
+    /// Starts loading the slot holding `key`, found by its control bytes (so after
+    /// [`Table::prefetch`] of it has had time to bring them in), or, when no control byte
+    /// matches, the slots an insert of it probes. A shard calls it for a whole batch of keys
+    /// between the two: each then has its slot in cache when it is looked up. Panics if
+    /// `key == 0`.
+    #[inline]
+    pub fn prefetch_entry(&self, key: u64) {
+        let tag = self.tag(key);
+        let array = self.probed(tag);
+        let home = home_of(tag, array.len());
+        match candidate(array, tag, home) {
+            Some(index) => prefetch_slot(&array.slots[index]),
+            None => prefetch_run(&array.slots, home),
+        }
+    }
+
+    /// The array a lookup of `tag` probes first: the old one while its home there has not
+    /// moved, otherwise the one in use.
+    #[inline]
+    fn probed(&self, tag: u64) -> &Array<V> {
+        match &self.old {
+            Some(old) if !old.moved_home(home_of(tag, old.array.len())) => &old.array,
+            _ => &self.array,
+        }
     }
 
     /// What computes the prefixes [`Table::visit_prefix`] takes.
@@ -365,30 +482,30 @@ impl<V: Copy + Zeroable> Table<V> {
         let (seed, salt) = (self.seed, self.salt);
         let mut visit = |tag: u64, value: &mut V| visit(key_of(tag, seed, salt), value);
         if let Some(old) = &mut self.old {
-            if !visit_prefix_in(&mut old.slots, prefix, &mut visit) {
+            if !visit_prefix_in(&mut old.array.slots, prefix, &mut visit) {
                 return;
             }
         }
-        visit_prefix_in(&mut self.slots, prefix, &mut visit);
+        visit_prefix_in(&mut self.array.slots, prefix, &mut visit);
     }
 
-    /// Starts loading the slots [`Table::visit_prefix`] reads first, as [`Table::prefetch`]
-    /// does for a key.
+    /// Starts loading the slots [`Table::visit_prefix`] reads first: the line of the prefix's
+    /// home slot and the two after it.
     #[inline]
     pub fn prefetch_prefix(&self, prefix: u32) {
-        let slots = match &self.old {
-            Some(old) if !old.moved_home(prefix_home(prefix, old.slots.len())) => &old.slots,
-            _ => &self.slots,
+        let array = match &self.old {
+            Some(old) if !old.moved_home(prefix_home(prefix, old.array.len())) => &old.array,
+            _ => &self.array,
         };
-        prefetch_run(slots, prefix_home(prefix, slots.len()));
+        prefetch_run(&array.slots, prefix_home(prefix, array.len()));
     }
 
     /// The value stored under `key`, mutably, if any. Panics if `key == 0`.
     #[inline]
     pub fn get_mut(&mut self, key: u64) -> Option<&mut V> {
         match self.find(self.tag(key)) {
-            Where::Old(i) => self.old.as_mut().map(|old| &mut old.slots[i].value),
-            Where::New(Probe::Found(i)) => Some(&mut self.slots[i].value),
+            Where::Old(i) => self.old.as_mut().map(|old| &mut old.array.slots[i].value),
+            Where::New(Probe::Found(i)) => Some(&mut self.array.slots[i].value),
             Where::New(Probe::Vacant { .. }) => None,
         }
     }
@@ -419,10 +536,10 @@ impl<V: Copy + Zeroable> Table<V> {
         let tag = self.tag(key);
         match self.find(tag) {
             Where::Old(i) => match self.old.as_mut() {
-                Some(old) => Ok((&mut old.slots[i].value, false)),
+                Some(old) => Ok((&mut old.array.slots[i].value, false)),
                 None => unreachable!("found in the old array"),
             },
-            Where::New(Probe::Found(i)) => Ok((&mut self.slots[i].value, false)),
+            Where::New(Probe::Found(i)) => Ok((&mut self.array.slots[i].value, false)),
             Where::New(Probe::Vacant { index, dist }) => {
                 if self.len == self.capacity {
                     return Err(Full);
@@ -432,7 +549,7 @@ impl<V: Copy + Zeroable> Table<V> {
                 self.place(index, dist, tag, value);
                 self.len += 1;
                 // `place` shifts the entries after `index`, never the new one.
-                Ok((&mut self.slots[index].value, true))
+                Ok((&mut self.array.slots[index].value, true))
             }
         }
     }
@@ -444,15 +561,15 @@ impl<V: Copy + Zeroable> Table<V> {
         let value = match self.find(self.tag(key)) {
             Where::New(Probe::Vacant { .. }) => return None,
             Where::New(Probe::Found(hole)) => {
-                let value = self.slots[hole].value;
-                shift_back(&mut self.slots, hole, self.sweep.as_mut(), seed, salt);
+                let value = self.array.slots[hole].value;
+                shift_back(&mut self.array, hole, self.sweep.as_mut(), seed, salt);
                 value
             }
             Where::Old(hole) => {
                 let old = self.old.as_mut()?;
-                let value = old.slots[hole].value;
+                let value = old.array.slots[hole].value;
                 // No pass runs over the old array (a pass waits for the move to end).
-                shift_back(&mut old.slots, hole, None, seed, salt);
+                shift_back(&mut old.array, hole, None, seed, salt);
                 value
             }
         };
@@ -482,7 +599,7 @@ impl<V: Copy + Zeroable> Table<V> {
     /// [`Table::full_slots`] (while a growth's move goes on, the new array's).
     #[inline]
     pub fn slots(&self) -> usize {
-        self.slots.len()
+        self.array.len()
     }
 
     /// Slots at full size: `ceil(capacity / load)` (`ceil(capacity × 8 / 7)` at the default),
@@ -491,15 +608,11 @@ impl<V: Copy + Zeroable> Table<V> {
         self.full_slots
     }
 
-    /// Bytes of the slots in use (`slots() × (8 + size_of::<V>())`, padding included), and of
-    /// the old array while a growth's move goes on; the reserved full-size array costs none
-    /// until the table grows into it.
+    /// Bytes of the slots in use and their control bytes (`slots() × (9 + size_of::<V>())`,
+    /// padding included), and of the old array while a growth's move goes on; the reserved
+    /// full-size array costs none until the table grows into it.
     pub fn memory_bytes(&self) -> usize {
-        let old = self
-            .old
-            .as_ref()
-            .map_or(0, |old| std::mem::size_of_val::<[Slot<V>]>(&old.slots));
-        std::mem::size_of_val::<[Slot<V>]>(&self.slots) + old
+        self.array.bytes() + self.old.as_ref().map_or(0, |old| old.array.bytes())
     }
 
     /// The entry count at which the next insert of a new key grows the table; `None` at full
@@ -529,7 +642,7 @@ impl<V: Copy + Zeroable> Table<V> {
     /// it from its rounds, so that a move ends even when no new key arrives.
     pub fn move_step(&mut self, max_slots: usize) -> bool {
         let Table {
-            slots,
+            array,
             old: old_slot,
             sweep,
             max_probe_seen,
@@ -540,11 +653,11 @@ impl<V: Copy + Zeroable> Table<V> {
         let Some(old) = old_slot else {
             return true;
         };
-        let n = old.slots.len();
+        let n = old.array.len();
         let mut stepped = 0;
         while old.moved < n {
             let i = (old.start + old.moved) % n;
-            let slot = old.slots[i];
+            let slot = old.array.slots[i];
             old.moved += 1;
             stepped += 1;
             if slot.tag.get() == 0 {
@@ -554,10 +667,10 @@ impl<V: Copy + Zeroable> Table<V> {
                 }
                 continue;
             }
-            old.slots[i].tag = Tag::new(0);
-            let (index, dist) = vacancy(slots, slot.tag.get());
+            old.array.clear(i);
+            let (index, dist) = vacancy(array, slot.tag.get());
             place(
-                slots,
+                array,
                 (index, dist),
                 slot,
                 sweep.as_mut(),
@@ -572,27 +685,21 @@ impl<V: Copy + Zeroable> Table<V> {
         false
     }
 
-    /// Where the slots in use lie (for the daemon's page policy); moves when the table grows.
-    pub fn region(&self) -> Region {
-        Region::of(&self.slots)
-    }
-
     /// Has `advice` called on the slots in use and the reserved full-size array now, and on
     /// every array the table grows into before any entry is written there (the daemon's page
     /// policy: advice given after the move had written the array would find its pages already
     /// faulted in small).
     pub fn set_advice(&mut self, advice: fn(Region)) {
         self.advice = Some(advice);
-        advice(Region::of(&self.slots));
-        if let Some(reserve) = &self.reserve {
-            advice(Region::of(reserve));
+        for array in std::iter::once(&self.array).chain(&self.reserve) {
+            array.regions().into_iter().for_each(advice);
         }
     }
 
     /// The present entries (unspecified order, changes with every insert/remove).
     pub fn iter(&self) -> impl Iterator<Item = (u64, &V)> + '_ {
-        let old = self.old.iter().flat_map(|old| old.slots.iter());
-        old.chain(self.slots.iter())
+        let old = self.old.iter().flat_map(|old| old.array.slots.iter());
+        old.chain(self.array.slots.iter())
             .filter(|s| s.tag.get() != 0)
             .map(move |s| (self.key_of(s.tag.get()), &s.value))
     }
@@ -629,13 +736,13 @@ impl<V: Copy + Zeroable> Table<V> {
             self.move_step(max_slots);
             return false;
         }
-        let end = cursor.saturating_add(max_slots).min(self.slots.len());
-        for slot in &self.slots[cursor..end] {
+        let end = cursor.saturating_add(max_slots).min(self.array.len());
+        for slot in &self.array.slots[cursor..end] {
             if slot.tag.get() != 0 {
                 visit(self.key_of(slot.tag.get()), &slot.value);
             }
         }
-        if end < self.slots.len() {
+        if end < self.array.len() {
             if let Some(sweep) = &mut self.sweep {
                 sweep.cursor = end;
             }
@@ -662,8 +769,8 @@ impl<V: Copy + Zeroable> Table<V> {
     pub fn probe_stats(&self) -> ProbeStats {
         let mut histogram: Vec<usize> = Vec::new();
         let mut total: u64 = 0;
-        let old = self.old.as_ref().map(|old| &old.slots[..]);
-        for slots in old.into_iter().chain([&self.slots[..]]) {
+        let old = self.old.as_ref().map(|old| &old.array.slots[..]);
+        for slots in old.into_iter().chain([&self.array.slots[..]]) {
             for (i, s) in slots.iter().enumerate() {
                 if s.tag.get() != 0 {
                     let d = displacement_of(i, s.tag.get(), slots.len());
@@ -691,7 +798,7 @@ impl<V: Copy + Zeroable> Table<V> {
         }
         ProbeStats {
             len: self.len,
-            slots: self.slots.len(),
+            slots: self.array.len(),
             max: histogram.len().saturating_sub(1),
             mean,
             p99,
@@ -706,7 +813,7 @@ impl<V: Copy + Zeroable> Table<V> {
     /// unmoved home.
     #[doc(hidden)]
     pub fn check_invariants(&self) {
-        let n = self.slots.len();
+        let n = self.array.len();
         assert!(self.len <= self.capacity, "len {} > capacity", self.len);
         assert!(n <= self.full_slots, "{n} slots > full size");
         if n == self.full_slots {
@@ -721,23 +828,23 @@ impl<V: Copy + Zeroable> Table<V> {
                 "the reserve is gone before full size"
             );
         }
-        let mut count = self.check_array(&self.slots);
+        let mut count = self.check_array(&self.array);
         if let Some(old) = &self.old {
-            let m = old.slots.len();
+            let m = old.array.len();
             assert!(old.moved < m, "a finished move is kept");
             assert_eq!(
-                old.slots[old.start].tag.get(),
+                old.array.tag(old.start),
                 0,
                 "the move starts at a full slot"
             );
             for k in 0..old.moved {
                 assert_eq!(
-                    old.slots[(old.start + k) % m].tag.get(),
+                    old.array.tag((old.start + k) % m),
                     0,
                     "moved slot not empty"
                 );
             }
-            for (i, s) in old.slots.iter().enumerate() {
+            for (i, s) in old.array.slots.iter().enumerate() {
                 if s.tag.get() != 0 {
                     let home = home_of(s.tag.get(), m);
                     assert!(!old.moved_home(home), "old slot {i}: its home has moved");
@@ -746,22 +853,29 @@ impl<V: Copy + Zeroable> Table<V> {
                         "old slot {i}: not reachable"
                     );
                     assert!(
-                        matches!(probe_in(&self.slots, s.tag.get()), Probe::Vacant { .. }),
+                        matches!(probe_in(&self.array, s.tag.get()), Probe::Vacant { .. }),
                         "old slot {i}: also in the new array"
                     );
                 }
             }
-            count += self.check_array(&old.slots);
+            count += self.check_array(&old.array);
         }
         assert_eq!(count, self.len, "occupied slots vs len");
     }
 
-    /// [`Table::check_invariants`] for one array: its entries, in Robin Hood order, each found
-    /// where it is; returns how many.
-    fn check_array(&self, slots: &[Slot<V>]) -> usize {
+    /// [`Table::check_invariants`] for one array: its control bytes those of its tags, its
+    /// entries in Robin Hood order, each found where it is; returns how many.
+    fn check_array(&self, array: &Array<V>) -> usize {
+        let slots = &array.slots;
         let n = slots.len();
         let mut count = 0;
         for (i, s) in slots.iter().enumerate() {
+            let expected = if s.tag.get() == 0 {
+                0
+            } else {
+                control_of(s.tag.get())
+            };
+            assert_eq!(array.control[i], expected, "slot {i}: control byte");
             if s.tag.get() == 0 {
                 continue;
             }
@@ -791,8 +905,13 @@ impl<V: Copy + Zeroable> Table<V> {
                 "slot {i}: tag does not round-trip"
             );
             assert!(
-                matches!(probe_in(slots, s.tag.get()), Probe::Found(j) if j == i),
+                matches!(probe_in(array, s.tag.get()), Probe::Found(j) if j == i),
                 "slot {i}: key {key} not reachable"
+            );
+            assert_eq!(
+                scan(array, s.tag.get(), home_of(s.tag.get(), n)),
+                Some(i),
+                "slot {i}: key {key} not found by its control byte"
             );
         }
         count
@@ -813,7 +932,7 @@ impl<V: Copy + Zeroable> Table<V> {
     /// Home slot of a tag in the slots in use (fastrange).
     #[cfg(test)]
     fn home(&self, tag: u64) -> usize {
-        home_of(tag, self.slots.len())
+        home_of(tag, self.array.len())
     }
 
     /// Where `tag` is: in the old array when its home there has not moved and it is there,
@@ -821,19 +940,20 @@ impl<V: Copy + Zeroable> Table<V> {
     #[inline]
     fn find(&self, tag: u64) -> Where {
         if let Some(old) = &self.old {
-            if !old.moved_home(home_of(tag, old.slots.len())) {
-                if let Probe::Found(i) = probe_in(&old.slots, tag) {
+            let home = home_of(tag, old.array.len());
+            if !old.moved_home(home) {
+                if let Some(i) = scan(&old.array, tag, home) {
                     return Where::Old(i);
                 }
             }
         }
-        Where::New(probe_in(&self.slots, tag))
+        Where::New(probe_in(&self.array, tag))
     }
 
     /// Probes the slots in use for `tag`.
     #[cfg(test)]
     fn probe(&self, tag: u64) -> Probe {
-        probe_in(&self.slots, tag)
+        probe_in(&self.array, tag)
     }
 
     /// Where an absent `tag` goes once the table has room for one more entry: `(index, dist)`
@@ -847,7 +967,7 @@ impl<V: Copy + Zeroable> Table<V> {
         if self.len >= self.grow_at {
             self.grow_to_hold(self.len + 1);
         }
-        vacancy(&self.slots, tag)
+        vacancy(&self.array, tag)
     }
 
     /// Grows the slots in use by quarters ([`grown`]; into the reserved full-size array at the
@@ -858,15 +978,15 @@ impl<V: Copy + Zeroable> Table<V> {
     #[inline(never)]
     fn grow_to_hold(&mut self, entries: usize) {
         self.move_step(usize::MAX);
-        let mut target = self.slots.len();
+        let mut target = self.array.len();
         while target < self.full_slots && grow_at(target, self.full_slots, self.load) < entries {
             target = grown(target).min(self.full_slots);
         }
-        if target == self.slots.len() {
+        if target == self.array.len() {
             return;
         }
         let fresh = if target < self.full_slots {
-            crate::slab::zeroed(target).ok()
+            Array::zeroed(target).ok()
         } else {
             None
         };
@@ -876,18 +996,18 @@ impl<V: Copy + Zeroable> Table<V> {
             None => return,
         };
         if let Some(advice) = self.advice {
-            advice(Region::of(&fresh));
+            fresh.regions().into_iter().for_each(advice);
         }
-        let old = std::mem::replace(&mut self.slots, fresh);
-        self.grow_at = grow_at(self.slots.len(), self.full_slots, self.load);
+        let old = std::mem::replace(&mut self.array, fresh);
+        self.grow_at = grow_at(self.array.len(), self.full_slots, self.load);
         if let Some(sweep) = &mut self.sweep {
             sweep.cursor = 0;
             sweep.late.clear();
         }
         // There is always an empty slot (the load was at most 95 %).
-        let start = old.iter().position(|s| s.tag.get() == 0).unwrap_or(0);
+        let start = old.control.iter().position(|&c| c == 0).unwrap_or(0);
         self.old = Some(Old {
-            slots: old,
+            array: old,
             start,
             moved: 0,
         });
@@ -897,7 +1017,7 @@ impl<V: Copy + Zeroable> Table<V> {
     fn place(&mut self, index: usize, dist: usize, tag: u64, value: V) {
         debug_assert!(self.len < self.capacity);
         place(
-            &mut self.slots,
+            &mut self.array,
             (index, dist),
             Slot {
                 tag: Tag::new(tag),
@@ -988,12 +1108,56 @@ fn key_of(tag: u64, seed: u64, salt: u64) -> u64 {
     unmix(tag ^ salt).wrapping_mul(PRE_INV) ^ seed
 }
 
-/// Probes `slots` for `tag`. Terminates: an array always has an empty slot (its load is at
-/// most 95 %).
+/// The index of `tag` in `array`, found by its control bytes from its home `home` on: a slot
+/// is read only where its control byte matches. `None` at the end of the run (an empty slot)
+/// when the tag is absent. Terminates: an array always has an empty slot (its load is at most
+/// 95 %).
 #[inline]
-fn probe_in<V>(slots: &[Slot<V>], tag: u64) -> Probe {
-    let n = slots.len();
-    let mut index = home_of(tag, n);
+fn scan<V: Copy>(array: &Array<V>, tag: u64, home: usize) -> Option<usize> {
+    let control = control_of(tag);
+    let n = array.len();
+    let mut index = home;
+    loop {
+        let c = array.control[index];
+        if c == control && array.tag(index) == tag {
+            return Some(index);
+        }
+        if c == 0 {
+            return None;
+        }
+        index = if index + 1 == n { 0 } else { index + 1 };
+    }
+}
+
+/// The first slot from `home` on, in the run that ends at an empty slot, whose control byte
+/// is `tag`'s: where `tag` is, unless another tag of that run shares its byte (one slot in
+/// 128). Reads no slot, so it stalls on nothing but the control bytes.
+#[inline]
+fn candidate<V>(array: &Array<V>, tag: u64, home: usize) -> Option<usize> {
+    let control = control_of(tag);
+    let n = array.len();
+    let mut index = home;
+    loop {
+        match array.control[index] {
+            0 => return None,
+            c if c == control => return Some(index),
+            _ => index = if index + 1 == n { 0 } else { index + 1 },
+        }
+    }
+}
+
+/// Probes `array` for `tag`: by its control bytes ([`scan`]), then, when it is absent, by the
+/// slots' tags for the place it would take. Terminates: an array always has an empty slot
+/// (its load is at most 95 %).
+#[inline]
+fn probe_in<V: Copy>(array: &Array<V>, tag: u64) -> Probe {
+    let n = array.len();
+    let home = home_of(tag, n);
+    if let Some(index) = scan(array, tag, home) {
+        return Probe::Found(index);
+    }
+    let slots = &array.slots;
+    let mut index = home;
     let mut dist = 0;
     loop {
         let t = slots[index].tag.get();
@@ -1011,8 +1175,8 @@ fn probe_in<V>(slots: &[Slot<V>], tag: u64) -> Probe {
 
 /// The probe result in `slots` for a tag known to be absent from them.
 #[inline]
-fn vacancy<V>(slots: &[Slot<V>], tag: u64) -> (usize, usize) {
-    match probe_in(slots, tag) {
+fn vacancy<V: Copy>(array: &Array<V>, tag: u64) -> (usize, usize) {
+    match probe_in(array, tag) {
         Probe::Vacant { index, dist } => (index, dist),
         Probe::Found(_) => unreachable!("the tag is absent"),
     }
@@ -1022,18 +1186,18 @@ fn vacancy<V>(slots: &[Slot<V>], tag: u64) -> (usize, usize) {
 /// of the cluster one slot right; an entry a wrapping shift carries behind a pass's cursor is
 /// remembered in `sweep`. Raises `max_probe_seen` to the largest displacement made.
 fn place<V: Copy>(
-    slots: &mut [Slot<V>],
+    array: &mut Array<V>,
     (index, dist): (usize, usize),
     slot: Slot<V>,
     sweep: Option<&mut Sweep>,
     max_probe_seen: &mut usize,
     (seed, salt): (u64, u64),
 ) {
-    let n = slots.len();
+    let n = array.len();
     let mut max = dist;
-    if slots[index].tag.get() != 0 {
+    if array.control[index] != 0 {
         let mut empty = if index + 1 == n { 0 } else { index + 1 };
-        while slots[empty].tag.get() != 0 {
+        while array.control[empty] != 0 {
             empty = if empty + 1 == n { 0 } else { empty + 1 };
         }
         // Shift [index, empty) right by one, last first; each moved entry is one slot farther
@@ -1041,38 +1205,38 @@ fn place<V: Copy>(
         let mut j = empty;
         while j != index {
             let prev = if j == 0 { n - 1 } else { j - 1 };
-            let moved = slots[prev];
-            slots[j] = moved;
+            let moved = array.slots[prev];
+            array.put(j, moved);
             max = max.max(displacement_of(j, moved.tag.get(), n));
             j = prev;
         }
         if empty < index {
             // The run wrapped: the last slot's entry now sits in slot 0.
             if let Some(sweep) = sweep.filter(|s| s.cursor > 0 && s.cursor < n) {
-                sweep.late.push(key_of(slots[0].tag.get(), seed, salt));
+                sweep.late.push(key_of(array.tag(0), seed, salt));
             }
         }
     }
-    slots[index] = slot;
+    array.put(index, slot);
     if max > *max_probe_seen {
         *max_probe_seen = max;
     }
 }
 
-/// Removes the entry at `hole` of `slots` by backward shift: pulls each following displaced
+/// Removes the entry at `hole` of `array` by backward shift: pulls each following displaced
 /// entry one slot nearer its home, until an empty slot or an entry already at home ends the
 /// cluster. An entry pulled from a pass's cursor to behind it is remembered in `sweep`.
 fn shift_back<V: Copy>(
-    slots: &mut [Slot<V>],
+    array: &mut Array<V>,
     mut hole: usize,
     mut sweep: Option<&mut Sweep>,
     seed: u64,
     salt: u64,
 ) {
-    let n = slots.len();
+    let n = array.len();
     loop {
         let next = if hole + 1 == n { 0 } else { hole + 1 };
-        let tag = slots[next].tag.get();
+        let tag = array.tag(next);
         if tag == 0 || displacement_of(next, tag, n) == 0 {
             break;
         }
@@ -1082,10 +1246,10 @@ fn shift_back<V: Copy>(
                 sweep.late.push(key_of(tag, seed, salt));
             }
         }
-        slots[hole] = slots[next];
+        array.put(hole, array.slots[next]);
         hole = next;
     }
-    slots[hole].tag = Tag::new(0);
+    array.clear(hole);
 }
 
 /// The entry count at which a table of `slots` (of `full` at full size) grows: past `load`
@@ -1098,12 +1262,20 @@ fn grow_at(slots: usize, full: usize, load: usize) -> usize {
     }
 }
 
+impl<V> Table<V> {
+    /// Where the slots in use and their control bytes lie (for the daemon's page policy);
+    /// moves when the table grows.
+    pub fn regions(&self) -> [Region; 2] {
+        self.array.regions()
+    }
+}
+
 impl<V> fmt::Debug for Table<V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Table")
             .field("len", &self.len)
             .field("capacity", &self.capacity)
-            .field("slots", &self.slots.len())
+            .field("slots", &self.array.len())
             .field("full_slots", &self.full_slots)
             .field("max_probe_seen", &self.max_probe_seen)
             .finish_non_exhaustive()
@@ -1144,6 +1316,45 @@ mod tests {
     }
 
     #[test]
+    fn a_control_byte_shared_in_a_run_reads_past_the_wrong_slot() {
+        let mut t: Table<u64> = Table::new(14, SEED); // 16 slots
+                                                      // Three keys with home 5; the last two share the first one's control byte, so a
+                                                      // lookup of either meets a matching byte at a slot holding another tag first.
+        let same_home = keys_with_home(&t, 5, 2000);
+        let control = control_of(t.tag(same_home[0]));
+        let mut keys = vec![same_home[0]];
+        keys.extend(
+            same_home[1..]
+                .iter()
+                .filter(|&&k| control_of(t.tag(k)) == control)
+                .take(2),
+        );
+        assert_eq!(keys.len(), 3, "keys sharing a control byte");
+        for &k in &keys {
+            t.insert(k, k * 10).unwrap();
+        }
+        t.check_invariants();
+        for &k in &keys {
+            t.prefetch(k);
+            t.prefetch_entry(k);
+            assert_eq!(t.get(k), Some(&(k * 10)));
+        }
+        // The first candidate a prefetch finds is the wrong slot; the lookup reads on.
+        let home = t.home(t.tag(keys[2]));
+        assert_eq!(
+            candidate(&t.array, t.tag(keys[2]), home),
+            Some(index_of(&t, keys[0]))
+        );
+        assert_eq!(t.remove(keys[0]), Some(keys[0] * 10));
+        t.check_invariants();
+        assert_eq!(t.get(keys[0]), None);
+        assert_eq!(t.get(keys[2]), Some(&(keys[2] * 10)));
+        // An absent key with the same byte is not found, and goes where a probe puts it.
+        assert_eq!(t.insert(keys[0], 1), Ok(None));
+        t.check_invariants();
+    }
+
+    #[test]
     fn tags_are_nonzero_and_give_their_key_back() {
         assert_eq!(PRE.wrapping_mul(PRE_INV), 1);
         let t: Table<u64> = Table::new(10, SEED);
@@ -1158,11 +1369,11 @@ mod tests {
         assert_eq!(std::mem::size_of::<Slot<[u64; 4]>>(), 40);
         let t: Table<[u64; 4]> = Table::new(7, 1);
         assert_eq!(t.slots(), 8);
-        assert_eq!(t.memory_bytes(), 8 * 40);
+        assert_eq!(t.memory_bytes(), 8 * (40 + 1), "slots and control bytes");
         let t: Table<u64> = Table::new(1_000_000, 1);
         assert_eq!(t.full_slots(), 1_142_858); // ceil(8_000_000 / 7)
         assert_eq!(t.slots(), INITIAL_SLOTS);
-        assert_eq!(t.memory_bytes(), INITIAL_SLOTS * 16);
+        assert_eq!(t.memory_bytes(), INITIAL_SLOTS * 17);
         assert_eq!(Table::<u64>::new(0, 1).slots(), 1);
         assert_eq!(Table::<u64>::new(1, 1).slots(), 2);
     }
@@ -1366,7 +1577,7 @@ mod tests {
         // 12,500 (7/8 of 10,000 is 8,750).
         assert_eq!(sizes, [4096, 5120, 6400, 8000, 10_000, 12_500]);
         assert_eq!(t.grows_at(), Some(10_937));
-        assert_eq!(t.memory_bytes(), 12_500 * 16);
+        assert_eq!(t.memory_bytes(), 12_500 * 17);
         t.check_invariants();
         assert!((1..=10_000u64).all(|k| t.get(k) == Some(&(k * 3))));
         // Removals never shrink it.
@@ -1393,22 +1604,27 @@ mod tests {
     fn every_array_is_advised_before_its_first_entry() {
         let mut t: Table<u64> = Table::try_starting_with(4000, SEED, 1024).unwrap();
         t.set_advice(record_advice);
-        let full = t.reserve.as_ref().map(|r| Region::of(r)).unwrap();
-        assert_eq!(advised(), [t.region(), full], "now: in use and reserved");
+        let full = t.reserve.as_ref().map(|r| r.regions()).unwrap();
+        assert_eq!(
+            advised(),
+            [t.regions(), full].concat(),
+            "now: in use and reserved"
+        );
         for k in 1..=4000u64 {
-            let before = t.region();
+            let before = t.regions();
             t.insert(k, k).unwrap();
-            if t.region() != before {
+            if t.regions() != before {
                 // Advised in the growth, while the new array held only the entries moved in
                 // by the same insert (none of which had been advised away).
-                assert_eq!(advised().last(), Some(&t.region()), "at key {k}");
+                assert_eq!(advised()[advised().len() - 2..], t.regions(), "at key {k}");
             }
         }
         let seen = advised();
-        // 1,024 slots grown by quarters six times (3,906), then into the reserve (4,572).
-        assert_eq!(seen.len(), 2 + 7, "{seen:?}");
-        assert_eq!(t.region(), full, "the last growth is into the reserve");
-        assert_eq!(seen.last(), Some(&full));
+        // 1,024 slots grown by quarters six times (3,906), then into the reserve (4,572):
+        // each array's slots and control bytes.
+        assert_eq!(seen.len(), 2 * (2 + 7), "{seen:?}");
+        assert_eq!(t.regions(), full, "the last growth is into the reserve");
+        assert_eq!(seen[seen.len() - 2..], full);
     }
 
     #[test]
@@ -1580,7 +1796,7 @@ mod tests {
         }
         assert_eq!(
             t.memory_bytes(),
-            (1280 + 1024) * 16,
+            (1280 + 1024) * 17,
             "both arrays while moving"
         );
         let mut steps = 0;
@@ -1589,7 +1805,7 @@ mod tests {
             t.check_invariants();
         }
         assert!(steps >= 1024 / 64 / 2, "{steps} steps");
-        assert_eq!(t.memory_bytes(), 1280 * 16);
+        assert_eq!(t.memory_bytes(), 1280 * 17);
         assert!((1..=k).all(|k| t.get(k) == Some(&k)));
     }
 
