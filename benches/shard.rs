@@ -33,9 +33,8 @@ fn online() -> Shard {
     };
     let mut shard = Shard::new(config, now(0)).unwrap();
     // The daemon's page policy for a dense shard: the table on huge pages, the rest small.
-    let [table, control, near, wheel, blocks] = shard.regions();
+    let [table, near, wheel, blocks] = shard.regions();
     advise(table, Pages::Huge);
-    advise(control, Pages::Huge);
     for region in [near, wheel, blocks] {
         advise(region, Pages::Small);
     }

@@ -283,10 +283,10 @@ settings! {
         /// users_per_shard, at most users_per_shard); further second devices are refused and
         /// counted.
         multi_device_users: Option<u32> = None, range AutoOr(0..=1 << 30);
-        /// The most of its slots a shard's presence table fills, thousandths: 875 (7/8)
-        /// costs 41.1 bytes of table an online user, 920 costs 39.1 for ~14 % fewer
-        /// heartbeats a shard takes (benches/README.md, "Near timers").
-        table_max_load_permille: u32 = 875, range 500..=950;
+        /// The most of its slots a shard's presence table fills, thousandths: 900 (9/10)
+        /// costs 41.1 bytes of table an online user (a 36-byte slot and its control byte),
+        /// 950 costs 38.9, 800 costs 46.3 (benches/README.md, "Control bytes").
+        table_max_load_permille: u32 = 900, range 500..=950;
     }
 
     /// `[link]`: the QUIC push link to gateways and its per-link limits.

@@ -4,7 +4,7 @@
 //! mostly from a small range (repeats, replacements, removals of present keys, dense
 //! clusters) and sometimes from the whole nonzero `u64` range. Tables start with 1 to 32
 //! slots, so they grow (by quarters) on the way to full size. The structural invariants (every entry
-//! reachable, Robin Hood order, entry count, load under 7/8 before full size) are checked
+//! reachable, Robin Hood order, entry count, load under 9/10 before full size) are checked
 //! after every op.
 
 use std::collections::HashMap;

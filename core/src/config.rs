@@ -58,7 +58,7 @@ pub struct CoreConfig {
     /// in the daemon; tests start smaller, so that growth runs under every rule).
     pub table_initial_slots: usize,
     /// The most of its slots the presence table fills, thousandths (`table_max_load_permille`,
-    /// 875 = 7/8): higher costs fewer bytes a user and longer probes.
+    /// 900 = 9/10): higher costs fewer bytes a user and longer probes.
     pub table_max_load_permille: u32,
 }
 

@@ -342,13 +342,12 @@ impl Shard {
         self.table.memory_bytes() + self.timers.memory_bytes() + self.blocks.memory_bytes()
     }
 
-    /// Where the table's slots in use and their control bytes, the timers' arrays and the
+    /// Where the table's slots in use (with their control bytes), the timers' arrays and the
     /// overflow blocks lie, so the daemon may advise the kernel on their pages. The timers and
     /// the blocks never move; the table moves when it grows.
-    pub fn regions(&self) -> [crate::slab::Region; 5] {
-        let [slots, control] = self.table.regions();
+    pub fn regions(&self) -> [crate::slab::Region; 4] {
         let [near, wheel] = self.timers.regions();
-        [slots, control, near, wheel, self.blocks.region()]
+        [self.table.region(), near, wheel, self.blocks.region()]
     }
 
     /// Has `advice` called on each of the table's arrays before its first record is written

@@ -708,7 +708,7 @@ impl ShardNode {
     }
 
     /// Where the core's large arrays lie (for the daemon's page policy).
-    pub fn regions(&self) -> [Region; 5] {
+    pub fn regions(&self) -> [Region; 4] {
         self.shard.regions()
     }
 
