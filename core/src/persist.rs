@@ -60,7 +60,7 @@ impl Shard {
     /// Devices beyond `max_devices_per_user`, or beyond the first when no overflow block is
     /// free, are left out and counted in the result. `Err(Full)` when the table is full.
     pub fn import(&mut self, now: Now, saved: &SavedUser) -> Result<Imported, Full> {
-        self.now_us = self.now_us.max(now.mono_us);
+        self.set_now(self.now_us.max(now.mono_us));
         let clock = WallClock::new(self, now);
         let n = self.tick();
         let deadline = self.due(self.timeout_us);
@@ -136,7 +136,7 @@ impl Shard {
     /// device for offline; for online or idle the saved devices if they give that state, else
     /// one restored device that does. `Err(Full)` when the user is new and the table is full.
     pub fn replay(&mut self, now: Now, t: &Transition) -> Result<bool, Full> {
-        self.now_us = self.now_us.max(now.mono_us);
+        self.set_now(self.now_us.max(now.mono_us));
         let clock = WallClock::new(self, now);
         let n = self.tick();
         let deadline = self.due(self.timeout_us);

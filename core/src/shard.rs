@@ -55,13 +55,27 @@ pub struct Shard {
     pub(crate) table: Table<Record>,
     pub(crate) timers: Timers,
     pub(crate) blocks: Blocks,
-    /// Largest monotonic time seen.
+    /// Largest monotonic time seen; moved by [`Shard::set_now`] only.
     pub(crate) now_us: u64,
+    /// The ticks a heartbeat needs, as of `now_us` ([`Shard::set_now`]): a batch's heartbeats
+    /// share its time, so they need not divide it by the tick (three divisions a heartbeat).
+    ticks: NowTicks,
     pub(crate) stats: CoreStats,
     /// Ticks added to every device's deadline when its timer fires (back-off; 0 normally).
     pub(crate) extension_ticks: u64,
     /// A lowered extension waiting to take over: (ticks, from tick).
     pub(crate) lower_extension: Option<(u64, Tick)>,
+}
+
+/// The shard's tick, and the ticks a heartbeat now sets, computed once per time.
+#[derive(Clone, Copy, Debug)]
+struct NowTicks {
+    /// `now_us / tick_us`.
+    now: Tick,
+    /// [`Shard::due`] of the timeout: a device's deadline.
+    timeout: Tick,
+    /// [`Shard::due`] of the idle window: the end of a device's activity window.
+    idle: Tick,
 }
 
 /// An extension [`Shard::set_deadline_extension`] refuses: with it a deadline would lie beyond
@@ -94,7 +108,7 @@ impl Shard {
             table.prefixer(),
         )
         .map_err(|e| e.too_big("users_per_shard", "the timers"))?;
-        Ok(Shard {
+        let mut shard = Shard {
             tick_us: config.tick_us,
             timeout_us: config.timeout_us(),
             idle_after_us: config.idle_after_us,
@@ -104,11 +118,18 @@ impl Shard {
             timers,
             blocks: Blocks::new(blocks, config.max_devices_per_user)
                 .map_err(|e| e.too_big("multi_device_users", "the device blocks"))?,
-            now_us: now.mono_us,
+            now_us: 0,
+            ticks: NowTicks {
+                now: 0,
+                timeout: 0,
+                idle: 0,
+            },
             stats: CoreStats::default(),
             extension_ticks: 0,
             lower_extension: None,
-        })
+        };
+        shard.set_now(now.mono_us);
+        Ok(shard)
     }
 
     /// Advances time to `now`, then applies one heartbeat entry; transitions are appended to
@@ -126,9 +147,12 @@ impl Shard {
             Report::Idle => DeviceState::Idle,
             Report::Invisible => DeviceState::Invisible,
         };
-        let n = self.tick();
-        let deadline = self.due(self.timeout_us) as u32;
-        let active_until = self.due(self.idle_after_us) as u32;
+        let NowTicks {
+            now: n,
+            timeout: deadline,
+            idle: active_until,
+        } = self.ticks;
+        let (deadline, active_until) = (deadline as u32, active_until as u32);
         let Shard {
             table,
             blocks,
@@ -239,8 +263,8 @@ impl Shard {
     pub fn advance(&mut self, now: Now, out: &mut Vec<Transition>) {
         if now.mono_us < self.now_us {
             self.stats.clock_backwards += 1;
-        } else {
-            self.now_us = now.mono_us;
+        } else if now.mono_us != self.now_us {
+            self.set_now(now.mono_us);
         }
         let target = self.tick();
         if let Some((ticks, from)) = self.lower_extension {
@@ -368,7 +392,17 @@ impl Shard {
     }
 
     pub(crate) fn tick(&self) -> Tick {
-        self.now_us / self.tick_us
+        self.ticks.now
+    }
+
+    /// Moves the shard's time to `now_us`, and the ticks computed from it.
+    pub(crate) fn set_now(&mut self, now_us: u64) {
+        self.now_us = now_us;
+        self.ticks = NowTicks {
+            now: now_us / self.tick_us,
+            timeout: self.due(self.timeout_us),
+            idle: self.due(self.idle_after_us),
+        };
     }
 
     /// The first tick at which more than `span_us` has passed since now.
