@@ -282,8 +282,9 @@ macro_rules! slot_bytes {
 }
 
 /// One datagram's lookups in a full table `$t` of keys `0..$n`: its keys' control bytes
-/// prefetched, then their slots, then looked up, as `Shard::heartbeats` does; `$at` walks the keys by a stride coprime to `$n`,
-/// an order the hardware cannot predict. The sum of the values' first words.
+/// prefetched, then their slots, then looked up, as `Shard::heartbeats` does; `$at` walks the
+/// keys by a stride coprime to `$n`, an order the hardware cannot predict. The sum of the
+/// values' first words.
 macro_rules! lookup_batch {
     ($t:expr, $n:expr, $at:expr) => {{
         let stride = 7_919 * 7_927;

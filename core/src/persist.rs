@@ -21,7 +21,7 @@ use crate::clock::{Now, Tick};
 use crate::event::{PublicState, Transition};
 use crate::record::{device_of, Device, DeviceState, Devices, Record, MAX_WALL_MS};
 use crate::saved::{SavedDevice, SavedUser};
-use crate::shard::{evaluate, next_wake, Shard};
+use crate::shard::{evaluate, next_wake, NowTicks, Shard};
 use crate::table::Full;
 
 impl Shard {
@@ -62,12 +62,15 @@ impl Shard {
     pub fn import(&mut self, now: Now, saved: &SavedUser) -> Result<Imported, Full> {
         self.set_now(self.now_us.max(now.mono_us));
         let clock = WallClock::new(self, now);
-        let n = self.tick();
-        let deadline = self.due(self.timeout_us);
+        let NowTicks {
+            now: n,
+            timeout: deadline,
+            idle: active_cap,
+        } = self.ticks;
         // An open activity window runs on after the restart (the downtime was not inactivity)
-        // but never past a fresh window's end, so activity only ever moves it later.
-        let active_floor = self.due(self.timeout_us.min(self.idle_after_us));
-        let active_cap = self.due(self.idle_after_us);
+        // but never past a fresh window's end, so activity only ever moves it later. (`due`
+        // grows with its span, so the due tick of the shorter span is the earlier one.)
+        let active_floor = deadline.min(active_cap);
         let max_devices = self.max_devices;
         let Shard {
             table,
@@ -138,9 +141,11 @@ impl Shard {
     pub fn replay(&mut self, now: Now, t: &Transition) -> Result<bool, Full> {
         self.set_now(self.now_us.max(now.mono_us));
         let clock = WallClock::new(self, now);
-        let n = self.tick();
-        let deadline = self.due(self.timeout_us);
-        let active_until = self.due(self.idle_after_us);
+        let NowTicks {
+            now: n,
+            timeout: deadline,
+            idle: active_until,
+        } = self.ticks;
         let Shard {
             table,
             blocks,

@@ -57,9 +57,10 @@ pub struct Shard {
     pub(crate) blocks: Blocks,
     /// Largest monotonic time seen; moved by [`Shard::set_now`] only.
     pub(crate) now_us: u64,
-    /// The ticks a heartbeat needs, as of `now_us` ([`Shard::set_now`]): a batch's heartbeats
-    /// share its time, so they need not divide it by the tick (three divisions a heartbeat).
-    ticks: NowTicks,
+    /// The ticks a heartbeat (or a restored record) sets, as of `now_us` ([`Shard::set_now`]):
+    /// a batch's heartbeats share its time, so they need not divide it by the tick (three
+    /// divisions a heartbeat).
+    pub(crate) ticks: NowTicks,
     pub(crate) stats: CoreStats,
     /// Ticks added to every device's deadline when its timer fires (back-off; 0 normally).
     pub(crate) extension_ticks: u64,
@@ -69,13 +70,13 @@ pub struct Shard {
 
 /// The shard's tick, and the ticks a heartbeat now sets, computed once per time.
 #[derive(Clone, Copy, Debug)]
-struct NowTicks {
+pub(crate) struct NowTicks {
     /// `now_us / tick_us`.
-    now: Tick,
+    pub(crate) now: Tick,
     /// [`Shard::due`] of the timeout: a device's deadline.
-    timeout: Tick,
+    pub(crate) timeout: Tick,
     /// [`Shard::due`] of the idle window: the end of a device's activity window.
-    idle: Tick,
+    pub(crate) idle: Tick,
 }
 
 /// An extension [`Shard::set_deadline_extension`] refuses: with it a deadline would lie beyond

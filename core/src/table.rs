@@ -1193,29 +1193,28 @@ fn key_of(tag: u64, seed: u64, salt: u64) -> u64 {
 /// 95 %).
 #[inline]
 fn scan<V: Copy>(array: &Array<V>, tag: u64, home: usize) -> Option<usize> {
-    let control = control_of(tag);
-    let n = array.len();
-    let mut index = home;
+    let mut from = home;
     loop {
-        let c = array.control()[index];
-        if c == control && array.tag(index) == tag {
+        let index = candidate(array, tag, from)?;
+        if array.tag(index) == tag {
             return Some(index);
         }
-        if c == 0 {
-            return None;
-        }
-        index = if index + 1 == n { 0 } else { index + 1 };
+        from = if index + 1 == array.len() {
+            0
+        } else {
+            index + 1
+        };
     }
 }
 
-/// The first slot from `home` on, in the run that ends at an empty slot, whose control byte
+/// The first slot from `from` on, in the run that ends at an empty slot, whose control byte
 /// is `tag`'s: where `tag` is, unless another tag of that run shares its byte (one slot in
 /// 128). Reads no slot, so it stalls on nothing but the control bytes.
 #[inline]
-fn candidate<V>(array: &Array<V>, tag: u64, home: usize) -> Option<usize> {
+fn candidate<V>(array: &Array<V>, tag: u64, from: usize) -> Option<usize> {
     let control = control_of(tag);
     let n = array.len();
-    let mut index = home;
+    let mut index = from;
     loop {
         match array.control()[index] {
             0 => return None,
@@ -1252,7 +1251,7 @@ fn probe_in<V: Copy>(array: &Array<V>, tag: u64) -> Probe {
     }
 }
 
-/// The probe result in `slots` for a tag known to be absent from them.
+/// The probe result in `array` for a tag known to be absent from it.
 #[inline]
 fn vacancy<V: Copy>(array: &Array<V>, tag: u64) -> (usize, usize) {
     match probe_in(array, tag) {
