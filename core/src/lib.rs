@@ -7,6 +7,7 @@
 //! daemon, the simulation and the fuzzers. The normative rules are in ARCHITECTURE.md
 //! ("Presence rules") and `wire-format/SPEC.md`.
 
+pub mod cache;
 pub mod clock;
 pub mod config;
 pub mod event;

@@ -45,6 +45,7 @@
 //! The seed spreads sequential user ids; it is not a keyed PRF, so it does not make the table
 //! proof against an adversary who can choose keys *and* learn the seed.
 
+use crate::cache::{prefetch, prefetch_at};
 use crate::slab::{OutOfMemory, Region};
 use bytemuck::Zeroable;
 use presenced_wire::hash::{mix64 as mix, mod_inverse, unmix64 as unmix};
@@ -284,27 +285,6 @@ enum Probe {
 /// range of `mix64(user)`, would crowd into a fraction of its slots.
 const PRE: u64 = 0x9e37_79b9_7f4a_7c15;
 const PRE_INV: u64 = mod_inverse(PRE);
-
-/// Starts loading the cache line holding `slot`'s first byte.
-#[inline(always)]
-fn prefetch<V>(slot: &Slot<V>) {
-    prefetch_at(std::ptr::from_ref(slot).cast::<u8>());
-}
-
-/// Starts loading the cache line holding the byte at `at`, which is never dereferenced. On
-/// x86-64 this is a prefetch instruction, which retires at once, so a batch of them keeps
-/// dozens of misses in flight; elsewhere it does nothing.
-#[inline(always)]
-fn prefetch_at(at: *const u8) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        // SAFETY: a prefetch is a hint with no architectural effect, at any address.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(at.cast::<i8>()) };
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = at;
-}
 
 /// Starts loading the slots a probe of the slots from `home` reads (an insert's, a prefix's):
 /// ~4.5 slots past home on average at 9/10 (~160 bytes), so the home slot's line and the two

@@ -6,6 +6,7 @@ use super::clock::Clock;
 use super::population::{Population, TIMEOUT, TIME_MASK, UNTIMED};
 use hdrhistogram::Histogram;
 use presenced_client::{ClientError, LinkClient, Push};
+use presenced_core::cache::prefetch;
 use presenced_wire::link::{Event, PresenceRecord, WireCause, WireState};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -67,8 +68,6 @@ pub struct Shared {
 pub struct Findings {
     /// Transitions seen per watched user.
     pub counts: Vec<u32>,
-    /// Last state seen per watched user (wire value).
-    pub states: Vec<u8>,
     /// Transitions of users outside the watched ones (firehose).
     pub foreign: u64,
     /// Transitions whose `prev` was not the state last seen (one was missed before it).
@@ -130,27 +129,52 @@ struct SharedCounts {
     seen: u64,
 }
 
+/// How many transitions ahead of its check [`Tally::note_frame`] starts loading a user's
+/// records: enough to cover a miss with the checks between.
+const PREFETCH_AHEAD: usize = 16;
+
+/// What one observer knows of one watched user, in one place: a transition's check reads and
+/// writes one 16-byte record of the observer's own (three arrays cost three cache misses).
+#[derive(Clone, Copy, Default)]
+struct Known {
+    /// The latest version seen.
+    version: u64,
+    /// Transitions seen.
+    count: u32,
+    /// The state last seen (wire value).
+    state: u8,
+}
+
+const _: () = assert!(std::mem::size_of::<Known>() == 16);
+
 /// What one observer tracks per watched user and the checks it makes on every transition it
 /// receives, independent of the transport: counts against the simulation's expectations,
 /// latency and lateness against the causing send's stamp.
 pub struct Tally {
     pop: Arc<Population>,
     shared: Arc<Shared>,
-    versions: Vec<u64>,
+    known: Vec<Known>,
+    /// The frame being checked (kept to reuse its allocation).
+    pending: Vec<Option<Seen>>,
+    /// What is found beside the per-user counts, which [`into_findings`](Tally::into_findings)
+    /// adds from `known`.
     findings: Findings,
 }
 
 impl Tally {
     /// A tally of `pop`'s watched users, every one offline at version 0.
     pub fn new(pop: Arc<Population>, shared: Arc<Shared>) -> Tally {
-        let n = pop.watch as usize;
+        let offline = Known {
+            state: WireState::Offline.to_u8(),
+            ..Known::default()
+        };
         Tally {
+            known: vec![offline; pop.watch as usize],
+            pending: Vec::new(),
             pop,
             shared,
-            versions: vec![0; n],
             findings: Findings {
-                counts: vec![0; n],
-                states: vec![0; n],
+                counts: Vec::new(),
                 foreign: 0,
                 gaps: 0,
                 idle: 0,
@@ -179,6 +203,7 @@ impl Tally {
     /// The findings, with the events the transport itself dropped.
     pub fn into_findings(mut self, dropped_by_client: u64) -> Findings {
         self.findings.dropped_by_client = dropped_by_client;
+        self.findings.counts = self.known.iter().map(|k| k.count).collect();
         self.findings
     }
 
@@ -189,42 +214,37 @@ impl Tally {
         let Some(i) = self.pop.watched_index(record.user) else {
             return false;
         };
-        let i = i as usize;
+        let known = &mut self.known[i as usize];
         // A record replaces what was known, even with a lower version (a daemon that lost
         // its state): later transitions continue from it.
-        self.versions[i] = record.version;
+        known.version = record.version;
         let offline = WireState::Offline.to_u8();
-        let (before, after) = (self.findings.states[i], record.state.to_u8());
+        let (before, after) = (known.state, record.state.to_u8());
         if before == offline && after != offline {
             self.shared.not_offline.fetch_add(1, Ordering::AcqRel);
         } else if before != offline && after == offline {
             self.shared.not_offline.fetch_sub(1, Ordering::AcqRel);
         }
-        self.findings.states[i] = after;
+        known.state = after;
         true
     }
 
     /// The state last seen of watched user `index` (wire value).
     pub fn state_of(&self, index: u32) -> Option<u8> {
-        self.findings.states.get(index as usize).copied()
+        self.known.get(index as usize).map(|k| k.state)
     }
 
     /// Transitions of watched user `index` counted so far.
     pub fn count_of(&self, index: u32) -> u32 {
-        self.findings
-            .counts
-            .get(index as usize)
-            .copied()
-            .unwrap_or(0)
+        self.known.get(index as usize).map_or(0, |k| k.count)
     }
 
     /// Watched users last seen online or idle.
     pub fn stale_users(&self) -> Vec<u64> {
-        self.findings
-            .states
+        self.known
             .iter()
             .enumerate()
-            .filter(|(_, &s)| s != WireState::Offline.to_u8())
+            .filter(|(_, k)| k.state != WireState::Offline.to_u8())
             .map(|(i, _)| self.pop.id(i as u32))
             .collect()
     }
@@ -241,6 +261,10 @@ impl Tally {
     /// adding to the counters the observers share once for the whole frame: eight observers
     /// adding to the same counters for every transition spent more time on those cache lines
     /// than on the checks.
+    ///
+    /// The users' records are spread over megabytes (this observer's and the shared ones), so
+    /// each transition's are loaded [`PREFETCH_AHEAD`] checks before its own: the misses of a
+    /// frame overlap instead of each stalling its check.
     pub fn note_frame(
         &mut self,
         frame: impl Iterator<Item = Option<Seen>>,
@@ -248,14 +272,32 @@ impl Tally {
         running: bool,
         h: &mut Hists,
     ) {
+        let mut pending = std::mem::take(&mut self.pending);
+        pending.clear();
+        pending.extend(frame);
+        for e in pending.iter().take(PREFETCH_AHEAD).flatten() {
+            self.prefetch(e.index);
+        }
         let mut counts = SharedCounts::default();
-        for seen in frame {
-            match seen {
+        for (n, seen) in pending.iter().enumerate() {
+            if let Some(Some(ahead)) = pending.get(n + PREFETCH_AHEAD) {
+                self.prefetch(ahead.index);
+            }
+            match *seen {
                 Some(e) => self.check(e, now, running, h, &mut counts),
                 None => self.foreign(),
             }
         }
+        self.pending = pending;
         self.publish(counts);
+    }
+
+    /// Starts loading what a check of user `index` reads.
+    fn prefetch(&self, index: u32) {
+        if let Some(known) = self.known.get(index as usize) {
+            prefetch(known);
+        }
+        self.pop.prefetch(index);
     }
 
     fn publish(&self, counts: SharedCounts) {
@@ -281,23 +323,22 @@ impl Tally {
         counts: &mut SharedCounts,
     ) {
         let index = e.index;
-        let i = index as usize;
-        if i >= self.versions.len() {
+        let Some(known) = self.known.get_mut(index as usize) else {
             self.findings.foreign += 1;
             return;
-        }
+        };
         let f = &mut self.findings;
         if let Some(version) = e.version {
-            if version <= self.versions[i] {
+            if version <= known.version {
                 self.shared
                     .version_regressions
                     .fetch_add(1, Ordering::Relaxed);
             } else {
-                self.versions[i] = version;
+                known.version = version;
             }
         }
         let offline = WireState::Offline.to_u8();
-        let (before, after) = (f.states[i], e.state.to_u8());
+        let (before, after) = (known.state, e.state.to_u8());
         if before == offline && after != offline {
             counts.not_offline += 1;
         } else if before != offline && after == offline {
@@ -306,7 +347,7 @@ impl Tally {
         if running && e.prev.is_some_and(|p| p.to_u8() != before) {
             f.gaps += 1;
         }
-        f.states[i] = after;
+        known.state = after;
         if !running {
             return;
         }
@@ -314,15 +355,16 @@ impl Tally {
         if e.state == WireState::Idle {
             f.idle += 1;
         }
-        if f.counts[i] >= self.pop.expected(index) && self.shared.ended.load(Ordering::Acquire) {
+        let expected = self.pop.expected(index);
+        if known.count >= expected && self.shared.ended.load(Ordering::Acquire) {
             self.shared.after_end.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        f.counts[i] += 1;
+        known.count += 1;
         if self.pop.saw(index) {
             counts.seen += 1;
         }
-        if f.counts[i] > self.pop.expected(index) {
+        if known.count > expected {
             self.shared.spurious_now.fetch_add(1, Ordering::Relaxed);
             return;
         }
@@ -451,5 +493,60 @@ impl Observer {
             }
             Push::Closed { message, .. } => self.tally.closed(message),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn online(index: u32, version: u64, prev: WireState) -> Option<Seen> {
+        Some(Seen {
+            index,
+            state: WireState::Online,
+            prev: Some(prev),
+            version: Some(version),
+            timeout: false,
+        })
+    }
+
+    #[test]
+    fn a_frame_longer_than_the_prefetch_window_checks_every_transition_once() {
+        let users = 3 * PREFETCH_AHEAD as u32 + 5;
+        let pop = Arc::new(Population::new(100, vec![1; users as usize], users, 1));
+        let shared = Arc::new(Shared::default());
+        shared.running.store(true, Ordering::Release);
+        let mut tally = Tally::new(pop.clone(), shared.clone());
+        let mut h = Hists::default();
+        for i in 0..users {
+            pop.expect(i);
+        }
+        // Every user's login, with a foreign transition after every fourth.
+        let frame: Vec<Option<Seen>> = (0..users)
+            .flat_map(|i| {
+                let foreign = (i % 4 == 3).then_some(None);
+                std::iter::once(online(i, 1, WireState::Offline)).chain(foreign)
+            })
+            .collect();
+        tally.note_frame(frame.into_iter(), 10, true, &mut h);
+        assert_eq!(shared.events.load(Ordering::Relaxed), u64::from(users));
+        assert_eq!(shared.not_offline.load(Ordering::Relaxed), i64::from(users));
+        assert_eq!(pop.in_flight(), 0, "every user settled");
+        assert_eq!(h.latency.len(), u64::from(users));
+        // Again: a stale version, a transition that skipped one, and one too many.
+        let again = [
+            online(5, 1, WireState::Online),
+            online(6, 2, WireState::Idle),
+        ];
+        tally.note_frame(again.into_iter(), 20, true, &mut h);
+        assert_eq!(shared.version_regressions.load(Ordering::Relaxed), 1);
+        assert_eq!(shared.spurious_now.load(Ordering::Relaxed), 2);
+        let found = tally.into_findings(0);
+        assert_eq!(found.foreign, u64::from(users / 4));
+        assert_eq!(found.gaps, 1, "user 6 was online, not idle");
+        let mut counts = vec![1; users as usize];
+        counts[5] = 2;
+        counts[6] = 2;
+        assert_eq!(found.counts, counts);
     }
 }

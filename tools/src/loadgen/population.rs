@@ -1,15 +1,17 @@
 //! The simulated users and what the simulation expects of them, in flat arrays indexed by user
 //! index (a million users cost tens of megabytes, not a HashMap of structs).
 //!
-//! Senders own their users' device state; what observers need is shared here through atomics:
-//! how many transitions the simulation has caused per user (`expected`), how many observers
-//! have seen (`seen`), and the moment each pending transition was caused (`online_at`,
-//! `offline_at`). The simulation causes a user's next transition only once the previous one
+//! Senders own their users' device state; what observers need is shared here through atomics,
+//! one [`Watched`] per user: how many transitions the simulation has caused (`expected`), how
+//! many observers have seen (`seen`), and the moment each pending transition was caused
+//! (`online_at`, `offline_at`). They share a half cache line, so an observer's check of a
+//! transition reads one line of the shared arrays, not four. The simulation causes a user's next transition only once the previous one
 //! has been seen (storms aside, where an offline and the following online may both be in
 //! flight), and transitions alternate online / offline, so one stamp per direction is enough
 //! to match every arriving transition with its cause.
 
 use super::rng::Rng;
+use presenced_core::cache::prefetch;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 /// Flag in `offline_at`: the offline comes from silence; the stamp is the deadline.
@@ -22,6 +24,19 @@ pub const TIME_MASK: u64 = UNTIMED - 1;
 /// Most devices per user (device ids 1..=8).
 pub const MAX_DEVICES: u8 = 8;
 
+/// What senders and observers share of one watched user, aligned so that it never straddles
+/// two cache lines.
+#[repr(C, align(32))]
+#[derive(Default)]
+struct Watched {
+    expected: AtomicU32,
+    seen: AtomicU32,
+    online_at: AtomicU64,
+    offline_at: AtomicU64,
+}
+
+const _: () = assert!(std::mem::size_of::<Watched>() == 32);
+
 /// Per-user state shared by senders and observers.
 pub struct Population {
     /// User id of index 0.
@@ -32,10 +47,7 @@ pub struct Population {
     pub observers: u32,
     /// Watched users: indices `0..watch` have the arrays below.
     pub watch: u32,
-    expected: Vec<AtomicU32>,
-    seen: Vec<AtomicU32>,
-    online_at: Vec<AtomicU64>,
-    offline_at: Vec<AtomicU64>,
+    watched: Vec<Watched>,
     excused: Vec<AtomicBool>,
     /// Transitions caused so far, all watched users.
     pub expected_total: AtomicU64,
@@ -58,14 +70,6 @@ pub fn draw_devices(users: u32, mean: f64, rng: &mut Rng) -> Vec<u8> {
         .collect()
 }
 
-fn atomics32(n: u32) -> Vec<AtomicU32> {
-    (0..n).map(|_| AtomicU32::new(0)).collect()
-}
-
-fn atomics64(n: u32) -> Vec<AtomicU64> {
-    (0..n).map(|_| AtomicU64::new(0)).collect()
-}
-
 impl Population {
     /// A population of `devices.len()` users from id `base`, the first `watch` of them
     /// watched by `observers` observers.
@@ -75,10 +79,7 @@ impl Population {
             devices,
             observers,
             watch,
-            expected: atomics32(watch),
-            seen: atomics32(watch),
-            online_at: atomics64(watch),
-            offline_at: atomics64(watch),
+            watched: (0..watch).map(|_| Watched::default()).collect(),
             excused: (0..watch).map(|_| AtomicBool::new(false)).collect(),
             expected_total: AtomicU64::new(0),
             seen_total: AtomicU64::new(0),
@@ -113,8 +114,8 @@ impl Population {
     /// (`stamp_online`) before the causing datagram leaves. No-op for unwatched users.
     #[inline]
     pub fn expect(&self, index: u32) {
-        if let Some(e) = self.expected.get(index as usize) {
-            e.fetch_add(1, Ordering::Release);
+        if let Some(w) = self.watched.get(index as usize) {
+            w.expected.fetch_add(1, Ordering::Release);
             self.expected_total.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -122,46 +123,51 @@ impl Population {
     /// Stamps user `index`'s pending online with `stamp` (µs since the start, with flags).
     #[inline]
     pub fn stamp_online(&self, index: u32, stamp: u64) {
-        if let Some(s) = self.online_at.get(index as usize) {
-            s.store(stamp, Ordering::Release);
+        if let Some(w) = self.watched.get(index as usize) {
+            w.online_at.store(stamp, Ordering::Release);
         }
     }
 
     /// Stamps user `index`'s pending offline with `stamp` (µs since the start, with flags).
     #[inline]
     pub fn stamp_offline(&self, index: u32, stamp: u64) {
-        if let Some(s) = self.offline_at.get(index as usize) {
-            s.store(stamp, Ordering::Release);
+        if let Some(w) = self.watched.get(index as usize) {
+            w.offline_at.store(stamp, Ordering::Release);
         }
     }
 
     /// The stamp of user `index`'s latest online or offline cause.
     #[inline]
     pub fn stamp(&self, index: u32, online: bool) -> u64 {
-        let v = if online {
-            &self.online_at
-        } else {
-            &self.offline_at
-        };
-        v.get(index as usize)
-            .map_or(UNTIMED, |s| s.load(Ordering::Acquire))
+        self.watched.get(index as usize).map_or(UNTIMED, |w| {
+            let stamp = if online { &w.online_at } else { &w.offline_at };
+            stamp.load(Ordering::Acquire)
+        })
+    }
+
+    /// Starts loading what is shared of user `index`, ahead of its check.
+    #[inline]
+    pub fn prefetch(&self, index: u32) {
+        if let Some(w) = self.watched.get(index as usize) {
+            prefetch(w);
+        }
     }
 
     /// Transitions caused so far for user `index`.
     #[inline]
     pub fn expected(&self, index: u32) -> u32 {
-        self.expected
+        self.watched
             .get(index as usize)
-            .map_or(0, |e| e.load(Ordering::Acquire))
+            .map_or(0, |w| w.expected.load(Ordering::Acquire))
     }
 
     /// Notes that an observer has seen a transition of user `index`; true if the user is
     /// one of the population's, to be added to the total with [`saw_total`](Self::saw_total).
     #[inline]
     pub fn saw(&self, index: u32) -> bool {
-        match self.seen.get(index as usize) {
-            Some(s) => {
-                s.fetch_add(1, Ordering::Relaxed);
+        match self.watched.get(index as usize) {
+            Some(w) => {
+                w.seen.fetch_add(1, Ordering::Relaxed);
                 true
             }
             None => false,
@@ -180,16 +186,10 @@ impl Population {
     /// for an unwatched user).
     #[inline]
     pub fn settled(&self, index: u32) -> bool {
-        match (
-            self.expected.get(index as usize),
-            self.seen.get(index as usize),
-        ) {
-            (Some(e), Some(s)) => {
-                u64::from(s.load(Ordering::Relaxed))
-                    == u64::from(e.load(Ordering::Acquire)) * u64::from(self.observers)
-            }
-            _ => true,
-        }
+        self.watched.get(index as usize).map_or(true, |w| {
+            u64::from(w.seen.load(Ordering::Relaxed))
+                == u64::from(w.expected.load(Ordering::Acquire)) * u64::from(self.observers)
+        })
     }
 
     /// Marks user `index` as excused: the generator sent one of its beats too late to be
