@@ -51,6 +51,7 @@ pub mod share;
 use crate::bus::{owner, Request, ToHub};
 use crate::cluster::{Cluster, ClusterConfig, ClusterEvent, EtcdEvent, Roles};
 use bytes::{Bytes, BytesMut};
+use presenced_core::cache::prefetch_at;
 use presenced_core::clock::Now;
 use presenced_core::event::{Cause, Presence, PublicState, Transition};
 use presenced_wire::link as wire;
@@ -572,6 +573,13 @@ impl Hub {
         match message {
             ToHub::Transitions(batch) => {
                 self.out.stats.transitions += batch.len() as u64;
+                // The users' subscriber lists lie apart on the heap: load the batch's at once
+                // (the lookups do not wait on each other) before fanning out.
+                for t in batch.items() {
+                    if let Some(links) = self.subscribers.get(&t.user) {
+                        prefetch_at(links.as_ptr().cast::<u8>());
+                    }
+                }
                 for t in batch.items() {
                     self.fan_out(t, batch.since_us);
                 }
