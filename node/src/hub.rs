@@ -573,11 +573,14 @@ impl Hub {
         match message {
             ToHub::Transitions(batch) => {
                 self.out.stats.transitions += batch.len() as u64;
-                // The users' subscriber lists lie apart on the heap: load the batch's at once
-                // (the lookups do not wait on each other) before fanning out.
-                for t in batch.items() {
-                    if let Some(links) = self.subscribers.get(&t.user) {
-                        prefetch_at(links.as_ptr().cast::<u8>());
+                // The users' subscriber lists lie apart on the heap: load a batch's at once
+                // (the lookups do not wait on each other) before fanning out. A lone
+                // transition's would only be looked up twice.
+                if batch.len() > 1 {
+                    for t in batch.items() {
+                        if let Some(links) = self.subscribers.get(&t.user) {
+                            prefetch_at(links.as_ptr().cast::<u8>());
+                        }
                     }
                 }
                 for t in batch.items() {
