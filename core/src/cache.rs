@@ -1,6 +1,7 @@
 //! A cache hint, for code whose speed is the number of cache misses it keeps in flight: the
-//! table's batch lookups, and the load generator's observers, which check events against
-//! per-user state spread over tens of megabytes.
+//! table's batch lookups, the hub's batches of transitions (their subscriber lists), and the
+//! load generator's observers, which check events against per-user state spread over tens of
+//! megabytes.
 
 /// Starts loading the cache line holding the byte at `at`, which is never dereferenced. On
 /// x86-64 this is a prefetch instruction, which retires at once, so a batch of them keeps

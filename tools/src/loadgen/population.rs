@@ -2,13 +2,13 @@
 //! index (a million users cost tens of megabytes, not a HashMap of structs).
 //!
 //! Senders own their users' device state; what observers need is shared here through atomics,
-//! one [`Watched`] per user: how many transitions the simulation has caused (`expected`), how
+//! one `Watched` per user: how many transitions the simulation has caused (`expected`), how
 //! many observers have seen (`seen`), and the moment each pending transition was caused
-//! (`online_at`, `offline_at`). They share a half cache line, so an observer's check of a
-//! transition reads one line of the shared arrays, not four. The simulation causes a user's next transition only once the previous one
-//! has been seen (storms aside, where an offline and the following online may both be in
-//! flight), and transitions alternate online / offline, so one stamp per direction is enough
-//! to match every arriving transition with its cause.
+//! (`online_at`, `offline_at`). They share half a cache line, so an observer's check of a
+//! transition reads one shared line, not four. The simulation causes a user's next transition
+//! only once the previous one has been seen (storms aside, where an offline and the following
+//! online may both be in flight), and transitions alternate online / offline, so one stamp per
+//! direction is enough to match every arriving transition with its cause.
 
 use super::rng::Rng;
 use presenced_core::cache::prefetch;
@@ -45,7 +45,7 @@ pub struct Population {
     pub devices: Vec<u8>,
     /// Observers (each watched transition must be seen by all).
     pub observers: u32,
-    /// Watched users: indices `0..watch` have the arrays below.
+    /// Watched users: indices `0..watch` have a `Watched` and an `excused` flag.
     pub watch: u32,
     watched: Vec<Watched>,
     excused: Vec<AtomicBool>,
